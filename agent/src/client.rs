@@ -1,0 +1,122 @@
+//! The agent's side of the agent service: one channel, the agent id on
+//! every call, and retries that survive a restarting server.
+
+use std::time::Duration;
+
+use kiln_proto::AGENT_ID_METADATA;
+use kiln_proto::v1::agent_service_client::AgentServiceClient;
+use kiln_proto::v1::{Assignment, LogBatch, NextActionRequest, StateReport};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How long one `NextAction` long poll may be held by the server.
+const LONG_POLL: Duration = Duration::from_secs(30);
+/// Longest pause between retries of a failed call.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Adds the agent id to every call. Credentials (tokens) go here as well.
+#[derive(Clone)]
+pub struct Identify {
+    agent_id: AsciiMetadataValue,
+}
+
+impl Interceptor for Identify {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        req.metadata_mut().insert(AGENT_ID_METADATA, self.agent_id.clone());
+        Ok(req)
+    }
+}
+
+#[derive(Clone)]
+pub struct ServerClient {
+    inner: AgentServiceClient<InterceptedService<Channel, Identify>>,
+}
+
+/// Whether a failed call may succeed when repeated unchanged.
+pub fn is_transient(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Internal | Code::Cancelled)
+}
+
+/// Exponential backoff with jitter, capped at [`MAX_BACKOFF`].
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1 << attempt.min(6)).min(MAX_BACKOFF);
+    // Jitter spreads reconnects of many agents after a server restart.
+    let jitter = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), attempt) % 1000;
+    base.mul_f64(0.5 + jitter as f64 / 2000.0)
+}
+
+impl ServerClient {
+    /// A lazily connecting client: the first call connects, and a dropped
+    /// connection is re-established by the next call.
+    pub fn new(server: &str, agent_id: &str) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(server.to_string())
+            .map_err(|e| anyhow::anyhow!("invalid server address {server:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let agent_id = agent_id
+            .parse()
+            .map_err(|_| anyhow::anyhow!("agent id {agent_id:?} is not valid ASCII metadata"))?;
+        let inner = AgentServiceClient::with_interceptor(endpoint.connect_lazy(), Identify { agent_id });
+        Ok(Self { inner })
+    }
+
+    /// Waits for the next assignment; `None` when the long poll ended empty.
+    pub async fn next_action(&self) -> Result<Option<Assignment>, Status> {
+        let req = NextActionRequest { wait_ms: LONG_POLL.as_millis() as u32 };
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(LONG_POLL + Duration::from_secs(10));
+        Ok(self.inner.clone().next_action(request).await?.into_inner().assignment)
+    }
+
+    /// Reports a state change, retrying transient failures until the server
+    /// answers. Safe to repeat: reports are idempotent on the server.
+    pub async fn report(&self, report: StateReport) -> Result<bool, Status> {
+        let mut attempt = 0;
+        loop {
+            match self.inner.clone().report_state(report.clone()).await {
+                Ok(ack) => return Ok(ack.into_inner().applied),
+                Err(s) if is_transient(&s) => {
+                    tracing::warn!(error = %s.message(), "report failed, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
+    /// Sends log lines, retrying transient failures; resends are
+    /// deduplicated by seq on the server.
+    pub async fn push_logs(&self, batch: LogBatch) -> Result<(), Status> {
+        let mut attempt = 0;
+        loop {
+            match self.inner.clone().push_logs(batch.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(s) if is_transient(&s) && attempt < 20 => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(0) <= Duration::from_millis(100));
+        assert!(backoff(3) >= Duration::from_millis(400));
+        for n in 0..40 {
+            assert!(backoff(n) <= MAX_BACKOFF);
+        }
+    }
+}

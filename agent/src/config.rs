@@ -1,0 +1,133 @@
+//! The agent's configuration: a YAML file, with a few fields that command
+//! line flags may override. Secrets (registry passwords) live only in the
+//! file, never in flags, so they do not show up in `ps`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The server's gRPC endpoint, e.g. `http://10.0.0.1:42113`.
+    pub server: String,
+    /// The id this agent reports; default: the MAC of the first NIC.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Docker Engine endpoint: `unix:///path` or a bare socket path.
+    #[serde(default = "default_docker_host")]
+    pub docker_host: String,
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Run every action in the host network namespace (templates may also
+    /// ask for it per action with `namespaces.network: host`).
+    #[serde(default)]
+    pub host_network: bool,
+    /// What happens to the container of a failed action.
+    #[serde(default)]
+    pub failed_containers: FailedContainers,
+    #[serde(default)]
+    pub registries: Vec<RegistryCredentials>,
+}
+
+fn default_docker_host() -> String {
+    "unix:///var/run/docker.sock".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// `if-not-present` for images pinned by digest (their content cannot
+    /// change), `always` for tags (they can be moved).
+    #[default]
+    Default,
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailedContainers {
+    /// Keep the container (and its logs) for inspection until this agent
+    /// starts work on another workflow.
+    #[default]
+    Keep,
+    Remove,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentials {
+    /// Registry host as it appears in image references, e.g. `registry.local:5000`.
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        // serde_yaml_ng's errors already name the field and the line.
+        let config = Self::deserialize(serde_yaml_ng::Deserializer::from_str(text))?;
+        if config.server.is_empty() {
+            anyhow::bail!("field server: must not be empty");
+        }
+        for (i, r) in config.registries.iter().enumerate() {
+            if r.registry.is_empty() || r.registry.contains('/') {
+                anyhow::bail!("field registries[{i}].registry: {:?} must be a registry host[:port]", r.registry);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Credentials for the registry an image comes from.
+    pub fn credentials_for(&self, registry: &str) -> Option<&RegistryCredentials> {
+        self.registries.iter().find(|r| r.registry == registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config_and_hides_passwords() {
+        let c = AgentConfig::parse(
+            "server: http://127.0.0.1:42113\npull_policy: if-not-present\nregistries:\n  - {registry: '127.0.0.1:5001', username: u, password: hunter2}\n",
+        )
+        .unwrap();
+        assert_eq!(c.pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(c.credentials_for("127.0.0.1:5001").unwrap().username, "u");
+        assert!(c.credentials_for("127.0.0.1:5000").is_none());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        let err = AgentConfig::parse("server: x\nsurprise: 1\n").unwrap_err().to_string();
+        assert!(err.contains("surprise"), "{err}");
+        let err = AgentConfig::parse("server: x\npull_policy: sometimes\n").unwrap_err().to_string();
+        assert!(err.contains("pull_policy") || err.contains("sometimes"), "{err}");
+        let err = AgentConfig::parse("server: x\nregistries: [{registry: 'a/b', username: u, password: p}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registries[0].registry"), "{err}");
+    }
+}

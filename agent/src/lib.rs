@@ -1,0 +1,75 @@
+//! kiln's machine agent. It asks the server for the next action, runs it
+//! as a privileged container through the Docker Engine API, streams its
+//! output, and reports every state change of the attempt.
+//!
+//! - [`client`]: the gRPC client (agent id on every call, retries).
+//! - [`lifecycle`]: one attempt, from assignment to terminal report.
+//! - [`runtime`]: everything Docker-specific.
+//! - [`log_shipper`]: batching the container's output to the server.
+
+pub mod client;
+pub mod config;
+pub mod identity;
+pub mod lifecycle;
+pub mod log_shipper;
+pub mod runtime;
+
+use std::future::Future;
+
+use crate::client::{ServerClient, backoff};
+use crate::config::AgentConfig;
+use crate::runtime::DockerRuntime;
+
+pub struct Agent {
+    pub id: String,
+    pub config: AgentConfig,
+    pub client: ServerClient,
+    pub runtime: DockerRuntime,
+}
+
+impl Agent {
+    /// Resolves the agent id and connects to the Docker engine. The server
+    /// connection is made lazily by the first call.
+    pub async fn new(config: AgentConfig) -> anyhow::Result<Self> {
+        let id = match &config.agent_id {
+            Some(id) => id.trim().to_ascii_lowercase(),
+            None => identity::first_nic_mac()
+                .ok_or_else(|| anyhow::anyhow!("no agent_id configured and no network interface with a MAC found"))?,
+        };
+        let client = ServerClient::new(&config.server, &id)?;
+        let runtime = DockerRuntime::connect(&config.docker_host).await?;
+        Ok(Self { id, config, client, runtime })
+    }
+
+    /// Asks for work and runs it, one attempt at a time, until `shutdown`.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(agent_id = %self.id, server = %self.config.server, "agent started");
+        tokio::pin!(shutdown);
+        let mut failures = 0;
+        loop {
+            let next = tokio::select! {
+                _ = &mut shutdown => return,
+                next = self.client.next_action() => next,
+            };
+            match next {
+                Ok(Some(assignment)) => {
+                    failures = 0;
+                    // An attempt runs to its end even when shutdown is asked
+                    // for meanwhile: a half-reported action helps no one.
+                    if let Err(e) = lifecycle::run_attempt(self, &assignment).await {
+                        tracing::warn!(workflow = %assignment.workflow_id, attempt = %assignment.attempt_id, error = %e, "attempt abandoned");
+                    }
+                }
+                Ok(None) => failures = 0,
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), error = %status.message(), "asking the server for work failed");
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(backoff(failures)) => {}
+                    }
+                    failures += 1;
+                }
+            }
+        }
+    }
+}

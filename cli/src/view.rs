@@ -1,0 +1,177 @@
+//! What `-o json|yaml` prints: the API's objects with states as names and
+//! times as RFC 3339 (UTC, milliseconds, so they also sort as text).
+
+use std::collections::BTreeMap;
+
+use kiln_proto::v1;
+use serde::Serialize;
+
+pub fn time(t: &Option<prost_types::Timestamp>) -> Option<String> {
+    t.as_ref().map(|t| humantime::format_rfc3339_millis(kiln_proto::time::from_proto(t)).to_string())
+}
+
+pub fn action_state(s: i32) -> &'static str {
+    match v1::ActionState::try_from(s).unwrap_or(v1::ActionState::Unspecified) {
+        v1::ActionState::Unspecified => "UNKNOWN",
+        v1::ActionState::Pending => "PENDING",
+        v1::ActionState::Pulling => "PULLING",
+        v1::ActionState::Running => "RUNNING",
+        v1::ActionState::Success => "SUCCESS",
+        v1::ActionState::Failed => "FAILED",
+        v1::ActionState::Timeout => "TIMEOUT",
+    }
+}
+
+pub fn workflow_state(s: i32) -> &'static str {
+    match v1::WorkflowState::try_from(s).unwrap_or(v1::WorkflowState::Unspecified) {
+        v1::WorkflowState::Unspecified => "UNKNOWN",
+        v1::WorkflowState::Pending => "PENDING",
+        v1::WorkflowState::Running => "RUNNING",
+        v1::WorkflowState::Success => "SUCCESS",
+        v1::WorkflowState::Failed => "FAILED",
+        v1::WorkflowState::Timeout => "TIMEOUT",
+    }
+}
+
+pub fn is_terminal(state: i32) -> bool {
+    matches!(workflow_state(state), "SUCCESS" | "FAILED" | "TIMEOUT")
+}
+
+#[derive(Serialize)]
+pub struct Hardware {
+    id: String,
+    agent_id: String,
+    macs: Vec<String>,
+    disks: Vec<String>,
+    metadata: serde_json::Value,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+impl From<&v1::Hardware> for Hardware {
+    fn from(h: &v1::Hardware) -> Self {
+        Self {
+            id: h.id.clone(),
+            agent_id: h.agent_id.clone(),
+            macs: h.macs.clone(),
+            disks: h.disks.clone(),
+            metadata: serde_json::from_str(&h.metadata_json).unwrap_or(serde_json::Value::Null),
+            created_at: time(&h.created_at),
+            updated_at: time(&h.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Template {
+    name: String,
+    data: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+impl From<&v1::Template> for Template {
+    fn from(t: &v1::Template) -> Self {
+        Self { name: t.name.clone(), data: t.data.clone(), created_at: time(&t.created_at), updated_at: time(&t.updated_at) }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Attempt {
+    id: String,
+    number: u32,
+    agent_id: String,
+    state: &'static str,
+    created_at: Option<String>,
+    pulling_at: Option<String>,
+    running_at: Option<String>,
+    finished_at: Option<String>,
+    exit_code: Option<i64>,
+    reason: String,
+    message: String,
+}
+
+#[derive(Serialize)]
+pub struct Action {
+    index: u32,
+    task: String,
+    name: String,
+    agent_id: String,
+    state: &'static str,
+    image: String,
+    command: Vec<String>,
+    environment: BTreeMap<String, String>,
+    volumes: Vec<String>,
+    pid: String,
+    timeout_seconds: u64,
+    attempts: Vec<Attempt>,
+}
+
+#[derive(Serialize)]
+pub struct Workflow {
+    id: String,
+    template: String,
+    hardware: String,
+    hardware_map: BTreeMap<String, String>,
+    state: &'static str,
+    reason: String,
+    created_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    global_timeout_seconds: Option<u64>,
+    actions: Vec<Action>,
+}
+
+impl From<&v1::Workflow> for Workflow {
+    fn from(w: &v1::Workflow) -> Self {
+        Self {
+            id: w.id.clone(),
+            template: w.template.clone(),
+            hardware: w.hardware.clone(),
+            hardware_map: w.hardware_map.clone().into_iter().collect(),
+            state: workflow_state(w.state),
+            reason: w.reason.clone(),
+            created_at: time(&w.created_at),
+            started_at: time(&w.started_at),
+            finished_at: time(&w.finished_at),
+            global_timeout_seconds: (w.global_timeout_seconds > 0).then_some(w.global_timeout_seconds),
+            actions: w
+                .actions
+                .iter()
+                .map(|a| {
+                    let spec = a.spec.clone().unwrap_or_default();
+                    Action {
+                        index: a.index,
+                        task: spec.task,
+                        name: spec.name,
+                        agent_id: a.agent_id.clone(),
+                        state: action_state(a.state),
+                        image: spec.image,
+                        command: spec.command,
+                        environment: spec.environment.into_iter().collect(),
+                        volumes: spec.volumes,
+                        pid: spec.pid,
+                        timeout_seconds: spec.timeout_seconds,
+                        attempts: a
+                            .attempts
+                            .iter()
+                            .map(|t| Attempt {
+                                id: t.id.clone(),
+                                number: t.number,
+                                agent_id: t.agent_id.clone(),
+                                state: action_state(t.state),
+                                created_at: time(&t.created_at),
+                                pulling_at: time(&t.pulling_at),
+                                running_at: time(&t.running_at),
+                                finished_at: time(&t.finished_at),
+                                exit_code: t.exit_code,
+                                reason: t.reason.clone(),
+                                message: t.message.clone(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}

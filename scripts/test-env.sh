@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Starts (up) or stops (down) the services kiln's tests and demo need, all
+# private to this checkout's state directory:
+#   - a Docker engine on its own socket and data root (no bridge, no iptables)
+#   - an open registry on 127.0.0.1:$KILN_REGISTRY_PORT
+#   - a registry with htpasswd (bcrypt) auth on 127.0.0.1:$KILN_AUTH_REGISTRY_PORT
+# `up` writes $STATE/env, a file of exports the tests read; every process is
+# stopped by its pid file in `down`.
+set -euo pipefail
+
+STATE=${KILN_TEST_STATE:-/tmp/kiln-test-env}
+REG_PORT=${KILN_REGISTRY_PORT:-5030}
+AUTH_PORT=${KILN_AUTH_REGISTRY_PORT:-5031}
+REG_USER=kiln-test
+REG_PASS=${KILN_TEST_REGISTRY_PASSWORD:-s3cret-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+
+install_packages() {
+    local missing=() pkg
+    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+wait_for() { # description, command...
+    local what=$1; shift
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    echo "timed out waiting for $what" >&2
+    return 1
+}
+
+up() {
+    install_packages
+    down quiet
+    mkdir -p "$STATE"/{docker,registry-open,registry-auth}
+    dockerd --data-root "$STATE/docker/root" --exec-root "$STATE/docker/exec" \
+        -H "unix://$STATE/docker.sock" --pidfile "$STATE/docker.pid" \
+        --bridge=none --iptables=false --ip6tables=false >"$STATE/dockerd.log" 2>&1 &
+    htpasswd -Bbn "$REG_USER" "$REG_PASS" >"$STATE/htpasswd"
+    cat >"$STATE/registry-open.yml" <<YML
+version: 0.1
+log: { level: warn }
+storage: { filesystem: { rootdirectory: $STATE/registry-open }, delete: { enabled: true } }
+http: { addr: 127.0.0.1:$REG_PORT }
+YML
+    cat >"$STATE/registry-auth.yml" <<YML
+version: 0.1
+log: { level: warn }
+storage: { filesystem: { rootdirectory: $STATE/registry-auth }, delete: { enabled: true } }
+http: { addr: 127.0.0.1:$AUTH_PORT }
+auth: { htpasswd: { realm: kiln-test, path: $STATE/htpasswd } }
+YML
+    docker-registry serve "$STATE/registry-open.yml" >"$STATE/registry-open.log" 2>&1 &
+    echo $! >"$STATE/registry-open.pid"
+    docker-registry serve "$STATE/registry-auth.yml" >"$STATE/registry-auth.log" 2>&1 &
+    echo $! >"$STATE/registry-auth.pid"
+
+    export DOCKER_HOST="unix://$STATE/docker.sock"
+    wait_for dockerd docker version || { tail -20 "$STATE/dockerd.log" >&2; exit 1; }
+    wait_for "open registry" curl -sf "http://127.0.0.1:$REG_PORT/v2/"
+    wait_for "auth registry" curl -sf -u "$REG_USER:$REG_PASS" "http://127.0.0.1:$AUTH_PORT/v2/"
+    # Registry logins for pushing live in a private docker config, never ~/.docker.
+    mkdir -p "$STATE/docker-config"
+    DOCKER_CONFIG="$STATE/docker-config" docker login -u "$REG_USER" --password-stdin "127.0.0.1:$AUTH_PORT" \
+        <<<"$REG_PASS" >/dev/null 2>&1
+    cat >"$STATE/env" <<ENV
+export DOCKER_HOST=unix://$STATE/docker.sock
+export DOCKER_CONFIG=$STATE/docker-config
+export KILN_TEST_DOCKER_HOST=unix://$STATE/docker.sock
+export KILN_TEST_REGISTRY=127.0.0.1:$REG_PORT
+export KILN_TEST_AUTH_REGISTRY=127.0.0.1:$AUTH_PORT
+export KILN_TEST_REGISTRY_USER=$REG_USER
+export KILN_TEST_REGISTRY_PASSWORD=$REG_PASS
+ENV
+    echo "test services up; source $STATE/env"
+}
+
+stop_pidfile() {
+    local f=$1
+    [ -f "$f" ] || return 0
+    local pid
+    pid=$(cat "$f")
+    if kill "$pid" 2>/dev/null; then
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+}
+
+down() {
+    if [ -S "$STATE/docker.sock" ] && [ "${1:-}" != quiet ]; then
+        # Leave no action containers behind.
+        ids=$(DOCKER_HOST="unix://$STATE/docker.sock" docker ps -aq 2>/dev/null || true)
+        [ -z "$ids" ] || DOCKER_HOST="unix://$STATE/docker.sock" docker rm -f $ids >/dev/null 2>&1 || true
+    fi
+    stop_pidfile "$STATE/registry-open.pid"
+    stop_pidfile "$STATE/registry-auth.pid"
+    stop_pidfile "$STATE/docker.pid"
+    # dockerd leaves its containerd behind when killed hard.
+    pkill -f "containerd.*$STATE/docker/exec" 2>/dev/null || true
+    if [ "${1:-}" != quiet ]; then echo "test services down"; fi
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

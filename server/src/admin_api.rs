@@ -1,0 +1,259 @@
+//! The operator's service (used by the `kiln` CLI).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use kiln_proto::time::millis_to_proto;
+use kiln_proto::v1::admin_service_server::AdminService;
+use kiln_proto::v1::{
+    AppliedObject, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest, Hardware, HardwareList,
+    ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, Template, TemplateList, Workflow, WorkflowList,
+    plan_request,
+};
+use kiln_spec::parse_documents;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::admission::{self, AdmissionError};
+use crate::convert::{self, store_status};
+use crate::events::{Events, wait_for};
+use crate::model;
+use crate::store::{DynStore, ObjectKind, Outcome};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Log lines read from the store per query while streaming.
+const LOG_PAGE: u32 = 1000;
+
+pub struct AdminApi {
+    store: DynStore,
+    events: Arc<Events>,
+}
+
+impl AdminApi {
+    pub fn new(store: DynStore, events: Arc<Events>) -> Self {
+        Self { store, events }
+    }
+}
+
+fn admission_status(e: AdmissionError) -> Status {
+    match e {
+        AdmissionError::Invalid(e) => Status::invalid_argument(e.to_string()),
+        AdmissionError::Reference(e) => Status::invalid_argument(e),
+        AdmissionError::Store(e) => store_status(e),
+    }
+}
+
+fn source_name(source: &str) -> &str {
+    if source.is_empty() { "input" } else { source }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let req = req.into_inner();
+        let docs = parse_documents(source_name(&req.source), &req.yaml)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if docs.is_empty() {
+            return Err(Status::invalid_argument(format!("{}: no documents", source_name(&req.source))));
+        }
+        let batch = admission::admit(&self.store, docs).await.map_err(admission_status)?;
+        let names: Vec<(&'static str, String)> = batch
+            .hardware
+            .iter()
+            .map(|h| ("Hardware", h.id.clone()))
+            .chain(batch.templates.iter().map(|t| ("Template", t.name.clone())))
+            .chain(batch.workflows.iter().map(|w| ("Workflow", w.id.clone())))
+            .collect();
+        let agents: Vec<String> =
+            batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
+        let outcomes = self.store.apply(batch).await.map_err(store_status)?;
+        for ((kind, name), outcome) in names.iter().zip(&outcomes) {
+            if *kind == "Workflow" && *outcome == Outcome::Created {
+                self.events.workflow_changed(name);
+            }
+        }
+        for agent in agents {
+            self.events.wake_agent(&agent);
+        }
+        let objects = names
+            .into_iter()
+            .zip(outcomes)
+            .map(|((kind, name), outcome)| AppliedObject { kind: kind.into(), name, outcome: outcome.as_str().into() })
+            .collect();
+        Ok(Response::new(ApplyResponse { objects }))
+    }
+
+    async fn get_hardware(&self, req: Request<GetRequest>) -> Result<Response<Hardware>, Status> {
+        let h = self.store.get_hardware(&req.get_ref().name).await.map_err(store_status)?;
+        Ok(Response::new(convert::hardware(&h)))
+    }
+
+    async fn list_hardware(&self, _: Request<ListRequest>) -> Result<Response<HardwareList>, Status> {
+        let items = self.store.list_hardware().await.map_err(store_status)?;
+        Ok(Response::new(HardwareList { items: items.iter().map(convert::hardware).collect() }))
+    }
+
+    async fn get_template(&self, req: Request<GetRequest>) -> Result<Response<Template>, Status> {
+        let t = self.store.get_template(&req.get_ref().name).await.map_err(store_status)?;
+        Ok(Response::new(convert::template(&t)))
+    }
+
+    async fn list_templates(&self, _: Request<ListRequest>) -> Result<Response<TemplateList>, Status> {
+        let items = self.store.list_templates().await.map_err(store_status)?;
+        Ok(Response::new(TemplateList { items: items.iter().map(convert::template).collect() }))
+    }
+
+    async fn get_workflow(&self, req: Request<GetRequest>) -> Result<Response<Workflow>, Status> {
+        let w = self.store.get_workflow(&req.get_ref().name).await.map_err(store_status)?;
+        Ok(Response::new(convert::workflow(&w)))
+    }
+
+    async fn list_workflows(&self, _: Request<ListRequest>) -> Result<Response<WorkflowList>, Status> {
+        let items = self.store.list_workflows().await.map_err(store_status)?;
+        Ok(Response::new(WorkflowList { items: items.iter().map(convert::workflow).collect() }))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let kind = ObjectKind::parse(&req.kind).ok_or_else(|| {
+            Status::invalid_argument(format!("unknown kind {:?}: expected hardware, template or workflow", req.kind))
+        })?;
+        self.store.delete(kind, &req.name).await.map_err(store_status)?;
+        if kind == ObjectKind::Workflow {
+            self.events.workflow_changed(&req.name);
+        }
+        Ok(Response::new(DeleteResponse {}))
+    }
+
+    type WatchWorkflowStream = BoxStream<Workflow>;
+
+    async fn watch_workflow(&self, req: Request<GetRequest>) -> Result<Response<Self::WatchWorkflowStream>, Status> {
+        let id = req.into_inner().name;
+        let mut changes = self.events.workflow_subscription();
+        let first = self.store.get_workflow(&id).await.map_err(store_status)?;
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(convert::workflow(&last))).await.is_err() {
+                return;
+            }
+            while !last.state.is_terminal() && wait_for(&mut changes, &id).await {
+                let wf = match store.get_workflow(&id).await {
+                    Ok(wf) => wf,
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(e))).await;
+                        return;
+                    }
+                };
+                if wf != last {
+                    if tx.send(Ok(convert::workflow(&wf))).await.is_err() {
+                        return;
+                    }
+                    last = wf;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type LogsStream = BoxStream<LogEntry>;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        let mut appended = self.events.logs_subscription();
+        let mut changed = self.events.workflow_subscription();
+        let wf = self.store.get_workflow(&req.workflow_id).await.map_err(store_status)?;
+        let only = select_action(&wf, &req.action)?;
+        let names: Vec<String> = wf.actions.iter().map(|a| a.spec.name.clone()).collect();
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let id = req.workflow_id;
+            let mut cursor = 0;
+            loop {
+                // Decide whether this is the last round *before* reading, so
+                // lines stored just before the end are still delivered.
+                let finished = !req.follow
+                    || match store.get_workflow(&id).await {
+                        Ok(wf) => match only {
+                            Some(i) => wf.state.is_terminal() || wf.actions[i as usize].state().is_terminal(),
+                            None => wf.state.is_terminal(),
+                        },
+                        Err(_) => true,
+                    };
+                loop {
+                    let page = match store.read_logs(&id, only, cursor, LOG_PAGE).await {
+                        Ok(page) => page,
+                        Err(e) => {
+                            let _ = tx.send(Err(store_status(e))).await;
+                            return;
+                        }
+                    };
+                    let full = page.len() as u32 == LOG_PAGE;
+                    for l in page {
+                        cursor = l.cursor;
+                        let entry = LogEntry {
+                            action_index: l.action_index,
+                            action_name: names.get(l.action_index as usize).cloned().unwrap_or_default(),
+                            attempt_id: l.attempt_id,
+                            line: Some(LogLine { seq: l.seq, stream: l.stream, time: Some(millis_to_proto(l.time)), text: l.text }),
+                        };
+                        if tx.send(Ok(entry)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                if finished {
+                    return;
+                }
+                tokio::select! {
+                    open = wait_for(&mut appended, &id) => if !open { return },
+                    open = wait_for(&mut changed, &id) => if !open { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn plan(&self, req: Request<PlanRequest>) -> Result<Response<Workflow>, Status> {
+        let wf = match req.into_inner().source {
+            Some(plan_request::Source::WorkflowId(id)) => self.store.get_workflow(&id).await.map_err(store_status)?,
+            Some(plan_request::Source::Documents(yaml)) => {
+                let docs = parse_documents("input", &yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                admission::plan(&self.store, docs).await.map_err(admission_status)?
+            }
+            None => return Err(Status::invalid_argument("plan needs documents or a workflow id")),
+        };
+        Ok(Response::new(convert::workflow(&wf)))
+    }
+}
+
+/// Resolves a CLI action selector (`name` or `task/name`) to an index.
+#[allow(clippy::result_large_err)]
+fn select_action(wf: &model::Workflow, selector: &str) -> Result<Option<u32>, Status> {
+    if selector.is_empty() {
+        return Ok(None);
+    }
+    let matches: Vec<u32> = wf
+        .actions
+        .iter()
+        .filter(|a| a.spec.name == selector || format!("{}/{}", a.spec.task, a.spec.name) == selector)
+        .map(|a| a.index)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(Some(*one)),
+        [] => Err(Status::not_found(format!(
+            "workflow {:?} has no action {selector:?} (actions: {})",
+            wf.id,
+            wf.actions.iter().map(|a| a.spec.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+        _ => Err(Status::invalid_argument(format!("action name {selector:?} is ambiguous: use TASK/NAME"))),
+    }
+}

@@ -1,0 +1,188 @@
+//! The agent service: hands out attempts, takes reports and logs.
+//!
+//! Handlers receive the caller's identity from [`identify_agent`], the one
+//! interceptor every agent call passes through; none of them reads metadata.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_proto::v1::agent_service_server::AgentService;
+use kiln_proto::v1::{
+    Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport,
+};
+use kiln_proto::{AGENT_ID_METADATA, time::proto_to_millis};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{action_spec, action_state_from_proto, store_status, transition_status};
+use crate::model::{ActionState, now_millis};
+use crate::state_machine::{self, Report, TransitionError};
+use crate::store::{DynStore, NewLogLine};
+use crate::events::Events;
+
+/// Longest a `NextAction` call is held open.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// The authenticated caller of an agent RPC, put into the request's
+/// extensions by [`identify_agent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentIdentity(pub String);
+
+/// Interceptor for every agent call. Today it takes the id the agent claims;
+/// agent authentication (tokens, client certificates) belongs here, so that
+/// no handler can forget it.
+#[allow(clippy::result_large_err)] // tonic's interceptor signature
+pub fn identify_agent(mut req: Request<()>) -> Result<Request<()>, Status> {
+    let id = req
+        .metadata()
+        .get(AGENT_ID_METADATA)
+        .ok_or_else(|| Status::unauthenticated(format!("missing {AGENT_ID_METADATA} metadata")))?
+        .to_str()
+        .map_err(|_| Status::invalid_argument(format!("{AGENT_ID_METADATA} must be ASCII")))?
+        .trim()
+        .to_ascii_lowercase();
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Status::invalid_argument(format!("{AGENT_ID_METADATA} {id:?} is not a valid agent id")));
+    }
+    req.extensions_mut().insert(AgentIdentity(id));
+    Ok(req)
+}
+
+fn caller<T>(req: &Request<T>) -> Result<String, Status> {
+    req.extensions()
+        .get::<AgentIdentity>()
+        .map(|a| a.0.clone())
+        .ok_or_else(|| Status::internal("agent service mounted without its identity interceptor"))
+}
+
+pub struct AgentApi {
+    store: DynStore,
+    events: Arc<Events>,
+}
+
+impl AgentApi {
+    pub fn new(store: DynStore, events: Arc<Events>) -> Self {
+        Self { store, events }
+    }
+
+    /// Finds (creating when it is due) the attempt `agent` should run now.
+    async fn assignment_for(&self, agent: &str) -> Result<Option<Assignment>, Status> {
+        for id in self.store.active_workflows_for_agent(agent).await.map_err(store_status)? {
+            let who = agent.to_string();
+            let (wf, changed) = self
+                .store
+                .update_workflow(
+                    &id,
+                    Box::new(move |wf| {
+                        Ok(state_machine::dispatch(wf, &who, now_millis(), || uuid::Uuid::new_v4().to_string()))
+                    }),
+                )
+                .await
+                .map_err(store_status)?;
+            if changed {
+                self.events.workflow_changed(&wf.id);
+            }
+            if let Some((index, attempt)) = state_machine::open_attempt_for(&wf, agent) {
+                let action = &wf.actions[index as usize];
+                return Ok(Some(Assignment {
+                    workflow_id: wf.id.clone(),
+                    action_index: index,
+                    attempt_id: attempt.id.clone(),
+                    attempt: attempt.number,
+                    action_count: wf.actions.len() as u32,
+                    action: Some(action_spec(&action.spec)),
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn next_action(&self, req: Request<NextActionRequest>) -> Result<Response<NextActionResponse>, Status> {
+        let agent = caller(&req)?;
+        let wait = Duration::from_millis(u64::from(req.get_ref().wait_ms)).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut wakeups = self.events.agent_subscription(&agent);
+        loop {
+            wakeups.borrow_and_update();
+            if let Some(assignment) = self.assignment_for(&agent).await? {
+                tracing::info!(agent = %agent, workflow = %assignment.workflow_id, action = assignment.action_index,
+                    attempt = %assignment.attempt_id, "assigned");
+                return Ok(Response::new(NextActionResponse { assignment: Some(assignment) }));
+            }
+            match tokio::time::timeout_at(deadline, wakeups.changed()).await {
+                Ok(Ok(())) => continue,
+                // Deadline passed, or the server is shutting down.
+                Ok(Err(_)) | Err(_) => return Ok(Response::new(NextActionResponse { assignment: None })),
+            }
+        }
+    }
+
+    async fn report_state(&self, req: Request<StateReport>) -> Result<Response<ReportAck>, Status> {
+        let agent = caller(&req)?;
+        let r = req.into_inner();
+        let state = action_state_from_proto(r.state()).ok_or_else(|| transition_status(&TransitionError::NoState))?;
+        let report = Report {
+            action_index: r.action_index,
+            attempt_id: r.attempt_id.clone(),
+            state,
+            exit_code: r.exit_code,
+            reason: r.reason,
+            message: r.message,
+        };
+        let who = agent.clone();
+        let (wf, changed) = self
+            .store
+            .update_workflow(
+                &r.workflow_id,
+                Box::new(move |wf| Ok(state_machine::apply_report(wf, &who, &report, now_millis())?)),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(agent = %agent, workflow = %r.workflow_id, attempt = %r.attempt_id, error = %e, "report rejected");
+                store_status(e)
+            })?;
+        if changed {
+            tracing::info!(agent = %agent, workflow = %wf.id, action = r.action_index, state = state.as_str(), "state");
+            self.events.workflow_changed(&wf.id);
+            if state == ActionState::Success
+                && let Some(next) = wf.current_action()
+            {
+                self.events.wake_agent(next.agent_id());
+            }
+        }
+        Ok(Response::new(ReportAck { applied: changed }))
+    }
+
+    async fn push_logs(&self, req: Request<LogBatch>) -> Result<Response<LogAck>, Status> {
+        let agent = caller(&req)?;
+        let batch = req.into_inner();
+        let wf = self.store.get_workflow(&batch.workflow_id).await.map_err(store_status)?;
+        let attempt = wf
+            .actions
+            .get(batch.action_index as usize)
+            .and_then(|a| a.attempts.iter().find(|t| t.id == batch.attempt_id))
+            .ok_or_else(|| transition_status(&TransitionError::UnknownAttempt(batch.attempt_id.clone())))?;
+        if attempt.agent_id != agent {
+            return Err(transition_status(&TransitionError::NotOwner { owner: attempt.agent_id.clone(), caller: agent }));
+        }
+        let lines = batch
+            .lines
+            .into_iter()
+            .map(|l| NewLogLine {
+                seq: l.seq,
+                stream: l.stream,
+                time: l.time.as_ref().map_or_else(now_millis, proto_to_millis),
+                text: l.text,
+            })
+            .collect();
+        let stored_through = self
+            .store
+            .append_logs(&batch.workflow_id, batch.action_index, &batch.attempt_id, lines)
+            .await
+            .map_err(store_status)?;
+        self.events.logs_appended(&batch.workflow_id);
+        Ok(Response::new(LogAck { stored_through }))
+    }
+}

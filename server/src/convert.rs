@@ -1,0 +1,144 @@
+//! Model → wire conversions, and the mapping of internal errors to gRPC
+//! status codes (one place, so every handler answers alike).
+
+use kiln_proto::time::millis_to_proto;
+use kiln_proto::v1;
+use kiln_spec::PlannedAction;
+use tonic::Status;
+
+use crate::model::{ActionState, Attempt, Workflow, WorkflowState};
+use crate::state_machine::TransitionError;
+use crate::store::{StoreError, StoredHardware, StoredTemplate};
+
+pub fn action_state(s: ActionState) -> v1::ActionState {
+    match s {
+        ActionState::Pending => v1::ActionState::Pending,
+        ActionState::Pulling => v1::ActionState::Pulling,
+        ActionState::Running => v1::ActionState::Running,
+        ActionState::Success => v1::ActionState::Success,
+        ActionState::Failed => v1::ActionState::Failed,
+        ActionState::Timeout => v1::ActionState::Timeout,
+    }
+}
+
+pub fn action_state_from_proto(s: v1::ActionState) -> Option<ActionState> {
+    Some(match s {
+        v1::ActionState::Unspecified => return None,
+        v1::ActionState::Pending => ActionState::Pending,
+        v1::ActionState::Pulling => ActionState::Pulling,
+        v1::ActionState::Running => ActionState::Running,
+        v1::ActionState::Success => ActionState::Success,
+        v1::ActionState::Failed => ActionState::Failed,
+        v1::ActionState::Timeout => ActionState::Timeout,
+    })
+}
+
+pub fn workflow_state(s: WorkflowState) -> v1::WorkflowState {
+    match s {
+        WorkflowState::Pending => v1::WorkflowState::Pending,
+        WorkflowState::Running => v1::WorkflowState::Running,
+        WorkflowState::Success => v1::WorkflowState::Success,
+        WorkflowState::Failed => v1::WorkflowState::Failed,
+        WorkflowState::Timeout => v1::WorkflowState::Timeout,
+    }
+}
+
+pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
+    v1::ActionSpec {
+        task: p.task.clone(),
+        name: p.name.clone(),
+        image: p.image.clone(),
+        command: p.command.clone(),
+        environment: p.environment.clone().into_iter().collect(),
+        volumes: p.volumes.clone(),
+        pid: p.pid.clone(),
+        timeout_seconds: p.timeout_seconds,
+    }
+}
+
+fn attempt(a: &Attempt) -> v1::Attempt {
+    v1::Attempt {
+        id: a.id.clone(),
+        number: a.number,
+        agent_id: a.agent_id.clone(),
+        state: action_state(a.state) as i32,
+        created_at: Some(millis_to_proto(a.created_at)),
+        pulling_at: a.pulling_at.map(millis_to_proto),
+        running_at: a.running_at.map(millis_to_proto),
+        finished_at: a.finished_at.map(millis_to_proto),
+        exit_code: a.exit_code,
+        reason: a.reason.clone(),
+        message: a.message.clone(),
+    }
+}
+
+pub fn workflow(w: &Workflow) -> v1::Workflow {
+    v1::Workflow {
+        id: w.id.clone(),
+        template: w.template.clone(),
+        hardware: w.hardware.clone(),
+        hardware_map: w.hardware_map.clone().into_iter().collect(),
+        state: workflow_state(w.state) as i32,
+        reason: w.reason.clone(),
+        created_at: Some(millis_to_proto(w.created_at)),
+        started_at: w.started_at.map(millis_to_proto),
+        finished_at: w.finished_at.map(millis_to_proto),
+        global_timeout_seconds: w.global_timeout_seconds.unwrap_or(0),
+        actions: w
+            .actions
+            .iter()
+            .map(|a| v1::ActionStatus {
+                index: a.index,
+                agent_id: a.agent_id().to_string(),
+                spec: Some(action_spec(&a.spec)),
+                state: action_state(a.state()) as i32,
+                attempts: a.attempts.iter().map(attempt).collect(),
+            })
+            .collect(),
+    }
+}
+
+pub fn hardware(h: &StoredHardware) -> v1::Hardware {
+    v1::Hardware {
+        id: h.doc.id.clone(),
+        agent_id: h.doc.agent_id.clone(),
+        macs: h.doc.macs.clone(),
+        disks: h.doc.disks.clone(),
+        metadata_json: h.doc.metadata.to_string(),
+        created_at: Some(millis_to_proto(h.created_at)),
+        updated_at: Some(millis_to_proto(h.updated_at)),
+    }
+}
+
+pub fn template(t: &StoredTemplate) -> v1::Template {
+    v1::Template {
+        name: t.doc.name.clone(),
+        data: t.doc.data.clone(),
+        created_at: Some(millis_to_proto(t.created_at)),
+        updated_at: Some(millis_to_proto(t.updated_at)),
+    }
+}
+
+pub fn transition_status(e: &TransitionError) -> Status {
+    match e {
+        TransitionError::NotOwner { .. } => Status::permission_denied(e.to_string()),
+        TransitionError::UnknownAction(_) | TransitionError::UnknownAttempt(_) => Status::not_found(e.to_string()),
+        TransitionError::NoState => Status::invalid_argument(e.to_string()),
+        TransitionError::StaleAttempt { .. } | TransitionError::WorkflowFinished(_) | TransitionError::Illegal { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+    }
+}
+
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound { .. } => Status::not_found(e.to_string()),
+        StoreError::Conflict(_) => Status::already_exists(e.to_string()),
+        StoreError::InUse(_) => Status::failed_precondition(e.to_string()),
+        StoreError::Transition(t) => transition_status(&t),
+        StoreError::Backend(_) => {
+            tracing::error!(error = %e, "store failure");
+            Status::internal(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! kiln's server: the workflow state machine ([`state_machine`]), the store
+//! behind it ([`store`]), and the two gRPC services that drive it — one for
+//! agents ([`agent_api`]) and one for operators ([`admin_api`]).
+//!
+//! [`Server`] assembles them; `main.rs` only parses arguments.
+
+pub mod admin_api;
+pub mod admission;
+pub mod agent_api;
+pub mod convert;
+pub mod events;
+pub mod model;
+pub mod state_machine;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_proto::v1::admin_service_server::AdminServiceServer;
+use kiln_proto::v1::agent_service_server::AgentServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::events::Events;
+use crate::model::now_millis;
+use crate::store::DynStore;
+
+/// How often running workflows are checked against their global timeout.
+const DEADLINE_SWEEP: Duration = Duration::from_secs(1);
+
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// A bound, not yet serving, kiln server.
+pub struct Server {
+    listener: TcpListener,
+    store: DynStore,
+    events: Arc<Events>,
+}
+
+impl Server {
+    /// Opens the embedded store in `data_dir` and binds the listen address.
+    pub async fn bind(config: &ServerConfig) -> anyhow::Result<Self> {
+        let store: DynStore = Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        Ok(Self { listener, store, events: Arc::new(Events::default()) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves both services until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let agent = AgentServiceServer::with_interceptor(
+            agent_api::AgentApi::new(self.store.clone(), self.events.clone()),
+            agent_api::identify_agent,
+        );
+        let admin = AdminServiceServer::new(admin_api::AdminApi::new(self.store.clone(), self.events.clone()));
+        let sweeper = tokio::spawn(sweep_deadlines(self.store.clone(), self.events.clone()));
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(agent)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        sweeper.abort();
+        Ok(result?)
+    }
+}
+
+/// Ends workflows whose global timeout passed, even when no agent reports.
+async fn sweep_deadlines(store: DynStore, events: Arc<Events>) {
+    let mut tick = tokio::time::interval(DEADLINE_SWEEP);
+    loop {
+        tick.tick().await;
+        let ids = match store.workflows_with_deadline().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "deadline sweep failed");
+                continue;
+            }
+        };
+        for id in ids {
+            match store.update_workflow(&id, Box::new(|wf| Ok(state_machine::expire(wf, now_millis())))).await {
+                Ok((_, true)) => {
+                    tracing::warn!(workflow = %id, "global timeout passed");
+                    events.workflow_changed(&id);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(workflow = %id, error = %e, "deadline check failed"),
+            }
+        }
+    }
+}

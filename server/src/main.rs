@@ -1,0 +1,40 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use kiln_server::{Server, ServerConfig};
+
+/// kiln server: stores hardware, templates and workflows, and hands actions
+/// to machine agents.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address for both the agent and the admin gRPC services.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:42113")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
+    data_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let server = Server::bind(&ServerConfig { listen: args.listen, data_dir: args.data_dir.clone() }).await?;
+    tracing::info!(addr = %server.local_addr()?, data_dir = %args.data_dir.display(), "kiln-server listening");
+    server.serve(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,149 @@
+//! The server's record of a workflow: the frozen plan plus every attempt
+//! made at each of its actions. Store implementations load and save this
+//! aggregate; [`crate::state_machine`] is the only code that changes it.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_spec::PlannedAction;
+
+/// Milliseconds since the Unix epoch: the one time unit the store keeps.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowState {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Timeout,
+}
+
+impl WorkflowState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Success | Self::Failed | Self::Timeout)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Success => "SUCCESS",
+            Self::Failed => "FAILED",
+            Self::Timeout => "TIMEOUT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PENDING" => Self::Pending,
+            "RUNNING" => Self::Running,
+            "SUCCESS" => Self::Success,
+            "FAILED" => Self::Failed,
+            "TIMEOUT" => Self::Timeout,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ActionState {
+    Pending,
+    Pulling,
+    Running,
+    Success,
+    Failed,
+    Timeout,
+}
+
+impl ActionState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Success | Self::Failed | Self::Timeout)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Pulling => "PULLING",
+            Self::Running => "RUNNING",
+            Self::Success => "SUCCESS",
+            Self::Failed => "FAILED",
+            Self::Timeout => "TIMEOUT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PENDING" => Self::Pending,
+            "PULLING" => Self::Pulling,
+            "RUNNING" => Self::Running,
+            "SUCCESS" => Self::Success,
+            "FAILED" => Self::Failed,
+            "TIMEOUT" => Self::Timeout,
+            _ => return None,
+        })
+    }
+}
+
+/// One execution of one action by one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: String,
+    pub number: u32,
+    pub agent_id: String,
+    pub state: ActionState,
+    pub created_at: Millis,
+    pub pulling_at: Option<Millis>,
+    pub running_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub exit_code: Option<i64>,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub index: u32,
+    pub spec: PlannedAction,
+    /// Oldest first. Never shrinks: history is kept.
+    pub attempts: Vec<Attempt>,
+}
+
+impl Action {
+    /// The state of the latest attempt; PENDING before the first one.
+    pub fn state(&self) -> ActionState {
+        self.attempts.last().map_or(ActionState::Pending, |a| a.state)
+    }
+
+    /// The agent that runs this action: the task's rendered worker.
+    pub fn agent_id(&self) -> &str {
+        &self.spec.worker
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub id: String,
+    pub template: String,
+    pub hardware: String,
+    pub hardware_map: BTreeMap<String, String>,
+    pub state: WorkflowState,
+    pub reason: String,
+    pub global_timeout_seconds: Option<u64>,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub actions: Vec<Action>,
+}
+
+impl Workflow {
+    /// The workflow cursor: the first action that has not succeeded. Derived,
+    /// never stored, so it cannot disagree with the attempts.
+    pub fn current_action(&self) -> Option<&Action> {
+        self.actions.iter().find(|a| a.state() != ActionState::Success)
+    }
+}

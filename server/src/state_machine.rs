@@ -1,0 +1,354 @@
+//! The workflow state machine: every change to a workflow goes through one of
+//! the functions here, inside one store transaction.
+//!
+//! ```text
+//! workflow: PENDING --first dispatch--> RUNNING --last action SUCCESS--> SUCCESS
+//!                                          |--an action FAILED--------> FAILED
+//!                                          |--an action TIMEOUT-------> TIMEOUT
+//!                                          '--global_timeout passed---> TIMEOUT
+//! attempt:  PENDING -> PULLING -> RUNNING -> SUCCESS | FAILED | TIMEOUT
+//!           (forward only; any open state may jump to a terminal one)
+//! ```
+//!
+//! Rules that make reports safe to retry:
+//! - A report that repeats the attempt's current state, or names a state the
+//!   attempt has already passed, changes nothing and is accepted.
+//! - A report for an attempt that is not the action's latest is rejected
+//!   (stale), and so is any change to a finished workflow.
+//! - Only the attempt's own agent may report on it.
+
+use crate::model::{ActionState, Attempt, Millis, Workflow, WorkflowState};
+
+/// A state change reported by an agent.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub action_index: u32,
+    pub attempt_id: String,
+    pub state: ActionState,
+    pub exit_code: Option<i64>,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("workflow has no action {0}")]
+    UnknownAction(u32),
+    #[error("attempt {0} is not an attempt of this action")]
+    UnknownAttempt(String),
+    #[error("attempt {attempt} is stale: the action's current attempt is {current}")]
+    StaleAttempt { attempt: String, current: String },
+    #[error("workflow is already {0}; it cannot change")]
+    WorkflowFinished(&'static str),
+    #[error("attempt belongs to agent {owner}, not to {caller}")]
+    NotOwner { owner: String, caller: String },
+    #[error("attempt cannot go from {from} to {to}")]
+    Illegal { from: &'static str, to: &'static str },
+    #[error("a report needs a state")]
+    NoState,
+}
+
+/// Makes sure the workflow's current action has an open attempt for `agent`
+/// when it is that agent's turn. Returns true when it changed the workflow
+/// (a new attempt was created).
+///
+/// An open attempt that already exists is left as it is: the caller hands
+/// out the same attempt again (see [`open_attempt_for`]).
+pub fn dispatch(wf: &mut Workflow, agent: &str, now: Millis, new_attempt_id: impl FnOnce() -> String) -> bool {
+    if wf.state.is_terminal() {
+        return false;
+    }
+    let Some(index) = wf.current_action().map(|a| a.index as usize) else {
+        return false;
+    };
+    let action = &mut wf.actions[index];
+    if action.agent_id() != agent {
+        return false;
+    }
+    if action.attempts.last().is_some_and(|a| !a.state.is_terminal()) {
+        return false;
+    }
+    // Without retries (a later issue) a failed attempt has already ended the
+    // workflow, so reaching here means the action has no attempt yet.
+    let number = action.attempts.len() as u32 + 1;
+    action.attempts.push(Attempt {
+        id: new_attempt_id(),
+        number,
+        agent_id: agent.to_string(),
+        state: ActionState::Pending,
+        created_at: now,
+        pulling_at: None,
+        running_at: None,
+        finished_at: None,
+        exit_code: None,
+        reason: String::new(),
+        message: String::new(),
+    });
+    if wf.state == WorkflowState::Pending {
+        wf.state = WorkflowState::Running;
+        wf.started_at = Some(now);
+    }
+    true
+}
+
+/// The open attempt `agent` should be working on in this workflow, if any:
+/// `(action index, attempt)`.
+pub fn open_attempt_for<'a>(wf: &'a Workflow, agent: &str) -> Option<(u32, &'a Attempt)> {
+    if wf.state.is_terminal() {
+        return None;
+    }
+    let action = wf.current_action()?;
+    let attempt = action.attempts.last()?;
+    (attempt.agent_id == agent && !attempt.state.is_terminal()).then_some((action.index, attempt))
+}
+
+/// Applies one report. `Ok(true)`: the workflow changed; `Ok(false)`: the
+/// report repeated what is already recorded.
+pub fn apply_report(wf: &mut Workflow, agent: &str, report: &Report, now: Millis) -> Result<bool, TransitionError> {
+    let action = wf
+        .actions
+        .get(report.action_index as usize)
+        .ok_or(TransitionError::UnknownAction(report.action_index))?;
+    let pos = action
+        .attempts
+        .iter()
+        .position(|a| a.id == report.attempt_id)
+        .ok_or_else(|| TransitionError::UnknownAttempt(report.attempt_id.clone()))?;
+    let attempt = &action.attempts[pos];
+    if attempt.agent_id != agent {
+        return Err(TransitionError::NotOwner { owner: attempt.agent_id.clone(), caller: agent.to_string() });
+    }
+    // A repeat of what is recorded is fine even on a finished workflow: it
+    // is the agent retrying a report whose answer it lost.
+    if report.state == attempt.state || (report.state < attempt.state && !report.state.is_terminal()) {
+        return Ok(false);
+    }
+    if pos + 1 != action.attempts.len() {
+        return Err(TransitionError::StaleAttempt {
+            attempt: report.attempt_id.clone(),
+            current: action.attempts.last().map(|a| a.id.clone()).unwrap_or_default(),
+        });
+    }
+    if wf.state.is_terminal() {
+        return Err(TransitionError::WorkflowFinished(wf.state.as_str()));
+    }
+    if attempt.state.is_terminal() || report.state < attempt.state {
+        return Err(TransitionError::Illegal { from: attempt.state.as_str(), to: report.state.as_str() });
+    }
+
+    let index = report.action_index as usize;
+    let last_action = index + 1 == wf.actions.len();
+    let attempt = wf.actions[index].attempts.last_mut().expect("position checked above");
+    attempt.state = report.state;
+    match report.state {
+        ActionState::Pending => {}
+        ActionState::Pulling => attempt.pulling_at = Some(now),
+        ActionState::Running => attempt.running_at = Some(now),
+        ActionState::Success | ActionState::Failed | ActionState::Timeout => {
+            attempt.finished_at = Some(now);
+            attempt.exit_code = report.exit_code;
+            attempt.reason = report.reason.clone();
+            attempt.message = report.message.clone();
+        }
+    }
+    let workflow_end = match report.state {
+        ActionState::Success if last_action => Some(WorkflowState::Success),
+        ActionState::Failed => Some(WorkflowState::Failed),
+        ActionState::Timeout => Some(WorkflowState::Timeout),
+        _ => None,
+    };
+    if let Some(end) = workflow_end {
+        let name = wf.actions[index].spec.name.clone();
+        wf.reason = match end {
+            WorkflowState::Success => String::new(),
+            _ => failure_reason(&name, report),
+        };
+        wf.state = end;
+        wf.finished_at = Some(now);
+    }
+    Ok(true)
+}
+
+fn failure_reason(action: &str, report: &Report) -> String {
+    let mut reason = format!("action {action:?} {}", report.state.as_str());
+    if let Some(code) = report.exit_code {
+        reason.push_str(&format!(" with exit code {code}"));
+    }
+    if !report.reason.is_empty() {
+        reason.push_str(&format!(" ({})", report.reason));
+    }
+    if !report.message.is_empty() {
+        reason.push_str(&format!(": {}", report.message));
+    }
+    reason
+}
+
+/// Ends a running workflow whose `global_timeout` has passed, and its open
+/// attempt with it. Returns true when it changed the workflow.
+pub fn expire(wf: &mut Workflow, now: Millis) -> bool {
+    let (Some(limit), Some(started), false) = (wf.global_timeout_seconds, wf.started_at, wf.state.is_terminal()) else {
+        return false;
+    };
+    if now < started + (limit as i64) * 1000 {
+        return false;
+    }
+    if let Some(index) = wf.current_action().map(|a| a.index as usize)
+        && let Some(attempt) = wf.actions[index].attempts.last_mut().filter(|a| !a.state.is_terminal())
+    {
+        attempt.state = ActionState::Timeout;
+        attempt.finished_at = Some(now);
+        attempt.reason = "GlobalTimeout".into();
+        attempt.message = format!("workflow global_timeout of {limit}s passed");
+    }
+    wf.state = WorkflowState::Timeout;
+    wf.reason = format!("global_timeout of {limit}s passed");
+    wf.finished_at = Some(now);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Action;
+    use kiln_spec::PlannedAction;
+
+    fn planned(name: &str, worker: &str) -> PlannedAction {
+        PlannedAction {
+            task: "t".into(),
+            name: name.into(),
+            worker: worker.into(),
+            image: "127.0.0.1:5000/a:v1".into(),
+            command: vec![],
+            environment: Default::default(),
+            volumes: vec![],
+            pid: String::new(),
+            network: String::new(),
+            timeout_seconds: 60,
+            on_timeout: vec![],
+            on_failure: vec![],
+        }
+    }
+
+    fn workflow(n: usize) -> Workflow {
+        Workflow {
+            id: "wf".into(),
+            template: "t".into(),
+            hardware: "hw".into(),
+            hardware_map: Default::default(),
+            state: WorkflowState::Pending,
+            reason: String::new(),
+            global_timeout_seconds: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            actions: (0..n)
+                .map(|i| Action { index: i as u32, spec: planned(&format!("a{i}"), "agent"), attempts: vec![] })
+                .collect(),
+        }
+    }
+
+    fn report(index: u32, attempt: &str, state: ActionState) -> Report {
+        Report {
+            action_index: index,
+            attempt_id: attempt.into(),
+            state,
+            exit_code: None,
+            reason: String::new(),
+            message: String::new(),
+        }
+    }
+
+    fn dispatch_one(wf: &mut Workflow, id: &str) -> bool {
+        dispatch(wf, "agent", 1, || id.to_string())
+    }
+
+    #[test]
+    fn runs_actions_in_order_to_success() {
+        let mut wf = workflow(2);
+        assert!(dispatch_one(&mut wf, "x1"));
+        assert_eq!(wf.state, WorkflowState::Running);
+        // Dispatching again while the attempt is open hands out the same one.
+        assert!(!dispatch_one(&mut wf, "other"));
+        assert_eq!(open_attempt_for(&wf, "agent").unwrap().1.id, "x1");
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 2).unwrap());
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 3).unwrap());
+        assert_eq!(wf.state, WorkflowState::Running);
+        assert!(dispatch_one(&mut wf, "x2"));
+        assert_eq!(open_attempt_for(&wf, "agent").unwrap().0, 1);
+        assert!(apply_report(&mut wf, "agent", &report(1, "x2", ActionState::Success), 4).unwrap());
+        assert_eq!(wf.state, WorkflowState::Success);
+        assert_eq!(wf.finished_at, Some(4));
+        assert!(!dispatch_one(&mut wf, "x3"));
+    }
+
+    #[test]
+    fn repeated_and_late_reports_are_no_ops() {
+        let mut wf = workflow(1);
+        dispatch_one(&mut wf, "x1");
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 2).unwrap());
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 3).unwrap());
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Pulling), 3).unwrap());
+        assert_eq!(wf.actions[0].attempts[0].running_at, Some(2));
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 4).unwrap());
+        // The retried terminal report of a finished workflow is accepted as a no-op ...
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 5).unwrap());
+        // ... but a different ending is refused, and nothing changes.
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Failed), 5).unwrap_err();
+        assert!(matches!(err, TransitionError::WorkflowFinished("SUCCESS")), "{err}");
+        assert_eq!(wf.state, WorkflowState::Success);
+    }
+
+    #[test]
+    fn failure_ends_the_workflow_with_the_exit_code() {
+        let mut wf = workflow(3);
+        dispatch_one(&mut wf, "x1");
+        let mut r = report(0, "x1", ActionState::Failed);
+        r.exit_code = Some(3);
+        r.reason = "NonZeroExit".into();
+        apply_report(&mut wf, "agent", &r, 2).unwrap();
+        assert_eq!(wf.state, WorkflowState::Failed);
+        assert!(wf.reason.contains("exit code 3"), "{}", wf.reason);
+        assert!(!dispatch_one(&mut wf, "x2"), "later actions never run");
+        assert!(wf.actions[1].attempts.is_empty());
+    }
+
+    #[test]
+    fn rejects_other_agents_unknown_and_stale_attempts() {
+        let mut wf = workflow(1);
+        dispatch_one(&mut wf, "x1");
+        let err = apply_report(&mut wf, "intruder", &report(0, "x1", ActionState::Running), 2).unwrap_err();
+        assert!(matches!(err, TransitionError::NotOwner { .. }));
+        let err = apply_report(&mut wf, "agent", &report(0, "nope", ActionState::Running), 2).unwrap_err();
+        assert!(matches!(err, TransitionError::UnknownAttempt(_)));
+        let err = apply_report(&mut wf, "agent", &report(7, "x1", ActionState::Running), 2).unwrap_err();
+        assert!(matches!(err, TransitionError::UnknownAction(7)));
+        // A second attempt (as a retry would create) makes the first stale.
+        wf.actions[0].attempts[0].state = ActionState::Failed;
+        let retry = Attempt { id: "x2".into(), number: 2, ..wf.actions[0].attempts[0].clone() };
+        wf.actions[0].attempts.push(retry);
+        wf.actions[0].attempts[1].state = ActionState::Pending;
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2).unwrap_err();
+        assert!(matches!(err, TransitionError::StaleAttempt { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_agents_do_not_get_the_action() {
+        let mut wf = workflow(1);
+        assert!(!dispatch(&mut wf, "someone-else", 1, || "x".into()));
+        assert_eq!(wf.state, WorkflowState::Pending);
+        assert!(open_attempt_for(&wf, "someone-else").is_none());
+    }
+
+    #[test]
+    fn global_timeout_ends_the_open_attempt() {
+        let mut wf = workflow(2);
+        wf.global_timeout_seconds = Some(10);
+        dispatch_one(&mut wf, "x1");
+        assert!(!expire(&mut wf, 5_000));
+        assert!(expire(&mut wf, 11_001));
+        assert_eq!(wf.state, WorkflowState::Timeout);
+        assert_eq!(wf.actions[0].attempts[0].state, ActionState::Timeout);
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 12_000).unwrap_err();
+        assert!(matches!(err, TransitionError::Illegal { .. } | TransitionError::WorkflowFinished(_)), "{err}");
+    }
+}

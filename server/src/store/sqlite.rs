@@ -1,0 +1,630 @@
+//! The embedded store: one SQLite file in the server's data directory.
+//!
+//! One connection behind a mutex, used from blocking threads: SQLite
+//! serialises writers anyway, and a single connection makes every
+//! [`Store::update_workflow`] trivially serialisable. WAL mode with
+//! `synchronous=FULL`, so a transition is on disk before it is acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kiln_spec::{PlannedAction, TemplateDoc};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{
+    ApplyBatch, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredHardware, StoredLogLine,
+    StoredTemplate,
+};
+use crate::model::{Action, ActionState, Attempt, Workflow, WorkflowState, now_millis};
+
+/// Versioned migrations, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sqlite_migrations/0001_init.sql"))];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Backend(format!("corrupt JSON in store: {e}"))
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/kiln.db` and migrates it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let conn = Connection::open(dir.join("kiln.db"))?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, now_millis()])?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn load_hardware(tx: &Connection, id: &str) -> Result<Option<StoredHardware>, StoreError> {
+    let row = tx
+        .query_row("SELECT doc, created_at, updated_at FROM hardware WHERE id = ?1", [id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    row.map(|(doc, created_at, updated_at)| Ok(StoredHardware { doc: serde_json::from_str(&doc)?, created_at, updated_at }))
+        .transpose()
+}
+
+fn load_template(tx: &Connection, name: &str) -> Result<Option<StoredTemplate>, StoreError> {
+    Ok(tx
+        .query_row("SELECT name, data, created_at, updated_at FROM templates WHERE name = ?1", [name], |r| {
+            Ok(StoredTemplate { doc: TemplateDoc { name: r.get(0)?, data: r.get(1)? }, created_at: r.get(2)?, updated_at: r.get(3)? })
+        })
+        .optional()?)
+}
+
+fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreError> {
+    let row = tx
+        .query_row(
+            "SELECT template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at
+             FROM workflows WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at)) = row else {
+        return Ok(None);
+    };
+    let mut actions = Vec::new();
+    let mut stmt = tx.prepare_cached("SELECT idx, spec FROM actions WHERE workflow_id = ?1 ORDER BY idx")?;
+    for row in stmt.query_map([id], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))? {
+        let (index, spec) = row?;
+        let spec: PlannedAction = serde_json::from_str(&spec)?;
+        actions.push(Action { index, spec, attempts: Vec::new() });
+    }
+    let mut stmt = tx.prepare_cached(
+        "SELECT action_idx, id, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message
+         FROM attempts WHERE workflow_id = ?1 ORDER BY action_idx, number",
+    )?;
+    let attempts = stmt.query_map([id], |r| {
+        let state: String = r.get(4)?;
+        Ok((
+            r.get::<_, u32>(0)?,
+            Attempt {
+                id: r.get(1)?,
+                number: r.get(2)?,
+                agent_id: r.get(3)?,
+                state: ActionState::parse(&state).unwrap_or(ActionState::Failed),
+                created_at: r.get(5)?,
+                pulling_at: r.get(6)?,
+                running_at: r.get(7)?,
+                finished_at: r.get(8)?,
+                exit_code: r.get(9)?,
+                reason: r.get(10)?,
+                message: r.get(11)?,
+            },
+        ))
+    })?;
+    for row in attempts {
+        let (index, attempt) = row?;
+        let action = actions
+            .get_mut(index as usize)
+            .ok_or_else(|| StoreError::Backend(format!("attempt {} names missing action {index}", attempt.id)))?;
+        action.attempts.push(attempt);
+    }
+    Ok(Some(Workflow {
+        id: id.to_string(),
+        template,
+        hardware,
+        hardware_map: serde_json::from_str::<BTreeMap<String, String>>(&map)?,
+        state: WorkflowState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("workflow {id} has unknown state {state:?}")))?,
+        reason,
+        global_timeout_seconds: timeout.map(|t| t as u64),
+        created_at,
+        started_at,
+        finished_at,
+        actions,
+    }))
+}
+
+fn insert_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO workflows (id, template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            wf.id,
+            wf.template,
+            wf.hardware,
+            serde_json::to_string(&wf.hardware_map)?,
+            wf.state.as_str(),
+            wf.reason,
+            wf.global_timeout_seconds.map(|t| t as i64),
+            wf.created_at,
+            wf.started_at,
+            wf.finished_at
+        ],
+    )?;
+    for action in &wf.actions {
+        tx.execute(
+            "INSERT INTO actions (workflow_id, idx, agent_id, spec) VALUES (?1, ?2, ?3, ?4)",
+            params![wf.id, action.index, action.agent_id(), serde_json::to_string(&action.spec)?],
+        )?;
+    }
+    save_attempts(tx, wf)
+}
+
+/// Writes the mutable part of a workflow: its row and its attempts (the plan
+/// never changes after creation).
+fn save_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE workflows SET state = ?2, reason = ?3, started_at = ?4, finished_at = ?5 WHERE id = ?1",
+        params![wf.id, wf.state.as_str(), wf.reason, wf.started_at, wf.finished_at],
+    )?;
+    save_attempts(tx, wf)
+}
+
+fn save_attempts(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, pulling_at = excluded.pulling_at,
+             running_at = excluded.running_at, finished_at = excluded.finished_at, exit_code = excluded.exit_code,
+             reason = excluded.reason, message = excluded.message",
+    )?;
+    for action in &wf.actions {
+        for a in &action.attempts {
+            stmt.execute(params![
+                a.id,
+                wf.id,
+                action.index,
+                a.number,
+                a.agent_id,
+                a.state.as_str(),
+                a.created_at,
+                a.pulling_at,
+                a.running_at,
+                a.finished_at,
+                a.exit_code,
+                a.reason,
+                a.message
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// True when two workflows were created from the same definition.
+fn same_definition(a: &Workflow, b: &Workflow) -> bool {
+    a.template == b.template && a.hardware == b.hardware && a.hardware_map == b.hardware_map
+}
+
+fn apply_batch(tx: &Transaction, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
+    let now = now_millis();
+    let mut outcomes = Vec::new();
+    for hw in &batch.hardware {
+        let doc = serde_json::to_string(hw)?;
+        let outcome = match load_hardware(tx, &hw.id)? {
+            Some(old) if old.doc == *hw => Outcome::Unchanged,
+            Some(_) => {
+                tx.execute(
+                    "UPDATE hardware SET agent_id = ?2, doc = ?3, updated_at = ?4 WHERE id = ?1",
+                    params![hw.id, hw.agent_id, doc, now],
+                )?;
+                Outcome::Updated
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![hw.id, hw.agent_id, doc, now],
+                )?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    for t in &batch.templates {
+        let outcome = match load_template(tx, &t.name)? {
+            Some(old) if old.doc == *t => Outcome::Unchanged,
+            Some(_) => {
+                tx.execute("UPDATE templates SET data = ?2, updated_at = ?3 WHERE name = ?1", params![t.name, t.data, now])?;
+                Outcome::Updated
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO templates (name, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                    params![t.name, t.data, now],
+                )?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    for wf in &batch.workflows {
+        let outcome = match load_workflow(tx, &wf.id)? {
+            Some(old) if same_definition(&old, wf) => Outcome::Unchanged,
+            Some(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "workflow {:?} already exists with a different template, hardware or hardware_map; \
+                     workflows cannot be changed, delete it first",
+                    wf.id
+                )));
+            }
+            None => {
+                insert_workflow(tx, wf)?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn not_found(kind: &'static str, name: &str) -> StoreError {
+    StoreError::NotFound { kind, name: name.to_string() }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply(&self, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let outcomes = apply_batch(&tx, batch)?;
+            tx.commit()?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn get_hardware(&self, id: &str) -> Result<StoredHardware, StoreError> {
+        let id = id.to_string();
+        self.with_conn(move |c| load_hardware(c, &id)?.ok_or_else(|| not_found("hardware", &id))).await
+    }
+
+    async fn list_hardware(&self) -> Result<Vec<StoredHardware>, StoreError> {
+        self.with_conn(|c| {
+            let ids: Vec<String> =
+                c.prepare("SELECT id FROM hardware ORDER BY id")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            ids.iter().filter_map(|id| load_hardware(c, id).transpose()).collect()
+        })
+        .await
+    }
+
+    async fn get_template(&self, name: &str) -> Result<StoredTemplate, StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |c| load_template(c, &name)?.ok_or_else(|| not_found("template", &name))).await
+    }
+
+    async fn list_templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
+        self.with_conn(|c| {
+            let names: Vec<String> =
+                c.prepare("SELECT name FROM templates ORDER BY name")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            names.iter().filter_map(|n| load_template(c, n).transpose()).collect()
+        })
+        .await
+    }
+
+    async fn get_workflow(&self, id: &str) -> Result<Workflow, StoreError> {
+        let id = id.to_string();
+        self.with_conn(move |c| load_workflow(c, &id)?.ok_or_else(|| not_found("workflow", &id))).await
+    }
+
+    async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError> {
+        self.with_conn(|c| {
+            let ids: Vec<String> = c
+                .prepare("SELECT id FROM workflows ORDER BY created_at, id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.iter().filter_map(|id| load_workflow(c, id).transpose()).collect()
+        })
+        .await
+    }
+
+    async fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            let (table, key, user_column) = match kind {
+                ObjectKind::Hardware => ("hardware", "id", Some("hardware")),
+                ObjectKind::Template => ("templates", "name", Some("template")),
+                ObjectKind::Workflow => ("workflows", "id", None),
+            };
+            if let Some(column) = user_column {
+                let users: Vec<String> = tx
+                    .prepare(&format!(
+                        "SELECT id FROM workflows WHERE {column} = ?1 AND state IN ('PENDING', 'RUNNING') ORDER BY id"
+                    ))?
+                    .query_map([&name], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                if !users.is_empty() {
+                    return Err(StoreError::InUse(format!(
+                        "{} {name:?} is used by unfinished workflow(s) {}",
+                        kind.as_str(),
+                        users.join(", ")
+                    )));
+                }
+            }
+            let n = tx.execute(&format!("DELETE FROM {table} WHERE {key} = ?1"), [&name])?;
+            if n == 0 {
+                return Err(not_found(kind.as_str(), &name));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn active_workflows_for_agent(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT w.id FROM workflows w
+                 WHERE w.state IN ('PENDING', 'RUNNING')
+                   AND EXISTS (SELECT 1 FROM actions a WHERE a.workflow_id = w.id AND a.agent_id = ?1)
+                 ORDER BY w.created_at, w.id",
+            )?;
+            let ids = stmt.query_map([&agent_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM workflows WHERE state = 'RUNNING' AND global_timeout_seconds IS NOT NULL",
+            )?;
+            let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {
+        let id = id.to_string();
+        self.with_conn(move |c| {
+            // IMMEDIATE takes the write lock up front: the read and the write
+            // below see no other writer in between.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut wf = load_workflow(&tx, &id)?.ok_or_else(|| not_found("workflow", &id))?;
+            let changed = mutation(&mut wf)?;
+            if changed {
+                save_workflow(&tx, &wf)?;
+                tx.commit()?;
+            }
+            Ok((wf, changed))
+        })
+        .await
+    }
+
+    async fn append_logs(
+        &self,
+        workflow_id: &str,
+        action_index: u32,
+        attempt_id: &str,
+        lines: Vec<NewLogLine>,
+    ) -> Result<u64, StoreError> {
+        let (workflow_id, attempt_id) = (workflow_id.to_string(), attempt_id.to_string());
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO logs (workflow_id, action_idx, attempt_id, seq, stream, time, text)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for l in &lines {
+                    stmt.execute(params![workflow_id, action_index, attempt_id, l.seq as i64, l.stream, l.time, l.text])?;
+                }
+            }
+            let through: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE attempt_id = ?1", [&attempt_id], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(through as u64)
+        })
+        .await
+    }
+
+    async fn read_logs(
+        &self,
+        workflow_id: &str,
+        action_index: Option<u32>,
+        after_cursor: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLogLine>, StoreError> {
+        let workflow_id = workflow_id.to_string();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT cursor, action_idx, attempt_id, seq, stream, time, text FROM logs
+                 WHERE workflow_id = ?1 AND cursor > ?2 AND (?3 IS NULL OR action_idx = ?3)
+                 ORDER BY cursor LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![workflow_id, after_cursor, action_index, limit], |r| {
+                Ok(StoredLogLine {
+                    cursor: r.get(0)?,
+                    action_index: r.get(1)?,
+                    attempt_id: r.get(2)?,
+                    seq: r.get::<_, i64>(3)? as u64,
+                    stream: r.get(4)?,
+                    time: r.get(5)?,
+                    text: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state_machine;
+    use kiln_spec::HardwareDoc;
+
+    fn planned(worker: &str, name: &str) -> PlannedAction {
+        PlannedAction {
+            task: "t".into(),
+            name: name.into(),
+            worker: worker.into(),
+            image: "127.0.0.1:5000/a:v1".into(),
+            command: vec!["echo".into()],
+            environment: [("K".to_string(), "V".to_string())].into(),
+            volumes: vec![],
+            pid: String::new(),
+            network: String::new(),
+            timeout_seconds: 60,
+            on_timeout: vec![],
+            on_failure: vec![],
+        }
+    }
+
+    fn workflow(id: &str) -> Workflow {
+        Workflow {
+            id: id.into(),
+            template: "tpl".into(),
+            hardware: "hw".into(),
+            hardware_map: [("device_1".to_string(), "aa".to_string())].into(),
+            state: WorkflowState::Pending,
+            reason: String::new(),
+            global_timeout_seconds: Some(30),
+            created_at: now_millis(),
+            started_at: None,
+            finished_at: None,
+            actions: vec![
+                Action { index: 0, spec: planned("agent-1", "one"), attempts: vec![] },
+                Action { index: 1, spec: planned("agent-1", "two"), attempts: vec![] },
+            ],
+        }
+    }
+
+    fn hardware() -> HardwareDoc {
+        HardwareDoc {
+            id: "hw".into(),
+            agent_id: "agent-1".into(),
+            macs: vec!["agent-1".into()],
+            disks: vec!["/dev/vda".into()],
+            metadata: serde_json::json!({"a": 1}),
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_is_atomic_and_reports_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let batch = ApplyBatch {
+            hardware: vec![hardware()],
+            templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
+            workflows: vec![workflow("wf1")],
+        };
+        assert_eq!(store.apply(batch).await.unwrap(), vec![Outcome::Created; 3]);
+        // A conflicting workflow in a batch leaves the batch's other objects unwritten.
+        let mut changed = workflow("wf1");
+        changed.hardware_map.insert("device_1".into(), "bb".into());
+        let mut hw2 = hardware();
+        hw2.id = "hw2".into();
+        hw2.agent_id = "agent-2".into();
+        let err = store
+            .apply(ApplyBatch { hardware: vec![hw2], templates: vec![], workflows: vec![changed] })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert!(matches!(store.get_hardware("hw2").await, Err(StoreError::NotFound { .. })));
+        // Same definitions again: unchanged.
+        let again = ApplyBatch { hardware: vec![hardware()], templates: vec![], workflows: vec![workflow("wf1")] };
+        assert_eq!(store.apply(again).await.unwrap(), vec![Outcome::Unchanged; 2]);
+        // Reopening the file keeps everything (and does not re-run migrations).
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let wf = store.get_workflow("wf1").await.unwrap();
+        assert_eq!(wf.actions.len(), 2);
+        assert_eq!(wf.actions[1].spec.name, "two");
+        assert_eq!(wf.global_timeout_seconds, Some(30));
+    }
+
+    #[tokio::test]
+    async fn update_workflow_persists_attempts_and_in_use_blocks_delete() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let batch = ApplyBatch { hardware: vec![hardware()], templates: vec![], workflows: vec![workflow("wf1")] };
+        store.apply(batch).await.unwrap();
+        assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
+        assert!(store.active_workflows_for_agent("agent-2").await.unwrap().is_empty());
+        let (wf, changed) = store
+            .update_workflow("wf1", Box::new(|wf| Ok(state_machine::dispatch(wf, "agent-1", 5, || "att-1".into()))))
+            .await
+            .unwrap();
+        assert!(changed);
+        assert_eq!(wf.state, WorkflowState::Running);
+        let loaded = store.get_workflow("wf1").await.unwrap();
+        assert_eq!(loaded, wf);
+        let err = store.delete(ObjectKind::Hardware, "hw").await.unwrap_err();
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+        // Logs: duplicates are ignored, order is kept.
+        let line = |seq: u64| NewLogLine { seq, stream: 1, time: 1, text: format!("line {seq}") };
+        assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1), line(2)]).await.unwrap(), 2);
+        assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(2), line(3)]).await.unwrap(), 3);
+        let logs = store.read_logs("wf1", None, 0, 100).await.unwrap();
+        assert_eq!(logs.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let tail = store.read_logs("wf1", Some(0), logs[0].cursor, 100).await.unwrap();
+        assert_eq!(tail.len(), 2);
+        assert!(store.read_logs("wf1", Some(1), 0, 100).await.unwrap().is_empty());
+        store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
+        assert!(store.read_logs("wf1", None, 0, 100).await.unwrap().is_empty());
+        store.delete(ObjectKind::Hardware, "hw").await.unwrap();
+    }
+}

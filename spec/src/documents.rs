@@ -1,0 +1,341 @@
+//! The documents of `kiln apply`: a YAML stream of `kind: Hardware`,
+//! `kind: Template` and `kind: Workflow` documents, parsed strictly.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SpecError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Document {
+    Hardware(HardwareDoc),
+    Template(TemplateDoc),
+    Workflow(WorkflowDoc),
+}
+
+impl Document {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hardware(_) => "Hardware",
+            Self::Template(_) => "Template",
+            Self::Workflow(_) => "Workflow",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Hardware(h) => &h.id,
+            Self::Template(t) => &t.name,
+            Self::Workflow(w) => &w.id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HardwareDoc {
+    pub id: String,
+    /// The id its agent reports (lower case); the first MAC unless given.
+    pub agent_id: String,
+    /// Lower case, colon separated.
+    pub macs: Vec<String>,
+    pub disks: Vec<String>,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateDoc {
+    pub name: String,
+    /// The template source (a Go-template YAML text), exactly as written.
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowDoc {
+    pub id: String,
+    pub template: String,
+    pub hardware: String,
+    pub hardware_map: BTreeMap<String, String>,
+}
+
+// The YAML shapes. `kind` and `apiVersion` are read by `KindProbe` and
+// accepted (ignored) here so that `deny_unknown_fields` can catch typos.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HardwareYaml {
+    #[serde(rename = "apiVersion", default)]
+    _api_version: Option<String>,
+    kind: String,
+    name: String,
+    #[serde(default)]
+    agent_id: Option<String>,
+    macs: Vec<String>,
+    #[serde(default)]
+    disks: Vec<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateYaml {
+    #[serde(rename = "apiVersion", default)]
+    _api_version: Option<String>,
+    kind: String,
+    name: String,
+    data: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowYaml {
+    #[serde(rename = "apiVersion", default)]
+    _api_version: Option<String>,
+    kind: String,
+    name: String,
+    template: String,
+    hardware: String,
+    #[serde(default, alias = "hardwareMap")]
+    hardware_map: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct KindProbe {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    name: Option<serde_yaml_ng::Value>,
+}
+
+/// One document of the stream with where it starts.
+struct Chunk<'a> {
+    text: &'a str,
+    /// Lines before this document in the stream.
+    offset: usize,
+    number: usize,
+}
+
+fn split_stream(yaml: &str) -> Vec<Chunk<'_>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut start_line, mut line) = (0, 0, 0);
+    let mut pos = 0;
+    for l in yaml.split_inclusive('\n') {
+        let bare = l.trim_end();
+        let is_separator = bare == "---" || (bare.starts_with("--- #")) || bare.starts_with("---\t");
+        if is_separator {
+            chunks.push((start, pos, start_line));
+            start = pos + l.len();
+            start_line = line + 1;
+        }
+        pos += l.len();
+        line += 1;
+    }
+    chunks.push((start, yaml.len(), start_line));
+    chunks
+        .into_iter()
+        .filter(|(s, e, _)| yaml[*s..*e].lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .enumerate()
+        .map(|(i, (s, e, offset))| Chunk { text: &yaml[s..e], offset, number: i + 1 })
+        .collect()
+}
+
+/// A raw Tinkerbell template: no top-level `kind:` but a top-level `tasks:`.
+/// Detected by text because the Go-template actions inside need not be valid
+/// YAML until rendered.
+fn raw_template_name(text: &str) -> Option<String> {
+    let top = |key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(str::trim));
+    if top("kind:").is_some() || top("tasks:").is_none() {
+        return None;
+    }
+    let name = top("name:")?;
+    let name = name.split(" #").next().unwrap_or(name).trim();
+    Some(name.trim_matches(|c| c == '"' || c == '\'').to_string())
+}
+
+/// Parses a multi-document YAML stream. `source` names it in errors.
+pub fn parse_documents(source: &str, yaml: &str) -> Result<Vec<Document>, SpecError> {
+    split_stream(yaml).into_iter().map(|c| parse_one(source, &c)).collect()
+}
+
+fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
+    let label = |kind: &str, name: Option<&str>| match name {
+        Some(n) => format!("{source} document {} ({kind} {n:?})", chunk.number),
+        None => format!("{source} document {}", chunk.number),
+    };
+    if let Some(name) = raw_template_name(chunk.text) {
+        let object = label("Template", Some(&name));
+        check_name(&object, "name", &name)?;
+        return Ok(Document::Template(TemplateDoc { name, data: chunk.text.to_string() }));
+    }
+    let probe: KindProbe = serde_yaml_ng::from_str(chunk.text).map_err(|e| yaml_error(&label("", None), chunk, e, None))?;
+    let name = probe.name.as_ref().and_then(|n| n.as_str()).map(str::to_string);
+    let kind = probe.kind.unwrap_or_default();
+    let object = label(&kind, name.as_deref());
+    match kind.as_str() {
+        "Hardware" => {
+            let h: HardwareYaml = strict(&object, chunk)?;
+            debug_assert_eq!(h.kind, "Hardware");
+            Ok(Document::Hardware(hardware(&object, h)?))
+        }
+        "Template" => {
+            let t: TemplateYaml = strict(&object, chunk)?;
+            debug_assert_eq!(t.kind, "Template");
+            check_name(&object, "name", &t.name)?;
+            if t.data.trim().is_empty() {
+                return Err(field_error(&object, "data", "template source is empty"));
+            }
+            Ok(Document::Template(TemplateDoc { name: t.name, data: t.data }))
+        }
+        "Workflow" => {
+            let w: WorkflowYaml = strict(&object, chunk)?;
+            debug_assert_eq!(w.kind, "Workflow");
+            check_name(&object, "name", &w.name)?;
+            check_name(&object, "template", &w.template)?;
+            check_name(&object, "hardware", &w.hardware)?;
+            let hardware_map = w
+                .hardware_map
+                .into_iter()
+                .map(|(k, v)| (k, if parse_mac(&v).is_some() { v.to_ascii_lowercase().replace('-', ":") } else { v }))
+                .collect();
+            Ok(Document::Workflow(WorkflowDoc { id: w.name, template: w.template, hardware: w.hardware, hardware_map }))
+        }
+        "" => Err(field_error(&object, "kind", "missing; expected one of Hardware, Template, Workflow")),
+        other => Err(field_error(&object, "kind", &format!("unknown kind {other:?}; expected one of Hardware, Template, Workflow"))),
+    }
+}
+
+fn strict<T: serde::de::DeserializeOwned>(object: &str, chunk: &Chunk<'_>) -> Result<T, SpecError> {
+    let de = serde_yaml_ng::Deserializer::from_str(chunk.text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        yaml_error(object, chunk, e.into_inner(), field)
+    })
+}
+
+fn yaml_error(object: &str, chunk: &Chunk<'_>, e: serde_yaml_ng::Error, field: Option<String>) -> SpecError {
+    let line = e.location().map(|l| l.line() + chunk.offset);
+    // The message repeats the location; the line is reported separately.
+    SpecError { object: object.to_string(), line, field, message: bare_message(&e) }
+}
+
+/// serde_yaml_ng's message without the location and path it prepends and
+/// appends: [`SpecError`] reports those as fields of their own.
+pub(crate) fn bare_message(e: &serde_yaml_ng::Error) -> String {
+    let full = e.to_string();
+    let message = full.split(" at line ").next().unwrap_or(&full);
+    match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => rest.to_string(),
+        _ => message.to_string(),
+    }
+}
+
+fn field_error(object: &str, field: &str, message: &str) -> SpecError {
+    SpecError { object: object.to_string(), line: None, field: Some(field.to_string()), message: message.to_string() }
+}
+
+/// Names are what URLs, container names and logs carry: `[a-z0-9]` first,
+/// then `[a-z0-9._-]`, at most 63.
+fn check_name(object: &str, field: &str, name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(field_error(object, field, &format!("{name:?} must be 1-63 of [a-z0-9._-], starting with a letter or digit")))
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` or with `-`, any case.
+pub fn parse_mac(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    (parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())))
+        .then(|| parts.join(":").to_ascii_lowercase())
+}
+
+fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
+    check_name(object, "name", &h.name)?;
+    if h.macs.is_empty() {
+        return Err(field_error(object, "macs", "at least one MAC address is required"));
+    }
+    let mut macs = Vec::new();
+    for (i, m) in h.macs.iter().enumerate() {
+        let mac = parse_mac(m)
+            .ok_or_else(|| field_error(object, &format!("macs[{i}]"), &format!("{m:?} is not a MAC address")))?;
+        if macs.contains(&mac) {
+            return Err(field_error(object, &format!("macs[{i}]"), &format!("{mac} is listed twice")));
+        }
+        macs.push(mac);
+    }
+    for (i, d) in h.disks.iter().enumerate() {
+        if !d.starts_with("/dev/") || d.len() <= 5 || d.contains(char::is_whitespace) {
+            return Err(field_error(object, &format!("disks[{i}]"), &format!("{d:?} must be a /dev/ path")));
+        }
+    }
+    let agent_id = match h.agent_id {
+        Some(id) => {
+            let id = id.trim().to_ascii_lowercase();
+            let id = parse_mac(&id).unwrap_or(id);
+            if id.is_empty() || id.len() > 128 || id.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(field_error(object, "agent_id", "must be 1-128 printable characters without spaces"));
+            }
+            id
+        }
+        None => macs[0].clone(),
+    };
+    let metadata = h.metadata.unwrap_or_else(|| serde_json::json!({}));
+    Ok(HardwareDoc { id: h.name, agent_id, macs, disks: h.disks, metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_kinds_in_one_stream() {
+        let yaml = "---\nkind: Hardware\nname: m1\nmacs: [\"52-54-00-AB-CD-EF\"]\ndisks: [/dev/sda]\nmetadata: {instance: {id: x}}\n---\n# comment only\n---\nkind: Template\nname: t\ndata: |\n  version: \"0.1\"\n---\nkind: Workflow\nname: w\ntemplate: t\nhardware: m1\nhardwareMap: {device_1: \"52:54:00:AB:CD:EF\"}\n";
+        let docs = parse_documents("f.yaml", yaml).unwrap();
+        assert_eq!(docs.len(), 3);
+        let Document::Hardware(h) = &docs[0] else { panic!() };
+        assert_eq!(h.macs, vec!["52:54:00:ab:cd:ef"]);
+        assert_eq!(h.agent_id, "52:54:00:ab:cd:ef");
+        assert_eq!(h.metadata["instance"]["id"], "x");
+        let Document::Workflow(w) = &docs[2] else { panic!() };
+        assert_eq!(w.hardware_map["device_1"], "52:54:00:ab:cd:ef");
+        assert_eq!(docs[1].name(), "t");
+    }
+
+    #[test]
+    fn accepts_a_raw_tinkerbell_template() {
+        let raw = "version: \"0.1\"\nname: ubuntu_provisioning\nglobal_timeout: 1800\ntasks:\n  - name: x\n    worker: {{.device_1}}\n";
+        let raw = raw.replace("ubuntu_provisioning", "ubuntu-provisioning");
+        let docs = parse_documents("f", &raw).unwrap();
+        assert_eq!(docs, vec![Document::Template(TemplateDoc { name: "ubuntu-provisioning".into(), data: raw.clone() })]);
+    }
+
+    #[test]
+    fn errors_name_document_line_and_field() {
+        let err = parse_documents("f.yaml", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: m2\nmacs: [x]\n")
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("macs[0]"));
+        assert!(err.object.contains("document 2") && err.object.contains("m2"), "{err}");
+        let err = parse_documents("f.yaml", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ncolour: blue\n").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        assert_eq!(err.line, Some(4), "{err}");
+        let err = parse_documents("f.yaml", "---\nkind: Workflow\nname: w\ntemplate: t\n").unwrap_err();
+        assert!(err.to_string().contains("hardware"), "{err}");
+        let err = parse_documents("f.yaml", "kind: Gadget\nname: g\n").unwrap_err();
+        assert!(err.to_string().contains("Gadget"), "{err}");
+        let err = parse_documents("f.yaml", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: [unclosed\n").unwrap_err();
+        assert!(err.line.is_some_and(|l| l >= 5), "line counted across the stream: {err}");
+        let err = parse_documents("f.yaml", "kind: Workflow\nname: Bad_Name\ntemplate: t\nhardware: h\n").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("name"));
+        let err = parse_documents("f", "kind: Hardware\nname: m\nmacs: []\n").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("macs"));
+        let err = parse_documents("f", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ndisks: [sda]\n").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("disks[0]"));
+    }
+}

@@ -1,0 +1,25 @@
+//! The documents an operator writes, and how a workflow's plan is derived
+//! from them.
+//!
+//! - [`documents`]: `kind: Hardware | Template | Workflow` YAML documents
+//!   (kubectl-like), parsed strictly: unknown fields are errors.
+//! - [`template`]: the Go-template subset Tinkerbell templates use
+//!   (`{{.device_1}}`, `{{ index .Hardware.Disks 0 }}`, `formatPartition`).
+//! - [`plan`]: the Tinkerbell template structure (`version`, `name`,
+//!   `global_timeout`, `tasks[].actions[]`) and the flattened, validated list
+//!   of actions a workflow runs.
+//! - [`image`]: container image references.
+//!
+//! Every error is a [`SpecError`] naming the document, the line when known,
+//! and the field path.
+
+pub mod documents;
+pub mod error;
+pub mod image;
+pub mod plan;
+pub mod template;
+
+pub use documents::{Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents};
+pub use error::SpecError;
+pub use image::ImageRef;
+pub use plan::{Plan, PlannedAction, check_template, plan_workflow};

@@ -1,0 +1,434 @@
+//! Tinkerbell's template structure, and the plan of a workflow: the
+//! rendered, validated, flattened list of actions it will run.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::documents::{HardwareDoc, TemplateDoc, WorkflowDoc, parse_mac};
+use crate::{ImageRef, SpecError, template};
+
+pub const DEFAULT_ACTION_TIMEOUT_SECONDS: u64 = 3600;
+/// Longest name Tinkerbell accepts for tasks and actions.
+const MAX_NAME: usize = 199;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedAction {
+    pub task: String,
+    pub name: String,
+    /// The task's rendered worker (a MAC is lower-cased).
+    pub worker: String,
+    /// Canonical image reference.
+    pub image: String,
+    pub command: Vec<String>,
+    /// Task environment merged under the action's.
+    pub environment: BTreeMap<String, String>,
+    /// Task volumes, then the action's (the action wins for the same target).
+    pub volumes: Vec<String>,
+    /// "host" or "".
+    pub pid: String,
+    /// "host" or "".
+    pub network: String,
+    pub timeout_seconds: u64,
+    pub on_timeout: Vec<String>,
+    pub on_failure: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub template_name: String,
+    pub version: String,
+    pub global_timeout_seconds: Option<u64>,
+    pub actions: Vec<PlannedAction>,
+}
+
+/// A YAML scalar where Tinkerbell takes a string (`COMPRESSED: true`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Self::Str(s) => s,
+            Self::Int(n) => n.to_string(),
+            Self::Float(f) => f.to_string(),
+            Self::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateYaml {
+    version: Scalar,
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<String>,
+    #[serde(default)]
+    global_timeout: Option<u64>,
+    tasks: Vec<TaskYaml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskYaml {
+    name: String,
+    worker: String,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, Scalar>,
+    actions: Vec<ActionYaml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionYaml {
+    name: String,
+    image: String,
+    #[serde(default)]
+    timeout: Option<u64>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    environment: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    volumes: Vec<String>,
+    #[serde(default)]
+    pid: Option<String>,
+    #[serde(default)]
+    namespaces: Option<NamespacesYaml>,
+    #[serde(rename = "on-timeout", default)]
+    on_timeout: Vec<String>,
+    #[serde(rename = "on-failure", default)]
+    on_failure: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespacesYaml {
+    #[serde(default)]
+    pid: Option<String>,
+    #[serde(default)]
+    network: Option<String>,
+}
+
+fn object(t: &TemplateDoc) -> String {
+    format!("template {:?}", t.name)
+}
+
+/// Validates a template at apply time, without hardware: syntax and
+/// functions, then the structure of its output rendered with placeholders.
+pub fn check_template(t: &TemplateDoc) -> Result<(), SpecError> {
+    let obj = object(t);
+    let rendered = template::render_probe(&obj, &t.data)?;
+    let parsed = structure(&obj, &rendered)?;
+    check(&obj, parsed, false).map(|_| ())
+}
+
+/// Renders `t` for workflow `w` on hardware `hw` and validates everything.
+pub fn plan_workflow(t: &TemplateDoc, w: &WorkflowDoc, hw: &HardwareDoc) -> Result<Plan, SpecError> {
+    let obj = object(t);
+    let rendered = template::render(&obj, &t.data, &render_data(w, hw))?;
+    let parsed = structure(&obj, &rendered)?;
+    check(&obj, parsed, true)
+}
+
+/// What templates see: Tinkerbell's top-level hardware map keys, its legacy
+/// `.Hardware` view, and the hardware document as `.hardware`.
+fn render_data(w: &WorkflowDoc, hw: &HardwareDoc) -> serde_json::Value {
+    let mut data = serde_json::Map::new();
+    for (k, v) in &w.hardware_map {
+        data.insert(k.clone(), json!(v));
+    }
+    data.insert(
+        "Hardware".into(),
+        json!({
+            "ID": hw.id,
+            "AgentID": hw.agent_id,
+            "Disks": hw.disks,
+            "MACs": hw.macs,
+            "Interfaces": hw.macs.iter().map(|m| json!({"MAC": m})).collect::<Vec<_>>(),
+            "Metadata": hw.metadata,
+        }),
+    );
+    data.insert("hardware".into(), serde_json::to_value(hw).unwrap_or_default());
+    data.insert("workflow".into(), json!({"id": w.id}));
+    serde_json::Value::Object(data)
+}
+
+fn structure(obj: &str, rendered: &str) -> Result<TemplateYaml, SpecError> {
+    let de = serde_yaml_ng::Deserializer::from_str(rendered);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        SpecError {
+            object: obj.to_string(),
+            // Rendering keeps line numbers unless a value spans lines.
+            line: inner.location().map(|l| l.line()),
+            field: (path != ".").then_some(path),
+            message: crate::documents::bare_message(&inner),
+        }
+    })
+}
+
+fn field_err(obj: &str, field: String, message: String) -> SpecError {
+    SpecError { object: obj.to_string(), line: None, field: Some(field), message }
+}
+
+fn check_name(obj: &str, field: String, name: &str, seen: &mut Vec<String>) -> Result<(), SpecError> {
+    if name.trim().is_empty() || name.len() > MAX_NAME {
+        return Err(field_err(obj, field, format!("name must be 1-{MAX_NAME} characters")));
+    }
+    if seen.iter().any(|s| s == name) {
+        return Err(field_err(obj, field, format!("duplicate name {name:?}")));
+    }
+    seen.push(name.to_string());
+    Ok(())
+}
+
+/// `host` or nothing: the only namespace sharing kiln offers.
+fn host_only(obj: &str, field: String, v: Option<String>) -> Result<String, SpecError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(String::new()),
+        Some("host") => Ok("host".into()),
+        Some(other) => Err(field_err(obj, field, format!("{other:?} is not supported; use \"host\" or leave it out"))),
+    }
+}
+
+const VOLUME_OPTIONS: &[&str] =
+    &["ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate", "nocopy"];
+
+/// `SRC:DST[:OPTS]`; returns DST.
+fn check_volume(obj: &str, field: String, v: &str) -> Result<String, SpecError> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let bad = |why: &str| Err(field_err(obj, field.clone(), format!("volume {v:?}: {why}")));
+    if !(2..=3).contains(&parts.len()) {
+        return bad("must be SRC:DST[:OPTIONS]");
+    }
+    let named_volume = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    };
+    if !(parts[0].starts_with('/') || named_volume(parts[0])) {
+        return bad("source must be an absolute path or a volume name");
+    }
+    if !parts[1].starts_with('/') {
+        return bad("target must be an absolute path");
+    }
+    if let Some(opts) = parts.get(2)
+        && let Some(o) = opts.split(',').find(|o| !VOLUME_OPTIONS.contains(o))
+    {
+        return bad(&format!("unknown option {o:?} (allowed: {})", VOLUME_OPTIONS.join(", ")));
+    }
+    Ok(parts[1].to_string())
+}
+
+/// Validates and flattens. `with_values` is false when the values are
+/// probe placeholders (template apply), so only structure is checked.
+fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecError> {
+    if t.name.trim().is_empty() {
+        return Err(field_err(obj, "name".into(), "must not be empty".into()));
+    }
+    if t.global_timeout == Some(0) {
+        return Err(field_err(obj, "global_timeout".into(), "must be more than 0 seconds".into()));
+    }
+    if t.tasks.is_empty() {
+        return Err(field_err(obj, "tasks".into(), "at least one task is required".into()));
+    }
+    let mut task_names = Vec::new();
+    let mut actions = Vec::new();
+    for (ti, task) in t.tasks.into_iter().enumerate() {
+        let tf = format!("tasks[{ti}]");
+        check_name(obj, format!("{tf}.name"), &task.name, &mut task_names)?;
+        let worker = task.worker.trim().to_string();
+        if worker.is_empty() {
+            return Err(field_err(obj, format!("{tf}.worker"), "rendered to an empty string".into()));
+        }
+        let worker = parse_mac(&worker).unwrap_or(worker);
+        if task.actions.is_empty() {
+            return Err(field_err(obj, format!("{tf}.actions"), "at least one action is required".into()));
+        }
+        let mut task_volumes = Vec::new();
+        for (vi, v) in task.volumes.iter().enumerate() {
+            if with_values {
+                task_volumes.push((check_volume(obj, format!("{tf}.volumes[{vi}]"), v)?, v.clone()));
+            }
+        }
+        let task_env: BTreeMap<String, String> =
+            task.environment.into_iter().map(|(k, v)| (k, v.into_string())).collect();
+        let mut action_names = Vec::new();
+        for (ai, a) in task.actions.into_iter().enumerate() {
+            let af = format!("{tf}.actions[{ai}]");
+            check_name(obj, format!("{af}.name"), &a.name, &mut action_names)?;
+            let image = if with_values {
+                ImageRef::parse(a.image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string()
+            } else {
+                a.image.clone()
+            };
+            if a.timeout == Some(0) {
+                return Err(field_err(obj, format!("{af}.timeout"), "must be more than 0 seconds".into()));
+            }
+            let ns = a.namespaces.unwrap_or(NamespacesYaml { pid: None, network: None });
+            let pid = host_only(obj, format!("{af}.pid"), a.pid.or(ns.pid))?;
+            let network = host_only(obj, format!("{af}.namespaces.network"), ns.network)?;
+            let mut volumes = task_volumes.clone();
+            for (vi, v) in a.volumes.iter().enumerate() {
+                if with_values {
+                    let dst = check_volume(obj, format!("{af}.volumes[{vi}]"), v)?;
+                    volumes.retain(|(d, _)| *d != dst);
+                    volumes.push((dst, v.clone()));
+                }
+            }
+            let mut environment = task_env.clone();
+            for (k, v) in a.environment {
+                environment.insert(k, v.into_string());
+            }
+            if let Some(k) = environment.keys().find(|k| k.is_empty() || k.contains('=')) {
+                return Err(field_err(obj, format!("{af}.environment"), format!("invalid variable name {k:?}")));
+            }
+            actions.push(PlannedAction {
+                task: task.name.clone(),
+                name: a.name,
+                worker: worker.clone(),
+                image,
+                command: a.command.unwrap_or_default(),
+                environment,
+                volumes: volumes.into_iter().map(|(_, v)| v).collect(),
+                pid,
+                network,
+                timeout_seconds: a.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT_SECONDS),
+                on_timeout: a.on_timeout,
+                on_failure: a.on_failure,
+            });
+        }
+    }
+    Ok(Plan { template_name: t.name, version: t.version.into_string(), global_timeout_seconds: t.global_timeout, actions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of Tinkerbell's playground Ubuntu template.
+    const UBUNTU: &str = r#"version: "0.1"
+name: ubuntu_provisioning
+global_timeout: 1800
+tasks:
+  - name: "os-installation"
+    worker: "{{.device_1}}"
+    volumes:
+      - /dev:/dev
+      - /dev/console:/dev/console
+      - /lib/firmware:/lib/firmware:ro
+    environment:
+      MIRROR_HOST: 10.1.1.11
+    actions:
+      - name: "stream-ubuntu-image"
+        image: quay.io/tinkerbell-actions/image2disk:v1.0.0
+        timeout: 600
+        environment:
+          DEST_DISK: {{ index .Hardware.Disks 0 }}
+          IMG_URL: "http://10.1.1.11:8080/focal.raw.gz"
+          COMPRESSED: true
+      - name: "write-netplan"
+        image: quay.io/tinkerbell-actions/writefile:v1.0.0
+        timeout: 90
+        environment:
+          DEST_DISK: {{ formatPartition ( index .Hardware.Disks 0 ) 1 }}
+          FS_TYPE: ext4
+          DEST_PATH: /etc/netplan/config.yaml
+          UID: 0
+          MODE: 0644
+      - name: "kexec-ubuntu"
+        image: quay.io/tinkerbell-actions/kexec:v1.0.0
+        timeout: 90
+        pid: host
+        volumes:
+          - /dev/console:/dev/console:rw
+        environment:
+          BLOCK_DEVICE: {{ formatPartition ( index .Hardware.Disks 0 ) 1 }}
+          FS_TYPE: ext4
+"#;
+
+    fn tpl(data: &str) -> TemplateDoc {
+        TemplateDoc { name: "ubuntu".into(), data: data.into() }
+    }
+
+    fn hw() -> HardwareDoc {
+        HardwareDoc {
+            id: "m1".into(),
+            agent_id: "52:54:00:12:34:56".into(),
+            macs: vec!["52:54:00:12:34:56".into()],
+            disks: vec!["/dev/nvme0n1".into()],
+            metadata: json!({"instance": {"hostname": "m1"}}),
+        }
+    }
+
+    fn wf() -> WorkflowDoc {
+        WorkflowDoc {
+            id: "w".into(),
+            template: "ubuntu".into(),
+            hardware: "m1".into(),
+            hardware_map: [("device_1".to_string(), "52:54:00:12:34:56".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn plans_the_tinkerbell_ubuntu_template() {
+        check_template(&tpl(UBUNTU)).unwrap();
+        let plan = plan_workflow(&tpl(UBUNTU), &wf(), &hw()).unwrap();
+        assert_eq!(plan.global_timeout_seconds, Some(1800));
+        assert_eq!(plan.actions.len(), 3);
+        let a = &plan.actions[0];
+        assert_eq!(a.worker, "52:54:00:12:34:56");
+        assert_eq!(a.image, "quay.io/tinkerbell-actions/image2disk:v1.0.0");
+        assert_eq!(a.environment["DEST_DISK"], "/dev/nvme0n1");
+        assert_eq!(a.environment["COMPRESSED"], "true");
+        assert_eq!(a.environment["MIRROR_HOST"], "10.1.1.11");
+        assert_eq!(plan.actions[1].environment["DEST_DISK"], "/dev/nvme0n1p1");
+        assert_eq!(plan.actions[1].environment["MODE"], "0644", "YAML 1.2 keeps 0644 a string: no octal surprise");
+        let k = &plan.actions[2];
+        assert_eq!(k.pid, "host");
+        assert_eq!(k.volumes, vec!["/dev:/dev", "/lib/firmware:/lib/firmware:ro", "/dev/console:/dev/console:rw"]);
+        assert_eq!(k.timeout_seconds, 90);
+    }
+
+    fn plan_err(data: &str) -> SpecError {
+        match check_template(&tpl(data)) {
+            Err(e) => e,
+            Ok(()) => plan_workflow(&tpl(data), &wf(), &hw()).unwrap_err(),
+        }
+    }
+
+    #[test]
+    fn errors_carry_field_paths() {
+        let cases = [
+            (UBUNTU.replace("timeout: 600", "timeout: 600\n        retries_please: 3"), "tasks[0].actions[0].retries_please", "unknown field"),
+            (UBUNTU.replace("quay.io/tinkerbell-actions/writefile", "Quay.io/Bad Image"), "tasks[0].actions[1].image", "invalid image"),
+            (UBUNTU.replace("\"write-netplan\"", "\"stream-ubuntu-image\""), "tasks[0].actions[1].name", "duplicate"),
+            (UBUNTU.replace("pid: host", "pid: container"), "tasks[0].actions[2].pid", "host"),
+            (UBUNTU.replace("timeout: 90\n        pid", "timeout: 0\n        pid"), "tasks[0].actions[2].timeout", "more than 0"),
+            (UBUNTU.replace("/dev/console:/dev/console:rw", "relative:dst"), "tasks[0].actions[2].volumes[0]", "target"),
+            (UBUNTU.replace("worker: \"{{.device_1}}\"", "worker: \"\""), "tasks[0].worker", "empty"),
+            (UBUNTU.replace("global_timeout: 1800", "global_timeout: soon"), "global_timeout", "invalid"),
+        ];
+        for (data, field, needle) in cases {
+            let err = plan_err(&data);
+            assert_eq!(err.field.as_deref(), Some(field), "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let err = plan_err(&UBUNTU.replace(".device_1", ".device_9"));
+        assert_eq!((err.line, err.field.as_deref()), (Some(6), Some(".device_9")), "{err}");
+        let err = plan_err("version: \"0.1\"\nname: x\ntasks: []\n");
+        assert_eq!(err.field.as_deref(), Some("tasks"));
+    }
+}

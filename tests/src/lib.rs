@@ -1,0 +1,249 @@
+//! Harness for kiln's integration tests: real `kiln-server`, `kiln-agent`
+//! and `kiln` binaries, a real Docker engine and real registries.
+//!
+//! The services come from `scripts/test-env.sh up` (the README's test
+//! command runs it); their addresses arrive in `KILN_TEST_*` variables. A
+//! test run without them fails loudly instead of skipping.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The services of `scripts/test-env.sh`.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub docker_host: String,
+    /// Open registry, `host:port`.
+    pub registry: String,
+    /// Registry with htpasswd auth, `host:port`.
+    pub auth_registry: String,
+    pub registry_user: String,
+    pub registry_password: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh (it starts dockerd and the registries)")
+    })
+}
+
+impl TestEnv {
+    pub fn from_env() -> Self {
+        Self {
+            docker_host: var("KILN_TEST_DOCKER_HOST"),
+            registry: var("KILN_TEST_REGISTRY"),
+            auth_registry: var("KILN_TEST_AUTH_REGISTRY"),
+            registry_user: var("KILN_TEST_REGISTRY_USER"),
+            registry_password: var("KILN_TEST_REGISTRY_PASSWORD"),
+        }
+    }
+
+    /// The busybox action image (built by `actions/build.sh`) in the open registry.
+    pub fn busybox(&self) -> String {
+        format!("{}/kiln/busybox:v1", self.registry)
+    }
+
+    /// `docker` against the test engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker").env("DOCKER_HOST", &self.docker_host).args(args).output().expect("run docker")
+    }
+}
+
+/// Directory of the workspace's built binaries (`target/debug`), found from
+/// this test executable (`target/debug/deps/<test>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --workspace` first (scripts/test.sh does)", path.display());
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A kiln server with its own data directory, and the agents started for it.
+pub struct Cluster {
+    pub env: TestEnv,
+    pub dir: tempfile::TempDir,
+    pub server_url: String,
+    pub server: Proc,
+    pub agents: Vec<Proc>,
+}
+
+impl Cluster {
+    pub fn start() -> Result<Self> {
+        let env = TestEnv::from_env();
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let child = Command::new(binary("kiln-server"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start kiln-server")?;
+        let server = Proc { child, name: "kiln-server".into() };
+        let server_url = format!("http://127.0.0.1:{port}");
+        let cluster = Self { env, dir, server_url, server, agents: Vec::new() };
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .context("kiln-server did not start listening")?;
+        Ok(cluster)
+    }
+
+    /// Starts an agent with `agent_id`; `extra` is appended to its config
+    /// file (YAML), e.g. registry credentials.
+    pub fn start_agent(&mut self, agent_id: &str, extra: &str) -> Result<u32> {
+        let config = format!(
+            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\nhost_network: true\n{extra}",
+            self.server_url, self.env.docker_host
+        );
+        let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
+        std::fs::write(&path, config)?;
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.agents.len())))?;
+        let child = Command::new(binary("kiln-agent"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start kiln-agent")?;
+        let pid = child.id();
+        self.agents.push(Proc { child, name: format!("kiln-agent {agent_id}") });
+        Ok(pid)
+    }
+
+    /// Runs the `kiln` CLI against this server.
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        self.kiln_with_stdin(args, None)
+    }
+
+    pub fn kiln_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(binary("kiln"));
+        cmd.arg("--server").arg(&self.server_url).args(args);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kiln");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kiln output")
+    }
+
+    /// `kiln apply -f -` with `yaml`, asserting success.
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.kiln_with_stdin(&["apply", "-f", "-"], Some(yaml));
+        assert!(out.status.success(), "kiln apply failed: {}\n{}", stderr(&out), self.logs());
+        stdout(&out)
+    }
+
+    /// `kiln get workflows ID -o json`.
+    pub fn workflow(&self, id: &str) -> Value {
+        let out = self.kiln(&["get", "workflows", id, "-o", "json"]);
+        assert!(out.status.success(), "kiln get failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("workflow JSON")
+    }
+
+    /// Waits until the workflow reaches a terminal state, and returns it.
+    pub fn wait_finished(&self, id: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let wf = self.workflow(id);
+            let state = wf["state"].as_str().unwrap_or_default().to_string();
+            if matches!(state.as_str(), "SUCCESS" | "FAILED" | "TIMEOUT") {
+                return wf;
+            }
+            assert!(start.elapsed() < limit, "workflow {id} still {state} after {limit:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Server and agent logs, for assertion messages.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                all.push_str(&format!("--- {} (last lines)\n", p.display()));
+                for l in tail.iter().rev() {
+                    all.push_str(l);
+                    all.push('\n');
+                }
+            }
+        }
+        all
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > limit {
+            bail!("condition not met within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// A unique suffix so tests sharing one Docker engine never collide.
+pub fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{:x}", n & 0xffff_ffff)
+}
+
+/// Hardware document for a fake machine whose agent id is `agent_id` (a MAC).
+pub fn hardware_doc(name: &str, mac: &str) -> String {
+    format!("kind: Hardware\nname: {name}\nmacs: [\"{mac}\"]\ndisks: [/dev/vda]\nmetadata: {{instance: {{hostname: {name}}}}}\n")
+}
+
+/// A random locally administered MAC, used as a test agent id.
+pub fn random_mac() -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let b = n.to_le_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0] ^ b[5], b[1], b[2], b[3], b[4])
+}
