@@ -33,12 +33,18 @@ impl Agent {
     pub async fn new(config: AgentConfig) -> anyhow::Result<Self> {
         let id = match &config.agent_id {
             Some(id) => id.trim().to_ascii_lowercase(),
-            None => identity::first_nic_mac()
-                .ok_or_else(|| anyhow::anyhow!("no agent_id configured and no network interface with a MAC found"))?,
+            None => identity::first_nic_mac().ok_or_else(|| {
+                anyhow::anyhow!("no agent_id configured and no network interface with a MAC found")
+            })?,
         };
         let client = ServerClient::new(&config.server, &id)?;
         let runtime = DockerRuntime::connect(&config.docker_host).await?;
-        Ok(Self { id, config, client, runtime })
+        Ok(Self {
+            id,
+            config,
+            client,
+            runtime,
+        })
     }
 
     /// Asks for work and runs it, one attempt at a time, until `shutdown`.

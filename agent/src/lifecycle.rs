@@ -36,7 +36,12 @@ pub struct Ending {
 
 impl Ending {
     fn failed(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { state: ActionState::Failed, exit_code: None, reason, message: message.into() }
+        Self {
+            state: ActionState::Failed,
+            exit_code: None,
+            reason,
+            message: message.into(),
+        }
     }
 
     /// Maps how the container ended to a report.
@@ -48,10 +53,16 @@ impl Ending {
                 reason: "Timeout",
                 message: format!("killed after its timeout of {}s", timeout.as_secs()),
             },
-            RunOutcome::Exited { code: 0, .. } => {
-                Self { state: ActionState::Success, exit_code: Some(0), reason: "", message: String::new() }
-            }
-            RunOutcome::Exited { code, oom_killed: true } => Self {
+            RunOutcome::Exited { code: 0, .. } => Self {
+                state: ActionState::Success,
+                exit_code: Some(0),
+                reason: "",
+                message: String::new(),
+            },
+            RunOutcome::Exited {
+                code,
+                oom_killed: true,
+            } => Self {
                 state: ActionState::Failed,
                 exit_code: Some(code),
                 reason: "OOMKilled",
@@ -77,7 +88,10 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
     let span = tracing::info_span!("attempt", workflow = %a.workflow_id, action = %spec.name, attempt = %a.attempt_id);
     let _enter = span.enter();
     tracing::info!(image = %spec.image, "starting action {}/{}", a.action_index + 1, a.action_count);
-    agent.runtime.remove_kept_containers(&agent.id, &a.workflow_id).await;
+    agent
+        .runtime
+        .remove_kept_containers(&agent.id, &a.workflow_id)
+        .await;
 
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1));
     let ending = match ImageRef::parse(&spec.image) {
@@ -85,7 +99,11 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
         Ok(image) => {
             report(agent, a, ActionState::Pulling, None).await?;
             let credentials = agent.config.credentials_for(&image.registry);
-            match agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await {
+            match agent
+                .runtime
+                .ensure_image(&image, agent.config.pull_policy, credentials)
+                .await
+            {
                 Err(e) => Ending::failed("PullFailed", e.to_string()),
                 Ok(()) => run_container(agent, a, &spec, &image, timeout).await?,
             }
@@ -109,7 +127,9 @@ async fn run_container(
         env: environment(spec),
         // Host /dev, not a copy: partitions created by an earlier action
         // (or by this one) appear without restarting anything.
-        binds: std::iter::once("/dev:/dev".to_string()).chain(spec.volumes.iter().cloned()).collect(),
+        binds: std::iter::once("/dev:/dev".to_string())
+            .chain(spec.volumes.iter().cloned())
+            .collect(),
         pid_host: spec.pid == "host",
         host_network: agent.config.host_network,
         labels: HashMap::from([
@@ -125,11 +145,19 @@ async fn run_container(
     };
     if let Err(e) = agent.runtime.start(&id).await {
         agent.runtime.remove(&id).await;
-        return Ok(Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) });
+        return Ok(Ending {
+            exit_code: Some(125),
+            ..Ending::failed("StartFailed", e.to_string())
+        });
     }
     report(agent, a, ActionState::Running, None).await?;
 
-    let shipper = LogShipper::start(agent.client.clone(), a.workflow_id.clone(), a.action_index, a.attempt_id.clone());
+    let shipper = LogShipper::start(
+        agent.client.clone(),
+        a.workflow_id.clone(),
+        a.action_index,
+        a.attempt_id.clone(),
+    );
     let mut output = Box::pin(agent.runtime.output(&id));
     let follow = async {
         while let Some(line) = output.next().await {
@@ -146,11 +174,17 @@ async fn run_container(
         Err(e) => Ending::failed("WaitFailed", e.to_string()),
     };
     if ending.state == ActionState::Timeout {
-        shipper.send(OutputLine { stderr: true, text: format!("[kiln-agent] {}", ending.message) }).await;
+        shipper
+            .send(OutputLine {
+                stderr: true,
+                text: format!("[kiln-agent] {}", ending.message),
+            })
+            .await;
     }
     shipper.finish().await;
 
-    let keep = ending.state != ActionState::Success && agent.config.failed_containers == FailedContainers::Keep;
+    let keep = ending.state != ActionState::Success
+        && agent.config.failed_containers == FailedContainers::Keep;
     if keep {
         tracing::info!(container = %id, "keeping the failed container for inspection");
     } else {
@@ -162,19 +196,42 @@ async fn run_container(
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a
 /// restarted agent finds (and replaces) its own leftovers by name.
 fn container_name(a: &Assignment) -> String {
-    let workflow: String =
-        a.workflow_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
-    let attempt: String = a.attempt_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+    let workflow: String = a
+        .workflow_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let attempt: String = a
+        .attempt_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
     format!("kiln-{workflow}-{}-{attempt}", a.action_index)
 }
 
 fn environment(spec: &kiln_proto::v1::ActionSpec) -> Vec<String> {
-    let mut env: Vec<String> = spec.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut env: Vec<String> = spec
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     env.sort();
     env
 }
 
-async fn report(agent: &Agent, a: &Assignment, state: ActionState, ending: Option<&Ending>) -> Result<(), Abandoned> {
+async fn report(
+    agent: &Agent,
+    a: &Assignment,
+    state: ActionState,
+    ending: Option<&Ending>,
+) -> Result<(), Abandoned> {
     let report = StateReport {
         workflow_id: a.workflow_id.clone(),
         action_index: a.action_index,
@@ -188,7 +245,12 @@ async fn report(agent: &Agent, a: &Assignment, state: ActionState, ending: Optio
     // Transient failures were retried by the client; what is left means the
     // server moved on (workflow finished or timed out, attempt superseded),
     // so nothing this agent does for the attempt matters any more.
-    agent.client.report(report).await.map(|_| ()).map_err(Abandoned)
+    agent
+        .client
+        .report(report)
+        .await
+        .map(|_| ())
+        .map_err(Abandoned)
 }
 
 #[cfg(test)]
@@ -198,10 +260,35 @@ mod tests {
     #[test]
     fn outcomes_map_to_reports() {
         let t = Duration::from_secs(5);
-        assert_eq!(Ending::from_outcome(RunOutcome::Exited { code: 0, oom_killed: false }, t).state, ActionState::Success);
-        let e = Ending::from_outcome(RunOutcome::Exited { code: 3, oom_killed: false }, t);
-        assert_eq!((e.state, e.exit_code, e.reason), (ActionState::Failed, Some(3), "NonZeroExit"));
-        let e = Ending::from_outcome(RunOutcome::Exited { code: 137, oom_killed: true }, t);
+        assert_eq!(
+            Ending::from_outcome(
+                RunOutcome::Exited {
+                    code: 0,
+                    oom_killed: false
+                },
+                t
+            )
+            .state,
+            ActionState::Success
+        );
+        let e = Ending::from_outcome(
+            RunOutcome::Exited {
+                code: 3,
+                oom_killed: false,
+            },
+            t,
+        );
+        assert_eq!(
+            (e.state, e.exit_code, e.reason),
+            (ActionState::Failed, Some(3), "NonZeroExit")
+        );
+        let e = Ending::from_outcome(
+            RunOutcome::Exited {
+                code: 137,
+                oom_killed: true,
+            },
+            t,
+        );
         assert_eq!(e.reason, "OOMKilled");
         let e = Ending::from_outcome(RunOutcome::TimedOut, t);
         assert_eq!((e.state, e.exit_code), (ActionState::Timeout, Some(137)));

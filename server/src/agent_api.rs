@@ -14,10 +14,10 @@ use kiln_proto::{AGENT_ID_METADATA, time::proto_to_millis};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{action_spec, action_state_from_proto, store_status, transition_status};
+use crate::events::Events;
 use crate::model::{ActionState, now_millis};
 use crate::state_machine::{self, Report, TransitionError};
 use crate::store::{DynStore, NewLogLine};
-use crate::events::Events;
 
 /// Longest a `NextAction` call is held open.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -41,7 +41,9 @@ pub fn identify_agent(mut req: Request<()>) -> Result<Request<()>, Status> {
         .trim()
         .to_ascii_lowercase();
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Status::invalid_argument(format!("{AGENT_ID_METADATA} {id:?} is not a valid agent id")));
+        return Err(Status::invalid_argument(format!(
+            "{AGENT_ID_METADATA} {id:?} is not a valid agent id"
+        )));
     }
     req.extensions_mut().insert(AgentIdentity(id));
     Ok(req)
@@ -66,14 +68,21 @@ impl AgentApi {
 
     /// Finds (creating when it is due) the attempt `agent` should run now.
     async fn assignment_for(&self, agent: &str) -> Result<Option<Assignment>, Status> {
-        for id in self.store.active_workflows_for_agent(agent).await.map_err(store_status)? {
+        for id in self
+            .store
+            .active_workflows_for_agent(agent)
+            .await
+            .map_err(store_status)?
+        {
             let who = agent.to_string();
             let (wf, changed) = self
                 .store
                 .update_workflow(
                     &id,
                     Box::new(move |wf| {
-                        Ok(state_machine::dispatch(wf, &who, now_millis(), || uuid::Uuid::new_v4().to_string()))
+                        Ok(state_machine::dispatch(wf, &who, now_millis(), || {
+                            uuid::Uuid::new_v4().to_string()
+                        }))
                     }),
                 )
                 .await
@@ -99,7 +108,10 @@ impl AgentApi {
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
-    async fn next_action(&self, req: Request<NextActionRequest>) -> Result<Response<NextActionResponse>, Status> {
+    async fn next_action(
+        &self,
+        req: Request<NextActionRequest>,
+    ) -> Result<Response<NextActionResponse>, Status> {
         let agent = caller(&req)?;
         let wait = Duration::from_millis(u64::from(req.get_ref().wait_ms)).min(MAX_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
@@ -109,12 +121,16 @@ impl AgentService for AgentApi {
             if let Some(assignment) = self.assignment_for(&agent).await? {
                 tracing::info!(agent = %agent, workflow = %assignment.workflow_id, action = assignment.action_index,
                     attempt = %assignment.attempt_id, "assigned");
-                return Ok(Response::new(NextActionResponse { assignment: Some(assignment) }));
+                return Ok(Response::new(NextActionResponse {
+                    assignment: Some(assignment),
+                }));
             }
             match tokio::time::timeout_at(deadline, wakeups.changed()).await {
                 Ok(Ok(())) => continue,
                 // Deadline passed, or the server is shutting down.
-                Ok(Err(_)) | Err(_) => return Ok(Response::new(NextActionResponse { assignment: None })),
+                Ok(Err(_)) | Err(_) => {
+                    return Ok(Response::new(NextActionResponse { assignment: None }));
+                }
             }
         }
     }
@@ -122,7 +138,8 @@ impl AgentService for AgentApi {
     async fn report_state(&self, req: Request<StateReport>) -> Result<Response<ReportAck>, Status> {
         let agent = caller(&req)?;
         let r = req.into_inner();
-        let state = action_state_from_proto(r.state()).ok_or_else(|| transition_status(&TransitionError::NoState))?;
+        let state = action_state_from_proto(r.state())
+            .ok_or_else(|| transition_status(&TransitionError::NoState))?;
         let report = Report {
             action_index: r.action_index,
             attempt_id: r.attempt_id.clone(),
@@ -136,7 +153,7 @@ impl AgentService for AgentApi {
             .store
             .update_workflow(
                 &r.workflow_id,
-                Box::new(move |wf| Ok(state_machine::apply_report(wf, &who, &report, now_millis())?)),
+                Box::new(move |wf| state_machine::apply_report(wf, &who, &report, now_millis())),
             )
             .await
             .map_err(|e| {
@@ -158,14 +175,23 @@ impl AgentService for AgentApi {
     async fn push_logs(&self, req: Request<LogBatch>) -> Result<Response<LogAck>, Status> {
         let agent = caller(&req)?;
         let batch = req.into_inner();
-        let wf = self.store.get_workflow(&batch.workflow_id).await.map_err(store_status)?;
+        let wf = self
+            .store
+            .get_workflow(&batch.workflow_id)
+            .await
+            .map_err(store_status)?;
         let attempt = wf
             .actions
             .get(batch.action_index as usize)
             .and_then(|a| a.attempts.iter().find(|t| t.id == batch.attempt_id))
-            .ok_or_else(|| transition_status(&TransitionError::UnknownAttempt(batch.attempt_id.clone())))?;
+            .ok_or_else(|| {
+                transition_status(&TransitionError::UnknownAttempt(batch.attempt_id.clone()))
+            })?;
         if attempt.agent_id != agent {
-            return Err(transition_status(&TransitionError::NotOwner { owner: attempt.agent_id.clone(), caller: agent }));
+            return Err(transition_status(&TransitionError::NotOwner {
+                owner: attempt.agent_id.clone(),
+                caller: agent,
+            }));
         }
         let lines = batch
             .lines
@@ -179,7 +205,12 @@ impl AgentService for AgentApi {
             .collect();
         let stored_through = self
             .store
-            .append_logs(&batch.workflow_id, batch.action_index, &batch.attempt_id, lines)
+            .append_logs(
+                &batch.workflow_id,
+                batch.action_index,
+                &batch.attempt_id,
+                lines,
+            )
             .await
             .map_err(store_status)?;
         self.events.logs_appended(&batch.workflow_id);

@@ -15,17 +15,33 @@ struct Args {
     /// Directory of the embedded store (created if missing).
     #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
     data_dir: PathBuf,
+    /// Write the bound address here once listening (useful with port 0).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let server = Server::bind(&ServerConfig { listen: args.listen, data_dir: args.data_dir.clone() }).await?;
-    tracing::info!(addr = %server.local_addr()?, data_dir = %args.data_dir.display(), "kiln-server listening");
+    let server = Server::bind(&ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+    })
+    .await?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "kiln-server listening");
+    if let Some(path) = &args.addr_file {
+        // Written whole under a temporary name, so a reader never sees half.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addr.to_string())?;
+        std::fs::rename(&tmp, path)?;
+    }
     server.serve(shutdown_signal()).await
 }
 

@@ -21,7 +21,12 @@ pub fn render(object: &str, text: &str, data: &Value) -> Result<String, SpecErro
     let nodes = parse(object, text)?;
     let mut out = String::new();
     let root = Val::Json(data.clone());
-    Eval { object, root: &root, vars: vec![("$".into(), root.clone())] }.nodes(&nodes, &root, &mut out)?;
+    Eval {
+        object,
+        root: &root,
+        vars: vec![("$".into(), root.clone())],
+    }
+    .nodes(&nodes, &root, &mut out)?;
     Ok(out)
 }
 
@@ -35,7 +40,12 @@ pub fn check_syntax(object: &str, text: &str) -> Result<(), SpecError> {
 pub fn render_probe(object: &str, text: &str) -> Result<String, SpecError> {
     let nodes = parse(object, text)?;
     let mut out = String::new();
-    Eval { object, root: &Val::Probe, vars: vec![("$".into(), Val::Probe)] }.nodes(&nodes, &Val::Probe, &mut out)?;
+    Eval {
+        object,
+        root: &Val::Probe,
+        vars: vec![("$".into(), Val::Probe)],
+    }
+    .nodes(&nodes, &Val::Probe, &mut out)?;
     Ok(out)
 }
 
@@ -63,8 +73,18 @@ const FUNCTIONS: &[&str] = &[
     "or",
 ];
 
-fn error(object: &str, line: usize, field: Option<String>, message: impl Into<String>) -> SpecError {
-    SpecError { object: object.to_string(), line: Some(line), field, message: message.into() }
+fn error(
+    object: &str,
+    line: usize,
+    field: Option<String>,
+    message: impl Into<String>,
+) -> SpecError {
+    SpecError {
+        object: object.to_string(),
+        line: Some(line),
+        field,
+        message: message.into(),
+    }
 }
 
 // ---------------------------------------------------------------- parsing
@@ -72,9 +92,22 @@ fn error(object: &str, line: usize, field: Option<String>, message: impl Into<St
 #[derive(Debug, Clone)]
 enum Node {
     Text(String),
-    Action { line: usize, pipe: Pipeline },
-    If { cond: Pipeline, then: Vec<Node>, otherwise: Vec<Node> },
-    Range { line: usize, vars: Vec<String>, pipe: Pipeline, body: Vec<Node>, otherwise: Vec<Node> },
+    Action {
+        line: usize,
+        pipe: Pipeline,
+    },
+    If {
+        cond: Pipeline,
+        then: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+    Range {
+        line: usize,
+        vars: Vec<String>,
+        pipe: Pipeline,
+        body: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -158,7 +191,10 @@ fn split(object: &str, text: &str) -> Result<Vec<Piece>, SpecError> {
                 return Err(error(object, line, None, "unterminated comment"));
             }
         } else {
-            pieces.push(Piece::Action { line, toks: lex(object, line, inner)? });
+            pieces.push(Piece::Action {
+                line,
+                toks: lex(object, line, inner)?,
+            });
         }
         if end > text.len() {
             end = text.len();
@@ -252,7 +288,11 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 toks.push(Tok::Declare);
                 i += 2
             }
-            '=' => return Err(err("assignment with = is not supported; use := to declare".into())),
+            '=' => {
+                return Err(err(
+                    "assignment with = is not supported; use := to declare".into()
+                ));
+            }
             '.' => {
                 let parts = chain(&mut i);
                 if parts.is_empty() {
@@ -266,7 +306,9 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 while j < chars.len() && ident_char(chars[j]) {
                     j += 1;
                 }
-                let name: String = std::iter::once('$').chain(chars[start..j].iter().copied()).collect();
+                let name: String = std::iter::once('$')
+                    .chain(chars[start..j].iter().copied())
+                    .collect();
                 i = j;
                 let parts = chain(&mut i);
                 toks.push(Tok::Var(name, parts));
@@ -275,12 +317,16 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 let mut out = String::new();
                 i += 1;
                 loop {
-                    let Some(&c) = chars.get(i) else { return Err(err("unterminated string".into())) };
+                    let Some(&c) = chars.get(i) else {
+                        return Err(err("unterminated string".into()));
+                    };
                     i += 1;
                     match c {
                         '"' => break,
                         '\\' => {
-                            let Some(&e) = chars.get(i) else { return Err(err("unterminated string".into())) };
+                            let Some(&e) = chars.get(i) else {
+                                return Err(err("unterminated string".into()));
+                            };
                             i += 1;
                             out.push(match e {
                                 'n' => '\n',
@@ -289,7 +335,11 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                                 '\\' => '\\',
                                 '"' => '"',
                                 '\'' => '\'',
-                                other => return Err(err(format!("unsupported escape \\{other} in string"))),
+                                other => {
+                                    return Err(err(format!(
+                                        "unsupported escape \\{other} in string"
+                                    )));
+                                }
                             });
                         }
                         c => out.push(c),
@@ -306,14 +356,18 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 toks.push(Tok::Str(chars[start..start + end].iter().collect()));
                 i = start + end + 1;
             }
-            c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
+            c if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) =>
+            {
                 let start = i;
                 i += 1;
                 while i < chars.len() && chars[i].is_ascii_alphanumeric() {
                     i += 1;
                 }
                 let lit: String = chars[start..i].iter().collect();
-                let n = lit.parse::<i64>().map_err(|_| err(format!("unsupported number {lit:?}")))?;
+                let n = lit
+                    .parse::<i64>()
+                    .map_err(|_| err(format!("unsupported number {lit:?}")))?;
                 toks.push(Tok::Int(n));
             }
             c if c.is_alphabetic() || c == '_' => {
@@ -335,7 +389,7 @@ struct Parser<'a> {
 }
 
 /// How a list of nodes ended.
-enum End {
+enum Closer {
     Eof,
     End,
     Else { line: usize, toks: Vec<Tok> },
@@ -343,12 +397,15 @@ enum End {
 
 fn parse(object: &str, text: &str) -> Result<Vec<Node>, SpecError> {
     let pieces = split(object, text)?;
-    let mut p = Parser { object, pieces: pieces.into_iter().peekable() };
+    let mut p = Parser {
+        object,
+        pieces: pieces.into_iter().peekable(),
+    };
     let (nodes, end) = p.list()?;
     match end {
-        End::Eof => Ok(nodes),
-        End::End => Err(error(object, p.last_line(text), None, "unexpected {{end}}")),
-        End::Else { line, .. } => Err(error(object, line, None, "unexpected {{else}}")),
+        Closer::Eof => Ok(nodes),
+        Closer::End => Err(error(object, p.last_line(text), None, "unexpected {{end}}")),
+        Closer::Else { line, .. } => Err(error(object, line, None, "unexpected {{else}}")),
     }
 }
 
@@ -357,7 +414,7 @@ impl Parser<'_> {
         text.lines().count().max(1)
     }
 
-    fn list(&mut self) -> Result<(Vec<Node>, End), SpecError> {
+    fn list(&mut self) -> Result<(Vec<Node>, Closer), SpecError> {
         let mut nodes = Vec::new();
         while let Some(piece) = self.pieces.next() {
             match piece {
@@ -370,46 +427,89 @@ impl Parser<'_> {
                     None => return Err(error(self.object, line, None, "empty action {{}}")),
                     Some(Tok::Ident(kw)) if kw == "end" => {
                         if toks.len() > 1 {
-                            return Err(error(self.object, line, None, "unexpected words after end"));
+                            return Err(error(
+                                self.object,
+                                line,
+                                None,
+                                "unexpected words after end",
+                            ));
                         }
-                        return Ok((nodes, End::End));
+                        return Ok((nodes, Closer::End));
                     }
                     Some(Tok::Ident(kw)) if kw == "else" => {
-                        return Ok((nodes, End::Else { line, toks: toks[1..].to_vec() }));
+                        return Ok((
+                            nodes,
+                            Closer::Else {
+                                line,
+                                toks: toks[1..].to_vec(),
+                            },
+                        ));
                     }
-                    Some(Tok::Ident(kw)) if kw == "if" => nodes.push(self.if_node(line, &toks[1..])?),
-                    Some(Tok::Ident(kw)) if kw == "range" => nodes.push(self.range_node(line, &toks[1..])?),
-                    Some(Tok::Ident(kw)) if ["with", "define", "template", "block", "break", "continue"].contains(&kw.as_str()) => {
-                        return Err(error(self.object, line, None, format!("unsupported action {kw:?}")));
+                    Some(Tok::Ident(kw)) if kw == "if" => {
+                        nodes.push(self.if_node(line, &toks[1..])?)
                     }
-                    _ => nodes.push(Node::Action { line, pipe: pipeline(self.object, line, &toks, true)? }),
+                    Some(Tok::Ident(kw)) if kw == "range" => {
+                        nodes.push(self.range_node(line, &toks[1..])?)
+                    }
+                    Some(Tok::Ident(kw))
+                        if ["with", "define", "template", "block", "break", "continue"]
+                            .contains(&kw.as_str()) =>
+                    {
+                        return Err(error(
+                            self.object,
+                            line,
+                            None,
+                            format!("unsupported action {kw:?}"),
+                        ));
+                    }
+                    _ => nodes.push(Node::Action {
+                        line,
+                        pipe: pipeline(self.object, line, &toks, true)?,
+                    }),
                 },
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Closer::Eof))
     }
 
     fn if_node(&mut self, line: usize, toks: &[Tok]) -> Result<Node, SpecError> {
         let cond = pipeline(self.object, line, toks, false)?;
         let (then, end) = self.list()?;
         let otherwise = match end {
-            End::End => Vec::new(),
-            End::Eof => return Err(error(self.object, line, None, "if without {{end}}")),
-            End::Else { line: else_line, toks } if toks.is_empty() => self.until_end(else_line)?,
+            Closer::End => Vec::new(),
+            Closer::Eof => return Err(error(self.object, line, None, "if without {{end}}")),
+            Closer::Else {
+                line: else_line,
+                toks,
+            } if toks.is_empty() => self.until_end(else_line)?,
             // `else if` chains into a nested if that shares our end.
-            End::Else { line: else_line, toks } => match toks.first() {
+            Closer::Else {
+                line: else_line,
+                toks,
+            } => match toks.first() {
                 Some(Tok::Ident(kw)) if kw == "if" => vec![self.if_node(else_line, &toks[1..])?],
-                _ => return Err(error(self.object, else_line, None, "else must be followed by nothing or by if")),
+                _ => {
+                    return Err(error(
+                        self.object,
+                        else_line,
+                        None,
+                        "else must be followed by nothing or by if",
+                    ));
+                }
             },
         };
-        Ok(Node::If { cond, then, otherwise })
+        Ok(Node::If {
+            cond,
+            then,
+            otherwise,
+        })
     }
 
     fn until_end(&mut self, line: usize) -> Result<Vec<Node>, SpecError> {
         match self.list()? {
-            (nodes, End::End) => Ok(nodes),
-            (_, End::Eof) => Err(error(self.object, line, None, "else without {{end}}")),
-            (_, End::Else { line, .. }) => Err(error(self.object, line, None, "a second else")),
+            (nodes, Closer::End) => Ok(nodes),
+            (_, Closer::Eof) => Err(error(self.object, line, None, "else without {{end}}")),
+            (_, Closer::Else { line, .. }) => Err(error(self.object, line, None, "a second else")),
         }
     }
 
@@ -421,32 +521,67 @@ impl Parser<'_> {
                 match t {
                     Tok::Var(v, chain) if chain.is_empty() => vars.push(v.clone()),
                     Tok::Comma => {}
-                    _ => return Err(error(self.object, line, None, "range variables must be $name[, $name] :=")),
+                    _ => {
+                        return Err(error(
+                            self.object,
+                            line,
+                            None,
+                            "range variables must be $name[, $name] :=",
+                        ));
+                    }
                 }
             }
             if vars.is_empty() || vars.len() > 2 {
-                return Err(error(self.object, line, None, "range takes one or two variables"));
+                return Err(error(
+                    self.object,
+                    line,
+                    None,
+                    "range takes one or two variables",
+                ));
             }
             rest = &toks[pos + 1..];
         }
         let pipe = pipeline(self.object, line, rest, false)?;
         let (body, end) = self.list()?;
         let otherwise = match end {
-            End::End => Vec::new(),
-            End::Eof => return Err(error(self.object, line, None, "range without {{end}}")),
-            End::Else { line: l, toks } if toks.is_empty() => self.until_end(l)?,
-            End::Else { line: l, .. } => return Err(error(self.object, l, None, "else in range takes no arguments")),
+            Closer::End => Vec::new(),
+            Closer::Eof => return Err(error(self.object, line, None, "range without {{end}}")),
+            Closer::Else { line: l, toks } if toks.is_empty() => self.until_end(l)?,
+            Closer::Else { line: l, .. } => {
+                return Err(error(
+                    self.object,
+                    l,
+                    None,
+                    "else in range takes no arguments",
+                ));
+            }
         };
-        Ok(Node::Range { line, vars, pipe, body, otherwise })
+        Ok(Node::Range {
+            line,
+            vars,
+            pipe,
+            body,
+            otherwise,
+        })
     }
 }
 
-fn pipeline(object: &str, line: usize, toks: &[Tok], allow_decl: bool) -> Result<Pipeline, SpecError> {
+fn pipeline(
+    object: &str,
+    line: usize,
+    toks: &[Tok],
+    allow_decl: bool,
+) -> Result<Pipeline, SpecError> {
     let mut toks = toks;
     let mut decl = None;
     if let [Tok::Var(v, chain), Tok::Declare, rest @ ..] = toks {
         if !allow_decl || !chain.is_empty() {
-            return Err(error(object, line, None, "a variable can only be declared as {{ $name := ... }}"));
+            return Err(error(
+                object,
+                line,
+                None,
+                "a variable can only be declared as {{ $name := ... }}",
+            ));
         }
         decl = Some(v.clone());
         toks = rest;
@@ -459,7 +594,13 @@ fn pipeline(object: &str, line: usize, toks: &[Tok], allow_decl: bool) -> Result
     Ok(pipe)
 }
 
-fn parse_pipe(object: &str, line: usize, toks: &[Tok], pos: &mut usize, decl: Option<String>) -> Result<Pipeline, SpecError> {
+fn parse_pipe(
+    object: &str,
+    line: usize,
+    toks: &[Tok],
+    pos: &mut usize,
+    decl: Option<String>,
+) -> Result<Pipeline, SpecError> {
     let mut cmds = vec![Vec::new()];
     while *pos < toks.len() {
         let tok = &toks[*pos];
@@ -489,10 +630,21 @@ fn parse_pipe(object: &str, line: usize, toks: &[Tok], pos: &mut usize, decl: Op
             Tok::Str(s) => Arg::Str(s.clone()),
             Tok::Int(n) => Arg::Int(*n),
             Tok::Ident(w) if w == "true" || w == "false" => Arg::Bool(w == "true"),
-            Tok::Ident(w) if w == "nil" => return Err(error(object, line, None, "nil is not supported")),
+            Tok::Ident(w) if w == "nil" => {
+                return Err(error(object, line, None, "nil is not supported"));
+            }
             Tok::Ident(w) if FUNCTIONS.contains(&w.as_str()) => Arg::Func(w.clone()),
-            Tok::Ident(w) => return Err(error(object, line, None, format!("unsupported function {w:?}"))),
-            Tok::Declare | Tok::Comma => return Err(error(object, line, None, "unexpected := or , in action")),
+            Tok::Ident(w) => {
+                return Err(error(
+                    object,
+                    line,
+                    None,
+                    format!("unsupported function {w:?}"),
+                ));
+            }
+            Tok::Declare | Tok::Comma => {
+                return Err(error(object, line, None, "unexpected := or , in action"));
+            }
         };
         cmds.last_mut().expect("never empty").push(arg);
     }
@@ -501,7 +653,12 @@ fn parse_pipe(object: &str, line: usize, toks: &[Tok], pos: &mut usize, decl: Op
     }
     for cmd in &cmds[..] {
         if cmd.len() > 1 && !matches!(cmd[0], Arg::Func(_)) {
-            return Err(error(object, line, None, "can't give arguments to a non-function"));
+            return Err(error(
+                object,
+                line,
+                None,
+                "can't give arguments to a non-function",
+            ));
         }
     }
     Ok(Pipeline { line, decl, cmds })
@@ -549,7 +706,12 @@ impl Eval<'_> {
                         out.push_str(&self.print(*line, &v)?);
                     }
                 }
-                Node::If { cond, then, otherwise, .. } => {
+                Node::If {
+                    cond,
+                    then,
+                    otherwise,
+                    ..
+                } => {
                     let v = self.pipe(cond, dot)?;
                     // A probe could be anything: check both branches.
                     if v == Val::Probe {
@@ -562,19 +724,32 @@ impl Eval<'_> {
                         self.nodes(otherwise, dot, out)?;
                     }
                 }
-                Node::Range { line, vars, pipe, body, otherwise } => {
+                Node::Range {
+                    line,
+                    vars,
+                    pipe,
+                    body,
+                    otherwise,
+                } => {
                     let v = self.pipe(pipe, dot)?;
                     let items: Vec<(Val, Val)> = match &v {
                         Val::Probe => vec![(Val::Probe, Val::Probe)],
-                        Val::Json(Value::Array(a)) => {
-                            a.iter().enumerate().map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone()))).collect()
-                        }
-                        Val::Json(Value::Object(m)) => {
-                            m.iter().map(|(k, x)| (Val::Json(k.clone().into()), Val::Json(x.clone()))).collect()
-                        }
+                        Val::Json(Value::Array(a)) => a
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone())))
+                            .collect(),
+                        Val::Json(Value::Object(m)) => m
+                            .iter()
+                            .map(|(k, x)| (Val::Json(k.clone().into()), Val::Json(x.clone())))
+                            .collect(),
                         Val::Json(Value::Null) => Vec::new(),
                         Val::Json(other) => {
-                            return Err(self.err(*line, None, format!("range can't iterate over {}", kind(other))));
+                            return Err(self.err(
+                                *line,
+                                None,
+                                format!("range can't iterate over {}", kind(other)),
+                            ));
                         }
                     };
                     if items.is_empty() {
@@ -603,7 +778,9 @@ impl Eval<'_> {
     fn print(&self, line: usize, v: &Val) -> Result<String, SpecError> {
         Ok(match v {
             Val::Probe => PROBE.to_string(),
-            Val::Json(Value::Null) => return Err(self.err(line, None, "value is null (no value to print)")),
+            Val::Json(Value::Null) => {
+                return Err(self.err(line, None, "value is null (no value to print)"));
+            }
             Val::Json(j) => to_text(j),
         })
     }
@@ -616,10 +793,19 @@ impl Eval<'_> {
         Ok(prev.expect("pipelines are never empty"))
     }
 
-    fn command(&self, line: usize, cmd: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+    fn command(
+        &self,
+        line: usize,
+        cmd: &[Arg],
+        dot: &Val,
+        prev: Option<Val>,
+    ) -> Result<Val, SpecError> {
         match &cmd[0] {
             Arg::Func(name) => {
-                let mut args = cmd[1..].iter().map(|a| self.arg(line, a, dot)).collect::<Result<Vec<_>, _>>()?;
+                let mut args = cmd[1..]
+                    .iter()
+                    .map(|a| self.arg(line, a, dot))
+                    .collect::<Result<Vec<_>, _>>()?;
                 args.extend(prev);
                 self.call(line, name, args)
             }
@@ -642,7 +828,13 @@ impl Eval<'_> {
                     .rev()
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
-                    .ok_or_else(|| self.err(line, Some(name.clone()), format!("undefined variable {name}")))?;
+                    .ok_or_else(|| {
+                        self.err(
+                            line,
+                            Some(name.clone()),
+                            format!("undefined variable {name}"),
+                        )
+                    })?;
                 self.walk(line, &base, chain, name)
             }
             Arg::Str(s) => Ok(Val::Json(Value::String(s.clone()))),
@@ -653,7 +845,13 @@ impl Eval<'_> {
         }
     }
 
-    fn walk(&self, line: usize, base: &Val, chain: &[String], prefix: &str) -> Result<Val, SpecError> {
+    fn walk(
+        &self,
+        line: usize,
+        base: &Val,
+        chain: &[String],
+        prefix: &str,
+    ) -> Result<Val, SpecError> {
         let mut cur = base.clone();
         for (i, key) in chain.iter().enumerate() {
             let here = || chain_name(prefix, &chain[..=i]);
@@ -666,12 +864,20 @@ impl Eval<'_> {
                         return Err(self.err(
                             line,
                             Some(here()),
-                            format!("no value for {:?} (known keys: {})", here(), known.join(", ")),
+                            format!(
+                                "no value for {:?} (known keys: {})",
+                                here(),
+                                known.join(", ")
+                            ),
                         ));
                     }
                 },
                 Val::Json(other) => {
-                    return Err(self.err(line, Some(here()), format!("can't access field {key:?} of {}", kind(&other))));
+                    return Err(self.err(
+                        line,
+                        Some(here()),
+                        format!("can't access field {key:?} of {}", kind(&other)),
+                    ));
                 }
             };
         }
@@ -682,11 +888,15 @@ impl Eval<'_> {
         let field = Some(name.to_string());
         let arity = |n: usize| -> Result<(), SpecError> {
             if args.len() != n {
-                return Err(self.err(line, field.clone(), format!("{name} takes {n} arguments, got {}", args.len())));
+                return Err(self.err(
+                    line,
+                    field.clone(),
+                    format!("{name} takes {n} arguments, got {}", args.len()),
+                ));
             }
             Ok(())
         };
-        let probe = args.iter().any(|a| *a == Val::Probe);
+        let probe = args.contains(&Val::Probe);
         let json = |v: &Val| match v {
             Val::Json(j) => j.clone(),
             Val::Probe => Value::String(PROBE.into()),
@@ -706,10 +916,18 @@ impl Eval<'_> {
                     cur = match (cur, key) {
                         (Val::Probe, _) | (_, Val::Probe) => Val::Probe,
                         (Val::Json(Value::Array(a)), Val::Json(k)) => {
-                            let i = k.as_i64().ok_or_else(|| self.err(line, field.clone(), "index of a list must be an integer"))?;
-                            let item = usize::try_from(i).ok().and_then(|i| a.get(i)).ok_or_else(|| {
-                                self.err(line, field.clone(), format!("index {i} out of range (length {})", a.len()))
+                            let i = k.as_i64().ok_or_else(|| {
+                                self.err(line, field.clone(), "index of a list must be an integer")
                             })?;
+                            let item = usize::try_from(i).ok().and_then(|i| a.get(i)).ok_or_else(
+                                || {
+                                    self.err(
+                                        line,
+                                        field.clone(),
+                                        format!("index {i} out of range (length {})", a.len()),
+                                    )
+                                },
+                            )?;
                             Val::Json(item.clone())
                         }
                         (Val::Json(Value::Object(m)), Val::Json(k)) => {
@@ -719,7 +937,11 @@ impl Eval<'_> {
                             })?)
                         }
                         (Val::Json(other), _) => {
-                            return Err(self.err(line, field, format!("can't index {}", kind(&other))));
+                            return Err(self.err(
+                                line,
+                                field,
+                                format!("can't index {}", kind(&other)),
+                            ));
                         }
                     };
                 }
@@ -730,7 +952,9 @@ impl Eval<'_> {
                 if probe {
                     return s(format!("/dev/{PROBE}1"));
                 }
-                let n = json(&args[1]).as_i64().ok_or_else(|| self.err(line, field.clone(), "partition must be an integer"))?;
+                let n = json(&args[1])
+                    .as_i64()
+                    .ok_or_else(|| self.err(line, field.clone(), "partition must be an integer"))?;
                 s(format_partition(&text(&args[0]), n))
             }
             "printf" => {
@@ -746,12 +970,18 @@ impl Eval<'_> {
                     Val::Json(Value::Array(a)) => Val::Json(a.len().into()),
                     Val::Json(Value::Object(m)) => Val::Json(m.len().into()),
                     Val::Json(Value::String(t)) => Val::Json(t.len().into()),
-                    Val::Json(other) => return Err(self.err(line, field, format!("len of {}", kind(other)))),
+                    Val::Json(other) => {
+                        return Err(self.err(line, field, format!("len of {}", kind(other))));
+                    }
                 })
             }
             "default" => {
                 arity(2)?;
-                Ok(if args[1] == Val::Probe || truthy(&args[1]) { args[1].clone() } else { args[0].clone() })
+                Ok(if args[1] == Val::Probe || truthy(&args[1]) {
+                    args[1].clone()
+                } else {
+                    args[0].clone()
+                })
             }
             "quote" => {
                 arity(1)?;
@@ -782,8 +1012,14 @@ impl Eval<'_> {
                 let sep = text(&args[0]);
                 match &args[1] {
                     Val::Probe => s(PROBE.into()),
-                    Val::Json(Value::Array(a)) => s(a.iter().map(to_text).collect::<Vec<_>>().join(&sep)),
-                    Val::Json(other) => Err(self.err(line, field, format!("join needs a list, got {}", kind(other)))),
+                    Val::Json(Value::Array(a)) => {
+                        s(a.iter().map(to_text).collect::<Vec<_>>().join(&sep))
+                    }
+                    Val::Json(other) => Err(self.err(
+                        line,
+                        field,
+                        format!("join needs a list, got {}", kind(other)),
+                    )),
                 }
             }
             "netmaskToPrefixLength" => {
@@ -798,7 +1034,11 @@ impl Eval<'_> {
                 }
                 let bits = u32::from_be_bytes([octets[0], octets[1], octets[2], octets[3]]);
                 if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                    return Err(self.err(line, field, format!("{mask:?} is not a contiguous netmask")));
+                    return Err(self.err(
+                        line,
+                        field,
+                        format!("{mask:?} is not a contiguous netmask"),
+                    ));
                 }
                 Ok(Val::Json(bits.leading_ones().into()))
             }
@@ -819,14 +1059,22 @@ impl Eval<'_> {
             }
             "and" | "or" => {
                 if args.len() < 2 {
-                    return Err(self.err(line, field, format!("{name} takes at least 2 arguments")));
+                    return Err(self.err(
+                        line,
+                        field,
+                        format!("{name} takes at least 2 arguments"),
+                    ));
                 }
                 if probe {
                     return Ok(Val::Probe);
                 }
                 // Go returns the first falsy (and) / truthy (or) argument, or the last.
                 let want = name == "or";
-                Ok(args.iter().find(|a| truthy(a) == want).unwrap_or(args.last().expect("len >= 2")).clone())
+                Ok(args
+                    .iter()
+                    .find(|a| truthy(a) == want)
+                    .unwrap_or(args.last().expect("len >= 2"))
+                    .clone())
             }
             other => Err(self.err(line, field, format!("unsupported function {other:?}"))),
         }
@@ -877,7 +1125,11 @@ pub fn format_partition(dev: &str, n: i64) -> String {
         return format!("{dev}-part{n}");
     }
     // Names ending in a digit (nvme0n1, mmcblk0, loop0) need a `p`.
-    if dev.ends_with(|c: char| c.is_ascii_digit()) { format!("{dev}p{n}") } else { format!("{dev}{n}") }
+    if dev.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{dev}p{n}")
+    } else {
+        format!("{dev}{n}")
+    }
 }
 
 fn printf(fmt: &str, args: &[Value]) -> String {
@@ -927,16 +1179,31 @@ mod tests {
 
     #[test]
     fn renders_tinkerbell_expressions() {
-        assert_eq!(r("worker: \"{{.device_1}}\""), "worker: \"52:54:00:12:34:56\"");
+        assert_eq!(
+            r("worker: \"{{.device_1}}\""),
+            "worker: \"52:54:00:12:34:56\""
+        );
         assert_eq!(r("{{ index .Hardware.Disks 0 }}"), "/dev/nvme0n1");
-        assert_eq!(r("{{ formatPartition ( index .Hardware.Disks 0 ) 1 }}"), "/dev/nvme0n1p1");
-        assert_eq!(r("{{ formatPartition ( index .Hardware.Disks 1 ) 2 }}"), "/dev/sdb2");
+        assert_eq!(
+            r("{{ formatPartition ( index .Hardware.Disks 0 ) 1 }}"),
+            "/dev/nvme0n1p1"
+        );
+        assert_eq!(
+            r("{{ formatPartition ( index .Hardware.Disks 1 ) 2 }}"),
+            "/dev/sdb2"
+        );
         assert_eq!(r("{{ .hardware.metadata.instance.id }}"), "i-1");
         assert_eq!(r("{{ .Hardware.Metadata.n }}"), "3");
         assert_eq!(r("{{ .device_1 | upper }}"), "52:54:00:12:34:56");
         assert_eq!(r("{{ \"X\" | lower | quote }}"), "\"x\"");
-        assert_eq!(r("{{ printf \"%s-%d%%\" .hardware.metadata.instance.id 7 }}"), "i-1-7%");
-        assert_eq!(r("{{ join \",\" .hardware.metadata.instance.tags }}"), "a,b");
+        assert_eq!(
+            r("{{ printf \"%s-%d%%\" .hardware.metadata.instance.id 7 }}"),
+            "i-1-7%"
+        );
+        assert_eq!(
+            r("{{ join \",\" .hardware.metadata.instance.tags }}"),
+            "a,b"
+        );
         assert_eq!(r("{{ len .Hardware.Disks }}"), "2");
         assert_eq!(r("{{ default \"x\" \"\" }}{{ default \"x\" \"y\" }}"), "xy");
         assert_eq!(r("{{ netmaskToPrefixLength \"255.255.255.0\" }}"), "24");
@@ -948,13 +1215,28 @@ mod tests {
     #[test]
     fn control_flow_variables_and_trim() {
         assert_eq!(r("{{ if .flag }}yes{{ else }}no{{ end }}"), "no");
-        assert_eq!(r("{{ if eq .device_1 \"x\" }}a{{ else if .Hardware }}b{{ else }}c{{ end }}"), "b");
-        assert_eq!(r("{{ range $i, $d := .Hardware.Disks }}{{ $i }}={{ $d }};{{ end }}"), "0=/dev/nvme0n1;1=/dev/sdb;");
-        assert_eq!(r("{{ range .Hardware.Disks }}[{{ . }}]{{ end }}"), "[/dev/nvme0n1][/dev/sdb]");
-        assert_eq!(r("{{ $d := index .Hardware.Disks 1 }}{{ $d }} {{ $.device_1 }}"), "/dev/sdb 52:54:00:12:34:56");
+        assert_eq!(
+            r("{{ if eq .device_1 \"x\" }}a{{ else if .Hardware }}b{{ else }}c{{ end }}"),
+            "b"
+        );
+        assert_eq!(
+            r("{{ range $i, $d := .Hardware.Disks }}{{ $i }}={{ $d }};{{ end }}"),
+            "0=/dev/nvme0n1;1=/dev/sdb;"
+        );
+        assert_eq!(
+            r("{{ range .Hardware.Disks }}[{{ . }}]{{ end }}"),
+            "[/dev/nvme0n1][/dev/sdb]"
+        );
+        assert_eq!(
+            r("{{ $d := index .Hardware.Disks 1 }}{{ $d }} {{ $.device_1 }}"),
+            "/dev/sdb 52:54:00:12:34:56"
+        );
         assert_eq!(r("a  \n {{- \"b\" -}} \n  c"), "abc");
         assert_eq!(r("{{-3}}"), "-3");
-        assert_eq!(r("{{ and .flag .device_1 }}|{{ or .flag .device_1 }}|{{ not .flag }}"), "false|52:54:00:12:34:56|true");
+        assert_eq!(
+            r("{{ and .flag .device_1 }}|{{ or .flag .device_1 }}|{{ not .flag }}"),
+            "false|52:54:00:12:34:56|true"
+        );
     }
 
     #[test]
@@ -963,7 +1245,10 @@ mod tests {
         assert_eq!(format_partition("/dev/nvme0n1", 1), "/dev/nvme0n1p1");
         assert_eq!(format_partition("/dev/mmcblk0", 2), "/dev/mmcblk0p2");
         assert_eq!(format_partition("/dev/loop0", 1), "/dev/loop0p1");
-        assert_eq!(format_partition("/dev/disk/by-id/wwn-0x5000", 1), "/dev/disk/by-id/wwn-0x5000-part1");
+        assert_eq!(
+            format_partition("/dev/disk/by-id/wwn-0x5000", 1),
+            "/dev/disk/by-id/wwn-0x5000-part1"
+        );
     }
 
     #[test]
@@ -973,7 +1258,10 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some(".device_2"));
         assert!(err.to_string().contains("known keys"), "{err}");
         let err = e("\n\n{{ .Hardware.Nope.x }}");
-        assert_eq!((err.line, err.field.as_deref()), (Some(3), Some(".Hardware.Nope")));
+        assert_eq!(
+            (err.line, err.field.as_deref()),
+            (Some(3), Some(".Hardware.Nope"))
+        );
         let err = e("{{ index .Hardware.Disks 5 }}");
         assert!(err.message.contains("out of range"), "{err}");
         let err = e("{{ .device_1.x }}");
@@ -991,7 +1279,9 @@ mod tests {
             ("{{ (index .a }}", "unclosed"),
             ("{{ .a .b }}", "non-function"),
         ] {
-            let err = check_syntax("template \"t\"", t).err().or_else(|| render("t", t, &data()).err());
+            let err = check_syntax("template \"t\"", t)
+                .err()
+                .or_else(|| render("t", t, &data()).err());
             let err = err.unwrap_or_else(|| panic!("{t} must fail"));
             assert!(err.to_string().contains(needle), "{t}: {err}");
             assert!(err.line.is_some(), "{t}: {err}");
@@ -1009,9 +1299,19 @@ mod tests {
     #[test]
     fn never_panics_on_garbage() {
         let valid = "a {{- .device_1 -}} b {{ if eq 1 1 }}{{ range $i, $v := .Hardware.Disks }}{{ printf \"%q\" $v }}{{ end }}{{ else }}x{{ end }} `{{ \"s\\\"\" }}` {{/* c */}}";
-        let mut inputs: Vec<String> = (0..=valid.len()).filter(|i| valid.is_char_boundary(*i)).map(|i| valid[..i].to_string()).collect();
-        inputs.extend((0..valid.len()).filter(|i| valid.is_char_boundary(*i)).map(|i| valid[i..].to_string()));
-        let alphabet = ["{{", "}}", "-", ".", "$", "\"", "`", "(", ")", "|", ":=", "if", "end", "else", "range", " ", "x", "1", ",", "/*", "*/", "\n", "é"];
+        let mut inputs: Vec<String> = (0..=valid.len())
+            .filter(|i| valid.is_char_boundary(*i))
+            .map(|i| valid[..i].to_string())
+            .collect();
+        inputs.extend(
+            (0..valid.len())
+                .filter(|i| valid.is_char_boundary(*i))
+                .map(|i| valid[i..].to_string()),
+        );
+        let alphabet = [
+            "{{", "}}", "-", ".", "$", "\"", "`", "(", ")", "|", ":=", "if", "end", "else",
+            "range", " ", "x", "1", ",", "/*", "*/", "\n", "é",
+        ];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..3000 {
             let mut s = String::new();
