@@ -25,8 +25,7 @@ pub struct Identify {
 
 impl Interceptor for Identify {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        req.metadata_mut()
-            .insert(AGENT_ID_METADATA, self.agent_id.clone());
+        req.metadata_mut().insert(AGENT_ID_METADATA, self.agent_id.clone());
         Ok(req)
     }
 }
@@ -52,13 +51,9 @@ pub fn is_transient(s: &Status) -> bool {
 
 /// Exponential backoff with jitter, capped at [`MAX_BACKOFF`].
 pub fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(100)
-        .saturating_mul(1 << attempt.min(6))
-        .min(MAX_BACKOFF);
+    let base = Duration::from_millis(100).saturating_mul(1 << attempt.min(6)).min(MAX_BACKOFF);
     // Jitter spreads reconnects of many agents after a server restart.
-    let jitter =
-        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), attempt)
-            % 1000;
+    let jitter = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), attempt) % 1000;
     base.mul_f64(0.5 + jitter as f64 / 2000.0)
 }
 
@@ -72,28 +67,18 @@ impl ServerClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        let agent_id = agent_id
-            .parse()
-            .map_err(|_| anyhow::anyhow!("agent id {agent_id:?} is not valid ASCII metadata"))?;
-        let inner =
-            AgentServiceClient::with_interceptor(endpoint.connect_lazy(), Identify { agent_id });
+        let agent_id =
+            agent_id.parse().map_err(|_| anyhow::anyhow!("agent id {agent_id:?} is not valid ASCII metadata"))?;
+        let inner = AgentServiceClient::with_interceptor(endpoint.connect_lazy(), Identify { agent_id });
         Ok(Self { inner })
     }
 
     /// Waits for the next assignment; `None` when the long poll ended empty.
     pub async fn next_action(&self) -> Result<Option<Assignment>, Status> {
-        let req = NextActionRequest {
-            wait_ms: LONG_POLL.as_millis() as u32,
-        };
+        let req = NextActionRequest { wait_ms: LONG_POLL.as_millis() as u32 };
         let mut request = tonic::Request::new(req);
         request.set_timeout(LONG_POLL + Duration::from_secs(10));
-        Ok(self
-            .inner
-            .clone()
-            .next_action(request)
-            .await?
-            .into_inner()
-            .assignment)
+        Ok(self.inner.clone().next_action(request).await?.into_inner().assignment)
     }
 
     /// Reports a state change, retrying transient failures until the server

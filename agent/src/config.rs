@@ -78,8 +78,8 @@ impl std::fmt::Debug for RegistryCredentials {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
     }
 
@@ -91,10 +91,7 @@ impl AgentConfig {
         }
         for (i, r) in config.registries.iter().enumerate() {
             if r.registry.is_empty() || r.registry.contains('/') {
-                anyhow::bail!(
-                    "field registries[{i}].registry: {:?} must be a registry host[:port]",
-                    r.registry
-                );
+                anyhow::bail!("field registries[{i}].registry: {:?} must be a registry host[:port]", r.registry);
             }
         }
         Ok(config)
@@ -124,22 +121,13 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields_and_bad_values() {
-        let err = AgentConfig::parse("server: x\nsurprise: 1\n")
-            .unwrap_err()
-            .to_string();
+        let err = AgentConfig::parse("server: x\nsurprise: 1\n").unwrap_err().to_string();
         assert!(err.contains("surprise"), "{err}");
-        let err = AgentConfig::parse("server: x\npull_policy: sometimes\n")
+        let err = AgentConfig::parse("server: x\npull_policy: sometimes\n").unwrap_err().to_string();
+        assert!(err.contains("pull_policy") || err.contains("sometimes"), "{err}");
+        let err = AgentConfig::parse("server: x\nregistries: [{registry: 'a/b', username: u, password: p}]\n")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("pull_policy") || err.contains("sometimes"),
-            "{err}"
-        );
-        let err = AgentConfig::parse(
-            "server: x\nregistries: [{registry: 'a/b', username: u, password: p}]\n",
-        )
-        .unwrap_err()
-        .to_string();
         assert!(err.contains("registries[0].registry"), "{err}");
     }
 }

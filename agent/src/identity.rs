@@ -15,11 +15,7 @@ fn first_nic_mac_in(sysfs_net: &Path) -> Option<String> {
         .flatten()
         .filter_map(|entry| {
             let dir = entry.path();
-            let read = |f: &str| {
-                std::fs::read_to_string(dir.join(f))
-                    .ok()
-                    .map(|s| s.trim().to_ascii_lowercase())
-            };
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().map(|s| s.trim().to_ascii_lowercase());
             let mac = read("address")?;
             let index = read("ifindex")?.parse().ok()?;
             // type 1 = ARPHRD_ETHER; loopback is 772.
@@ -49,10 +45,7 @@ mod tests {
         nic(t.path(), "lo", 1, 772, "00:00:00:00:00:00");
         nic(t.path(), "eth1", 3, 1, "52:54:00:00:00:02");
         nic(t.path(), "eth0", 2, 1, "52:54:00:AB:CD:01");
-        assert_eq!(
-            first_nic_mac_in(t.path()).as_deref(),
-            Some("52:54:00:ab:cd:01")
-        );
+        assert_eq!(first_nic_mac_in(t.path()).as_deref(), Some("52:54:00:ab:cd:01"));
         assert_eq!(first_nic_mac_in(&t.path().join("none")), None);
     }
 }

@@ -25,6 +25,8 @@ pub struct Agent {
     pub config: AgentConfig,
     pub client: ServerClient,
     pub runtime: DockerRuntime,
+    /// The workflow of the last attempt, to notice when one ends.
+    current_workflow: tokio::sync::Mutex<String>,
 }
 
 impl Agent {
@@ -33,18 +35,22 @@ impl Agent {
     pub async fn new(config: AgentConfig) -> anyhow::Result<Self> {
         let id = match &config.agent_id {
             Some(id) => id.trim().to_ascii_lowercase(),
-            None => identity::first_nic_mac().ok_or_else(|| {
-                anyhow::anyhow!("no agent_id configured and no network interface with a MAC found")
-            })?,
+            None => identity::first_nic_mac()
+                .ok_or_else(|| anyhow::anyhow!("no agent_id configured and no network interface with a MAC found"))?,
         };
         let client = ServerClient::new(&config.server, &id)?;
         let runtime = DockerRuntime::connect(&config.docker_host).await?;
-        Ok(Self {
-            id,
-            config,
-            client,
-            runtime,
-        })
+        Ok(Self { id, config, client, runtime, current_workflow: Default::default() })
+    }
+
+    /// Called before each attempt. When work moves to another workflow, the
+    /// previous one is over for this machine: its kept (failed) containers go.
+    pub async fn on_workflow(&self, workflow_id: &str) {
+        let mut current = self.current_workflow.lock().await;
+        if *current != workflow_id {
+            self.runtime.remove_kept_containers(&self.id, workflow_id).await;
+            *current = workflow_id.to_string();
+        }
     }
 
     /// Asks for work and runs it, one attempt at a time, until `shutdown`.

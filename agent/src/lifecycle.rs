@@ -5,7 +5,8 @@
 //! RUNNING   create + start the container; its output goes to the LogShipper
 //!           wait for exit, or kill it when the timeout passes
 //! SUCCESS | FAILED | TIMEOUT   after every log line is with the server
-//!           then remove the container (kept on failure, if so configured)
+//!           then remove the container in the background (kept on failure,
+//!           if so configured)
 //! ```
 
 use std::collections::HashMap;
@@ -36,12 +37,7 @@ pub struct Ending {
 
 impl Ending {
     fn failed(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            state: ActionState::Failed,
-            exit_code: None,
-            reason,
-            message: message.into(),
-        }
+        Self { state: ActionState::Failed, exit_code: None, reason, message: message.into() }
     }
 
     /// Maps how the container ended to a report.
@@ -53,16 +49,10 @@ impl Ending {
                 reason: "Timeout",
                 message: format!("killed after its timeout of {}s", timeout.as_secs()),
             },
-            RunOutcome::Exited { code: 0, .. } => Self {
-                state: ActionState::Success,
-                exit_code: Some(0),
-                reason: "",
-                message: String::new(),
-            },
-            RunOutcome::Exited {
-                code,
-                oom_killed: true,
-            } => Self {
+            RunOutcome::Exited { code: 0, .. } => {
+                Self { state: ActionState::Success, exit_code: Some(0), reason: "", message: String::new() }
+            }
+            RunOutcome::Exited { code, oom_killed: true } => Self {
                 state: ActionState::Failed,
                 exit_code: Some(code),
                 reason: "OOMKilled",
@@ -88,29 +78,38 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
     let span = tracing::info_span!("attempt", workflow = %a.workflow_id, action = %spec.name, attempt = %a.attempt_id);
     let _enter = span.enter();
     tracing::info!(image = %spec.image, "starting action {}/{}", a.action_index + 1, a.action_count);
-    agent
-        .runtime
-        .remove_kept_containers(&agent.id, &a.workflow_id)
-        .await;
+    agent.on_workflow(&a.workflow_id).await;
 
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1));
+    let mut container = None;
     let ending = match ImageRef::parse(&spec.image) {
         Err(e) => Ending::failed("InvalidImage", e),
         Ok(image) => {
             report(agent, a, ActionState::Pulling, None).await?;
             let credentials = agent.config.credentials_for(&image.registry);
-            match agent
-                .runtime
-                .ensure_image(&image, agent.config.pull_policy, credentials)
-                .await
-            {
+            match agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await {
                 Err(e) => Ending::failed("PullFailed", e.to_string()),
-                Ok(()) => run_container(agent, a, &spec, &image, timeout).await?,
+                Ok(()) => {
+                    let (ending, id) = run_container(agent, a, &spec, &image, timeout).await?;
+                    container = id;
+                    ending
+                }
             }
         }
     };
     tracing::info!(state = ?ending.state, exit_code = ?ending.exit_code, reason = ending.reason, "action ended");
-    report(agent, a, ending.state, Some(&ending)).await
+    let reported = report(agent, a, ending.state, Some(&ending)).await;
+    // Clean up after the report, off the critical path: the next action
+    // need not wait for the engine to delete this one's container.
+    if let Some(id) = container {
+        let keep = ending.state != ActionState::Success && agent.config.failed_containers == FailedContainers::Keep;
+        if keep {
+            tracing::info!(container = %id, "keeping the failed container for inspection");
+        } else {
+            agent.runtime.remove_in_background(id);
+        }
+    }
+    reported
 }
 
 async fn run_container(
@@ -119,7 +118,7 @@ async fn run_container(
     spec: &kiln_proto::v1::ActionSpec,
     image: &ImageRef,
     timeout: Duration,
-) -> Result<Ending, Abandoned> {
+) -> Result<(Ending, Option<String>), Abandoned> {
     let container = ContainerSpec {
         name: container_name(a),
         image: image.to_string(),
@@ -127,9 +126,7 @@ async fn run_container(
         env: environment(spec),
         // Host /dev, not a copy: partitions created by an earlier action
         // (or by this one) appear without restarting anything.
-        binds: std::iter::once("/dev:/dev".to_string())
-            .chain(spec.volumes.iter().cloned())
-            .collect(),
+        binds: std::iter::once("/dev:/dev".to_string()).chain(spec.volumes.iter().cloned()).collect(),
         pid_host: spec.pid == "host",
         host_network: agent.config.host_network,
         labels: HashMap::from([
@@ -141,23 +138,14 @@ async fn run_container(
     };
     let id = match agent.runtime.create(&container).await {
         Ok(id) => id,
-        Err(e) => return Ok(Ending::failed("CreateFailed", e.to_string())),
+        Err(e) => return Ok((Ending::failed("CreateFailed", e.to_string()), None)),
     };
     if let Err(e) = agent.runtime.start(&id).await {
-        agent.runtime.remove(&id).await;
-        return Ok(Ending {
-            exit_code: Some(125),
-            ..Ending::failed("StartFailed", e.to_string())
-        });
+        return Ok((Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) }, Some(id)));
     }
     report(agent, a, ActionState::Running, None).await?;
 
-    let shipper = LogShipper::start(
-        agent.client.clone(),
-        a.workflow_id.clone(),
-        a.action_index,
-        a.attempt_id.clone(),
-    );
+    let shipper = LogShipper::start(agent.client.clone(), a.workflow_id.clone(), a.action_index, a.attempt_id.clone());
     let mut output = Box::pin(agent.runtime.output(&id));
     let follow = async {
         while let Some(line) = output.next().await {
@@ -174,23 +162,10 @@ async fn run_container(
         Err(e) => Ending::failed("WaitFailed", e.to_string()),
     };
     if ending.state == ActionState::Timeout {
-        shipper
-            .send(OutputLine {
-                stderr: true,
-                text: format!("[kiln-agent] {}", ending.message),
-            })
-            .await;
+        shipper.send(OutputLine { stderr: true, text: format!("[kiln-agent] {}", ending.message) }).await;
     }
     shipper.finish().await;
-
-    let keep = ending.state != ActionState::Success
-        && agent.config.failed_containers == FailedContainers::Keep;
-    if keep {
-        tracing::info!(container = %id, "keeping the failed container for inspection");
-    } else {
-        agent.runtime.remove(&id).await;
-    }
-    Ok(ending)
+    Ok((ending, Some(id)))
 }
 
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a
@@ -199,39 +174,19 @@ fn container_name(a: &Assignment) -> String {
     let workflow: String = a
         .workflow_id
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
         .collect();
-    let attempt: String = a
-        .attempt_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(12)
-        .collect();
+    let attempt: String = a.attempt_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
     format!("kiln-{workflow}-{}-{attempt}", a.action_index)
 }
 
 fn environment(spec: &kiln_proto::v1::ActionSpec) -> Vec<String> {
-    let mut env: Vec<String> = spec
-        .environment
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let mut env: Vec<String> = spec.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.sort();
     env
 }
 
-async fn report(
-    agent: &Agent,
-    a: &Assignment,
-    state: ActionState,
-    ending: Option<&Ending>,
-) -> Result<(), Abandoned> {
+async fn report(agent: &Agent, a: &Assignment, state: ActionState, ending: Option<&Ending>) -> Result<(), Abandoned> {
     let report = StateReport {
         workflow_id: a.workflow_id.clone(),
         action_index: a.action_index,
@@ -245,12 +200,7 @@ async fn report(
     // Transient failures were retried by the client; what is left means the
     // server moved on (workflow finished or timed out, attempt superseded),
     // so nothing this agent does for the attempt matters any more.
-    agent
-        .client
-        .report(report)
-        .await
-        .map(|_| ())
-        .map_err(Abandoned)
+    agent.client.report(report).await.map(|_| ()).map_err(Abandoned)
 }
 
 #[cfg(test)]
@@ -261,34 +211,12 @@ mod tests {
     fn outcomes_map_to_reports() {
         let t = Duration::from_secs(5);
         assert_eq!(
-            Ending::from_outcome(
-                RunOutcome::Exited {
-                    code: 0,
-                    oom_killed: false
-                },
-                t
-            )
-            .state,
+            Ending::from_outcome(RunOutcome::Exited { code: 0, oom_killed: false }, t).state,
             ActionState::Success
         );
-        let e = Ending::from_outcome(
-            RunOutcome::Exited {
-                code: 3,
-                oom_killed: false,
-            },
-            t,
-        );
-        assert_eq!(
-            (e.state, e.exit_code, e.reason),
-            (ActionState::Failed, Some(3), "NonZeroExit")
-        );
-        let e = Ending::from_outcome(
-            RunOutcome::Exited {
-                code: 137,
-                oom_killed: true,
-            },
-            t,
-        );
+        let e = Ending::from_outcome(RunOutcome::Exited { code: 3, oom_killed: false }, t);
+        assert_eq!((e.state, e.exit_code, e.reason), (ActionState::Failed, Some(3), "NonZeroExit"));
+        let e = Ending::from_outcome(RunOutcome::Exited { code: 137, oom_killed: true }, t);
         assert_eq!(e.reason, "OOMKilled");
         let e = Ending::from_outcome(RunOutcome::TimedOut, t);
         assert_eq!((e.state, e.exit_code), (ActionState::Timeout, Some(137)));

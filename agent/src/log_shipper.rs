@@ -24,23 +24,10 @@ pub struct LogShipper {
 }
 
 impl LogShipper {
-    pub fn start(
-        client: ServerClient,
-        workflow_id: String,
-        action_index: u32,
-        attempt_id: String,
-    ) -> Self {
+    pub fn start(client: ServerClient, workflow_id: String, action_index: u32, attempt_id: String) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(ship(
-            client,
-            rx,
-            LogBatch {
-                workflow_id,
-                action_index,
-                attempt_id,
-                lines: Vec::new(),
-            },
-        ));
+        let task =
+            tokio::spawn(ship(client, rx, LogBatch { workflow_id, action_index, attempt_id, lines: Vec::new() }));
         Self { tx, task }
     }
 
@@ -85,20 +72,13 @@ async fn ship(client: ServerClient, mut rx: mpsc::Receiver<OutputLine>, template
                 seq += 1;
                 LogLine {
                     seq,
-                    stream: if l.stderr {
-                        LogStream::Stderr
-                    } else {
-                        LogStream::Stdout
-                    } as i32,
+                    stream: if l.stderr { LogStream::Stderr } else { LogStream::Stdout } as i32,
                     time: Some(now),
                     text: l.text,
                 }
             })
             .collect();
-        let batch = LogBatch {
-            lines,
-            ..template.clone()
-        };
+        let batch = LogBatch { lines, ..template.clone() };
         if let Err(e) = client.push_logs(batch).await {
             tracing::warn!(error = %e.message(), "shipping logs failed; dropping this batch");
         }

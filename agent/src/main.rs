@@ -25,9 +25,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -35,9 +33,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::parse(&format!(
             "server: {:?}\n",
-            args.server
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("give --config FILE or --server URL"))?
+            args.server.clone().ok_or_else(|| anyhow::anyhow!("give --config FILE or --server URL"))?
         ))?,
     };
     if let Some(server) = args.server {

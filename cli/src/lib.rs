@@ -14,8 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use kiln_proto::v1::admin_service_client::AdminServiceClient;
 use kiln_proto::v1::{
-    ApplyRequest, DeleteRequest, GetRequest, ListRequest, LogStream, LogsRequest, PlanRequest,
-    plan_request,
+    ApplyRequest, DeleteRequest, GetRequest, ListRequest, LogStream, LogsRequest, PlanRequest, plan_request,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -27,12 +26,7 @@ use crate::view::{action_state, workflow_state};
 #[command(name = "kiln", version)]
 pub struct Cli {
     /// The kiln server.
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_SERVER",
-        default_value = "http://127.0.0.1:42113"
-    )]
+    #[arg(long, global = true, env = "KILN_SERVER", default_value = "http://127.0.0.1:42113")]
     server: String,
     #[command(subcommand)]
     command: Command,
@@ -110,9 +104,7 @@ async fn connect(server: &str) -> anyhow::Result<Client> {
         .with_context(|| format!("invalid server address {server:?}"))?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {
-        let cause = std::error::Error::source(&e)
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
         anyhow::anyhow!("cannot reach kiln server at {server}{cause}")
     })?;
     Ok(AdminServiceClient::new(channel).max_decoding_message_size(64 << 20))
@@ -126,9 +118,7 @@ fn status(s: tonic::Status) -> anyhow::Error {
 fn read_file(name: &str) -> anyhow::Result<String> {
     if name == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading stdin")?;
+        std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
         Ok(s)
     } else {
         std::fs::read_to_string(name).with_context(|| format!("cannot read {name}"))
@@ -142,11 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for f in files {
                 let yaml = read_file(&f)?;
                 let source = if f == "-" { "stdin".to_string() } else { f };
-                let res = c
-                    .apply(ApplyRequest { yaml, source })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let res = c.apply(ApplyRequest { yaml, source }).await.map_err(status)?.into_inner();
                 for o in res.objects {
                     println!("{}/{} {}", o.kind.to_lowercase(), o.name, o.outcome);
                 }
@@ -155,68 +141,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get { kind, name, output } => get(&mut c, kind, name, output).await?,
         Command::Describe { kind, name } => describe(&mut c, kind, &name).await?,
         Command::Delete { kind, name } => {
-            c.delete(DeleteRequest {
-                kind: kind.as_str().into(),
-                name: name.clone(),
-            })
-            .await
-            .map_err(status)?;
+            c.delete(DeleteRequest { kind: kind.as_str().into(), name: name.clone() }).await.map_err(status)?;
             println!("{}/{name} deleted", kind.as_str());
         }
-        Command::Plan {
-            file,
-            workflow,
-            output,
-        } => {
+        Command::Plan { file, workflow, output } => {
             let source = match (file, workflow) {
                 (Some(f), _) => plan_request::Source::Documents(read_file(&f)?),
                 (None, Some(w)) => plan_request::Source::WorkflowId(w),
                 (None, None) => bail!("plan needs -f FILE or a WORKFLOW id"),
             };
-            let wf = c
-                .plan(PlanRequest {
-                    source: Some(source),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let wf = c.plan(PlanRequest { source: Some(source) }).await.map_err(status)?.into_inner();
             if !structured(output, &view::Workflow::from(&wf))? {
                 print!("{}", plan_text(&wf));
             }
         }
         Command::Watch { workflow } => {
-            let stream = c
-                .watch_workflow(GetRequest { name: workflow })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let stream = c.watch_workflow(GetRequest { name: workflow }).await.map_err(status)?.into_inner();
             let last = watch::watch(stream).await?;
             if last.is_none_or(|w| workflow_state(w.state) != "SUCCESS") {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Logs {
-            workflow,
-            action,
-            follow,
-            output,
-        } => {
+        Command::Logs { workflow, action, follow, output } => {
             let all = action.is_none();
-            let req = LogsRequest {
-                workflow_id: workflow,
-                action: action.unwrap_or_default(),
-                follow,
-            };
+            let req = LogsRequest { workflow_id: workflow, action: action.unwrap_or_default(), follow };
             let mut stream = c.logs(req).await.map_err(status)?.into_inner();
             while let Some(entry) = stream.next().await {
                 let e = entry.map_err(status)?;
                 let line = e.line.unwrap_or_default();
                 if output == Format::Json {
-                    let stream = if line.stream == LogStream::Stderr as i32 {
-                        "stderr"
-                    } else {
-                        "stdout"
-                    };
+                    let stream = if line.stream == LogStream::Stderr as i32 { "stderr" } else { "stdout" };
                     let obj = serde_json::json!({
                         "action_index": e.action_index, "action": e.action_name, "attempt": e.attempt_id,
                         "seq": line.seq, "stream": stream, "time": view::time(&line.time), "text": line.text,
@@ -233,92 +187,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn get(
-    c: &mut Client,
-    kind: Kind,
-    name: Option<String>,
-    output: Format,
-) -> anyhow::Result<()> {
+async fn get(c: &mut Client, kind: Kind, name: Option<String>, output: Format) -> anyhow::Result<()> {
     match (kind, name) {
         (Kind::Hardware, Some(name)) => {
-            let h = c
-                .get_hardware(GetRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let h = c.get_hardware(GetRequest { name }).await.map_err(status)?.into_inner();
             if !structured(output, &view::Hardware::from(&h))? {
                 print!("{}", hardware_table(std::slice::from_ref(&h)));
             }
         }
         (Kind::Hardware, None) => {
-            let items = c
-                .list_hardware(ListRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .items;
-            if !structured(
-                output,
-                &items.iter().map(view::Hardware::from).collect::<Vec<_>>(),
-            )? {
+            let items = c.list_hardware(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if !structured(output, &items.iter().map(view::Hardware::from).collect::<Vec<_>>())? {
                 print!("{}", hardware_table(&items));
             }
         }
         (Kind::Template, Some(name)) => {
-            let t = c
-                .get_template(GetRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let t = c.get_template(GetRequest { name }).await.map_err(status)?.into_inner();
             if !structured(output, &view::Template::from(&t))? {
-                print!(
-                    "{}",
-                    table(
-                        &["NAME", "AGE"],
-                        &[vec![t.name.clone(), age(&t.created_at)]]
-                    )
-                );
+                print!("{}", table(&["NAME", "AGE"], &[vec![t.name.clone(), age(&t.created_at)]]));
             }
         }
         (Kind::Template, None) => {
-            let items = c
-                .list_templates(ListRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .items;
-            if !structured(
-                output,
-                &items.iter().map(view::Template::from).collect::<Vec<_>>(),
-            )? {
-                let rows: Vec<_> = items
-                    .iter()
-                    .map(|t| vec![t.name.clone(), age(&t.created_at)])
-                    .collect();
+            let items = c.list_templates(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if !structured(output, &items.iter().map(view::Template::from).collect::<Vec<_>>())? {
+                let rows: Vec<_> = items.iter().map(|t| vec![t.name.clone(), age(&t.created_at)]).collect();
                 print!("{}", table(&["NAME", "AGE"], &rows));
             }
         }
         (Kind::Workflow, Some(name)) => {
-            let w = c
-                .get_workflow(GetRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let w = c.get_workflow(GetRequest { name }).await.map_err(status)?.into_inner();
             if !structured(output, &view::Workflow::from(&w))? {
                 print!("{}", workflow_table(std::slice::from_ref(&w)));
             }
         }
         (Kind::Workflow, None) => {
-            let items = c
-                .list_workflows(ListRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .items;
-            if !structured(
-                output,
-                &items.iter().map(view::Workflow::from).collect::<Vec<_>>(),
-            )? {
+            let items = c.list_workflows(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if !structured(output, &items.iter().map(view::Workflow::from).collect::<Vec<_>>())? {
                 print!("{}", workflow_table(&items));
             }
         }
@@ -329,15 +233,7 @@ async fn get(
 fn hardware_table(items: &[kiln_proto::v1::Hardware]) -> String {
     let rows: Vec<_> = items
         .iter()
-        .map(|h| {
-            vec![
-                h.id.clone(),
-                h.agent_id.clone(),
-                h.macs.join(","),
-                h.disks.join(","),
-                age(&h.created_at),
-            ]
-        })
+        .map(|h| vec![h.id.clone(), h.agent_id.clone(), h.macs.join(","), h.disks.join(","), age(&h.created_at)])
         .collect();
     table(&["ID", "AGENT ID", "MACS", "DISKS", "AGE"], &rows)
 }
@@ -346,11 +242,7 @@ fn workflow_table(items: &[kiln_proto::v1::Workflow]) -> String {
     let rows: Vec<_> = items
         .iter()
         .map(|w| {
-            let done = w
-                .actions
-                .iter()
-                .filter(|a| action_state(a.state) == "SUCCESS")
-                .count();
+            let done = w.actions.iter().filter(|a| action_state(a.state) == "SUCCESS").count();
             vec![
                 w.id.clone(),
                 w.template.clone(),
@@ -361,17 +253,11 @@ fn workflow_table(items: &[kiln_proto::v1::Workflow]) -> String {
             ]
         })
         .collect();
-    table(
-        &["ID", "TEMPLATE", "HARDWARE", "STATE", "PROGRESS", "AGE"],
-        &rows,
-    )
+    table(&["ID", "TEMPLATE", "HARDWARE", "STATE", "PROGRESS", "AGE"], &rows)
 }
 
 fn plan_text(w: &kiln_proto::v1::Workflow) -> String {
-    let mut out = format!(
-        "workflow {}: template {}, hardware {}",
-        w.id, w.template, w.hardware
-    );
+    let mut out = format!("workflow {}: template {}, hardware {}", w.id, w.template, w.hardware);
     if w.global_timeout_seconds > 0 {
         out.push_str(&format!(", global timeout {}s", w.global_timeout_seconds));
     }
@@ -381,10 +267,7 @@ fn plan_text(w: &kiln_proto::v1::Workflow) -> String {
         out.push_str(&format!("{}. {}/{}\n", a.index + 1, s.task, s.name));
         out.push_str(&format!("   image:   {}\n", s.image));
         if !s.command.is_empty() {
-            out.push_str(&format!(
-                "   command: {}\n",
-                serde_json::to_string(&s.command).unwrap_or_default()
-            ));
+            out.push_str(&format!("   command: {}\n", serde_json::to_string(&s.command).unwrap_or_default()));
         }
         let mut env: Vec<_> = s.environment.iter().collect();
         env.sort();
@@ -410,32 +293,15 @@ async fn describe(c: &mut Client, kind: Kind, name: &str) -> anyhow::Result<()> 
     let name = name.to_string();
     match kind {
         Kind::Hardware => {
-            let h = c
-                .get_hardware(GetRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let h = c.get_hardware(GetRequest { name }).await.map_err(status)?.into_inner();
             print!("{}", serde_yaml_ng::to_string(&view::Hardware::from(&h))?);
         }
         Kind::Template => {
-            let t = c
-                .get_template(GetRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "template {} (created {} ago)\n---\n{}",
-                t.name,
-                age(&t.created_at),
-                t.data.trim_end()
-            );
+            let t = c.get_template(GetRequest { name }).await.map_err(status)?.into_inner();
+            println!("template {} (created {} ago)\n---\n{}", t.name, age(&t.created_at), t.data.trim_end());
         }
         Kind::Workflow => {
-            let w = c
-                .get_workflow(GetRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let w = c.get_workflow(GetRequest { name }).await.map_err(status)?.into_inner();
             print!("{}", describe_workflow(&w));
         }
     }
@@ -466,14 +332,7 @@ fn describe_workflow(w: &kiln_proto::v1::Workflow) -> String {
     out.push_str("actions:\n");
     for a in &w.actions {
         let s = a.spec.clone().unwrap_or_default();
-        out.push_str(&format!(
-            "  {}. {}/{}  {}  ({})\n",
-            a.index + 1,
-            s.task,
-            s.name,
-            action_state(a.state),
-            s.image
-        ));
+        out.push_str(&format!("  {}. {}/{}  {}  ({})\n", a.index + 1, s.task, s.name, action_state(a.state), s.image));
         for at in &a.attempts {
             out.push_str(&format!(
                 "     attempt {} [{}] {}: created {}, pulling {}, running {}, finished {}",

@@ -60,45 +60,28 @@ pub fn short_duration(d: Duration) -> String {
 
 /// Seconds with one decimal, for elapsed times of actions.
 pub fn elapsed(d: Duration) -> String {
-    if d < Duration::from_secs(60) {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        short_duration(d)
-    }
+    if d < Duration::from_secs(60) { format!("{:.1}s", d.as_secs_f64()) } else { short_duration(d) }
 }
 
 pub fn age(t: &Option<prost_types::Timestamp>) -> String {
     match t {
-        Some(t) => short_duration(
-            SystemTime::now()
-                .duration_since(kiln_proto::time::from_proto(t))
-                .unwrap_or_default(),
-        ),
+        Some(t) => {
+            short_duration(SystemTime::now().duration_since(kiln_proto::time::from_proto(t)).unwrap_or_default())
+        }
         None => "-".into(),
     }
 }
 
-pub fn between(
-    a: &Option<prost_types::Timestamp>,
-    b: &Option<prost_types::Timestamp>,
-) -> Option<Duration> {
+pub fn between(a: &Option<prost_types::Timestamp>, b: &Option<prost_types::Timestamp>) -> Option<Duration> {
     let (a, b) = (a.as_ref()?, b.as_ref()?);
-    kiln_proto::time::from_proto(b)
-        .duration_since(kiln_proto::time::from_proto(a))
-        .ok()
+    kiln_proto::time::from_proto(b).duration_since(kiln_proto::time::from_proto(a)).ok()
 }
 
 /// `HH:MM:SS.mmm` (UTC) of a moment.
 pub fn clock(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let s = d.as_secs() % 86400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
-        d.subsec_millis()
-    )
+    format!("{:02}:{:02}:{:02}.{:03}", s / 3600, s % 3600 / 60, s % 60, d.subsec_millis())
 }
 
 #[cfg(test)]
@@ -107,17 +90,8 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let t = table(
-            &["ID", "STATE"],
-            &[
-                vec!["a".into(), "RUNNING".into()],
-                vec!["longer-id".into(), "OK".into()],
-            ],
-        );
-        assert_eq!(
-            t,
-            "ID          STATE\na           RUNNING\nlonger-id   OK\n"
-        );
+        let t = table(&["ID", "STATE"], &[vec!["a".into(), "RUNNING".into()], vec!["longer-id".into(), "OK".into()]]);
+        assert_eq!(t, "ID          STATE\na           RUNNING\nlonger-id   OK\n");
     }
 
     #[test]
@@ -125,14 +99,8 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(42)), "42s");
         assert_eq!(short_duration(Duration::from_secs(187)), "3m07s");
         assert_eq!(short_duration(Duration::from_secs(7500)), "2h05m");
-        assert_eq!(
-            short_duration(Duration::from_secs(4 * 86400 + 3 * 3600)),
-            "4d3h"
-        );
+        assert_eq!(short_duration(Duration::from_secs(4 * 86400 + 3 * 3600)), "4d3h");
         assert_eq!(elapsed(Duration::from_millis(1234)), "1.2s");
-        assert_eq!(
-            clock(SystemTime::UNIX_EPOCH + Duration::from_millis(3_723_004)),
-            "01:02:03.004"
-        );
+        assert_eq!(clock(SystemTime::UNIX_EPOCH + Duration::from_millis(3_723_004)), "01:02:03.004");
     }
 }

@@ -7,8 +7,7 @@ use kiln_proto::v1;
 use serde::Serialize;
 
 pub fn time(t: &Option<prost_types::Timestamp>) -> Option<String> {
-    t.as_ref()
-        .map(|t| humantime::format_rfc3339_millis(kiln_proto::time::from_proto(t)).to_string())
+    t.as_ref().map(|t| humantime::format_rfc3339_millis(kiln_proto::time::from_proto(t)).to_string())
 }
 
 pub fn action_state(s: i32) -> &'static str {
@@ -140,8 +139,7 @@ impl From<&v1::Workflow> for Workflow {
             created_at: time(&w.created_at),
             started_at: time(&w.started_at),
             finished_at: time(&w.finished_at),
-            global_timeout_seconds: (w.global_timeout_seconds > 0)
-                .then_some(w.global_timeout_seconds),
+            global_timeout_seconds: (w.global_timeout_seconds > 0).then_some(w.global_timeout_seconds),
             actions: w
                 .actions
                 .iter()

@@ -104,11 +104,7 @@ pub fn summary(wf: &Workflow) -> String {
 
 /// The in-place view: a progress bar and one row per action.
 pub fn render(wf: &Workflow, now: SystemTime) -> Vec<String> {
-    let done = wf
-        .actions
-        .iter()
-        .filter(|a| action_state(a.state) == "SUCCESS")
-        .count();
+    let done = wf.actions.iter().filter(|a| action_state(a.state) == "SUCCESS").count();
     let total = wf.actions.len().max(1);
     let filled = done * BAR_WIDTH / total;
     let mut lines = vec![format!(
@@ -122,15 +118,8 @@ pub fn render(wf: &Workflow, now: SystemTime) -> Vec<String> {
     for a in &wf.actions {
         let spec = a.spec.clone().unwrap_or_default();
         let took = a.attempts.last().and_then(|t| {
-            let start = t
-                .running_at
-                .as_ref()
-                .or(t.pulling_at.as_ref())
-                .or(t.created_at.as_ref())?;
-            let end = t
-                .finished_at
-                .as_ref()
-                .map_or(now, kiln_proto::time::from_proto);
+            let start = t.running_at.as_ref().or(t.pulling_at.as_ref()).or(t.created_at.as_ref())?;
+            let end = t.finished_at.as_ref().map_or(now, kiln_proto::time::from_proto);
             end.duration_since(kiln_proto::time::from_proto(start)).ok()
         });
         lines.push(format!(
@@ -174,20 +163,12 @@ mod tests {
                 .enumerate()
                 .map(|(i, s)| ActionStatus {
                     index: i as u32,
-                    spec: Some(ActionSpec {
-                        task: "t".into(),
-                        name: format!("a{i}"),
-                        ..Default::default()
-                    }),
+                    spec: Some(ActionSpec { task: "t".into(), name: format!("a{i}"), ..Default::default() }),
                     state: *s as i32,
                     attempts: if *s == ActionState::Pending {
                         vec![]
                     } else {
-                        vec![Attempt {
-                            number: 1,
-                            state: *s as i32,
-                            ..Default::default()
-                        }]
+                        vec![Attempt { number: 1, state: *s as i32, ..Default::default() }]
                     },
                     ..Default::default()
                 })
@@ -199,42 +180,19 @@ mod tests {
     #[test]
     fn plain_mode_prints_each_change_once() {
         let mut seen = HashMap::new();
-        let first = changes(
-            &wf(&[ActionState::Running, ActionState::Pending]),
-            &mut seen,
-        );
+        let first = changes(&wf(&[ActionState::Running, ActionState::Pending]), &mut seen);
         assert!(first.contains("action 1/2 t/a0 RUNNING"), "{first}");
         assert_eq!(first.lines().count(), 1);
-        assert_eq!(
-            changes(
-                &wf(&[ActionState::Running, ActionState::Pending]),
-                &mut seen
-            ),
-            ""
-        );
-        let next = changes(
-            &wf(&[ActionState::Success, ActionState::Running]),
-            &mut seen,
-        );
+        assert_eq!(changes(&wf(&[ActionState::Running, ActionState::Pending]), &mut seen), "");
+        let next = changes(&wf(&[ActionState::Success, ActionState::Running]), &mut seen);
         assert_eq!(next.lines().count(), 2, "{next}");
     }
 
     #[test]
     fn terminal_view_has_a_progress_bar() {
-        let lines = render(
-            &wf(&[
-                ActionState::Success,
-                ActionState::Running,
-                ActionState::Pending,
-            ]),
-            SystemTime::now(),
-        );
+        let lines = render(&wf(&[ActionState::Success, ActionState::Running, ActionState::Pending]), SystemTime::now());
         assert_eq!(lines.len(), 4);
-        assert!(
-            lines[0].contains(&format!("[{}{}] 1/3", "#".repeat(10), "-".repeat(20))),
-            "{}",
-            lines[0]
-        );
+        assert!(lines[0].contains(&format!("[{}{}] 1/3", "#".repeat(10), "-".repeat(20))), "{}", lines[0]);
         assert!(lines[2].contains("t/a1") && lines[2].contains("RUNNING"));
     }
 }

@@ -14,10 +14,7 @@ pub mod time {
 
     pub fn to_proto(t: SystemTime) -> prost_types::Timestamp {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        prost_types::Timestamp {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        }
+        prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
     }
 
     pub fn from_proto(t: &prost_types::Timestamp) -> SystemTime {
@@ -26,10 +23,7 @@ pub mod time {
 
     /// Milliseconds since the epoch, the unit the store keeps.
     pub fn millis_to_proto(ms: i64) -> prost_types::Timestamp {
-        prost_types::Timestamp {
-            seconds: ms.div_euclid(1000),
-            nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-        }
+        prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
     }
 
     pub fn proto_to_millis(t: &prost_types::Timestamp) -> i64 {

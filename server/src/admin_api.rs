@@ -7,9 +7,9 @@ use futures_util::Stream;
 use kiln_proto::time::millis_to_proto;
 use kiln_proto::v1::admin_service_server::AdminService;
 use kiln_proto::v1::{
-    AppliedObject, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest,
-    Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, Template,
-    TemplateList, Workflow, WorkflowList, plan_request,
+    AppliedObject, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest, Hardware, HardwareList,
+    ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, Template, TemplateList, Workflow, WorkflowList,
+    plan_request,
 };
 use kiln_spec::parse_documents;
 use tokio::sync::mpsc;
@@ -57,14 +57,9 @@ impl AdminService for AdminApi {
         let docs = parse_documents(source_name(&req.source), &req.yaml)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if docs.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "{}: no documents",
-                source_name(&req.source)
-            )));
+            return Err(Status::invalid_argument(format!("{}: no documents", source_name(&req.source))));
         }
-        let batch = admission::admit(&self.store, docs)
-            .await
-            .map_err(admission_status)?;
+        let batch = admission::admit(&self.store, docs).await.map_err(admission_status)?;
         let names: Vec<(&'static str, String)> = batch
             .hardware
             .iter()
@@ -72,11 +67,8 @@ impl AdminService for AdminApi {
             .chain(batch.templates.iter().map(|t| ("Template", t.name.clone())))
             .chain(batch.workflows.iter().map(|w| ("Workflow", w.id.clone())))
             .collect();
-        let agents: Vec<String> = batch
-            .workflows
-            .iter()
-            .filter_map(|w| w.current_action().map(|a| a.agent_id().to_string()))
-            .collect();
+        let agents: Vec<String> =
+            batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
         let outcomes = self.store.apply(batch).await.map_err(store_status)?;
         for ((kind, name), outcome) in names.iter().zip(&outcomes) {
             if *kind == "Workflow" && *outcome == Outcome::Created {
@@ -89,87 +81,47 @@ impl AdminService for AdminApi {
         let objects = names
             .into_iter()
             .zip(outcomes)
-            .map(|((kind, name), outcome)| AppliedObject {
-                kind: kind.into(),
-                name,
-                outcome: outcome.as_str().into(),
-            })
+            .map(|((kind, name), outcome)| AppliedObject { kind: kind.into(), name, outcome: outcome.as_str().into() })
             .collect();
         Ok(Response::new(ApplyResponse { objects }))
     }
 
     async fn get_hardware(&self, req: Request<GetRequest>) -> Result<Response<Hardware>, Status> {
-        let h = self
-            .store
-            .get_hardware(&req.get_ref().name)
-            .await
-            .map_err(store_status)?;
+        let h = self.store.get_hardware(&req.get_ref().name).await.map_err(store_status)?;
         Ok(Response::new(convert::hardware(&h)))
     }
 
-    async fn list_hardware(
-        &self,
-        _: Request<ListRequest>,
-    ) -> Result<Response<HardwareList>, Status> {
+    async fn list_hardware(&self, _: Request<ListRequest>) -> Result<Response<HardwareList>, Status> {
         let items = self.store.list_hardware().await.map_err(store_status)?;
-        Ok(Response::new(HardwareList {
-            items: items.iter().map(convert::hardware).collect(),
-        }))
+        Ok(Response::new(HardwareList { items: items.iter().map(convert::hardware).collect() }))
     }
 
     async fn get_template(&self, req: Request<GetRequest>) -> Result<Response<Template>, Status> {
-        let t = self
-            .store
-            .get_template(&req.get_ref().name)
-            .await
-            .map_err(store_status)?;
+        let t = self.store.get_template(&req.get_ref().name).await.map_err(store_status)?;
         Ok(Response::new(convert::template(&t)))
     }
 
-    async fn list_templates(
-        &self,
-        _: Request<ListRequest>,
-    ) -> Result<Response<TemplateList>, Status> {
+    async fn list_templates(&self, _: Request<ListRequest>) -> Result<Response<TemplateList>, Status> {
         let items = self.store.list_templates().await.map_err(store_status)?;
-        Ok(Response::new(TemplateList {
-            items: items.iter().map(convert::template).collect(),
-        }))
+        Ok(Response::new(TemplateList { items: items.iter().map(convert::template).collect() }))
     }
 
     async fn get_workflow(&self, req: Request<GetRequest>) -> Result<Response<Workflow>, Status> {
-        let w = self
-            .store
-            .get_workflow(&req.get_ref().name)
-            .await
-            .map_err(store_status)?;
+        let w = self.store.get_workflow(&req.get_ref().name).await.map_err(store_status)?;
         Ok(Response::new(convert::workflow(&w)))
     }
 
-    async fn list_workflows(
-        &self,
-        _: Request<ListRequest>,
-    ) -> Result<Response<WorkflowList>, Status> {
+    async fn list_workflows(&self, _: Request<ListRequest>) -> Result<Response<WorkflowList>, Status> {
         let items = self.store.list_workflows().await.map_err(store_status)?;
-        Ok(Response::new(WorkflowList {
-            items: items.iter().map(convert::workflow).collect(),
-        }))
+        Ok(Response::new(WorkflowList { items: items.iter().map(convert::workflow).collect() }))
     }
 
-    async fn delete(
-        &self,
-        req: Request<DeleteRequest>,
-    ) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let req = req.into_inner();
         let kind = ObjectKind::parse(&req.kind).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "unknown kind {:?}: expected hardware, template or workflow",
-                req.kind
-            ))
+            Status::invalid_argument(format!("unknown kind {:?}: expected hardware, template or workflow", req.kind))
         })?;
-        self.store
-            .delete(kind, &req.name)
-            .await
-            .map_err(store_status)?;
+        self.store.delete(kind, &req.name).await.map_err(store_status)?;
         if kind == ObjectKind::Workflow {
             self.events.workflow_changed(&req.name);
         }
@@ -178,10 +130,7 @@ impl AdminService for AdminApi {
 
     type WatchWorkflowStream = BoxStream<Workflow>;
 
-    async fn watch_workflow(
-        &self,
-        req: Request<GetRequest>,
-    ) -> Result<Response<Self::WatchWorkflowStream>, Status> {
+    async fn watch_workflow(&self, req: Request<GetRequest>) -> Result<Response<Self::WatchWorkflowStream>, Status> {
         let id = req.into_inner().name;
         let mut changes = self.events.workflow_subscription();
         let first = self.store.get_workflow(&id).await.map_err(store_status)?;
@@ -217,11 +166,7 @@ impl AdminService for AdminApi {
         let req = req.into_inner();
         let mut appended = self.events.logs_subscription();
         let mut changed = self.events.workflow_subscription();
-        let wf = self
-            .store
-            .get_workflow(&req.workflow_id)
-            .await
-            .map_err(store_status)?;
+        let wf = self.store.get_workflow(&req.workflow_id).await.map_err(store_status)?;
         let only = select_action(&wf, &req.action)?;
         let names: Vec<String> = wf.actions.iter().map(|a| a.spec.name.clone()).collect();
         let (tx, rx) = mpsc::channel(64);
@@ -235,10 +180,7 @@ impl AdminService for AdminApi {
                 let finished = !req.follow
                     || match store.get_workflow(&id).await {
                         Ok(wf) => match only {
-                            Some(i) => {
-                                wf.state.is_terminal()
-                                    || wf.actions[i as usize].state().is_terminal()
-                            }
+                            Some(i) => wf.state.is_terminal() || wf.actions[i as usize].state().is_terminal(),
                             None => wf.state.is_terminal(),
                         },
                         Err(_) => true,
@@ -256,10 +198,7 @@ impl AdminService for AdminApi {
                         cursor = l.cursor;
                         let entry = LogEntry {
                             action_index: l.action_index,
-                            action_name: names
-                                .get(l.action_index as usize)
-                                .cloned()
-                                .unwrap_or_default(),
+                            action_name: names.get(l.action_index as usize).cloned().unwrap_or_default(),
                             attempt_id: l.attempt_id,
                             line: Some(LogLine {
                                 seq: l.seq,
@@ -290,20 +229,13 @@ impl AdminService for AdminApi {
 
     async fn plan(&self, req: Request<PlanRequest>) -> Result<Response<Workflow>, Status> {
         let wf = match req.into_inner().source {
-            Some(plan_request::Source::WorkflowId(id)) => {
-                self.store.get_workflow(&id).await.map_err(store_status)?
-            }
+            Some(plan_request::Source::WorkflowId(id)) => self.store.get_workflow(&id).await.map_err(store_status)?,
             Some(plan_request::Source::Documents(yaml)) => {
-                let docs = parse_documents("input", &yaml)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                admission::plan(&self.store, docs)
-                    .await
-                    .map_err(admission_status)?
+                let docs = parse_documents("input", &yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                admission::plan(&self.store, docs).await.map_err(admission_status)?
             }
             None => {
-                return Err(Status::invalid_argument(
-                    "plan needs documents or a workflow id",
-                ));
+                return Err(Status::invalid_argument("plan needs documents or a workflow id"));
             }
         };
         Ok(Response::new(convert::workflow(&wf)))
@@ -319,9 +251,7 @@ fn select_action(wf: &model::Workflow, selector: &str) -> Result<Option<u32>, St
     let matches: Vec<u32> = wf
         .actions
         .iter()
-        .filter(|a| {
-            a.spec.name == selector || format!("{}/{}", a.spec.task, a.spec.name) == selector
-        })
+        .filter(|a| a.spec.name == selector || format!("{}/{}", a.spec.task, a.spec.name) == selector)
         .map(|a| a.index)
         .collect();
     match matches.as_slice() {
@@ -329,14 +259,8 @@ fn select_action(wf: &model::Workflow, selector: &str) -> Result<Option<u32>, St
         [] => Err(Status::not_found(format!(
             "workflow {:?} has no action {selector:?} (actions: {})",
             wf.id,
-            wf.actions
-                .iter()
-                .map(|a| a.spec.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            wf.actions.iter().map(|a| a.spec.name.as_str()).collect::<Vec<_>>().join(", ")
         ))),
-        _ => Err(Status::invalid_argument(format!(
-            "action name {selector:?} is ambiguous: use TASK/NAME"
-        ))),
+        _ => Err(Status::invalid_argument(format!("action name {selector:?} is ambiguous: use TASK/NAME"))),
     }
 }

@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kiln_spec::{
-    Document, HardwareDoc, PlannedAction, SpecError, TemplateDoc, WorkflowDoc, check_template,
-    plan_workflow,
+    Document, HardwareDoc, PlannedAction, SpecError, TemplateDoc, WorkflowDoc, check_template, plan_workflow,
 };
 
 use crate::model::{Action, Workflow, WorkflowState, now_millis};
@@ -27,11 +26,7 @@ pub async fn admit(store: &DynStore, docs: Vec<Document>) -> Result<ApplyBatch, 
     let mut seen = HashSet::new();
     for d in &docs {
         if !seen.insert((d.kind(), d.name().to_string())) {
-            return Err(AdmissionError::Reference(format!(
-                "{} {:?} appears twice in this apply",
-                d.kind(),
-                d.name()
-            )));
+            return Err(AdmissionError::Reference(format!("{} {:?} appears twice in this apply", d.kind(), d.name())));
         }
     }
     let mut batch = ApplyBatch::default();
@@ -86,43 +81,23 @@ struct KnownObjects {
 
 impl KnownObjects {
     async fn load(store: &DynStore, batch: &ApplyBatch) -> Result<Self, StoreError> {
-        let mut hardware: BTreeMap<_, _> = store
-            .list_hardware()
-            .await?
-            .into_iter()
-            .map(|h| (h.doc.id.clone(), h.doc))
-            .collect();
-        let mut templates: BTreeMap<_, _> = store
-            .list_templates()
-            .await?
-            .into_iter()
-            .map(|t| (t.doc.name.clone(), t.doc))
-            .collect();
+        let mut hardware: BTreeMap<_, _> =
+            store.list_hardware().await?.into_iter().map(|h| (h.doc.id.clone(), h.doc)).collect();
+        let mut templates: BTreeMap<_, _> =
+            store.list_templates().await?.into_iter().map(|t| (t.doc.name.clone(), t.doc)).collect();
         hardware.extend(batch.hardware.iter().map(|h| (h.id.clone(), h.clone())));
         templates.extend(batch.templates.iter().map(|t| (t.name.clone(), t.clone())));
-        Ok(Self {
-            hardware,
-            templates,
-        })
+        Ok(Self { hardware, templates })
     }
 
     /// An agent id or MAC must identify one machine, or actions would reach
     /// the wrong one.
     fn check_hardware_identities(&self, applied: &[HardwareDoc]) -> Result<(), AdmissionError> {
         for new in applied {
-            let ids: HashSet<&str> = new
-                .macs
-                .iter()
-                .map(String::as_str)
-                .chain([new.agent_id.as_str()])
-                .collect();
+            let ids: HashSet<&str> = new.macs.iter().map(String::as_str).chain([new.agent_id.as_str()]).collect();
             for other in self.hardware.values().filter(|o| o.id != new.id) {
-                if let Some(clash) = other
-                    .macs
-                    .iter()
-                    .map(String::as_str)
-                    .chain([other.agent_id.as_str()])
-                    .find(|x| ids.contains(x))
+                if let Some(clash) =
+                    other.macs.iter().map(String::as_str).chain([other.agent_id.as_str()]).find(|x| ids.contains(x))
                 {
                     return Err(AdmissionError::Reference(format!(
                         "Hardware {:?}: {clash} is already used by hardware {:?}",
@@ -138,10 +113,7 @@ impl KnownObjects {
     /// or one of whose MACs the rendered worker names.
     fn agent_for_worker(&self, worker: &str) -> Option<&str> {
         let worker = worker.to_ascii_lowercase();
-        self.hardware
-            .values()
-            .find(|h| h.agent_id == worker || h.macs.contains(&worker))
-            .map(|h| h.agent_id.as_str())
+        self.hardware.values().find(|h| h.agent_id == worker || h.macs.contains(&worker)).map(|h| h.agent_id.as_str())
     }
 
     fn build_workflow(&self, w: &WorkflowDoc) -> Result<Workflow, AdmissionError> {
@@ -161,11 +133,7 @@ impl KnownObjects {
         let mut actions = Vec::with_capacity(plan.actions.len());
         for (index, mut spec) in plan.actions.into_iter().enumerate() {
             spec.worker = self.resolve_worker(w, &spec)?;
-            actions.push(Action {
-                index: index as u32,
-                spec,
-                attempts: Vec::new(),
-            });
+            actions.push(Action { index: index as u32, spec, attempts: Vec::new() });
         }
         Ok(Workflow {
             id: w.id.clone(),
@@ -182,11 +150,7 @@ impl KnownObjects {
         })
     }
 
-    fn resolve_worker(
-        &self,
-        w: &WorkflowDoc,
-        spec: &PlannedAction,
-    ) -> Result<String, AdmissionError> {
+    fn resolve_worker(&self, w: &WorkflowDoc, spec: &PlannedAction) -> Result<String, AdmissionError> {
         self.agent_for_worker(&spec.worker).map(str::to_string).ok_or_else(|| {
             AdmissionError::Reference(format!(
                 "Workflow {:?}: template {:?} task {:?}: unknown worker {:?}: no hardware has this agent id or MAC",

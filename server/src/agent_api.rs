@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_proto::v1::agent_service_server::AgentService;
-use kiln_proto::v1::{
-    Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport,
-};
+use kiln_proto::v1::{Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport};
 use kiln_proto::{AGENT_ID_METADATA, time::proto_to_millis};
 use tonic::{Request, Response, Status};
 
@@ -41,9 +39,7 @@ pub fn identify_agent(mut req: Request<()>) -> Result<Request<()>, Status> {
         .trim()
         .to_ascii_lowercase();
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Status::invalid_argument(format!(
-            "{AGENT_ID_METADATA} {id:?} is not a valid agent id"
-        )));
+        return Err(Status::invalid_argument(format!("{AGENT_ID_METADATA} {id:?} is not a valid agent id")));
     }
     req.extensions_mut().insert(AgentIdentity(id));
     Ok(req)
@@ -68,21 +64,14 @@ impl AgentApi {
 
     /// Finds (creating when it is due) the attempt `agent` should run now.
     async fn assignment_for(&self, agent: &str) -> Result<Option<Assignment>, Status> {
-        for id in self
-            .store
-            .active_workflows_for_agent(agent)
-            .await
-            .map_err(store_status)?
-        {
+        for id in self.store.active_workflows_for_agent(agent).await.map_err(store_status)? {
             let who = agent.to_string();
             let (wf, changed) = self
                 .store
                 .update_workflow(
                     &id,
                     Box::new(move |wf| {
-                        Ok(state_machine::dispatch(wf, &who, now_millis(), || {
-                            uuid::Uuid::new_v4().to_string()
-                        }))
+                        Ok(state_machine::dispatch(wf, &who, now_millis(), || uuid::Uuid::new_v4().to_string()))
                     }),
                 )
                 .await
@@ -108,10 +97,7 @@ impl AgentApi {
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
-    async fn next_action(
-        &self,
-        req: Request<NextActionRequest>,
-    ) -> Result<Response<NextActionResponse>, Status> {
+    async fn next_action(&self, req: Request<NextActionRequest>) -> Result<Response<NextActionResponse>, Status> {
         let agent = caller(&req)?;
         let wait = Duration::from_millis(u64::from(req.get_ref().wait_ms)).min(MAX_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
@@ -121,9 +107,7 @@ impl AgentService for AgentApi {
             if let Some(assignment) = self.assignment_for(&agent).await? {
                 tracing::info!(agent = %agent, workflow = %assignment.workflow_id, action = assignment.action_index,
                     attempt = %assignment.attempt_id, "assigned");
-                return Ok(Response::new(NextActionResponse {
-                    assignment: Some(assignment),
-                }));
+                return Ok(Response::new(NextActionResponse { assignment: Some(assignment) }));
             }
             match tokio::time::timeout_at(deadline, wakeups.changed()).await {
                 Ok(Ok(())) => continue,
@@ -138,8 +122,7 @@ impl AgentService for AgentApi {
     async fn report_state(&self, req: Request<StateReport>) -> Result<Response<ReportAck>, Status> {
         let agent = caller(&req)?;
         let r = req.into_inner();
-        let state = action_state_from_proto(r.state())
-            .ok_or_else(|| transition_status(&TransitionError::NoState))?;
+        let state = action_state_from_proto(r.state()).ok_or_else(|| transition_status(&TransitionError::NoState))?;
         let report = Report {
             action_index: r.action_index,
             attempt_id: r.attempt_id.clone(),
@@ -175,18 +158,12 @@ impl AgentService for AgentApi {
     async fn push_logs(&self, req: Request<LogBatch>) -> Result<Response<LogAck>, Status> {
         let agent = caller(&req)?;
         let batch = req.into_inner();
-        let wf = self
-            .store
-            .get_workflow(&batch.workflow_id)
-            .await
-            .map_err(store_status)?;
+        let wf = self.store.get_workflow(&batch.workflow_id).await.map_err(store_status)?;
         let attempt = wf
             .actions
             .get(batch.action_index as usize)
             .and_then(|a| a.attempts.iter().find(|t| t.id == batch.attempt_id))
-            .ok_or_else(|| {
-                transition_status(&TransitionError::UnknownAttempt(batch.attempt_id.clone()))
-            })?;
+            .ok_or_else(|| transition_status(&TransitionError::UnknownAttempt(batch.attempt_id.clone())))?;
         if attempt.agent_id != agent {
             return Err(transition_status(&TransitionError::NotOwner {
                 owner: attempt.agent_id.clone(),
@@ -205,12 +182,7 @@ impl AgentService for AgentApi {
             .collect();
         let stored_through = self
             .store
-            .append_logs(
-                &batch.workflow_id,
-                batch.action_index,
-                &batch.attempt_id,
-                lines,
-            )
+            .append_logs(&batch.workflow_id, batch.action_index, &batch.attempt_id, lines)
             .await
             .map_err(store_status)?;
         self.events.logs_appended(&batch.workflow_id);

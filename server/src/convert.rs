@@ -122,9 +122,7 @@ pub fn template(t: &StoredTemplate) -> v1::Template {
 pub fn transition_status(e: &TransitionError) -> Status {
     match e {
         TransitionError::NotOwner { .. } => Status::permission_denied(e.to_string()),
-        TransitionError::UnknownAction(_) | TransitionError::UnknownAttempt(_) => {
-            Status::not_found(e.to_string())
-        }
+        TransitionError::UnknownAction(_) | TransitionError::UnknownAttempt(_) => Status::not_found(e.to_string()),
         TransitionError::NoState => Status::invalid_argument(e.to_string()),
         TransitionError::StaleAttempt { .. }
         | TransitionError::WorkflowFinished(_)

@@ -33,10 +33,7 @@ impl Events {
     /// lands between the look and the wait is not lost.
     pub fn agent_subscription(&self, agent_id: &str) -> watch::Receiver<u64> {
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        agents
-            .entry(agent_id.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        agents.entry(agent_id.to_string()).or_insert_with(|| watch::channel(0).0).subscribe()
     }
 
     pub fn wake_agent(&self, agent_id: &str) {

@@ -50,11 +50,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        Ok(Self {
-            listener,
-            store,
-            events: Arc::new(Events::default()),
-        })
+        Ok(Self { listener, store, events: Arc::new(Events::default()) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -67,10 +63,7 @@ impl Server {
             agent_api::AgentApi::new(self.store.clone(), self.events.clone()),
             agent_api::identify_agent,
         );
-        let admin = AdminServiceServer::new(admin_api::AdminApi::new(
-            self.store.clone(),
-            self.events.clone(),
-        ));
+        let admin = AdminServiceServer::new(admin_api::AdminApi::new(self.store.clone(), self.events.clone()));
         let sweeper = tokio::spawn(sweep_deadlines(self.store.clone(), self.events.clone()));
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -96,13 +89,7 @@ async fn sweep_deadlines(store: DynStore, events: Arc<Events>) {
             }
         };
         for id in ids {
-            match store
-                .update_workflow(
-                    &id,
-                    Box::new(|wf| Ok(state_machine::expire(wf, now_millis()))),
-                )
-                .await
-            {
+            match store.update_workflow(&id, Box::new(|wf| Ok(state_machine::expire(wf, now_millis())))).await {
                 Ok((_, true)) => {
                     tracing::warn!(workflow = %id, "global timeout passed");
                     events.workflow_changed(&id);

@@ -23,17 +23,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let server = Server::bind(&ServerConfig {
-        listen: args.listen,
-        data_dir: args.data_dir.clone(),
-    })
-    .await?;
+    let server = Server::bind(&ServerConfig { listen: args.listen, data_dir: args.data_dir.clone() }).await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "kiln-server listening");
     if let Some(path) = &args.addr_file {

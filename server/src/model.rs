@@ -11,10 +11,7 @@ use kiln_spec::PlannedAction;
 pub type Millis = i64;
 
 pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +116,7 @@ pub struct Action {
 impl Action {
     /// The state of the latest attempt; PENDING before the first one.
     pub fn state(&self) -> ActionState {
-        self.attempts
-            .last()
-            .map_or(ActionState::Pending, |a| a.state)
+        self.attempts.last().map_or(ActionState::Pending, |a| a.state)
     }
 
     /// The agent that runs this action: the task's rendered worker.
@@ -149,8 +144,6 @@ impl Workflow {
     /// The workflow cursor: the first action that has not succeeded. Derived,
     /// never stored, so it cannot disagree with the attempts.
     pub fn current_action(&self) -> Option<&Action> {
-        self.actions
-            .iter()
-            .find(|a| a.state() != ActionState::Success)
+        self.actions.iter().find(|a| a.state() != ActionState::Success)
     }
 }

@@ -43,10 +43,7 @@ pub enum TransitionError {
     #[error("attempt belongs to agent {owner}, not to {caller}")]
     NotOwner { owner: String, caller: String },
     #[error("attempt cannot go from {from} to {to}")]
-    Illegal {
-        from: &'static str,
-        to: &'static str,
-    },
+    Illegal { from: &'static str, to: &'static str },
     #[error("a report needs a state")]
     NoState,
 }
@@ -57,12 +54,7 @@ pub enum TransitionError {
 ///
 /// An open attempt that already exists is left as it is: the caller hands
 /// out the same attempt again (see [`open_attempt_for`]).
-pub fn dispatch(
-    wf: &mut Workflow,
-    agent: &str,
-    now: Millis,
-    new_attempt_id: impl FnOnce() -> String,
-) -> bool {
+pub fn dispatch(wf: &mut Workflow, agent: &str, now: Millis, new_attempt_id: impl FnOnce() -> String) -> bool {
     if wf.state.is_terminal() {
         return false;
     }
@@ -73,11 +65,7 @@ pub fn dispatch(
     if action.agent_id() != agent {
         return false;
     }
-    if action
-        .attempts
-        .last()
-        .is_some_and(|a| !a.state.is_terminal())
-    {
+    if action.attempts.last().is_some_and(|a| !a.state.is_terminal()) {
         return false;
     }
     // Without retries (a later issue) a failed attempt has already ended the
@@ -116,16 +104,9 @@ pub fn open_attempt_for<'a>(wf: &'a Workflow, agent: &str) -> Option<(u32, &'a A
 
 /// Applies one report. `Ok(true)`: the workflow changed; `Ok(false)`: the
 /// report repeated what is already recorded.
-pub fn apply_report(
-    wf: &mut Workflow,
-    agent: &str,
-    report: &Report,
-    now: Millis,
-) -> Result<bool, TransitionError> {
-    let action = wf
-        .actions
-        .get(report.action_index as usize)
-        .ok_or(TransitionError::UnknownAction(report.action_index))?;
+pub fn apply_report(wf: &mut Workflow, agent: &str, report: &Report, now: Millis) -> Result<bool, TransitionError> {
+    let action =
+        wf.actions.get(report.action_index as usize).ok_or(TransitionError::UnknownAction(report.action_index))?;
     let pos = action
         .attempts
         .iter()
@@ -133,44 +114,29 @@ pub fn apply_report(
         .ok_or_else(|| TransitionError::UnknownAttempt(report.attempt_id.clone()))?;
     let attempt = &action.attempts[pos];
     if attempt.agent_id != agent {
-        return Err(TransitionError::NotOwner {
-            owner: attempt.agent_id.clone(),
-            caller: agent.to_string(),
-        });
+        return Err(TransitionError::NotOwner { owner: attempt.agent_id.clone(), caller: agent.to_string() });
     }
     // A repeat of what is recorded is fine even on a finished workflow: it
     // is the agent retrying a report whose answer it lost.
-    if report.state == attempt.state
-        || (report.state < attempt.state && !report.state.is_terminal())
-    {
+    if report.state == attempt.state || (report.state < attempt.state && !report.state.is_terminal()) {
         return Ok(false);
     }
     if pos + 1 != action.attempts.len() {
         return Err(TransitionError::StaleAttempt {
             attempt: report.attempt_id.clone(),
-            current: action
-                .attempts
-                .last()
-                .map(|a| a.id.clone())
-                .unwrap_or_default(),
+            current: action.attempts.last().map(|a| a.id.clone()).unwrap_or_default(),
         });
     }
     if wf.state.is_terminal() {
         return Err(TransitionError::WorkflowFinished(wf.state.as_str()));
     }
     if attempt.state.is_terminal() || report.state < attempt.state {
-        return Err(TransitionError::Illegal {
-            from: attempt.state.as_str(),
-            to: report.state.as_str(),
-        });
+        return Err(TransitionError::Illegal { from: attempt.state.as_str(), to: report.state.as_str() });
     }
 
     let index = report.action_index as usize;
     let last_action = index + 1 == wf.actions.len();
-    let attempt = wf.actions[index]
-        .attempts
-        .last_mut()
-        .expect("position checked above");
+    let attempt = wf.actions[index].attempts.last_mut().expect("position checked above");
     attempt.state = report.state;
     match report.state {
         ActionState::Pending => {}
@@ -218,21 +184,14 @@ fn failure_reason(action: &str, report: &Report) -> String {
 /// Ends a running workflow whose `global_timeout` has passed, and its open
 /// attempt with it. Returns true when it changed the workflow.
 pub fn expire(wf: &mut Workflow, now: Millis) -> bool {
-    let (Some(limit), Some(started), false) = (
-        wf.global_timeout_seconds,
-        wf.started_at,
-        wf.state.is_terminal(),
-    ) else {
+    let (Some(limit), Some(started), false) = (wf.global_timeout_seconds, wf.started_at, wf.state.is_terminal()) else {
         return false;
     };
     if now < started + (limit as i64) * 1000 {
         return false;
     }
     if let Some(index) = wf.current_action().map(|a| a.index as usize)
-        && let Some(attempt) = wf.actions[index]
-            .attempts
-            .last_mut()
-            .filter(|a| !a.state.is_terminal())
+        && let Some(attempt) = wf.actions[index].attempts.last_mut().filter(|a| !a.state.is_terminal())
     {
         attempt.state = ActionState::Timeout;
         attempt.finished_at = Some(now);
@@ -281,11 +240,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             actions: (0..n)
-                .map(|i| Action {
-                    index: i as u32,
-                    spec: planned(&format!("a{i}"), "agent"),
-                    attempts: vec![],
-                })
+                .map(|i| Action { index: i as u32, spec: planned(&format!("a{i}"), "agent"), attempts: vec![] })
                 .collect(),
         }
     }
@@ -329,25 +284,15 @@ mod tests {
         let mut wf = workflow(1);
         dispatch_one(&mut wf, "x1");
         assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 2).unwrap());
-        assert!(
-            !apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 3).unwrap()
-        );
-        assert!(
-            !apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Pulling), 3).unwrap()
-        );
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 3).unwrap());
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Pulling), 3).unwrap());
         assert_eq!(wf.actions[0].attempts[0].running_at, Some(2));
         assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 4).unwrap());
         // The retried terminal report of a finished workflow is accepted as a no-op ...
-        assert!(
-            !apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 5).unwrap()
-        );
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 5).unwrap());
         // ... but a different ending is refused, and nothing changes.
-        let err =
-            apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Failed), 5).unwrap_err();
-        assert!(
-            matches!(err, TransitionError::WorkflowFinished("SUCCESS")),
-            "{err}"
-        );
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Failed), 5).unwrap_err();
+        assert!(matches!(err, TransitionError::WorkflowFinished("SUCCESS")), "{err}");
         assert_eq!(wf.state, WorkflowState::Success);
     }
 
@@ -369,36 +314,18 @@ mod tests {
     fn rejects_other_agents_unknown_and_stale_attempts() {
         let mut wf = workflow(1);
         dispatch_one(&mut wf, "x1");
-        let err = apply_report(
-            &mut wf,
-            "intruder",
-            &report(0, "x1", ActionState::Running),
-            2,
-        )
-        .unwrap_err();
+        let err = apply_report(&mut wf, "intruder", &report(0, "x1", ActionState::Running), 2).unwrap_err();
         assert!(matches!(err, TransitionError::NotOwner { .. }));
-        let err = apply_report(
-            &mut wf,
-            "agent",
-            &report(0, "nope", ActionState::Running),
-            2,
-        )
-        .unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(0, "nope", ActionState::Running), 2).unwrap_err();
         assert!(matches!(err, TransitionError::UnknownAttempt(_)));
-        let err =
-            apply_report(&mut wf, "agent", &report(7, "x1", ActionState::Running), 2).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(7, "x1", ActionState::Running), 2).unwrap_err();
         assert!(matches!(err, TransitionError::UnknownAction(7)));
         // A second attempt (as a retry would create) makes the first stale.
         wf.actions[0].attempts[0].state = ActionState::Failed;
-        let retry = Attempt {
-            id: "x2".into(),
-            number: 2,
-            ..wf.actions[0].attempts[0].clone()
-        };
+        let retry = Attempt { id: "x2".into(), number: 2, ..wf.actions[0].attempts[0].clone() };
         wf.actions[0].attempts.push(retry);
         wf.actions[0].attempts[1].state = ActionState::Pending;
-        let err =
-            apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2).unwrap_err();
         assert!(matches!(err, TransitionError::StaleAttempt { .. }), "{err}");
     }
 
@@ -419,19 +346,7 @@ mod tests {
         assert!(expire(&mut wf, 11_001));
         assert_eq!(wf.state, WorkflowState::Timeout);
         assert_eq!(wf.actions[0].attempts[0].state, ActionState::Timeout);
-        let err = apply_report(
-            &mut wf,
-            "agent",
-            &report(0, "x1", ActionState::Success),
-            12_000,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                TransitionError::Illegal { .. } | TransitionError::WorkflowFinished(_)
-            ),
-            "{err}"
-        );
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 12_000).unwrap_err();
+        assert!(matches!(err, TransitionError::Illegal { .. } | TransitionError::WorkflowFinished(_)), "{err}");
     }
 }

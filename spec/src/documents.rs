@@ -122,8 +122,7 @@ fn split_stream(yaml: &str) -> Vec<Chunk<'_>> {
     let mut pos = 0;
     for l in yaml.split_inclusive('\n') {
         let bare = l.trim_end();
-        let is_separator =
-            bare == "---" || (bare.starts_with("--- #")) || bare.starts_with("---\t");
+        let is_separator = bare == "---" || (bare.starts_with("--- #")) || bare.starts_with("---\t");
         if is_separator {
             chunks.push((start, pos, start_line));
             start = pos + l.len();
@@ -135,17 +134,9 @@ fn split_stream(yaml: &str) -> Vec<Chunk<'_>> {
     chunks.push((start, yaml.len(), start_line));
     chunks
         .into_iter()
-        .filter(|(s, e, _)| {
-            yaml[*s..*e]
-                .lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        })
+        .filter(|(s, e, _)| yaml[*s..*e].lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
         .enumerate()
-        .map(|(i, (s, e, offset))| Chunk {
-            text: &yaml[s..e],
-            offset,
-            number: i + 1,
-        })
+        .map(|(i, (s, e, offset))| Chunk { text: &yaml[s..e], offset, number: i + 1 })
         .collect()
 }
 
@@ -153,10 +144,7 @@ fn split_stream(yaml: &str) -> Vec<Chunk<'_>> {
 /// Detected by text because the Go-template actions inside need not be valid
 /// YAML until rendered.
 fn raw_template_name(text: &str) -> Option<String> {
-    let top = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).map(str::trim))
-    };
+    let top = |key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(str::trim));
     if top("kind:").is_some() || top("tasks:").is_none() {
         return None;
     }
@@ -167,10 +155,7 @@ fn raw_template_name(text: &str) -> Option<String> {
 
 /// Parses a multi-document YAML stream. `source` names it in errors.
 pub fn parse_documents(source: &str, yaml: &str) -> Result<Vec<Document>, SpecError> {
-    split_stream(yaml)
-        .into_iter()
-        .map(|c| parse_one(source, &c))
-        .collect()
+    split_stream(yaml).into_iter().map(|c| parse_one(source, &c)).collect()
 }
 
 fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
@@ -181,18 +166,11 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
     if let Some(name) = raw_template_name(chunk.text) {
         let object = label("Template", Some(&name));
         check_name(&object, "name", &name)?;
-        return Ok(Document::Template(TemplateDoc {
-            name,
-            data: chunk.text.to_string(),
-        }));
+        return Ok(Document::Template(TemplateDoc { name, data: chunk.text.to_string() }));
     }
-    let probe: KindProbe = serde_yaml_ng::from_str(chunk.text)
-        .map_err(|e| yaml_error(&label("", None), chunk, e, None))?;
-    let name = probe
-        .name
-        .as_ref()
-        .and_then(|n| n.as_str())
-        .map(str::to_string);
+    let probe: KindProbe =
+        serde_yaml_ng::from_str(chunk.text).map_err(|e| yaml_error(&label("", None), chunk, e, None))?;
+    let name = probe.name.as_ref().and_then(|n| n.as_str()).map(str::to_string);
     let kind = probe.kind.unwrap_or_default();
     let object = label(&kind, name.as_deref());
     match kind.as_str() {
@@ -208,10 +186,7 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             if t.data.trim().is_empty() {
                 return Err(field_error(&object, "data", "template source is empty"));
             }
-            Ok(Document::Template(TemplateDoc {
-                name: t.name,
-                data: t.data,
-            }))
+            Ok(Document::Template(TemplateDoc { name: t.name, data: t.data }))
         }
         "Workflow" => {
             let w: WorkflowYaml = strict(&object, chunk)?;
@@ -222,29 +197,11 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             let hardware_map = w
                 .hardware_map
                 .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        if parse_mac(&v).is_some() {
-                            v.to_ascii_lowercase().replace('-', ":")
-                        } else {
-                            v
-                        },
-                    )
-                })
+                .map(|(k, v)| (k, if parse_mac(&v).is_some() { v.to_ascii_lowercase().replace('-', ":") } else { v }))
                 .collect();
-            Ok(Document::Workflow(WorkflowDoc {
-                id: w.name,
-                template: w.template,
-                hardware: w.hardware,
-                hardware_map,
-            }))
+            Ok(Document::Workflow(WorkflowDoc { id: w.name, template: w.template, hardware: w.hardware, hardware_map }))
         }
-        "" => Err(field_error(
-            &object,
-            "kind",
-            "missing; expected one of Hardware, Template, Workflow",
-        )),
+        "" => Err(field_error(&object, "kind", "missing; expected one of Hardware, Template, Workflow")),
         other => Err(field_error(
             &object,
             "kind",
@@ -262,20 +219,10 @@ fn strict<T: serde::de::DeserializeOwned>(object: &str, chunk: &Chunk<'_>) -> Re
     })
 }
 
-fn yaml_error(
-    object: &str,
-    chunk: &Chunk<'_>,
-    e: serde_yaml_ng::Error,
-    field: Option<String>,
-) -> SpecError {
+fn yaml_error(object: &str, chunk: &Chunk<'_>, e: serde_yaml_ng::Error, field: Option<String>) -> SpecError {
     let line = e.location().map(|l| l.line() + chunk.offset);
     // The message repeats the location; the line is reported separately.
-    SpecError {
-        object: object.to_string(),
-        line,
-        field,
-        message: bare_message(&e),
-    }
+    SpecError { object: object.to_string(), line, field, message: bare_message(&e) }
 }
 
 /// serde_yaml_ng's message without the location and path it prepends and
@@ -290,12 +237,7 @@ pub(crate) fn bare_message(e: &serde_yaml_ng::Error) -> String {
 }
 
 fn field_error(object: &str, field: &str, message: &str) -> SpecError {
-    SpecError {
-        object: object.to_string(),
-        line: None,
-        field: Some(field.to_string()),
-        message: message.to_string(),
-    }
+    SpecError { object: object.to_string(), line: None, field: Some(field.to_string()), message: message.to_string() }
 }
 
 /// Names are what URLs, container names and logs carry: `[a-z0-9]` first,
@@ -304,9 +246,7 @@ fn check_name(object: &str, field: &str, name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -321,75 +261,42 @@ fn check_name(object: &str, field: &str, name: &str) -> Result<(), SpecError> {
 /// `aa:bb:cc:dd:ee:ff` or with `-`, any case.
 pub fn parse_mac(s: &str) -> Option<String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
-    (parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())))
-    .then(|| parts.join(":").to_ascii_lowercase())
+    (parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())))
+        .then(|| parts.join(":").to_ascii_lowercase())
 }
 
 fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
     check_name(object, "name", &h.name)?;
     if h.macs.is_empty() {
-        return Err(field_error(
-            object,
-            "macs",
-            "at least one MAC address is required",
-        ));
+        return Err(field_error(object, "macs", "at least one MAC address is required"));
     }
     let mut macs = Vec::new();
     for (i, m) in h.macs.iter().enumerate() {
-        let mac = parse_mac(m).ok_or_else(|| {
-            field_error(
-                object,
-                &format!("macs[{i}]"),
-                &format!("{m:?} is not a MAC address"),
-            )
-        })?;
+        let mac = parse_mac(m)
+            .ok_or_else(|| field_error(object, &format!("macs[{i}]"), &format!("{m:?} is not a MAC address")))?;
         if macs.contains(&mac) {
-            return Err(field_error(
-                object,
-                &format!("macs[{i}]"),
-                &format!("{mac} is listed twice"),
-            ));
+            return Err(field_error(object, &format!("macs[{i}]"), &format!("{mac} is listed twice")));
         }
         macs.push(mac);
     }
     for (i, d) in h.disks.iter().enumerate() {
         if !d.starts_with("/dev/") || d.len() <= 5 || d.contains(char::is_whitespace) {
-            return Err(field_error(
-                object,
-                &format!("disks[{i}]"),
-                &format!("{d:?} must be a /dev/ path"),
-            ));
+            return Err(field_error(object, &format!("disks[{i}]"), &format!("{d:?} must be a /dev/ path")));
         }
     }
     let agent_id = match h.agent_id {
         Some(id) => {
             let id = id.trim().to_ascii_lowercase();
             let id = parse_mac(&id).unwrap_or(id);
-            if id.is_empty()
-                || id.len() > 128
-                || id.contains(|c: char| c.is_whitespace() || c.is_control())
-            {
-                return Err(field_error(
-                    object,
-                    "agent_id",
-                    "must be 1-128 printable characters without spaces",
-                ));
+            if id.is_empty() || id.len() > 128 || id.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(field_error(object, "agent_id", "must be 1-128 printable characters without spaces"));
             }
             id
         }
         None => macs[0].clone(),
     };
     let metadata = h.metadata.unwrap_or_else(|| serde_json::json!({}));
-    Ok(HardwareDoc {
-        id: h.name,
-        agent_id,
-        macs,
-        disks: h.disks,
-        metadata,
-    })
+    Ok(HardwareDoc { id: h.name, agent_id, macs, disks: h.disks, metadata })
 }
 
 #[cfg(test)]
@@ -401,15 +308,11 @@ mod tests {
         let yaml = "---\nkind: Hardware\nname: m1\nmacs: [\"52-54-00-AB-CD-EF\"]\ndisks: [/dev/sda]\nmetadata: {instance: {id: x}}\n---\n# comment only\n---\nkind: Template\nname: t\ndata: |\n  version: \"0.1\"\n---\nkind: Workflow\nname: w\ntemplate: t\nhardware: m1\nhardwareMap: {device_1: \"52:54:00:AB:CD:EF\"}\n";
         let docs = parse_documents("f.yaml", yaml).unwrap();
         assert_eq!(docs.len(), 3);
-        let Document::Hardware(h) = &docs[0] else {
-            panic!()
-        };
+        let Document::Hardware(h) = &docs[0] else { panic!() };
         assert_eq!(h.macs, vec!["52:54:00:ab:cd:ef"]);
         assert_eq!(h.agent_id, "52:54:00:ab:cd:ef");
         assert_eq!(h.metadata["instance"]["id"], "x");
-        let Document::Workflow(w) = &docs[2] else {
-            panic!()
-        };
+        let Document::Workflow(w) = &docs[2] else { panic!() };
         assert_eq!(w.hardware_map["device_1"], "52:54:00:ab:cd:ef");
         assert_eq!(docs[1].name(), "t");
     }
@@ -421,52 +324,39 @@ mod tests {
         let docs = parse_documents("f", &raw).unwrap();
         assert_eq!(
             docs,
-            vec![Document::Template(TemplateDoc {
-                name: "ubuntu-provisioning".into(),
-                data: raw.clone()
-            })]
+            vec![Document::Template(TemplateDoc { name: "ubuntu-provisioning".into(), data: raw.clone() })]
         );
     }
 
     #[test]
     fn errors_name_document_line_and_field() {
-        let err = parse_documents("f.yaml", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: m2\nmacs: [x]\n")
-            .unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("macs[0]"));
-        assert!(
-            err.object.contains("document 2") && err.object.contains("m2"),
-            "{err}"
-        );
         let err = parse_documents(
             "f.yaml",
-            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ncolour: blue\n",
+            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: m2\nmacs: [x]\n",
         )
         .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("macs[0]"));
+        assert!(err.object.contains("document 2") && err.object.contains("m2"), "{err}");
+        let err = parse_documents("f.yaml", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ncolour: blue\n")
+            .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
         assert_eq!(err.line, Some(4), "{err}");
-        let err =
-            parse_documents("f.yaml", "---\nkind: Workflow\nname: w\ntemplate: t\n").unwrap_err();
+        let err = parse_documents("f.yaml", "---\nkind: Workflow\nname: w\ntemplate: t\n").unwrap_err();
         assert!(err.to_string().contains("hardware"), "{err}");
         let err = parse_documents("f.yaml", "kind: Gadget\nname: g\n").unwrap_err();
         assert!(err.to_string().contains("Gadget"), "{err}");
-        let err = parse_documents("f.yaml", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: [unclosed\n").unwrap_err();
-        assert!(
-            err.line.is_some_and(|l| l >= 5),
-            "line counted across the stream: {err}"
-        );
         let err = parse_documents(
             "f.yaml",
-            "kind: Workflow\nname: Bad_Name\ntemplate: t\nhardware: h\n",
+            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: [unclosed\n",
         )
         .unwrap_err();
+        assert!(err.line.is_some_and(|l| l >= 5), "line counted across the stream: {err}");
+        let err = parse_documents("f.yaml", "kind: Workflow\nname: Bad_Name\ntemplate: t\nhardware: h\n").unwrap_err();
         assert_eq!(err.field.as_deref(), Some("name"));
         let err = parse_documents("f", "kind: Hardware\nname: m\nmacs: []\n").unwrap_err();
         assert_eq!(err.field.as_deref(), Some("macs"));
-        let err = parse_documents(
-            "f",
-            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ndisks: [sda]\n",
-        )
-        .unwrap_err();
+        let err =
+            parse_documents("f", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ndisks: [sda]\n").unwrap_err();
         assert_eq!(err.field.as_deref(), Some("disks[0]"));
     }
 }

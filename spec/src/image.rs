@@ -45,18 +45,13 @@ impl ImageRef {
         // A tag follows the last ':' that comes after the last '/'.
         let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match name_tag[last_slash..].rfind(':') {
-            Some(i) => (
-                &name_tag[..last_slash + i],
-                Some(&name_tag[last_slash + i + 1..]),
-            ),
+            Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
             None => (name_tag, None),
         };
         if let Some(t) = tag
             && !valid_tag(t)
         {
-            return bad(&format!(
-                "tag {t:?} must be 1-128 of [A-Za-z0-9_.-] and not start with '.' or '-'"
-            ));
+            return bad(&format!("tag {t:?} must be 1-128 of [A-Za-z0-9_.-] and not start with '.' or '-'"));
         }
         let mut parts: Vec<&str> = name.split('/').collect();
         let registry = if parts.len() > 1 && looks_like_registry(parts[0]) {
@@ -76,9 +71,7 @@ impl ImageRef {
                 if p.chars().any(|c| c.is_ascii_uppercase()) {
                     return bad("repository must be lower case");
                 }
-                return bad(&format!(
-                    "path component {p:?} must be [a-z0-9] separated by '.', '_', '__' or '-'"
-                ));
+                return bad(&format!("path component {p:?} must be [a-z0-9] separated by '.', '_', '__' or '-'"));
             }
         }
         if registry == DEFAULT_REGISTRY && parts.len() == 1 {
@@ -88,12 +81,7 @@ impl ImageRef {
             (None, None) => Some("latest".to_string()),
             (t, _) => t.map(str::to_string),
         };
-        Ok(ImageRef {
-            registry,
-            repository: parts.join("/"),
-            tag,
-            digest: digest.map(str::to_string),
-        })
+        Ok(ImageRef { registry, repository: parts.join("/"), tag, digest: digest.map(str::to_string) })
     }
 
     /// `from_image` for Docker's create-image call.
@@ -103,10 +91,7 @@ impl ImageRef {
 
     /// `tag` for Docker's create-image call: the digest wins over the tag.
     pub fn pull_tag(&self) -> String {
-        self.digest
-            .clone()
-            .or_else(|| self.tag.clone())
-            .unwrap_or_else(|| "latest".into())
+        self.digest.clone().or_else(|| self.tag.clone()).unwrap_or_else(|| "latest".into())
     }
 
     pub fn is_digest(&self) -> bool {
@@ -151,9 +136,7 @@ fn check_registry(host: &str) -> Result<(), String> {
             && !l.ends_with('-')
     };
     if name.is_empty() || !name.split('.').all(label_ok) {
-        return Err(format!(
-            "registry host {name:?} is not a host name or IPv4 address"
-        ));
+        return Err(format!("registry host {name:?} is not a host name or IPv4 address"));
     }
     Ok(())
 }
@@ -163,8 +146,7 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
@@ -193,23 +175,15 @@ fn valid_component(p: &str) -> bool {
 }
 
 fn check_digest(d: &str) -> Result<(), String> {
-    let (algo, hex) = d
-        .split_once(':')
-        .ok_or_else(|| format!("digest {d:?} must be ALGORITHM:HEX"))?;
+    let (algo, hex) = d.split_once(':').ok_or_else(|| format!("digest {d:?} must be ALGORITHM:HEX"))?;
     let len = match algo {
         "sha256" => 64,
         "sha512" => 128,
         _ => {
-            return Err(format!(
-                "digest algorithm {algo:?} must be sha256 or sha512"
-            ));
+            return Err(format!("digest algorithm {algo:?} must be sha256 or sha512"));
         }
     };
-    if hex.len() != len
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(format!("{algo} digest must be {len} lower-case hex digits"));
     }
     Ok(())
@@ -225,10 +199,7 @@ mod tests {
     fn parses_the_usual_forms() {
         let r = ImageRef::parse("busybox").unwrap();
         assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
-        assert_eq!(
-            (r.pull_name().as_str(), r.pull_tag().as_str()),
-            ("docker.io/library/busybox", "latest")
-        );
+        assert_eq!((r.pull_name().as_str(), r.pull_tag().as_str()), ("docker.io/library/busybox", "latest"));
         let r = ImageRef::parse("127.0.0.1:5000/actions/image2disk:v1.0.0").unwrap();
         assert_eq!(r.registry, "127.0.0.1:5000");
         assert_eq!(r.repository, "actions/image2disk");
@@ -241,10 +212,7 @@ mod tests {
         assert_eq!(r.pull_tag(), format!("sha256:{HEX}"));
         let r = ImageRef::parse(&format!("reg:5000/x:v2@sha256:{HEX}")).unwrap();
         assert_eq!(r.to_string(), format!("reg:5000/x:v2@sha256:{HEX}"));
-        assert_eq!(
-            ImageRef::parse("user/repo").unwrap().repository,
-            "user/repo"
-        );
+        assert_eq!(ImageRef::parse("user/repo").unwrap().repository, "user/repo");
         assert!(ImageRef::parse("a__b/c-d---e/f.g_h:tag").is_ok());
     }
 

@@ -135,11 +135,7 @@ pub fn check_template(t: &TemplateDoc) -> Result<(), SpecError> {
 }
 
 /// Renders `t` for workflow `w` on hardware `hw` and validates everything.
-pub fn plan_workflow(
-    t: &TemplateDoc,
-    w: &WorkflowDoc,
-    hw: &HardwareDoc,
-) -> Result<Plan, SpecError> {
+pub fn plan_workflow(t: &TemplateDoc, w: &WorkflowDoc, hw: &HardwareDoc) -> Result<Plan, SpecError> {
     let obj = object(t);
     let rendered = template::render(&obj, &t.data, &render_data(w, hw))?;
     let parsed = structure(&obj, &rendered)?;
@@ -164,10 +160,7 @@ fn render_data(w: &WorkflowDoc, hw: &HardwareDoc) -> serde_json::Value {
             "Metadata": hw.metadata,
         }),
     );
-    data.insert(
-        "hardware".into(),
-        serde_json::to_value(hw).unwrap_or_default(),
-    );
+    data.insert("hardware".into(), serde_json::to_value(hw).unwrap_or_default());
     data.insert("workflow".into(), json!({"id": w.id}));
     serde_json::Value::Object(data)
 }
@@ -188,26 +181,12 @@ fn structure(obj: &str, rendered: &str) -> Result<TemplateYaml, SpecError> {
 }
 
 fn field_err(obj: &str, field: String, message: String) -> SpecError {
-    SpecError {
-        object: obj.to_string(),
-        line: None,
-        field: Some(field),
-        message,
-    }
+    SpecError { object: obj.to_string(), line: None, field: Some(field), message }
 }
 
-fn check_name(
-    obj: &str,
-    field: String,
-    name: &str,
-    seen: &mut Vec<String>,
-) -> Result<(), SpecError> {
+fn check_name(obj: &str, field: String, name: &str, seen: &mut Vec<String>) -> Result<(), SpecError> {
     if name.trim().is_empty() || name.len() > MAX_NAME {
-        return Err(field_err(
-            obj,
-            field,
-            format!("name must be 1-{MAX_NAME} characters"),
-        ));
+        return Err(field_err(obj, field, format!("name must be 1-{MAX_NAME} characters")));
     }
     if seen.iter().any(|s| s == name) {
         return Err(field_err(obj, field, format!("duplicate name {name:?}")));
@@ -221,35 +200,23 @@ fn host_only(obj: &str, field: String, v: Option<String>) -> Result<String, Spec
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(String::new()),
         Some("host") => Ok("host".into()),
-        Some(other) => Err(field_err(
-            obj,
-            field,
-            format!("{other:?} is not supported; use \"host\" or leave it out"),
-        )),
+        Some(other) => Err(field_err(obj, field, format!("{other:?} is not supported; use \"host\" or leave it out"))),
     }
 }
 
-const VOLUME_OPTIONS: &[&str] = &[
-    "ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate", "nocopy",
-];
+const VOLUME_OPTIONS: &[&str] =
+    &["ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate", "nocopy"];
 
 /// `SRC:DST[:OPTS]`; returns DST.
 fn check_volume(obj: &str, field: String, v: &str) -> Result<String, SpecError> {
     let parts: Vec<&str> = v.split(':').collect();
-    let bad = |why: &str| {
-        Err(field_err(
-            obj,
-            field.clone(),
-            format!("volume {v:?}: {why}"),
-        ))
-    };
+    let bad = |why: &str| Err(field_err(obj, field.clone(), format!("volume {v:?}: {why}")));
     if !(2..=3).contains(&parts.len()) {
         return bad("must be SRC:DST[:OPTIONS]");
     }
     let named_volume = |s: &str| {
         s.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
     };
     if !(parts[0].starts_with('/') || named_volume(parts[0])) {
         return bad("source must be an absolute path or a volume name");
@@ -260,10 +227,7 @@ fn check_volume(obj: &str, field: String, v: &str) -> Result<String, SpecError> 
     if let Some(opts) = parts.get(2)
         && let Some(o) = opts.split(',').find(|o| !VOLUME_OPTIONS.contains(o))
     {
-        return bad(&format!(
-            "unknown option {o:?} (allowed: {})",
-            VOLUME_OPTIONS.join(", ")
-        ));
+        return bad(&format!("unknown option {o:?} (allowed: {})", VOLUME_OPTIONS.join(", ")));
     }
     Ok(parts[1].to_string())
 }
@@ -277,18 +241,10 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
         return Err(field_err(obj, "name".into(), "must not be empty".into()));
     }
     if t.global_timeout == Some(0) {
-        return Err(field_err(
-            obj,
-            "global_timeout".into(),
-            "must be more than 0 seconds".into(),
-        ));
+        return Err(field_err(obj, "global_timeout".into(), "must be more than 0 seconds".into()));
     }
     if t.tasks.is_empty() {
-        return Err(field_err(
-            obj,
-            "tasks".into(),
-            "at least one task is required".into(),
-        ));
+        return Err(field_err(obj, "tasks".into(), "at least one task is required".into()));
     }
     let mut task_names = Vec::new();
     let mut actions = Vec::new();
@@ -297,56 +253,33 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
         check_name(obj, format!("{tf}.name"), &task.name, &mut task_names)?;
         let worker = task.worker.trim().to_string();
         if worker.is_empty() {
-            return Err(field_err(
-                obj,
-                format!("{tf}.worker"),
-                "rendered to an empty string".into(),
-            ));
+            return Err(field_err(obj, format!("{tf}.worker"), "rendered to an empty string".into()));
         }
         let worker = parse_mac(&worker).unwrap_or(worker);
         if task.actions.is_empty() {
-            return Err(field_err(
-                obj,
-                format!("{tf}.actions"),
-                "at least one action is required".into(),
-            ));
+            return Err(field_err(obj, format!("{tf}.actions"), "at least one action is required".into()));
         }
         let mut task_volumes = Vec::new();
         for (vi, v) in task.volumes.iter().enumerate() {
             if checkable(v) {
-                task_volumes.push((
-                    check_volume(obj, format!("{tf}.volumes[{vi}]"), v)?,
-                    v.clone(),
-                ));
+                task_volumes.push((check_volume(obj, format!("{tf}.volumes[{vi}]"), v)?, v.clone()));
             }
         }
-        let task_env: BTreeMap<String, String> = task
-            .environment
-            .into_iter()
-            .map(|(k, v)| (k, v.into_string()))
-            .collect();
+        let task_env: BTreeMap<String, String> =
+            task.environment.into_iter().map(|(k, v)| (k, v.into_string())).collect();
         let mut action_names = Vec::new();
         for (ai, a) in task.actions.into_iter().enumerate() {
             let af = format!("{tf}.actions[{ai}]");
             check_name(obj, format!("{af}.name"), &a.name, &mut action_names)?;
             let image = if checkable(&a.image) {
-                ImageRef::parse(a.image.trim())
-                    .map_err(|e| field_err(obj, format!("{af}.image"), e))?
-                    .to_string()
+                ImageRef::parse(a.image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string()
             } else {
                 a.image.clone()
             };
             if a.timeout == Some(0) {
-                return Err(field_err(
-                    obj,
-                    format!("{af}.timeout"),
-                    "must be more than 0 seconds".into(),
-                ));
+                return Err(field_err(obj, format!("{af}.timeout"), "must be more than 0 seconds".into()));
             }
-            let ns = a.namespaces.unwrap_or(NamespacesYaml {
-                pid: None,
-                network: None,
-            });
+            let ns = a.namespaces.unwrap_or(NamespacesYaml { pid: None, network: None });
             let pid = host_only(obj, format!("{af}.pid"), a.pid.or(ns.pid))?;
             let network = host_only(obj, format!("{af}.namespaces.network"), ns.network)?;
             let mut volumes = task_volumes.clone();
@@ -362,11 +295,7 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
                 environment.insert(k, v.into_string());
             }
             if let Some(k) = environment.keys().find(|k| k.is_empty() || k.contains('=')) {
-                return Err(field_err(
-                    obj,
-                    format!("{af}.environment"),
-                    format!("invalid variable name {k:?}"),
-                ));
+                return Err(field_err(obj, format!("{af}.environment"), format!("invalid variable name {k:?}")));
             }
             actions.push(PlannedAction {
                 task: task.name.clone(),
@@ -438,10 +367,7 @@ tasks:
 "#;
 
     fn tpl(data: &str) -> TemplateDoc {
-        TemplateDoc {
-            name: "ubuntu".into(),
-            data: data.into(),
-        }
+        TemplateDoc { name: "ubuntu".into(), data: data.into() }
     }
 
     fn hw() -> HardwareDoc {
@@ -476,20 +402,10 @@ tasks:
         assert_eq!(a.environment["COMPRESSED"], "true");
         assert_eq!(a.environment["MIRROR_HOST"], "10.1.1.11");
         assert_eq!(plan.actions[1].environment["DEST_DISK"], "/dev/nvme0n1p1");
-        assert_eq!(
-            plan.actions[1].environment["MODE"], "0644",
-            "YAML 1.2 keeps 0644 a string: no octal surprise"
-        );
+        assert_eq!(plan.actions[1].environment["MODE"], "0644", "YAML 1.2 keeps 0644 a string: no octal surprise");
         let k = &plan.actions[2];
         assert_eq!(k.pid, "host");
-        assert_eq!(
-            k.volumes,
-            vec![
-                "/dev:/dev",
-                "/lib/firmware:/lib/firmware:ro",
-                "/dev/console:/dev/console:rw"
-            ]
-        );
+        assert_eq!(k.volumes, vec!["/dev:/dev", "/lib/firmware:/lib/firmware:ro", "/dev/console:/dev/console:rw"]);
         assert_eq!(k.timeout_seconds, 90);
     }
 
@@ -513,16 +429,8 @@ tasks:
                 "tasks[0].actions[1].image",
                 "invalid image",
             ),
-            (
-                UBUNTU.replace("\"write-netplan\"", "\"stream-ubuntu-image\""),
-                "tasks[0].actions[1].name",
-                "duplicate",
-            ),
-            (
-                UBUNTU.replace("pid: host", "pid: container"),
-                "tasks[0].actions[2].pid",
-                "host",
-            ),
+            (UBUNTU.replace("\"write-netplan\"", "\"stream-ubuntu-image\""), "tasks[0].actions[1].name", "duplicate"),
+            (UBUNTU.replace("pid: host", "pid: container"), "tasks[0].actions[2].pid", "host"),
             (
                 UBUNTU.replace("timeout: 90\n        pid", "timeout: 0\n        pid"),
                 "tasks[0].actions[2].timeout",
@@ -533,16 +441,8 @@ tasks:
                 "tasks[0].actions[2].volumes[0]",
                 "target",
             ),
-            (
-                UBUNTU.replace("worker: \"{{.device_1}}\"", "worker: \"\""),
-                "tasks[0].worker",
-                "empty",
-            ),
-            (
-                UBUNTU.replace("global_timeout: 1800", "global_timeout: soon"),
-                "global_timeout",
-                "invalid",
-            ),
+            (UBUNTU.replace("worker: \"{{.device_1}}\"", "worker: \"\""), "tasks[0].worker", "empty"),
+            (UBUNTU.replace("global_timeout: 1800", "global_timeout: soon"), "global_timeout", "invalid"),
         ];
         for (data, field, needle) in cases {
             let err = plan_err(&data);
@@ -550,11 +450,7 @@ tasks:
             assert!(err.to_string().contains(needle), "{err}");
         }
         let err = plan_err(&UBUNTU.replace(".device_1", ".device_9"));
-        assert_eq!(
-            (err.line, err.field.as_deref()),
-            (Some(6), Some(".device_9")),
-            "{err}"
-        );
+        assert_eq!((err.line, err.field.as_deref()), (Some(6), Some(".device_9")), "{err}");
         let err = plan_err("version: \"0.1\"\nname: x\ntasks: []\n");
         assert_eq!(err.field.as_deref(), Some("tasks"));
     }

@@ -21,12 +21,7 @@ pub fn render(object: &str, text: &str, data: &Value) -> Result<String, SpecErro
     let nodes = parse(object, text)?;
     let mut out = String::new();
     let root = Val::Json(data.clone());
-    Eval {
-        object,
-        root: &root,
-        vars: vec![("$".into(), root.clone())],
-    }
-    .nodes(&nodes, &root, &mut out)?;
+    Eval { object, root: &root, vars: vec![("$".into(), root.clone())] }.nodes(&nodes, &root, &mut out)?;
     Ok(out)
 }
 
@@ -40,12 +35,7 @@ pub fn check_syntax(object: &str, text: &str) -> Result<(), SpecError> {
 pub fn render_probe(object: &str, text: &str) -> Result<String, SpecError> {
     let nodes = parse(object, text)?;
     let mut out = String::new();
-    Eval {
-        object,
-        root: &Val::Probe,
-        vars: vec![("$".into(), Val::Probe)],
-    }
-    .nodes(&nodes, &Val::Probe, &mut out)?;
+    Eval { object, root: &Val::Probe, vars: vec![("$".into(), Val::Probe)] }.nodes(&nodes, &Val::Probe, &mut out)?;
     Ok(out)
 }
 
@@ -73,18 +63,8 @@ const FUNCTIONS: &[&str] = &[
     "or",
 ];
 
-fn error(
-    object: &str,
-    line: usize,
-    field: Option<String>,
-    message: impl Into<String>,
-) -> SpecError {
-    SpecError {
-        object: object.to_string(),
-        line: Some(line),
-        field,
-        message: message.into(),
-    }
+fn error(object: &str, line: usize, field: Option<String>, message: impl Into<String>) -> SpecError {
+    SpecError { object: object.to_string(), line: Some(line), field, message: message.into() }
 }
 
 // ---------------------------------------------------------------- parsing
@@ -92,22 +72,9 @@ fn error(
 #[derive(Debug, Clone)]
 enum Node {
     Text(String),
-    Action {
-        line: usize,
-        pipe: Pipeline,
-    },
-    If {
-        cond: Pipeline,
-        then: Vec<Node>,
-        otherwise: Vec<Node>,
-    },
-    Range {
-        line: usize,
-        vars: Vec<String>,
-        pipe: Pipeline,
-        body: Vec<Node>,
-        otherwise: Vec<Node>,
-    },
+    Action { line: usize, pipe: Pipeline },
+    If { cond: Pipeline, then: Vec<Node>, otherwise: Vec<Node> },
+    Range { line: usize, vars: Vec<String>, pipe: Pipeline, body: Vec<Node>, otherwise: Vec<Node> },
 }
 
 #[derive(Debug, Clone)]
@@ -191,10 +158,7 @@ fn split(object: &str, text: &str) -> Result<Vec<Piece>, SpecError> {
                 return Err(error(object, line, None, "unterminated comment"));
             }
         } else {
-            pieces.push(Piece::Action {
-                line,
-                toks: lex(object, line, inner)?,
-            });
+            pieces.push(Piece::Action { line, toks: lex(object, line, inner)? });
         }
         if end > text.len() {
             end = text.len();
@@ -289,9 +253,7 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 i += 2
             }
             '=' => {
-                return Err(err(
-                    "assignment with = is not supported; use := to declare".into()
-                ));
+                return Err(err("assignment with = is not supported; use := to declare".into()));
             }
             '.' => {
                 let parts = chain(&mut i);
@@ -306,9 +268,7 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 while j < chars.len() && ident_char(chars[j]) {
                     j += 1;
                 }
-                let name: String = std::iter::once('$')
-                    .chain(chars[start..j].iter().copied())
-                    .collect();
+                let name: String = std::iter::once('$').chain(chars[start..j].iter().copied()).collect();
                 i = j;
                 let parts = chain(&mut i);
                 toks.push(Tok::Var(name, parts));
@@ -336,9 +296,7 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                                 '"' => '"',
                                 '\'' => '\'',
                                 other => {
-                                    return Err(err(format!(
-                                        "unsupported escape \\{other} in string"
-                                    )));
+                                    return Err(err(format!("unsupported escape \\{other} in string")));
                                 }
                             });
                         }
@@ -356,18 +314,14 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 toks.push(Tok::Str(chars[start..start + end].iter().collect()));
                 i = start + end + 1;
             }
-            c if c.is_ascii_digit()
-                || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) =>
-            {
+            c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
                 let start = i;
                 i += 1;
                 while i < chars.len() && chars[i].is_ascii_alphanumeric() {
                     i += 1;
                 }
                 let lit: String = chars[start..i].iter().collect();
-                let n = lit
-                    .parse::<i64>()
-                    .map_err(|_| err(format!("unsupported number {lit:?}")))?;
+                let n = lit.parse::<i64>().map_err(|_| err(format!("unsupported number {lit:?}")))?;
                 toks.push(Tok::Int(n));
             }
             c if c.is_alphabetic() || c == '_' => {
@@ -397,10 +351,7 @@ enum Closer {
 
 fn parse(object: &str, text: &str) -> Result<Vec<Node>, SpecError> {
     let pieces = split(object, text)?;
-    let mut p = Parser {
-        object,
-        pieces: pieces.into_iter().peekable(),
-    };
+    let mut p = Parser { object, pieces: pieces.into_iter().peekable() };
     let (nodes, end) = p.list()?;
     match end {
         Closer::Eof => Ok(nodes),
@@ -427,45 +378,21 @@ impl Parser<'_> {
                     None => return Err(error(self.object, line, None, "empty action {{}}")),
                     Some(Tok::Ident(kw)) if kw == "end" => {
                         if toks.len() > 1 {
-                            return Err(error(
-                                self.object,
-                                line,
-                                None,
-                                "unexpected words after end",
-                            ));
+                            return Err(error(self.object, line, None, "unexpected words after end"));
                         }
                         return Ok((nodes, Closer::End));
                     }
                     Some(Tok::Ident(kw)) if kw == "else" => {
-                        return Ok((
-                            nodes,
-                            Closer::Else {
-                                line,
-                                toks: toks[1..].to_vec(),
-                            },
-                        ));
+                        return Ok((nodes, Closer::Else { line, toks: toks[1..].to_vec() }));
                     }
-                    Some(Tok::Ident(kw)) if kw == "if" => {
-                        nodes.push(self.if_node(line, &toks[1..])?)
-                    }
-                    Some(Tok::Ident(kw)) if kw == "range" => {
-                        nodes.push(self.range_node(line, &toks[1..])?)
-                    }
+                    Some(Tok::Ident(kw)) if kw == "if" => nodes.push(self.if_node(line, &toks[1..])?),
+                    Some(Tok::Ident(kw)) if kw == "range" => nodes.push(self.range_node(line, &toks[1..])?),
                     Some(Tok::Ident(kw))
-                        if ["with", "define", "template", "block", "break", "continue"]
-                            .contains(&kw.as_str()) =>
+                        if ["with", "define", "template", "block", "break", "continue"].contains(&kw.as_str()) =>
                     {
-                        return Err(error(
-                            self.object,
-                            line,
-                            None,
-                            format!("unsupported action {kw:?}"),
-                        ));
+                        return Err(error(self.object, line, None, format!("unsupported action {kw:?}")));
                     }
-                    _ => nodes.push(Node::Action {
-                        line,
-                        pipe: pipeline(self.object, line, &toks, true)?,
-                    }),
+                    _ => nodes.push(Node::Action { line, pipe: pipeline(self.object, line, &toks, true)? }),
                 },
             }
         }
@@ -478,31 +405,16 @@ impl Parser<'_> {
         let otherwise = match end {
             Closer::End => Vec::new(),
             Closer::Eof => return Err(error(self.object, line, None, "if without {{end}}")),
-            Closer::Else {
-                line: else_line,
-                toks,
-            } if toks.is_empty() => self.until_end(else_line)?,
+            Closer::Else { line: else_line, toks } if toks.is_empty() => self.until_end(else_line)?,
             // `else if` chains into a nested if that shares our end.
-            Closer::Else {
-                line: else_line,
-                toks,
-            } => match toks.first() {
+            Closer::Else { line: else_line, toks } => match toks.first() {
                 Some(Tok::Ident(kw)) if kw == "if" => vec![self.if_node(else_line, &toks[1..])?],
                 _ => {
-                    return Err(error(
-                        self.object,
-                        else_line,
-                        None,
-                        "else must be followed by nothing or by if",
-                    ));
+                    return Err(error(self.object, else_line, None, "else must be followed by nothing or by if"));
                 }
             },
         };
-        Ok(Node::If {
-            cond,
-            then,
-            otherwise,
-        })
+        Ok(Node::If { cond, then, otherwise })
     }
 
     fn until_end(&mut self, line: usize) -> Result<Vec<Node>, SpecError> {
@@ -522,22 +434,12 @@ impl Parser<'_> {
                     Tok::Var(v, chain) if chain.is_empty() => vars.push(v.clone()),
                     Tok::Comma => {}
                     _ => {
-                        return Err(error(
-                            self.object,
-                            line,
-                            None,
-                            "range variables must be $name[, $name] :=",
-                        ));
+                        return Err(error(self.object, line, None, "range variables must be $name[, $name] :="));
                     }
                 }
             }
             if vars.is_empty() || vars.len() > 2 {
-                return Err(error(
-                    self.object,
-                    line,
-                    None,
-                    "range takes one or two variables",
-                ));
+                return Err(error(self.object, line, None, "range takes one or two variables"));
             }
             rest = &toks[pos + 1..];
         }
@@ -548,40 +450,19 @@ impl Parser<'_> {
             Closer::Eof => return Err(error(self.object, line, None, "range without {{end}}")),
             Closer::Else { line: l, toks } if toks.is_empty() => self.until_end(l)?,
             Closer::Else { line: l, .. } => {
-                return Err(error(
-                    self.object,
-                    l,
-                    None,
-                    "else in range takes no arguments",
-                ));
+                return Err(error(self.object, l, None, "else in range takes no arguments"));
             }
         };
-        Ok(Node::Range {
-            line,
-            vars,
-            pipe,
-            body,
-            otherwise,
-        })
+        Ok(Node::Range { line, vars, pipe, body, otherwise })
     }
 }
 
-fn pipeline(
-    object: &str,
-    line: usize,
-    toks: &[Tok],
-    allow_decl: bool,
-) -> Result<Pipeline, SpecError> {
+fn pipeline(object: &str, line: usize, toks: &[Tok], allow_decl: bool) -> Result<Pipeline, SpecError> {
     let mut toks = toks;
     let mut decl = None;
     if let [Tok::Var(v, chain), Tok::Declare, rest @ ..] = toks {
         if !allow_decl || !chain.is_empty() {
-            return Err(error(
-                object,
-                line,
-                None,
-                "a variable can only be declared as {{ $name := ... }}",
-            ));
+            return Err(error(object, line, None, "a variable can only be declared as {{ $name := ... }}"));
         }
         decl = Some(v.clone());
         toks = rest;
@@ -635,12 +516,7 @@ fn parse_pipe(
             }
             Tok::Ident(w) if FUNCTIONS.contains(&w.as_str()) => Arg::Func(w.clone()),
             Tok::Ident(w) => {
-                return Err(error(
-                    object,
-                    line,
-                    None,
-                    format!("unsupported function {w:?}"),
-                ));
+                return Err(error(object, line, None, format!("unsupported function {w:?}")));
             }
             Tok::Declare | Tok::Comma => {
                 return Err(error(object, line, None, "unexpected := or , in action"));
@@ -653,12 +529,7 @@ fn parse_pipe(
     }
     for cmd in &cmds[..] {
         if cmd.len() > 1 && !matches!(cmd[0], Arg::Func(_)) {
-            return Err(error(
-                object,
-                line,
-                None,
-                "can't give arguments to a non-function",
-            ));
+            return Err(error(object, line, None, "can't give arguments to a non-function"));
         }
     }
     Ok(Pipeline { line, decl, cmds })
@@ -706,12 +577,7 @@ impl Eval<'_> {
                         out.push_str(&self.print(*line, &v)?);
                     }
                 }
-                Node::If {
-                    cond,
-                    then,
-                    otherwise,
-                    ..
-                } => {
+                Node::If { cond, then, otherwise, .. } => {
                     let v = self.pipe(cond, dot)?;
                     // A probe could be anything: check both branches.
                     if v == Val::Probe {
@@ -724,32 +590,19 @@ impl Eval<'_> {
                         self.nodes(otherwise, dot, out)?;
                     }
                 }
-                Node::Range {
-                    line,
-                    vars,
-                    pipe,
-                    body,
-                    otherwise,
-                } => {
+                Node::Range { line, vars, pipe, body, otherwise } => {
                     let v = self.pipe(pipe, dot)?;
                     let items: Vec<(Val, Val)> = match &v {
                         Val::Probe => vec![(Val::Probe, Val::Probe)],
-                        Val::Json(Value::Array(a)) => a
-                            .iter()
-                            .enumerate()
-                            .map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone())))
-                            .collect(),
-                        Val::Json(Value::Object(m)) => m
-                            .iter()
-                            .map(|(k, x)| (Val::Json(k.clone().into()), Val::Json(x.clone())))
-                            .collect(),
+                        Val::Json(Value::Array(a)) => {
+                            a.iter().enumerate().map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone()))).collect()
+                        }
+                        Val::Json(Value::Object(m)) => {
+                            m.iter().map(|(k, x)| (Val::Json(k.clone().into()), Val::Json(x.clone()))).collect()
+                        }
                         Val::Json(Value::Null) => Vec::new(),
                         Val::Json(other) => {
-                            return Err(self.err(
-                                *line,
-                                None,
-                                format!("range can't iterate over {}", kind(other)),
-                            ));
+                            return Err(self.err(*line, None, format!("range can't iterate over {}", kind(other))));
                         }
                     };
                     if items.is_empty() {
@@ -793,19 +646,10 @@ impl Eval<'_> {
         Ok(prev.expect("pipelines are never empty"))
     }
 
-    fn command(
-        &self,
-        line: usize,
-        cmd: &[Arg],
-        dot: &Val,
-        prev: Option<Val>,
-    ) -> Result<Val, SpecError> {
+    fn command(&self, line: usize, cmd: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
         match &cmd[0] {
             Arg::Func(name) => {
-                let mut args = cmd[1..]
-                    .iter()
-                    .map(|a| self.arg(line, a, dot))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut args = cmd[1..].iter().map(|a| self.arg(line, a, dot)).collect::<Result<Vec<_>, _>>()?;
                 args.extend(prev);
                 self.call(line, name, args)
             }
@@ -828,13 +672,7 @@ impl Eval<'_> {
                     .rev()
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
-                    .ok_or_else(|| {
-                        self.err(
-                            line,
-                            Some(name.clone()),
-                            format!("undefined variable {name}"),
-                        )
-                    })?;
+                    .ok_or_else(|| self.err(line, Some(name.clone()), format!("undefined variable {name}")))?;
                 self.walk(line, &base, chain, name)
             }
             Arg::Str(s) => Ok(Val::Json(Value::String(s.clone()))),
@@ -845,13 +683,7 @@ impl Eval<'_> {
         }
     }
 
-    fn walk(
-        &self,
-        line: usize,
-        base: &Val,
-        chain: &[String],
-        prefix: &str,
-    ) -> Result<Val, SpecError> {
+    fn walk(&self, line: usize, base: &Val, chain: &[String], prefix: &str) -> Result<Val, SpecError> {
         let mut cur = base.clone();
         for (i, key) in chain.iter().enumerate() {
             let here = || chain_name(prefix, &chain[..=i]);
@@ -864,11 +696,7 @@ impl Eval<'_> {
                         return Err(self.err(
                             line,
                             Some(here()),
-                            format!(
-                                "no value for {:?} (known keys: {})",
-                                here(),
-                                known.join(", ")
-                            ),
+                            format!("no value for {:?} (known keys: {})", here(), known.join(", ")),
                         ));
                     }
                 },
@@ -888,11 +716,7 @@ impl Eval<'_> {
         let field = Some(name.to_string());
         let arity = |n: usize| -> Result<(), SpecError> {
             if args.len() != n {
-                return Err(self.err(
-                    line,
-                    field.clone(),
-                    format!("{name} takes {n} arguments, got {}", args.len()),
-                ));
+                return Err(self.err(line, field.clone(), format!("{name} takes {n} arguments, got {}", args.len())));
             }
             Ok(())
         };
@@ -916,32 +740,24 @@ impl Eval<'_> {
                     cur = match (cur, key) {
                         (Val::Probe, _) | (_, Val::Probe) => Val::Probe,
                         (Val::Json(Value::Array(a)), Val::Json(k)) => {
-                            let i = k.as_i64().ok_or_else(|| {
-                                self.err(line, field.clone(), "index of a list must be an integer")
+                            let i = k
+                                .as_i64()
+                                .ok_or_else(|| self.err(line, field.clone(), "index of a list must be an integer"))?;
+                            let item = usize::try_from(i).ok().and_then(|i| a.get(i)).ok_or_else(|| {
+                                self.err(line, field.clone(), format!("index {i} out of range (length {})", a.len()))
                             })?;
-                            let item = usize::try_from(i).ok().and_then(|i| a.get(i)).ok_or_else(
-                                || {
-                                    self.err(
-                                        line,
-                                        field.clone(),
-                                        format!("index {i} out of range (length {})", a.len()),
-                                    )
-                                },
-                            )?;
                             Val::Json(item.clone())
                         }
                         (Val::Json(Value::Object(m)), Val::Json(k)) => {
                             let k = to_text(k);
-                            Val::Json(m.get(&k).cloned().ok_or_else(|| {
-                                self.err(line, Some(k.clone()), format!("index: no key {k:?}"))
-                            })?)
+                            Val::Json(
+                                m.get(&k)
+                                    .cloned()
+                                    .ok_or_else(|| self.err(line, Some(k.clone()), format!("index: no key {k:?}")))?,
+                            )
                         }
                         (Val::Json(other), _) => {
-                            return Err(self.err(
-                                line,
-                                field,
-                                format!("can't index {}", kind(&other)),
-                            ));
+                            return Err(self.err(line, field, format!("can't index {}", kind(&other))));
                         }
                     };
                 }
@@ -977,11 +793,7 @@ impl Eval<'_> {
             }
             "default" => {
                 arity(2)?;
-                Ok(if args[1] == Val::Probe || truthy(&args[1]) {
-                    args[1].clone()
-                } else {
-                    args[0].clone()
-                })
+                Ok(if args[1] == Val::Probe || truthy(&args[1]) { args[1].clone() } else { args[0].clone() })
             }
             "quote" => {
                 arity(1)?;
@@ -1012,14 +824,8 @@ impl Eval<'_> {
                 let sep = text(&args[0]);
                 match &args[1] {
                     Val::Probe => s(PROBE.into()),
-                    Val::Json(Value::Array(a)) => {
-                        s(a.iter().map(to_text).collect::<Vec<_>>().join(&sep))
-                    }
-                    Val::Json(other) => Err(self.err(
-                        line,
-                        field,
-                        format!("join needs a list, got {}", kind(other)),
-                    )),
+                    Val::Json(Value::Array(a)) => s(a.iter().map(to_text).collect::<Vec<_>>().join(&sep)),
+                    Val::Json(other) => Err(self.err(line, field, format!("join needs a list, got {}", kind(other)))),
                 }
             }
             "netmaskToPrefixLength" => {
@@ -1034,11 +840,7 @@ impl Eval<'_> {
                 }
                 let bits = u32::from_be_bytes([octets[0], octets[1], octets[2], octets[3]]);
                 if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                    return Err(self.err(
-                        line,
-                        field,
-                        format!("{mask:?} is not a contiguous netmask"),
-                    ));
+                    return Err(self.err(line, field, format!("{mask:?} is not a contiguous netmask")));
                 }
                 Ok(Val::Json(bits.leading_ones().into()))
             }
@@ -1059,22 +861,14 @@ impl Eval<'_> {
             }
             "and" | "or" => {
                 if args.len() < 2 {
-                    return Err(self.err(
-                        line,
-                        field,
-                        format!("{name} takes at least 2 arguments"),
-                    ));
+                    return Err(self.err(line, field, format!("{name} takes at least 2 arguments")));
                 }
                 if probe {
                     return Ok(Val::Probe);
                 }
                 // Go returns the first falsy (and) / truthy (or) argument, or the last.
                 let want = name == "or";
-                Ok(args
-                    .iter()
-                    .find(|a| truthy(a) == want)
-                    .unwrap_or(args.last().expect("len >= 2"))
-                    .clone())
+                Ok(args.iter().find(|a| truthy(a) == want).unwrap_or(args.last().expect("len >= 2")).clone())
             }
             other => Err(self.err(line, field, format!("unsupported function {other:?}"))),
         }
@@ -1125,11 +919,7 @@ pub fn format_partition(dev: &str, n: i64) -> String {
         return format!("{dev}-part{n}");
     }
     // Names ending in a digit (nvme0n1, mmcblk0, loop0) need a `p`.
-    if dev.ends_with(|c: char| c.is_ascii_digit()) {
-        format!("{dev}p{n}")
-    } else {
-        format!("{dev}{n}")
-    }
+    if dev.ends_with(|c: char| c.is_ascii_digit()) { format!("{dev}p{n}") } else { format!("{dev}{n}") }
 }
 
 fn printf(fmt: &str, args: &[Value]) -> String {
@@ -1179,31 +969,16 @@ mod tests {
 
     #[test]
     fn renders_tinkerbell_expressions() {
-        assert_eq!(
-            r("worker: \"{{.device_1}}\""),
-            "worker: \"52:54:00:12:34:56\""
-        );
+        assert_eq!(r("worker: \"{{.device_1}}\""), "worker: \"52:54:00:12:34:56\"");
         assert_eq!(r("{{ index .Hardware.Disks 0 }}"), "/dev/nvme0n1");
-        assert_eq!(
-            r("{{ formatPartition ( index .Hardware.Disks 0 ) 1 }}"),
-            "/dev/nvme0n1p1"
-        );
-        assert_eq!(
-            r("{{ formatPartition ( index .Hardware.Disks 1 ) 2 }}"),
-            "/dev/sdb2"
-        );
+        assert_eq!(r("{{ formatPartition ( index .Hardware.Disks 0 ) 1 }}"), "/dev/nvme0n1p1");
+        assert_eq!(r("{{ formatPartition ( index .Hardware.Disks 1 ) 2 }}"), "/dev/sdb2");
         assert_eq!(r("{{ .hardware.metadata.instance.id }}"), "i-1");
         assert_eq!(r("{{ .Hardware.Metadata.n }}"), "3");
         assert_eq!(r("{{ .device_1 | upper }}"), "52:54:00:12:34:56");
         assert_eq!(r("{{ \"X\" | lower | quote }}"), "\"x\"");
-        assert_eq!(
-            r("{{ printf \"%s-%d%%\" .hardware.metadata.instance.id 7 }}"),
-            "i-1-7%"
-        );
-        assert_eq!(
-            r("{{ join \",\" .hardware.metadata.instance.tags }}"),
-            "a,b"
-        );
+        assert_eq!(r("{{ printf \"%s-%d%%\" .hardware.metadata.instance.id 7 }}"), "i-1-7%");
+        assert_eq!(r("{{ join \",\" .hardware.metadata.instance.tags }}"), "a,b");
         assert_eq!(r("{{ len .Hardware.Disks }}"), "2");
         assert_eq!(r("{{ default \"x\" \"\" }}{{ default \"x\" \"y\" }}"), "xy");
         assert_eq!(r("{{ netmaskToPrefixLength \"255.255.255.0\" }}"), "24");
@@ -1215,22 +990,10 @@ mod tests {
     #[test]
     fn control_flow_variables_and_trim() {
         assert_eq!(r("{{ if .flag }}yes{{ else }}no{{ end }}"), "no");
-        assert_eq!(
-            r("{{ if eq .device_1 \"x\" }}a{{ else if .Hardware }}b{{ else }}c{{ end }}"),
-            "b"
-        );
-        assert_eq!(
-            r("{{ range $i, $d := .Hardware.Disks }}{{ $i }}={{ $d }};{{ end }}"),
-            "0=/dev/nvme0n1;1=/dev/sdb;"
-        );
-        assert_eq!(
-            r("{{ range .Hardware.Disks }}[{{ . }}]{{ end }}"),
-            "[/dev/nvme0n1][/dev/sdb]"
-        );
-        assert_eq!(
-            r("{{ $d := index .Hardware.Disks 1 }}{{ $d }} {{ $.device_1 }}"),
-            "/dev/sdb 52:54:00:12:34:56"
-        );
+        assert_eq!(r("{{ if eq .device_1 \"x\" }}a{{ else if .Hardware }}b{{ else }}c{{ end }}"), "b");
+        assert_eq!(r("{{ range $i, $d := .Hardware.Disks }}{{ $i }}={{ $d }};{{ end }}"), "0=/dev/nvme0n1;1=/dev/sdb;");
+        assert_eq!(r("{{ range .Hardware.Disks }}[{{ . }}]{{ end }}"), "[/dev/nvme0n1][/dev/sdb]");
+        assert_eq!(r("{{ $d := index .Hardware.Disks 1 }}{{ $d }} {{ $.device_1 }}"), "/dev/sdb 52:54:00:12:34:56");
         assert_eq!(r("a  \n {{- \"b\" -}} \n  c"), "abc");
         assert_eq!(r("{{-3}}"), "-3");
         assert_eq!(
@@ -1245,10 +1008,7 @@ mod tests {
         assert_eq!(format_partition("/dev/nvme0n1", 1), "/dev/nvme0n1p1");
         assert_eq!(format_partition("/dev/mmcblk0", 2), "/dev/mmcblk0p2");
         assert_eq!(format_partition("/dev/loop0", 1), "/dev/loop0p1");
-        assert_eq!(
-            format_partition("/dev/disk/by-id/wwn-0x5000", 1),
-            "/dev/disk/by-id/wwn-0x5000-part1"
-        );
+        assert_eq!(format_partition("/dev/disk/by-id/wwn-0x5000", 1), "/dev/disk/by-id/wwn-0x5000-part1");
     }
 
     #[test]
@@ -1258,10 +1018,7 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some(".device_2"));
         assert!(err.to_string().contains("known keys"), "{err}");
         let err = e("\n\n{{ .Hardware.Nope.x }}");
-        assert_eq!(
-            (err.line, err.field.as_deref()),
-            (Some(3), Some(".Hardware.Nope"))
-        );
+        assert_eq!((err.line, err.field.as_deref()), (Some(3), Some(".Hardware.Nope")));
         let err = e("{{ index .Hardware.Disks 5 }}");
         assert!(err.message.contains("out of range"), "{err}");
         let err = e("{{ .device_1.x }}");
@@ -1279,9 +1036,7 @@ mod tests {
             ("{{ (index .a }}", "unclosed"),
             ("{{ .a .b }}", "non-function"),
         ] {
-            let err = check_syntax("template \"t\"", t)
-                .err()
-                .or_else(|| render("t", t, &data()).err());
+            let err = check_syntax("template \"t\"", t).err().or_else(|| render("t", t, &data()).err());
             let err = err.unwrap_or_else(|| panic!("{t} must fail"));
             assert!(err.to_string().contains(needle), "{t}: {err}");
             assert!(err.line.is_some(), "{t}: {err}");
@@ -1290,8 +1045,9 @@ mod tests {
 
     #[test]
     fn probe_renders_any_field() {
-        let out = render_probe("t", "{{ .device_1 }} {{ formatPartition (index .Hardware.Disks 0) 1 }} {{ .a.b.c | upper }}")
-            .unwrap();
+        let out =
+            render_probe("t", "{{ .device_1 }} {{ formatPartition (index .Hardware.Disks 0) 1 }} {{ .a.b.c | upper }}")
+                .unwrap();
         assert_eq!(out, "probe /dev/probe1 PROBE");
         assert!(render_probe("t", "{{ nope }}").is_err());
     }
@@ -1299,18 +1055,12 @@ mod tests {
     #[test]
     fn never_panics_on_garbage() {
         let valid = "a {{- .device_1 -}} b {{ if eq 1 1 }}{{ range $i, $v := .Hardware.Disks }}{{ printf \"%q\" $v }}{{ end }}{{ else }}x{{ end }} `{{ \"s\\\"\" }}` {{/* c */}}";
-        let mut inputs: Vec<String> = (0..=valid.len())
-            .filter(|i| valid.is_char_boundary(*i))
-            .map(|i| valid[..i].to_string())
-            .collect();
-        inputs.extend(
-            (0..valid.len())
-                .filter(|i| valid.is_char_boundary(*i))
-                .map(|i| valid[i..].to_string()),
-        );
+        let mut inputs: Vec<String> =
+            (0..=valid.len()).filter(|i| valid.is_char_boundary(*i)).map(|i| valid[..i].to_string()).collect();
+        inputs.extend((0..valid.len()).filter(|i| valid.is_char_boundary(*i)).map(|i| valid[i..].to_string()));
         let alphabet = [
-            "{{", "}}", "-", ".", "$", "\"", "`", "(", ")", "|", ":=", "if", "end", "else",
-            "range", " ", "x", "1", ",", "/*", "*/", "\n", "é",
+            "{{", "}}", "-", ".", "$", "\"", "`", "(", ")", "|", ":=", "if", "end", "else", "range", " ", "x", "1",
+            ",", "/*", "*/", "\n", "é",
         ];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..3000 {

@@ -5,7 +5,7 @@
 //! command runs it); their addresses arrive in `KILN_TEST_*` variables. A
 //! test run without them fails loudly instead of skipping.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,31 +48,22 @@ impl TestEnv {
 
     /// `docker` against the test engine.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .env("DOCKER_HOST", &self.docker_host)
-            .args(args)
-            .output()
-            .expect("run docker")
+        Command::new("docker").env("DOCKER_HOST", &self.docker_host).args(args).output().expect("run docker")
     }
 }
 
-/// Directory of the workspace's built binaries (`target/debug`), found from
-/// this test executable (`target/debug/deps/<test>`).
+/// Directory of the workspace's built binaries (`target/<profile>`), found
+/// from this executable: a test (`target/<profile>/deps/<test>`) or a
+/// benchmark binary (`target/<profile>/<bin>`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("executable directory");
+    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
 }
 
 fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} not built: run `cargo build --workspace` first (scripts/test.sh does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} not built: run `cargo build --workspace` first (scripts/test.sh does)", path.display());
     path
 }
 
@@ -123,22 +114,12 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .context("start kiln-server")?;
-        let server = Proc {
-            child,
-            name: "kiln-server".into(),
-        };
+        let server = Proc { child, name: "kiln-server".into() };
         // The server picks its own port (no race with other tests) and
         // tells us which.
-        wait_until(Duration::from_secs(20), || addr_file.exists())
-            .context("kiln-server did not start listening")?;
+        wait_until(Duration::from_secs(20), || addr_file.exists()).context("kiln-server did not start listening")?;
         let server_url = format!("http://{}", std::fs::read_to_string(&addr_file)?.trim());
-        Ok(Self {
-            env,
-            dir,
-            server_url,
-            server,
-            agents: Vec::new(),
-        })
+        Ok(Self { env, dir, server_url, server, agents: Vec::new() })
     }
 
     /// Starts an agent with `agent_id`; `extra` is appended to its config
@@ -148,16 +129,9 @@ impl Cluster {
             "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\nhost_network: true\n{extra}",
             self.server_url, self.env.docker_host
         );
-        let path = self
-            .dir
-            .path()
-            .join(format!("agent-{}.yaml", self.agents.len()));
+        let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
         std::fs::write(&path, config)?;
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("agent-{}.log", self.agents.len())),
-        )?;
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.agents.len())))?;
         let child = Command::new(binary("kiln-agent"))
             .arg("--config")
             .arg(&path)
@@ -166,10 +140,7 @@ impl Cluster {
             .spawn()
             .context("start kiln-agent")?;
         let pid = child.id();
-        self.agents.push(Proc {
-            child,
-            name: format!("kiln-agent {agent_id}"),
-        });
+        self.agents.push(Proc { child, name: format!("kiln-agent {agent_id}") });
         Ok(pid)
     }
 
@@ -181,18 +152,11 @@ impl Cluster {
     pub fn kiln_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(binary("kiln"));
         cmd.arg("--server").arg(&self.server_url).args(args);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kiln");
         if let Some(input) = stdin {
             use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         }
         drop(child.stdin.take());
         child.wait_with_output().expect("kiln output")
@@ -201,12 +165,7 @@ impl Cluster {
     /// `kiln apply -f -` with `yaml`, asserting success.
     pub fn apply(&self, yaml: &str) -> String {
         let out = self.kiln_with_stdin(&["apply", "-f", "-"], Some(yaml));
-        assert!(
-            out.status.success(),
-            "kiln apply failed: {}\n{}",
-            stderr(&out),
-            self.logs()
-        );
+        assert!(out.status.success(), "kiln apply failed: {}\n{}", stderr(&out), self.logs());
         stdout(&out)
     }
 
@@ -226,11 +185,7 @@ impl Cluster {
             if matches!(state.as_str(), "SUCCESS" | "FAILED" | "TIMEOUT") {
                 return wf;
             }
-            assert!(
-                start.elapsed() < limit,
-                "workflow {id} still {state} after {limit:?}\n{}",
-                self.logs()
-            );
+            assert!(start.elapsed() < limit, "workflow {id} still {state} after {limit:?}\n{}", self.logs());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -241,10 +196,7 @@ impl Cluster {
         if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
             let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
             paths.sort();
-            for p in paths
-                .iter()
-                .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            {
+            for p in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
                 let text = std::fs::read_to_string(p).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 all.push_str(&format!("--- {} (last lines)\n", p.display()));
@@ -279,10 +231,7 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
 
 /// A unique suffix so tests sharing one Docker engine never collide.
 pub fn unique(prefix: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{prefix}-{:x}", n & 0xffff_ffff)
 }
 
@@ -295,17 +244,7 @@ pub fn hardware_doc(name: &str, mac: &str) -> String {
 
 /// A random locally administered MAC, used as a test agent id.
 pub fn random_mac() -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let b = n.to_le_bytes();
-    format!(
-        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[0] ^ b[5],
-        b[1],
-        b[2],
-        b[3],
-        b[4]
-    )
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0] ^ b[5], b[1], b[2], b[3], b[4])
 }

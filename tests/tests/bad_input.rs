@@ -5,13 +5,7 @@ use kiln_tests::{Cluster, hardware_doc, stderr, stdout};
 
 fn apply_err(c: &Cluster, yaml: &str) -> String {
     let out = c.kiln_with_stdin(&["apply", "-f", "-"], Some(yaml));
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "apply must fail: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(1), "apply must fail: {}{}", stdout(&out), stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
     assert!(err.starts_with("error: "), "{err}");
@@ -25,13 +19,7 @@ fn names(c: &Cluster, kind: &str) -> Vec<String> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|o| {
-            o.get("id")
-                .or_else(|| o.get("name"))
-                .and_then(|n| n.as_str())
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|o| o.get("id").or_else(|| o.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string())
         .collect()
 }
 
@@ -44,9 +32,7 @@ fn template(image: &str) -> String {
 }
 
 fn workflow(hardware: &str) -> String {
-    format!(
-        "kind: Workflow\nname: wf\ntemplate: tpl\nhardware: {hardware}\nhardware_map:\n  device_1: \"{MAC}\"\n"
-    )
+    format!("kind: Workflow\nname: wf\ntemplate: tpl\nhardware: {hardware}\nhardware_map:\n  device_1: \"{MAC}\"\n")
 }
 
 #[test]
@@ -62,8 +48,8 @@ fn unknown_fields_are_named() {
     let c = Cluster::start().unwrap();
     let err = apply_err(&c, &format!("{}colour: blue\n", hardware_doc("hw1", MAC)));
     assert!(err.contains("colour"), "{err}");
-    let bad_action = template("127.0.0.1:5030/kiln/busybox:v1")
-        .replace("timeout: 60", "timeout: 60\n          retries_please: 3");
+    let bad_action =
+        template("127.0.0.1:5030/kiln/busybox:v1").replace("timeout: 60", "timeout: 60\n          retries_please: 3");
     let err = apply_err(&c, &bad_action);
     assert!(err.contains("retries_please"), "{err}");
     assert!(err.contains("tasks[0].actions[0]"), "field path: {err}");
@@ -84,12 +70,7 @@ fn unknown_hardware_and_unknown_worker_write_nothing() {
     let c = Cluster::start().unwrap();
     // Valid hardware and template, but the workflow names hardware that does
     // not exist: nothing of the batch is written.
-    let docs = [
-        hardware_doc("hw1", MAC),
-        template("127.0.0.1:5030/kiln/busybox:v1"),
-        workflow("nope"),
-    ]
-    .join("---\n");
+    let docs = [hardware_doc("hw1", MAC), template("127.0.0.1:5030/kiln/busybox:v1"), workflow("nope")].join("---\n");
     let err = apply_err(&c, &docs);
     assert!(err.contains("nope") && err.contains("hardware"), "{err}");
     assert!(names(&c, "hardware").is_empty(), "no partial records");
@@ -97,12 +78,8 @@ fn unknown_hardware_and_unknown_worker_write_nothing() {
     assert!(names(&c, "workflows").is_empty(), "no partial records");
 
     // A worker that renders to a MAC no hardware has.
-    let docs = [
-        hardware_doc("hw1", "02:00:00:00:00:bb"),
-        template("127.0.0.1:5030/kiln/busybox:v1"),
-        workflow("hw1"),
-    ]
-    .join("---\n");
+    let docs = [hardware_doc("hw1", "02:00:00:00:00:bb"), template("127.0.0.1:5030/kiln/busybox:v1"), workflow("hw1")]
+        .join("---\n");
     let err = apply_err(&c, &docs);
     assert!(err.contains("worker"), "{err}");
     assert!(names(&c, "hardware").is_empty());
@@ -121,20 +98,14 @@ fn unknown_hardware_and_unknown_worker_write_nothing() {
 #[test]
 fn duplicates_and_immutable_workflows() {
     let c = Cluster::start().unwrap();
-    let err = apply_err(
-        &c,
-        &[hardware_doc("hw1", MAC), hardware_doc("hw1", MAC)].join("---\n"),
-    );
+    let err = apply_err(&c, &[hardware_doc("hw1", MAC), hardware_doc("hw1", MAC)].join("---\n"));
     assert!(err.contains("twice"), "{err}");
     let dup_actions = template("127.0.0.1:5030/kiln/busybox:v1").replace(
         "          timeout: 60\n",
         "          timeout: 60\n        - name: a\n          image: 127.0.0.1:5030/kiln/busybox:v1\n",
     );
     let err = apply_err(&c, &dup_actions);
-    assert!(
-        err.contains("tasks[0].actions[1]") || err.contains("duplicate"),
-        "{err}"
-    );
+    assert!(err.contains("tasks[0].actions[1]") || err.contains("duplicate"), "{err}");
 
     // Another machine claiming the same MAC would steal its actions.
     c.apply(&hardware_doc("hw1", MAC));
@@ -150,11 +121,7 @@ fn duplicates_and_immutable_workflows() {
     assert!(stderr(&out).contains("delete it first"), "{}", stderr(&out));
     // Hardware used by an unfinished workflow cannot be deleted.
     let out = c.kiln(&["delete", "hardware", "hw1"]);
-    assert!(
-        !out.status.success() && stderr(&out).contains("wf"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(!out.status.success() && stderr(&out).contains("wf"), "{}", stderr(&out));
 }
 
 #[test]
@@ -171,13 +138,7 @@ fn plan_renders_without_running() {
     let out = c.kiln(&["plan", "-f", file.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan = stdout(&out);
-    for expected in [
-        "127.0.0.1:5030/kiln/busybox:v1",
-        "DEST_DISK=/dev/vda",
-        "PART=/dev/vda1",
-        "host",
-        "60s",
-    ] {
+    for expected in ["127.0.0.1:5030/kiln/busybox:v1", "DEST_DISK=/dev/vda", "PART=/dev/vda1", "host", "60s"] {
         assert!(plan.contains(expected), "plan lacks {expected}: {plan}");
     }
     // Nothing was created.

@@ -11,12 +11,7 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// A template whose actions are `(name, timeout, shell command)`.
-fn template(
-    name: &str,
-    image: &str,
-    actions: &[(&str, u64, &str)],
-    extra_action_yaml: &str,
-) -> String {
+fn template(name: &str, image: &str, actions: &[(&str, u64, &str)], extra_action_yaml: &str) -> String {
     let mut t = format!(
         "kind: Template\nname: {name}\ndata: |\n  version: \"0.1\"\n  name: {name}\n  global_timeout: 600\n  tasks:\n    - name: provision\n      worker: \"{{{{.device_1}}}}\"\n      environment:\n        GREETING: hello\n      actions:\n"
     );
@@ -55,16 +50,9 @@ fn scenario(actions: &[(&str, u64, &str)], extra_action_yaml: &str, agent_extra:
     ]
     .join("---\n");
     let applied = cluster.apply(&docs);
-    assert!(
-        applied.contains(&format!("workflow/{wf} created")),
-        "{applied}"
-    );
+    assert!(applied.contains(&format!("workflow/{wf} created")), "{applied}");
     let agent_pid = cluster.start_agent(&mac, agent_extra).expect("start agent");
-    Scenario {
-        cluster,
-        workflow: wf,
-        agent_pid,
-    }
+    Scenario { cluster, workflow: wf, agent_pid }
 }
 
 fn actions(wf: &Value) -> &Vec<Value> {
@@ -88,19 +76,10 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
     );
     // `kiln watch` follows the workflow live and exits 0 on SUCCESS.
     let watch = s.cluster.kiln(&["watch", &s.workflow]);
-    assert!(
-        watch.status.success(),
-        "watch: {}{}\n{}",
-        stdout(&watch),
-        stderr(&watch),
-        s.cluster.logs()
-    );
+    assert!(watch.status.success(), "watch: {}{}\n{}", stdout(&watch), stderr(&watch), s.cluster.logs());
     let watched = stdout(&watch);
     for name in ["one", "two", "three"] {
-        assert!(
-            watched.contains(name) && watched.contains("SUCCESS"),
-            "watch output lacks {name}: {watched}"
-        );
+        assert!(watched.contains(name) && watched.contains("SUCCESS"), "watch output lacks {name}: {watched}");
     }
 
     let wf = s.cluster.workflow(&s.workflow);
@@ -117,129 +96,64 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
         }
         // RFC 3339 UTC timestamps order lexically: each action starts after
         // the previous one finished.
-        let (created, running, finished) = (
-            a["created_at"].as_str().unwrap(),
-            a["running_at"].as_str().unwrap(),
-            a["finished_at"].as_str().unwrap(),
-        );
-        assert!(
-            created >= previous_end.as_str() && created <= running && running <= finished,
-            "{a:#}"
-        );
+        let (created, running, finished) =
+            (a["created_at"].as_str().unwrap(), a["running_at"].as_str().unwrap(), a["finished_at"].as_str().unwrap());
+        assert!(created >= previous_end.as_str() && created <= running && running <= finished, "{a:#}");
         previous_end = finished.to_string();
     }
 
     let logs = stdout(&s.cluster.kiln(&["logs", &s.workflow]));
-    for line in [
-        "one says hello",
-        "one-to-stderr",
-        "two line 1",
-        "two line 3",
-        "three done",
-    ] {
+    for line in ["one says hello", "one-to-stderr", "two line 1", "two line 3", "three done"] {
         assert!(logs.contains(line), "logs lack {line:?}: {logs}");
     }
     let two = stdout(&s.cluster.kiln(&["logs", &s.workflow, "two"]));
-    assert!(
-        two.contains("two line 2") && !two.contains("three done"),
-        "{two}"
-    );
-    // The successful containers are gone.
-    let left = s.cluster.env.docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=kiln.workflow={}", s.workflow),
-    ]);
-    assert!(
-        stdout(&left).trim().is_empty(),
-        "containers left: {}",
-        stdout(&left)
-    );
+    assert!(two.contains("two line 2") && !two.contains("three done"), "{two}");
+    // The successful containers are gone (removed just after each report).
+    let filter = format!("label=kiln.workflow={}", s.workflow);
+    wait_until(Duration::from_secs(20), || stdout(&s.cluster.env.docker(&["ps", "-aq", "--filter", &filter])).trim().is_empty())
+        .expect("successful containers removed");
 }
 
 #[test]
 fn failing_action_fails_the_workflow_and_later_actions_never_run() {
     let s = scenario(
-        &[
-            ("ok", 60, "echo fine"),
-            ("breaks", 60, "echo about to fail; exit 3"),
-            ("never", 60, "echo must not run"),
-        ],
+        &[("ok", 60, "echo fine"), ("breaks", 60, "echo about to fail; exit 3"), ("never", 60, "echo must not run")],
         "",
         "",
     );
     let watch = s.cluster.kiln(&["watch", &s.workflow]);
-    assert_eq!(
-        watch.status.code(),
-        Some(1),
-        "watch exits 1 on failure: {}",
-        stdout(&watch)
-    );
+    assert_eq!(watch.status.code(), Some(1), "watch exits 1 on failure: {}", stdout(&watch));
     let wf = s.cluster.workflow(&s.workflow);
     assert_eq!(wf["state"], "FAILED");
-    assert!(
-        wf["reason"].as_str().unwrap().contains("exit code 3"),
-        "{wf:#}"
-    );
+    assert!(wf["reason"].as_str().unwrap().contains("exit code 3"), "{wf:#}");
     let acts = actions(&wf);
     assert_eq!(acts[1]["state"], "FAILED");
     assert_eq!(attempts(&acts[1])[0]["exit_code"], 3);
     assert_eq!(attempts(&acts[1])[0]["reason"], "NonZeroExit");
-    assert!(
-        attempts(&acts[2]).is_empty(),
-        "the action after the failure never ran: {:#}",
-        acts[2]
-    );
+    assert!(attempts(&acts[2]).is_empty(), "the action after the failure never ran: {:#}", acts[2]);
     let logs = stdout(&s.cluster.kiln(&["logs", &s.workflow]));
-    assert!(
-        logs.contains("about to fail") && !logs.contains("must not run"),
-        "{logs}"
-    );
+    assert!(logs.contains("about to fail") && !logs.contains("must not run"), "{logs}");
     // The failed container is kept for inspection.
-    let kept = s.cluster.env.docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=kiln.workflow={}", s.workflow),
-    ]);
-    assert_eq!(
-        stdout(&kept).trim().lines().count(),
-        1,
-        "failed container kept"
-    );
+    let kept = s.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.workflow={}", s.workflow)]);
+    assert_eq!(stdout(&kept).trim().lines().count(), 1, "failed container kept");
     s.cluster.env.docker(&["rm", "-f", stdout(&kept).trim()]);
 }
 
 #[test]
 fn action_past_its_timeout_is_killed_and_reported_timeout() {
-    let s = scenario(
-        &[("sleepy", 2, "echo going to sleep; sleep 300")],
-        "",
-        "failed_containers: remove\n",
-    );
+    let s = scenario(&[("sleepy", 2, "echo going to sleep; sleep 300")], "", "failed_containers: remove\n");
     let start = Instant::now();
     let wf = s.cluster.wait_finished(&s.workflow, LIMIT);
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "killed long before the sleep ended"
-    );
+    assert!(start.elapsed() < Duration::from_secs(60), "killed long before the sleep ended");
     assert_eq!(wf["state"], "TIMEOUT", "{wf:#}");
     let a = &attempts(&actions(&wf)[0])[0];
     assert_eq!(a["state"], "TIMEOUT");
     assert_eq!(a["reason"], "Timeout");
     let logs = stdout(&s.cluster.kiln(&["logs", &s.workflow]));
     assert!(logs.contains("going to sleep"), "{logs}");
-    let left = s.cluster.env.docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=kiln.workflow={}", s.workflow),
-    ]);
-    assert!(
-        stdout(&left).trim().is_empty(),
-        "killed container removed (failed_containers: remove)"
-    );
+    let filter = format!("label=kiln.workflow={}", s.workflow);
+    wait_until(Duration::from_secs(20), || stdout(&s.cluster.env.docker(&["ps", "-aq", "--filter", &filter])).trim().is_empty())
+        .expect("killed container removed (failed_containers: remove)");
 }
 
 #[test]
@@ -251,58 +165,26 @@ fn pid_host_sees_the_agents_processes() {
         let mut cluster = Cluster::start().expect("server");
         let mac = random_mac();
         let (hw, tpl, wf) = (unique("hw"), unique("tpl"), unique("wf"));
-        let agent_pid = cluster
-            .start_agent(&mac, "failed_containers: remove\n")
-            .unwrap();
-        let pid_line = if pid_host {
-            "          pid: host\n"
-        } else {
-            ""
-        };
-        let tpl_doc = template(
-            &tpl,
-            &cluster.env.busybox(),
-            &[("look", 60, check)],
-            pid_line,
-        )
-        .replace(
-            "GREETING: hello",
-            &format!("GREETING: hello\n        AGENT_PID: \"{agent_pid}\""),
-        );
-        cluster.apply(
-            &[
-                hardware_doc(&hw, &mac),
-                tpl_doc,
-                workflow_doc(&wf, &tpl, &hw, &mac),
-            ]
-            .join("---\n"),
-        );
+        let agent_pid = cluster.start_agent(&mac, "failed_containers: remove\n").unwrap();
+        let pid_line = if pid_host { "          pid: host\n" } else { "" };
+        let tpl_doc = template(&tpl, &cluster.env.busybox(), &[("look", 60, check)], pid_line)
+            .replace("GREETING: hello", &format!("GREETING: hello\n        AGENT_PID: \"{agent_pid}\""));
+        cluster.apply(&[hardware_doc(&hw, &mac), tpl_doc, workflow_doc(&wf, &tpl, &hw, &mac)].join("---\n"));
         let result = cluster.wait_finished(&wf, LIMIT);
-        (
-            result["state"].as_str().unwrap().to_string(),
-            stdout(&cluster.kiln(&["logs", &wf])),
-            agent_pid,
-        )
+        (result["state"].as_str().unwrap().to_string(), stdout(&cluster.kiln(&["logs", &wf])), agent_pid)
     };
     let (state, logs, pid) = with_pid(true);
     assert_eq!(state, "SUCCESS", "{logs}");
     assert!(logs.contains(&format!("sees agent {pid}")), "{logs}");
     let (state, _, _) = with_pid(false);
-    assert_eq!(
-        state, "FAILED",
-        "a private PID namespace must not see the agent"
-    );
+    assert_eq!(state, "FAILED", "a private PID namespace must not see the agent");
 }
 
 #[test]
 fn action_writes_to_a_block_device() {
     let backing = tempfile::NamedTempFile::new().unwrap();
     backing.as_file().set_len(8 << 20).unwrap();
-    let losetup = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(backing.path())
-        .output()
-        .unwrap();
+    let losetup = Command::new("losetup").args(["-f", "--show"]).arg(backing.path()).output().unwrap();
     assert!(losetup.status.success(), "losetup: {}", stderr(&losetup));
     let dev = stdout(&losetup).trim().to_string();
     struct Detach(String);
@@ -314,24 +196,13 @@ fn action_writes_to_a_block_device() {
     let _detach = Detach(dev.clone());
 
     let marker = unique("kiln-marker");
-    let cmd = format!(
-        "printf '{marker}' | dd of={dev} bs=512 seek=2048 conv=notrunc,fsync && echo wrote {dev}"
-    );
+    let cmd = format!("printf '{marker}' | dd of={dev} bs=512 seek=2048 conv=notrunc,fsync && echo wrote {dev}");
     let s = scenario(&[("mark", 60, &cmd)], "", "");
     let wf = s.cluster.wait_finished(&s.workflow, LIMIT);
-    assert_eq!(
-        wf["state"],
-        "SUCCESS",
-        "{}",
-        stdout(&s.cluster.kiln(&["logs", &s.workflow]))
-    );
+    assert_eq!(wf["state"], "SUCCESS", "{}", stdout(&s.cluster.kiln(&["logs", &s.workflow])));
     let data = std::fs::read(backing.path()).unwrap();
     let at = 2048 * 512;
-    assert_eq!(
-        &data[at..at + marker.len()],
-        marker.as_bytes(),
-        "marker read back from the backing file"
-    );
+    assert_eq!(&data[at..at + marker.len()], marker.as_bytes(), "marker read back from the backing file");
     let _ = s.agent_pid;
 }
 
@@ -342,14 +213,7 @@ fn pulls_from_a_registry_with_credentials_and_reports_pull_errors() {
         let mac = random_mac();
         let (hw, tpl, wf) = (unique("hw"), unique("tpl"), unique("wf"));
         let t = template(&tpl, &image, &[("pull", 60, "echo pulled fine")], "");
-        cluster.apply(
-            &[
-                hardware_doc(&hw, &mac),
-                t,
-                workflow_doc(&wf, &tpl, &hw, &mac),
-            ]
-            .join("---\n"),
-        );
+        cluster.apply(&[hardware_doc(&hw, &mac), t, workflow_doc(&wf, &tpl, &hw, &mac)].join("---\n"));
         cluster.start_agent(&mac, &agent_extra).unwrap();
         let result = cluster.wait_finished(&wf, LIMIT);
         let attempt = attempts(&actions(&result)[0])[0].clone();
@@ -374,43 +238,29 @@ fn pulls_from_a_registry_with_credentials_and_reports_pull_errors() {
     assert_eq!(state, "FAILED");
     assert_eq!(attempt["reason"], "PullFailed");
     let message = attempt["message"].as_str().unwrap().to_lowercase();
-    assert!(
-        message.contains("unauthorized") || message.contains("authentication"),
-        "{message}"
-    );
+    assert!(message.contains("unauthorized") || message.contains("authentication"), "{message}");
 
     let (state, attempt) = run(private.clone(), String::new());
     assert_eq!(state, "FAILED");
     assert!(
         attempt["message"].as_str().unwrap().contains("basic auth")
-            || attempt["message"]
-                .as_str()
-                .unwrap()
-                .contains("unauthorized"),
+            || attempt["message"].as_str().unwrap().contains("unauthorized"),
         "{attempt:#}"
     );
 
-    let (state, attempt) = run(
-        format!("{}/kiln/does-not-exist:v1", env.registry),
-        String::new(),
-    );
+    let (state, attempt) = run(format!("{}/kiln/does-not-exist:v1", env.registry), String::new());
     assert_eq!(state, "FAILED");
     assert_eq!(attempt["reason"], "PullFailed");
     let message = attempt["message"].as_str().unwrap();
     assert!(
-        message.contains("does-not-exist")
-            && (message.contains("not found") || message.contains("unknown")),
+        message.contains("does-not-exist") && (message.contains("not found") || message.contains("unknown")),
         "{message}"
     );
 }
 
 #[test]
 fn logs_follow_shows_lines_while_the_action_runs() {
-    let s = scenario(
-        &[("slow", 60, "echo first-line; sleep 4; echo second-line")],
-        "",
-        "",
-    );
+    let s = scenario(&[("slow", 60, "echo first-line; sleep 4; echo second-line")], "", "");
     let mut follow = Command::new(kiln_tests::bin_dir().join("kiln"))
         .args(["--server", &s.cluster.server_url, "logs", "-f", &s.workflow])
         .stdout(Stdio::piped())
@@ -422,16 +272,10 @@ fn logs_follow_shows_lines_while_the_action_runs() {
     assert!(first.contains("first-line"), "{first}");
     // The first line arrived while the action was still running.
     let wf = s.cluster.workflow(&s.workflow);
-    assert_eq!(
-        wf["state"], "RUNNING",
-        "line streamed live, before the action ended"
-    );
+    assert_eq!(wf["state"], "RUNNING", "line streamed live, before the action ended");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("second-line")), "{rest:?}");
     // `logs -f` ends by itself when the workflow finished.
-    wait_until(Duration::from_secs(20), || {
-        follow.try_wait().unwrap().is_some()
-    })
-    .expect("logs -f exits");
+    wait_until(Duration::from_secs(20), || follow.try_wait().unwrap().is_some()).expect("logs -f exits");
     assert_eq!(s.cluster.workflow(&s.workflow)["state"], "SUCCESS");
 }

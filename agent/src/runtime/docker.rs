@@ -11,8 +11,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use kiln_spec::ImageRef;
@@ -89,13 +88,9 @@ impl DockerRuntime {
     /// on an API version with the daemon: bollard speaks a newer API than
     /// many deployed engines (Debian 12's is 1.41).
     pub async fn connect(host: &str) -> Result<Self, RuntimeError> {
-        let err = |e: DockerError| RuntimeError::Connect {
-            host: host.to_string(),
-            message: engine_message(&e),
-        };
+        let err = |e: DockerError| RuntimeError::Connect { host: host.to_string(), message: engine_message(&e) };
         let docker =
-            Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-                .map_err(err)?;
+            Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION).map_err(err)?;
         let docker = docker.negotiate_version().await.map_err(err)?;
         docker.ping().await.map_err(err)?;
         let privileges = PrivilegeMode::detect();
@@ -131,10 +126,8 @@ impl DockerRuntime {
         if !pull {
             return Ok(());
         }
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(&image.pull_name())
-            .tag(&image.pull_tag())
-            .build();
+        let options =
+            CreateImageOptionsBuilder::default().from_image(&image.pull_name()).tag(&image.pull_tag()).build();
         let credentials = credentials.map(|c| DockerCredentials {
             username: Some(c.username.clone()),
             password: Some(c.password.clone()),
@@ -143,15 +136,9 @@ impl DockerRuntime {
         });
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(event) = progress.next().await {
-            let event = event.map_err(|e| RuntimeError::Pull {
-                image: name.clone(),
-                message: engine_message(&e),
-            })?;
+            let event = event.map_err(|e| RuntimeError::Pull { image: name.clone(), message: engine_message(&e) })?;
             if let Some(error) = event.error_detail.and_then(|d| d.message) {
-                return Err(RuntimeError::Pull {
-                    image: name,
-                    message: error,
-                });
+                return Err(RuntimeError::Pull { image: name, message: error });
             }
         }
         Ok(())
@@ -178,9 +165,7 @@ impl DockerRuntime {
         // A container of the same name is left from an earlier run of this
         // very attempt (the agent restarted): replace it.
         self.remove(&spec.name).await;
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.name)
-            .build();
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
         let created = self
             .docker
             .create_container(Some(options), body)
@@ -190,20 +175,13 @@ impl DockerRuntime {
     }
 
     pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker
-            .start_container(id, None)
-            .await
-            .map_err(|e| RuntimeError::Start(engine_message(&e)))
+        self.docker.start_container(id, None).await.map_err(|e| RuntimeError::Start(engine_message(&e)))
     }
 
     /// The container's output from its start, split into lines, until it
     /// exits.
     pub fn output(&self, id: &str) -> impl Stream<Item = OutputLine> + Send + 'static {
-        let options = LogsOptionsBuilder::default()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
+        let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
         let chunks = self.docker.logs(id, Some(options));
         let mut splitter = LineSplitter::default();
         chunks
@@ -213,25 +191,18 @@ impl DockerRuntime {
                 }
                 Ok(LogOutput::StdErr { message }) => splitter.push(true, &message),
                 Ok(LogOutput::StdIn { .. }) => Vec::new(),
-                Err(e) => vec![OutputLine {
-                    stderr: true,
-                    text: format!("[kiln-agent] log stream error: {e}"),
-                }],
+                Err(e) => vec![OutputLine { stderr: true, text: format!("[kiln-agent] log stream error: {e}") }],
             })
             .flat_map(futures_util::stream::iter)
     }
 
     /// Waits for the container to exit, killing it when `timeout` passes.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<RunOutcome, RuntimeError> {
-        let options = WaitContainerOptionsBuilder::default()
-            .condition("not-running")
-            .build();
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
         let mut wait = self.docker.wait_container(id, Some(options));
         match tokio::time::timeout(timeout, wait.next()).await {
             Err(_) => {
-                let kill = KillContainerOptionsBuilder::default()
-                    .signal("SIGKILL")
-                    .build();
+                let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
                 if let Err(e) = self.docker.kill_container(id, Some(kill)).await {
                     tracing::warn!(container = id, error = %e, "killing timed-out container failed");
                 }
@@ -241,62 +212,44 @@ impl DockerRuntime {
                 Ok(RunOutcome::TimedOut)
             }
             // A non-zero exit arrives as an error carrying the code.
-            Ok(Some(Ok(_))) | Ok(Some(Err(DockerError::DockerContainerWaitError { .. }))) => {
-                self.exit_status(id).await
-            }
+            Ok(Some(Ok(_))) | Ok(Some(Err(DockerError::DockerContainerWaitError { .. }))) => self.exit_status(id).await,
             Ok(Some(Err(e))) => Err(RuntimeError::Other(engine_message(&e))),
             Ok(None) => self.exit_status(id).await,
         }
     }
 
     async fn exit_status(&self, id: &str) -> Result<RunOutcome, RuntimeError> {
-        let info = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| RuntimeError::Other(engine_message(&e)))?;
+        let info =
+            self.docker.inspect_container(id, None).await.map_err(|e| RuntimeError::Other(engine_message(&e)))?;
         let state = info.state.unwrap_or_default();
-        Ok(RunOutcome::Exited {
-            code: state.exit_code.unwrap_or(-1),
-            oom_killed: state.oom_killed.unwrap_or(false),
-        })
+        Ok(RunOutcome::Exited { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed.unwrap_or(false) })
     }
 
     /// Removes a container and its anonymous volumes; a missing one is fine.
     pub async fn remove(&self, id: &str) {
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         match self.docker.remove_container(id, Some(options)).await {
-            Ok(())
-            | Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
+            Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(e) => tracing::warn!(container = id, error = %e, "removing container failed"),
         }
+    }
+
+    /// Removes a container without waiting for the engine.
+    pub fn remove_in_background(&self, id: String) {
+        let runtime = Self { docker: self.docker.clone(), privileges: self.privileges.clone() };
+        tokio::spawn(async move { runtime.remove(&id).await });
     }
 
     /// Removes this agent's kept (failed) containers of workflows other than
     /// `keep_workflow`.
     pub async fn remove_kept_containers(&self, agent_id: &str, keep_workflow: &str) {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={agent_id}", labels::AGENT)],
-        )]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let filters = HashMap::from([("label".to_string(), vec![format!("{}={agent_id}", labels::AGENT)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         let Ok(containers) = self.docker.list_containers(Some(options)).await else {
             return;
         };
         for c in containers {
-            let workflow = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::WORKFLOW))
-                .map(String::as_str);
+            let workflow = c.labels.as_ref().and_then(|l| l.get(labels::WORKFLOW)).map(String::as_str);
             if workflow != Some(keep_workflow)
                 && let Some(id) = c.id
             {
@@ -347,26 +300,11 @@ mod tests {
         let mut s = LineSplitter::default();
         assert!(s.push(false, b"hel").is_empty());
         let out = s.push(false, b"lo\nwor");
-        assert_eq!(
-            out,
-            vec![OutputLine {
-                stderr: false,
-                text: "hello".into()
-            }]
-        );
+        assert_eq!(out, vec![OutputLine { stderr: false, text: "hello".into() }]);
         let err = s.push(true, b"oops\r\n");
-        assert_eq!(
-            err,
-            vec![OutputLine {
-                stderr: true,
-                text: "oops".into()
-            }]
-        );
+        assert_eq!(err, vec![OutputLine { stderr: true, text: "oops".into() }]);
         let out = s.push(false, b"ld\n\n");
-        assert_eq!(
-            out.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
-            vec!["world", ""]
-        );
+        assert_eq!(out.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), vec!["world", ""]);
     }
 
     #[test]

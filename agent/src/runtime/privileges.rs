@@ -89,11 +89,7 @@ impl PrivilegeMode {
             .filter(|bit| bounding & (1u64 << bit) == 0)
             .map(|bit| CAP_NAMES[bit].to_string())
             .collect();
-        if missing.is_empty() {
-            Self::Full
-        } else {
-            Self::Equivalent { missing }
-        }
+        if missing.is_empty() { Self::Full } else { Self::Equivalent { missing } }
     }
 
     /// Fills the privilege part of a container's host config.
@@ -106,11 +102,8 @@ impl PrivilegeMode {
                 // names it does not know (20.10 knows none past AUDIT_READ).
                 hc.cap_add = Some(vec!["ALL".into()]);
                 hc.cap_drop = Some(missing.clone());
-                hc.security_opt = Some(vec![
-                    "seccomp=unconfined".into(),
-                    "apparmor=unconfined".into(),
-                    "label=disable".into(),
-                ]);
+                hc.security_opt =
+                    Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into(), "label=disable".into()]);
                 // Without this rule the device cgroup denies access to the
                 // block devices the action is there to write.
                 hc.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
@@ -139,12 +132,7 @@ mod tests {
     fn missing_sys_resource_builds_the_equivalent() {
         // The bounding set seen on our CI machines.
         let mode = PrivilegeMode::from_status("CapBnd:\t000001fffeffffff\n", 40);
-        assert_eq!(
-            mode,
-            PrivilegeMode::Equivalent {
-                missing: vec!["CAP_SYS_RESOURCE".into()]
-            }
-        );
+        assert_eq!(mode, PrivilegeMode::Equivalent { missing: vec!["CAP_SYS_RESOURCE".into()] });
         let mut hc = HostConfig::default();
         mode.apply(&mut hc);
         assert_eq!(hc.privileged, Some(false));

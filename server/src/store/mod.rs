@@ -128,11 +128,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs `mutation` on the workflow in one transaction and returns the
     /// workflow as committed and whether it changed.
-    async fn update_workflow(
-        &self,
-        id: &str,
-        mutation: Mutation,
-    ) -> Result<(Workflow, bool), StoreError>;
+    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError>;
 
     /// Stores log lines of an attempt; lines whose seq is already stored are
     /// skipped. Returns the highest seq stored for the attempt.

@@ -14,8 +14,8 @@ use kiln_spec::{PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    ApplyBatch, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredHardware,
-    StoredLogLine, StoredTemplate,
+    ApplyBatch, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredHardware, StoredLogLine,
+    StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Workflow, WorkflowState, now_millis};
 
@@ -41,9 +41,8 @@ impl From<serde_json::Error> for StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/kiln.db` and migrates it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display())))?;
         let conn = Connection::open(dir.join("kiln.db"))?;
         Self::init(conn)
     }
@@ -58,9 +57,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -82,11 +79,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    let current: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )?;
+    let current: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -101,38 +94,25 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 fn load_hardware(tx: &Connection, id: &str) -> Result<Option<StoredHardware>, StoreError> {
     let row = tx
-        .query_row(
-            "SELECT doc, created_at, updated_at FROM hardware WHERE id = ?1",
-            [id],
-            |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .query_row("SELECT doc, created_at, updated_at FROM hardware WHERE id = ?1", [id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     row.map(|(doc, created_at, updated_at)| {
-        Ok(StoredHardware {
-            doc: serde_json::from_str(&doc)?,
-            created_at,
-            updated_at,
-        })
+        Ok(StoredHardware { doc: serde_json::from_str(&doc)?, created_at, updated_at })
     })
     .transpose()
 }
 
 fn load_template(tx: &Connection, name: &str) -> Result<Option<StoredTemplate>, StoreError> {
     Ok(tx
-        .query_row(
-            "SELECT name, data, created_at, updated_at FROM templates WHERE name = ?1",
-            [name],
-            |r| {
-                Ok(StoredTemplate {
-                    doc: TemplateDoc {
-                        name: r.get(0)?,
-                        data: r.get(1)?,
-                    },
-                    created_at: r.get(2)?,
-                    updated_at: r.get(3)?,
-                })
-            },
-        )
+        .query_row("SELECT name, data, created_at, updated_at FROM templates WHERE name = ?1", [name], |r| {
+            Ok(StoredTemplate {
+                doc: TemplateDoc { name: r.get(0)?, data: r.get(1)? },
+                created_at: r.get(2)?,
+                updated_at: r.get(3)?,
+            })
+        })
         .optional()?)
 }
 
@@ -157,31 +137,15 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
             },
         )
         .optional()?;
-    let Some((
-        template,
-        hardware,
-        map,
-        state,
-        reason,
-        timeout,
-        created_at,
-        started_at,
-        finished_at,
-    )) = row
-    else {
+    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at)) = row else {
         return Ok(None);
     };
     let mut actions = Vec::new();
-    let mut stmt =
-        tx.prepare_cached("SELECT idx, spec FROM actions WHERE workflow_id = ?1 ORDER BY idx")?;
+    let mut stmt = tx.prepare_cached("SELECT idx, spec FROM actions WHERE workflow_id = ?1 ORDER BY idx")?;
     for row in stmt.query_map([id], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))? {
         let (index, spec) = row?;
         let spec: PlannedAction = serde_json::from_str(&spec)?;
-        actions.push(Action {
-            index,
-            spec,
-            attempts: Vec::new(),
-        });
+        actions.push(Action { index, spec, attempts: Vec::new() });
     }
     let mut stmt = tx.prepare_cached(
         "SELECT action_idx, id, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message
@@ -208,12 +172,9 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
     })?;
     for row in attempts {
         let (index, attempt) = row?;
-        let action = actions.get_mut(index as usize).ok_or_else(|| {
-            StoreError::Backend(format!(
-                "attempt {} names missing action {index}",
-                attempt.id
-            ))
-        })?;
+        let action = actions
+            .get_mut(index as usize)
+            .ok_or_else(|| StoreError::Backend(format!("attempt {} names missing action {index}", attempt.id)))?;
         action.attempts.push(attempt);
     }
     Ok(Some(Workflow {
@@ -221,9 +182,8 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
         template,
         hardware,
         hardware_map: serde_json::from_str::<BTreeMap<String, String>>(&map)?,
-        state: WorkflowState::parse(&state).ok_or_else(|| {
-            StoreError::Backend(format!("workflow {id} has unknown state {state:?}"))
-        })?,
+        state: WorkflowState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("workflow {id} has unknown state {state:?}")))?,
         reason,
         global_timeout_seconds: timeout.map(|t| t as u64),
         created_at,
@@ -253,12 +213,7 @@ fn insert_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
     for action in &wf.actions {
         tx.execute(
             "INSERT INTO actions (workflow_id, idx, agent_id, spec) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                wf.id,
-                action.index,
-                action.agent_id(),
-                serde_json::to_string(&action.spec)?
-            ],
+            params![wf.id, action.index, action.agent_id(), serde_json::to_string(&action.spec)?],
         )?;
     }
     save_attempts(tx, wf)
@@ -374,10 +329,7 @@ fn apply_batch(tx: &Transaction, batch: ApplyBatch) -> Result<Vec<Outcome>, Stor
 }
 
 fn not_found(kind: &'static str, name: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        name: name.to_string(),
-    }
+    StoreError::NotFound { kind, name: name.to_string() }
 }
 
 #[async_trait]
@@ -394,8 +346,7 @@ impl Store for SqliteStore {
 
     async fn get_hardware(&self, id: &str) -> Result<StoredHardware, StoreError> {
         let id = id.to_string();
-        self.with_conn(move |c| load_hardware(c, &id)?.ok_or_else(|| not_found("hardware", &id)))
-            .await
+        self.with_conn(move |c| load_hardware(c, &id)?.ok_or_else(|| not_found("hardware", &id))).await
     }
 
     async fn list_hardware(&self) -> Result<Vec<StoredHardware>, StoreError> {
@@ -404,19 +355,14 @@ impl Store for SqliteStore {
                 .prepare("SELECT id FROM hardware ORDER BY id")?
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
-            ids.iter()
-                .filter_map(|id| load_hardware(c, id).transpose())
-                .collect()
+            ids.iter().filter_map(|id| load_hardware(c, id).transpose()).collect()
         })
         .await
     }
 
     async fn get_template(&self, name: &str) -> Result<StoredTemplate, StoreError> {
         let name = name.to_string();
-        self.with_conn(move |c| {
-            load_template(c, &name)?.ok_or_else(|| not_found("template", &name))
-        })
-        .await
+        self.with_conn(move |c| load_template(c, &name)?.ok_or_else(|| not_found("template", &name))).await
     }
 
     async fn list_templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
@@ -425,18 +371,14 @@ impl Store for SqliteStore {
                 .prepare("SELECT name FROM templates ORDER BY name")?
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
-            names
-                .iter()
-                .filter_map(|n| load_template(c, n).transpose())
-                .collect()
+            names.iter().filter_map(|n| load_template(c, n).transpose()).collect()
         })
         .await
     }
 
     async fn get_workflow(&self, id: &str) -> Result<Workflow, StoreError> {
         let id = id.to_string();
-        self.with_conn(move |c| load_workflow(c, &id)?.ok_or_else(|| not_found("workflow", &id)))
-            .await
+        self.with_conn(move |c| load_workflow(c, &id)?.ok_or_else(|| not_found("workflow", &id))).await
     }
 
     async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError> {
@@ -445,9 +387,7 @@ impl Store for SqliteStore {
                 .prepare("SELECT id FROM workflows ORDER BY created_at, id")?
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
-            ids.iter()
-                .filter_map(|id| load_workflow(c, id).transpose())
-                .collect()
+            ids.iter().filter_map(|id| load_workflow(c, id).transpose()).collect()
         })
         .await
     }
@@ -512,11 +452,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_workflow(
-        &self,
-        id: &str,
-        mutation: Mutation,
-    ) -> Result<(Workflow, bool), StoreError> {
+    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {
         let id = id.to_string();
         self.with_conn(move |c| {
             // IMMEDIATE takes the write lock up front: the read and the write
@@ -549,11 +485,21 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for l in &lines {
-                    stmt.execute(params![workflow_id, action_index, attempt_id, l.seq as i64, l.stream, l.time, l.text])?;
+                    stmt.execute(params![
+                        workflow_id,
+                        action_index,
+                        attempt_id,
+                        l.seq as i64,
+                        l.stream,
+                        l.time,
+                        l.text
+                    ])?;
                 }
             }
             let through: i64 =
-                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE attempt_id = ?1", [&attempt_id], |r| r.get(0))?;
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE attempt_id = ?1", [&attempt_id], |r| {
+                    r.get(0)
+                })?;
             tx.commit()?;
             Ok(through as u64)
         })
@@ -574,20 +520,17 @@ impl Store for SqliteStore {
                  WHERE workflow_id = ?1 AND cursor > ?2 AND (?3 IS NULL OR action_idx = ?3)
                  ORDER BY cursor LIMIT ?4",
             )?;
-            let rows = stmt.query_map(
-                params![workflow_id, after_cursor, action_index, limit],
-                |r| {
-                    Ok(StoredLogLine {
-                        cursor: r.get(0)?,
-                        action_index: r.get(1)?,
-                        attempt_id: r.get(2)?,
-                        seq: r.get::<_, i64>(3)? as u64,
-                        stream: r.get(4)?,
-                        time: r.get(5)?,
-                        text: r.get(6)?,
-                    })
-                },
-            )?;
+            let rows = stmt.query_map(params![workflow_id, after_cursor, action_index, limit], |r| {
+                Ok(StoredLogLine {
+                    cursor: r.get(0)?,
+                    action_index: r.get(1)?,
+                    attempt_id: r.get(2)?,
+                    seq: r.get::<_, i64>(3)? as u64,
+                    stream: r.get(4)?,
+                    time: r.get(5)?,
+                    text: r.get(6)?,
+                })
+            })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -630,16 +573,8 @@ mod tests {
             started_at: None,
             finished_at: None,
             actions: vec![
-                Action {
-                    index: 0,
-                    spec: planned("agent-1", "one"),
-                    attempts: vec![],
-                },
-                Action {
-                    index: 1,
-                    spec: planned("agent-1", "two"),
-                    attempts: vec![],
-                },
+                Action { index: 0, spec: planned("agent-1", "one"), attempts: vec![] },
+                Action { index: 1, spec: planned("agent-1", "two"), attempts: vec![] },
             ],
         }
     }
@@ -660,10 +595,7 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let batch = ApplyBatch {
             hardware: vec![hardware()],
-            templates: vec![TemplateDoc {
-                name: "tpl".into(),
-                data: "x".into(),
-            }],
+            templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
             workflows: vec![workflow("wf1")],
         };
         assert_eq!(store.apply(batch).await.unwrap(), vec![Outcome::Created; 3]);
@@ -674,28 +606,14 @@ mod tests {
         hw2.id = "hw2".into();
         hw2.agent_id = "agent-2".into();
         let err = store
-            .apply(ApplyBatch {
-                hardware: vec![hw2],
-                templates: vec![],
-                workflows: vec![changed],
-            })
+            .apply(ApplyBatch { hardware: vec![hw2], templates: vec![], workflows: vec![changed] })
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        assert!(matches!(
-            store.get_hardware("hw2").await,
-            Err(StoreError::NotFound { .. })
-        ));
+        assert!(matches!(store.get_hardware("hw2").await, Err(StoreError::NotFound { .. })));
         // Same definitions again: unchanged.
-        let again = ApplyBatch {
-            hardware: vec![hardware()],
-            templates: vec![],
-            workflows: vec![workflow("wf1")],
-        };
-        assert_eq!(
-            store.apply(again).await.unwrap(),
-            vec![Outcome::Unchanged; 2]
-        );
+        let again = ApplyBatch { hardware: vec![hardware()], templates: vec![], workflows: vec![workflow("wf1")] };
+        assert_eq!(store.apply(again).await.unwrap(), vec![Outcome::Unchanged; 2]);
         // Reopening the file keeps everything (and does not re-run migrations).
         drop(store);
         let store = SqliteStore::open(dir.path()).unwrap();
@@ -708,28 +626,12 @@ mod tests {
     #[tokio::test]
     async fn update_workflow_persists_attempts_and_in_use_blocks_delete() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let batch = ApplyBatch {
-            hardware: vec![hardware()],
-            templates: vec![],
-            workflows: vec![workflow("wf1")],
-        };
+        let batch = ApplyBatch { hardware: vec![hardware()], templates: vec![], workflows: vec![workflow("wf1")] };
         store.apply(batch).await.unwrap();
-        assert_eq!(
-            store.active_workflows_for_agent("agent-1").await.unwrap(),
-            vec!["wf1"]
-        );
-        assert!(
-            store
-                .active_workflows_for_agent("agent-2")
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
+        assert!(store.active_workflows_for_agent("agent-2").await.unwrap().is_empty());
         let (wf, changed) = store
-            .update_workflow(
-                "wf1",
-                Box::new(|wf| Ok(state_machine::dispatch(wf, "agent-1", 5, || "att-1".into()))),
-            )
+            .update_workflow("wf1", Box::new(|wf| Ok(state_machine::dispatch(wf, "agent-1", 5, || "att-1".into()))))
             .await
             .unwrap();
         assert!(changed);
@@ -739,51 +641,16 @@ mod tests {
         let err = store.delete(ObjectKind::Hardware, "hw").await.unwrap_err();
         assert!(matches!(err, StoreError::InUse(_)), "{err}");
         // Logs: duplicates are ignored, order is kept.
-        let line = |seq: u64| NewLogLine {
-            seq,
-            stream: 1,
-            time: 1,
-            text: format!("line {seq}"),
-        };
-        assert_eq!(
-            store
-                .append_logs("wf1", 0, "att-1", vec![line(1), line(2)])
-                .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            store
-                .append_logs("wf1", 0, "att-1", vec![line(2), line(3)])
-                .await
-                .unwrap(),
-            3
-        );
+        let line = |seq: u64| NewLogLine { seq, stream: 1, time: 1, text: format!("line {seq}") };
+        assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1), line(2)]).await.unwrap(), 2);
+        assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(2), line(3)]).await.unwrap(), 3);
         let logs = store.read_logs("wf1", None, 0, 100).await.unwrap();
-        assert_eq!(
-            logs.iter().map(|l| l.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        let tail = store
-            .read_logs("wf1", Some(0), logs[0].cursor, 100)
-            .await
-            .unwrap();
+        assert_eq!(logs.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let tail = store.read_logs("wf1", Some(0), logs[0].cursor, 100).await.unwrap();
         assert_eq!(tail.len(), 2);
-        assert!(
-            store
-                .read_logs("wf1", Some(1), 0, 100)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.read_logs("wf1", Some(1), 0, 100).await.unwrap().is_empty());
         store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
-        assert!(
-            store
-                .read_logs("wf1", None, 0, 100)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.read_logs("wf1", None, 0, 100).await.unwrap().is_empty());
         store.delete(ObjectKind::Hardware, "hw").await.unwrap();
     }
 }
