@@ -106,12 +106,20 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
     for line in ["one says hello", "one-to-stderr", "two line 1", "two line 3", "three done"] {
         assert!(logs.contains(line), "logs lack {line:?}: {logs}");
     }
+    let described = stdout(&s.cluster.kiln(&["describe", "workflow", &s.workflow]));
+    assert!(described.contains("provision/three  SUCCESS") && described.contains("attempt 1"), "{described}");
+    let yaml = stdout(&s.cluster.kiln(&["get", "workflows", &s.workflow, "-o", "yaml"]));
+    assert!(yaml.contains("state: SUCCESS") && yaml.contains("exit_code: 0"), "{yaml}");
+    let table = stdout(&s.cluster.kiln(&["get", "workflows"]));
+    assert!(table.contains(&s.workflow) && table.contains("3/3"), "{table}");
     let two = stdout(&s.cluster.kiln(&["logs", &s.workflow, "two"]));
     assert!(two.contains("two line 2") && !two.contains("three done"), "{two}");
     // The successful containers are gone (removed just after each report).
     let filter = format!("label=kiln.workflow={}", s.workflow);
-    wait_until(Duration::from_secs(20), || stdout(&s.cluster.env.docker(&["ps", "-aq", "--filter", &filter])).trim().is_empty())
-        .expect("successful containers removed");
+    wait_until(Duration::from_secs(20), || {
+        stdout(&s.cluster.env.docker(&["ps", "-aq", "--filter", &filter])).trim().is_empty()
+    })
+    .expect("successful containers removed");
 }
 
 #[test]
@@ -152,8 +160,10 @@ fn action_past_its_timeout_is_killed_and_reported_timeout() {
     let logs = stdout(&s.cluster.kiln(&["logs", &s.workflow]));
     assert!(logs.contains("going to sleep"), "{logs}");
     let filter = format!("label=kiln.workflow={}", s.workflow);
-    wait_until(Duration::from_secs(20), || stdout(&s.cluster.env.docker(&["ps", "-aq", "--filter", &filter])).trim().is_empty())
-        .expect("killed container removed (failed_containers: remove)");
+    wait_until(Duration::from_secs(20), || {
+        stdout(&s.cluster.env.docker(&["ps", "-aq", "--filter", &filter])).trim().is_empty()
+    })
+    .expect("killed container removed (failed_containers: remove)");
 }
 
 #[test]
@@ -247,6 +257,11 @@ fn pulls_from_a_registry_with_credentials_and_reports_pull_errors() {
             || attempt["message"].as_str().unwrap().contains("unauthorized"),
         "{attempt:#}"
     );
+
+    // pull_policy: never runs only what the engine already has.
+    let (state, attempt) = run(private.clone(), "pull_policy: never\n".into());
+    assert_eq!(state, "FAILED");
+    assert!(attempt["message"].as_str().unwrap().contains("not present"), "{attempt:#}");
 
     let (state, attempt) = run(format!("{}/kiln/does-not-exist:v1", env.registry), String::new());
     assert_eq!(state, "FAILED");

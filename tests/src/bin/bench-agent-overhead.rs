@@ -49,9 +49,11 @@ fn main() -> anyhow::Result<()> {
         "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: bench\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n"
     );
     for i in 0..ACTIONS {
-        template.push_str(&format!("        - name: noop-{i}\n          image: {image}\n          command: [\"true\"]\n"));
+        template
+            .push_str(&format!("        - name: noop-{i}\n          image: {image}\n          command: [\"true\"]\n"));
     }
-    let workflow = format!("kind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{mac}\"}}\n");
+    let workflow =
+        format!("kind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{mac}\"}}\n");
     cluster.start_agent(&mac, "pull_policy: if-not-present\nfailed_containers: remove\n")?;
     cluster.apply(&[hardware_doc(&hw, &mac), template].join("---\n"));
     std::thread::sleep(Duration::from_millis(500)); // let the agent connect and start its long poll
@@ -78,7 +80,10 @@ fn main() -> anyhow::Result<()> {
     println!("  kiln workflow (apply -> watch): {:>8.3} s", kiln_run.as_secs_f64());
     println!("  ratio kiln / docker loop:       {:>8.3}", kiln_run.as_secs_f64() / docker_loop.as_secs_f64());
     println!("  median SUCCESS report -> next attempt created:   {} ms", median(dispatch));
-    println!("  median SUCCESS report -> next container running: {} ms (includes docker create + start)", median(exit_to_start));
+    println!(
+        "  median SUCCESS report -> next container running: {} ms (includes docker create + start)",
+        median(exit_to_start)
+    );
     println!("  median container running -> exit reported:       {} ms", median(run_times));
     Ok(())
 }
