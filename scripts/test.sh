@@ -15,4 +15,11 @@ source "$STATE/env"
 actions/build.sh "$KILN_TEST_REGISTRY,$KILN_TEST_AUTH_REGISTRY"
 # The integration tests run the built binaries (server, agent, CLI).
 cargo build --workspace --bins
-cargo test --workspace "$@"
+LOG=$STATE/cargo-test.log
+status=0
+cargo test --workspace "$@" 2>&1 | tee "$LOG" || status=$?
+# One closing line for the whole run: cargo prints one per test binary,
+# and the last of those (doc tests) is usually "0 passed".
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$LOG"
+exit $status
