@@ -128,7 +128,7 @@ async fn run_container(
         // (or by this one) appear without restarting anything.
         binds: std::iter::once("/dev:/dev".to_string()).chain(spec.volumes.iter().cloned()).collect(),
         pid_host: spec.pid == "host",
-        host_network: agent.config.host_network,
+        host_network: agent.config.host_network || spec.network == "host",
         labels: HashMap::from([
             (labels::WORKFLOW.to_string(), a.workflow_id.clone()),
             (labels::ACTION.to_string(), a.action_index.to_string()),

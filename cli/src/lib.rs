@@ -283,6 +283,9 @@ fn plan_text(w: &kiln_proto::v1::Workflow) -> String {
         if !s.pid.is_empty() {
             out.push_str(&format!("   pid:     {}\n", s.pid));
         }
+        if !s.network.is_empty() {
+            out.push_str(&format!("   network: {}\n", s.network));
+        }
         out.push_str(&format!("   timeout: {}s\n", s.timeout_seconds));
         out.push_str(&format!("   agent:   {}\n", a.agent_id));
     }

@@ -108,6 +108,7 @@ pub struct Action {
     environment: BTreeMap<String, String>,
     volumes: Vec<String>,
     pid: String,
+    network: String,
     timeout_seconds: u64,
     attempts: Vec<Attempt>,
 }
@@ -156,6 +157,7 @@ impl From<&v1::Workflow> for Workflow {
                         environment: spec.environment.into_iter().collect(),
                         volumes: spec.volumes,
                         pid: spec.pid,
+                        network: spec.network,
                         timeout_seconds: spec.timeout_seconds,
                         attempts: a
                             .attempts

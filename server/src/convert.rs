@@ -53,6 +53,7 @@ pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
         volumes: p.volumes.clone(),
         pid: p.pid.clone(),
         timeout_seconds: p.timeout_seconds,
+        network: p.network.clone(),
     }
 }
 

@@ -125,8 +125,11 @@ impl Cluster {
     /// Starts an agent with `agent_id`; `extra` is appended to its config
     /// file (YAML), e.g. registry credentials.
     pub fn start_agent(&mut self, agent_id: &str, extra: &str) -> Result<u32> {
+        // The test engine has no bridge network: host networking unless the
+        // test says otherwise.
+        let network = if extra.contains("host_network:") { "" } else { "host_network: true\n" };
         let config = format!(
-            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\nhost_network: true\n{extra}",
+            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{network}{extra}",
             self.server_url, self.env.docker_host
         );
         let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));

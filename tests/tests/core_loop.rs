@@ -166,28 +166,41 @@ fn action_past_its_timeout_is_killed_and_reported_timeout() {
     .expect("killed container removed (failed_containers: remove)");
 }
 
+/// Runs one action on a fresh server and agent; the agent's pid is in the
+/// action's environment as AGENT_PID. Returns (workflow state, logs, agent pid).
+fn single_action(cmd: &str, action_yaml: &str, agent_extra: &str) -> (String, String, u32) {
+    let mut cluster = Cluster::start().expect("server");
+    let mac = random_mac();
+    let (hw, tpl, wf) = (unique("hw"), unique("tpl"), unique("wf"));
+    let agent_pid = cluster.start_agent(&mac, &format!("failed_containers: remove\n{agent_extra}")).unwrap();
+    let tpl_doc = template(&tpl, &cluster.env.busybox(), &[("look", 60, cmd)], action_yaml)
+        .replace("GREETING: hello", &format!("GREETING: hello\n        AGENT_PID: \"{agent_pid}\""));
+    cluster.apply(&[hardware_doc(&hw, &mac), tpl_doc, workflow_doc(&wf, &tpl, &hw, &mac)].join("---\n"));
+    let result = cluster.wait_finished(&wf, LIMIT);
+    (result["state"].as_str().unwrap().to_string(), stdout(&cluster.kiln(&["logs", &wf])), agent_pid)
+}
+
 #[test]
 fn pid_host_sees_the_agents_processes() {
     // The same check with and without `pid: host`: it must fail without it,
     // or the test proves nothing.
     let check = "test -d /proc/$AGENT_PID && echo sees agent $AGENT_PID";
-    let with_pid = |pid_host: bool| {
-        let mut cluster = Cluster::start().expect("server");
-        let mac = random_mac();
-        let (hw, tpl, wf) = (unique("hw"), unique("tpl"), unique("wf"));
-        let agent_pid = cluster.start_agent(&mac, "failed_containers: remove\n").unwrap();
-        let pid_line = if pid_host { "          pid: host\n" } else { "" };
-        let tpl_doc = template(&tpl, &cluster.env.busybox(), &[("look", 60, check)], pid_line)
-            .replace("GREETING: hello", &format!("GREETING: hello\n        AGENT_PID: \"{agent_pid}\""));
-        cluster.apply(&[hardware_doc(&hw, &mac), tpl_doc, workflow_doc(&wf, &tpl, &hw, &mac)].join("---\n"));
-        let result = cluster.wait_finished(&wf, LIMIT);
-        (result["state"].as_str().unwrap().to_string(), stdout(&cluster.kiln(&["logs", &wf])), agent_pid)
-    };
-    let (state, logs, pid) = with_pid(true);
+    let (state, logs, pid) = single_action(check, "          pid: host\n", "");
     assert_eq!(state, "SUCCESS", "{logs}");
     assert!(logs.contains(&format!("sees agent {pid}")), "{logs}");
-    let (state, _, _) = with_pid(false);
+    let (state, _, _) = single_action(check, "", "");
     assert_eq!(state, "FAILED", "a private PID namespace must not see the agent");
+}
+
+#[test]
+fn network_host_from_the_template_shares_the_host_network() {
+    // With the engine's bridge off, a private network namespace has only lo.
+    let check = "ls /sys/class/net; test $(ls /sys/class/net | wc -l) -gt 1";
+    let agent = "host_network: false\n";
+    let (state, logs, _) = single_action(check, "          namespaces: {network: host}\n", agent);
+    assert_eq!(state, "SUCCESS", "{logs}");
+    let (state, logs, _) = single_action(check, "", agent);
+    assert_eq!(state, "FAILED", "private network namespace: {logs}");
 }
 
 #[test]
