@@ -25,6 +25,8 @@ busybox_rootfs() {
         [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
     done
     cp "$HERE/busybox/passwd" "$root/etc/passwd"
+    # Test helpers, static so they need nothing from the image.
+    gcc -static -O0 -o "$root/bin/kiln-segfault" "$HERE/testbins/segfault.c"
     tar -C "$root" -c .
 }
 

@@ -2,7 +2,7 @@
 //! line flags may override. Secrets (registry passwords) live only in the
 //! file, never in flags, so they do not show up in `ps`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -28,6 +28,26 @@ pub struct AgentConfig {
     pub failed_containers: FailedContainers,
     #[serde(default)]
     pub registries: Vec<RegistryCredentials>,
+    /// Where the agent keeps per-workflow (`/workflow`) and per-attempt
+    /// directories on the host.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Host directory behind each action's `/tmp_disk`: put it on a disk, so
+    /// large temporary files do not fill the in-memory OS. Default:
+    /// `STATE_DIR/scratch`.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
+    /// On timeout an action gets SIGTERM, then SIGKILL after this many seconds.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace_seconds: u64,
+}
+
+fn default_stop_grace() -> u64 {
+    10
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/kiln-agent")
 }
 
 fn default_docker_host() -> String {
@@ -95,6 +115,10 @@ impl AgentConfig {
             }
         }
         Ok(config)
+    }
+
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.scratch_dir.clone().unwrap_or_else(|| self.state_dir.join("scratch"))
     }
 
     /// Credentials for the registry an image comes from.

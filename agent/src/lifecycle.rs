@@ -10,6 +10,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -21,7 +22,7 @@ use tonic::Status;
 use crate::Agent;
 use crate::config::FailedContainers;
 use crate::log_shipper::LogShipper;
-use crate::runtime::{ContainerSpec, OutputLine, RunOutcome, labels};
+use crate::runtime::{ContainerSpec, Limits, OutputLine, RunOutcome, labels};
 
 /// How long to wait for the last log lines after the container exited.
 const LOG_DRAIN: Duration = Duration::from_secs(10);
@@ -31,41 +32,129 @@ const LOG_DRAIN: Duration = Duration::from_secs(10);
 pub struct Ending {
     pub state: ActionState,
     pub exit_code: Option<i64>,
-    pub reason: &'static str,
+    pub reason: String,
     pub message: String,
 }
 
 impl Ending {
-    fn failed(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { state: ActionState::Failed, exit_code: None, reason, message: message.into() }
+    fn failed(reason: &str, message: impl Into<String>) -> Self {
+        Self { state: ActionState::Failed, exit_code: None, reason: reason.into(), message: message.into() }
     }
 
-    /// Maps how the container ended to a report.
+    /// Maps how the container ended to a report: the exit-code table of
+    /// the action contract (README), with the engine's OOM verdict.
     pub fn from_outcome(outcome: RunOutcome, timeout: Duration) -> Self {
-        match outcome {
-            RunOutcome::TimedOut => Self {
-                state: ActionState::Timeout,
-                exit_code: Some(137),
-                reason: "Timeout",
-                message: format!("killed after its timeout of {}s", timeout.as_secs()),
-            },
-            RunOutcome::Exited { code: 0, .. } => {
-                Self { state: ActionState::Success, exit_code: Some(0), reason: "", message: String::new() }
+        let (code, oom_killed) = match outcome {
+            RunOutcome::TimedOut { code } => {
+                return Self {
+                    state: ActionState::Timeout,
+                    exit_code: Some(code),
+                    reason: "Timeout".into(),
+                    message: format!("stopped after its timeout of {}s", timeout.as_secs()),
+                };
             }
-            RunOutcome::Exited { code, oom_killed: true } => Self {
-                state: ActionState::Failed,
-                exit_code: Some(code),
-                reason: "OOMKilled",
-                message: "killed by the kernel for exceeding its memory limit".into(),
-            },
-            RunOutcome::Exited { code, .. } => Self {
-                state: ActionState::Failed,
-                exit_code: Some(code),
-                reason: "NonZeroExit",
-                message: format!("exited with code {code}"),
-            },
+            RunOutcome::Exited { code, oom_killed } => (code, oom_killed),
+        };
+        let (reason, message) = match code {
+            0 => {
+                return Self {
+                    state: ActionState::Success,
+                    exit_code: Some(0),
+                    reason: String::new(),
+                    message: String::new(),
+                };
+            }
+            _ if oom_killed => ("OOMKilled", "killed by the kernel for exceeding its memory limit".to_string()),
+            125 => ("RuntimeError", "the container runtime could not run the command (exit 125)".into()),
+            126 => ("CommandCannotInvoke", "the command cannot be invoked: not executable (exit 126)".into()),
+            127 => ("CommandNotFound", "the command was not found (exit 127)".into()),
+            137 => ("Killed", "killed by SIGKILL (exit 137)".into()),
+            139 => ("Segfault", "segmentation fault (exit 139)".into()),
+            143 => ("Terminated", "terminated by SIGTERM (exit 143)".into()),
+            _ => ("NonZeroExit", format!("exited with code {code}")),
+        };
+        Self { state: ActionState::Failed, exit_code: Some(code), reason: reason.into(), message }
+    }
+
+    /// An action explains its own failure by writing `/kiln/failure-reason`
+    /// (one UpperCamelCase word) and `/kiln/failure-message`; they replace
+    /// the generic reason, the exit code stays.
+    fn with_action_failure(mut self, dir: &Path) -> Self {
+        if self.state == ActionState::Success {
+            return self;
+        }
+        let read = |name: &str, limit: usize| {
+            let text = std::fs::read(dir.join(name)).ok()?;
+            let text = String::from_utf8_lossy(&text[..text.len().min(limit)]).trim().to_string();
+            (!text.is_empty()).then_some(text)
+        };
+        if let Some(reason) = read(FAILURE_REASON, 256) {
+            let word: String = reason
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(64)
+                .collect();
+            if !word.is_empty() {
+                self.reason = word;
+            }
+        }
+        if let Some(message) = read(FAILURE_MESSAGE, 4096) {
+            self.message = message;
+        }
+        self
+    }
+}
+
+const FAILURE_REASON: &str = "failure-reason";
+const FAILURE_MESSAGE: &str = "failure-message";
+
+/// Host directories of one attempt, bound into its container.
+struct AttemptDirs {
+    /// `/kiln` in the container: the failure files.
+    kiln: PathBuf,
+    /// `/tmp_disk`: disk-backed scratch space, discarded after the attempt.
+    scratch: PathBuf,
+    /// `/workflow`: shared by all actions of the workflow on this machine.
+    workflow: PathBuf,
+}
+
+impl AttemptDirs {
+    fn create(agent: &Agent, a: &Assignment) -> std::io::Result<Self> {
+        let dirs = Self {
+            kiln: agent.config.state_dir.join("attempts").join(safe_name(&a.attempt_id)),
+            scratch: agent.config.scratch_dir().join(safe_name(&a.attempt_id)),
+            workflow: agent.config.state_dir.join("workflows").join(safe_name(&a.workflow_id)),
+        };
+        for d in [&dirs.kiln, &dirs.scratch, &dirs.workflow] {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(dirs)
+    }
+
+    fn binds(&self) -> Vec<String> {
+        vec![
+            format!("{}:/kiln", self.kiln.display()),
+            format!("{}:/tmp_disk", self.scratch.display()),
+            format!("{}:/workflow", self.workflow.display()),
+        ]
+    }
+
+    /// The workflow directory stays for the workflow's next actions.
+    fn remove_attempt_dirs(&self) {
+        for d in [&self.kiln, &self.scratch] {
+            if let Err(e) = std::fs::remove_dir_all(d) {
+                tracing::warn!(dir = %d.display(), error = %e, "removing attempt directory failed");
+            }
         }
     }
+}
+
+/// Names used as host directory and container names: no path separators.
+fn safe_name(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
 /// Why an attempt was abandoned without a terminal report.
@@ -82,22 +171,24 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
 
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1));
     let mut container = None;
-    let ending = match ImageRef::parse(&spec.image) {
-        Err(e) => Ending::failed("InvalidImage", e),
-        Ok(image) => {
+    let dirs = AttemptDirs::create(agent, a);
+    let ending = match (ImageRef::parse(&spec.image), &dirs) {
+        (Err(e), _) => Ending::failed("InvalidImage", e),
+        (_, Err(e)) => Ending::failed("AgentError", format!("cannot create the attempt's directories: {e}")),
+        (Ok(image), Ok(dirs)) => {
             report(agent, a, ActionState::Pulling, None).await?;
             let credentials = agent.config.credentials_for(&image.registry);
             match agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await {
                 Err(e) => Ending::failed("PullFailed", e.to_string()),
                 Ok(()) => {
-                    let (ending, id) = run_container(agent, a, &spec, &image, timeout).await?;
+                    let (ending, id) = run_container(agent, a, &spec, &image, timeout, dirs).await?;
                     container = id;
-                    ending
+                    ending.with_action_failure(&dirs.kiln)
                 }
             }
         }
     };
-    tracing::info!(state = ?ending.state, exit_code = ?ending.exit_code, reason = ending.reason, "action ended");
+    tracing::info!(state = ?ending.state, exit_code = ?ending.exit_code, reason = %ending.reason, "action ended");
     let reported = report(agent, a, ending.state, Some(&ending)).await;
     // Clean up after the report, off the critical path: the next action
     // need not wait for the engine to delete this one's container.
@@ -109,6 +200,9 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
             agent.runtime.remove_in_background(id);
         }
     }
+    if let Ok(dirs) = dirs {
+        dirs.remove_attempt_dirs();
+    }
     reported
 }
 
@@ -118,15 +212,21 @@ async fn run_container(
     spec: &kiln_proto::v1::ActionSpec,
     image: &ImageRef,
     timeout: Duration,
+    dirs: &AttemptDirs,
 ) -> Result<(Ending, Option<String>), Abandoned> {
+    let limits = spec.resources.clone().unwrap_or_default();
+    let positive = |v: u64| (v > 0).then_some(v as i64);
     let container = ContainerSpec {
         name: container_name(a),
         image: image.to_string(),
         command: spec.command.clone(),
-        env: environment(spec),
+        env: environment(agent, a, spec),
         // Host /dev, not a copy: partitions created by an earlier action
         // (or by this one) appear without restarting anything.
-        binds: std::iter::once("/dev:/dev".to_string()).chain(spec.volumes.iter().cloned()).collect(),
+        binds: std::iter::once("/dev:/dev".to_string())
+            .chain(dirs.binds())
+            .chain(spec.volumes.iter().cloned())
+            .collect(),
         pid_host: spec.pid == "host",
         host_network: agent.config.host_network || spec.network == "host",
         labels: HashMap::from([
@@ -135,6 +235,12 @@ async fn run_container(
             (labels::ATTEMPT.to_string(), a.attempt_id.clone()),
             (labels::AGENT.to_string(), agent.id.clone()),
         ]),
+        limits: Limits {
+            memory_bytes: positive(limits.memory_bytes),
+            nano_cpus: positive(limits.nano_cpus),
+            pids: positive(limits.pids),
+            gpus: (!limits.gpus.is_empty()).then_some(limits.gpus),
+        },
     };
     let id = match agent.runtime.create(&container).await {
         Ok(id) => id,
@@ -152,10 +258,11 @@ async fn run_container(
             shipper.send(line).await;
         }
     };
-    let (outcome, ()) = tokio::join!(agent.runtime.wait(&id, timeout), async {
+    let grace = Duration::from_secs(agent.config.stop_grace_seconds);
+    let (outcome, ()) = tokio::join!(agent.runtime.wait(&id, timeout, grace), async {
         // The log stream ends when the container stops; after a kill it
         // may linger, so it gets a bounded grace period past the timeout.
-        let _ = tokio::time::timeout(timeout + LOG_DRAIN, follow).await;
+        let _ = tokio::time::timeout(timeout + grace + LOG_DRAIN, follow).await;
     });
     let ending = match outcome {
         Ok(outcome) => Ending::from_outcome(outcome, timeout),
@@ -180,9 +287,23 @@ fn container_name(a: &Assignment) -> String {
     format!("kiln-{workflow}-{}-{attempt}", a.action_index)
 }
 
-fn environment(spec: &kiln_proto::v1::ActionSpec) -> Vec<String> {
-    let mut env: Vec<String> = spec.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+/// The template's environment plus what every action is told about itself.
+/// kiln's variables come last, so a template cannot fake them.
+fn environment(agent: &Agent, a: &Assignment, spec: &kiln_proto::v1::ActionSpec) -> Vec<String> {
+    let mut env: Vec<String> =
+        spec.environment.iter().filter(|(k, _)| !k.starts_with("KILN_")).map(|(k, v)| format!("{k}={v}")).collect();
     env.sort();
+    env.extend([
+        format!("KILN_WORKFLOW_ID={}", a.workflow_id),
+        format!("KILN_ACTION_ID={}", a.action_index),
+        format!("KILN_ACTION_NAME={}", spec.name),
+        format!("KILN_TASK_NAME={}", spec.task),
+        format!("KILN_ATTEMPT={}", a.attempt),
+        format!("KILN_ATTEMPT_ID={}", a.attempt_id),
+        format!("KILN_AGENT_ID={}", agent.id),
+        format!("KILN_HARDWARE_ID={}", a.hardware_id),
+        format!("KILN_API_ENDPOINT={}", agent.config.server),
+    ]);
     env
 }
 
@@ -215,12 +336,38 @@ mod tests {
             ActionState::Success
         );
         let e = Ending::from_outcome(RunOutcome::Exited { code: 3, oom_killed: false }, t);
-        assert_eq!((e.state, e.exit_code, e.reason), (ActionState::Failed, Some(3), "NonZeroExit"));
-        let e = Ending::from_outcome(RunOutcome::Exited { code: 137, oom_killed: true }, t);
-        assert_eq!(e.reason, "OOMKilled");
-        let e = Ending::from_outcome(RunOutcome::TimedOut, t);
-        assert_eq!((e.state, e.exit_code), (ActionState::Timeout, Some(137)));
+        assert_eq!((e.state, e.exit_code, e.reason.as_str()), (ActionState::Failed, Some(3), "NonZeroExit"));
+        for (code, oom, reason) in [
+            (137, true, "OOMKilled"),
+            (137, false, "Killed"),
+            (125, false, "RuntimeError"),
+            (126, false, "CommandCannotInvoke"),
+            (127, false, "CommandNotFound"),
+            (139, false, "Segfault"),
+            (143, false, "Terminated"),
+        ] {
+            let e = Ending::from_outcome(RunOutcome::Exited { code, oom_killed: oom }, t);
+            assert_eq!((e.state, e.exit_code, e.reason.as_str()), (ActionState::Failed, Some(code), reason));
+        }
+        let e = Ending::from_outcome(RunOutcome::TimedOut { code: 143 }, t);
+        assert_eq!((e.state, e.exit_code), (ActionState::Timeout, Some(143)));
         assert!(e.message.contains("5s"));
+    }
+
+    #[test]
+    fn actions_may_explain_their_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = Ending::from_outcome(RunOutcome::Exited { code: 2, oom_killed: false }, Duration::from_secs(1));
+        assert_eq!(failed.clone().with_action_failure(dir.path()).reason, "NonZeroExit");
+        std::fs::write(dir.path().join(FAILURE_REASON), "DiskTooSmall\n").unwrap();
+        std::fs::write(dir.path().join(FAILURE_MESSAGE), "need 8 GiB, found 4 GiB\n").unwrap();
+        let e = failed.with_action_failure(dir.path());
+        assert_eq!(
+            (e.reason.as_str(), e.message.as_str(), e.exit_code),
+            ("DiskTooSmall", "need 8 GiB, found 4 GiB", Some(2))
+        );
+        let ok = Ending::from_outcome(RunOutcome::Exited { code: 0, oom_killed: false }, Duration::from_secs(1));
+        assert_eq!(ok.with_action_failure(dir.path()).reason, "", "success stays success");
     }
 
     #[test]

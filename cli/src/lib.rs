@@ -61,6 +61,8 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Resume a FAILED or TIMEOUT workflow from its failed action.
+    Retry { workflow: String },
     /// Follow a workflow until it ends; exits 0 on SUCCESS, 1 otherwise.
     Watch { workflow: String },
     /// Print a workflow's action output (stdout and stderr, in order).
@@ -154,6 +156,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !structured(output, &view::Workflow::from(&wf))? {
                 print!("{}", plan_text(&wf));
             }
+        }
+        Command::Retry { workflow } => {
+            let wf = c.retry(GetRequest { name: workflow }).await.map_err(status)?.into_inner();
+            println!("workflow/{} {}", wf.id, workflow_state(wf.state));
         }
         Command::Watch { workflow } => {
             let stream = c.watch_workflow(GetRequest { name: workflow }).await.map_err(status)?.into_inner();
@@ -287,6 +293,25 @@ fn plan_text(w: &kiln_proto::v1::Workflow) -> String {
             out.push_str(&format!("   network: {}\n", s.network));
         }
         out.push_str(&format!("   timeout: {}s\n", s.timeout_seconds));
+        if s.retries > 0 {
+            out.push_str(&format!("   retries: {} (backoff {}s)\n", s.retries, s.retry_backoff_seconds));
+        }
+        if let Some(r) = s.resources.as_ref().filter(|r| **r != Default::default()) {
+            let mut limits = Vec::new();
+            if r.memory_bytes > 0 {
+                limits.push(format!("memory {} bytes", r.memory_bytes));
+            }
+            if r.nano_cpus > 0 {
+                limits.push(format!("cpus {}", r.nano_cpus as f64 / 1e9));
+            }
+            if r.pids > 0 {
+                limits.push(format!("pids {}", r.pids));
+            }
+            if !r.gpus.is_empty() {
+                limits.push(format!("gpus {}", r.gpus));
+            }
+            out.push_str(&format!("   limits:  {}\n", limits.join(", ")));
+        }
         out.push_str(&format!("   agent:   {}\n", a.agent_id));
     }
     out

@@ -20,6 +20,7 @@ use crate::admission::{self, AdmissionError};
 use crate::convert::{self, store_status};
 use crate::events::{Events, wait_for};
 use crate::model;
+use crate::state_machine;
 use crate::store::{DynStore, ObjectKind, Outcome};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -225,6 +226,20 @@ impl AdminService for AdminApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn retry(&self, req: Request<GetRequest>) -> Result<Response<Workflow>, Status> {
+        let id = req.into_inner().name;
+        let (wf, _) = self
+            .store
+            .update_workflow(&id, Box::new(|wf| state_machine::resume(wf, model::now_millis())))
+            .await
+            .map_err(store_status)?;
+        self.events.workflow_changed(&wf.id);
+        if let Some(action) = wf.current_action() {
+            self.events.wake_agent(action.agent_id());
+        }
+        Ok(Response::new(convert::workflow(&wf)))
     }
 
     async fn plan(&self, req: Request<PlanRequest>) -> Result<Response<Workflow>, Status> {

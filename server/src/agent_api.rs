@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::{action_spec, action_state_from_proto, store_status, transition_status};
 use crate::events::Events;
-use crate::model::{ActionState, now_millis};
+use crate::model::{ActionState, Millis, now_millis};
 use crate::state_machine::{self, Report, TransitionError};
 use crate::store::{DynStore, NewLogLine};
 
@@ -62,8 +62,10 @@ impl AgentApi {
         Self { store, events }
     }
 
-    /// Finds (creating when it is due) the attempt `agent` should run now.
-    async fn assignment_for(&self, agent: &str) -> Result<Option<Assignment>, Status> {
+    /// Finds (creating when it is due) the attempt `agent` should run now;
+    /// otherwise, when a retry waits for its backoff, when that is due.
+    async fn assignment_for(&self, agent: &str) -> Result<(Option<Assignment>, Option<Millis>), Status> {
+        let mut retry_due: Option<Millis> = None;
         for id in self.store.active_workflows_for_agent(agent).await.map_err(store_status)? {
             let who = agent.to_string();
             let (wf, changed) = self
@@ -81,17 +83,24 @@ impl AgentApi {
             }
             if let Some((index, attempt)) = state_machine::open_attempt_for(&wf, agent) {
                 let action = &wf.actions[index as usize];
-                return Ok(Some(Assignment {
-                    workflow_id: wf.id.clone(),
-                    action_index: index,
-                    attempt_id: attempt.id.clone(),
-                    attempt: attempt.number,
-                    action_count: wf.actions.len() as u32,
-                    action: Some(action_spec(&action.spec)),
-                }));
+                return Ok((
+                    Some(Assignment {
+                        workflow_id: wf.id.clone(),
+                        action_index: index,
+                        attempt_id: attempt.id.clone(),
+                        attempt: attempt.number,
+                        action_count: wf.actions.len() as u32,
+                        hardware_id: wf.hardware.clone(),
+                        action: Some(action_spec(&action.spec)),
+                    }),
+                    None,
+                ));
+            }
+            if let Some(due) = state_machine::retry_due_at(&wf, agent) {
+                retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
             }
         }
-        Ok(None)
+        Ok((None, retry_due))
     }
 }
 
@@ -104,12 +113,18 @@ impl AgentService for AgentApi {
         let mut wakeups = self.events.agent_subscription(&agent);
         loop {
             wakeups.borrow_and_update();
-            if let Some(assignment) = self.assignment_for(&agent).await? {
+            let (assignment, retry_due) = self.assignment_for(&agent).await?;
+            if let Some(assignment) = assignment {
                 tracing::info!(agent = %agent, workflow = %assignment.workflow_id, action = assignment.action_index,
                     attempt = %assignment.attempt_id, "assigned");
                 return Ok(Response::new(NextActionResponse { assignment: Some(assignment) }));
             }
-            match tokio::time::timeout_at(deadline, wakeups.changed()).await {
+            // A retry waiting for its backoff needs no event: wake when due.
+            let wake_at = retry_due.map_or(deadline, |due| {
+                let wait = Duration::from_millis(due.saturating_sub(now_millis()).max(0) as u64);
+                deadline.min(tokio::time::Instant::now() + wait)
+            });
+            match tokio::time::timeout_at(wake_at, wakeups.changed()).await {
                 Ok(Ok(())) => continue,
                 // Deadline passed, or the server is shutting down.
                 Ok(Err(_)) | Err(_) => {

@@ -54,6 +54,14 @@ pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
         pid: p.pid.clone(),
         timeout_seconds: p.timeout_seconds,
         network: p.network.clone(),
+        resources: Some(v1::Resources {
+            memory_bytes: p.resources.memory_bytes.unwrap_or(0),
+            nano_cpus: p.resources.nano_cpus.unwrap_or(0),
+            pids: p.resources.pids.unwrap_or(0),
+            gpus: p.resources.gpus.clone().unwrap_or_default(),
+        }),
+        retries: p.retries,
+        retry_backoff_seconds: p.retry_backoff_seconds,
     }
 }
 
@@ -125,6 +133,7 @@ pub fn transition_status(e: &TransitionError) -> Status {
         TransitionError::NotOwner { .. } => Status::permission_denied(e.to_string()),
         TransitionError::UnknownAction(_) | TransitionError::UnknownAttempt(_) => Status::not_found(e.to_string()),
         TransitionError::NoState => Status::invalid_argument(e.to_string()),
+        TransitionError::NotResumable(_) => Status::failed_precondition(e.to_string()),
         TransitionError::StaleAttempt { .. }
         | TransitionError::WorkflowFinished(_)
         | TransitionError::Illegal { .. } => Status::failed_precondition(e.to_string()),

@@ -6,6 +6,9 @@
 //!                                          |--an action FAILED--------> FAILED
 //!                                          |--an action TIMEOUT-------> TIMEOUT
 //!                                          '--global_timeout passed---> TIMEOUT
+//!           FAILED | TIMEOUT --kiln retry--> RUNNING (new attempt of the failed action)
+//! An action with `retries: N` gets up to N more attempts, each after
+//! `retry_backoff` seconds, before its failure ends the workflow.
 //! attempt:  PENDING -> PULLING -> RUNNING -> SUCCESS | FAILED | TIMEOUT
 //!           (forward only; any open state may jump to a terminal one)
 //! ```
@@ -46,6 +49,8 @@ pub enum TransitionError {
     Illegal { from: &'static str, to: &'static str },
     #[error("a report needs a state")]
     NoState,
+    #[error("only a FAILED or TIMEOUT workflow can be retried; this one is {0}")]
+    NotResumable(&'static str),
 }
 
 /// Makes sure the workflow's current action has an open attempt for `agent`
@@ -65,11 +70,15 @@ pub fn dispatch(wf: &mut Workflow, agent: &str, now: Millis, new_attempt_id: imp
     if action.agent_id() != agent {
         return false;
     }
-    if action.attempts.last().is_some_and(|a| !a.state.is_terminal()) {
-        return false;
+    match action.attempts.last() {
+        Some(a) if !a.state.is_terminal() => return false,
+        // A failed attempt of a running workflow is a retry to make, once
+        // its backoff has passed.
+        Some(a) if now < a.finished_at.unwrap_or(0) + backoff_millis(action.spec.retry_backoff_seconds) => {
+            return false;
+        }
+        _ => {}
     }
-    // Without retries (a later issue) a failed attempt has already ended the
-    // workflow, so reaching here means the action has no attempt yet.
     let number = action.attempts.len() as u32 + 1;
     action.attempts.push(Attempt {
         id: new_attempt_id(),
@@ -89,6 +98,34 @@ pub fn dispatch(wf: &mut Workflow, agent: &str, now: Millis, new_attempt_id: imp
         wf.started_at = Some(now);
     }
     true
+}
+
+fn backoff_millis(seconds: u64) -> Millis {
+    (seconds as i64).saturating_mul(1000)
+}
+
+/// When the next retry of this workflow's current action becomes due for
+/// `agent`, if one is waiting for its backoff.
+pub fn retry_due_at(wf: &Workflow, agent: &str) -> Option<Millis> {
+    if wf.state != WorkflowState::Running {
+        return None;
+    }
+    let action = wf.current_action().filter(|a| a.agent_id() == agent)?;
+    let last = action.attempts.last().filter(|a| matches!(a.state, ActionState::Failed | ActionState::Timeout))?;
+    Some(last.finished_at.unwrap_or(0) + backoff_millis(action.spec.retry_backoff_seconds))
+}
+
+/// Resumes a FAILED or TIMEOUT workflow (`kiln retry`): the failed action
+/// gets a new attempt at the next dispatch. The global timeout starts over.
+pub fn resume(wf: &mut Workflow, now: Millis) -> Result<bool, TransitionError> {
+    if !matches!(wf.state, WorkflowState::Failed | WorkflowState::Timeout) {
+        return Err(TransitionError::NotResumable(wf.state.as_str()));
+    }
+    wf.state = WorkflowState::Running;
+    wf.reason.clear();
+    wf.finished_at = None;
+    wf.started_at = Some(now);
+    Ok(true)
 }
 
 /// The open attempt `agent` should be working on in this workflow, if any:
@@ -149,8 +186,11 @@ pub fn apply_report(wf: &mut Workflow, agent: &str, report: &Report, now: Millis
             attempt.message = report.message.clone();
         }
     }
+    // Attempts so far include this one; the first is not a retry.
+    let retries_left = wf.actions[index].attempts.len() <= wf.actions[index].spec.retries as usize;
     let workflow_end = match report.state {
         ActionState::Success if last_action => Some(WorkflowState::Success),
+        ActionState::Failed | ActionState::Timeout if retries_left => None,
         ActionState::Failed => Some(WorkflowState::Failed),
         ActionState::Timeout => Some(WorkflowState::Timeout),
         _ => None,
@@ -224,6 +264,9 @@ mod tests {
             timeout_seconds: 60,
             on_timeout: vec![],
             on_failure: vec![],
+            resources: Default::default(),
+            retries: 0,
+            retry_backoff_seconds: 0,
         }
     }
 
@@ -327,6 +370,48 @@ mod tests {
         wf.actions[0].attempts[1].state = ActionState::Pending;
         let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2).unwrap_err();
         assert!(matches!(err, TransitionError::StaleAttempt { .. }), "{err}");
+    }
+
+    #[test]
+    fn retries_make_new_attempts_after_the_backoff() {
+        let mut wf = workflow(1);
+        wf.actions[0].spec.retries = 1;
+        wf.actions[0].spec.retry_backoff_seconds = 2;
+        dispatch_one(&mut wf, "x1");
+        let mut failed = report(0, "x1", ActionState::Failed);
+        failed.exit_code = Some(1);
+        apply_report(&mut wf, "agent", &failed, 10).unwrap();
+        assert_eq!(wf.state, WorkflowState::Running, "one retry left");
+        assert_eq!(retry_due_at(&wf, "agent"), Some(2_010));
+        assert!(!dispatch(&mut wf, "agent", 2_009, || "x2".into()), "backoff not passed");
+        assert!(dispatch(&mut wf, "agent", 2_010, || "x2".into()));
+        assert_eq!(wf.actions[0].attempts[1].number, 2);
+        // The first attempt is stale now.
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2_011).unwrap_err();
+        assert!(matches!(err, TransitionError::StaleAttempt { .. }));
+        failed.attempt_id = "x2".into();
+        apply_report(&mut wf, "agent", &failed, 2_100).unwrap();
+        assert_eq!(wf.state, WorkflowState::Failed, "retries used up");
+        assert_eq!(retry_due_at(&wf, "agent"), None);
+    }
+
+    #[test]
+    fn resume_gives_the_failed_action_a_new_attempt() {
+        let mut wf = workflow(2);
+        dispatch_one(&mut wf, "x1");
+        apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2).unwrap();
+        dispatch_one(&mut wf, "x2");
+        apply_report(&mut wf, "agent", &report(1, "x2", ActionState::Timeout), 3).unwrap();
+        assert_eq!(wf.state, WorkflowState::Timeout);
+        assert!(!dispatch_one(&mut wf, "x3"));
+        assert!(resume(&mut wf, 4).unwrap());
+        assert_eq!((wf.state, wf.finished_at, wf.started_at), (WorkflowState::Running, None, Some(4)));
+        assert!(dispatch(&mut wf, "agent", 5, || "x3".into()));
+        let (index, attempt) = open_attempt_for(&wf, "agent").unwrap();
+        assert_eq!((index, attempt.number), (1, 2), "the succeeded action does not run again");
+        apply_report(&mut wf, "agent", &report(1, "x3", ActionState::Success), 6).unwrap();
+        assert_eq!(wf.state, WorkflowState::Success);
+        assert!(matches!(resume(&mut wf, 7), Err(TransitionError::NotResumable("SUCCESS"))));
     }
 
     #[test]

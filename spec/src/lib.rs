@@ -22,4 +22,4 @@ pub mod template;
 pub use documents::{Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents};
 pub use error::SpecError;
 pub use image::ImageRef;
-pub use plan::{Plan, PlannedAction, check_template, plan_workflow};
+pub use plan::{Plan, PlannedAction, Resources, check_template, plan_workflow};

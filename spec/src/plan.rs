@@ -33,6 +33,26 @@ pub struct PlannedAction {
     pub timeout_seconds: u64,
     pub on_timeout: Vec<String>,
     pub on_failure: Vec<String>,
+    /// Resource limits of the container (kiln extension).
+    #[serde(default)]
+    pub resources: Resources,
+    /// Extra attempts after a failure or timeout (kiln extension).
+    #[serde(default)]
+    pub retries: u32,
+    /// Pause before each retry, in seconds.
+    #[serde(default)]
+    pub retry_backoff_seconds: u64,
+}
+
+/// Per-action limits. Absent fields mean "no limit".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory_bytes: Option<u64>,
+    /// CPUs in billionths, as the Docker API takes them (1.5 CPUs = 1_500_000_000).
+    pub nano_cpus: Option<u64>,
+    pub pids: Option<u64>,
+    /// GPUs to request from the nvidia driver: "all" or a count.
+    pub gpus: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +130,80 @@ struct ActionYaml {
     on_timeout: Vec<String>,
     #[serde(rename = "on-failure", default)]
     on_failure: Vec<String>,
+    #[serde(default)]
+    resources: Option<ResourcesYaml>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    retry_backoff: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourcesYaml {
+    /// `268435456`, `256Mi`, `512M`, `1Gi`, `2G`.
+    #[serde(default)]
+    memory: Option<Scalar>,
+    /// `0.5`, `2`.
+    #[serde(default)]
+    cpus: Option<Scalar>,
+    #[serde(default)]
+    pids: Option<u64>,
+    /// `all` or a count.
+    #[serde(default)]
+    gpus: Option<Scalar>,
+}
+
+/// Most retries one action may ask for: a loop, not a policy, beyond that.
+const MAX_RETRIES: u32 = 100;
+
+fn parse_memory(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "b" | "B" => 1,
+        "k" | "K" | "KB" => 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "Gi" | "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+fn resources(obj: &str, field: &str, r: Option<ResourcesYaml>) -> Result<Resources, SpecError> {
+    let Some(r) = r else { return Ok(Resources::default()) };
+    let memory_bytes = match r.memory.map(Scalar::into_string) {
+        None => None,
+        Some(m) => Some(parse_memory(&m).filter(|b| *b >= 6 << 20).ok_or_else(|| {
+            field_err(obj, format!("{field}.memory"), format!("{m:?} must be a size of at least 6Mi, like 512Mi or 2G"))
+        })?),
+    };
+    let nano_cpus = match r.cpus.map(Scalar::into_string) {
+        None => None,
+        Some(c) => Some(
+            c.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.01 && *v <= 4096.0)
+                .map(|v| (v * 1e9).round() as u64)
+                .ok_or_else(|| {
+                    field_err(obj, format!("{field}.cpus"), format!("{c:?} must be a number of CPUs like 0.5 or 2"))
+                })?,
+        ),
+    };
+    if r.pids == Some(0) {
+        return Err(field_err(obj, format!("{field}.pids"), "must be at least 1".into()));
+    }
+    let gpus = match r.gpus.map(Scalar::into_string) {
+        None => None,
+        Some(g) if g == "all" || g.parse::<u32>().is_ok_and(|n| n > 0) => Some(g),
+        Some(g) => return Err(field_err(obj, format!("{field}.gpus"), format!("{g:?} must be \"all\" or a count"))),
+    };
+    Ok(Resources { memory_bytes, nano_cpus, pids: r.pids, gpus })
 }
 
 #[derive(Deserialize)]
@@ -308,6 +402,14 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
                 pid,
                 network,
                 timeout_seconds: a.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT_SECONDS),
+                resources: resources(obj, &format!("{af}.resources"), a.resources)?,
+                retries: match a.retries {
+                    Some(n) if n > MAX_RETRIES => {
+                        return Err(field_err(obj, format!("{af}.retries"), format!("at most {MAX_RETRIES}")));
+                    }
+                    n => n.unwrap_or(0),
+                },
+                retry_backoff_seconds: a.retry_backoff.unwrap_or(0),
                 on_timeout: a.on_timeout,
                 on_failure: a.on_failure,
             });
@@ -413,6 +515,41 @@ tasks:
         match check_template(&tpl(data)) {
             Err(e) => e,
             Ok(()) => plan_workflow(&tpl(data), &wf(), &hw()).unwrap_err(),
+        }
+    }
+
+    #[test]
+    fn resources_and_retries() {
+        let data = UBUNTU.replace(
+            "timeout: 600\n",
+            "timeout: 600\n        retries: 2\n        retry_backoff: 1\n        resources: {memory: 256Mi, cpus: 0.5, pids: 64, gpus: all}\n",
+        );
+        let plan = plan_workflow(&tpl(&data), &wf(), &hw()).unwrap();
+        let a = &plan.actions[0];
+        assert_eq!((a.retries, a.retry_backoff_seconds), (2, 1));
+        assert_eq!(
+            a.resources,
+            Resources {
+                memory_bytes: Some(256 << 20),
+                nano_cpus: Some(500_000_000),
+                pids: Some(64),
+                gpus: Some("all".into())
+            }
+        );
+        assert_eq!(plan.actions[1].resources, Resources::default());
+        assert_eq!(parse_memory("2G"), Some(2_000_000_000));
+        assert_eq!(parse_memory("12 parsecs"), None);
+        for (bad, field) in [
+            ("{memory: lots}", "resources.memory"),
+            ("{memory: 1Ki}", "resources.memory"),
+            ("{cpus: -1}", "resources.cpus"),
+            ("{pids: 0}", "resources.pids"),
+            ("{gpus: some}", "resources.gpus"),
+            ("{disk: 1G}", "resources.disk"),
+        ] {
+            let data = UBUNTU.replace("timeout: 600\n", &format!("timeout: 600\n        resources: {bad}\n"));
+            let err = plan_err(&data);
+            assert_eq!(err.field.as_deref(), Some(format!("tasks[0].actions[0].{field}").as_str()), "{err}");
         }
     }
 

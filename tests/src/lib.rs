@@ -128,9 +128,12 @@ impl Cluster {
         // The test engine has no bridge network: host networking unless the
         // test says otherwise.
         let network = if extra.contains("host_network:") { "" } else { "host_network: true\n" };
+        let state_dir = self.agent_state_dir(self.agents.len());
         let config = format!(
-            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{network}{extra}",
-            self.server_url, self.env.docker_host
+            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\nstate_dir: {:?}\nstop_grace_seconds: 1\n{network}{extra}",
+            self.server_url,
+            self.env.docker_host,
+            state_dir.display()
         );
         let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
         std::fs::write(&path, config)?;
@@ -145,6 +148,12 @@ impl Cluster {
         let pid = child.id();
         self.agents.push(Proc { child, name: format!("kiln-agent {agent_id}") });
         Ok(pid)
+    }
+
+    /// The host directory where agent number `n` keeps `/workflow`,
+    /// `/tmp_disk` and `/kiln` directories.
+    pub fn agent_state_dir(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("agent-{n}-state"))
     }
 
     /// Runs the `kiln` CLI against this server.

@@ -8,7 +8,7 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -59,6 +59,17 @@ pub struct ContainerSpec {
     pub pid_host: bool,
     pub host_network: bool,
     pub labels: HashMap<String, String>,
+    pub limits: Limits,
+}
+
+/// Container limits; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+    /// "all" or a count, requested from the nvidia driver.
+    pub gpus: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +78,10 @@ pub enum RunOutcome {
         code: i64,
         oom_killed: bool,
     },
-    /// Killed by the agent when the action's timeout passed.
-    TimedOut,
+    /// Stopped by the agent when the action's timeout passed.
+    TimedOut {
+        code: i64,
+    },
 }
 
 /// One line of container output.
@@ -149,6 +162,20 @@ impl DockerRuntime {
             binds: Some(spec.binds.clone()),
             pid_mode: spec.pid_host.then(|| "host".to_string()),
             network_mode: spec.host_network.then(|| "host".to_string()),
+            memory: spec.limits.memory_bytes,
+            // Without a swap limit an over-limit action swaps instead of
+            // being OOM-killed, and "out of memory" becomes "very slow".
+            memory_swap: spec.limits.memory_bytes,
+            nano_cpus: spec.limits.nano_cpus,
+            pids_limit: spec.limits.pids,
+            device_requests: spec.limits.gpus.as_ref().map(|g| {
+                vec![DeviceRequest {
+                    driver: Some("nvidia".into()),
+                    count: Some(g.parse().unwrap_or(-1)),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         };
         self.privileges.apply(&mut host_config);
@@ -196,25 +223,36 @@ impl DockerRuntime {
             .flat_map(futures_util::stream::iter)
     }
 
-    /// Waits for the container to exit, killing it when `timeout` passes.
-    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<RunOutcome, RuntimeError> {
+    /// Waits for the container to exit. When `timeout` passes it is sent
+    /// SIGTERM, and SIGKILL if it still runs `grace` later.
+    pub async fn wait(&self, id: &str, timeout: Duration, grace: Duration) -> Result<RunOutcome, RuntimeError> {
         let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
         let mut wait = self.docker.wait_container(id, Some(options));
         match tokio::time::timeout(timeout, wait.next()).await {
             Err(_) => {
-                let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-                if let Err(e) = self.docker.kill_container(id, Some(kill)).await {
-                    tracing::warn!(container = id, error = %e, "killing timed-out container failed");
+                self.signal(id, "SIGTERM").await;
+                if tokio::time::timeout(grace, wait.next()).await.is_err() {
+                    self.signal(id, "SIGKILL").await;
+                    // Let it reach the exited state before anyone removes it.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), wait.next()).await;
                 }
-                // Let it reach the exited state before anyone removes it.
-                let mut wait = self.docker.wait_container(id, None);
-                let _ = tokio::time::timeout(Duration::from_secs(10), wait.next()).await;
-                Ok(RunOutcome::TimedOut)
+                let code = match self.exit_status(id).await {
+                    Ok(RunOutcome::Exited { code, .. }) => code,
+                    _ => 137,
+                };
+                Ok(RunOutcome::TimedOut { code })
             }
             // A non-zero exit arrives as an error carrying the code.
             Ok(Some(Ok(_))) | Ok(Some(Err(DockerError::DockerContainerWaitError { .. }))) => self.exit_status(id).await,
             Ok(Some(Err(e))) => Err(RuntimeError::Other(engine_message(&e))),
             Ok(None) => self.exit_status(id).await,
+        }
+    }
+
+    async fn signal(&self, id: &str, signal: &str) {
+        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        if let Err(e) = self.docker.kill_container(id, Some(options)).await {
+            tracing::warn!(container = id, signal, error = %e, "signalling timed-out container failed");
         }
     }
 

@@ -4,7 +4,7 @@
 mod docker;
 pub mod privileges;
 
-pub use docker::{ContainerSpec, DockerRuntime, OutputLine, RunOutcome, RuntimeError};
+pub use docker::{ContainerSpec, DockerRuntime, Limits, OutputLine, RunOutcome, RuntimeError};
 pub use privileges::PrivilegeMode;
 
 /// Labels put on every action container, so a restarted agent (or an

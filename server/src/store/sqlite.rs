@@ -557,6 +557,9 @@ mod tests {
             timeout_seconds: 60,
             on_timeout: vec![],
             on_failure: vec![],
+            resources: Default::default(),
+            retries: 0,
+            retry_backoff_seconds: 0,
         }
     }
 

@@ -1,0 +1,223 @@
+//! The action contract (README, "The action contract"): what an action gets
+//! (environment, /workflow, /tmp_disk, /kiln, limits) and how its end is
+//! reported (exit-code table, failure files, retries, `kiln retry`).
+
+use std::time::Duration;
+
+use kiln_tests::{Cluster, hardware_doc, random_mac, stderr, stdout, unique};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One machine with an agent; workflows of one task built from raw action YAML.
+struct Machine {
+    cluster: Cluster,
+    mac: String,
+    hw: String,
+}
+
+impl Machine {
+    fn start(agent_extra: &str) -> Self {
+        let mut cluster = Cluster::start().expect("server");
+        let mac = random_mac();
+        let hw = unique("hw");
+        cluster.apply(&hardware_doc(&hw, &mac));
+        cluster.start_agent(&mac, agent_extra).expect("agent");
+        Self { cluster, mac, hw }
+    }
+
+    /// `actions` is the YAML of the action list, indented by 8 spaces, with
+    /// IMAGE standing for the busybox image. Returns the workflow id.
+    fn run(&self, actions: &str) -> String {
+        let (tpl, wf) = (unique("tpl"), unique("wf"));
+        let actions = actions.replace("IMAGE", &self.cluster.env.busybox());
+        let doc = format!(
+            "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{actions}---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {}\nhardware_map: {{device_1: \"{}\"}}\n",
+            self.hw, self.mac
+        );
+        self.cluster.apply(&doc);
+        wf
+    }
+
+    fn logs(&self, wf: &str) -> String {
+        stdout(&self.cluster.kiln(&["logs", wf]))
+    }
+}
+
+fn shell_action(name: &str, timeout: u64, cmd: &str, extra: &str) -> String {
+    format!(
+        "        - name: {name}\n          image: IMAGE\n          timeout: {timeout}\n          command: [\"sh\", \"-c\", {cmd:?}]\n{extra}"
+    )
+}
+
+fn attempt(wf: &Value, action: usize, n: usize) -> &Value {
+    &wf["actions"][action]["attempts"][n]
+}
+
+#[test]
+fn actions_see_kiln_environment_and_shared_workflow_directory() {
+    let m = Machine::start("");
+    let actions = [
+        shell_action(
+            "first",
+            60,
+            "env | grep ^KILN_ | sort; echo from-first > /workflow/note; echo scratch > /tmp_disk/file; test -d /kiln",
+            "          environment: {KILN_AGENT_ID: forged}\n",
+        ),
+        shell_action("second", 60, "echo second read $(cat /workflow/note); test ! -e /tmp_disk/file", ""),
+    ]
+    .concat();
+    let wf = m.run(&actions);
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    let logs = m.logs(&wf);
+    assert_eq!(result["state"], "SUCCESS", "{logs}");
+    let first = attempt(&result, 0, 0);
+    for expected in [
+        format!("KILN_WORKFLOW_ID={wf}"),
+        "KILN_ACTION_ID=0".into(),
+        "KILN_ACTION_NAME=first".into(),
+        "KILN_ATTEMPT=1".into(),
+        format!("KILN_ATTEMPT_ID={}", first["id"].as_str().unwrap()),
+        format!("KILN_AGENT_ID={}", m.mac),
+        format!("KILN_HARDWARE_ID={}", m.hw),
+        format!("KILN_API_ENDPOINT={}", m.cluster.server_url),
+    ] {
+        assert!(logs.contains(&expected), "missing {expected}: {logs}");
+    }
+    assert!(!logs.contains("forged"), "templates cannot override kiln's variables: {logs}");
+    // /workflow is shared by the workflow's actions; /tmp_disk is per attempt.
+    assert!(logs.contains("second read from-first"), "{logs}");
+    let state = m.cluster.agent_state_dir(0);
+    assert_eq!(std::fs::read_to_string(state.join("workflows").join(&wf).join("note")).unwrap(), "from-first\n");
+    let scratch: Vec<_> = std::fs::read_dir(state.join("scratch")).unwrap().collect();
+    assert!(scratch.is_empty(), "scratch directories are removed after each attempt");
+}
+
+#[test]
+fn exit_codes_are_reported_with_their_meaning() {
+    let m = Machine::start("failed_containers: remove\n");
+    let cases = [
+        ("3", "exit 3", "", "FAILED", 3, "NonZeroExit"),
+        ("127", "no-such-command", "", "FAILED", 127, "CommandNotFound"),
+        ("126", "/etc/passwd", "", "FAILED", 126, "CommandCannotInvoke"),
+        ("139", "kiln-segfault", "", "FAILED", 139, "Segfault"),
+        (
+            "oom",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+            "          resources: {memory: 32Mi}\n",
+            "FAILED",
+            137,
+            "OOMKilled",
+        ),
+        ("143", "trap 'echo got TERM; exit 143' TERM; echo waiting; sleep 300 & wait", "", "TIMEOUT", 143, "Timeout"),
+    ];
+    let workflows: Vec<String> = cases
+        .iter()
+        .map(|(name, cmd, extra, ..)| {
+            let timeout = if *name == "143" { 2 } else { 60 };
+            m.run(&shell_action(&format!("code-{name}"), timeout, cmd, extra))
+        })
+        .collect();
+    for (wf, (name, _, _, state, code, reason)) in workflows.iter().zip(cases) {
+        let result = m.cluster.wait_finished(wf, LIMIT);
+        let a = attempt(&result, 0, 0);
+        let context = format!("case {name}: {a:#}\n{}", m.logs(wf));
+        assert_eq!(result["state"], state, "{context}");
+        assert_eq!(a["exit_code"], code, "{context}");
+        assert_eq!(a["reason"], reason, "{context}");
+        if name == "143" {
+            assert!(m.logs(wf).contains("got TERM"), "the action was sent SIGTERM first: {context}");
+        }
+    }
+}
+
+#[test]
+fn limits_reach_the_container_and_gpu_requests_are_passed_through() {
+    let m = Machine::start("");
+    let wf =
+        m.run(&shell_action("limited", 60, "exit 1", "          resources: {memory: 64Mi, cpus: 0.5, pids: 50}\n"));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "FAILED");
+    // The failed container is kept: inspect it.
+    let ids = stdout(&m.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.workflow={wf}")]));
+    let id = ids.trim();
+    let inspect = m.cluster.env.docker(&["inspect", "--format", "{{json .HostConfig}}", id]);
+    let host: Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
+    assert_eq!(host["Memory"], 64 << 20);
+    assert_eq!(host["NanoCpus"], 500_000_000);
+    assert_eq!(host["PidsLimit"], 50);
+    assert!(host["Binds"].as_array().unwrap().iter().any(|b| b.as_str().unwrap().ends_with(":/tmp_disk")));
+
+    // No nvidia driver here: the request reaches the engine, which refuses it.
+    let wf = m.run(&shell_action("gpu", 60, "nvidia-smi", "          resources: {gpus: all}\n"));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    let a = attempt(&result, 0, 0);
+    assert_eq!(result["state"], "FAILED");
+    assert_eq!(a["reason"], "StartFailed", "{a:#}");
+    let ids = stdout(&m.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.workflow={wf}")]));
+    let inspect = m.cluster.env.docker(&["inspect", "--format", "{{json .HostConfig.DeviceRequests}}", ids.trim()]);
+    let requests = stdout(&inspect);
+    assert!(requests.contains("nvidia") && requests.contains("gpu"), "{requests}");
+    for id in stdout(&m.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.agent={}", m.mac)])).lines()
+    {
+        m.cluster.env.docker(&["rm", "-f", id]);
+    }
+}
+
+#[test]
+fn actions_explain_their_own_failure() {
+    let m = Machine::start("failed_containers: remove\n");
+    let cmd = "echo DiskTooSmall > /kiln/failure-reason; echo need 8 GiB, found 4 GiB > /kiln/failure-message; exit 4";
+    let wf = m.run(&shell_action("check-disk", 60, cmd, ""));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    let a = attempt(&result, 0, 0);
+    assert_eq!(
+        (a["reason"].as_str(), a["message"].as_str(), a["exit_code"].as_i64()),
+        (Some("DiskTooSmall"), Some("need 8 GiB, found 4 GiB"), Some(4))
+    );
+    assert!(result["reason"].as_str().unwrap().contains("DiskTooSmall"), "{result:#}");
+}
+
+/// Fails the first time it runs in a workflow, succeeds after.
+const FLAKY: &str = "if [ -e /workflow/tried ]; then echo second try works; else touch /workflow/tried; echo first try fails; exit 1; fi";
+
+#[test]
+fn retries_make_new_attempts_after_the_backoff() {
+    let m = Machine::start("failed_containers: remove\n");
+    let wf = m.run(&shell_action("flaky", 60, FLAKY, "          retries: 2\n          retry_backoff: 1\n"));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "SUCCESS", "{result:#}");
+    let attempts = result["actions"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!((attempts[0]["state"].as_str(), attempts[1]["state"].as_str()), (Some("FAILED"), Some("SUCCESS")));
+    assert_ne!(attempts[0]["id"], attempts[1]["id"]);
+    let parse = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let pause = parse(&attempts[1]["created_at"]).duration_since(parse(&attempts[0]["finished_at"])).unwrap();
+    assert!(pause >= Duration::from_millis(1000), "backoff respected: {pause:?}");
+    let logs = m.logs(&wf);
+    assert!(logs.contains("first try fails") && logs.contains("second try works"), "{logs}");
+}
+
+#[test]
+fn kiln_retry_resumes_a_failed_workflow_from_the_failed_action() {
+    let m = Machine::start("failed_containers: remove\n");
+    let actions =
+        [shell_action("once", 60, "echo ran-once >> /workflow/count", ""), shell_action("flaky", 60, FLAKY, "")]
+            .concat();
+    let wf = m.run(&actions);
+    assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "FAILED");
+    let out = m.cluster.kiln(&["retry", &wf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("RUNNING"), "{}", stdout(&out));
+    let watch = m.cluster.kiln(&["watch", &wf]);
+    assert!(watch.status.success(), "{}", stdout(&watch));
+    let result = m.cluster.workflow(&wf);
+    assert_eq!(result["actions"][0]["attempts"].as_array().unwrap().len(), 1, "the succeeded action did not run again");
+    assert_eq!(result["actions"][1]["attempts"].as_array().unwrap().len(), 2);
+    let count = m.cluster.agent_state_dir(0).join("workflows").join(&wf).join("count");
+    assert_eq!(std::fs::read_to_string(count).unwrap(), "ran-once\n");
+    // A finished workflow cannot be retried.
+    let out = m.cluster.kiln(&["retry", &wf]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("SUCCESS"), "{}", stderr(&out));
+}
