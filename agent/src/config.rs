@@ -37,6 +37,14 @@ pub struct AgentConfig {
     /// `STATE_DIR/scratch`.
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
+    /// Registries or repository prefixes action images may come from
+    /// (`REGISTRY[:PORT][/PATH]`); empty allows any. The server enforces its
+    /// own list when templates are applied; this is the machine's own guard.
+    #[serde(default)]
+    pub allowed_images: Vec<String>,
+    /// Run only images pinned by digest.
+    #[serde(default)]
+    pub digests_only: bool,
     /// On timeout an action gets SIGTERM, then SIGKILL after this many seconds.
     #[serde(default = "default_stop_grace")]
     pub stop_grace_seconds: u64,
@@ -109,12 +117,17 @@ impl AgentConfig {
         if config.server.is_empty() {
             anyhow::bail!("field server: must not be empty");
         }
+        config.image_policy().map_err(|e| anyhow::anyhow!("field allowed_images: {e}"))?;
         for (i, r) in config.registries.iter().enumerate() {
             if r.registry.is_empty() || r.registry.contains('/') {
                 anyhow::bail!("field registries[{i}].registry: {:?} must be a registry host[:port]", r.registry);
             }
         }
         Ok(config)
+    }
+
+    pub fn image_policy(&self) -> Result<kiln_spec::ImagePolicy, String> {
+        kiln_spec::ImagePolicy::new(&self.allowed_images, self.digests_only)
     }
 
     pub fn scratch_dir(&self) -> PathBuf {

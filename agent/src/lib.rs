@@ -25,6 +25,7 @@ pub struct Agent {
     pub config: AgentConfig,
     pub client: ServerClient,
     pub runtime: DockerRuntime,
+    pub image_policy: kiln_spec::ImagePolicy,
     /// The workflow of the last attempt, to notice when one ends.
     current_workflow: tokio::sync::Mutex<String>,
 }
@@ -40,7 +41,8 @@ impl Agent {
         };
         let client = ServerClient::new(&config.server, &id)?;
         let runtime = DockerRuntime::connect(&config.docker_host).await?;
-        Ok(Self { id, config, client, runtime, current_workflow: Default::default() })
+        let image_policy = config.image_policy().map_err(anyhow::Error::msg)?;
+        Ok(Self { id, config, client, runtime, image_policy, current_workflow: Default::default() })
     }
 
     /// Called before each attempt. When work moves to another workflow, the

@@ -174,6 +174,9 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
     let dirs = AttemptDirs::create(agent, a);
     let ending = match (ImageRef::parse(&spec.image), &dirs) {
         (Err(e), _) => Ending::failed("InvalidImage", e),
+        (Ok(image), _) if agent.image_policy.check(&image).is_err() => {
+            Ending::failed("ImageNotAllowed", agent.image_policy.check(&image).unwrap_err())
+        }
         (_, Err(e)) => Ending::failed("AgentError", format!("cannot create the attempt's directories: {e}")),
         (Ok(image), Ok(dirs)) => {
             report(agent, a, ActionState::Pulling, None).await?;

@@ -11,7 +11,7 @@ use kiln_proto::v1::{
     ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, Template, TemplateList, Workflow, WorkflowList,
     plan_request,
 };
-use kiln_spec::parse_documents;
+use kiln_spec::{ImagePolicy, parse_documents};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -31,11 +31,12 @@ const LOG_PAGE: u32 = 1000;
 pub struct AdminApi {
     store: DynStore,
     events: Arc<Events>,
+    policy: ImagePolicy,
 }
 
 impl AdminApi {
-    pub fn new(store: DynStore, events: Arc<Events>) -> Self {
-        Self { store, events }
+    pub fn new(store: DynStore, events: Arc<Events>, policy: ImagePolicy) -> Self {
+        Self { store, events, policy }
     }
 }
 
@@ -60,7 +61,7 @@ impl AdminService for AdminApi {
         if docs.is_empty() {
             return Err(Status::invalid_argument(format!("{}: no documents", source_name(&req.source))));
         }
-        let batch = admission::admit(&self.store, docs).await.map_err(admission_status)?;
+        let batch = admission::admit(&self.store, docs, &self.policy).await.map_err(admission_status)?;
         let names: Vec<(&'static str, String)> = batch
             .hardware
             .iter()

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kiln_spec::{
-    Document, HardwareDoc, PlannedAction, SpecError, TemplateDoc, WorkflowDoc, check_template, plan_workflow,
+    Document, HardwareDoc, ImagePolicy, ImageRef, Plan, PlannedAction, SpecError, TemplateDoc, WorkflowDoc,
+    check_template, plan_workflow,
 };
 
 use crate::model::{Action, Workflow, WorkflowState, now_millis};
@@ -21,8 +22,8 @@ pub enum AdmissionError {
     Store(#[from] StoreError),
 }
 
-/// Validates `docs` against each other and the store.
-pub async fn admit(store: &DynStore, docs: Vec<Document>) -> Result<ApplyBatch, AdmissionError> {
+/// Validates `docs` against each other, the store and the image policy.
+pub async fn admit(store: &DynStore, docs: Vec<Document>, policy: &ImagePolicy) -> Result<ApplyBatch, AdmissionError> {
     let mut seen = HashSet::new();
     for d in &docs {
         if !seen.insert((d.kind(), d.name().to_string())) {
@@ -35,7 +36,10 @@ pub async fn admit(store: &DynStore, docs: Vec<Document>) -> Result<ApplyBatch, 
         match d {
             Document::Hardware(h) => batch.hardware.push(h),
             Document::Template(t) => {
-                check_template(&t)?;
+                let plan = check_template(&t)?;
+                // Images that come from hardware data are checked when a
+                // workflow renders them.
+                check_images(&t.name, &plan, policy, |image| !image.contains(kiln_spec::template::PROBE))?;
                 batch.templates.push(t);
             }
             Document::Workflow(w) => workflow_docs.push(w),
@@ -44,9 +48,29 @@ pub async fn admit(store: &DynStore, docs: Vec<Document>) -> Result<ApplyBatch, 
     let known = KnownObjects::load(store, &batch).await?;
     known.check_hardware_identities(&batch.hardware)?;
     for w in &workflow_docs {
-        batch.workflows.push(known.build_workflow(w)?);
+        let (workflow, plan) = known.build_workflow(w)?;
+        check_images(&w.template, &plan, policy, |_| true)?;
+        batch.workflows.push(workflow);
     }
     Ok(batch)
+}
+
+/// The server's side of the registry allow-list (the agent checks again).
+fn check_images(
+    template: &str,
+    plan: &Plan,
+    policy: &ImagePolicy,
+    checkable: impl Fn(&str) -> bool,
+) -> Result<(), AdmissionError> {
+    for (i, action) in plan.actions.iter().enumerate().filter(|(_, a)| checkable(&a.image)) {
+        let image = ImageRef::parse(&action.image).map_err(|e| {
+            AdmissionError::Reference(format!("template {template:?}, field {}.image: {e}", plan.field_path(i)))
+        })?;
+        policy.check(&image).map_err(|e| {
+            AdmissionError::Reference(format!("template {template:?}, field {}.image: {e}", plan.field_path(i)))
+        })?;
+    }
+    Ok(())
 }
 
 /// Renders one workflow document without admitting anything (`kiln plan`).
@@ -69,7 +93,7 @@ pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<Workflow, Adm
         )));
     };
     let known = KnownObjects::load(store, &batch).await?;
-    known.build_workflow(w)
+    Ok(known.build_workflow(w)?.0)
 }
 
 /// Hardware and templates visible to an apply: the stored ones overlaid with
@@ -116,7 +140,7 @@ impl KnownObjects {
         self.hardware.values().find(|h| h.agent_id == worker || h.macs.contains(&worker)).map(|h| h.agent_id.as_str())
     }
 
-    fn build_workflow(&self, w: &WorkflowDoc) -> Result<Workflow, AdmissionError> {
+    fn build_workflow(&self, w: &WorkflowDoc) -> Result<(Workflow, Plan), AdmissionError> {
         let template = self.templates.get(&w.template).ok_or_else(|| {
             AdmissionError::Reference(format!(
                 "Workflow {:?}: field template: template {:?} not found",
@@ -131,11 +155,12 @@ impl KnownObjects {
         })?;
         let plan = plan_workflow(template, w, hardware)?;
         let mut actions = Vec::with_capacity(plan.actions.len());
-        for (index, mut spec) in plan.actions.into_iter().enumerate() {
+        for (index, spec) in plan.actions.iter().enumerate() {
+            let mut spec = spec.clone();
             spec.worker = self.resolve_worker(w, &spec)?;
             actions.push(Action { index: index as u32, spec, attempts: Vec::new() });
         }
-        Ok(Workflow {
+        let workflow = Workflow {
             id: w.id.clone(),
             template: w.template.clone(),
             hardware: w.hardware.clone(),
@@ -147,7 +172,8 @@ impl KnownObjects {
             started_at: None,
             finished_at: None,
             actions,
-        })
+        };
+        Ok((workflow, plan))
     }
 
     fn resolve_worker(&self, w: &WorkflowDoc, spec: &PlannedAction) -> Result<String, AdmissionError> {

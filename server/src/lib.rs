@@ -34,6 +34,8 @@ const DEADLINE_SWEEP: Duration = Duration::from_secs(1);
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Which action images templates may name.
+    pub image_policy: kiln_spec::ImagePolicy,
 }
 
 /// A bound, not yet serving, kiln server.
@@ -41,6 +43,7 @@ pub struct Server {
     listener: TcpListener,
     store: DynStore,
     events: Arc<Events>,
+    image_policy: kiln_spec::ImagePolicy,
 }
 
 impl Server {
@@ -50,7 +53,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        Ok(Self { listener, store, events: Arc::new(Events::default()) })
+        Ok(Self { listener, store, events: Arc::new(Events::default()), image_policy: config.image_policy.clone() })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -63,7 +66,11 @@ impl Server {
             agent_api::AgentApi::new(self.store.clone(), self.events.clone()),
             agent_api::identify_agent,
         );
-        let admin = AdminServiceServer::new(admin_api::AdminApi::new(self.store.clone(), self.events.clone()));
+        let admin = AdminServiceServer::new(admin_api::AdminApi::new(
+            self.store.clone(),
+            self.events.clone(),
+            self.image_policy.clone(),
+        ));
         let sweeper = tokio::spawn(sweep_deadlines(self.store.clone(), self.events.clone()));
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)

@@ -15,6 +15,13 @@ struct Args {
     /// Directory of the embedded store (created if missing).
     #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
     data_dir: PathBuf,
+    /// Allow only action images from this registry or repository prefix
+    /// (`REGISTRY[:PORT][/PATH]`); repeat for several. Default: any.
+    #[arg(long = "allow-image", value_name = "PATTERN")]
+    allow_images: Vec<String>,
+    /// Allow only images pinned by digest (`...@sha256:...`).
+    #[arg(long)]
+    digests_only: bool,
     /// Write the bound address here once listening (useful with port 0).
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -28,7 +35,10 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let server = Server::bind(&ServerConfig { listen: args.listen, data_dir: args.data_dir.clone() }).await?;
+    let image_policy =
+        kiln_spec::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
+    let config = ServerConfig { listen: args.listen, data_dir: args.data_dir.clone(), image_policy };
+    let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "kiln-server listening");
     if let Some(path) = &args.addr_file {

@@ -238,3 +238,84 @@ mod tests {
         }
     }
 }
+
+/// Which images may run: registries or repository prefixes, optionally
+/// only by digest. Patterns compare parsed references, not strings, so
+/// `reg.io/kiln` allows `reg.io/kiln/disk` but not `reg.io/kiln-evil/disk`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImagePolicy {
+    /// `host[:port]` or `host[:port]/path`; empty allows every registry.
+    allowed: Vec<(String, String)>,
+    pub digests_only: bool,
+}
+
+impl ImagePolicy {
+    pub fn new(patterns: &[String], digests_only: bool) -> Result<Self, String> {
+        let mut allowed = Vec::new();
+        for p in patterns {
+            let p = p.trim().trim_end_matches('/');
+            let (host, path) = p.split_once('/').unwrap_or((p, ""));
+            if host.is_empty()
+                || check_registry(host).is_err()
+                || (!path.is_empty() && !path.split('/').all(valid_component))
+            {
+                return Err(format!("allowed image pattern {p:?} must be REGISTRY[:PORT][/PATH]"));
+            }
+            allowed.push((host.to_string(), path.to_string()));
+        }
+        Ok(Self { allowed, digests_only })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.allowed.is_empty() && !self.digests_only
+    }
+
+    /// `Err` says why `image` may not run.
+    pub fn check(&self, image: &ImageRef) -> Result<(), String> {
+        if self.digests_only && !image.is_digest() {
+            return Err(format!("image {image} is not pinned by digest, and only @sha256 references are allowed"));
+        }
+        let allowed = self.allowed.is_empty()
+            || self.allowed.iter().any(|(host, path)| {
+                *host == image.registry
+                    && (path.is_empty()
+                        || image.repository == *path
+                        || image.repository.strip_prefix(path.as_str()).is_some_and(|rest| rest.starts_with('/')))
+            });
+        if allowed {
+            Ok(())
+        } else {
+            let list: Vec<String> =
+                self.allowed.iter().map(|(h, p)| if p.is_empty() { h.clone() } else { format!("{h}/{p}") }).collect();
+            Err(format!("image {image} is not from an allowed registry (allowed: {})", list.join(", ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn allows_by_registry_and_path_component() {
+        let p = ImagePolicy::new(&["reg.io/kiln".into(), "127.0.0.1:5000".into()], false).unwrap();
+        let ok = |s: &str| p.check(&ImageRef::parse(s).unwrap());
+        assert!(ok("reg.io/kiln/disk:v1").is_ok());
+        assert!(ok("reg.io/kiln:v1").is_ok());
+        assert!(ok("127.0.0.1:5000/anything/at/all:v1").is_ok());
+        assert!(ok("reg.io/kiln-evil/disk:v1").unwrap_err().contains("not from an allowed registry"));
+        assert!(ok("reg.io/other:v1").is_err());
+        assert!(ok("busybox").is_err(), "docker.io is not allowed");
+        assert!(ImagePolicy::default().check(&ImageRef::parse("busybox").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn digests_only() {
+        let p = ImagePolicy::new(&[], true).unwrap();
+        assert!(p.check(&ImageRef::parse("reg.io/x:v1").unwrap()).unwrap_err().contains("digest"));
+        assert!(p.check(&ImageRef::parse(&format!("reg.io/x@sha256:{HEX}")).unwrap()).is_ok());
+        assert!(ImagePolicy::new(&["bad host/x".into()], false).is_err());
+    }
+}

@@ -21,5 +21,5 @@ pub mod template;
 
 pub use documents::{Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents};
 pub use error::SpecError;
-pub use image::ImageRef;
+pub use image::{ImagePolicy, ImageRef};
 pub use plan::{Plan, PlannedAction, Resources, check_template, plan_workflow};

@@ -221,11 +221,27 @@ fn object(t: &TemplateDoc) -> String {
 
 /// Validates a template at apply time, without hardware: syntax and
 /// functions, then the structure of its output rendered with placeholders.
-pub fn check_template(t: &TemplateDoc) -> Result<(), SpecError> {
+/// The returned plan holds [`template::PROBE`] where values need hardware.
+pub fn check_template(t: &TemplateDoc) -> Result<Plan, SpecError> {
     let obj = object(t);
     let rendered = template::render_probe(&obj, &t.data)?;
     let parsed = structure(&obj, &rendered)?;
-    check(&obj, parsed, false).map(|_| ())
+    check(&obj, parsed, false)
+}
+
+impl Plan {
+    /// The template field path of action `index`, e.g. `tasks[1].actions[0]`.
+    pub fn field_path(&self, index: usize) -> String {
+        let mut task = 0;
+        let mut first = 0;
+        for i in 1..=index {
+            if self.actions[i].task != self.actions[i - 1].task {
+                task += 1;
+                first = i;
+            }
+        }
+        format!("tasks[{task}].actions[{}]", index - first)
+    }
 }
 
 /// Renders `t` for workflow `w` on hardware `hw` and validates everything.
@@ -525,6 +541,7 @@ tasks:
             "timeout: 600\n        retries: 2\n        retry_backoff: 1\n        resources: {memory: 256Mi, cpus: 0.5, pids: 64, gpus: all}\n",
         );
         let plan = plan_workflow(&tpl(&data), &wf(), &hw()).unwrap();
+        assert_eq!(plan.field_path(2), "tasks[0].actions[2]");
         let a = &plan.actions[0];
         assert_eq!((a.retries, a.retry_backoff_seconds), (2, 1));
         assert_eq!(

@@ -101,6 +101,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra command line arguments.
+    pub fn start_with(server_args: &[&str]) -> Result<Self> {
         let env = TestEnv::from_env();
         let dir = tempfile::tempdir()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
@@ -110,6 +115,7 @@ impl Cluster {
             .arg(dir.path().join("data"))
             .arg("--addr-file")
             .arg(&addr_file)
+            .args(server_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

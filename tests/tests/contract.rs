@@ -18,7 +18,11 @@ struct Machine {
 
 impl Machine {
     fn start(agent_extra: &str) -> Self {
-        let mut cluster = Cluster::start().expect("server");
+        Self::start_with(&[], agent_extra)
+    }
+
+    fn start_with(server_args: &[&str], agent_extra: &str) -> Self {
+        let mut cluster = Cluster::start_with(server_args).expect("server");
         let mac = random_mac();
         let hw = unique("hw");
         cluster.apply(&hardware_doc(&hw, &mac));
@@ -29,14 +33,19 @@ impl Machine {
     /// `actions` is the YAML of the action list, indented by 8 spaces, with
     /// IMAGE standing for the busybox image. Returns the workflow id.
     fn run(&self, actions: &str) -> String {
+        let out = self.try_run(actions);
+        assert!(out.status.success(), "kiln apply failed: {}", stderr(&out));
+        stdout(&out).lines().find_map(|l| l.strip_prefix("workflow/")?.split(' ').next().map(str::to_string)).unwrap()
+    }
+
+    fn try_run(&self, actions: &str) -> std::process::Output {
         let (tpl, wf) = (unique("tpl"), unique("wf"));
         let actions = actions.replace("IMAGE", &self.cluster.env.busybox());
         let doc = format!(
             "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{actions}---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {}\nhardware_map: {{device_1: \"{}\"}}\n",
             self.hw, self.mac
         );
-        self.cluster.apply(&doc);
-        wf
+        self.cluster.kiln_with_stdin(&["apply", "-f", "-"], Some(&doc))
     }
 
     fn logs(&self, wf: &str) -> String {
@@ -220,4 +229,32 @@ fn kiln_retry_resumes_a_failed_workflow_from_the_failed_action() {
     let out = m.cluster.kiln(&["retry", &wf]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("SUCCESS"), "{}", stderr(&out));
+}
+
+#[test]
+fn registry_allow_list_is_enforced_at_apply_and_by_the_agent() {
+    let env = kiln_tests::TestEnv::from_env();
+    let allowed = format!("{}/kiln", env.registry);
+    let m = Machine::start_with(&["--allow-image", &allowed], "failed_containers: remove\n");
+    // An image from elsewhere is refused when the template is applied.
+    let elsewhere =
+        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/kiln/busybox:v1", env.auth_registry));
+    let out = m.try_run(&elsewhere);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("tasks[0].actions[0].image") && err.contains("not from an allowed registry"), "{err}");
+    // Look-alike prefixes do not pass.
+    let lookalike =
+        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/kiln-evil/busybox:v1", env.registry));
+    assert_eq!(m.try_run(&lookalike).status.code(), Some(1));
+    let wf = m.run(&shell_action("a", 60, "echo allowed", ""));
+    assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "SUCCESS");
+
+    // Defence in depth: an agent with its own list refuses what it does not allow.
+    let m = Machine::start(&format!("allowed_images: [\"{}\"]\nfailed_containers: remove\n", env.auth_registry));
+    let wf = m.run(&shell_action("a", 60, "echo must not run", ""));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    let a = attempt(&result, 0, 0);
+    assert_eq!((result["state"].as_str(), a["reason"].as_str()), (Some("FAILED"), Some("ImageNotAllowed")), "{a:#}");
+    assert!(!m.logs(&wf).contains("must not run"));
 }
