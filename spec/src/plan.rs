@@ -530,7 +530,7 @@ tasks:
     fn plan_err(data: &str) -> SpecError {
         match check_template(&tpl(data)) {
             Err(e) => e,
-            Ok(()) => plan_workflow(&tpl(data), &wf(), &hw()).unwrap_err(),
+            Ok(_) => plan_workflow(&tpl(data), &wf(), &hw()).unwrap_err(),
         }
     }
 
