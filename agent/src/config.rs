@@ -2,6 +2,7 @@
 //! line flags may override. Secrets (registry passwords) live only in the
 //! file, never in flags, so they do not show up in `ps`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -45,6 +46,11 @@ pub struct AgentConfig {
     /// Run only images pinned by digest.
     #[serde(default)]
     pub digests_only: bool,
+    /// Commands that replace the reboot(2) call of the built-in `reboot` and
+    /// `poweroff` steps (for tests, or hosts where a supervisor must be
+    /// asked): `{reboot: [argv...], poweroff: [argv...]}`.
+    #[serde(default)]
+    pub power_commands: BTreeMap<String, Vec<String>>,
     /// On timeout an action gets SIGTERM, then SIGKILL after this many seconds.
     #[serde(default = "default_stop_grace")]
     pub stop_grace_seconds: u64,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod identity;
 pub mod lifecycle;
 pub mod log_shipper;
+pub mod power;
 pub mod runtime;
 
 use std::future::Future;
@@ -70,8 +71,17 @@ impl Agent {
                     failures = 0;
                     // An attempt runs to its end even when shutdown is asked
                     // for meanwhile: a half-reported action helps no one.
-                    if let Err(e) = lifecycle::run_attempt(self, &assignment).await {
-                        tracing::warn!(workflow = %assignment.workflow_id, attempt = %assignment.attempt_id, error = %e, "attempt abandoned");
+                    match lifecycle::run_attempt(self, &assignment).await {
+                        Ok(lifecycle::Next::Continue) => {}
+                        Ok(lifecycle::Next::Power(kind)) => {
+                            power::perform(&self.config, &kind);
+                            // The machine is going down (or, with a test
+                            // command, pretends to): this agent's life ends.
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(workflow = %assignment.workflow_id, attempt = %assignment.attempt_id, error = %e, "attempt abandoned")
+                        }
                     }
                 }
                 Ok(None) => failures = 0,

@@ -37,6 +37,10 @@ pub struct Ending {
 }
 
 impl Ending {
+    fn success() -> Self {
+        Self { state: ActionState::Success, exit_code: Some(0), reason: String::new(), message: String::new() }
+    }
+
     fn failed(reason: &str, message: impl Into<String>) -> Self {
         Self { state: ActionState::Failed, exit_code: None, reason: reason.into(), message: message.into() }
     }
@@ -109,6 +113,9 @@ impl Ending {
 }
 
 const FAILURE_REASON: &str = "failure-reason";
+const TERMINAL_READY: &str = "terminal-ready";
+const TERMINAL_GO: &str = "terminal-go";
+const HANDSHAKE_POLL: Duration = Duration::from_millis(50);
 const FAILURE_MESSAGE: &str = "failure-message";
 
 /// Host directories of one attempt, bound into its container.
@@ -162,15 +169,30 @@ fn safe_name(s: &str) -> String {
 #[error("server refused report: {0}")]
 pub struct Abandoned(pub Status);
 
-pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned> {
+/// What the agent does once an attempt is reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// A built-in `reboot` or `poweroff` step succeeded: do it now.
+    Power(String),
+}
+
+pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandoned> {
     let spec = a.action.clone().unwrap_or_default();
     let span = tracing::info_span!("attempt", workflow = %a.workflow_id, action = %spec.name, attempt = %a.attempt_id);
     let _enter = span.enter();
-    tracing::info!(image = %spec.image, "starting action {}/{}", a.action_index + 1, a.action_count);
+    tracing::info!(image = %spec.image, builtin = %spec.builtin, "starting action {}/{}", a.action_index + 1, a.action_count);
     agent.on_workflow(&a.workflow_id).await;
+    if !spec.builtin.is_empty() {
+        // SUCCESS first, acknowledged by the server; the power action after.
+        report(agent, a, ActionState::Running, None).await?;
+        report(agent, a, ActionState::Success, Some(&Ending::success())).await?;
+        return Ok(Next::Power(spec.builtin));
+    }
 
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1));
     let mut container = None;
+    let mut reported_early = false;
     let dirs = AttemptDirs::create(agent, a);
     let ending = match (ImageRef::parse(&spec.image), &dirs) {
         (Err(e), _) => Ending::failed("InvalidImage", e),
@@ -184,15 +206,23 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
             match agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await {
                 Err(e) => Ending::failed("PullFailed", e.to_string()),
                 Ok(()) => {
-                    let (ending, id) = run_container(agent, a, &spec, &image, timeout, dirs).await?;
-                    container = id;
-                    ending.with_action_failure(&dirs.kiln)
+                    let run = run_container(agent, a, &spec, &image, timeout, dirs).await?;
+                    container = run.container;
+                    reported_early = run.reported_early;
+                    run.ending.with_action_failure(&dirs.kiln)
                 }
             }
         }
     };
     tracing::info!(state = ?ending.state, exit_code = ?ending.exit_code, reason = %ending.reason, "action ended");
-    let reported = report(agent, a, ending.state, Some(&ending)).await;
+    let reported = if reported_early {
+        if ending.state != ActionState::Success {
+            tracing::warn!(reason = %ending.reason, "terminal action failed after its SUCCESS was reported");
+        }
+        Ok(())
+    } else {
+        report(agent, a, ending.state, Some(&ending)).await
+    };
     // Clean up after the report, off the critical path: the next action
     // need not wait for the engine to delete this one's container.
     if let Some(id) = container {
@@ -206,7 +236,41 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<(), Abandoned>
     if let Ok(dirs) = dirs {
         dirs.remove_attempt_dirs();
     }
-    reported
+    reported.map(|()| Next::Continue)
+}
+
+/// How a container attempt went.
+struct ContainerRun {
+    ending: Ending,
+    /// The container to clean up, if one was created.
+    container: Option<String>,
+    /// A terminal action's SUCCESS was reported while it still ran.
+    reported_early: bool,
+}
+
+/// The terminal-step handshake (proto `ActionSpec.terminal`): once the
+/// action says it is ready to fire, its logs are flushed and its SUCCESS is
+/// reported; only after the server acknowledged it may the action fire.
+async fn terminal_handshake(
+    agent: &Agent,
+    a: &Assignment,
+    kiln_dir: &Path,
+    shipper: &LogShipper,
+) -> Result<(), Abandoned> {
+    let ready = kiln_dir.join(TERMINAL_READY);
+    while !ready.exists() {
+        tokio::time::sleep(HANDSHAKE_POLL).await;
+    }
+    tracing::info!("terminal action is ready to fire; reporting SUCCESS first");
+    // Lines printed just before the ready file may still be in the engine's
+    // log stream.
+    tokio::time::sleep(HANDSHAKE_POLL * 2).await;
+    shipper.flush().await;
+    report(agent, a, ActionState::Success, Some(&Ending::success())).await?;
+    if let Err(e) = std::fs::write(kiln_dir.join(TERMINAL_GO), b"") {
+        tracing::error!(error = %e, "cannot tell the terminal action to fire");
+    }
+    Ok(())
 }
 
 async fn run_container(
@@ -216,7 +280,7 @@ async fn run_container(
     image: &ImageRef,
     timeout: Duration,
     dirs: &AttemptDirs,
-) -> Result<(Ending, Option<String>), Abandoned> {
+) -> Result<ContainerRun, Abandoned> {
     let limits = spec.resources.clone().unwrap_or_default();
     let positive = |v: u64| (v > 0).then_some(v as i64);
     let container = ContainerSpec {
@@ -247,10 +311,17 @@ async fn run_container(
     };
     let id = match agent.runtime.create(&container).await {
         Ok(id) => id,
-        Err(e) => return Ok((Ending::failed("CreateFailed", e.to_string()), None)),
+        Err(e) => {
+            return Ok(ContainerRun {
+                ending: Ending::failed("CreateFailed", e.to_string()),
+                container: None,
+                reported_early: false,
+            });
+        }
     };
     if let Err(e) = agent.runtime.start(&id).await {
-        return Ok((Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) }, Some(id)));
+        let ending = Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) };
+        return Ok(ContainerRun { ending, container: Some(id), reported_early: false });
     }
     report(agent, a, ActionState::Running, None).await?;
 
@@ -262,11 +333,35 @@ async fn run_container(
         }
     };
     let grace = Duration::from_secs(agent.config.stop_grace_seconds);
-    let (outcome, ()) = tokio::join!(agent.runtime.wait(&id, timeout, grace), async {
-        // The log stream ends when the container stops; after a kill it
-        // may linger, so it gets a bounded grace period past the timeout.
-        let _ = tokio::time::timeout(timeout + grace + LOG_DRAIN, follow).await;
-    });
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<()>();
+    let wait = async {
+        let outcome = agent.runtime.wait(&id, timeout, grace).await;
+        let _ = exited_tx.send(());
+        outcome
+    };
+    let handshake = async {
+        if !spec.terminal {
+            return None;
+        }
+        tokio::select! {
+            _ = exited_rx => None,
+            reported = terminal_handshake(agent, a, &dirs.kiln, &shipper) => Some(reported),
+        }
+    };
+    let (outcome, (), early) = tokio::join!(
+        wait,
+        async {
+            // The log stream ends when the container stops; after a kill it
+            // may linger, so it gets a bounded grace period past the timeout.
+            let _ = tokio::time::timeout(timeout + grace + LOG_DRAIN, follow).await;
+        },
+        handshake
+    );
+    let reported_early = match early {
+        Some(Err(abandoned)) => return Err(abandoned),
+        Some(Ok(())) => true,
+        None => false,
+    };
     let ending = match outcome {
         Ok(outcome) => Ending::from_outcome(outcome, timeout),
         Err(e) => Ending::failed("WaitFailed", e.to_string()),
@@ -275,7 +370,7 @@ async fn run_container(
         shipper.send(OutputLine { stderr: true, text: format!("[kiln-agent] {}", ending.message) }).await;
     }
     shipper.finish().await;
-    Ok((ending, Some(id)))
+    Ok(ContainerRun { ending, container: Some(id), reported_early })
 }
 
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a

@@ -271,7 +271,14 @@ fn plan_text(w: &kiln_proto::v1::Workflow) -> String {
     for a in &w.actions {
         let s = a.spec.clone().unwrap_or_default();
         out.push_str(&format!("{}. {}/{}\n", a.index + 1, s.task, s.name));
-        out.push_str(&format!("   image:   {}\n", s.image));
+        if s.builtin.is_empty() {
+            out.push_str(&format!("   image:   {}\n", s.image));
+        } else {
+            out.push_str(&format!("   builtin: {}\n", s.builtin));
+        }
+        if s.terminal {
+            out.push_str("   terminal: SUCCESS is recorded before the step fires\n");
+        }
         if !s.command.is_empty() {
             out.push_str(&format!("   command: {}\n", serde_json::to_string(&s.command).unwrap_or_default()));
         }

@@ -62,6 +62,8 @@ pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
         }),
         retries: p.retries,
         retry_backoff_seconds: p.retry_backoff_seconds,
+        terminal: p.terminal,
+        builtin: p.builtin.clone(),
     }
 }
 

@@ -19,7 +19,7 @@ pub struct PlannedAction {
     pub name: String,
     /// The task's rendered worker (a MAC is lower-cased).
     pub worker: String,
-    /// Canonical image reference.
+    /// Canonical image reference; empty for a built-in step.
     pub image: String,
     pub command: Vec<String>,
     /// Task environment merged under the action's.
@@ -42,7 +42,18 @@ pub struct PlannedAction {
     /// Pause before each retry, in seconds.
     #[serde(default)]
     pub retry_backoff_seconds: u64,
+    /// The step ends the agent's life (kexec, reboot): its SUCCESS is
+    /// recorded before its effect (kiln extension).
+    #[serde(default)]
+    pub terminal: bool,
+    /// A step the agent performs itself instead of a container:
+    /// `reboot` or `poweroff` (always terminal).
+    #[serde(default)]
+    pub builtin: String,
 }
+
+/// Built-in steps an action may name with `builtin:` instead of `image:`.
+pub const BUILTINS: &[&str] = &["reboot", "poweroff"];
 
 /// Per-action limits. Absent fields mean "no limit".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +124,12 @@ struct TaskYaml {
 #[serde(deny_unknown_fields)]
 struct ActionYaml {
     name: String,
-    image: String,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    builtin: Option<String>,
+    #[serde(default)]
+    terminal: Option<bool>,
     #[serde(default)]
     timeout: Option<u64>,
     #[serde(default)]
@@ -381,10 +397,28 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
         for (ai, a) in task.actions.into_iter().enumerate() {
             let af = format!("{tf}.actions[{ai}]");
             check_name(obj, format!("{af}.name"), &a.name, &mut action_names)?;
-            let image = if checkable(&a.image) {
-                ImageRef::parse(a.image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string()
-            } else {
-                a.image.clone()
+            let (image, builtin) = match (a.image, a.builtin) {
+                (Some(_), Some(_)) => {
+                    return Err(field_err(
+                        obj,
+                        format!("{af}.builtin"),
+                        "an action has an image or a builtin, not both".into(),
+                    ));
+                }
+                (None, None) => return Err(field_err(obj, format!("{af}.image"), "missing field `image`".into())),
+                (None, Some(b)) if BUILTINS.contains(&b.as_str()) => (String::new(), b),
+                (None, Some(b)) => {
+                    return Err(field_err(
+                        obj,
+                        format!("{af}.builtin"),
+                        format!("unknown builtin {b:?}; known: {}", BUILTINS.join(", ")),
+                    ));
+                }
+                (Some(image), None) if checkable(&image) => (
+                    ImageRef::parse(image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string(),
+                    String::new(),
+                ),
+                (Some(image), None) => (image, String::new()),
             };
             if a.timeout == Some(0) {
                 return Err(field_err(obj, format!("{af}.timeout"), "must be more than 0 seconds".into()));
@@ -426,6 +460,8 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
                     n => n.unwrap_or(0),
                 },
                 retry_backoff_seconds: a.retry_backoff.unwrap_or(0),
+                terminal: a.terminal.unwrap_or(false) || !builtin.is_empty(),
+                builtin,
                 on_timeout: a.on_timeout,
                 on_failure: a.on_failure,
             });

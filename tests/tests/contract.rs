@@ -258,3 +258,86 @@ fn registry_allow_list_is_enforced_at_apply_and_by_the_agent() {
     assert_eq!((result["state"].as_str(), a["reason"].as_str()), (Some("FAILED"), Some("ImageNotAllowed")), "{a:#}");
     assert!(!m.logs(&wf).contains("must not run"));
 }
+
+/// Waits until agent number `n` of the cluster has exited.
+fn wait_agent_exit(m: &mut Machine, n: usize) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = m.cluster.agents[n].child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < LIMIT, "agent {n} did not exit\n{}", m.cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn terminal_action_success_is_recorded_before_it_fires_and_the_workflow_continues_after() {
+    let mut m = Machine::start("failed_containers: remove\n");
+    let agent_pid = m.cluster.agents[0].pid();
+    // A stand-in for kexec (the host kernel here has none): it prepares,
+    // says it is ready, waits for the go, then ends the agent's life as a
+    // kexec would.
+    let fire = format!(
+        "echo preparing kexec; touch /kiln/terminal-ready; while [ ! -e /kiln/terminal-go ]; do sleep 0.05; done; \
+         echo firing; kill -9 {agent_pid}; sleep 30"
+    );
+    let actions = [
+        shell_action("prepare", 60, "echo before", ""),
+        shell_action("kexec", 60, &fire, "          pid: host\n          terminal: true\n"),
+        shell_action("after", 60, "echo after the new kernel booted", ""),
+    ]
+    .concat();
+    let wf = m.run(&actions);
+    wait_agent_exit(&mut m, 0);
+    // The agent died by the action's hand, and yet the SUCCESS is stored:
+    // it was acknowledged before the action fired.
+    let result = m.cluster.workflow(&wf);
+    assert_eq!(result["state"], "RUNNING");
+    assert_eq!(result["actions"][1]["state"], "SUCCESS", "{result:#}");
+    assert!(result["actions"][2]["attempts"].as_array().unwrap().is_empty());
+    assert!(m.logs(&wf).contains("preparing kexec"), "logs before the handshake are kept");
+
+    // The machine comes back with the same agent id: the next action runs,
+    // nothing runs twice.
+    m.cluster.start_agent(&m.mac, "failed_containers: remove\n").unwrap();
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "SUCCESS", "{result:#}");
+    for action in result["actions"].as_array().unwrap() {
+        assert_eq!(action["attempts"].as_array().unwrap().len(), 1, "{action:#}");
+    }
+    assert!(m.logs(&wf).contains("after the new kernel booted"));
+    for id in stdout(&m.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.workflow={wf}")])).lines() {
+        m.cluster.env.docker(&["rm", "-f", id]);
+    }
+}
+
+#[test]
+fn builtin_reboot_reports_success_before_rebooting() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("rebooted");
+    let power = format!("power_commands: {{reboot: [\"sh\", \"-c\", \"date +%s%3N > {}\"]}}\n", marker.display());
+    let mut m = Machine::start(&power);
+    let actions = [
+        "        - name: reboot\n          builtin: reboot\n".to_string(),
+        shell_action("after", 60, "echo back after reboot", ""),
+    ]
+    .concat();
+    let wf = m.run(&actions);
+    let status = wait_agent_exit(&mut m, 0);
+    assert!(status.success(), "the agent ends its life after a reboot step: {status}");
+    let result = m.cluster.workflow(&wf);
+    let reboot = attempt(&result, 0, 0);
+    assert_eq!(reboot["state"], "SUCCESS", "{result:#}");
+    let rebooted_at: i64 = std::fs::read_to_string(&marker).expect("reboot command ran").trim().parse().unwrap();
+    let finished = humantime::parse_rfc3339(reboot["finished_at"].as_str().unwrap()).unwrap();
+    let finished_ms = finished.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!(finished_ms <= rebooted_at, "SUCCESS stored ({finished_ms}) before the reboot ({rebooted_at})");
+
+    m.cluster.start_agent(&m.mac, &power).unwrap();
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "SUCCESS");
+    assert_eq!(result["actions"][0]["attempts"].as_array().unwrap().len(), 1, "the reboot step did not run again");
+    let plan = stdout(&m.cluster.kiln(&["plan", &wf]));
+    assert!(plan.contains("builtin: reboot") && plan.contains("terminal"), "{plan}");
+}

@@ -560,6 +560,8 @@ mod tests {
             resources: Default::default(),
             retries: 0,
             retry_backoff_seconds: 0,
+            terminal: false,
+            builtin: String::new(),
         }
     }
 
