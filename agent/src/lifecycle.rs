@@ -369,8 +369,60 @@ async fn run_container(
     if ending.state == ActionState::Timeout {
         shipper.send(OutputLine { stderr: true, text: format!("[kiln-agent] {}", ending.message) }).await;
     }
+    let handler = match ending.state {
+        ActionState::Failed => Some(("on-failure", &spec.on_failure)),
+        ActionState::Timeout => Some(("on-timeout", &spec.on_timeout)),
+        _ => None,
+    };
+    if let Some((kind, command)) = handler.filter(|(_, c)| !c.is_empty()) {
+        run_handler(agent, &container, kind, command, timeout, &shipper).await;
+    }
     shipper.finish().await;
     Ok(ContainerRun { ending, container: Some(id), reported_early })
+}
+
+/// Runs an `on-failure` / `on-timeout` command in a new container of the
+/// action's image. Its result changes nothing about the attempt's; its
+/// output joins the attempt's logs, each line marked with the handler.
+async fn run_handler(
+    agent: &Agent,
+    action: &ContainerSpec,
+    kind: &str,
+    command: &[String],
+    timeout: Duration,
+    shipper: &LogShipper,
+) {
+    let mut spec = action.clone();
+    spec.name = format!("{}-{kind}", action.name);
+    spec.command = command.to_vec();
+    let say = |text: String| OutputLine { stderr: true, text };
+    let id = match agent.runtime.create(&spec).await {
+        Ok(id) => id,
+        Err(e) => return shipper.send(say(format!("[{kind}] {e}"))).await,
+    };
+    if let Err(e) = agent.runtime.start(&id).await {
+        shipper.send(say(format!("[{kind}] {e}"))).await;
+        return agent.runtime.remove_in_background(id);
+    }
+    let mut output = Box::pin(agent.runtime.output(&id));
+    let follow = async {
+        while let Some(mut line) = output.next().await {
+            line.text = format!("[{kind}] {}", line.text);
+            shipper.send(line).await;
+        }
+    };
+    let grace = Duration::from_secs(agent.config.stop_grace_seconds);
+    let (outcome, _) = tokio::join!(
+        agent.runtime.wait(&id, timeout, grace),
+        tokio::time::timeout(timeout + grace + LOG_DRAIN, follow)
+    );
+    let ended = match outcome {
+        Ok(RunOutcome::Exited { code, .. }) => format!("exited with code {code}"),
+        Ok(RunOutcome::TimedOut { code }) => format!("stopped after its timeout, exit code {code}"),
+        Err(e) => e.to_string(),
+    };
+    shipper.send(say(format!("[{kind}] handler {ended}"))).await;
+    agent.runtime.remove_in_background(id);
 }
 
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a

@@ -64,6 +64,8 @@ pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
         retry_backoff_seconds: p.retry_backoff_seconds,
         terminal: p.terminal,
         builtin: p.builtin.clone(),
+        on_failure: p.on_failure.clone(),
+        on_timeout: p.on_timeout.clone(),
     }
 }
 

@@ -341,3 +341,21 @@ fn builtin_reboot_reports_success_before_rebooting() {
     let plan = stdout(&m.cluster.kiln(&["plan", &wf]));
     assert!(plan.contains("builtin: reboot") && plan.contains("terminal"), "{plan}");
 }
+
+#[test]
+fn on_failure_and_on_timeout_handlers_run_before_the_failure_is_reported() {
+    let m = Machine::start("failed_containers: remove\n");
+    let handler =
+        |kind: &str| format!("          {kind}: [\"sh\", \"-c\", \"echo {kind} cleanup for $KILN_ACTION_NAME\"]\n");
+    let wf = m.run(&shell_action("breaks", 60, "exit 3", &handler("on-failure")));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(attempt(&result, 0, 0)["exit_code"], 3, "the handler does not change the result");
+    let logs = m.logs(&wf);
+    assert!(logs.contains("[on-failure] on-failure cleanup for breaks"), "{logs}");
+    assert!(logs.contains("[on-failure] handler exited with code 0"), "{logs}");
+
+    let wf = m.run(&shell_action("hangs", 1, "sleep 300", &[handler("on-failure"), handler("on-timeout")].concat()));
+    assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "TIMEOUT");
+    let logs = m.logs(&wf);
+    assert!(logs.contains("on-timeout cleanup for hangs") && !logs.contains("on-failure cleanup"), "{logs}");
+}

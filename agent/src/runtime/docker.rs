@@ -49,6 +49,7 @@ fn engine_message(e: &DockerError) -> String {
     }
 }
 
+#[derive(Clone)]
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
