@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use kiln_proto::AGENT_ID_METADATA;
 use kiln_proto::v1::agent_service_client::AgentServiceClient;
-use kiln_proto::v1::{Assignment, LogBatch, NextActionRequest, StateReport};
+use kiln_proto::v1::{
+    ArtifactChunk, ArtifactHeader, ArtifactInfo, Assignment, LogBatch, NextActionRequest, StateReport, artifact_chunk,
+};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -112,6 +114,37 @@ impl ServerClient {
                 Err(s) => return Err(s),
             }
         }
+    }
+}
+
+/// Bytes per upload message: well under gRPC's 4 MiB message limit.
+const UPLOAD_CHUNK: usize = 256 << 10;
+
+impl ServerClient {
+    /// Uploads one file as an artifact, streaming it from disk.
+    pub async fn upload_artifact(
+        &self,
+        header: ArtifactHeader,
+        file: &std::path::Path,
+    ) -> Result<ArtifactInfo, Status> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
+        let file =
+            tokio::fs::File::open(file).await.map_err(|e| Status::internal(format!("open {}: {e}", file.display())))?;
+        let first = ArtifactChunk { part: Some(artifact_chunk::Part::Header(header)) };
+        let data = futures_util::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            match file.read(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((ArtifactChunk { part: Some(artifact_chunk::Part::Data(buf)) }, Some(file)))
+                }
+            }
+        });
+        let chunks = futures_util::stream::iter([first]).chain(data);
+        Ok(self.inner.clone().upload_artifact(chunks).await?.into_inner())
     }
 }
 

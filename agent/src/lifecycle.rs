@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use kiln_proto::time::to_proto;
-use kiln_proto::v1::{ActionState, Assignment, StateReport};
+use kiln_proto::v1::{ActionState, ArtifactHeader, Assignment, StateReport};
 use kiln_spec::ImageRef;
 use tonic::Status;
 
@@ -126,6 +126,8 @@ struct AttemptDirs {
     scratch: PathBuf,
     /// `/workflow`: shared by all actions of the workflow on this machine.
     workflow: PathBuf,
+    /// `/out`: files left here are uploaded as the attempt's artifacts.
+    out: PathBuf,
 }
 
 impl AttemptDirs {
@@ -134,8 +136,9 @@ impl AttemptDirs {
             kiln: agent.config.state_dir.join("attempts").join(safe_name(&a.attempt_id)),
             scratch: agent.config.scratch_dir().join(safe_name(&a.attempt_id)),
             workflow: agent.config.state_dir.join("workflows").join(safe_name(&a.workflow_id)),
+            out: agent.config.state_dir.join("out").join(safe_name(&a.attempt_id)),
         };
-        for d in [&dirs.kiln, &dirs.scratch, &dirs.workflow] {
+        for d in [&dirs.kiln, &dirs.scratch, &dirs.workflow, &dirs.out] {
             std::fs::create_dir_all(d)?;
         }
         Ok(dirs)
@@ -146,12 +149,13 @@ impl AttemptDirs {
             format!("{}:/kiln", self.kiln.display()),
             format!("{}:/tmp_disk", self.scratch.display()),
             format!("{}:/workflow", self.workflow.display()),
+            format!("{}:/out", self.out.display()),
         ]
     }
 
     /// The workflow directory stays for the workflow's next actions.
     fn remove_attempt_dirs(&self) {
-        for d in [&self.kiln, &self.scratch] {
+        for d in [&self.kiln, &self.scratch, &self.out] {
             if let Err(e) = std::fs::remove_dir_all(d) {
                 tracing::warn!(dir = %d.display(), error = %e, "removing attempt directory failed");
             }
@@ -377,8 +381,49 @@ async fn run_container(
     if let Some((kind, command)) = handler.filter(|(_, c)| !c.is_empty()) {
         run_handler(agent, &container, kind, command, timeout, &shipper).await;
     }
+    upload_artifacts(agent, a, &dirs.out, &shipper).await;
     shipper.finish().await;
     Ok(ContainerRun { ending, container: Some(id), reported_early })
+}
+
+/// Uploads what the action left in `/out`. A file that cannot be uploaded
+/// (too large, server gone) is named in the attempt's logs; the action's
+/// result stands.
+async fn upload_artifacts(agent: &Agent, a: &Assignment, out: &Path, shipper: &LogShipper) {
+    let mut files = Vec::new();
+    collect_files(out, out, &mut files);
+    for (rel, path, size) in files {
+        let header = ArtifactHeader {
+            workflow_id: a.workflow_id.clone(),
+            action_index: a.action_index,
+            attempt_id: a.attempt_id.clone(),
+            path: rel.clone(),
+            size,
+        };
+        let text = match agent.client.upload_artifact(header, &path).await {
+            Ok(info) => format!("[kiln-agent] artifact {rel} uploaded ({} bytes, sha256 {})", info.size, info.sha256),
+            Err(e) => format!("[kiln-agent] artifact {rel} NOT uploaded: {}", e.message()),
+        };
+        shipper.send(OutputLine { stderr: true, text }).await;
+    }
+}
+
+/// Regular files below `dir`, as (path relative to `root`, path, size).
+/// Symbolic links are skipped: they could point anywhere on the host.
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf, u64)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let Ok(meta) = e.path().symlink_metadata() else { continue };
+        if meta.is_dir() {
+            collect_files(root, &e.path(), out);
+        } else if meta.is_file()
+            && let Ok(rel) = e.path().strip_prefix(root)
+        {
+            out.push((rel.to_string_lossy().into_owned(), e.path(), meta.len()));
+        }
+    }
 }
 
 /// Runs an `on-failure` / `on-timeout` command in a new container of the

@@ -61,6 +61,11 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Files actions left in /out.
+    Artifacts {
+        #[command(subcommand)]
+        command: ArtifactsCommand,
+    },
     /// Resume a FAILED or TIMEOUT workflow from its failed action.
     Retry { workflow: String },
     /// Follow a workflow until it ends; exits 0 on SUCCESS, 1 otherwise.
@@ -76,6 +81,26 @@ enum Command {
         /// `json`: one object per line.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtifactsCommand {
+    /// List a workflow's artifacts with size and sha256.
+    List {
+        workflow: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Write one artifact to stdout or a file (of the action's latest attempt that has it).
+    Get {
+        workflow: String,
+        /// Action name or task/name.
+        action: String,
+        path: String,
+        /// Write here instead of stdout.
+        #[arg(short = 'f', long = "file")]
+        file: Option<std::path::PathBuf>,
     },
 }
 
@@ -156,6 +181,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !structured(output, &view::Workflow::from(&wf))? {
                 print!("{}", plan_text(&wf));
             }
+        }
+        Command::Artifacts { command: ArtifactsCommand::List { workflow, output } } => {
+            let items = c.list_artifacts(GetRequest { name: workflow }).await.map_err(status)?.into_inner().items;
+            let view: Vec<_> = items
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "action_index": a.action_index, "attempt_id": a.attempt_id, "path": a.path,
+                        "size": a.size, "sha256": a.sha256, "created_at": view::time(&a.created_at),
+                    })
+                })
+                .collect();
+            if !structured(output, &view)? {
+                let rows: Vec<_> = items
+                    .iter()
+                    .map(|a| {
+                        vec![(a.action_index + 1).to_string(), a.path.clone(), a.size.to_string(), a.sha256.clone()]
+                    })
+                    .collect();
+                print!("{}", table(&["ACTION", "PATH", "SIZE", "SHA256"], &rows));
+            }
+        }
+        Command::Artifacts { command: ArtifactsCommand::Get { workflow, action, path, file } } => {
+            use std::io::Write;
+            let req = kiln_proto::v1::ArtifactRequest { workflow_id: workflow, action, path };
+            let mut stream = c.get_artifact(req).await.map_err(status)?.into_inner();
+            let mut sink: Box<dyn Write> = match &file {
+                Some(f) => {
+                    Box::new(std::fs::File::create(f).with_context(|| format!("cannot create {}", f.display()))?)
+                }
+                None => Box::new(std::io::stdout().lock()),
+            };
+            while let Some(chunk) = stream.next().await {
+                sink.write_all(&chunk.map_err(status)?.data)?;
+            }
+            sink.flush()?;
         }
         Command::Retry { workflow } => {
             let wf = c.retry(GetRequest { name: workflow }).await.map_err(status)?.into_inner();

@@ -7,9 +7,9 @@ use futures_util::Stream;
 use kiln_proto::time::millis_to_proto;
 use kiln_proto::v1::admin_service_server::AdminService;
 use kiln_proto::v1::{
-    AppliedObject, ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, GetRequest, Hardware, HardwareList,
-    ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, Template, TemplateList, Workflow, WorkflowList,
-    plan_request,
+    AppliedObject, ApplyRequest, ApplyResponse, ArtifactData, ArtifactList, ArtifactRequest, DeleteRequest,
+    DeleteResponse, GetRequest, Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest,
+    Template, TemplateList, Workflow, WorkflowList, plan_request,
 };
 use kiln_spec::{ImagePolicy, parse_documents};
 use tokio::sync::mpsc;
@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::admission::{self, AdmissionError};
+use crate::artifacts::ArtifactFiles;
 use crate::convert::{self, store_status};
 use crate::events::{Events, wait_for};
 use crate::model;
@@ -32,13 +33,17 @@ pub struct AdminApi {
     store: DynStore,
     events: Arc<Events>,
     policy: ImagePolicy,
+    artifacts: ArtifactFiles,
 }
 
 impl AdminApi {
-    pub fn new(store: DynStore, events: Arc<Events>, policy: ImagePolicy) -> Self {
-        Self { store, events, policy }
+    pub fn new(store: DynStore, events: Arc<Events>, policy: ImagePolicy, artifacts: ArtifactFiles) -> Self {
+        Self { store, events, policy, artifacts }
     }
 }
+
+/// Bytes per message when streaming an artifact to the CLI.
+const ARTIFACT_CHUNK: usize = 256 << 10;
 
 fn admission_status(e: AdmissionError) -> Status {
     match e {
@@ -123,8 +128,16 @@ impl AdminService for AdminApi {
         let kind = ObjectKind::parse(&req.kind).ok_or_else(|| {
             Status::invalid_argument(format!("unknown kind {:?}: expected hardware, template or workflow", req.kind))
         })?;
+        let attempts: Vec<String> = match kind {
+            ObjectKind::Workflow => {
+                let wf = self.store.get_workflow(&req.name).await.map_err(store_status)?;
+                wf.actions.iter().flat_map(|a| a.attempts.iter().map(|t| t.id.clone())).collect()
+            }
+            _ => Vec::new(),
+        };
         self.store.delete(kind, &req.name).await.map_err(store_status)?;
         if kind == ObjectKind::Workflow {
+            self.artifacts.remove_attempts(attempts.iter().map(String::as_str));
             self.events.workflow_changed(&req.name);
         }
         Ok(Response::new(DeleteResponse {}))
@@ -223,6 +236,52 @@ impl AdminService for AdminApi {
                 tokio::select! {
                     open = wait_for(&mut appended, &id) => if !open { return },
                     open = wait_for(&mut changed, &id) => if !open { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_artifacts(&self, req: Request<GetRequest>) -> Result<Response<ArtifactList>, Status> {
+        let items = self.store.list_artifacts(&req.get_ref().name).await.map_err(store_status)?;
+        Ok(Response::new(ArtifactList { items: items.iter().map(convert::artifact).collect() }))
+    }
+
+    type GetArtifactStream = BoxStream<ArtifactData>;
+
+    async fn get_artifact(&self, req: Request<ArtifactRequest>) -> Result<Response<Self::GetArtifactStream>, Status> {
+        let req = req.into_inner();
+        let wf = self.store.get_workflow(&req.workflow_id).await.map_err(store_status)?;
+        let index = select_action(&wf, &req.action)?
+            .ok_or_else(|| Status::invalid_argument("name the action the artifact belongs to"))?;
+        let artifact = self
+            .store
+            .list_artifacts(&req.workflow_id)
+            .await
+            .map_err(store_status)?
+            .into_iter()
+            .rfind(|a| a.action_index == index && a.path == req.path)
+            .ok_or_else(|| Status::not_found(format!("action {:?} has no artifact {:?}", req.action, req.path)))?;
+        let path = self.artifacts.locate(&artifact.attempt_id, &artifact.path).map_err(Status::internal)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::internal(format!("artifact {} unreadable: {e}", artifact.path)))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; ARTIFACT_CHUNK];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.send(Ok(ArtifactData { data: buf[..n].to_vec() })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(format!("reading artifact: {e}")))).await;
+                        return;
+                    }
                 }
             }
         });

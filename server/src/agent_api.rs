@@ -7,15 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_proto::v1::agent_service_server::AgentService;
-use kiln_proto::v1::{Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport};
+use kiln_proto::v1::{
+    ArtifactChunk, ArtifactInfo, Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck,
+    StateReport, artifact_chunk,
+};
 use kiln_proto::{AGENT_ID_METADATA, time::proto_to_millis};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
 
+use crate::artifacts::ArtifactFiles;
 use crate::convert::{action_spec, action_state_from_proto, store_status, transition_status};
 use crate::events::Events;
 use crate::model::{ActionState, Millis, now_millis};
 use crate::state_machine::{self, Report, TransitionError};
-use crate::store::{DynStore, NewLogLine};
+use crate::store::{Artifact, DynStore, NewLogLine};
 
 /// Longest a `NextAction` call is held open.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -55,11 +61,35 @@ fn caller<T>(req: &Request<T>) -> Result<String, Status> {
 pub struct AgentApi {
     store: DynStore,
     events: Arc<Events>,
+    artifacts: ArtifactFiles,
 }
 
 impl AgentApi {
-    pub fn new(store: DynStore, events: Arc<Events>) -> Self {
-        Self { store, events }
+    pub fn new(store: DynStore, events: Arc<Events>, artifacts: ArtifactFiles) -> Self {
+        Self { store, events, artifacts }
+    }
+
+    /// The attempt must exist and belong to the caller.
+    async fn check_owner(
+        &self,
+        agent: &str,
+        workflow_id: &str,
+        action_index: u32,
+        attempt_id: &str,
+    ) -> Result<(), Status> {
+        let wf = self.store.get_workflow(workflow_id).await.map_err(store_status)?;
+        let attempt = wf
+            .actions
+            .get(action_index as usize)
+            .and_then(|a| a.attempts.iter().find(|t| t.id == attempt_id))
+            .ok_or_else(|| transition_status(&TransitionError::UnknownAttempt(attempt_id.to_string())))?;
+        if attempt.agent_id != agent {
+            return Err(transition_status(&TransitionError::NotOwner {
+                owner: attempt.agent_id.clone(),
+                caller: agent.to_string(),
+            }));
+        }
+        Ok(())
     }
 
     /// Finds (creating when it is due) the attempt `agent` should run now;
@@ -202,5 +232,78 @@ impl AgentService for AgentApi {
             .map_err(store_status)?;
         self.events.logs_appended(&batch.workflow_id);
         Ok(Response::new(LogAck { stored_through }))
+    }
+
+    async fn upload_artifact(
+        &self,
+        req: Request<tonic::Streaming<ArtifactChunk>>,
+    ) -> Result<Response<ArtifactInfo>, Status> {
+        let agent = caller(&req)?;
+        let info = self.receive_artifact(&agent, req.into_inner()).await?;
+        tracing::info!(agent = %agent, workflow = %info.workflow_id, path = %info.path, size = info.size, "artifact stored");
+        Ok(Response::new(info))
+    }
+}
+
+impl AgentApi {
+    async fn receive_artifact(
+        &self,
+        agent: &str,
+        mut chunks: tonic::Streaming<ArtifactChunk>,
+    ) -> Result<ArtifactInfo, Status> {
+        let header = match chunks.message().await?.and_then(|c| c.part) {
+            Some(artifact_chunk::Part::Header(h)) => h,
+            _ => return Err(Status::invalid_argument("an artifact upload starts with its header")),
+        };
+        self.check_owner(agent, &header.workflow_id, header.action_index, &header.attempt_id).await?;
+        let path = self.artifacts.locate(&header.attempt_id, &header.path).map_err(Status::invalid_argument)?;
+        let limit = self.artifacts.max_bytes;
+        let too_big = |size: u64| {
+            Status::resource_exhausted(format!("artifact {:?} is {size} bytes; the limit is {limit}", header.path))
+        };
+        if header.size > limit {
+            return Err(too_big(header.size));
+        }
+        let dir = path.parent().expect("artifact paths have a parent");
+        tokio::fs::create_dir_all(dir).await.map_err(|e| Status::internal(format!("artifact dir: {e}")))?;
+        // Written beside its final name, renamed when complete: a reader
+        // never sees half a file.
+        let partial = path.with_extension("kiln-partial");
+        let mut file =
+            tokio::fs::File::create(&partial).await.map_err(|e| Status::internal(format!("artifact file: {e}")))?;
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = chunks.message().await? {
+            let Some(artifact_chunk::Part::Data(data)) = chunk.part else {
+                return Err(Status::invalid_argument("only data may follow an artifact header"));
+            };
+            received += data.len() as u64;
+            if received > limit {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(too_big(received));
+            }
+            hasher.update(&data);
+            file.write_all(&data).await.map_err(|e| Status::internal(format!("artifact write: {e}")))?;
+        }
+        file.sync_all().await.map_err(|e| Status::internal(format!("artifact sync: {e}")))?;
+        if received != header.size {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(Status::data_loss(format!(
+                "artifact {:?}: header says {} bytes, {received} arrived",
+                header.path, header.size
+            )));
+        }
+        tokio::fs::rename(&partial, &path).await.map_err(|e| Status::internal(format!("artifact rename: {e}")))?;
+        let artifact = Artifact {
+            workflow_id: header.workflow_id,
+            action_index: header.action_index,
+            attempt_id: header.attempt_id,
+            path: header.path,
+            size: received,
+            sha256: hex::encode(hasher.finalize()),
+            created_at: now_millis(),
+        };
+        self.store.put_artifact(artifact.clone()).await.map_err(store_status)?;
+        Ok(crate::convert::artifact(&artifact))
     }
 }

@@ -132,6 +132,18 @@ pub fn template(t: &StoredTemplate) -> v1::Template {
     }
 }
 
+pub fn artifact(a: &crate::store::Artifact) -> v1::ArtifactInfo {
+    v1::ArtifactInfo {
+        workflow_id: a.workflow_id.clone(),
+        action_index: a.action_index,
+        attempt_id: a.attempt_id.clone(),
+        path: a.path.clone(),
+        size: a.size,
+        sha256: a.sha256.clone(),
+        created_at: Some(millis_to_proto(a.created_at)),
+    }
+}
+
 pub fn transition_status(e: &TransitionError) -> Status {
     match e {
         TransitionError::NotOwner { .. } => Status::permission_denied(e.to_string()),

@@ -7,6 +7,7 @@
 pub mod admin_api;
 pub mod admission;
 pub mod agent_api;
+pub mod artifacts;
 pub mod convert;
 pub mod events;
 pub mod model;
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Which action images templates may name.
     pub image_policy: kiln_spec::ImagePolicy,
+    /// Largest artifact accepted, in bytes.
+    pub max_artifact_bytes: u64,
 }
 
 /// A bound, not yet serving, kiln server.
@@ -44,6 +47,7 @@ pub struct Server {
     store: DynStore,
     events: Arc<Events>,
     image_policy: kiln_spec::ImagePolicy,
+    artifacts: artifacts::ArtifactFiles,
 }
 
 impl Server {
@@ -53,7 +57,13 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        Ok(Self { listener, store, events: Arc::new(Events::default()), image_policy: config.image_policy.clone() })
+        Ok(Self {
+            listener,
+            store,
+            events: Arc::new(Events::default()),
+            image_policy: config.image_policy.clone(),
+            artifacts: artifacts::ArtifactFiles::new(&config.data_dir, config.max_artifact_bytes),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -63,13 +73,14 @@ impl Server {
     /// Serves both services until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let agent = AgentServiceServer::with_interceptor(
-            agent_api::AgentApi::new(self.store.clone(), self.events.clone()),
+            agent_api::AgentApi::new(self.store.clone(), self.events.clone(), self.artifacts.clone()),
             agent_api::identify_agent,
         );
         let admin = AdminServiceServer::new(admin_api::AdminApi::new(
             self.store.clone(),
             self.events.clone(),
             self.image_policy.clone(),
+            self.artifacts.clone(),
         ));
         let sweeper = tokio::spawn(sweep_deadlines(self.store.clone(), self.events.clone()));
         let result = tonic::transport::Server::builder()

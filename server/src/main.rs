@@ -22,6 +22,9 @@ struct Args {
     /// Allow only images pinned by digest (`...@sha256:...`).
     #[arg(long)]
     digests_only: bool,
+    /// Largest artifact (one file of an action's /out) accepted, in bytes.
+    #[arg(long, default_value_t = kiln_server::artifacts::DEFAULT_MAX_ARTIFACT_BYTES)]
+    max_artifact_bytes: u64,
     /// Write the bound address here once listening (useful with port 0).
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -37,7 +40,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let image_policy =
         kiln_spec::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
-    let config = ServerConfig { listen: args.listen, data_dir: args.data_dir.clone(), image_policy };
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        image_policy,
+        max_artifact_bytes: args.max_artifact_bytes,
+    };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "kiln-server listening");

@@ -359,3 +359,37 @@ fn on_failure_and_on_timeout_handlers_run_before_the_failure_is_reported() {
     let logs = m.logs(&wf);
     assert!(logs.contains("on-timeout cleanup for hangs") && !logs.contains("on-failure cleanup"), "{logs}");
 }
+
+#[test]
+fn files_in_out_become_artifacts_downloadable_byte_for_byte() {
+    use sha2::{Digest, Sha256};
+    let m = Machine::start_with(&["--max-artifact-bytes", "1000000"], "failed_containers: remove\n");
+    let cmd = "echo hello report > /out/report.txt; mkdir -p /out/sub; dd if=/dev/urandom of=/out/sub/data.bin bs=1024 count=700 2>/dev/null; \
+               dd if=/dev/zero of=/out/too-big.bin bs=1024 count=1100 2>/dev/null; ln -s /etc/passwd /out/link; sha256sum /out/sub/data.bin";
+    let wf = m.run(&shell_action("produce", 60, cmd, ""));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "SUCCESS");
+    let logs = m.logs(&wf);
+    assert!(logs.contains("artifact too-big.bin NOT uploaded") && logs.contains("limit is 1000000"), "{logs}");
+
+    let out = m.cluster.kiln(&["artifacts", "list", &wf, "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["report.txt", "sub/data.bin"], "symlinks and oversized files are not artifacts");
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("data.bin");
+    let out = m.cluster.kiln(&["artifacts", "get", &wf, "produce", "sub/data.bin", "-f", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&target).unwrap();
+    assert_eq!(bytes.len(), 700 * 1024);
+    let sha = hex::encode(Sha256::digest(&bytes));
+    assert_eq!(list[1]["sha256"], sha.as_str(), "recorded sha256 matches the download");
+    assert!(logs.contains(&format!("{sha}  /out/sub/data.bin")), "and what the action computed inside: {logs}");
+    let report = m.cluster.kiln(&["artifacts", "get", &wf, "produce", "report.txt"]);
+    assert_eq!(stdout(&report), "hello report\n");
+    let missing = m.cluster.kiln(&["artifacts", "get", &wf, "produce", "nope.txt"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no artifact"), "{}", stderr(&missing));
+}

@@ -99,6 +99,18 @@ pub struct NewLogLine {
     pub text: String,
 }
 
+/// The index entry of one uploaded artifact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    pub workflow_id: String,
+    pub action_index: u32,
+    pub attempt_id: String,
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub created_at: Millis,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Writes hardware and templates (create or update) and creates
@@ -139,6 +151,12 @@ pub trait Store: Send + Sync + 'static {
         attempt_id: &str,
         lines: Vec<NewLogLine>,
     ) -> Result<u64, StoreError>;
+
+    /// Records an artifact (replacing one of the same attempt and path).
+    async fn put_artifact(&self, artifact: Artifact) -> Result<(), StoreError>;
+
+    /// Artifacts of a workflow, by action, attempt and path.
+    async fn list_artifacts(&self, workflow_id: &str) -> Result<Vec<Artifact>, StoreError>;
 
     /// Log lines of a workflow stored after `after_cursor`, in storage order,
     /// optionally of one action only, at most `limit`.

@@ -14,13 +14,14 @@ use kiln_spec::{PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    ApplyBatch, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredHardware, StoredLogLine,
+    ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredHardware, StoredLogLine,
     StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Workflow, WorkflowState, now_millis};
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sqlite_migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("sqlite_migrations/0001_init.sql")), (2, include_str!("sqlite_migrations/0002_artifacts.sql"))];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -502,6 +503,44 @@ impl Store for SqliteStore {
                 })?;
             tx.commit()?;
             Ok(through as u64)
+        })
+        .await
+    }
+
+    async fn put_artifact(&self, a: Artifact) -> Result<(), StoreError> {
+        self.with_conn(move |c| {
+            c.execute(
+                "INSERT INTO artifacts (workflow_id, action_idx, attempt_id, path, size, sha256, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(attempt_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
+                     created_at = excluded.created_at",
+                params![a.workflow_id, a.action_index, a.attempt_id, a.path, a.size as i64, a.sha256, a.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_artifacts(&self, workflow_id: &str) -> Result<Vec<Artifact>, StoreError> {
+        let workflow_id = workflow_id.to_string();
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT a.workflow_id, a.action_idx, a.attempt_id, a.path, a.size, a.sha256, a.created_at
+                 FROM artifacts a JOIN attempts t ON t.id = a.attempt_id
+                 WHERE a.workflow_id = ?1 ORDER BY a.action_idx, t.number, a.path",
+            )?;
+            let rows = stmt.query_map([&workflow_id], |r| {
+                Ok(Artifact {
+                    workflow_id: r.get(0)?,
+                    action_index: r.get(1)?,
+                    attempt_id: r.get(2)?,
+                    path: r.get(3)?,
+                    size: r.get::<_, i64>(4)? as u64,
+                    sha256: r.get(5)?,
+                    created_at: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
