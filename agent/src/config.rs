@@ -51,6 +51,10 @@ pub struct AgentConfig {
     /// asked): `{reboot: [argv...], poweroff: [argv...]}`.
     #[serde(default)]
     pub power_commands: BTreeMap<String, Vec<String>>,
+    /// External actions (Replicante style) by kind: commands run on this
+    /// host instead of a container.
+    #[serde(default)]
+    pub external_actions: BTreeMap<String, ExternalAction>,
     /// On timeout an action gets SIGTERM, then SIGKILL after this many seconds.
     #[serde(default = "default_stop_grace")]
     pub stop_grace_seconds: u64,
@@ -58,6 +62,25 @@ pub struct AgentConfig {
 
 fn default_stop_grace() -> u64 {
     10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalAction {
+    #[serde(default)]
+    pub description: String,
+    /// Starts the action (argv); gets the action record as JSON on stdin and
+    /// must return quickly, leaving the work running.
+    pub action: Vec<String>,
+    /// Reports progress (argv): prints `{"status": "running|finished|failed", "error": "..."}`.
+    pub check: Vec<String>,
+    /// Pause between checks.
+    #[serde(default = "default_check_interval")]
+    pub check_interval_ms: u64,
+}
+
+fn default_check_interval() -> u64 {
+    1000
 }
 
 fn default_state_dir() -> PathBuf {
@@ -124,6 +147,11 @@ impl AgentConfig {
             anyhow::bail!("field server: must not be empty");
         }
         config.image_policy().map_err(|e| anyhow::anyhow!("field allowed_images: {e}"))?;
+        for (kind, e) in &config.external_actions {
+            if e.action.is_empty() || e.check.is_empty() {
+                anyhow::bail!("field external_actions.{kind}: action and check must both be commands (argv lists)");
+            }
+        }
         for (i, r) in config.registries.iter().enumerate() {
             if r.registry.is_empty() || r.registry.contains('/') {
                 anyhow::bail!("field registries[{i}].registry: {:?} must be a registry host[:port]", r.registry);

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod config;
+pub mod external;
 pub mod identity;
 pub mod lifecycle;
 pub mod log_shipper;

@@ -37,11 +37,11 @@ pub struct Ending {
 }
 
 impl Ending {
-    fn success() -> Self {
+    pub(crate) fn success() -> Self {
         Self { state: ActionState::Success, exit_code: Some(0), reason: String::new(), message: String::new() }
     }
 
-    fn failed(reason: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn failed(reason: &str, message: impl Into<String>) -> Self {
         Self { state: ActionState::Failed, exit_code: None, reason: reason.into(), message: message.into() }
     }
 
@@ -192,6 +192,16 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
         report(agent, a, ActionState::Running, None).await?;
         report(agent, a, ActionState::Success, Some(&Ending::success())).await?;
         return Ok(Next::Power(spec.builtin));
+    }
+    if !spec.external.is_empty() {
+        report(agent, a, ActionState::Running, None).await?;
+        let shipper =
+            LogShipper::start(agent.client.clone(), a.workflow_id.clone(), a.action_index, a.attempt_id.clone());
+        let timeout = Duration::from_secs(spec.timeout_seconds.max(1));
+        let ending = crate::external::run(agent, a, &spec, timeout, &shipper).await;
+        shipper.finish().await;
+        tracing::info!(state = ?ending.state, reason = %ending.reason, "external action ended");
+        return report(agent, a, ending.state, Some(&ending)).await.map(|()| Next::Continue);
     }
 
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1));

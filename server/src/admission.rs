@@ -62,7 +62,7 @@ fn check_images(
     policy: &ImagePolicy,
     checkable: impl Fn(&str) -> bool,
 ) -> Result<(), AdmissionError> {
-    for (i, action) in plan.actions.iter().enumerate().filter(|(_, a)| a.builtin.is_empty() && checkable(&a.image)) {
+    for (i, action) in plan.actions.iter().enumerate().filter(|(_, a)| !a.image.is_empty() && checkable(&a.image)) {
         let image = ImageRef::parse(&action.image).map_err(|e| {
             AdmissionError::Reference(format!("template {template:?}, field {}.image: {e}", plan.field_path(i)))
         })?;

@@ -66,6 +66,7 @@ pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
         builtin: p.builtin.clone(),
         on_failure: p.on_failure.clone(),
         on_timeout: p.on_timeout.clone(),
+        external: p.external.clone(),
     }
 }
 

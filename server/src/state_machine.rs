@@ -269,6 +269,7 @@ mod tests {
             retry_backoff_seconds: 0,
             terminal: false,
             builtin: String::new(),
+            external: String::new(),
         }
     }
 

@@ -50,6 +50,10 @@ pub struct PlannedAction {
     /// `reboot` or `poweroff` (always terminal).
     #[serde(default)]
     pub builtin: String,
+    /// An external action (Replicante style) the agent's configuration
+    /// defines: run on the agent's host by its start and check commands.
+    #[serde(default)]
+    pub external: String,
 }
 
 /// Built-in steps an action may name with `builtin:` instead of `image:`.
@@ -128,6 +132,8 @@ struct ActionYaml {
     image: Option<String>,
     #[serde(default)]
     builtin: Option<String>,
+    #[serde(default)]
+    external: Option<String>,
     #[serde(default)]
     terminal: Option<bool>,
     #[serde(default)]
@@ -397,28 +403,36 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
         for (ai, a) in task.actions.into_iter().enumerate() {
             let af = format!("{tf}.actions[{ai}]");
             check_name(obj, format!("{af}.name"), &a.name, &mut action_names)?;
-            let (image, builtin) = match (a.image, a.builtin) {
-                (Some(_), Some(_)) => {
-                    return Err(field_err(
-                        obj,
-                        format!("{af}.builtin"),
-                        "an action has an image or a builtin, not both".into(),
-                    ));
-                }
-                (None, None) => return Err(field_err(obj, format!("{af}.image"), "missing field `image`".into())),
-                (None, Some(b)) if BUILTINS.contains(&b.as_str()) => (String::new(), b),
-                (None, Some(b)) => {
+            // Exactly one of: a container image, a built-in step, an
+            // external action of the agent's configuration.
+            let (image, builtin, external) = match (a.image, a.builtin, a.external) {
+                (Some(image), None, None) if checkable(&image) => (
+                    ImageRef::parse(image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string(),
+                    String::new(),
+                    String::new(),
+                ),
+                (Some(image), None, None) => (image, String::new(), String::new()),
+                (None, Some(b), None) if BUILTINS.contains(&b.as_str()) => (String::new(), b, String::new()),
+                (None, Some(b), None) => {
                     return Err(field_err(
                         obj,
                         format!("{af}.builtin"),
                         format!("unknown builtin {b:?}; known: {}", BUILTINS.join(", ")),
                     ));
                 }
-                (Some(image), None) if checkable(&image) => (
-                    ImageRef::parse(image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string(),
-                    String::new(),
-                ),
-                (Some(image), None) => (image, String::new()),
+                (None, None, Some(kind)) if !kind.trim().is_empty() => {
+                    (String::new(), String::new(), kind.trim().to_string())
+                }
+                (None, None, None) => {
+                    return Err(field_err(obj, format!("{af}.image"), "missing field `image`".into()));
+                }
+                _ => {
+                    return Err(field_err(
+                        obj,
+                        af.clone(),
+                        "an action has exactly one of image, builtin or external".into(),
+                    ));
+                }
             };
             if a.timeout == Some(0) {
                 return Err(field_err(obj, format!("{af}.timeout"), "must be more than 0 seconds".into()));
@@ -462,6 +476,7 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
                 retry_backoff_seconds: a.retry_backoff.unwrap_or(0),
                 terminal: a.terminal.unwrap_or(false) || !builtin.is_empty(),
                 builtin,
+                external,
                 on_timeout: a.on_timeout,
                 on_failure: a.on_failure,
             });

@@ -393,3 +393,62 @@ fn files_in_out_become_artifacts_downloadable_byte_for_byte() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("no artifact"), "{}", stderr(&missing));
 }
+
+#[test]
+fn external_actions_run_their_start_and_check_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let script = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        format!("[\"/bin/sh\", \"{}\"]", path.display())
+    };
+    let start = script("start.sh", &format!("cat > {d}/record.json; echo started the work\n"));
+    let finishes = script(
+        "check-finishes.sh",
+        &format!(
+            "n=$(cat {d}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {d}/n\n\
+             if [ $n -ge 3 ]; then echo '{{\"status\": \"finished\"}}'; else echo '{{\"status\": \"running\"}}'; fi\n"
+        ),
+    );
+    let fails = script("check-fails.sh", "echo '{\"status\": \"failed\", \"error\": \"disk on fire\"}'\n");
+    let garbage = script("check-garbage.sh", "echo hello there\n");
+    let never = script("check-never.sh", "echo '{\"status\": \"running\"}'\n");
+    let config = format!(
+        "failed_containers: remove\nexternal_actions:\n  \
+         demo.finishes: {{description: finishes, action: {start}, check: {finishes}, check_interval_ms: 100}}\n  \
+         demo.fails: {{action: {start}, check: {fails}, check_interval_ms: 100}}\n  \
+         demo.garbage: {{action: {start}, check: {garbage}, check_interval_ms: 100}}\n  \
+         demo.never: {{action: {start}, check: {never}, check_interval_ms: 100}}\n"
+    );
+    let m = Machine::start(&config);
+    let external = |kind: &str, timeout: u64| {
+        format!(
+            "        - name: ext\n          external: {kind}\n          timeout: {timeout}\n          environment: {{SIZE: \"42\"}}\n"
+        )
+    };
+
+    let wf = m.run(&external("demo.finishes", 60));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "SUCCESS", "{result:#}\n{}", m.logs(&wf));
+    assert!(m.logs(&wf).contains("[start] started the work"));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("record.json")).unwrap()).unwrap();
+    assert_eq!(record["id"], attempt(&result, 0, 0)["id"]);
+    assert_eq!(record["kind"], "demo.finishes");
+    assert_eq!(record["args"]["SIZE"], "42");
+    assert_eq!(std::fs::read_to_string(dir.path().join("n")).unwrap().trim(), "3", "checked until finished");
+
+    for (kind, state, reason, needle) in [
+        ("demo.fails", "FAILED", "ExternalActionFailed", "disk on fire"),
+        ("demo.garbage", "FAILED", "BadCheckOutput", "hello there"),
+        ("demo.never", "TIMEOUT", "Timeout", "timeout of 1s"),
+        ("demo.unknown", "FAILED", "UnknownExternalAction", "demo.finishes"),
+    ] {
+        let wf = m.run(&external(kind, 1));
+        let result = m.cluster.wait_finished(&wf, LIMIT);
+        let a = attempt(&result, 0, 0);
+        assert_eq!((result["state"].as_str(), a["reason"].as_str()), (Some(state), Some(reason)), "{kind}: {a:#}");
+        assert!(a["message"].as_str().unwrap().contains(needle), "{kind}: {a:#}");
+    }
+}

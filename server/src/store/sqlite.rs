@@ -601,6 +601,7 @@ mod tests {
             retry_backoff_seconds: 0,
             terminal: false,
             builtin: String::new(),
+            external: String::new(),
         }
     }
 
