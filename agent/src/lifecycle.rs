@@ -208,11 +208,12 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
     let mut container = None;
     let mut reported_early = false;
     let dirs = AttemptDirs::create(agent, a);
-    let ending = match (ImageRef::parse(&spec.image), &dirs) {
-        (Err(e), _) => Ending::failed("InvalidImage", e),
-        (Ok(image), _) if agent.image_policy.check(&image).is_err() => {
-            Ending::failed("ImageNotAllowed", agent.image_policy.check(&image).unwrap_err())
-        }
+    // The machine's own allow-list, checked before anything is pulled.
+    let image = ImageRef::parse(&spec.image)
+        .map_err(|e| ("InvalidImage", e))
+        .and_then(|image| agent.image_policy.check(&image).map(|()| image).map_err(|e| ("ImageNotAllowed", e)));
+    let ending = match (image, &dirs) {
+        (Err((reason, e)), _) => Ending::failed(reason, e),
         (_, Err(e)) => Ending::failed("AgentError", format!("cannot create the attempt's directories: {e}")),
         (Ok(image), Ok(dirs)) => {
             report(agent, a, ActionState::Pulling, None).await?;
