@@ -12,6 +12,7 @@ pub enum Document {
     Hardware(HardwareDoc),
     Template(TemplateDoc),
     Workflow(WorkflowDoc),
+    ActionDefinition(ActionDefinitionDoc),
 }
 
 impl Document {
@@ -20,6 +21,7 @@ impl Document {
             Self::Hardware(_) => "Hardware",
             Self::Template(_) => "Template",
             Self::Workflow(_) => "Workflow",
+            Self::ActionDefinition(_) => "ActionDefinition",
         }
     }
 
@@ -28,6 +30,7 @@ impl Document {
             Self::Hardware(h) => &h.id,
             Self::Template(t) => &t.name,
             Self::Workflow(w) => &w.id,
+            Self::ActionDefinition(d) => &d.name,
         }
     }
 }
@@ -56,6 +59,43 @@ pub struct WorkflowDoc {
     pub template: String,
     pub hardware: String,
     pub hardware_map: BTreeMap<String, String>,
+}
+
+/// A typed action (the generic container plugin contract): an image whose
+/// input arrives as JSON on stdin and whose stdout is its JSON output, both
+/// described by JSON Schemas. Templates use it with `use:` and `with:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionDefinitionDoc {
+    pub name: String,
+    pub description: String,
+    /// Canonical image reference.
+    pub image: String,
+    pub input_schema: serde_json::Value,
+    pub output_schema: serde_json::Value,
+    pub resources: crate::plan::Resources,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionDefinitionYaml {
+    #[serde(rename = "apiVersion", default)]
+    _api_version: Option<String>,
+    kind: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    image: String,
+    #[serde(default)]
+    input_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    output_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    resources: Option<crate::plan::ResourcesYaml>,
+}
+
+/// Compiles a JSON Schema, so a broken one is an apply-time error.
+pub(crate) fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
 // The YAML shapes. `kind` and `apiVersion` are read by `KindProbe` and
@@ -107,6 +147,8 @@ struct KindProbe {
     #[serde(default)]
     name: Option<serde_yaml_ng::Value>,
 }
+
+const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition";
 
 /// One document of the stream with where it starts.
 struct Chunk<'a> {
@@ -201,12 +243,27 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
                 .collect();
             Ok(Document::Workflow(WorkflowDoc { id: w.name, template: w.template, hardware: w.hardware, hardware_map }))
         }
-        "" => Err(field_error(&object, "kind", "missing; expected one of Hardware, Template, Workflow")),
-        other => Err(field_error(
-            &object,
-            "kind",
-            &format!("unknown kind {other:?}; expected one of Hardware, Template, Workflow"),
-        )),
+        "ActionDefinition" => {
+            let d: ActionDefinitionYaml = strict(&object, chunk)?;
+            debug_assert_eq!(d.kind, "ActionDefinition");
+            check_name(&object, "name", &d.name)?;
+            let image = crate::ImageRef::parse(d.image.trim()).map_err(|e| field_error(&object, "image", &e))?.to_string();
+            let input_schema = d.input_schema.unwrap_or_else(|| serde_json::json!({}));
+            let output_schema = d.output_schema.unwrap_or_else(|| serde_json::json!({}));
+            compile_schema(&input_schema).map_err(|e| field_error(&object, "input_schema", &e))?;
+            compile_schema(&output_schema).map_err(|e| field_error(&object, "output_schema", &e))?;
+            let resources = crate::plan::resources(&object, "resources", d.resources)?;
+            Ok(Document::ActionDefinition(ActionDefinitionDoc {
+                name: d.name,
+                description: d.description,
+                image,
+                input_schema,
+                output_schema,
+                resources,
+            }))
+        }
+        "" => Err(field_error(&object, "kind", &format!("missing; expected one of {KINDS}"))),
+        other => Err(field_error(&object, "kind", &format!("unknown kind {other:?}; expected one of {KINDS}"))),
     }
 }
 

@@ -19,7 +19,7 @@ pub mod image;
 pub mod plan;
 pub mod template;
 
-pub use documents::{Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents};
+pub use documents::{ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents};
 pub use error::SpecError;
 pub use image::{ImagePolicy, ImageRef};
-pub use plan::{Plan, PlannedAction, Resources, check_template, plan_workflow};
+pub use plan::{Definitions, Plan, PlannedAction, Resources, check_template, plan_workflow, validate_json};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::documents::{HardwareDoc, TemplateDoc, WorkflowDoc, parse_mac};
+use crate::documents::{ActionDefinitionDoc, HardwareDoc, TemplateDoc, WorkflowDoc, parse_mac};
 use crate::{ImageRef, SpecError, template};
 
 pub const DEFAULT_ACTION_TIMEOUT_SECONDS: u64 = 3600;
@@ -54,6 +54,15 @@ pub struct PlannedAction {
     /// defines: run on the agent's host by its start and check commands.
     #[serde(default)]
     pub external: String,
+    /// The ActionDefinition of a typed action, "" otherwise.
+    #[serde(default)]
+    pub definition: String,
+    /// A typed action's input (JSON, given on stdin), "" otherwise.
+    #[serde(default)]
+    pub input_json: String,
+    /// A typed action's output schema (JSON), "" otherwise.
+    #[serde(default)]
+    pub output_schema_json: String,
 }
 
 /// Built-in steps an action may name with `builtin:` instead of `image:`.
@@ -134,6 +143,12 @@ struct ActionYaml {
     builtin: Option<String>,
     #[serde(default)]
     external: Option<String>,
+    /// A typed action: the name of an ActionDefinition.
+    #[serde(default, rename = "use")]
+    uses: Option<String>,
+    /// Its input, validated against the definition's input schema.
+    #[serde(default)]
+    with: Option<serde_json::Value>,
     #[serde(default)]
     terminal: Option<bool>,
     #[serde(default)]
@@ -162,7 +177,7 @@ struct ActionYaml {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResourcesYaml {
+pub(crate) struct ResourcesYaml {
     /// `268435456`, `256Mi`, `512M`, `1Gi`, `2G`.
     #[serde(default)]
     memory: Option<Scalar>,
@@ -197,7 +212,7 @@ fn parse_memory(s: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
-fn resources(obj: &str, field: &str, r: Option<ResourcesYaml>) -> Result<Resources, SpecError> {
+pub(crate) fn resources(obj: &str, field: &str, r: Option<ResourcesYaml>) -> Result<Resources, SpecError> {
     let Some(r) = r else { return Ok(Resources::default()) };
     let memory_bytes = match r.memory.map(Scalar::into_string) {
         None => None,
@@ -244,11 +259,47 @@ fn object(t: &TemplateDoc) -> String {
 /// Validates a template at apply time, without hardware: syntax and
 /// functions, then the structure of its output rendered with placeholders.
 /// The returned plan holds [`template::PROBE`] where values need hardware.
-pub fn check_template(t: &TemplateDoc) -> Result<Plan, SpecError> {
+pub fn check_template(t: &TemplateDoc, defs: &Definitions) -> Result<Plan, SpecError> {
     let obj = object(t);
     let rendered = template::render_probe(&obj, &t.data)?;
     let parsed = structure(&obj, &rendered)?;
-    check(&obj, parsed, false)
+    check(&obj, parsed, defs, false)
+}
+
+/// ActionDefinitions by name, for templates that `use` them.
+pub type Definitions = BTreeMap<String, ActionDefinitionDoc>;
+
+/// A JSON Pointer (`/disks/0/size`) as a field path (`.disks[0].size`).
+fn pointer_to_path(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| if p.bytes().all(|b| b.is_ascii_digit()) { format!("[{p}]") } else { format!(".{p}") })
+        .collect()
+}
+
+/// Validates `value` against `schema`; the error names the field below
+/// `field` that is wrong.
+pub fn validate_json(
+    obj: &str,
+    field: &str,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+) -> Result<(), SpecError> {
+    let validator = crate::documents::compile_schema(schema).map_err(|e| field_err(obj, field.to_string(), e))?;
+    match validator.iter_errors(value).next() {
+        None => Ok(()),
+        Some(e) => Err(field_err(obj, format!("{field}{}", pointer_to_path(&e.instance_path().to_string())), e.to_string())),
+    }
+}
+
+fn contains_probe(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains(template::PROBE),
+        serde_json::Value::Array(a) => a.iter().any(contains_probe),
+        serde_json::Value::Object(m) => m.values().any(contains_probe),
+        _ => false,
+    }
 }
 
 impl Plan {
@@ -267,11 +318,11 @@ impl Plan {
 }
 
 /// Renders `t` for workflow `w` on hardware `hw` and validates everything.
-pub fn plan_workflow(t: &TemplateDoc, w: &WorkflowDoc, hw: &HardwareDoc) -> Result<Plan, SpecError> {
+pub fn plan_workflow(t: &TemplateDoc, w: &WorkflowDoc, hw: &HardwareDoc, defs: &Definitions) -> Result<Plan, SpecError> {
     let obj = object(t);
     let rendered = template::render(&obj, &t.data, &render_data(w, hw))?;
     let parsed = structure(&obj, &rendered)?;
-    check(&obj, parsed, true)
+    check(&obj, parsed, defs, true)
 }
 
 /// What templates see: Tinkerbell's top-level hardware map keys, its legacy
@@ -367,7 +418,7 @@ fn check_volume(obj: &str, field: String, v: &str) -> Result<String, SpecError> 
 /// Validates and flattens. `with_values` is false when fields may hold
 /// probe placeholders (template apply): a value that came from data is
 /// checked when a workflow renders it, literal values are checked now.
-fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecError> {
+fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> Result<Plan, SpecError> {
     let checkable = |v: &str| with_values || !v.contains(template::PROBE);
     if t.name.trim().is_empty() {
         return Err(field_err(obj, "name".into(), "must not be empty".into()));
@@ -403,9 +454,34 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
         for (ai, a) in task.actions.into_iter().enumerate() {
             let af = format!("{tf}.actions[{ai}]");
             check_name(obj, format!("{af}.name"), &a.name, &mut action_names)?;
+            let typed = match (&a.uses, &a.with) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(field_err(obj, format!("{af}.with"), "with: gives the input of a typed action; add use:".into()));
+                }
+                (Some(_), _) if a.image.is_some() || a.builtin.is_some() || a.external.is_some() => {
+                    return Err(field_err(
+                        obj,
+                        format!("{af}.use"),
+                        "a typed action takes its image from its definition: drop image, builtin and external".into(),
+                    ));
+                }
+                (Some(name), with) => {
+                    let def = defs.get(name).ok_or_else(|| {
+                        let known: Vec<&str> = defs.keys().map(String::as_str).collect();
+                        field_err(obj, format!("{af}.use"), format!("no ActionDefinition {name:?} (known: {})", known.join(", ")))
+                    })?;
+                    let input = with.clone().unwrap_or_else(|| serde_json::json!({}));
+                    if with_values || !contains_probe(&input) {
+                        validate_json(obj, &format!("{af}.with"), &def.input_schema, &input)?;
+                    }
+                    Some((def, input))
+                }
+            };
             // Exactly one of: a container image, a built-in step, an
             // external action of the agent's configuration.
             let (image, builtin, external) = match (a.image, a.builtin, a.external) {
+                _ if typed.is_some() => (typed.as_ref().map(|(d, _)| d.image.clone()).unwrap_or_default(), String::new(), String::new()),
                 (Some(image), None, None) if checkable(&image) => (
                     ImageRef::parse(image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string(),
                     String::new(),
@@ -466,7 +542,10 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
                 pid,
                 network,
                 timeout_seconds: a.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT_SECONDS),
-                resources: resources(obj, &format!("{af}.resources"), a.resources)?,
+                resources: match (a.resources, &typed) {
+                    (None, Some((def, _))) => def.resources.clone(),
+                    (r, _) => resources(obj, &format!("{af}.resources"), r)?,
+                },
                 retries: match a.retries {
                     Some(n) if n > MAX_RETRIES => {
                         return Err(field_err(obj, format!("{af}.retries"), format!("at most {MAX_RETRIES}")));
@@ -477,6 +556,9 @@ fn check(obj: &str, t: TemplateYaml, with_values: bool) -> Result<Plan, SpecErro
                 terminal: a.terminal.unwrap_or(false) || !builtin.is_empty(),
                 builtin,
                 external,
+                definition: typed.as_ref().map(|(d, _)| d.name.clone()).unwrap_or_default(),
+                input_json: typed.as_ref().map(|(_, input)| input.to_string()).unwrap_or_default(),
+                output_schema_json: typed.as_ref().map(|(d, _)| d.output_schema.to_string()).unwrap_or_default(),
                 on_timeout: a.on_timeout,
                 on_failure: a.on_failure,
             });
@@ -560,8 +642,8 @@ tasks:
 
     #[test]
     fn plans_the_tinkerbell_ubuntu_template() {
-        check_template(&tpl(UBUNTU)).unwrap();
-        let plan = plan_workflow(&tpl(UBUNTU), &wf(), &hw()).unwrap();
+        check_template(&tpl(UBUNTU), &Definitions::new()).unwrap();
+        let plan = plan_workflow(&tpl(UBUNTU), &wf(), &hw(), &Definitions::new()).unwrap();
         assert_eq!(plan.global_timeout_seconds, Some(1800));
         assert_eq!(plan.actions.len(), 3);
         let a = &plan.actions[0];
@@ -579,9 +661,9 @@ tasks:
     }
 
     fn plan_err(data: &str) -> SpecError {
-        match check_template(&tpl(data)) {
+        match check_template(&tpl(data), &Definitions::new()) {
             Err(e) => e,
-            Ok(_) => plan_workflow(&tpl(data), &wf(), &hw()).unwrap_err(),
+            Ok(_) => plan_workflow(&tpl(data), &wf(), &hw(), &Definitions::new()).unwrap_err(),
         }
     }
 
@@ -591,7 +673,7 @@ tasks:
             "timeout: 600\n",
             "timeout: 600\n        retries: 2\n        retry_backoff: 1\n        resources: {memory: 256Mi, cpus: 0.5, pids: 64, gpus: all}\n",
         );
-        let plan = plan_workflow(&tpl(&data), &wf(), &hw()).unwrap();
+        let plan = plan_workflow(&tpl(&data), &wf(), &hw(), &Definitions::new()).unwrap();
         assert_eq!(plan.field_path(2), "tasks[0].actions[2]");
         let a = &plan.actions[0];
         assert_eq!((a.retries, a.retry_backoff_seconds), (2, 1));
@@ -619,6 +701,39 @@ tasks:
             let err = plan_err(&data);
             assert_eq!(err.field.as_deref(), Some(format!("tasks[0].actions[0].{field}").as_str()), "{err}");
         }
+    }
+
+    fn defs() -> Definitions {
+        let yaml = "kind: ActionDefinition\nname: discover\nimage: reg.io/kiln/discover:v1\n\
+            input_schema: {type: object, required: [min_gb], properties: {min_gb: {type: integer, minimum: 1}}, additionalProperties: false}\n\
+            output_schema: {type: object, required: [disk]}\nresources: {memory: 64Mi}\n";
+        let docs = crate::parse_documents("defs", yaml).unwrap();
+        let crate::Document::ActionDefinition(d) = &docs[0] else { panic!() };
+        [(d.name.clone(), d.clone())].into()
+    }
+
+    #[test]
+    fn typed_actions_take_their_image_and_validate_their_input() {
+        let data = "version: \"0.1\"\nname: t\ntasks:\n  - name: t\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: find\n        use: discover\n        with: {min_gb: 8}\n      - name: write\n        image: reg.io/kiln/w:v1\n        environment: {DISK: \"{{ .actions.find.output.disk }}\"}\n";
+        check_template(&tpl(data), &defs()).unwrap();
+        let plan = plan_workflow(&tpl(data), &wf(), &hw(), &defs()).unwrap();
+        let find = &plan.actions[0];
+        assert_eq!((find.image.as_str(), find.definition.as_str(), find.input_json.as_str()), ("reg.io/kiln/discover:v1", "discover", "{\"min_gb\":8}"));
+        assert_eq!(find.resources.memory_bytes, Some(64 << 20));
+        assert_eq!(find.output_schema_json, "{\"required\":[\"disk\"],\"type\":\"object\"}");
+        assert_eq!(plan.actions[1].environment["DISK"], "{{ .actions.find.output.disk }}", "resolved at dispatch");
+        for (bad, field) in [
+            ("with: {min_gb: 0}", "tasks[0].actions[0].with.min_gb"),
+            ("with: {min_gb: 8, colour: red}", "tasks[0].actions[0].with"),
+            ("with: {}", "tasks[0].actions[0].with"),
+        ] {
+            let err = check_template(&tpl(&data.replace("with: {min_gb: 8}", bad)), &defs()).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{bad}: {err}");
+        }
+        let err = check_template(&tpl(&data.replace("use: discover", "use: nothing")), &defs()).unwrap_err();
+        assert!(err.to_string().contains("no ActionDefinition \"nothing\" (known: discover)"), "{err}");
+        let err = check_template(&tpl(&data.replace("use: discover", "use: discover\n        image: x/y:z")), &defs()).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("tasks[0].actions[0].use"));
     }
 
     #[test]

@@ -543,7 +543,14 @@ fn parse_pipe(
 enum Val {
     Json(Value),
     Probe,
+    /// `.actions.NAME.output...` when the data has no `actions` yet: the
+    /// outputs of earlier actions exist only when the workflow runs, so the
+    /// expression is kept as written and rendered again at dispatch time.
+    Deferred(String),
 }
+
+/// The key under which earlier actions' outputs are given to templates.
+pub const ACTIONS_KEY: &str = "actions";
 
 struct Eval<'a> {
     object: &'a str,
@@ -593,7 +600,7 @@ impl Eval<'_> {
                 Node::Range { line, vars, pipe, body, otherwise } => {
                     let v = self.pipe(pipe, dot)?;
                     let items: Vec<(Val, Val)> = match &v {
-                        Val::Probe => vec![(Val::Probe, Val::Probe)],
+                        Val::Probe | Val::Deferred(_) => vec![(Val::Probe, Val::Probe)],
                         Val::Json(Value::Array(a)) => {
                             a.iter().enumerate().map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone()))).collect()
                         }
@@ -631,6 +638,7 @@ impl Eval<'_> {
     fn print(&self, line: usize, v: &Val) -> Result<String, SpecError> {
         Ok(match v {
             Val::Probe => PROBE.to_string(),
+            Val::Deferred(expr) => expr.clone(),
             Val::Json(Value::Null) => {
                 return Err(self.err(line, None, "value is null (no value to print)"));
             }
@@ -684,11 +692,18 @@ impl Eval<'_> {
     }
 
     fn walk(&self, line: usize, base: &Val, chain: &[String], prefix: &str) -> Result<Val, SpecError> {
+        if let (Some(first), Val::Json(Value::Object(m))) = (chain.first(), base)
+            && first == ACTIONS_KEY
+            && !m.contains_key(ACTIONS_KEY)
+        {
+            return Ok(Val::Deferred(format!("{{{{ {} }}}}", chain_name(prefix, chain))));
+        }
         let mut cur = base.clone();
         for (i, key) in chain.iter().enumerate() {
             let here = || chain_name(prefix, &chain[..=i]);
             cur = match cur {
                 Val::Probe => Val::Probe,
+                Val::Deferred(d) => Val::Deferred(d),
                 Val::Json(Value::Object(m)) => match m.get(key) {
                     Some(v) => Val::Json(v.clone()),
                     None => {
@@ -714,6 +729,13 @@ impl Eval<'_> {
 
     fn call(&self, line: usize, name: &str, args: Vec<Val>) -> Result<Val, SpecError> {
         let field = Some(name.to_string());
+        if let Some(Val::Deferred(expr)) = args.iter().find(|a| matches!(a, Val::Deferred(_))) {
+            return Err(self.err(
+                line,
+                field,
+                format!("{expr} is known only when the workflow runs: use it on its own, not as an argument of {name}"),
+            ));
+        }
         let arity = |n: usize| -> Result<(), SpecError> {
             if args.len() != n {
                 return Err(self.err(line, field.clone(), format!("{name} takes {n} arguments, got {}", args.len())));
@@ -723,11 +745,11 @@ impl Eval<'_> {
         let probe = args.contains(&Val::Probe);
         let json = |v: &Val| match v {
             Val::Json(j) => j.clone(),
-            Val::Probe => Value::String(PROBE.into()),
+            Val::Probe | Val::Deferred(_) => Value::String(PROBE.into()),
         };
         let text = |v: &Val| match v {
             Val::Json(j) => to_text(j),
-            Val::Probe => PROBE.to_string(),
+            Val::Probe | Val::Deferred(_) => PROBE.to_string(),
         };
         let s = |v: String| Ok(Val::Json(Value::String(v)));
         match name {
@@ -738,7 +760,7 @@ impl Eval<'_> {
                 let mut cur = args[0].clone();
                 for key in &args[1..] {
                     cur = match (cur, key) {
-                        (Val::Probe, _) | (_, Val::Probe) => Val::Probe,
+                        (Val::Probe, _) | (_, Val::Probe) | (Val::Deferred(_), _) | (_, Val::Deferred(_)) => Val::Probe,
                         (Val::Json(Value::Array(a)), Val::Json(k)) => {
                             let i = k
                                 .as_i64()
@@ -782,7 +804,7 @@ impl Eval<'_> {
             "len" => {
                 arity(1)?;
                 Ok(match &args[0] {
-                    Val::Probe => Val::Json(1.into()),
+                    Val::Probe | Val::Deferred(_) => Val::Json(1.into()),
                     Val::Json(Value::Array(a)) => Val::Json(a.len().into()),
                     Val::Json(Value::Object(m)) => Val::Json(m.len().into()),
                     Val::Json(Value::String(t)) => Val::Json(t.len().into()),
@@ -823,7 +845,7 @@ impl Eval<'_> {
                 arity(2)?;
                 let sep = text(&args[0]);
                 match &args[1] {
-                    Val::Probe => s(PROBE.into()),
+                    Val::Probe | Val::Deferred(_) => s(PROBE.into()),
                     Val::Json(Value::Array(a)) => s(a.iter().map(to_text).collect::<Vec<_>>().join(&sep)),
                     Val::Json(other) => Err(self.err(line, field, format!("join needs a list, got {}", kind(other)))),
                 }
@@ -888,7 +910,7 @@ fn kind(v: &Value) -> &'static str {
 
 fn truthy(v: &Val) -> bool {
     match v {
-        Val::Probe => true,
+        Val::Probe | Val::Deferred(_) => true,
         Val::Json(j) => match j {
             Value::Null => false,
             Value::Bool(b) => *b,
@@ -1041,6 +1063,19 @@ mod tests {
             assert!(err.to_string().contains(needle), "{t}: {err}");
             assert!(err.line.is_some(), "{t}: {err}");
         }
+    }
+
+    #[test]
+    fn earlier_action_outputs_are_deferred_until_dispatch() {
+        let t = "disk: \"{{ .actions.discover.output.disk }}\" host: {{ .device_1 }}";
+        let first = r(t);
+        assert_eq!(first, "disk: \"{{ .actions.discover.output.disk }}\" host: 52:54:00:12:34:56");
+        let at_dispatch = json!({"actions": {"discover": {"output": {"disk": "/dev/sdb"}}}});
+        assert_eq!(render("t", &first, &at_dispatch).unwrap(), "disk: \"/dev/sdb\" host: 52:54:00:12:34:56");
+        let err = render("t", &first, &json!({"actions": {}})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some(".actions.discover"), "{err}");
+        let err = e("{{ .actions.x.output | upper }}");
+        assert!(err.message.contains("known only when the workflow runs"), "{err}");
     }
 
     #[test]
