@@ -123,6 +123,7 @@ async fn run_defined(def: &ExternalAction, record: &[u8], timeout: Duration, shi
                 exit_code: None,
                 reason: "Timeout".into(),
                 message: format!("the external action did not finish within its timeout of {}s", timeout.as_secs()),
+                output_json: String::new(),
             };
         }
         tokio::time::sleep(interval).await;

@@ -34,15 +34,29 @@ pub struct Ending {
     pub exit_code: Option<i64>,
     pub reason: String,
     pub message: String,
+    /// A typed action's stdout (its JSON output).
+    pub output_json: String,
 }
 
 impl Ending {
     pub(crate) fn success() -> Self {
-        Self { state: ActionState::Success, exit_code: Some(0), reason: String::new(), message: String::new() }
+        Self {
+            state: ActionState::Success,
+            exit_code: Some(0),
+            reason: String::new(),
+            message: String::new(),
+            output_json: String::new(),
+        }
     }
 
     pub(crate) fn failed(reason: &str, message: impl Into<String>) -> Self {
-        Self { state: ActionState::Failed, exit_code: None, reason: reason.into(), message: message.into() }
+        Self {
+            state: ActionState::Failed,
+            exit_code: None,
+            reason: reason.into(),
+            message: message.into(),
+            output_json: String::new(),
+        }
     }
 
     /// Maps how the container ended to a report: the exit-code table of
@@ -55,19 +69,13 @@ impl Ending {
                     exit_code: Some(code),
                     reason: "Timeout".into(),
                     message: format!("stopped after its timeout of {}s", timeout.as_secs()),
+                    output_json: String::new(),
                 };
             }
             RunOutcome::Exited { code, oom_killed } => (code, oom_killed),
         };
         let (reason, message) = match code {
-            0 => {
-                return Self {
-                    state: ActionState::Success,
-                    exit_code: Some(0),
-                    reason: String::new(),
-                    message: String::new(),
-                };
-            }
+            0 => return Self::success(),
             _ if oom_killed => ("OOMKilled", "killed by the kernel for exceeding its memory limit".to_string()),
             125 => ("RuntimeError", "the container runtime could not run the command (exit 125)".into()),
             126 => ("CommandCannotInvoke", "the command cannot be invoked: not executable (exit 126)".into()),
@@ -77,7 +85,7 @@ impl Ending {
             143 => ("Terminated", "terminated by SIGTERM (exit 143)".into()),
             _ => ("NonZeroExit", format!("exited with code {code}")),
         };
-        Self { state: ActionState::Failed, exit_code: Some(code), reason: reason.into(), message }
+        Self { exit_code: Some(code), ..Self::failed(reason, message) }
     }
 
     /// An action explains its own failure by writing `/kiln/failure-reason`
@@ -113,6 +121,8 @@ impl Ending {
 }
 
 const FAILURE_REASON: &str = "failure-reason";
+/// Largest JSON output a typed action may print.
+const MAX_OUTPUT: usize = 1 << 20;
 const TERMINAL_READY: &str = "terminal-ready";
 const TERMINAL_GO: &str = "terminal-go";
 const HANDSHAKE_POLL: Duration = Duration::from_millis(50);
@@ -323,6 +333,7 @@ async fn run_container(
             pids: positive(limits.pids),
             gpus: (!limits.gpus.is_empty()).then_some(limits.gpus),
         },
+        stdin: (!spec.definition.is_empty()).then(|| spec.input_json.clone().into_bytes()),
     };
     let id = match agent.runtime.create(&container).await {
         Ok(id) => id,
@@ -334,7 +345,11 @@ async fn run_container(
             });
         }
     };
-    if let Err(e) = agent.runtime.start(&id).await {
+    let started = match &container.stdin {
+        Some(input) => agent.runtime.start_with_stdin(&id, input).await,
+        None => agent.runtime.start(&id).await,
+    };
+    if let Err(e) = started {
         let ending = Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) };
         return Ok(ContainerRun { ending, container: Some(id), reported_early: false });
     }
@@ -342,10 +357,21 @@ async fn run_container(
 
     let shipper = LogShipper::start(agent.client.clone(), a.workflow_id.clone(), a.action_index, a.attempt_id.clone());
     let mut output = Box::pin(agent.runtime.output(&id));
+    // A typed action's stdout is its output document, not its log.
+    let typed = container.stdin.is_some();
     let follow = async {
+        let mut captured = String::new();
         while let Some(line) = output.next().await {
-            shipper.send(line).await;
+            if typed && !line.stderr {
+                if captured.len() <= MAX_OUTPUT {
+                    captured.push_str(&line.text);
+                    captured.push('\n');
+                }
+            } else {
+                shipper.send(line).await;
+            }
         }
+        captured
     };
     let grace = Duration::from_secs(agent.config.stop_grace_seconds);
     let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<()>();
@@ -363,12 +389,12 @@ async fn run_container(
             reported = terminal_handshake(agent, a, &dirs.kiln, &shipper) => Some(reported),
         }
     };
-    let (outcome, (), early) = tokio::join!(
+    let (outcome, captured, early) = tokio::join!(
         wait,
         async {
             // The log stream ends when the container stops; after a kill it
             // may linger, so it gets a bounded grace period past the timeout.
-            let _ = tokio::time::timeout(timeout + grace + LOG_DRAIN, follow).await;
+            tokio::time::timeout(timeout + grace + LOG_DRAIN, follow).await.unwrap_or_default()
         },
         handshake
     );
@@ -377,10 +403,17 @@ async fn run_container(
         Some(Ok(())) => true,
         None => false,
     };
-    let ending = match outcome {
+    let mut ending = match outcome {
         Ok(outcome) => Ending::from_outcome(outcome, timeout),
         Err(e) => Ending::failed("WaitFailed", e.to_string()),
     };
+    if typed && ending.state == ActionState::Success {
+        if captured.len() > MAX_OUTPUT {
+            ending = Ending::failed("OutputTooLarge", format!("stdout exceeded {MAX_OUTPUT} bytes"));
+        } else {
+            ending.output_json = captured;
+        }
+    }
     if ending.state == ActionState::Timeout {
         shipper.send(OutputLine { stderr: true, text: format!("[kiln-agent] {}", ending.message) }).await;
     }
@@ -451,6 +484,7 @@ async fn run_handler(
     let mut spec = action.clone();
     spec.name = format!("{}-{kind}", action.name);
     spec.command = command.to_vec();
+    spec.stdin = None;
     let say = |text: String| OutputLine { stderr: true, text };
     let id = match agent.runtime.create(&spec).await {
         Ok(id) => id,
@@ -523,6 +557,7 @@ async fn report(agent: &Agent, a: &Assignment, state: ActionState, ending: Optio
         exit_code: ending.and_then(|e| e.exit_code),
         reason: ending.map(|e| e.reason.to_string()).unwrap_or_default(),
         message: ending.map(|e| e.message.clone()).unwrap_or_default(),
+        output_json: ending.map(|e| e.output_json.clone()).unwrap_or_default(),
     };
     // Transient failures were retried by the client; what is left means the
     // server moved on (workflow finished or timed out, attempt superseded),

@@ -106,6 +106,9 @@ enum ArtifactsCommand {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Kind {
+    /// ActionDefinitions (typed actions).
+    #[value(alias = "actions", alias = "actiondefinition", alias = "actiondefinitions")]
+    Action,
     #[value(alias = "hw")]
     Hardware,
     #[value(alias = "templates", alias = "tpl")]
@@ -117,6 +120,7 @@ enum Kind {
 impl Kind {
     fn as_str(self) -> &'static str {
         match self {
+            Self::Action => "action",
             Self::Hardware => "hardware",
             Self::Template => "template",
             Self::Workflow => "workflow",
@@ -256,6 +260,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn get(c: &mut Client, kind: Kind, name: Option<String>, output: Format) -> anyhow::Result<()> {
     match (kind, name) {
+        (Kind::Action, name) => {
+            let mut items = c.list_action_definitions(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if let Some(name) = &name {
+                items.retain(|d| d.name == *name);
+                if items.is_empty() {
+                    bail!("action definition {name:?} not found");
+                }
+            }
+            let views: Vec<_> = items.iter().map(view::ActionDefinition::from).collect();
+            let done = match (&name, views.as_slice()) {
+                (Some(_), [one]) => structured(output, one)?,
+                _ => structured(output, &views)?,
+            };
+            if !done {
+                let rows: Vec<_> =
+                    items.iter().map(|d| vec![d.name.clone(), d.image.clone(), d.description.clone()]).collect();
+                print!("{}", table(&["NAME", "IMAGE", "DESCRIPTION"], &rows));
+            }
+        }
         (Kind::Hardware, Some(name)) => {
             let h = c.get_hardware(GetRequest { name }).await.map_err(status)?.into_inner();
             if !structured(output, &view::Hardware::from(&h))? {
@@ -388,6 +411,7 @@ fn plan_text(w: &kiln_proto::v1::Workflow) -> String {
 async fn describe(c: &mut Client, kind: Kind, name: &str) -> anyhow::Result<()> {
     let name = name.to_string();
     match kind {
+        Kind::Action => return get(c, kind, Some(name), Format::Yaml).await,
         Kind::Hardware => {
             let h = c.get_hardware(GetRequest { name }).await.map_err(status)?.into_inner();
             print!("{}", serde_yaml_ng::to_string(&view::Hardware::from(&h))?);

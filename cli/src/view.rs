@@ -63,6 +63,31 @@ impl From<&v1::Hardware> for Hardware {
 }
 
 #[derive(Serialize)]
+pub struct ActionDefinition {
+    name: String,
+    description: String,
+    image: String,
+    input_schema: serde_json::Value,
+    output_schema: serde_json::Value,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+impl From<&v1::ActionDefinition> for ActionDefinition {
+    fn from(d: &v1::ActionDefinition) -> Self {
+        Self {
+            name: d.name.clone(),
+            description: d.description.clone(),
+            image: d.image.clone(),
+            input_schema: serde_json::from_str(&d.input_schema_json).unwrap_or_default(),
+            output_schema: serde_json::from_str(&d.output_schema_json).unwrap_or_default(),
+            created_at: time(&d.created_at),
+            updated_at: time(&d.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
 pub struct Template {
     name: String,
     data: String,
@@ -94,6 +119,9 @@ pub struct Attempt {
     exit_code: Option<i64>,
     reason: String,
     message: String,
+    /// A typed action's JSON output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -174,6 +202,7 @@ impl From<&v1::Workflow> for Workflow {
                                 exit_code: t.exit_code,
                                 reason: t.reason.clone(),
                                 message: t.message.clone(),
+                                output: serde_json::from_str(&t.output_json).ok(),
                             })
                             .collect(),
                     }

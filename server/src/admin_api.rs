@@ -7,9 +7,9 @@ use futures_util::Stream;
 use kiln_proto::time::millis_to_proto;
 use kiln_proto::v1::admin_service_server::AdminService;
 use kiln_proto::v1::{
-    AppliedObject, ApplyRequest, ApplyResponse, ArtifactData, ArtifactList, ArtifactRequest, DeleteRequest,
-    DeleteResponse, GetRequest, Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest,
-    Template, TemplateList, Workflow, WorkflowList, plan_request,
+    ActionDefinitionList, AppliedObject, ApplyRequest, ApplyResponse, ArtifactData, ArtifactList, ArtifactRequest,
+    DeleteRequest, DeleteResponse, GetRequest, Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest,
+    PlanRequest, Template, TemplateList, Workflow, WorkflowList, plan_request,
 };
 use kiln_spec::{ImagePolicy, parse_documents};
 use tokio::sync::mpsc;
@@ -71,6 +71,7 @@ impl AdminService for AdminApi {
             .hardware
             .iter()
             .map(|h| ("Hardware", h.id.clone()))
+            .chain(batch.definitions.iter().map(|d| ("ActionDefinition", d.name.clone())))
             .chain(batch.templates.iter().map(|t| ("Template", t.name.clone())))
             .chain(batch.workflows.iter().map(|w| ("Workflow", w.id.clone())))
             .collect();
@@ -101,6 +102,11 @@ impl AdminService for AdminApi {
     async fn list_hardware(&self, _: Request<ListRequest>) -> Result<Response<HardwareList>, Status> {
         let items = self.store.list_hardware().await.map_err(store_status)?;
         Ok(Response::new(HardwareList { items: items.iter().map(convert::hardware).collect() }))
+    }
+
+    async fn list_action_definitions(&self, _: Request<ListRequest>) -> Result<Response<ActionDefinitionList>, Status> {
+        let items = self.store.list_definitions().await.map_err(store_status)?;
+        Ok(Response::new(ActionDefinitionList { items: items.iter().map(convert::definition).collect() }))
     }
 
     async fn get_template(&self, req: Request<GetRequest>) -> Result<Response<Template>, Status> {

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kiln_spec::{
-    Document, HardwareDoc, ImagePolicy, ImageRef, Plan, PlannedAction, SpecError, TemplateDoc, WorkflowDoc,
-    check_template, plan_workflow,
+    Definitions, Document, HardwareDoc, ImagePolicy, ImageRef, Plan, PlannedAction, SpecError, TemplateDoc,
+    WorkflowDoc, check_template, plan_workflow,
 };
 
 use crate::model::{Action, Workflow, WorkflowState, now_millis};
@@ -30,45 +30,60 @@ pub async fn admit(store: &DynStore, docs: Vec<Document>, policy: &ImagePolicy) 
             return Err(AdmissionError::Reference(format!("{} {:?} appears twice in this apply", d.kind(), d.name())));
         }
     }
-    let mut batch = ApplyBatch::default();
-    let mut workflow_docs = Vec::new();
-    for d in docs {
-        match d {
-            Document::Hardware(h) => batch.hardware.push(h),
-            Document::Template(t) => {
-                let plan = check_template(&t)?;
-                // Images that come from hardware data are checked when a
-                // workflow renders them.
-                check_images(&t.name, &plan, policy, |image| !image.contains(kiln_spec::template::PROBE))?;
-                batch.templates.push(t);
-            }
-            Document::Workflow(w) => workflow_docs.push(w),
-        }
-    }
+    let (mut batch, workflow_docs) = sort(docs);
     let known = KnownObjects::load(store, &batch).await?;
     known.check_hardware_identities(&batch.hardware)?;
+    for d in &batch.definitions {
+        check_images(&format!("ActionDefinition {:?}", d.name), &[(d.image.as_str(), "image".to_string())], policy)?;
+    }
+    for t in &batch.templates {
+        let plan = check_template(t, &known.definitions)?;
+        // Images that come from hardware data are checked when a workflow
+        // renders them.
+        let images = plan_images(&plan);
+        let literal: Vec<_> =
+            images.into_iter().filter(|(image, _)| !image.contains(kiln_spec::template::PROBE)).collect();
+        check_images(&format!("template {:?}", t.name), &literal, policy)?;
+    }
     for w in &workflow_docs {
         let (workflow, plan) = known.build_workflow(w)?;
-        check_images(&w.template, &plan, policy, |_| true)?;
+        check_images(&format!("template {:?}", w.template), &plan_images(&plan), policy)?;
         batch.workflows.push(workflow);
     }
     Ok(batch)
 }
 
+/// Splits documents by kind; workflows are built once the rest is known.
+fn sort(docs: Vec<Document>) -> (ApplyBatch, Vec<WorkflowDoc>) {
+    let mut batch = ApplyBatch::default();
+    let mut workflows = Vec::new();
+    for d in docs {
+        match d {
+            Document::Hardware(h) => batch.hardware.push(h),
+            Document::ActionDefinition(d) => batch.definitions.push(d),
+            Document::Template(t) => batch.templates.push(t),
+            Document::Workflow(w) => workflows.push(w),
+        }
+    }
+    (batch, workflows)
+}
+
+/// The container images of a plan with their field paths.
+fn plan_images(plan: &Plan) -> Vec<(&str, String)> {
+    plan.actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !a.image.is_empty())
+        .map(|(i, a)| (a.image.as_str(), format!("{}.image", plan.field_path(i))))
+        .collect()
+}
+
 /// The server's side of the registry allow-list (the agent checks again).
-fn check_images(
-    template: &str,
-    plan: &Plan,
-    policy: &ImagePolicy,
-    checkable: impl Fn(&str) -> bool,
-) -> Result<(), AdmissionError> {
-    for (i, action) in plan.actions.iter().enumerate().filter(|(_, a)| !a.image.is_empty() && checkable(&a.image)) {
-        let image = ImageRef::parse(&action.image).map_err(|e| {
-            AdmissionError::Reference(format!("template {template:?}, field {}.image: {e}", plan.field_path(i)))
-        })?;
-        policy.check(&image).map_err(|e| {
-            AdmissionError::Reference(format!("template {template:?}, field {}.image: {e}", plan.field_path(i)))
-        })?;
+fn check_images(object: &str, images: &[(&str, String)], policy: &ImagePolicy) -> Result<(), AdmissionError> {
+    for (image, field) in images {
+        let refused = |e: String| AdmissionError::Reference(format!("{object}, field {field}: {e}"));
+        let image = ImageRef::parse(image).map_err(refused)?;
+        policy.check(&image).map_err(refused)?;
     }
     Ok(())
 }
@@ -77,15 +92,7 @@ fn check_images(
 /// Hardware and templates in `docs` take precedence over stored ones, so an
 /// operator can plan before applying.
 pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<Workflow, AdmissionError> {
-    let mut batch = ApplyBatch::default();
-    let mut workflows = Vec::new();
-    for d in docs {
-        match d {
-            Document::Hardware(h) => batch.hardware.push(h),
-            Document::Template(t) => batch.templates.push(t),
-            Document::Workflow(w) => workflows.push(w),
-        }
-    }
+    let (batch, workflows) = sort(docs);
     let [w] = workflows.as_slice() else {
         return Err(AdmissionError::Reference(format!(
             "plan needs exactly one Workflow document, got {}",
@@ -101,6 +108,7 @@ pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<Workflow, Adm
 struct KnownObjects {
     hardware: BTreeMap<String, HardwareDoc>,
     templates: BTreeMap<String, TemplateDoc>,
+    definitions: Definitions,
 }
 
 impl KnownObjects {
@@ -111,7 +119,10 @@ impl KnownObjects {
             store.list_templates().await?.into_iter().map(|t| (t.doc.name.clone(), t.doc)).collect();
         hardware.extend(batch.hardware.iter().map(|h| (h.id.clone(), h.clone())));
         templates.extend(batch.templates.iter().map(|t| (t.name.clone(), t.clone())));
-        Ok(Self { hardware, templates })
+        let mut definitions: Definitions =
+            store.list_definitions().await?.into_iter().map(|d| (d.doc.name.clone(), d.doc)).collect();
+        definitions.extend(batch.definitions.iter().map(|d| (d.name.clone(), d.clone())));
+        Ok(Self { hardware, templates, definitions })
     }
 
     /// An agent id or MAC must identify one machine, or actions would reach
@@ -153,7 +164,7 @@ impl KnownObjects {
                 w.id, w.hardware
             ))
         })?;
-        let plan = plan_workflow(template, w, hardware)?;
+        let plan = plan_workflow(template, w, hardware, &self.definitions)?;
         let mut actions = Vec::with_capacity(plan.actions.len());
         for (index, spec) in plan.actions.iter().enumerate() {
             let mut spec = spec.clone();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use kiln_proto::v1::agent_service_server::AgentService;
 use kiln_proto::v1::{
-    ArtifactChunk, ArtifactInfo, Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck,
-    StateReport, artifact_chunk,
+    ActionSpec, ArtifactChunk, ArtifactInfo, Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse,
+    ReportAck, StateReport, artifact_chunk,
 };
 use kiln_proto::{AGENT_ID_METADATA, time::proto_to_millis};
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::artifacts::ArtifactFiles;
 use crate::convert::{action_spec, action_state_from_proto, store_status, transition_status};
 use crate::events::Events;
-use crate::model::{ActionState, Millis, now_millis};
+use crate::model::{ActionState, Millis, Workflow, now_millis};
 use crate::state_machine::{self, Report, TransitionError};
 use crate::store::{Artifact, DynStore, NewLogLine};
 
@@ -112,7 +112,13 @@ impl AgentApi {
                 self.events.workflow_changed(&wf.id);
             }
             if let Some((index, attempt)) = state_machine::open_attempt_for(&wf, agent) {
-                let action = &wf.actions[index as usize];
+                let spec = match with_outputs(&wf, index) {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        self.fail_unrenderable(&wf.id, index, attempt.id.clone(), e).await?;
+                        continue;
+                    }
+                };
                 return Ok((
                     Some(Assignment {
                         workflow_id: wf.id.clone(),
@@ -121,7 +127,7 @@ impl AgentApi {
                         attempt: attempt.number,
                         action_count: wf.actions.len() as u32,
                         hardware_id: wf.hardware.clone(),
-                        action: Some(action_spec(&action.spec)),
+                        action: Some(spec),
                     }),
                     None,
                 ));
@@ -175,13 +181,17 @@ impl AgentService for AgentApi {
             exit_code: r.exit_code,
             reason: r.reason,
             message: r.message,
+            output_json: r.output_json,
         };
         let who = agent.clone();
         let (wf, changed) = self
             .store
             .update_workflow(
                 &r.workflow_id,
-                Box::new(move |wf| state_machine::apply_report(wf, &who, &report, now_millis())),
+                Box::new(move |wf| {
+                    let report = check_output(wf, report);
+                    state_machine::apply_report(wf, &who, &report, now_millis())
+                }),
             )
             .await
             .map_err(|e| {
@@ -245,7 +255,97 @@ impl AgentService for AgentApi {
     }
 }
 
+/// The action as the agent gets it, with references to earlier actions'
+/// outputs (`{{ .actions.NAME.output... }}`) rendered now that they exist.
+fn with_outputs(wf: &Workflow, index: u32) -> Result<ActionSpec, String> {
+    let mut spec = action_spec(&wf.actions[index as usize].spec);
+    let deferred = |s: &String| s.contains("{{");
+    if !spec.environment.values().any(deferred) && !spec.command.iter().any(deferred) {
+        return Ok(spec);
+    }
+    let mut outputs = serde_json::Map::new();
+    for action in &wf.actions[..index as usize] {
+        if let Some(out) = action.attempts.last().filter(|a| !a.output_json.is_empty()) {
+            let value: serde_json::Value = serde_json::from_str(&out.output_json).map_err(|e| e.to_string())?;
+            outputs.insert(action.spec.name.clone(), serde_json::json!({ "output": value }));
+        }
+    }
+    let data = serde_json::json!({ kiln_spec::template::ACTIONS_KEY: outputs });
+    let object = format!("action {:?}", spec.name);
+    let render = |s: &mut String| -> Result<(), String> {
+        if s.contains("{{") {
+            *s = kiln_spec::template::render(&object, s, &data).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    for value in spec.environment.values_mut() {
+        render(value)?;
+    }
+    for arg in &mut spec.command {
+        render(arg)?;
+    }
+    Ok(spec)
+}
+
+/// A SUCCESS of a typed action carries its output: one that is not JSON or
+/// does not match the output schema makes the report a failure.
+fn check_output(wf: &Workflow, mut report: Report) -> Report {
+    let Some(action) = wf.actions.get(report.action_index as usize) else { return report };
+    if report.state != ActionState::Success || action.spec.output_schema_json.is_empty() {
+        return report;
+    }
+    let object = format!("output of action {:?}", action.spec.name);
+    let result = serde_json::from_str::<serde_json::Value>(&action.spec.output_schema_json)
+        .map_err(|e| e.to_string())
+        .and_then(|schema| {
+            let output: serde_json::Value = serde_json::from_str(&report.output_json)
+                .map_err(|e| format!("stdout is not a JSON document ({e})"))?;
+            kiln_spec::validate_json(&object, "output", &schema, &output).map_err(|e| e.to_string())
+        });
+    if let Err(message) = result {
+        report.state = ActionState::Failed;
+        report.reason = "InvalidOutput".into();
+        report.message = message;
+        report.output_json.clear();
+    }
+    report
+}
+
 impl AgentApi {
+    /// An action whose references to earlier outputs cannot be rendered
+    /// fails at once, with the reason, instead of running with a hole.
+    async fn fail_unrenderable(
+        &self,
+        workflow_id: &str,
+        index: u32,
+        attempt_id: String,
+        error: String,
+    ) -> Result<(), Status> {
+        let (wf, _) = self
+            .store
+            .update_workflow(
+                workflow_id,
+                Box::new(move |wf| {
+                    let owner =
+                        wf.actions[index as usize].attempts.last().map(|a| a.agent_id.clone()).unwrap_or_default();
+                    let report = Report {
+                        action_index: index,
+                        attempt_id,
+                        state: ActionState::Failed,
+                        exit_code: None,
+                        reason: "RenderFailed".into(),
+                        message: error,
+                        output_json: String::new(),
+                    };
+                    state_machine::apply_report(wf, &owner, &report, now_millis())
+                }),
+            )
+            .await
+            .map_err(store_status)?;
+        self.events.workflow_changed(&wf.id);
+        Ok(())
+    }
+
     async fn receive_artifact(
         &self,
         agent: &str,

@@ -67,6 +67,8 @@ pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
         on_failure: p.on_failure.clone(),
         on_timeout: p.on_timeout.clone(),
         external: p.external.clone(),
+        definition: p.definition.clone(),
+        input_json: p.input_json.clone(),
     }
 }
 
@@ -83,6 +85,7 @@ fn attempt(a: &Attempt) -> v1::Attempt {
         exit_code: a.exit_code,
         reason: a.reason.clone(),
         message: a.message.clone(),
+        output_json: a.output_json.clone(),
     }
 }
 
@@ -121,6 +124,18 @@ pub fn hardware(h: &StoredHardware) -> v1::Hardware {
         metadata_json: h.doc.metadata.to_string(),
         created_at: Some(millis_to_proto(h.created_at)),
         updated_at: Some(millis_to_proto(h.updated_at)),
+    }
+}
+
+pub fn definition(d: &crate::store::StoredDefinition) -> v1::ActionDefinition {
+    v1::ActionDefinition {
+        name: d.doc.name.clone(),
+        description: d.doc.description.clone(),
+        image: d.doc.image.clone(),
+        input_schema_json: d.doc.input_schema.to_string(),
+        output_schema_json: d.doc.output_schema.to_string(),
+        created_at: Some(millis_to_proto(d.created_at)),
+        updated_at: Some(millis_to_proto(d.updated_at)),
     }
 }
 

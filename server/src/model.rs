@@ -103,6 +103,8 @@ pub struct Attempt {
     pub exit_code: Option<i64>,
     pub reason: String,
     pub message: String,
+    /// A typed action's JSON output, validated; "" otherwise.
+    pub output_json: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

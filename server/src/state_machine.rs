@@ -31,6 +31,8 @@ pub struct Report {
     pub exit_code: Option<i64>,
     pub reason: String,
     pub message: String,
+    /// A typed action's output, already validated against its schema.
+    pub output_json: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +94,7 @@ pub fn dispatch(wf: &mut Workflow, agent: &str, now: Millis, new_attempt_id: imp
         exit_code: None,
         reason: String::new(),
         message: String::new(),
+        output_json: String::new(),
     });
     if wf.state == WorkflowState::Pending {
         wf.state = WorkflowState::Running;
@@ -184,6 +187,7 @@ pub fn apply_report(wf: &mut Workflow, agent: &str, report: &Report, now: Millis
             attempt.exit_code = report.exit_code;
             attempt.reason = report.reason.clone();
             attempt.message = report.message.clone();
+            attempt.output_json = report.output_json.clone();
         }
     }
     // Attempts so far include this one; the first is not a retry.
@@ -270,6 +274,9 @@ mod tests {
             terminal: false,
             builtin: String::new(),
             external: String::new(),
+            definition: String::new(),
+            input_json: String::new(),
+            output_schema_json: String::new(),
         }
     }
 
@@ -299,6 +306,7 @@ mod tests {
             exit_code: None,
             reason: String::new(),
             message: String::new(),
+            output_json: String::new(),
         }
     }
 

@@ -247,7 +247,8 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             let d: ActionDefinitionYaml = strict(&object, chunk)?;
             debug_assert_eq!(d.kind, "ActionDefinition");
             check_name(&object, "name", &d.name)?;
-            let image = crate::ImageRef::parse(d.image.trim()).map_err(|e| field_error(&object, "image", &e))?.to_string();
+            let image =
+                crate::ImageRef::parse(d.image.trim()).map_err(|e| field_error(&object, "image", &e))?.to_string();
             let input_schema = d.input_schema.unwrap_or_else(|| serde_json::json!({}));
             let output_schema = d.output_schema.unwrap_or_else(|| serde_json::json!({}));
             compile_schema(&input_schema).map_err(|e| field_error(&object, "input_schema", &e))?;

@@ -289,7 +289,9 @@ pub fn validate_json(
     let validator = crate::documents::compile_schema(schema).map_err(|e| field_err(obj, field.to_string(), e))?;
     match validator.iter_errors(value).next() {
         None => Ok(()),
-        Some(e) => Err(field_err(obj, format!("{field}{}", pointer_to_path(&e.instance_path().to_string())), e.to_string())),
+        Some(e) => {
+            Err(field_err(obj, format!("{field}{}", pointer_to_path(&e.instance_path().to_string())), e.to_string()))
+        }
     }
 }
 
@@ -318,7 +320,12 @@ impl Plan {
 }
 
 /// Renders `t` for workflow `w` on hardware `hw` and validates everything.
-pub fn plan_workflow(t: &TemplateDoc, w: &WorkflowDoc, hw: &HardwareDoc, defs: &Definitions) -> Result<Plan, SpecError> {
+pub fn plan_workflow(
+    t: &TemplateDoc,
+    w: &WorkflowDoc,
+    hw: &HardwareDoc,
+    defs: &Definitions,
+) -> Result<Plan, SpecError> {
     let obj = object(t);
     let rendered = template::render(&obj, &t.data, &render_data(w, hw))?;
     let parsed = structure(&obj, &rendered)?;
@@ -457,7 +464,11 @@ fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> R
             let typed = match (&a.uses, &a.with) {
                 (None, None) => None,
                 (None, Some(_)) => {
-                    return Err(field_err(obj, format!("{af}.with"), "with: gives the input of a typed action; add use:".into()));
+                    return Err(field_err(
+                        obj,
+                        format!("{af}.with"),
+                        "with: gives the input of a typed action; add use:".into(),
+                    ));
                 }
                 (Some(_), _) if a.image.is_some() || a.builtin.is_some() || a.external.is_some() => {
                     return Err(field_err(
@@ -469,7 +480,11 @@ fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> R
                 (Some(name), with) => {
                     let def = defs.get(name).ok_or_else(|| {
                         let known: Vec<&str> = defs.keys().map(String::as_str).collect();
-                        field_err(obj, format!("{af}.use"), format!("no ActionDefinition {name:?} (known: {})", known.join(", ")))
+                        field_err(
+                            obj,
+                            format!("{af}.use"),
+                            format!("no ActionDefinition {name:?} (known: {})", known.join(", ")),
+                        )
                     })?;
                     let input = with.clone().unwrap_or_else(|| serde_json::json!({}));
                     if with_values || !contains_probe(&input) {
@@ -481,7 +496,9 @@ fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> R
             // Exactly one of: a container image, a built-in step, an
             // external action of the agent's configuration.
             let (image, builtin, external) = match (a.image, a.builtin, a.external) {
-                _ if typed.is_some() => (typed.as_ref().map(|(d, _)| d.image.clone()).unwrap_or_default(), String::new(), String::new()),
+                _ if typed.is_some() => {
+                    (typed.as_ref().map(|(d, _)| d.image.clone()).unwrap_or_default(), String::new(), String::new())
+                }
                 (Some(image), None, None) if checkable(&image) => (
                     ImageRef::parse(image.trim()).map_err(|e| field_err(obj, format!("{af}.image"), e))?.to_string(),
                     String::new(),
@@ -718,7 +735,10 @@ tasks:
         check_template(&tpl(data), &defs()).unwrap();
         let plan = plan_workflow(&tpl(data), &wf(), &hw(), &defs()).unwrap();
         let find = &plan.actions[0];
-        assert_eq!((find.image.as_str(), find.definition.as_str(), find.input_json.as_str()), ("reg.io/kiln/discover:v1", "discover", "{\"min_gb\":8}"));
+        assert_eq!(
+            (find.image.as_str(), find.definition.as_str(), find.input_json.as_str()),
+            ("reg.io/kiln/discover:v1", "discover", "{\"min_gb\":8}")
+        );
         assert_eq!(find.resources.memory_bytes, Some(64 << 20));
         assert_eq!(find.output_schema_json, "{\"required\":[\"disk\"],\"type\":\"object\"}");
         assert_eq!(plan.actions[1].environment["DISK"], "{{ .actions.find.output.disk }}", "resolved at dispatch");
@@ -732,7 +752,8 @@ tasks:
         }
         let err = check_template(&tpl(&data.replace("use: discover", "use: nothing")), &defs()).unwrap_err();
         assert!(err.to_string().contains("no ActionDefinition \"nothing\" (known: discover)"), "{err}");
-        let err = check_template(&tpl(&data.replace("use: discover", "use: discover\n        image: x/y:z")), &defs()).unwrap_err();
+        let err = check_template(&tpl(&data.replace("use: discover", "use: discover\n        image: x/y:z")), &defs())
+            .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("tasks[0].actions[0].use"));
     }
 

@@ -452,3 +452,57 @@ fn external_actions_run_their_start_and_check_commands() {
         assert!(a["message"].as_str().unwrap().contains(needle), "{kind}: {a:#}");
     }
 }
+
+#[test]
+fn typed_actions_get_json_input_and_their_validated_output_feeds_later_actions() {
+    let m = Machine::start("failed_containers: remove\n");
+    let image = m.cluster.env.busybox();
+    let definition = format!(
+        "kind: ActionDefinition\nname: discover\ndescription: finds the install disk\nimage: {image}\n\
+         input_schema: {{type: object, required: [min_gb], properties: {{min_gb: {{type: integer, minimum: 1}}}}}}\n\
+         output_schema: {{type: object, required: [disk], properties: {{disk: {{type: string, pattern: '^/dev/'}}}}}}\n"
+    );
+    m.cluster.apply(&definition);
+    let listed = stdout(&m.cluster.kiln(&["get", "actions"]));
+    assert!(listed.contains("discover") && listed.contains("finds the install disk"), "{listed}");
+
+    let typed = |name: &str, with: &str, prints: &str| {
+        format!(
+            "        - name: {name}\n          use: discover\n          with: {with}\n          timeout: 60\n          command: [\"sh\", \"-c\", {:?}]\n",
+            format!("input=$(cat); echo got $input >&2; echo '{prints}'")
+        )
+    };
+    let actions = [
+        typed("find", "{min_gb: 8}", r#"{"disk": "/dev/vdb"}"#),
+        shell_action(
+            "write",
+            60,
+            "echo disk is $DISK",
+            "          environment: {DISK: \"{{ .actions.find.output.disk }}\"}\n",
+        ),
+    ]
+    .concat();
+    let wf = m.run(&actions);
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    let logs = m.logs(&wf);
+    assert_eq!(result["state"], "SUCCESS", "{result:#}\n{logs}");
+    assert!(logs.contains(r#"got {"min_gb":8}"#), "input on stdin: {logs}");
+    assert!(logs.contains("disk is /dev/vdb"), "output passed on at dispatch: {logs}");
+    assert!(!logs.contains(r#"{"disk""#), "stdout is output, not log: {logs}");
+    assert_eq!(attempt(&result, 0, 0)["output"]["disk"], "/dev/vdb");
+
+    // Output that breaks the schema, or is no JSON at all, fails the action.
+    for (prints, needle) in [(r#"{"disk": "sdb"}"#, "output.disk"), ("not json", "not a JSON document")] {
+        let wf = m.run(&typed("find", "{min_gb: 8}", prints));
+        let result = m.cluster.wait_finished(&wf, LIMIT);
+        let a = attempt(&result, 0, 0);
+        assert_eq!((result["state"].as_str(), a["reason"].as_str()), (Some("FAILED"), Some("InvalidOutput")), "{a:#}");
+        assert!(a["message"].as_str().unwrap().contains(needle), "{a:#}");
+    }
+
+    // Input that breaks the schema is refused at apply time, naming the field.
+    let out = m.try_run(&typed("find", "{min_gb: lots}", "{}"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("tasks[0].actions[0].with.min_gb"), "{err}");
+}

@@ -10,8 +10,9 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use kiln_spec::ImageRef;
@@ -61,6 +62,8 @@ pub struct ContainerSpec {
     pub host_network: bool,
     pub labels: HashMap<String, String>,
     pub limits: Limits,
+    /// Written to the container's stdin, which is then closed (typed actions).
+    pub stdin: Option<Vec<u8>>,
 }
 
 /// Container limits; `None` is no limit.
@@ -187,6 +190,11 @@ impl DockerRuntime {
             labels: Some(spec.labels.clone()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
+            attach_stdin: spec.stdin.is_some().then_some(true),
+            open_stdin: spec.stdin.is_some().then_some(true),
+            // The engine closes stdin when the agent's attach ends: the
+            // action reads its input to EOF.
+            stdin_once: spec.stdin.is_some().then_some(true),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -204,6 +212,23 @@ impl DockerRuntime {
 
     pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.docker.start_container(id, None).await.map_err(|e| RuntimeError::Start(engine_message(&e)))
+    }
+
+    /// Starts a container created with `stdin` and feeds it: attach first
+    /// (so nothing written is lost), start, write, close.
+    pub async fn start_with_stdin(&self, id: &str, input: &[u8]) -> Result<(), RuntimeError> {
+        use tokio::io::AsyncWriteExt;
+        let options = AttachContainerOptionsBuilder::default().stdin(true).stream(true).build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| RuntimeError::Start(engine_message(&e)))?;
+        self.start(id).await?;
+        let mut stdin = attached.input;
+        stdin.write_all(input).await.map_err(|e| RuntimeError::Start(format!("writing the input to stdin: {e}")))?;
+        stdin.shutdown().await.map_err(|e| RuntimeError::Start(format!("closing stdin: {e}")))?;
+        Ok(())
     }
 
     /// The container's output from its start, split into lines, until it

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kiln_spec::{HardwareDoc, TemplateDoc};
+use kiln_spec::{ActionDefinitionDoc, HardwareDoc, TemplateDoc};
 
 use crate::model::{Millis, Workflow};
 use crate::state_machine::TransitionError;
@@ -53,10 +53,18 @@ pub struct StoredTemplate {
     pub updated_at: Millis,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDefinition {
+    pub doc: ActionDefinitionDoc,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
 /// Everything one `kiln apply` writes.
 #[derive(Debug, Default)]
 pub struct ApplyBatch {
     pub hardware: Vec<HardwareDoc>,
+    pub definitions: Vec<ActionDefinitionDoc>,
     pub templates: Vec<TemplateDoc>,
     pub workflows: Vec<Workflow>,
 }
@@ -115,7 +123,7 @@ pub struct Artifact {
 pub trait Store: Send + Sync + 'static {
     /// Writes hardware and templates (create or update) and creates
     /// workflows, all in one transaction. Returns one outcome per object in
-    /// batch order: hardware, templates, workflows. A workflow id that exists
+    /// batch order: hardware, definitions, templates, workflows. A workflow id that exists
     /// with a different definition is a [`StoreError::Conflict`]: workflows
     /// are immutable once created.
     async fn apply(&self, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError>;
@@ -152,6 +160,9 @@ pub trait Store: Send + Sync + 'static {
         lines: Vec<NewLogLine>,
     ) -> Result<u64, StoreError>;
 
+    /// ActionDefinitions, by name.
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>, StoreError>;
+
     /// Records an artifact (replacing one of the same attempt and path).
     async fn put_artifact(&self, artifact: Artifact) -> Result<(), StoreError>;
 
@@ -171,6 +182,7 @@ pub trait Store: Send + Sync + 'static {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
+    ActionDefinition,
     Hardware,
     Template,
     Workflow,
@@ -180,6 +192,7 @@ impl ObjectKind {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s.to_ascii_lowercase().as_str() {
             "hardware" | "hw" => Self::Hardware,
+            "action" | "actions" | "actiondefinition" => Self::ActionDefinition,
             "template" | "templates" => Self::Template,
             "workflow" | "workflows" | "wf" => Self::Workflow,
             _ => return None,
@@ -189,6 +202,7 @@ impl ObjectKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hardware => "hardware",
+            Self::ActionDefinition => "action definition",
             Self::Template => "template",
             Self::Workflow => "workflow",
         }

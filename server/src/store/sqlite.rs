@@ -10,18 +10,21 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use kiln_spec::{PlannedAction, TemplateDoc};
+use kiln_spec::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredHardware, StoredLogLine,
-    StoredTemplate,
+    ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
+    StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Workflow, WorkflowState, now_millis};
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("sqlite_migrations/0001_init.sql")), (2, include_str!("sqlite_migrations/0002_artifacts.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("sqlite_migrations/0001_init.sql")),
+    (2, include_str!("sqlite_migrations/0002_artifacts.sql")),
+    (3, include_str!("sqlite_migrations/0003_typed_actions.sql")),
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -149,7 +152,7 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
         actions.push(Action { index, spec, attempts: Vec::new() });
     }
     let mut stmt = tx.prepare_cached(
-        "SELECT action_idx, id, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message
+        "SELECT action_idx, id, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json
          FROM attempts WHERE workflow_id = ?1 ORDER BY action_idx, number",
     )?;
     let attempts = stmt.query_map([id], |r| {
@@ -168,6 +171,7 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
                 exit_code: r.get(9)?,
                 reason: r.get(10)?,
                 message: r.get(11)?,
+                output_json: r.get(12)?,
             },
         ))
     })?;
@@ -232,11 +236,11 @@ fn save_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
 
 fn save_attempts(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+        "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, pulling_at = excluded.pulling_at,
              running_at = excluded.running_at, finished_at = excluded.finished_at, exit_code = excluded.exit_code,
-             reason = excluded.reason, message = excluded.message",
+             reason = excluded.reason, message = excluded.message, output_json = excluded.output_json",
     )?;
     for action in &wf.actions {
         for a in &action.attempts {
@@ -253,7 +257,8 @@ fn save_attempts(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
                 a.finished_at,
                 a.exit_code,
                 a.reason,
-                a.message
+                a.message,
+                a.output_json
             ])?;
         }
     }
@@ -283,6 +288,29 @@ fn apply_batch(tx: &Transaction, batch: ApplyBatch) -> Result<Vec<Outcome>, Stor
                 tx.execute(
                     "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
                     params![hw.id, hw.agent_id, doc, now],
+                )?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    for d in &batch.definitions {
+        let doc = serde_json::to_string(d)?;
+        let old: Option<String> =
+            tx.query_row("SELECT doc FROM action_definitions WHERE name = ?1", [&d.name], |r| r.get(0)).optional()?;
+        let outcome = match old {
+            Some(old) if serde_json::from_str::<ActionDefinitionDoc>(&old)? == *d => Outcome::Unchanged,
+            Some(_) => {
+                tx.execute(
+                    "UPDATE action_definitions SET doc = ?2, updated_at = ?3 WHERE name = ?1",
+                    params![d.name, doc, now],
+                )?;
+                Outcome::Updated
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO action_definitions (name, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                    params![d.name, doc, now],
                 )?;
                 Outcome::Created
             }
@@ -398,6 +426,7 @@ impl Store for SqliteStore {
         self.with_conn(move |c| {
             let tx = c.transaction()?;
             let (table, key, user_column) = match kind {
+                ObjectKind::ActionDefinition => ("action_definitions", "name", None),
                 ObjectKind::Hardware => ("hardware", "id", Some("hardware")),
                 ObjectKind::Template => ("templates", "name", Some("template")),
                 ObjectKind::Workflow => ("workflows", "id", None),
@@ -507,6 +536,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT doc, created_at, updated_at FROM action_definitions ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (doc, created_at, updated_at) = row?;
+                out.push(StoredDefinition { doc: serde_json::from_str(&doc)?, created_at, updated_at });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn put_artifact(&self, a: Artifact) -> Result<(), StoreError> {
         self.with_conn(move |c| {
             c.execute(
@@ -602,6 +646,9 @@ mod tests {
             terminal: false,
             builtin: String::new(),
             external: String::new(),
+            definition: String::new(),
+            input_json: String::new(),
+            output_schema_json: String::new(),
         }
     }
 
@@ -639,6 +686,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let batch = ApplyBatch {
+            definitions: vec![],
             hardware: vec![hardware()],
             templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
             workflows: vec![workflow("wf1")],
@@ -651,13 +699,18 @@ mod tests {
         hw2.id = "hw2".into();
         hw2.agent_id = "agent-2".into();
         let err = store
-            .apply(ApplyBatch { hardware: vec![hw2], templates: vec![], workflows: vec![changed] })
+            .apply(ApplyBatch { definitions: vec![], hardware: vec![hw2], templates: vec![], workflows: vec![changed] })
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
         assert!(matches!(store.get_hardware("hw2").await, Err(StoreError::NotFound { .. })));
         // Same definitions again: unchanged.
-        let again = ApplyBatch { hardware: vec![hardware()], templates: vec![], workflows: vec![workflow("wf1")] };
+        let again = ApplyBatch {
+            definitions: vec![],
+            hardware: vec![hardware()],
+            templates: vec![],
+            workflows: vec![workflow("wf1")],
+        };
         assert_eq!(store.apply(again).await.unwrap(), vec![Outcome::Unchanged; 2]);
         // Reopening the file keeps everything (and does not re-run migrations).
         drop(store);
@@ -671,7 +724,12 @@ mod tests {
     #[tokio::test]
     async fn update_workflow_persists_attempts_and_in_use_blocks_delete() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let batch = ApplyBatch { hardware: vec![hardware()], templates: vec![], workflows: vec![workflow("wf1")] };
+        let batch = ApplyBatch {
+            definitions: vec![],
+            hardware: vec![hardware()],
+            templates: vec![],
+            workflows: vec![workflow("wf1")],
+        };
         store.apply(batch).await.unwrap();
         assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
         assert!(store.active_workflows_for_agent("agent-2").await.unwrap().is_empty());
