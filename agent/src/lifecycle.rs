@@ -543,6 +543,7 @@ fn environment(agent: &Agent, a: &Assignment, spec: &kiln_proto::v1::ActionSpec)
         format!("KILN_AGENT_ID={}", agent.id),
         format!("KILN_HARDWARE_ID={}", a.hardware_id),
         format!("KILN_API_ENDPOINT={}", agent.config.server),
+        format!("KILN_ACTION_TOKEN={}", a.action_token),
     ]);
     env
 }

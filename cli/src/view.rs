@@ -153,6 +153,10 @@ pub struct Workflow {
     started_at: Option<String>,
     finished_at: Option<String>,
     global_timeout_seconds: Option<u64>,
+    /// Workflow data written by actions (GetWorkflow only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<serde_json::Value>,
+    data_version: u64,
     actions: Vec<Action>,
 }
 
@@ -169,6 +173,8 @@ impl From<&v1::Workflow> for Workflow {
             started_at: time(&w.started_at),
             finished_at: time(&w.finished_at),
             global_timeout_seconds: (w.global_timeout_seconds > 0).then_some(w.global_timeout_seconds),
+            data: serde_json::from_str(&w.data_json).ok(),
+            data_version: w.data_version,
             actions: w
                 .actions
                 .iter()

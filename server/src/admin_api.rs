@@ -121,7 +121,8 @@ impl AdminService for AdminApi {
 
     async fn get_workflow(&self, req: Request<GetRequest>) -> Result<Response<Workflow>, Status> {
         let w = self.store.get_workflow(&req.get_ref().name).await.map_err(store_status)?;
-        Ok(Response::new(convert::workflow(&w)))
+        let (data_json, data_version) = self.store.workflow_data(&w.id).await.map_err(store_status)?;
+        Ok(Response::new(Workflow { data_json, data_version, ..convert::workflow(&w) }))
     }
 
     async fn list_workflows(&self, _: Request<ListRequest>) -> Result<Response<WorkflowList>, Status> {

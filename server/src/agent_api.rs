@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
 
+use crate::action_api::TokenKey;
 use crate::artifacts::ArtifactFiles;
 use crate::convert::{action_spec, action_state_from_proto, store_status, transition_status};
 use crate::events::Events;
@@ -62,11 +63,12 @@ pub struct AgentApi {
     store: DynStore,
     events: Arc<Events>,
     artifacts: ArtifactFiles,
+    token_key: TokenKey,
 }
 
 impl AgentApi {
-    pub fn new(store: DynStore, events: Arc<Events>, artifacts: ArtifactFiles) -> Self {
-        Self { store, events, artifacts }
+    pub fn new(store: DynStore, events: Arc<Events>, artifacts: ArtifactFiles, token_key: TokenKey) -> Self {
+        Self { store, events, artifacts, token_key }
     }
 
     /// The attempt must exist and belong to the caller.
@@ -127,6 +129,7 @@ impl AgentApi {
                         attempt: attempt.number,
                         action_count: wf.actions.len() as u32,
                         hardware_id: wf.hardware.clone(),
+                        action_token: self.token_key.issue(&wf.id, index, &attempt.id),
                         action: Some(spec),
                     }),
                     None,

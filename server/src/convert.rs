@@ -112,6 +112,8 @@ pub fn workflow(w: &Workflow) -> v1::Workflow {
                 attempts: a.attempts.iter().map(attempt).collect(),
             })
             .collect(),
+        data_json: String::new(),
+        data_version: 0,
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! [`Server`] assembles them; `main.rs` only parses arguments.
 
+pub mod action_api;
 pub mod admin_api;
 pub mod admission;
 pub mod agent_api;
@@ -48,6 +49,7 @@ pub struct Server {
     events: Arc<Events>,
     image_policy: kiln_spec::ImagePolicy,
     artifacts: artifacts::ArtifactFiles,
+    token_key: action_api::TokenKey,
 }
 
 impl Server {
@@ -63,6 +65,7 @@ impl Server {
             events: Arc::new(Events::default()),
             image_policy: config.image_policy.clone(),
             artifacts: artifacts::ArtifactFiles::new(&config.data_dir, config.max_artifact_bytes),
+            token_key: action_api::TokenKey::load_or_create(&config.data_dir)?,
         })
     }
 
@@ -73,7 +76,12 @@ impl Server {
     /// Serves both services until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let agent = AgentServiceServer::with_interceptor(
-            agent_api::AgentApi::new(self.store.clone(), self.events.clone(), self.artifacts.clone()),
+            agent_api::AgentApi::new(
+                self.store.clone(),
+                self.events.clone(),
+                self.artifacts.clone(),
+                self.token_key.clone(),
+            ),
             agent_api::identify_agent,
         );
         let admin = AdminServiceServer::new(admin_api::AdminApi::new(
@@ -83,10 +91,20 @@ impl Server {
             self.artifacts.clone(),
         ));
         let sweeper = tokio::spawn(sweep_deadlines(self.store.clone(), self.events.clone()));
+        // The action API is plain HTTP beside the gRPC services, on the same
+        // port: actions reach it at the address their agent uses.
+        let action_api = action_api::router(action_api::ActionApi {
+            store: self.store.clone(),
+            key: self.token_key.clone(),
+            artifacts: self.artifacts.clone(),
+        });
+        let mut routes = tonic::service::Routes::builder();
+        routes.add_service(agent).add_service(admin);
+        let router = routes.routes().into_axum_router().merge(action_api);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(agent)
-            .add_service(admin)
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
         sweeper.abort();

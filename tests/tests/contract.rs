@@ -70,7 +70,7 @@ fn actions_see_kiln_environment_and_shared_workflow_directory() {
         shell_action(
             "first",
             60,
-            "env | grep ^KILN_ | sort; echo from-first > /workflow/note; echo scratch > /tmp_disk/file; test -d /kiln",
+            "env | grep ^KILN_ | grep -v TOKEN | sort; echo from-first > /workflow/note; echo scratch > /tmp_disk/file; test -d /kiln",
             "          environment: {KILN_AGENT_ID: forged}\n",
         ),
         shell_action("second", 60, "echo second read $(cat /workflow/note); test ! -e /tmp_disk/file", ""),
@@ -505,4 +505,53 @@ fn typed_actions_get_json_input_and_their_validated_output_feeds_later_actions()
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("tasks[0].actions[0].with.min_gb"), "{err}");
+}
+
+#[test]
+fn actions_call_the_api_for_their_own_workflow_while_their_attempt_is_open() {
+    let m = Machine::start("failed_containers: remove\n");
+    let api = "$KILN_API_ENDPOINT/v1/action";
+    let auth = "--header \"Authorization: Bearer $KILN_ACTION_TOKEN\"";
+    let writer = format!(
+        "wget -q -O - {auth} {api}/data; echo; \
+         wget -q -O - {auth} --post-data '{{\"version\": 0, \"data\": {{\"disk\": \"/dev/vdb\"}}}}' {api}/data; echo; \
+         echo stale: $(wget -q -O - {auth} --post-data '{{\"version\": 0, \"data\": {{}}}}' {api}/data 2>&1 || echo refused); \
+         echo report from the action > /tmp/r.txt; wget -q -O - {auth} --post-file /tmp/r.txt {api}/files/notes/r.txt; echo; \
+         echo $KILN_ACTION_TOKEN > /workflow/token"
+    );
+    let reader = format!("wget -q -O - {auth} {api}/data; echo");
+    let wf = m.run(&[shell_action("writer", 60, &writer, ""), shell_action("reader", 60, &reader, "")].concat());
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    let logs = m.logs(&wf);
+    assert_eq!(result["state"], "SUCCESS", "{logs}");
+    assert!(logs.contains(r#"[writer] {"data":{},"version":0}"#), "{logs}");
+    assert!(logs.contains(r#"[writer] {"version":1}"#), "{logs}");
+    assert!(logs.contains("stale: refused") || logs.contains("409"), "a stale version is refused: {logs}");
+    assert!(logs.contains(r#"[reader] {"data":{"disk":"/dev/vdb"},"version":1}"#), "{logs}");
+    assert_eq!(result["data"]["disk"], "/dev/vdb");
+    let file = m.cluster.kiln(&["artifacts", "get", &wf, "writer", "notes/r.txt"]);
+    assert_eq!(stdout(&file), "report from the action\n");
+
+    // The writer's token died with its attempt, and a forged one never lived.
+    let token =
+        std::fs::read_to_string(m.cluster.agent_state_dir(0).join("workflows").join(&wf).join("token")).unwrap();
+    let call = |token: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &format!("Authorization: Bearer {}", token.trim()),
+            ])
+            .arg(format!("{}/v1/action/data", m.cluster.server_url))
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    assert_eq!(call(&token), "403");
+    assert_eq!(call(&token.replace(&wf, "other-workflow")), "401");
+    assert_eq!(call(""), "401");
 }

@@ -160,6 +160,13 @@ pub trait Store: Send + Sync + 'static {
         lines: Vec<NewLogLine>,
     ) -> Result<u64, StoreError>;
 
+    /// The workflow's data document (JSON) and its version.
+    async fn workflow_data(&self, id: &str) -> Result<(String, u64), StoreError>;
+
+    /// Replaces the data document if it is still at `expected_version`
+    /// ([`StoreError::Conflict`] otherwise); returns the new version.
+    async fn set_workflow_data(&self, id: &str, json: String, expected_version: u64) -> Result<u64, StoreError>;
+
     /// ActionDefinitions, by name.
     async fn list_definitions(&self) -> Result<Vec<StoredDefinition>, StoreError>;
 

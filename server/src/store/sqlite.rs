@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("sqlite_migrations/0001_init.sql")),
     (2, include_str!("sqlite_migrations/0002_artifacts.sql")),
     (3, include_str!("sqlite_migrations/0003_typed_actions.sql")),
+    (4, include_str!("sqlite_migrations/0004_workflow_data.sql")),
 ];
 
 pub struct SqliteStore {
@@ -532,6 +533,39 @@ impl Store for SqliteStore {
                 })?;
             tx.commit()?;
             Ok(through as u64)
+        })
+        .await
+    }
+
+    async fn workflow_data(&self, id: &str) -> Result<(String, u64), StoreError> {
+        let id = id.to_string();
+        self.with_conn(move |c| {
+            c.query_row("SELECT data_json, data_version FROM workflows WHERE id = ?1", [&id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?
+            .ok_or_else(|| not_found("workflow", &id))
+        })
+        .await
+    }
+
+    async fn set_workflow_data(&self, id: &str, json: String, expected_version: u64) -> Result<u64, StoreError> {
+        let id = id.to_string();
+        self.with_conn(move |c| {
+            let n = c.execute(
+                "UPDATE workflows SET data_json = ?2, data_version = data_version + 1 WHERE id = ?1 AND data_version = ?3",
+                params![id, json, expected_version as i64],
+            )?;
+            let current: i64 = c
+                .query_row("SELECT data_version FROM workflows WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| not_found("workflow", &id))?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "workflow data is at version {current}, not {expected_version}: read it again and retry"
+                )));
+            }
+            Ok(current as u64)
         })
         .await
     }
