@@ -225,13 +225,23 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
     let ending = match (image, &dirs) {
         (Err((reason, e)), _) => Ending::failed(reason, e),
         (_, Err(e)) => Ending::failed("AgentError", format!("cannot create the attempt's directories: {e}")),
+        (Ok(image), Ok(dirs)) if let Some((id, running_for)) = agent.runtime.find_attempt(&a.attempt_id).await => {
+            // This agent died while the action ran: the container went on.
+            // Follow it to its end instead of running the action twice.
+            tracing::warn!(container = %id, running_for = ?running_for, "re-attaching to this attempt's container");
+            let left = timeout.saturating_sub(running_for).max(Duration::from_secs(1));
+            let run = run_container(agent, a, &spec, &image, left, dirs, Some(id)).await?;
+            container = run.container;
+            reported_early = run.reported_early;
+            run.ending.with_action_failure(&dirs.kiln)
+        }
         (Ok(image), Ok(dirs)) => {
             report(agent, a, ActionState::Pulling, None).await?;
             let credentials = agent.config.credentials_for(&image.registry);
             match agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await {
                 Err(e) => Ending::failed("PullFailed", e.to_string()),
                 Ok(()) => {
-                    let run = run_container(agent, a, &spec, &image, timeout, dirs).await?;
+                    let run = run_container(agent, a, &spec, &image, timeout, dirs, None).await?;
                     container = run.container;
                     reported_early = run.reported_early;
                     run.ending.with_action_failure(&dirs.kiln)
@@ -305,6 +315,7 @@ async fn run_container(
     image: &ImageRef,
     timeout: Duration,
     dirs: &AttemptDirs,
+    existing: Option<String>,
 ) -> Result<ContainerRun, Abandoned> {
     let limits = spec.resources.clone().unwrap_or_default();
     let positive = |v: u64| (v > 0).then_some(v as i64);
@@ -335,24 +346,31 @@ async fn run_container(
         },
         stdin: (!spec.definition.is_empty()).then(|| spec.input_json.clone().into_bytes()),
     };
-    let id = match agent.runtime.create(&container).await {
-        Ok(id) => id,
-        Err(e) => {
-            return Ok(ContainerRun {
-                ending: Ending::failed("CreateFailed", e.to_string()),
-                container: None,
-                reported_early: false,
-            });
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            let id = match agent.runtime.create(&container).await {
+                Ok(id) => id,
+                Err(e) => {
+                    return Ok(ContainerRun {
+                        ending: Ending::failed("CreateFailed", e.to_string()),
+                        container: None,
+                        reported_early: false,
+                    });
+                }
+            };
+            let started = match &container.stdin {
+                Some(input) => agent.runtime.start_with_stdin(&id, input).await,
+                None => agent.runtime.start(&id).await,
+            };
+            if let Err(e) = started {
+                let ending = Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) };
+                return Ok(ContainerRun { ending, container: Some(id), reported_early: false });
+            }
+            id
         }
     };
-    let started = match &container.stdin {
-        Some(input) => agent.runtime.start_with_stdin(&id, input).await,
-        None => agent.runtime.start(&id).await,
-    };
-    if let Err(e) = started {
-        let ending = Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) };
-        return Ok(ContainerRun { ending, container: Some(id), reported_early: false });
-    }
+    // Repeated after a re-attach: reports are idempotent.
     report(agent, a, ActionState::Running, None).await?;
 
     let shipper = LogShipper::start(agent.client.clone(), a.workflow_id.clone(), a.action_index, a.attempt_id.clone());

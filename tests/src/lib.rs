@@ -134,12 +134,16 @@ impl Cluster {
         // The test engine has no bridge network: host networking unless the
         // test says otherwise.
         let network = if extra.contains("host_network:") { "" } else { "host_network: true\n" };
-        let state_dir = self.agent_state_dir(self.agents.len());
+        // Each agent its own state directory, unless the test gives one (an
+        // agent restarting on the same machine keeps its directory).
+        let state_dir = if extra.contains("state_dir:") {
+            String::new()
+        } else {
+            format!("state_dir: {:?}\n", self.agent_state_dir(self.agents.len()).display())
+        };
         let config = format!(
-            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\nstate_dir: {:?}\nstop_grace_seconds: 1\n{network}{extra}",
-            self.server_url,
-            self.env.docker_host,
-            state_dir.display()
+            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{extra}",
+            self.server_url, self.env.docker_host,
         );
         let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
         std::fs::write(&path, config)?;

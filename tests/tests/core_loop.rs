@@ -307,3 +307,38 @@ fn logs_follow_shows_lines_while_the_action_runs() {
     wait_until(Duration::from_secs(20), || follow.try_wait().unwrap().is_some()).expect("logs -f exits");
     assert_eq!(s.cluster.workflow(&s.workflow)["state"], "SUCCESS");
 }
+
+#[test]
+fn a_restarted_agent_reattaches_to_its_running_action_instead_of_running_it_again() {
+    let mut cluster = Cluster::start().expect("server");
+    let mac = random_mac();
+    let (hw, tpl, wf) = (unique("hw"), unique("tpl"), unique("wf"));
+    let cmd = "echo started >> /workflow/runs; echo before; sleep 4; echo after";
+    cluster.apply(
+        &[
+            hardware_doc(&hw, &mac),
+            template(&tpl, &cluster.env.busybox(), &[("long", 60, cmd), ("next", 60, "echo next")], ""),
+            workflow_doc(&wf, &tpl, &hw, &mac),
+        ]
+        .join("---\n"),
+    );
+    cluster.start_agent(&mac, "").unwrap();
+    wait_until(Duration::from_secs(30), || cluster.workflow(&wf)["actions"][0]["state"] == "RUNNING")
+        .unwrap_or_else(|e| panic!("{e}: {:#}\n{}", cluster.workflow(&wf), cluster.logs()));
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.agents[0].kill();
+    // The machine's agent comes back, with its state directory, while the
+    // container still runs.
+    let same_machine = format!("state_dir: {:?}\n", cluster.agent_state_dir(0).display());
+    cluster.start_agent(&mac, &same_machine).unwrap();
+    let result = cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "SUCCESS", "{}", cluster.logs());
+    assert_eq!(actions(&result)[0]["attempts"].as_array().unwrap().len(), 1);
+    let runs = std::fs::read_to_string(cluster.agent_state_dir(0).join("workflows").join(&wf).join("runs")).unwrap();
+    assert_eq!(runs, "started\n", "the action ran once");
+    let logs = stdout(&cluster.kiln(&["logs", &wf, "long"]));
+    // The new agent ships the container's output from its start again; the
+    // server keeps each line once.
+    assert_eq!(logs.matches("before").count(), 1, "re-shipped lines are not duplicated: {logs}");
+    assert_eq!(logs.matches("after").count(), 1, "{logs}");
+}

@@ -198,8 +198,8 @@ impl DockerRuntime {
             host_config: Some(host_config),
             ..Default::default()
         };
-        // A container of the same name is left from an earlier run of this
-        // very attempt (the agent restarted): replace it.
+        // A leftover of this name that the caller chose not to re-attach
+        // to (it never started): replace it.
         self.remove(&spec.name).await;
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
         let created = self
@@ -296,6 +296,22 @@ impl DockerRuntime {
             Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(e) => tracing::warn!(container = id, error = %e, "removing container failed"),
         }
+    }
+
+    /// The container of an attempt, left by an earlier run of this agent
+    /// (which died or restarted), with how long it has been running.
+    pub async fn find_attempt(&self, attempt_id: &str) -> Option<(String, Duration)> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{}={attempt_id}", labels::ATTEMPT)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let found = self.docker.list_containers(Some(options)).await.ok()?.into_iter().find_map(|c| c.id)?;
+        let info = self.docker.inspect_container(&found, None).await.ok()?;
+        let state = info.state.unwrap_or_default();
+        // Created but never started: nothing to re-attach to.
+        let started = state.started_at.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok())?;
+        if started.duration_since(std::time::UNIX_EPOCH).map_or(true, |d| d.as_secs() == 0) {
+            return None;
+        }
+        Some((found, std::time::SystemTime::now().duration_since(started).unwrap_or_default()))
     }
 
     /// Removes a container without waiting for the engine.
