@@ -140,15 +140,12 @@ struct WorkflowYaml {
     hardware_map: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
-struct KindProbe {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    name: Option<serde_yaml_ng::Value>,
-}
-
 const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition";
+
+/// Top-level keys of the template data that a `hardware_map` key would
+/// hide: Tinkerbell's and kiln's views of the hardware, the workflow, and
+/// the outputs of earlier actions.
+const RESERVED_KEYS: &[&str] = &["Hardware", "hardware", "workflow", crate::template::ACTIONS_KEY];
 
 /// One document of the stream with where it starts.
 struct Chunk<'a> {
@@ -184,15 +181,15 @@ fn split_stream(yaml: &str) -> Vec<Chunk<'_>> {
 
 /// A raw Tinkerbell template: no top-level `kind:` but a top-level `tasks:`.
 /// Detected by text because the Go-template actions inside need not be valid
-/// YAML until rendered.
-fn raw_template_name(text: &str) -> Option<String> {
+/// YAML until rendered. `Some(None)` is a raw template without a name.
+fn raw_template(text: &str) -> Option<Option<String>> {
     let top = |key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(str::trim));
     if top("kind:").is_some() || top("tasks:").is_none() {
         return None;
     }
-    let name = top("name:")?;
+    let Some(name) = top("name:") else { return Some(None) };
     let name = name.split(" #").next().unwrap_or(name).trim();
-    Some(name.trim_matches(|c| c == '"' || c == '\'').to_string())
+    Some(Some(name.trim_matches(|c| c == '"' || c == '\'').to_string()))
 }
 
 /// Parses a multi-document YAML stream. `source` names it in errors.
@@ -201,20 +198,68 @@ pub fn parse_documents(source: &str, yaml: &str) -> Result<Vec<Document>, SpecEr
 }
 
 fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
+    parse_kind(source, chunk).map_err(|mut e| {
+        // Checks made after deserialising know the field, not the line.
+        if e.line.is_none()
+            && let Some(field) = &e.field
+        {
+            // The operator may have written the field under its alias.
+            let written = field.strip_prefix("hardware_map").map(|rest| format!("hardwareMap{rest}"));
+            e.line = crate::locate::line_of(chunk.text, field)
+                .or_else(|| written.and_then(|w| crate::locate::line_of(chunk.text, &w)))
+                .map(|line| line + chunk.offset);
+        }
+        e
+    })
+}
+
+fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
     let label = |kind: &str, name: Option<&str>| match name {
         Some(n) => format!("{source} document {} ({kind} {n:?})", chunk.number),
         None => format!("{source} document {}", chunk.number),
     };
-    if let Some(name) = raw_template_name(chunk.text) {
-        let object = label("Template", Some(&name));
-        check_name(&object, "name", &name)?;
-        return Ok(Document::Template(TemplateDoc { name, data: chunk.text.to_string() }));
+    match raw_template(chunk.text) {
+        Some(Some(name)) => {
+            let object = label("Template", Some(&name));
+            check_name(&object, "name", &name)?;
+            return Ok(Document::Template(TemplateDoc { name, data: chunk.text.to_string() }));
+        }
+        Some(None) => {
+            return Err(field_error(
+                &label("Template", None),
+                "name",
+                "a Tinkerbell template needs a top-level name: line",
+            ));
+        }
+        None => {}
     }
-    let probe: KindProbe =
-        serde_yaml_ng::from_str(chunk.text).map_err(|e| yaml_error(&label("", None), chunk, e, None))?;
-    let name = probe.name.as_ref().and_then(|n| n.as_str()).map(str::to_string);
-    let kind = probe.kind.unwrap_or_default();
+    let unnamed = label("", None);
+    let top: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(chunk.text).map_err(|e| yaml_error(&unnamed, chunk, e, None))?;
+    let serde_yaml_ng::Value::Mapping(top) = top else {
+        return Err(SpecError {
+            object: unnamed,
+            line: Some(chunk.offset + 1 + leading_blank_lines(chunk.text)),
+            field: None,
+            message: format!("a document must be a mapping with kind: (one of {KINDS})"),
+        });
+    };
+    let name = top.get("name").and_then(|n| n.as_str()).map(str::to_string);
+    // "" is a missing kind and "?" one that is not a string, both reported below.
+    let kind = match top.get("kind") {
+        None => String::new(),
+        Some(k) => k.as_str().map(str::to_string).unwrap_or_else(|| "?".into()),
+    };
     let object = label(&kind, name.as_deref());
+    if let Some(v) = top.get("apiVersion")
+        && !v.as_str().is_some_and(|v| v.starts_with("kiln"))
+    {
+        return Err(field_error(
+            &object,
+            "apiVersion",
+            &format!("{} is not a kiln apiVersion: use kiln.dev/v1 or leave it out", show(v)),
+        ));
+    }
     match kind.as_str() {
         "Hardware" => {
             let h: HardwareYaml = strict(&object, chunk)?;
@@ -236,6 +281,16 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             check_name(&object, "name", &w.name)?;
             check_name(&object, "template", &w.template)?;
             check_name(&object, "hardware", &w.hardware)?;
+            if let Some(k) = w.hardware_map.keys().find(|k| RESERVED_KEYS.contains(&k.as_str())) {
+                return Err(field_error(
+                    &object,
+                    &format!("hardware_map.{k}"),
+                    &format!("{k:?} is reserved for the template's own data ({})", RESERVED_KEYS.join(", ")),
+                ));
+            }
+            if let Some(k) = w.hardware_map.keys().find(|k| k.is_empty()) {
+                return Err(field_error(&object, &format!("hardware_map.{k}"), "a key must not be empty"));
+            }
             let hardware_map = w
                 .hardware_map
                 .into_iter()
@@ -264,21 +319,44 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             }))
         }
         "" => Err(field_error(&object, "kind", &format!("missing; expected one of {KINDS}"))),
+        "?" => Err(field_error(&object, "kind", &format!("must be one of {KINDS}"))),
         other => Err(field_error(&object, "kind", &format!("unknown kind {other:?}; expected one of {KINDS}"))),
     }
+}
+
+/// A YAML value as the operator wrote it, for messages.
+fn show(v: &serde_yaml_ng::Value) -> String {
+    match v {
+        serde_yaml_ng::Value::String(s) => format!("{s:?}"),
+        other => serde_yaml_ng::to_string(other).map_or_else(|_| "this value".into(), |s| s.trim().to_string()),
+    }
+}
+
+fn leading_blank_lines(text: &str) -> usize {
+    text.lines().take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#')).count()
 }
 
 fn strict<T: serde::de::DeserializeOwned>(object: &str, chunk: &Chunk<'_>) -> Result<T, SpecError> {
     let de = serde_yaml_ng::Deserializer::from_str(chunk.text);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
+        let field = field_of(e.path());
         yaml_error(object, chunk, e.into_inner(), field)
     })
 }
 
+/// A serde path as a field path, without the `?` serde_path_to_error
+/// writes for a position it could not name (inside a syntax error).
+pub(crate) fn field_of(path: &serde_path_to_error::Path) -> Option<String> {
+    let path = path.to_string();
+    let known = path.split_once('?').map_or(path.as_str(), |(known, _)| known).trim_end_matches('.');
+    (!known.is_empty()).then(|| known.to_string())
+}
+
 fn yaml_error(object: &str, chunk: &Chunk<'_>, e: serde_yaml_ng::Error, field: Option<String>) -> SpecError {
-    let line = e.location().map(|l| l.line() + chunk.offset);
+    // An error at the end of input (an unclosed bracket) is placed past the
+    // document's last line, which may be the next document's separator.
+    let last = chunk.text.lines().count().max(1);
+    let line = e.location().map(|l| l.line().min(last) + chunk.offset);
     // The message repeats the location; the line is reported separately.
     SpecError { object: object.to_string(), line, field, message: bare_message(&e) }
 }
@@ -358,63 +436,4 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_all_kinds_in_one_stream() {
-        let yaml = "---\nkind: Hardware\nname: m1\nmacs: [\"52-54-00-AB-CD-EF\"]\ndisks: [/dev/sda]\nmetadata: {instance: {id: x}}\n---\n# comment only\n---\nkind: Template\nname: t\ndata: |\n  version: \"0.1\"\n---\nkind: Workflow\nname: w\ntemplate: t\nhardware: m1\nhardwareMap: {device_1: \"52:54:00:AB:CD:EF\"}\n";
-        let docs = parse_documents("f.yaml", yaml).unwrap();
-        assert_eq!(docs.len(), 3);
-        let Document::Hardware(h) = &docs[0] else { panic!() };
-        assert_eq!(h.macs, vec!["52:54:00:ab:cd:ef"]);
-        assert_eq!(h.agent_id, "52:54:00:ab:cd:ef");
-        assert_eq!(h.metadata["instance"]["id"], "x");
-        let Document::Workflow(w) = &docs[2] else { panic!() };
-        assert_eq!(w.hardware_map["device_1"], "52:54:00:ab:cd:ef");
-        assert_eq!(docs[1].name(), "t");
-    }
-
-    #[test]
-    fn accepts_a_raw_tinkerbell_template() {
-        let raw = "version: \"0.1\"\nname: ubuntu_provisioning\nglobal_timeout: 1800\ntasks:\n  - name: x\n    worker: {{.device_1}}\n";
-        let raw = raw.replace("ubuntu_provisioning", "ubuntu-provisioning");
-        let docs = parse_documents("f", &raw).unwrap();
-        assert_eq!(
-            docs,
-            vec![Document::Template(TemplateDoc { name: "ubuntu-provisioning".into(), data: raw.clone() })]
-        );
-    }
-
-    #[test]
-    fn errors_name_document_line_and_field() {
-        let err = parse_documents(
-            "f.yaml",
-            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: m2\nmacs: [x]\n",
-        )
-        .unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("macs[0]"));
-        assert!(err.object.contains("document 2") && err.object.contains("m2"), "{err}");
-        let err = parse_documents("f.yaml", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ncolour: blue\n")
-            .unwrap_err();
-        assert!(err.to_string().contains("colour"), "{err}");
-        assert_eq!(err.line, Some(4), "{err}");
-        let err = parse_documents("f.yaml", "---\nkind: Workflow\nname: w\ntemplate: t\n").unwrap_err();
-        assert!(err.to_string().contains("hardware"), "{err}");
-        let err = parse_documents("f.yaml", "kind: Gadget\nname: g\n").unwrap_err();
-        assert!(err.to_string().contains("Gadget"), "{err}");
-        let err = parse_documents(
-            "f.yaml",
-            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: [unclosed\n",
-        )
-        .unwrap_err();
-        assert!(err.line.is_some_and(|l| l >= 5), "line counted across the stream: {err}");
-        let err = parse_documents("f.yaml", "kind: Workflow\nname: Bad_Name\ntemplate: t\nhardware: h\n").unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("name"));
-        let err = parse_documents("f", "kind: Hardware\nname: m\nmacs: []\n").unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("macs"));
-        let err =
-            parse_documents("f", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ndisks: [sda]\n").unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("disks[0]"));
-    }
-}
+mod tests;

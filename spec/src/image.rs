@@ -20,6 +20,8 @@ pub struct ImageRef {
 }
 
 const DEFAULT_REGISTRY: &str = "docker.io";
+/// Docker's limit for `registry/repository`.
+const MAX_NAME: usize = 255;
 
 impl ImageRef {
     pub fn parse(s: &str) -> Result<ImageRef, String> {
@@ -74,6 +76,12 @@ impl ImageRef {
                 return bad(&format!("path component {p:?} must be [a-z0-9] separated by '.', '_', '__' or '-'"));
             }
         }
+        let full = registry.len() + 1 + parts.iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+        if full > MAX_NAME {
+            return bad(&format!("the name is longer than {MAX_NAME} characters"));
+        }
+        // Docker's own spelling of its hub, as `docker pull` normalises it.
+        let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY.to_string() } else { registry };
         if registry == DEFAULT_REGISTRY && parts.len() == 1 {
             parts.insert(0, "library");
         }
@@ -116,10 +124,26 @@ fn looks_like_registry(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost"
 }
 
+/// `host[:port]` where host is a DNS name, an IPv4 address or a bracketed
+/// IPv6 address.
 fn check_registry(host: &str) -> Result<(), String> {
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) => (n, Some(p)),
-        None => (host, None),
+    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+        let (addr, rest) = v6.split_once(']').ok_or_else(|| format!("registry host {host:?} has no closing ]"))?;
+        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            return Err(format!("registry host [{addr}] is not an IPv6 address"));
+        }
+        match rest {
+            "" => (None, None),
+            _ => match rest.strip_prefix(':') {
+                Some(p) => (None, Some(p)),
+                None => return Err(format!("registry host {host:?}: expected :PORT after ]")),
+            },
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (Some(n), Some(p)),
+            None => (Some(host), None),
+        }
     };
     if let Some(p) = port
         && (p.is_empty()
@@ -135,7 +159,9 @@ fn check_registry(host: &str) -> Result<(), String> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    if name.is_empty() || !name.split('.').all(label_ok) {
+    if let Some(name) = name
+        && (name.is_empty() || !name.split('.').all(label_ok))
+    {
         return Err(format!("registry host {name:?} is not a host name or IPv4 address"));
     }
     Ok(())
@@ -217,6 +243,39 @@ mod tests {
     }
 
     #[test]
+    fn follows_dockers_normalisation() {
+        for (input, canonical, pull_name, pull_tag) in [
+            ("busybox", "docker.io/library/busybox:latest", "docker.io/library/busybox", "latest"),
+            ("busybox:1.36", "docker.io/library/busybox:1.36", "docker.io/library/busybox", "1.36"),
+            ("docker.io/busybox", "docker.io/library/busybox:latest", "docker.io/library/busybox", "latest"),
+            (
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox",
+                "latest",
+            ),
+            ("localhost/x", "localhost/x:latest", "localhost/x", "latest"),
+            ("localhost:5000/x/y", "localhost:5000/x/y:latest", "localhost:5000/x/y", "latest"),
+            ("localhost:5000", "docker.io/library/localhost:5000", "docker.io/library/localhost", "5000"),
+            ("127.0.0.1:5000/actions/x:v1", "127.0.0.1:5000/actions/x:v1", "127.0.0.1:5000/actions/x", "v1"),
+            ("[::1]:5000/actions/x:v1", "[::1]:5000/actions/x:v1", "[::1]:5000/actions/x", "v1"),
+            ("[fe80::1]/x", "[fe80::1]/x:latest", "[fe80::1]/x", "latest"),
+            ("Registry.Example.COM/x", "Registry.Example.COM/x:latest", "Registry.Example.COM/x", "latest"),
+            ("ghcr.io/a/b/c/d:_tag", "ghcr.io/a/b/c/d:_tag", "ghcr.io/a/b/c/d", "_tag"),
+        ] {
+            let r = ImageRef::parse(input).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.to_string(), canonical, "{input}");
+            assert_eq!((r.pull_name().as_str(), r.pull_tag().as_str()), (pull_name, pull_tag), "{input}");
+            assert!(!r.is_digest());
+            assert_eq!(ImageRef::parse(&r.to_string()).unwrap(), r, "the canonical form parses to itself");
+        }
+        let pinned = format!("quay.io/x/y:v1@sha512:{}", HEX.repeat(2));
+        let r = ImageRef::parse(&pinned).unwrap();
+        assert_eq!((r.tag.as_deref(), r.pull_tag()), (Some("v1"), format!("sha512:{}", HEX.repeat(2))));
+        assert_eq!(r.to_string(), pinned);
+    }
+
+    #[test]
     fn rejects_bad_references_with_a_reason() {
         for (input, why) in [
             ("", "empty"),
@@ -232,9 +291,49 @@ mod tests {
             ("-bad.io/x", "registry host"),
             ("a..b", "path component"),
             ("repo:tag@", "digest"),
+            ("repo@sha256:ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789", "lower-case hex"),
+            ("busybox:", "tag"),
+            (":tag", "empty path"),
+            ("/busybox", "empty path"),
+            ("reg.io/", "empty path"),
+            ("a:b:c", "path component"),
+            ("a/b_/c", "path component"),
+            ("a/-b", "path component"),
+            ("a/b___c", "path component"),
+            ("\tbusybox", "whitespace"),
+            ("reg.io:/x", "port"),
+            ("[::1/x", "closing ]"),
+            ("[zz]:5000/x", "IPv6"),
+            ("[::1]x/y", ":PORT"),
+            ("reg_io.com/x", "registry host"),
+            ("busybox:-x", "tag"),
+            ("a@sha256:abc@sha256:def", "digest"),
         ] {
             let err = ImageRef::parse(input).unwrap_err();
             assert!(err.contains(why), "{input:?}: {err}");
+            assert!(err.starts_with(&format!("invalid image reference {input:?}: ")), "{err}");
+        }
+        let long = format!("reg.io/{}", "a".repeat(250));
+        assert!(ImageRef::parse(&long).unwrap_err().contains("longer than 255"));
+        assert!(ImageRef::parse(&format!("x:{}", "t".repeat(129))).unwrap_err().contains("tag"));
+        assert!(ImageRef::parse(&format!("x:{}", "t".repeat(128))).is_ok());
+    }
+
+    #[test]
+    fn never_panics() {
+        let pieces = ["a", "A", "/", ":", "@", ".", "-", "_", "[", "]", "sha256:", "5000", "é", " ", "localhost"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for _ in 0..seed % 10 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            if let Ok(r) = ImageRef::parse(&s) {
+                assert_eq!(ImageRef::parse(&r.to_string()).as_ref(), Ok(&r), "{s:?}");
+            }
         }
     }
 }

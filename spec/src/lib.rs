@@ -16,6 +16,7 @@
 pub mod documents;
 pub mod error;
 pub mod image;
+mod locate;
 pub mod plan;
 pub mod template;
 

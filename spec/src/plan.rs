@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::documents::{ActionDefinitionDoc, HardwareDoc, TemplateDoc, WorkflowDoc, parse_mac};
-use crate::{ImageRef, SpecError, template};
+use crate::{ImageRef, SpecError, locate, template};
 
 pub const DEFAULT_ACTION_TIMEOUT_SECONDS: u64 = 3600;
 /// Longest name Tinkerbell accepts for tasks and actions.
@@ -87,37 +87,89 @@ pub struct Plan {
     pub actions: Vec<PlannedAction>,
 }
 
-/// A YAML scalar where Tinkerbell takes a string (`COMPRESSED: true`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
+/// A YAML scalar where Tinkerbell takes a string, kept as written, as Go's
+/// YAML decoding into a string keeps it: `COMPRESSED: true` is `"true"`,
+/// `VERSION: 1.10` stays `"1.10"` (not `1.1`), `MODE: 0644` stays `"0644"`.
+/// A null (`KEY:`) is the empty string; a list or map is an error.
+pub(crate) struct Scalar(String);
 
 impl Scalar {
     fn into_string(self) -> String {
-        match self {
-            Self::Str(s) => s,
-            Self::Int(n) => n.to_string(),
-            Self::Float(f) => f.to_string(),
-            Self::Bool(b) => b.to_string(),
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, number or bool")
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+            // serde_yaml_ng hands any scalar to `deserialize_str` as written.
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+                d.deserialize_str(self)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
         }
+        d.deserialize_option(Visitor)
+    }
+}
+
+/// A number or bool that a template may take from hardware data
+/// (`timeout: {{ .hardware.metadata.timeout }}`). When a template is checked
+/// without hardware, the placeholder stands there instead; the real value
+/// is required when a workflow renders it.
+enum Lenient<T> {
+    Value(T),
+    Probe(String),
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml_ng::Value::deserialize(d)?;
+        if let serde_yaml_ng::Value::String(s) = &v
+            && s.contains(template::PROBE)
+        {
+            return Ok(Self::Probe(s.clone()));
+        }
+        T::deserialize(v).map(Self::Value).map_err(|e| serde::de::Error::custom(crate::documents::bare_message(&e)))
     }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TemplateYaml {
-    version: Scalar,
+    /// Optional only to serde: [`Scalar`] reads a missing value as empty,
+    /// and a missing version must be named as such.
+    version: Option<Scalar>,
     name: String,
     #[serde(default)]
     #[allow(dead_code)]
-    id: Option<String>,
+    id: Option<Scalar>,
     #[serde(default)]
-    global_timeout: Option<u64>,
+    global_timeout: Option<Lenient<u64>>,
     tasks: Vec<TaskYaml>,
 }
 
@@ -150,9 +202,9 @@ struct ActionYaml {
     #[serde(default)]
     with: Option<serde_json::Value>,
     #[serde(default)]
-    terminal: Option<bool>,
+    terminal: Option<Lenient<bool>>,
     #[serde(default)]
-    timeout: Option<u64>,
+    timeout: Option<Lenient<u64>>,
     #[serde(default)]
     command: Option<Vec<String>>,
     #[serde(default)]
@@ -170,9 +222,9 @@ struct ActionYaml {
     #[serde(default)]
     resources: Option<ResourcesYaml>,
     #[serde(default)]
-    retries: Option<u32>,
+    retries: Option<Lenient<u32>>,
     #[serde(default)]
-    retry_backoff: Option<u64>,
+    retry_backoff: Option<Lenient<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -258,12 +310,12 @@ fn object(t: &TemplateDoc) -> String {
 
 /// Validates a template at apply time, without hardware: syntax and
 /// functions, then the structure of its output rendered with placeholders.
-/// The returned plan holds [`template::PROBE`] where values need hardware.
+/// Values that come from hardware are checked by [`plan_workflow`]; the
+/// returned plan holds [`template::PROBE`] where they will be.
 pub fn check_template(t: &TemplateDoc, defs: &Definitions) -> Result<Plan, SpecError> {
     let obj = object(t);
-    let rendered = template::render_probe(&obj, &t.data)?;
-    let parsed = structure(&obj, &rendered)?;
-    check(&obj, parsed, defs, false)
+    let rendered = template::render_probe_mapped(&obj, &t.data)?;
+    build(&obj, &rendered, defs, false)
 }
 
 /// ActionDefinitions by name, for templates that `use` them.
@@ -309,7 +361,7 @@ impl Plan {
     pub fn field_path(&self, index: usize) -> String {
         let mut task = 0;
         let mut first = 0;
-        for i in 1..=index {
+        for i in 1..=index.min(self.actions.len().saturating_sub(1)) {
             if self.actions[i].task != self.actions[i - 1].task {
                 task += 1;
                 first = i;
@@ -327,13 +379,13 @@ pub fn plan_workflow(
     defs: &Definitions,
 ) -> Result<Plan, SpecError> {
     let obj = object(t);
-    let rendered = template::render(&obj, &t.data, &render_data(w, hw))?;
-    let parsed = structure(&obj, &rendered)?;
-    check(&obj, parsed, defs, true)
+    let rendered = template::render_mapped(&obj, &t.data, &render_data(w, hw))?;
+    build(&obj, &rendered, defs, true)
 }
 
 /// What templates see: Tinkerbell's top-level hardware map keys, its legacy
-/// `.Hardware` view, and the hardware document as `.hardware`.
+/// `.Hardware` view, the hardware document as `.hardware`, and the
+/// workflow's id.
 fn render_data(w: &WorkflowDoc, hw: &HardwareDoc) -> serde_json::Value {
     let mut data = serde_json::Map::new();
     for (k, v) in &w.hardware_map {
@@ -350,23 +402,47 @@ fn render_data(w: &WorkflowDoc, hw: &HardwareDoc) -> serde_json::Value {
             "Metadata": hw.metadata,
         }),
     );
-    data.insert("hardware".into(), serde_json::to_value(hw).unwrap_or_default());
+    data.insert(
+        "hardware".into(),
+        json!({
+            "id": hw.id,
+            "agent_id": hw.agent_id,
+            "macs": hw.macs,
+            "disks": hw.disks,
+            "metadata": hw.metadata,
+        }),
+    );
     data.insert("workflow".into(), json!({"id": w.id}));
     serde_json::Value::Object(data)
 }
 
-fn structure(obj: &str, rendered: &str) -> Result<TemplateYaml, SpecError> {
-    let de = serde_yaml_ng::Deserializer::from_str(rendered);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        SpecError {
-            object: obj.to_string(),
-            // Rendering keeps line numbers unless a value spans lines.
-            line: inner.location().map(|l| l.line()),
-            field: (path != ".").then_some(path),
-            message: crate::documents::bare_message(&inner),
+/// The structure, then the values, of a rendered template. Errors point at
+/// the template line that produced the offending output line.
+fn build(obj: &str, rendered: &template::Rendered, defs: &Definitions, with_values: bool) -> Result<Plan, SpecError> {
+    let parsed = structure(obj, rendered)?;
+    check(obj, parsed, defs, with_values).map_err(|mut e| {
+        if e.line.is_none()
+            && let Some(line) = e.field.as_deref().and_then(|f| locate::line_of(&rendered.text, f))
+        {
+            e.line = Some(rendered.source_line(line));
         }
+        e
+    })
+}
+
+fn structure(obj: &str, rendered: &template::Rendered) -> Result<TemplateYaml, SpecError> {
+    let de = serde_yaml_ng::Deserializer::from_str(&rendered.text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = crate::documents::field_of(e.path());
+        let inner = e.into_inner();
+        // serde_yaml_ng places some errors (a type error raised by a
+        // `Deserialize` impl of ours) at the start of the enclosing mapping;
+        // the field's own line, further down, is better when the path can be
+        // followed to it. A syntax error's own position is past the last
+        // field it could name, so the later of the two lines is right.
+        let located = field.as_deref().and_then(|f| locate::exact_line_of(&rendered.text, f));
+        let line = located.max(inner.location().map(|l| l.line())).map(|l| rendered.source_line(l));
+        SpecError { object: obj.to_string(), line, field, message: crate::documents::bare_message(&inner) }
     })
 }
 
@@ -375,7 +451,7 @@ fn field_err(obj: &str, field: String, message: String) -> SpecError {
 }
 
 fn check_name(obj: &str, field: String, name: &str, seen: &mut Vec<String>) -> Result<(), SpecError> {
-    if name.trim().is_empty() || name.len() > MAX_NAME {
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME {
         return Err(field_err(obj, field, format!("name must be 1-{MAX_NAME} characters")));
     }
     if seen.iter().any(|s| s == name) {
@@ -386,18 +462,33 @@ fn check_name(obj: &str, field: String, name: &str, seen: &mut Vec<String>) -> R
 }
 
 /// `host` or nothing: the only namespace sharing kiln offers.
-fn host_only(obj: &str, field: String, v: Option<String>) -> Result<String, SpecError> {
-    match v.as_deref().map(str::trim) {
+fn host_only(obj: &str, field: String, v: Option<&str>) -> Result<String, SpecError> {
+    match v.map(str::trim) {
         None | Some("") => Ok(String::new()),
         Some("host") => Ok("host".into()),
         Some(other) => Err(field_err(obj, field, format!("{other:?} is not supported; use \"host\" or leave it out"))),
     }
 }
 
+/// The value of a field that may hold a placeholder when the template is
+/// checked without hardware: unknown (`None`) then, an error when real data
+/// was rendered.
+fn value<T>(obj: &str, field: String, v: Option<Lenient<T>>, with_values: bool) -> Result<Option<T>, SpecError> {
+    match v {
+        None => Ok(None),
+        Some(Lenient::Value(v)) => Ok(Some(v)),
+        Some(Lenient::Probe(_)) if !with_values => Ok(None),
+        Some(Lenient::Probe(s)) => {
+            Err(field_err(obj, field, format!("invalid type: string {s:?}, expected a {}", std::any::type_name::<T>())))
+        }
+    }
+}
+
 const VOLUME_OPTIONS: &[&str] =
     &["ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate", "nocopy"];
 
-/// `SRC:DST[:OPTS]`; returns DST.
+/// `SRC:DST[:OPTS]`; returns DST without a trailing `/`. SRC may also be a
+/// named Docker volume, which Tinkerbell passes through.
 fn check_volume(obj: &str, field: String, v: &str) -> Result<String, SpecError> {
     let parts: Vec<&str> = v.split(':').collect();
     let bad = |why: &str| Err(field_err(obj, field.clone(), format!("volume {v:?}: {why}")));
@@ -419,7 +510,30 @@ fn check_volume(obj: &str, field: String, v: &str) -> Result<String, SpecError> 
     {
         return bad(&format!("unknown option {o:?} (allowed: {})", VOLUME_OPTIONS.join(", ")));
     }
-    Ok(parts[1].to_string())
+    let target = parts[1].trim_end_matches('/');
+    Ok(if target.is_empty() { "/".to_string() } else { target.to_string() })
+}
+
+/// Checks a list of volumes; a target mounted twice in one list is a
+/// mistake Docker would refuse when the action starts.
+fn volumes(
+    obj: &str,
+    field: &str,
+    list: &[String],
+    checkable: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, SpecError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        if !checkable(v) {
+            continue;
+        }
+        let target = check_volume(obj, format!("{field}[{i}]"), v)?;
+        if out.iter().any(|(t, _)| *t == target) {
+            return Err(field_err(obj, format!("{field}[{i}]"), format!("target {target} is mounted twice")));
+        }
+        out.push((target, v.clone()));
+    }
+    Ok(out)
 }
 
 /// Validates and flattens. `with_values` is false when fields may hold
@@ -427,10 +541,17 @@ fn check_volume(obj: &str, field: String, v: &str) -> Result<String, SpecError> 
 /// checked when a workflow renders it, literal values are checked now.
 fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> Result<Plan, SpecError> {
     let checkable = |v: &str| with_values || !v.contains(template::PROBE);
+    let Some(version) = t.version.map(Scalar::into_string) else {
+        return Err(field_err(obj, "version".into(), "missing field `version`".into()));
+    };
+    if version.trim().is_empty() {
+        return Err(field_err(obj, "version".into(), "must not be empty".into()));
+    }
     if t.name.trim().is_empty() {
         return Err(field_err(obj, "name".into(), "must not be empty".into()));
     }
-    if t.global_timeout == Some(0) {
+    let global_timeout = value(obj, "global_timeout".into(), t.global_timeout, with_values)?;
+    if global_timeout == Some(0) {
         return Err(field_err(obj, "global_timeout".into(), "must be more than 0 seconds".into()));
     }
     if t.tasks.is_empty() {
@@ -449,14 +570,12 @@ fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> R
         if task.actions.is_empty() {
             return Err(field_err(obj, format!("{tf}.actions"), "at least one action is required".into()));
         }
-        let mut task_volumes = Vec::new();
-        for (vi, v) in task.volumes.iter().enumerate() {
-            if checkable(v) {
-                task_volumes.push((check_volume(obj, format!("{tf}.volumes[{vi}]"), v)?, v.clone()));
-            }
-        }
+        let task_volumes = volumes(obj, &format!("{tf}.volumes"), &task.volumes, checkable)?;
         let task_env: BTreeMap<String, String> =
             task.environment.into_iter().map(|(k, v)| (k, v.into_string())).collect();
+        if let Some(k) = task_env.keys().find(|k| !valid_env_name(k)) {
+            return Err(field_err(obj, format!("{tf}.environment"), format!("invalid variable name {k:?}")));
+        }
         let mut action_names = Vec::new();
         for (ai, a) in task.actions.into_iter().enumerate() {
             let af = format!("{tf}.actions[{ai}]");
@@ -527,27 +646,42 @@ fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> R
                     ));
                 }
             };
-            if a.timeout == Some(0) {
+            let timeout = value(obj, format!("{af}.timeout"), a.timeout, with_values)?;
+            if timeout == Some(0) {
                 return Err(field_err(obj, format!("{af}.timeout"), "must be more than 0 seconds".into()));
             }
             let ns = a.namespaces.unwrap_or(NamespacesYaml { pid: None, network: None });
-            let pid = host_only(obj, format!("{af}.pid"), a.pid.or(ns.pid))?;
-            let network = host_only(obj, format!("{af}.namespaces.network"), ns.network)?;
-            let mut volumes = task_volumes.clone();
-            for (vi, v) in a.volumes.iter().enumerate() {
-                if checkable(v) {
-                    let dst = check_volume(obj, format!("{af}.volumes[{vi}]"), v)?;
-                    volumes.retain(|(d, _)| *d != dst);
-                    volumes.push((dst, v.clone()));
-                }
+            let pid = host_only(obj, format!("{af}.pid"), a.pid.as_deref())?;
+            let ns_pid = host_only(obj, format!("{af}.namespaces.pid"), ns.pid.as_deref())?;
+            if a.pid.is_some() && ns.pid.is_some() && pid != ns_pid {
+                return Err(field_err(
+                    obj,
+                    format!("{af}.namespaces.pid"),
+                    format!("{ns_pid:?} contradicts pid: {pid:?}; give one of them"),
+                ));
+            }
+            let pid = if pid.is_empty() { ns_pid } else { pid };
+            let network = host_only(obj, format!("{af}.namespaces.network"), ns.network.as_deref())?;
+            // The action's volumes replace the task's with the same target.
+            let mut merged = task_volumes.clone();
+            for (target, v) in volumes(obj, &format!("{af}.volumes"), &a.volumes, checkable)? {
+                merged.retain(|(t, _)| *t != target);
+                merged.push((target, v));
             }
             let mut environment = task_env.clone();
             for (k, v) in a.environment {
+                if !valid_env_name(&k) {
+                    return Err(field_err(obj, format!("{af}.environment"), format!("invalid variable name {k:?}")));
+                }
                 environment.insert(k, v.into_string());
             }
-            if let Some(k) = environment.keys().find(|k| k.is_empty() || k.contains('=')) {
-                return Err(field_err(obj, format!("{af}.environment"), format!("invalid variable name {k:?}")));
+            let retries = value(obj, format!("{af}.retries"), a.retries, with_values)?.unwrap_or(0);
+            if retries > MAX_RETRIES {
+                return Err(field_err(obj, format!("{af}.retries"), format!("at most {MAX_RETRIES}")));
             }
+            let retry_backoff_seconds =
+                value(obj, format!("{af}.retry_backoff"), a.retry_backoff, with_values)?.unwrap_or(0);
+            let terminal = value(obj, format!("{af}.terminal"), a.terminal, with_values)?.unwrap_or(false);
             actions.push(PlannedAction {
                 task: task.name.clone(),
                 name: a.name,
@@ -555,22 +689,17 @@ fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> R
                 image,
                 command: a.command.unwrap_or_default(),
                 environment,
-                volumes: volumes.into_iter().map(|(_, v)| v).collect(),
+                volumes: merged.into_iter().map(|(_, v)| v).collect(),
                 pid,
                 network,
-                timeout_seconds: a.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT_SECONDS),
+                timeout_seconds: timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT_SECONDS),
                 resources: match (a.resources, &typed) {
                     (None, Some((def, _))) => def.resources.clone(),
                     (r, _) => resources(obj, &format!("{af}.resources"), r)?,
                 },
-                retries: match a.retries {
-                    Some(n) if n > MAX_RETRIES => {
-                        return Err(field_err(obj, format!("{af}.retries"), format!("at most {MAX_RETRIES}")));
-                    }
-                    n => n.unwrap_or(0),
-                },
-                retry_backoff_seconds: a.retry_backoff.unwrap_or(0),
-                terminal: a.terminal.unwrap_or(false) || !builtin.is_empty(),
+                retries,
+                retry_backoff_seconds,
+                terminal: terminal || !builtin.is_empty(),
                 builtin,
                 external,
                 definition: typed.as_ref().map(|(d, _)| d.name.clone()).unwrap_or_default(),
@@ -581,218 +710,14 @@ fn check(obj: &str, t: TemplateYaml, defs: &Definitions, with_values: bool) -> R
             });
         }
     }
-    Ok(Plan {
-        template_name: t.name,
-        version: t.version.into_string(),
-        global_timeout_seconds: t.global_timeout,
-        actions,
-    })
+    Ok(Plan { template_name: t.name, version, global_timeout_seconds: global_timeout, actions })
+}
+
+/// What a process environment can carry: not empty, no `=` (it would
+/// split the name), no NUL.
+fn valid_env_name(k: &str) -> bool {
+    !k.is_empty() && !k.contains(['=', '\0'])
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The shape of Tinkerbell's playground Ubuntu template.
-    const UBUNTU: &str = r#"version: "0.1"
-name: ubuntu_provisioning
-global_timeout: 1800
-tasks:
-  - name: "os-installation"
-    worker: "{{.device_1}}"
-    volumes:
-      - /dev:/dev
-      - /dev/console:/dev/console
-      - /lib/firmware:/lib/firmware:ro
-    environment:
-      MIRROR_HOST: 10.1.1.11
-    actions:
-      - name: "stream-ubuntu-image"
-        image: quay.io/tinkerbell-actions/image2disk:v1.0.0
-        timeout: 600
-        environment:
-          DEST_DISK: {{ index .Hardware.Disks 0 }}
-          IMG_URL: "http://10.1.1.11:8080/focal.raw.gz"
-          COMPRESSED: true
-      - name: "write-netplan"
-        image: quay.io/tinkerbell-actions/writefile:v1.0.0
-        timeout: 90
-        environment:
-          DEST_DISK: {{ formatPartition ( index .Hardware.Disks 0 ) 1 }}
-          FS_TYPE: ext4
-          DEST_PATH: /etc/netplan/config.yaml
-          UID: 0
-          MODE: 0644
-      - name: "kexec-ubuntu"
-        image: quay.io/tinkerbell-actions/kexec:v1.0.0
-        timeout: 90
-        pid: host
-        volumes:
-          - /dev/console:/dev/console:rw
-        environment:
-          BLOCK_DEVICE: {{ formatPartition ( index .Hardware.Disks 0 ) 1 }}
-          FS_TYPE: ext4
-"#;
-
-    fn tpl(data: &str) -> TemplateDoc {
-        TemplateDoc { name: "ubuntu".into(), data: data.into() }
-    }
-
-    fn hw() -> HardwareDoc {
-        HardwareDoc {
-            id: "m1".into(),
-            agent_id: "52:54:00:12:34:56".into(),
-            macs: vec!["52:54:00:12:34:56".into()],
-            disks: vec!["/dev/nvme0n1".into()],
-            metadata: json!({"instance": {"hostname": "m1"}}),
-        }
-    }
-
-    fn wf() -> WorkflowDoc {
-        WorkflowDoc {
-            id: "w".into(),
-            template: "ubuntu".into(),
-            hardware: "m1".into(),
-            hardware_map: [("device_1".to_string(), "52:54:00:12:34:56".to_string())].into(),
-        }
-    }
-
-    #[test]
-    fn plans_the_tinkerbell_ubuntu_template() {
-        check_template(&tpl(UBUNTU), &Definitions::new()).unwrap();
-        let plan = plan_workflow(&tpl(UBUNTU), &wf(), &hw(), &Definitions::new()).unwrap();
-        assert_eq!(plan.global_timeout_seconds, Some(1800));
-        assert_eq!(plan.actions.len(), 3);
-        let a = &plan.actions[0];
-        assert_eq!(a.worker, "52:54:00:12:34:56");
-        assert_eq!(a.image, "quay.io/tinkerbell-actions/image2disk:v1.0.0");
-        assert_eq!(a.environment["DEST_DISK"], "/dev/nvme0n1");
-        assert_eq!(a.environment["COMPRESSED"], "true");
-        assert_eq!(a.environment["MIRROR_HOST"], "10.1.1.11");
-        assert_eq!(plan.actions[1].environment["DEST_DISK"], "/dev/nvme0n1p1");
-        assert_eq!(plan.actions[1].environment["MODE"], "0644", "YAML 1.2 keeps 0644 a string: no octal surprise");
-        let k = &plan.actions[2];
-        assert_eq!(k.pid, "host");
-        assert_eq!(k.volumes, vec!["/dev:/dev", "/lib/firmware:/lib/firmware:ro", "/dev/console:/dev/console:rw"]);
-        assert_eq!(k.timeout_seconds, 90);
-    }
-
-    fn plan_err(data: &str) -> SpecError {
-        match check_template(&tpl(data), &Definitions::new()) {
-            Err(e) => e,
-            Ok(_) => plan_workflow(&tpl(data), &wf(), &hw(), &Definitions::new()).unwrap_err(),
-        }
-    }
-
-    #[test]
-    fn resources_and_retries() {
-        let data = UBUNTU.replace(
-            "timeout: 600\n",
-            "timeout: 600\n        retries: 2\n        retry_backoff: 1\n        resources: {memory: 256Mi, cpus: 0.5, pids: 64, gpus: all}\n",
-        );
-        let plan = plan_workflow(&tpl(&data), &wf(), &hw(), &Definitions::new()).unwrap();
-        assert_eq!(plan.field_path(2), "tasks[0].actions[2]");
-        let a = &plan.actions[0];
-        assert_eq!((a.retries, a.retry_backoff_seconds), (2, 1));
-        assert_eq!(
-            a.resources,
-            Resources {
-                memory_bytes: Some(256 << 20),
-                nano_cpus: Some(500_000_000),
-                pids: Some(64),
-                gpus: Some("all".into())
-            }
-        );
-        assert_eq!(plan.actions[1].resources, Resources::default());
-        assert_eq!(parse_memory("2G"), Some(2_000_000_000));
-        assert_eq!(parse_memory("12 parsecs"), None);
-        for (bad, field) in [
-            ("{memory: lots}", "resources.memory"),
-            ("{memory: 1Ki}", "resources.memory"),
-            ("{cpus: -1}", "resources.cpus"),
-            ("{pids: 0}", "resources.pids"),
-            ("{gpus: some}", "resources.gpus"),
-            ("{disk: 1G}", "resources.disk"),
-        ] {
-            let data = UBUNTU.replace("timeout: 600\n", &format!("timeout: 600\n        resources: {bad}\n"));
-            let err = plan_err(&data);
-            assert_eq!(err.field.as_deref(), Some(format!("tasks[0].actions[0].{field}").as_str()), "{err}");
-        }
-    }
-
-    fn defs() -> Definitions {
-        let yaml = "kind: ActionDefinition\nname: discover\nimage: reg.io/kiln/discover:v1\n\
-            input_schema: {type: object, required: [min_gb], properties: {min_gb: {type: integer, minimum: 1}}, additionalProperties: false}\n\
-            output_schema: {type: object, required: [disk]}\nresources: {memory: 64Mi}\n";
-        let docs = crate::parse_documents("defs", yaml).unwrap();
-        let crate::Document::ActionDefinition(d) = &docs[0] else { panic!() };
-        [(d.name.clone(), d.clone())].into()
-    }
-
-    #[test]
-    fn typed_actions_take_their_image_and_validate_their_input() {
-        let data = "version: \"0.1\"\nname: t\ntasks:\n  - name: t\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: find\n        use: discover\n        with: {min_gb: 8}\n      - name: write\n        image: reg.io/kiln/w:v1\n        environment: {DISK: \"{{ .actions.find.output.disk }}\"}\n";
-        check_template(&tpl(data), &defs()).unwrap();
-        let plan = plan_workflow(&tpl(data), &wf(), &hw(), &defs()).unwrap();
-        let find = &plan.actions[0];
-        assert_eq!(
-            (find.image.as_str(), find.definition.as_str(), find.input_json.as_str()),
-            ("reg.io/kiln/discover:v1", "discover", "{\"min_gb\":8}")
-        );
-        assert_eq!(find.resources.memory_bytes, Some(64 << 20));
-        assert_eq!(find.output_schema_json, "{\"required\":[\"disk\"],\"type\":\"object\"}");
-        assert_eq!(plan.actions[1].environment["DISK"], "{{ .actions.find.output.disk }}", "resolved at dispatch");
-        for (bad, field) in [
-            ("with: {min_gb: 0}", "tasks[0].actions[0].with.min_gb"),
-            ("with: {min_gb: 8, colour: red}", "tasks[0].actions[0].with"),
-            ("with: {}", "tasks[0].actions[0].with"),
-        ] {
-            let err = check_template(&tpl(&data.replace("with: {min_gb: 8}", bad)), &defs()).unwrap_err();
-            assert_eq!(err.field.as_deref(), Some(field), "{bad}: {err}");
-        }
-        let err = check_template(&tpl(&data.replace("use: discover", "use: nothing")), &defs()).unwrap_err();
-        assert!(err.to_string().contains("no ActionDefinition \"nothing\" (known: discover)"), "{err}");
-        let err = check_template(&tpl(&data.replace("use: discover", "use: discover\n        image: x/y:z")), &defs())
-            .unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("tasks[0].actions[0].use"));
-    }
-
-    #[test]
-    fn errors_carry_field_paths() {
-        let cases = [
-            (
-                UBUNTU.replace("timeout: 600", "timeout: 600\n        retries_please: 3"),
-                "tasks[0].actions[0].retries_please",
-                "unknown field",
-            ),
-            (
-                UBUNTU.replace("quay.io/tinkerbell-actions/writefile", "Quay.io/Bad Image"),
-                "tasks[0].actions[1].image",
-                "invalid image",
-            ),
-            (UBUNTU.replace("\"write-netplan\"", "\"stream-ubuntu-image\""), "tasks[0].actions[1].name", "duplicate"),
-            (UBUNTU.replace("pid: host", "pid: container"), "tasks[0].actions[2].pid", "host"),
-            (
-                UBUNTU.replace("timeout: 90\n        pid", "timeout: 0\n        pid"),
-                "tasks[0].actions[2].timeout",
-                "more than 0",
-            ),
-            (
-                UBUNTU.replace("/dev/console:/dev/console:rw", "relative:dst"),
-                "tasks[0].actions[2].volumes[0]",
-                "target",
-            ),
-            (UBUNTU.replace("worker: \"{{.device_1}}\"", "worker: \"\""), "tasks[0].worker", "empty"),
-            (UBUNTU.replace("global_timeout: 1800", "global_timeout: soon"), "global_timeout", "invalid"),
-        ];
-        for (data, field, needle) in cases {
-            let err = plan_err(&data);
-            assert_eq!(err.field.as_deref(), Some(field), "{err}");
-            assert!(err.to_string().contains(needle), "{err}");
-        }
-        let err = plan_err(&UBUNTU.replace(".device_1", ".device_9"));
-        assert_eq!((err.line, err.field.as_deref()), (Some(6), Some(".device_9")), "{err}");
-        let err = plan_err("version: \"0.1\"\nname: x\ntasks: []\n");
-        assert_eq!(err.field.as_deref(), Some("tasks"));
-    }
-}
+mod tests;

@@ -1,0 +1,214 @@
+use super::*;
+
+fn err(yaml: &str) -> SpecError {
+    match parse_documents("f.yaml", yaml) {
+        Ok(docs) => panic!("must fail: {docs:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn parses_all_kinds_in_one_stream() {
+    let yaml = "---\nkind: Hardware\nname: m1\nmacs: [\"52-54-00-AB-CD-EF\", \"52:54:00:ab:cd:f0\"]\ndisks: [/dev/sda]\nmetadata: {instance: {id: x, n: 3, tags: [a]}}\n---\n# comment only\n---   \n\n---\napiVersion: kiln.dev/v1\nkind: Template\nname: t\ndata: |\n  version: \"0.1\"\n--- # a comment\nkind: Workflow\nname: w\ntemplate: t\nhardware: m1\nhardwareMap: {device_1: \"52:54:00:AB:CD:EF\", other: not-a-mac}\n";
+    let docs = parse_documents("f.yaml", yaml).unwrap();
+    assert_eq!(docs.len(), 3);
+    assert_eq!(docs.iter().map(Document::kind).collect::<Vec<_>>(), ["Hardware", "Template", "Workflow"]);
+    assert_eq!(docs.iter().map(Document::name).collect::<Vec<_>>(), ["m1", "t", "w"]);
+    let Document::Hardware(h) = &docs[0] else { panic!() };
+    assert_eq!(h.macs, vec!["52:54:00:ab:cd:ef", "52:54:00:ab:cd:f0"], "normalised: lower case, colons");
+    assert_eq!(h.agent_id, "52:54:00:ab:cd:ef", "defaults to the first MAC");
+    assert_eq!(h.disks, vec!["/dev/sda"]);
+    assert_eq!(h.metadata, serde_json::json!({"instance": {"id": "x", "n": 3, "tags": ["a"]}}));
+    let Document::Template(t) = &docs[1] else { panic!() };
+    assert_eq!(t.data, "version: \"0.1\"\n");
+    let Document::Workflow(w) = &docs[2] else { panic!() };
+    assert_eq!((w.id.as_str(), w.template.as_str(), w.hardware.as_str()), ("w", "t", "m1"));
+    assert_eq!(w.hardware_map["device_1"], "52:54:00:ab:cd:ef");
+    assert_eq!(w.hardware_map["other"], "not-a-mac", "only MACs are normalised");
+}
+
+#[test]
+fn hardware_defaults_and_agent_id() {
+    let docs = parse_documents("f", "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n").unwrap();
+    let Document::Hardware(h) = &docs[0] else { panic!() };
+    assert_eq!((h.disks.len(), &h.metadata), (0, &serde_json::json!({})));
+    let docs = parse_documents(
+        "f",
+        "kind: Hardware\nname: m\nagent_id: \"AA-BB-CC-DD-EE-01\"\nmacs: [aa:bb:cc:dd:ee:ff]\nmetadata:\n",
+    )
+    .unwrap();
+    let Document::Hardware(h) = &docs[0] else { panic!() };
+    assert_eq!(h.agent_id, "aa:bb:cc:dd:ee:01");
+    assert_eq!(h.metadata, serde_json::json!({}), "an empty metadata is an empty map");
+    let docs = parse_documents("f", "kind: Hardware\nname: m\nagent_id: Rack-4\nmacs: [aa:bb:cc:dd:ee:ff]\n").unwrap();
+    assert!(matches!(&docs[0], Document::Hardware(h) if h.agent_id == "rack-4"));
+    assert_eq!(parse_mac("AA:bb:CC:dd:EE:ff").as_deref(), Some("aa:bb:cc:dd:ee:ff"));
+    for bad in
+        ["", "aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aabb.ccdd.eeff", "aa:bb:cc:dd:ee:fg", "a:bb:cc:dd:ee:fff"]
+    {
+        assert_eq!(parse_mac(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn accepts_a_raw_tinkerbell_template() {
+    // Unquoted actions are not valid YAML before rendering: detected by text.
+    let raw = "version: \"0.1\"\nname: hello_world_workflow  # a comment\nglobal_timeout: 600\ntasks:\n  - name: \"hello world\"\n    worker: {{.device_1}}\n    actions:\n      - name: \"hello_world\"\n        image: hello-world\n        environment:\n          DISK: {{ index .Hardware.Disks 0 }}\n";
+    let docs = parse_documents("hello.yaml", raw).unwrap();
+    assert_eq!(docs, vec![Document::Template(TemplateDoc { name: "hello_world_workflow".into(), data: raw.into() })]);
+    // In a stream, each keeps its own exact text.
+    let stream = format!(
+        "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\n{raw}---\nname: 'quoted'\ntasks: []\nversion: '0.1'\n"
+    );
+    let docs = parse_documents("f", &stream).unwrap();
+    assert_eq!(docs[1], Document::Template(TemplateDoc { name: "hello_world_workflow".into(), data: raw.into() }));
+    assert!(matches!(&docs[2], Document::Template(t) if t.name == "quoted" && t.data.starts_with("name: 'quoted'\n")));
+    let e = err("version: \"0.1\"\ntasks:\n  - name: x\n");
+    assert_eq!(e.field.as_deref(), Some("name"));
+    assert!(e.message.contains("top-level name"), "{e}");
+    let e = err("version: \"0.1\"\nname: Hello World\ntasks: []\n");
+    assert_eq!((e.field.as_deref(), e.line), (Some("name"), Some(2)), "{e}");
+    assert!(e.object.contains("Template \"Hello World\""), "{e}");
+}
+
+#[test]
+fn errors_name_document_line_and_field() {
+    let e = err(
+        "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nkind: Hardware\nname: m2\nmacs:\n  - aa:bb:cc:dd:ee:01\n  - x\n",
+    );
+    assert_eq!(e.object, "f.yaml document 2 (Hardware \"m2\")");
+    assert_eq!((e.field.as_deref(), e.line), (Some("macs[1]"), Some(9)), "{e}");
+    assert!(e.message.contains("\"x\" is not a MAC address"), "{e}");
+    assert_eq!(e.to_string(), "f.yaml document 2 (Hardware \"m2\"), line 9, field macs[1]: \"x\" is not a MAC address");
+
+    for (yaml, field, line, needle) in [
+        (
+            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ncolour: blue\n",
+            Some("colour"),
+            Some(4),
+            "unknown field `colour`",
+        ),
+        (
+            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF]\n",
+            Some("macs[1]"),
+            Some(3),
+            "listed twice",
+        ),
+        ("kind: Hardware\nname: m\nmacs: []\n", Some("macs"), Some(3), "at least one MAC"),
+        ("kind: Hardware\nname: m\n", None, Some(1), "missing field `macs`"),
+        (
+            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ndisks: [sda]\n",
+            Some("disks[0]"),
+            Some(4),
+            "must be a /dev/ path",
+        ),
+        (
+            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ndisks: [/dev/]\n",
+            Some("disks[0]"),
+            Some(4),
+            "must be a /dev/ path",
+        ),
+        (
+            "kind: Hardware\nname: m\nagent_id: \"a b\"\nmacs: [aa:bb:cc:dd:ee:ff]\n",
+            Some("agent_id"),
+            Some(3),
+            "without spaces",
+        ),
+        ("kind: Hardware\nname: m\nmacs: aa:bb:cc:dd:ee:ff\n", Some("macs"), Some(3), "invalid type"),
+        (
+            "\n\nkind: Workflow\nname: Bad_Name\ntemplate: t\nhardware: h\n",
+            Some("name"),
+            Some(4),
+            "must be 1-63 of [a-z0-9._-]",
+        ),
+        ("kind: Workflow\nname: w\ntemplate: t\n", None, Some(1), "missing field `hardware`"),
+        (
+            "kind: Workflow\nname: w\ntemplate: t\nhardware: h\nhardware_map:\n  Hardware: x\n",
+            Some("hardware_map.Hardware"),
+            Some(6),
+            "reserved",
+        ),
+        (
+            "kind: Workflow\nname: w\ntemplate: t\nhardware: h\nhardwareMap: {actions: x}\n",
+            Some("hardware_map.actions"),
+            Some(5),
+            "reserved",
+        ),
+        ("kind: Template\nname: t\ndata: \"  \\n\"\n", Some("data"), Some(3), "template source is empty"),
+        ("kind: Template\nname: t\n", None, Some(1), "missing field `data`"),
+        (
+            "kind: Gadget\nname: g\n",
+            Some("kind"),
+            Some(1),
+            "unknown kind \"Gadget\"; expected one of Hardware, Template, Workflow",
+        ),
+        ("name: g\n", Some("kind"), None, "missing; expected one of"),
+        ("kind: [Hardware]\nname: g\n", Some("kind"), Some(1), "must be one of"),
+        (
+            "apiVersion: tinkerbell.org/v1alpha1\nkind: Template\nname: t\ndata: x\n",
+            Some("apiVersion"),
+            Some(1),
+            "\"tinkerbell.org/v1alpha1\" is not a kiln apiVersion",
+        ),
+        (
+            "apiVersion: 1\nkind: Template\nname: t\ndata: x\n",
+            Some("apiVersion"),
+            Some(1),
+            "1 is not a kiln apiVersion",
+        ),
+        ("# leading comment\n- a\n- b\n", None, Some(2), "a document must be a mapping"),
+    ] {
+        let e = err(yaml);
+        assert_eq!(e.field.as_deref(), field, "{yaml}: {e}");
+        assert_eq!(e.line, line, "{yaml}: {e}");
+        assert!(e.message.contains(needle), "{yaml}: {e}");
+    }
+    let e = err("kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\n\nkind: Hardware\nname: [unclosed\n");
+    assert_eq!(e.object, "f.yaml document 2", "the name is unknown");
+    assert_eq!(e.line, Some(7), "counted across the stream: {e}");
+    assert!(!e.message.contains(" at line "), "the line is reported once: {e}");
+    let e = err("kind: Workflow\nname: w\ntemplate: t\nhardware: h\nhardware_map: {a: [1]}\n");
+    assert_eq!(e.field.as_deref(), Some("hardware_map.a"), "{e}");
+}
+
+#[test]
+fn splits_the_stream_on_separator_lines_only() {
+    let chunks = split_stream("a: 1\n---\nb: |\n  --- not a separator\n  x\n---\t# tab comment\n\n--- \nc: 3");
+    let texts: Vec<(&str, usize, usize)> = chunks.iter().map(|c| (c.text, c.offset, c.number)).collect();
+    assert_eq!(texts, [("a: 1\n", 0, 1), ("b: |\n  --- not a separator\n  x\n", 2, 2), ("c: 3", 8, 3)]);
+    assert!(split_stream("").is_empty());
+    assert!(split_stream("---\n# nothing\n---\n").is_empty());
+    assert!(parse_documents("f", "---\n---\n").unwrap().is_empty());
+    // `---x` is not a separator: a document that is not a mapping.
+    assert!(err("---x\n").message.contains("mapping"));
+}
+
+#[test]
+fn action_definitions() {
+    let docs = parse_documents(
+        "f",
+        "kind: ActionDefinition\nname: d\nimage: reg.io/d:v1\ninput_schema: {type: object}\nresources: {memory: 64Mi}\n",
+    )
+    .unwrap();
+    let Document::ActionDefinition(d) = &docs[0] else { panic!() };
+    assert_eq!((d.image.as_str(), d.output_schema.clone()), ("reg.io/d:v1", serde_json::json!({})));
+    assert_eq!(d.resources.memory_bytes, Some(64 << 20));
+    let e = err("kind: ActionDefinition\nname: d\nimage: Bad Image\n");
+    assert_eq!((e.field.as_deref(), e.line), (Some("image"), Some(3)), "{e}");
+    let e = err("kind: ActionDefinition\nname: d\nimage: reg.io/d:v1\ninput_schema: {type: 12}\n");
+    assert_eq!((e.field.as_deref(), e.line), (Some("input_schema"), Some(4)), "{e}");
+}
+
+#[test]
+fn never_panics_on_garbage() {
+    let valid = "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\nversion: \"0.1\"\nname: t\ntasks:\n  - worker: {{.device_1}}\n---\nkind: Workflow\nname: w\ntemplate: t\nhardware: m\n";
+    for i in (0..=valid.len()).filter(|i| valid.is_char_boundary(*i)) {
+        let _ = parse_documents("f", &valid[..i]);
+        let _ = parse_documents("f", &valid[i..]);
+    }
+    for garbage in
+        ["\u{0}", "{", "[", "&a *a", "*a", "!!binary x", ": :", "kind: Hardware\nname: é\nmacs: [é]", "---\n...\n"]
+    {
+        let _ = parse_documents("f", garbage);
+    }
+}
