@@ -80,6 +80,9 @@ pub struct Download {
     /// A strong ETag or Last-Modified from the first response, for If-Range.
     validator: Option<String>,
     resumes: u32,
+    /// Since when no byte arrived, and the retry delay reached: a server that
+    /// answers every resume and then sends nothing is an outage too.
+    outage: Option<(Instant, Duration)>,
 }
 
 impl Download {
@@ -101,6 +104,7 @@ impl Download {
             total: None,
             validator: None,
             resumes: 0,
+            outage: None,
         };
         d.connect(None)?;
         Ok(d)
@@ -124,13 +128,19 @@ impl Download {
     /// (Re)connects at `self.offset`, retrying until the outage budget is
     /// spent. `cause` is why the previous connection ended.
     fn connect(&mut self, mut cause: Option<String>) -> Result<()> {
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(250);
         loop {
             if let Some(c) = &cause {
                 if !self.policy.enabled {
                     return Err(self.failed(c, "resuming is off (RETRY_ENABLED=false)"));
                 }
+                let (since, delay) = *self.outage.get_or_insert((Instant::now(), Duration::ZERO));
+                if since.elapsed() + delay > self.policy.max_outage {
+                    let budget = self.policy.max_outage.as_secs();
+                    return Err(self.failed(c, &format!("no progress for {budget} s, gave up")));
+                }
+                std::thread::sleep(delay);
+                let next = (delay * 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
+                self.outage = Some((since, next));
                 crate::log(self.action, format_args!("download interrupted at byte {} ({c}); resuming", self.offset));
             }
             match self.request() {
@@ -143,11 +153,9 @@ impl Download {
                 }
                 Err(Attempt::Fatal(f)) => return Err(f),
                 Err(Attempt::Retry(why)) => {
-                    if started.elapsed() + delay > self.policy.max_outage || !self.policy.enabled {
-                        return Err(self.failed(&why, "gave up"));
+                    if cause.is_none() && !self.policy.enabled {
+                        return Err(self.failed(&why, "resuming is off (RETRY_ENABLED=false)"));
                     }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
                     cause = Some(why);
                 }
             }
@@ -196,14 +204,15 @@ impl Download {
                 }
                 Ok(response)
             }
-            StatusCode::OK if self.validator.is_some() => {
-                // If-Range did not match: the file changed under us.
-                Err(Attempt::Fatal(Failure::new(
-                    "ImageChanged",
-                    format!("{} changed on the server during the download (validator no longer matches)", self.url),
-                )))
-            }
             StatusCode::OK => {
+                // A 200 is either a server without Range support or an
+                // If-Range that no longer matched: the file changed under us.
+                if self.validator.is_some() && validator(&response) != self.validator {
+                    return Err(Attempt::Fatal(Failure::new(
+                        "ImageChanged",
+                        format!("{} changed on the server during the download (validator no longer matches)", self.url),
+                    )));
+                }
                 if response.content_length().is_some() && response.content_length() != self.total {
                     return Err(Attempt::Fatal(Failure::new(
                         "ImageChanged",
@@ -243,6 +252,7 @@ impl Read for Download {
                 },
                 Ok(n) => {
                     self.offset += n as u64;
+                    self.outage = None;
                     if let Some(t) = self.total
                         && self.offset > t
                     {
