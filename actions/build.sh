@@ -4,8 +4,13 @@
 #   actions/build.sh REGISTRY[,REGISTRY...]
 #
 # Images have no base image: each is a root filesystem assembled here from
-# static binaries and imported with `docker import`, so building needs no
-# registry on the internet. Uses the Docker engine of $DOCKER_HOST; pushes to
+# static binaries (and, where an action needs one, a host tool with its
+# shared libraries) and imported with `docker import`, so building needs no
+# registry on the internet.
+#
+# The action library (actions/<name>/) becomes REGISTRY/kiln/actions/<name>
+# tagged with the workspace version and `latest`; the test image busybox
+# becomes REGISTRY/kiln/busybox:v1. Uses the Docker engine of $DOCKER_HOST; pushes to
 # registries that need a login use the credentials in $DOCKER_CONFIG.
 set -euo pipefail
 
@@ -30,10 +35,51 @@ busybox_rootfs() {
     tar -C "$root" -c .
 }
 
-push() { # name, tag, import-args...
-    local name=$1 tag=$2; shift 2
+# Copies a host binary (or plain file) into a root filesystem at the same
+# path, with every shared library it loads and the dynamic loader.
+copy_with_libs() { # root, path
+    local root=$1 path=$2 lib
+    mkdir -p "$root$(dirname "$path")"
+    cp -L "$path" "$root$path"
+    # ldd prints "name => /path (addr)" and the loader as "/lib64/ld-... (addr)".
+    for lib in $(ldd "$path" 2>/dev/null | awk '/=> \//{print $3} /^\t\//{print $1}'); do
+        [ -e "$root$lib" ] && continue
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
+
+# KILN_ACTIONS="image2disk writefile" rebuilds just those (development).
+read -r -a ACTIONS <<<"${KILN_ACTIONS:-image2disk partition format writefile cexec kexec archive2disk}"
+TARGET=x86_64-unknown-linux-gnu
+VERSION=$(awk -F'"' '/^version *=/{print $2; exit}' "$HERE/../Cargo.toml")
+
+build_actions() {
+    local packages=() a
+    for a in "${ACTIONS[@]}"; do packages+=(-p "kiln-action-$a"); done
+    # Static glibc binaries (no musl here); --target keeps RUSTFLAGS off
+    # build scripts and proc macros.
+    (cd "$HERE/.." && RUSTFLAGS='-C target-feature=+crt-static' \
+        cargo build --quiet --release --target "$TARGET" "${packages[@]}")
+}
+
+action_rootfs() { # name
+    local name=$1 root=$WORK/action-$1 tool
+    mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc}
+    cp "$HERE/../target/$TARGET/release/$name" "$root/bin/$name"
+    if [ -f "$HERE/$name/image-tools" ]; then
+        while read -r tool; do
+            case $tool in ''|'#'*) continue ;; esac
+            copy_with_libs "$root" "$tool"
+        done <"$HERE/$name/image-tools"
+    fi
+    tar -C "$root" -c .
+}
+
+push() { # name, tag, entrypoint, rootfs-command...
+    local name=$1 tag=$2 entrypoint=$3; shift 3
     local first="${REGISTRIES[0]}/kiln/$name:$tag"
-    "$@" | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$first" >/dev/null
+    "$@" | docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c "$entrypoint" - "$first" >/dev/null
     for reg in "${REGISTRIES[@]}"; do
         local ref="$reg/kiln/$name:$tag"
         [ "$ref" = "$first" ] || docker tag "$first" "$ref"
@@ -42,4 +88,13 @@ push() { # name, tag, import-args...
     done
 }
 
-push busybox v1 busybox_rootfs
+push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+
+build_actions
+for a in "${ACTIONS[@]}"; do
+    push "actions/$a" "$VERSION" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
+    for reg in "${REGISTRIES[@]}"; do
+        docker tag "$reg/kiln/actions/$a:$VERSION" "$reg/kiln/actions/$a:latest"
+        docker push -q "$reg/kiln/actions/$a:latest" >/dev/null
+    done
+done

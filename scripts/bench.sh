@@ -11,3 +11,4 @@ source "$STATE/env"
 actions/build.sh "$KILN_TEST_REGISTRY"
 cargo build --release --workspace --bins
 target/release/bench-agent-overhead
+target/release/bench-image2disk

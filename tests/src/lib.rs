@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod http;
+
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
@@ -44,6 +46,11 @@ impl TestEnv {
     /// The busybox action image (built by `actions/build.sh`) in the open registry.
     pub fn busybox(&self) -> String {
         format!("{}/kiln/busybox:v1", self.registry)
+    }
+
+    /// An image of the action library (`actions/build.sh`) in the open registry.
+    pub fn action(&self, name: &str) -> String {
+        format!("{}/kiln/actions/{name}:{}", self.registry, env!("CARGO_PKG_VERSION"))
     }
 
     /// `docker` against the test engine.
@@ -269,4 +276,92 @@ pub fn random_mac() -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let b = n.to_le_bytes();
     format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0] ^ b[5], b[1], b[2], b[3], b[4])
+}
+
+/// One machine with an agent; workflows of one task built from raw action YAML.
+pub struct Machine {
+    pub cluster: Cluster,
+    pub mac: String,
+    pub hw: String,
+}
+
+impl Machine {
+    pub fn start(agent_extra: &str) -> Self {
+        Self::start_with(&[], agent_extra)
+    }
+
+    pub fn start_with(server_args: &[&str], agent_extra: &str) -> Self {
+        let mut cluster = Cluster::start_with(server_args).expect("server");
+        let mac = random_mac();
+        let hw = unique("hw");
+        cluster.apply(&hardware_doc(&hw, &mac));
+        cluster.start_agent(&mac, agent_extra).expect("agent");
+        Self { cluster, mac, hw }
+    }
+
+    /// `actions` is the YAML of the action list, indented by 8 spaces, with
+    /// IMAGE standing for the busybox image. Returns the workflow id.
+    pub fn run(&self, actions: &str) -> String {
+        let out = self.try_run(actions);
+        assert!(out.status.success(), "kiln apply failed: {}", stderr(&out));
+        stdout(&out).lines().find_map(|l| l.strip_prefix("workflow/")?.split(' ').next().map(str::to_string)).unwrap()
+    }
+
+    pub fn try_run(&self, actions: &str) -> std::process::Output {
+        let (tpl, wf) = (unique("tpl"), unique("wf"));
+        let actions = actions.replace("IMAGE", &self.cluster.env.busybox());
+        let doc = format!(
+            "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{actions}---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {}\nhardware_map: {{device_1: \"{}\"}}\n",
+            self.hw, self.mac
+        );
+        self.cluster.kiln_with_stdin(&["apply", "-f", "-"], Some(&doc))
+    }
+
+    pub fn logs(&self, wf: &str) -> String {
+        stdout(&self.cluster.kiln(&["logs", wf]))
+    }
+}
+
+/// A loop device over a sparse file, detached when dropped. Actions see it
+/// through the agent's `/dev`.
+pub struct LoopDevice {
+    pub path: PathBuf,
+    backing: Option<tempfile::NamedTempFile>,
+}
+
+impl LoopDevice {
+    pub fn new(size: u64) -> Result<Self> {
+        let backing = tempfile::NamedTempFile::new()?;
+        backing.as_file().set_len(size)?;
+        let path = Self::attach(backing.path())?;
+        Ok(Self { path, backing: Some(backing) })
+    }
+
+    /// A loop device over an existing file, which the caller keeps.
+    pub fn over(file: &std::path::Path) -> Result<Self> {
+        Ok(Self { path: Self::attach(file)?, backing: None })
+    }
+
+    fn attach(file: &std::path::Path) -> Result<PathBuf> {
+        let out = Command::new("losetup").args(["--find", "--show"]).arg(file).output()?;
+        if !out.status.success() {
+            bail!("losetup: {}", stderr(&out));
+        }
+        Ok(PathBuf::from(stdout(&out).trim()))
+    }
+
+    pub fn backing_path(&self) -> &std::path::Path {
+        self.backing.as_ref().expect("a loop device made by LoopDevice::new").path()
+    }
+
+    /// The device's bytes, read through the backing file.
+    pub fn contents(&self) -> Vec<u8> {
+        std::fs::read(self.backing_path()).expect("read loop backing file")
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
 }

@@ -4,54 +4,10 @@
 
 use std::time::Duration;
 
-use kiln_tests::{Cluster, hardware_doc, random_mac, stderr, stdout, unique};
+use kiln_tests::{Machine, stderr, stdout};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// One machine with an agent; workflows of one task built from raw action YAML.
-struct Machine {
-    cluster: Cluster,
-    mac: String,
-    hw: String,
-}
-
-impl Machine {
-    fn start(agent_extra: &str) -> Self {
-        Self::start_with(&[], agent_extra)
-    }
-
-    fn start_with(server_args: &[&str], agent_extra: &str) -> Self {
-        let mut cluster = Cluster::start_with(server_args).expect("server");
-        let mac = random_mac();
-        let hw = unique("hw");
-        cluster.apply(&hardware_doc(&hw, &mac));
-        cluster.start_agent(&mac, agent_extra).expect("agent");
-        Self { cluster, mac, hw }
-    }
-
-    /// `actions` is the YAML of the action list, indented by 8 spaces, with
-    /// IMAGE standing for the busybox image. Returns the workflow id.
-    fn run(&self, actions: &str) -> String {
-        let out = self.try_run(actions);
-        assert!(out.status.success(), "kiln apply failed: {}", stderr(&out));
-        stdout(&out).lines().find_map(|l| l.strip_prefix("workflow/")?.split(' ').next().map(str::to_string)).unwrap()
-    }
-
-    fn try_run(&self, actions: &str) -> std::process::Output {
-        let (tpl, wf) = (unique("tpl"), unique("wf"));
-        let actions = actions.replace("IMAGE", &self.cluster.env.busybox());
-        let doc = format!(
-            "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{actions}---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {}\nhardware_map: {{device_1: \"{}\"}}\n",
-            self.hw, self.mac
-        );
-        self.cluster.kiln_with_stdin(&["apply", "-f", "-"], Some(&doc))
-    }
-
-    fn logs(&self, wf: &str) -> String {
-        stdout(&self.cluster.kiln(&["logs", wf]))
-    }
-}
 
 fn shell_action(name: &str, timeout: u64, cmd: &str, extra: &str) -> String {
     format!(
