@@ -7,6 +7,12 @@
 //!                                               ^------- empty blocks ---------'
 //! ```
 //!
+//! Block devices are written with O_DIRECT: it skips a copy into the page
+//! cache that the in-memory OS cannot spare, and on the loop devices here it
+//! is several times faster than buffered writes. Blocks are therefore
+//! aligned in memory and on disk; a final partial block goes through the
+//! page cache.
+//!
 //! The first real error wins: a write error over the decode error it causes,
 //! a download error (carried through the chunk channel) over a decoder that
 //! merely saw its input end.
@@ -30,6 +36,8 @@ use crate::config::Config;
 const ACTION: &str = "image2disk";
 /// Size of each disk write: large and a multiple of every sector and page size.
 const BLOCK: usize = 4 << 20;
+/// Memory and offset alignment O_DIRECT needs (covers 512 and 4K sectors).
+const ALIGN: usize = 4096;
 /// Size of each chunk read from the network.
 const CHUNK: usize = 1 << 20;
 /// What is zeroed at the start of the target when the image proved bad, so a
@@ -78,9 +86,12 @@ pub fn write_image(config: &Config) -> Result<()> {
     let interval = config.progress_interval;
     let fetcher = thread::spawn(move || fetch(download, algorithm, interval, chunks_tx));
 
-    let (full_tx, full_rx) = sync_channel::<Vec<u8>>(2);
-    let (empty_tx, empty_rx) = channel::<Vec<u8>>();
-    let target = file.try_clone().or_fail("OpenFailed", || "duplicating the target descriptor".into())?;
+    let (full_tx, full_rx) = sync_channel::<Block>(2);
+    let (empty_tx, empty_rx) = channel::<Block>();
+    let target = Target {
+        buffered: file.try_clone().or_fail("OpenFailed", || "duplicating the target descriptor".into())?,
+        direct: if block_device { open_direct(&config.dest) } else { None },
+    };
     let hash_written = config.verify;
     let writer = thread::spawn(move || write(target, capacity, hash_written, full_rx, empty_tx));
 
@@ -126,6 +137,23 @@ pub fn write_image(config: &Config) -> Result<()> {
         log(ACTION, format_args!("read-back verification passed ({})", bytes(written.bytes)));
     }
     Ok(())
+}
+
+/// Where blocks go: `direct` (O_DIRECT) takes the aligned part when present.
+struct Target {
+    buffered: File,
+    direct: Option<File>,
+}
+
+fn open_direct(path: &std::path::Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match OpenOptions::new().write(true).custom_flags(nix::fcntl::OFlag::O_DIRECT.bits()).open(path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log(ACTION, format_args!("O_DIRECT not available ({e}); writing through the page cache"));
+            None
+        }
+    }
 }
 
 fn join<T>(handle: thread::JoinHandle<Result<T>>) -> Result<T> {
@@ -184,8 +212,8 @@ fn fetch(
 fn decode(
     mut input: ChunkReader,
     compressed: Option<bool>,
-    out: SyncSender<Vec<u8>>,
-    recycled: Receiver<Vec<u8>>,
+    out: SyncSender<Block>,
+    recycled: Receiver<Block>,
 ) -> Result<Format> {
     let io_failure = |e: io::Error| failure_of(e, "DecompressFailed", "decompressing the image");
     let format = match compressed {
@@ -200,13 +228,12 @@ fn decode(
     }
     let mut reader = decoder(format, input).map_err(io_failure)?;
     loop {
-        let mut block = recycled.try_recv().unwrap_or_default();
-        block.resize(BLOCK, 0);
-        let n = read_full(&mut reader, &mut block).map_err(io_failure)?;
+        let mut block = recycled.try_recv().unwrap_or_else(|_| Block::new());
+        let n = read_full(&mut reader, block.space()).map_err(io_failure)?;
         if n == 0 {
             break;
         }
-        block.truncate(n);
+        block.len = n;
         if out.send(block).is_err() {
             break; // the writer failed; join() reports why
         }
@@ -218,16 +245,17 @@ fn decode(
 }
 
 fn write(
-    file: File,
+    target: Target,
     capacity: Option<u64>,
     hash: bool,
-    blocks: Receiver<Vec<u8>>,
-    recycle: Sender<Vec<u8>>,
+    blocks: Receiver<Block>,
+    recycle: Sender<Block>,
 ) -> Result<Written> {
     let mut offset = 0u64;
     let mut hasher = hash.then(|| Algorithm::Sha256.hasher());
     for block in blocks {
-        let end = offset + block.len() as u64;
+        let data = block.data();
+        let end = offset + data.len() as u64;
         if let Some(cap) = capacity
             && end > cap
         {
@@ -236,14 +264,57 @@ fn write(
                 format!("the image is larger than the disk ({}): it does not fit", bytes(cap)),
             ));
         }
-        file.write_all_at(&block, offset).or_fail("WriteFailed", || format!("writing at byte {offset}"))?;
+        // Every block but the last is full, so `offset` stays aligned.
+        let aligned = match &target.direct {
+            Some(direct) => {
+                let aligned = data.len() / ALIGN * ALIGN;
+                direct
+                    .write_all_at(&data[..aligned], offset)
+                    .or_fail("WriteFailed", || format!("writing at byte {offset}"))?;
+                aligned
+            }
+            None => 0,
+        };
+        let tail_at = offset + aligned as u64;
+        target
+            .buffered
+            .write_all_at(&data[aligned..], tail_at)
+            .or_fail("WriteFailed", || format!("writing at byte {tail_at}"))?;
         if let Some(h) = hasher.as_mut() {
-            h.update(&block);
+            h.update(data);
         }
         offset = end;
         let _ = recycle.send(block);
     }
+    if let Some(direct) = &target.direct {
+        direct.sync_all().or_fail("WriteFailed", || "fsync".into())?;
+    }
     Ok(Written { bytes: offset, digest: hasher.map(Hasher::finish) })
+}
+
+/// A BLOCK-sized buffer whose start is ALIGN-aligned in memory (O_DIRECT
+/// needs that), made safely by over-allocating a Vec and starting inside it.
+struct Block {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Block {
+    fn new() -> Block {
+        let buf = vec![0u8; BLOCK + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN);
+        Block { buf, start, len: 0 }
+    }
+
+    /// All of the block, to fill.
+    fn space(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + BLOCK]
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
 }
 
 /// Reads what was written back from the device, past the page cache, and
@@ -323,5 +394,52 @@ impl BufRead for ChunkReader {
 
     fn consume(&mut self, amt: usize) {
         self.pos += amt;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_for_o_direct() {
+        for _ in 0..4 {
+            let mut b = Block::new();
+            assert_eq!(b.space().as_ptr() as usize % ALIGN, 0);
+            assert_eq!(b.space().len(), BLOCK);
+        }
+    }
+
+    #[test]
+    fn writes_a_file_target_through_the_whole_pipeline() {
+        // No HTTP here: the chunk channel is fed directly, as fetch() would.
+        let data: Vec<u8> = (0..(BLOCK * 2 + 777)).map(|i| (i * 31 % 251) as u8).collect();
+        let compressed = zstd::encode_all(&data[..], 3).unwrap();
+        let (tx, rx) = sync_channel(4);
+        for c in compressed.chunks(1000) {
+            tx.send(Ok(c.to_vec())).unwrap();
+        }
+        drop(tx);
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let target = Target { buffered: out.reopen().unwrap(), direct: None };
+        let (full_tx, full_rx) = sync_channel(2);
+        let (empty_tx, empty_rx) = channel();
+        let writer = thread::spawn(move || write(target, None, true, full_rx, empty_tx));
+        let format = decode(ChunkReader::new(rx), None, full_tx, empty_rx).unwrap();
+        let written = join(writer).unwrap();
+        assert_eq!(format, Format::Zstd);
+        assert_eq!(written.bytes, data.len() as u64);
+        assert_eq!(std::fs::read(out.path()).unwrap(), data);
+    }
+
+    #[test]
+    fn a_download_failure_reaches_the_decoder_as_itself() {
+        let (tx, rx) = sync_channel(4);
+        tx.send(Ok(vec![1, 2, 3])).unwrap();
+        tx.send(Err(Failure::new("DownloadFailed", "gone"))).unwrap();
+        let (full_tx, _full_rx) = sync_channel(4);
+        let (_empty_tx, empty_rx) = channel();
+        let err = decode(ChunkReader::new(rx), Some(false), full_tx, empty_rx).unwrap_err();
+        assert_eq!(err, Failure::new("DownloadFailed", "gone"));
     }
 }
