@@ -25,7 +25,7 @@ pub struct Config {
 impl Config {
     pub fn from_env(mut env: Env) -> Result<Config> {
         let url = env.parse_with("IMG_URL", true, parse_url);
-        let dest = env.parse_with("DEST_DISK", true, |v| kiln_action_kit::disk::resolve(v));
+        let dest = env.parse_with("DEST_DISK", true, kiln_action_kit::disk::resolve);
         let compressed = env.get("COMPRESSED").is_some().then(|| env.flag("COMPRESSED", false));
         let checksum = env.parse_with("CHECKSUM", false, Checksum::parse);
         let verify = env.flag("VERIFY", false);
