@@ -227,8 +227,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("workflow/{} {}", wf.id, workflow_state(wf.state));
         }
         Command::Watch { workflow } => {
-            let stream = c.watch_workflow(GetRequest { name: workflow }).await.map_err(status)?.into_inner();
-            let last = watch::watch(stream).await?;
+            let stream = c.watch_workflow(GetRequest { name: workflow.clone() }).await.map_err(status)?.into_inner();
+            let logs_req = LogsRequest { workflow_id: workflow, action: String::new(), follow: true };
+            let logs = c.clone().logs(logs_req).await.ok().map(|r| r.into_inner());
+            let last = watch::watch(stream, logs).await?;
             if last.is_none_or(|w| workflow_state(w.state) != "SUCCESS") {
                 return Ok(ExitCode::FAILURE);
             }

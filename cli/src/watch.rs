@@ -3,13 +3,18 @@
 //! On a terminal the action table is redrawn in place, with running
 //! actions' elapsed time ticking; elsewhere (pipes, CI logs) one line is
 //! printed per change, so the output is a readable record.
+//!
+//! Actions that print progress lines (`{"progress":{"done":..,"total":..}}`,
+//! see the README's action contract) get a bar of their own: the workflow's
+//! logs are followed next to its state.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use kiln_proto::v1::Workflow;
+use kiln_proto::v1::{LogEntry, Workflow};
+use serde::Deserialize;
 
 use crate::output::{clock, elapsed};
 use crate::view::{action_state, is_terminal, workflow_state};
@@ -17,10 +22,38 @@ use crate::view::{action_state, is_terminal, workflow_state};
 const TICK: Duration = Duration::from_millis(200);
 const BAR_WIDTH: usize = 30;
 
-pub async fn watch(mut stream: tonic::Streaming<Workflow>) -> anyhow::Result<Option<Workflow>> {
+/// The latest progress line of one action.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    #[serde(default)]
+    pub rate: u64,
+}
+
+#[derive(Deserialize)]
+struct ProgressLine {
+    progress: Progress,
+}
+
+/// The progress in a log line, if it is one.
+pub fn parse_progress(text: &str) -> Option<Progress> {
+    if !text.starts_with("{\"progress\"") {
+        return None;
+    }
+    serde_json::from_str::<ProgressLine>(text).ok().map(|l| l.progress)
+}
+
+pub async fn watch(
+    mut stream: tonic::Streaming<Workflow>,
+    mut logs: Option<tonic::Streaming<LogEntry>>,
+) -> anyhow::Result<Option<Workflow>> {
     let tty = std::io::stdout().is_terminal();
     let mut last: Option<Workflow> = None;
     let mut seen: HashMap<(u32, u32), &'static str> = HashMap::new();
+    let mut progress: HashMap<u32, Progress> = HashMap::new();
+    // Plain mode: the quarter last printed per action.
+    let mut quarters: HashMap<u32, u64> = HashMap::new();
     let mut drawn = 0;
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -29,7 +62,7 @@ pub async fn watch(mut stream: tonic::Streaming<Workflow>) -> anyhow::Result<Opt
                 Some(wf) => {
                     let wf = wf?;
                     if tty {
-                        drawn = redraw(&wf, drawn);
+                        drawn = redraw(&wf, &progress, drawn);
                     } else {
                         print!("{}", changes(&wf, &mut seen));
                     }
@@ -37,10 +70,36 @@ pub async fn watch(mut stream: tonic::Streaming<Workflow>) -> anyhow::Result<Opt
                 }
                 None => break,
             },
+            entry = async { logs.as_mut()?.next().await }, if logs.is_some() => match entry {
+                Some(Ok(e)) => {
+                    if let Some(p) = e.line.as_ref().and_then(|l| parse_progress(&l.text)) {
+                        if !tty && let Some(line) = progress_change(&e, &p, &mut quarters) {
+                            println!("{line}");
+                        }
+                        progress.insert(e.action_index, p);
+                    }
+                }
+                // The bar is a nicety: without logs, watch goes on.
+                _ => logs = None,
+            },
             _ = tick.tick(), if tty => if let Some(wf) = &last {
-                drawn = redraw(wf, drawn);
+                drawn = redraw(wf, &progress, drawn);
             },
         }
+    }
+    // The last progress lines may trail the final state by a moment: the
+    // logs stream ends on its own once the workflow has ended.
+    if let Some(mut logs) = logs.filter(|_| !tty) {
+        let drain = async {
+            while let Some(Ok(e)) = logs.next().await {
+                if let Some(p) = e.line.as_ref().and_then(|l| parse_progress(&l.text))
+                    && let Some(line) = progress_change(&e, &p, &mut quarters)
+                {
+                    println!("{line}");
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     }
     if let Some(wf) = &last {
         if !tty {
@@ -102,17 +161,54 @@ pub fn summary(wf: &Workflow) -> String {
     }
 }
 
-/// The in-place view: a progress bar and one row per action.
-pub fn render(wf: &Workflow, now: SystemTime) -> Vec<String> {
+/// Plain mode prints an action's progress each time it passes a quarter.
+fn progress_change(e: &LogEntry, p: &Progress, printed: &mut HashMap<u32, u64>) -> Option<String> {
+    let total = p.total.filter(|t| *t > 0)?;
+    let quarter = p.done.min(total) * 4 / total;
+    if printed.insert(e.action_index, quarter) == Some(quarter) {
+        return None;
+    }
+    Some(format!(
+        "{} action {} {} {}%: {}",
+        clock(SystemTime::now()),
+        e.action_index + 1,
+        e.action_name,
+        quarter * 25,
+        progress_text(p)
+    ))
+}
+
+/// `1.2 GiB / 2.9 GiB, 150.0 MiB/s`
+pub fn progress_text(p: &Progress) -> String {
+    let total = p.total.map(|t| format!(" / {}", bytes(t))).unwrap_or_default();
+    format!("{}{total}, {}/s", bytes(p.done), bytes(p.rate))
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn bar(fraction: f64, width: usize) -> String {
+    let filled = ((fraction.clamp(0.0, 1.0)) * width as f64) as usize;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+/// The in-place view: a progress bar and one row per action, with a bar of
+/// its own for a running action that reports progress.
+pub fn render(wf: &Workflow, progress: &HashMap<u32, Progress>, now: SystemTime) -> Vec<String> {
     let done = wf.actions.iter().filter(|a| action_state(a.state) == "SUCCESS").count();
     let total = wf.actions.len().max(1);
-    let filled = done * BAR_WIDTH / total;
     let mut lines = vec![format!(
-        "{} {}  [{}{}] {done}/{}",
+        "{} {}  {} {done}/{}",
         wf.id,
         workflow_state(wf.state),
-        "#".repeat(filled),
-        "-".repeat(BAR_WIDTH - filled),
+        bar(done as f64 / total as f64, BAR_WIDTH),
         wf.actions.len()
     )];
     for a in &wf.actions {
@@ -122,19 +218,29 @@ pub fn render(wf: &Workflow, now: SystemTime) -> Vec<String> {
             let end = t.finished_at.as_ref().map_or(now, kiln_proto::time::from_proto);
             end.duration_since(kiln_proto::time::from_proto(start)).ok()
         });
-        lines.push(format!(
+        let mut line = format!(
             "  {:>2}. {:<32} {:<8} {}",
             a.index + 1,
             format!("{}/{}", spec.task, spec.name),
             action_state(a.state),
             took.map(elapsed).unwrap_or_default()
-        ));
+        );
+        if action_state(a.state) == "RUNNING"
+            && let Some(p) = progress.get(&a.index)
+        {
+            let fraction = p.total.filter(|t| *t > 0).map(|t| p.done as f64 / t as f64);
+            if let Some(f) = fraction {
+                line.push_str(&format!("  {} {:>3.0}%", bar(f, 20), f * 100.0));
+            }
+            line.push_str(&format!("  {}", progress_text(p)));
+        }
+        lines.push(line);
     }
     lines
 }
 
-fn redraw(wf: &Workflow, previous: usize) -> usize {
-    let lines = render(wf, SystemTime::now());
+fn redraw(wf: &Workflow, progress: &HashMap<u32, Progress>, previous: usize) -> usize {
+    let lines = render(wf, progress, SystemTime::now());
     let mut out = String::new();
     if previous > 0 {
         out.push_str(&format!("\x1b[{previous}A"));
@@ -190,9 +296,29 @@ mod tests {
 
     #[test]
     fn terminal_view_has_a_progress_bar() {
-        let lines = render(&wf(&[ActionState::Success, ActionState::Running, ActionState::Pending]), SystemTime::now());
+        let progress = HashMap::from([(1, Progress { done: 3 << 30, total: Some(4 << 30), rate: 150 << 20 })]);
+        let w = wf(&[ActionState::Success, ActionState::Running, ActionState::Pending]);
+        let lines = render(&w, &progress, SystemTime::now());
         assert_eq!(lines.len(), 4);
         assert!(lines[0].contains(&format!("[{}{}] 1/3", "#".repeat(10), "-".repeat(20))), "{}", lines[0]);
         assert!(lines[2].contains("t/a1") && lines[2].contains("RUNNING"));
+        assert!(
+            lines[2].contains(&format!("[{}{}]  75%  3.0 GiB / 4.0 GiB, 150.0 MiB/s", "#".repeat(15), "-".repeat(5))),
+            "{}",
+            lines[2]
+        );
+    }
+
+    #[test]
+    fn progress_lines_are_recognised_and_printed_per_quarter() {
+        let p = parse_progress(r#"{"progress":{"what":"image","done":600,"total":1000,"percent":60.0,"rate":10}}"#);
+        assert_eq!(p, Some(Progress { done: 600, total: Some(1000), rate: 10 }));
+        assert_eq!(parse_progress("plain text"), None);
+        assert_eq!(parse_progress(r#"{"progress":"half"}"#), None);
+        let e = LogEntry { action_index: 0, action_name: "image2disk".into(), ..Default::default() };
+        let mut printed = HashMap::new();
+        let half = progress_change(&e, &p.clone().unwrap(), &mut printed).unwrap();
+        assert!(half.contains("action 1 image2disk 50%"), "{half}");
+        assert_eq!(progress_change(&e, &p.unwrap(), &mut printed), None, "same quarter printed once");
     }
 }

@@ -105,11 +105,20 @@ fn image2disk_resumes_after_the_server_drops_and_comes_back() {
         Faults { cut_after: vec![len / 3, len / 4], down_for: Some(Duration::from_millis(1500)), ..Faults::default() };
     let server = FileServer::start(body, faults);
     let disk = LoopDevice::new(8 * MIB).unwrap();
-    let (wf, logs) = run(&action(
+    let m = Machine::start("failed_containers: remove\n");
+    let id = m.run(&action(
         "image2disk",
         &[("IMG_URL", &server.url("img")), ("DEST_DISK", disk.path.to_str().unwrap()), ("CHECKSUM", &checksum)],
     ));
+    // `kiln watch` follows it live and shows the action's progress.
+    let watch = m.cluster.kiln(&["watch", &id]);
+    let wf = m.cluster.wait_finished(&id, LIMIT);
+    let logs = m.logs(&id);
     assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    let watched = kiln_tests::stdout(&watch);
+    let full =
+        format!("action 1 image2disk 100%: {:.1} MiB / {:.1} MiB", len as f64 / MIB as f64, len as f64 / MIB as f64);
+    assert!(watched.contains(&full), "no {full:?} in:\n{watched}");
     assert!(disk.contents()[..image.len()] == image[..], "the disk differs from the image");
     // The second and third requests asked for the rest only.
     let ranges = server.ranges();
