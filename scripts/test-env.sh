@@ -16,7 +16,11 @@ REG_PASS=${KILN_TEST_REGISTRY_PASSWORD:-s3cret-$(head -c 6 /dev/urandom | od -An
 
 install_packages() {
     local missing=() pkg
-    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl; do
+    # fdisk, dosfstools, xfsprogs, e2fsprogs: tools the partition and format
+    # action images carry (copied from this host); zstd, xz-utils, bzip2:
+    # the tests compress images with them; gcc: the static test helper.
+    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl \
+        fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
