@@ -12,6 +12,7 @@ pub mod artifacts;
 pub mod convert;
 pub mod events;
 pub mod model;
+pub mod netboot;
 pub mod state_machine;
 pub mod store;
 
@@ -40,6 +41,8 @@ pub struct ServerConfig {
     pub image_policy: kiln_spec::ImagePolicy,
     /// Largest artifact accepted, in bytes.
     pub max_artifact_bytes: u64,
+    /// What machines network-boot (`/boot/...`).
+    pub netboot: netboot::NetbootConfig,
 }
 
 /// A bound, not yet serving, kiln server.
@@ -50,6 +53,7 @@ pub struct Server {
     image_policy: kiln_spec::ImagePolicy,
     artifacts: artifacts::ArtifactFiles,
     token_key: action_api::TokenKey,
+    netboot: netboot::NetbootConfig,
 }
 
 impl Server {
@@ -66,6 +70,7 @@ impl Server {
             image_policy: config.image_policy.clone(),
             artifacts: artifacts::ArtifactFiles::new(&config.data_dir, config.max_artifact_bytes),
             token_key: action_api::TokenKey::load_or_create(&config.data_dir)?,
+            netboot: config.netboot.clone(),
         })
     }
 
@@ -100,7 +105,11 @@ impl Server {
         });
         let mut routes = tonic::service::Routes::builder();
         routes.add_service(agent).add_service(admin);
-        let router = routes.routes().into_axum_router().merge(action_api);
+        let router = routes
+            .routes()
+            .into_axum_router()
+            .merge(action_api)
+            .merge(netboot::router(self.store.clone(), self.netboot.clone()));
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .accept_http1(true)

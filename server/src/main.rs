@@ -25,6 +25,17 @@ struct Args {
     /// Largest artifact (one file of an action's /out) accepted, in bytes.
     #[arg(long, default_value_t = kiln_server::artifacts::DEFAULT_MAX_ARTIFACT_BYTES)]
     max_artifact_bytes: u64,
+    /// Directory with the hook image (`vmlinuz`, `hook.cpio.zst` from
+    /// hook-image/build.sh), served to network-booting machines.
+    #[arg(long, env = "KILN_HOOK_DIR")]
+    hook_dir: Option<PathBuf>,
+    /// Extra kernel parameters for the hook image, e.g. `console=ttyS0`.
+    #[arg(long, default_value = "")]
+    hook_cmdline: String,
+    /// This server's URL as machines reach it (default: the Host header of
+    /// their request).
+    #[arg(long)]
+    public_url: Option<String>,
     /// Write the bound address here once listening (useful with port 0).
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -45,6 +56,11 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         image_policy,
         max_artifact_bytes: args.max_artifact_bytes,
+        netboot: kiln_server::netboot::NetbootConfig {
+            hook_dir: args.hook_dir.clone(),
+            cmdline: args.hook_cmdline.clone(),
+            public_url: args.public_url.clone(),
+        },
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;

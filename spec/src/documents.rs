@@ -44,6 +44,14 @@ pub struct HardwareDoc {
     pub macs: Vec<String>,
     pub disks: Vec<String>,
     pub metadata: serde_json::Value,
+    /// May this machine network-boot the hook image while it has a pending
+    /// workflow? (`netboot: false` keeps it on its disk always.)
+    #[serde(default = "yes")]
+    pub netboot: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +123,8 @@ struct HardwareYaml {
     disks: Vec<String>,
     #[serde(default)]
     metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    netboot: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -432,7 +442,7 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         None => macs[0].clone(),
     };
     let metadata = h.metadata.unwrap_or_else(|| serde_json::json!({}));
-    Ok(HardwareDoc { id: h.name, agent_id, macs, disks: h.disks, metadata })
+    Ok(HardwareDoc { id: h.name, agent_id, macs, disks: h.disks, metadata, netboot: h.netboot.unwrap_or(true) })
 }
 
 #[cfg(test)]

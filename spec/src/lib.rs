@@ -20,7 +20,7 @@ mod locate;
 pub mod plan;
 pub mod template;
 
-pub use documents::{ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents};
+pub use documents::{ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents, parse_mac};
 pub use error::SpecError;
 pub use image::{ImagePolicy, ImageRef};
 pub use plan::{Definitions, Plan, PlannedAction, Resources, check_template, plan_workflow, validate_json};

@@ -712,6 +712,7 @@ mod tests {
             macs: vec!["agent-1".into()],
             disks: vec!["/dev/vda".into()],
             metadata: serde_json::json!({"a": 1}),
+            netboot: true,
         }
     }
 

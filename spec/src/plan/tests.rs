@@ -125,6 +125,7 @@ fn hw() -> HardwareDoc {
         macs: vec!["52:54:00:12:34:56".into(), "52:54:00:12:34:57".into()],
         disks: vec!["/dev/nvme0n1".into()],
         metadata: json!({"instance": {"hostname": "m1", "tags": ["a", "b"]}}),
+        netboot: true,
     }
 }
 

@@ -1,0 +1,143 @@
+//! Network boot: what a machine's iPXE asks for when it powers on.
+//!
+//! `GET /boot/ipxe/MAC` answers a script that boots the hook image, with the
+//! kernel parameters its init and agent need, while the machine has a
+//! pending or running workflow (and its hardware allows netboot); otherwise
+//! a script that exits to the next boot device, the local disk. The gate is
+//! derived from the workflow's state rather than stored, so it closes the
+//! moment the workflow succeeds and can never be left open by mistake
+//! (Tinkerbell machines that keep `allowPXE` loop through provisioning
+//! forever). `GET /boot/ipxe` is the entry point for DHCP: it chains to the
+//! per-MAC script with iPXE's own `${net0/mac}`. The hook kernel and
+//! initramfs are served from `--hook-dir`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::store::DynStore;
+
+#[derive(Clone, Debug, Default)]
+pub struct NetbootConfig {
+    /// Directory holding `vmlinuz` and `hook.cpio.zst` (hook-image/build.sh).
+    pub hook_dir: Option<PathBuf>,
+    /// Extra kernel parameters for the hook (e.g. `console=ttyS0`).
+    pub cmdline: String,
+    /// The server's URL as machines reach it; default: the Host header of
+    /// the request, which the machine evidently can reach.
+    pub public_url: Option<String>,
+}
+
+struct Netboot {
+    store: DynStore,
+    config: NetbootConfig,
+}
+
+pub fn router(store: DynStore, config: NetbootConfig) -> axum::Router {
+    axum::Router::new()
+        .route("/boot/ipxe", get(chain))
+        .route("/boot/ipxe/{mac}", get(script))
+        .route("/boot/hook/{file}", get(hook_file))
+        .with_state(Arc::new(Netboot { store, config }))
+}
+
+fn ipxe(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+fn base_url(n: &Netboot, headers: &HeaderMap) -> String {
+    if let Some(url) = &n.config.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+async fn chain(State(n): State<Arc<Netboot>>, headers: HeaderMap) -> Response {
+    ipxe(format!("#!ipxe\nchain {}/boot/ipxe/${{net0/mac}}\n", base_url(&n, &headers)))
+}
+
+/// What a machine should boot, and why.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Hook { agent_id: String, workflow: String },
+    Local(String),
+}
+
+pub async fn decide(store: &DynStore, mac: &str) -> Decision {
+    let Some(mac) = kiln_spec::parse_mac(mac) else {
+        return Decision::Local(format!("{mac:?} is not a MAC address"));
+    };
+    let hardware = match store.list_hardware().await {
+        Ok(h) => h,
+        Err(e) => return Decision::Local(format!("store error: {e}")),
+    };
+    let Some(hw) = hardware.into_iter().find(|h| h.doc.macs.contains(&mac)) else {
+        return Decision::Local(format!("no hardware has MAC {mac}"));
+    };
+    if !hw.doc.netboot {
+        return Decision::Local(format!("hardware {} has netboot off", hw.doc.id));
+    }
+    match store.active_workflows_for_agent(&hw.doc.agent_id).await {
+        Ok(ids) if !ids.is_empty() => Decision::Hook { agent_id: hw.doc.agent_id, workflow: ids[0].clone() },
+        Ok(_) => Decision::Local(format!("hardware {} has no pending workflow", hw.doc.id)),
+        Err(e) => Decision::Local(format!("store error: {e}")),
+    }
+}
+
+async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers: HeaderMap) -> Response {
+    let decision = decide(&n.store, &mac).await;
+    let base = base_url(&n, &headers);
+    let text = match decision {
+        Decision::Hook { .. } if n.config.hook_dir.is_none() => {
+            tracing::warn!(%mac, "a machine wants the hook image, but the server has no --hook-dir");
+            local("this server has no hook image (--hook-dir)")
+        }
+        Decision::Hook { agent_id, workflow } => {
+            tracing::info!(%mac, %workflow, "netboot: hook image");
+            format!(
+                "#!ipxe\n\
+                 echo kiln: {mac} boots the hook image for workflow {workflow}\n\
+                 kernel {base}/boot/hook/vmlinuz kiln.server={base} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}} {}\n\
+                 initrd {base}/boot/hook/initramfs\n\
+                 boot\n",
+                n.config.cmdline
+            )
+        }
+        Decision::Local(why) => {
+            tracing::info!(%mac, %why, "netboot: local disk");
+            local(&why)
+        }
+    };
+    ipxe(text)
+}
+
+fn local(why: &str) -> String {
+    format!("#!ipxe\necho kiln: {why}; booting from the local disk\nexit\n")
+}
+
+async fn hook_file(State(n): State<Arc<Netboot>>, Path(file): Path<String>) -> Response {
+    let name = match file.as_str() {
+        "vmlinuz" => "vmlinuz",
+        "initramfs" => "hook.cpio.zst",
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let Some(dir) = &n.config.hook_dir else { return StatusCode::NOT_FOUND.into_response() };
+    let path = dir.join(name);
+    let f = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot serve the hook image");
+            return StatusCode::NOT_FOUND.into_response();
+        }
+    };
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+    ([(header::CONTENT_TYPE, "application/octet-stream"), (header::CONTENT_LENGTH, &len.to_string())], body)
+        .into_response()
+}

@@ -1,0 +1,87 @@
+//! Network boot from the server: the per-machine iPXE script follows the
+//! machine's workflow (hook image while one is pending or running, local
+//! disk once it succeeded), and the hook files are served.
+
+use std::process::Command;
+use std::time::Duration;
+
+use kiln_tests::{Cluster, hardware_doc, random_mac, stdout, unique};
+
+fn get(url: &str) -> (String, Vec<u8>) {
+    let out = Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}", url]).output().expect("curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[split + 1..]).to_string();
+    body.truncate(split);
+    (code, body)
+}
+
+fn script(c: &Cluster, mac: &str) -> String {
+    let (code, body) = get(&format!("{}/boot/ipxe/{mac}", c.server_url));
+    assert_eq!(code, "200");
+    String::from_utf8(body).unwrap()
+}
+
+#[test]
+fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
+    let hook = tempfile::tempdir().unwrap();
+    std::fs::write(hook.path().join("vmlinuz"), b"kernel bytes").unwrap();
+    std::fs::write(hook.path().join("hook.cpio.zst"), vec![7u8; 3 << 20]).unwrap();
+    let mut c = Cluster::start_with(&[
+        "--hook-dir",
+        hook.path().to_str().unwrap(),
+        "--hook-cmdline",
+        "console=ttyS0 kiln.insecure_registries=10.0.2.2:5000",
+    ])
+    .unwrap();
+    let mac = random_mac();
+    let hw = unique("hw");
+    c.apply(&hardware_doc(&hw, &mac));
+
+    // Known machine, nothing to do: local disk.
+    let s = script(&c, &mac);
+    assert!(s.starts_with("#!ipxe\n") && s.contains("no pending workflow") && s.trim_end().ends_with("exit"), "{s}");
+    // Unknown machine: local disk.
+    assert!(script(&c, "02:00:00:00:00:99").contains("no hardware has MAC 02:00:00:00:00:99"));
+
+    let tpl = unique("tpl");
+    let wf = unique("wf");
+    let busybox = c.env.busybox();
+    let out = c.apply(&format!(
+        "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n        - name: hello\n          image: {busybox}\n          timeout: 60\n          command: [\"true\"]\n---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{mac}\"}}\n"
+    ));
+    let id = out.lines().find_map(|l| l.strip_prefix("workflow/")?.split(' ').next().map(str::to_string)).unwrap();
+
+    // Pending workflow: the hook image, with what its init and agent need
+    // (iPXE sends the MAC in upper case).
+    let s = script(&c, &mac.to_uppercase());
+    let host = c.server_url.trim_start_matches("http://");
+    assert!(s.contains(&format!("kernel http://{host}/boot/hook/vmlinuz kiln.server=http://{host} kiln.agent_id={mac} kiln.mac=${{net0/mac}} console=ttyS0 kiln.insecure_registries=10.0.2.2:5000")), "{s}");
+    assert!(s.contains(&format!("initrd http://{host}/boot/hook/initramfs")) && s.trim_end().ends_with("boot"), "{s}");
+    // DHCP's entry point chains to the per-machine script.
+    let (_, chain) = get(&format!("{}/boot/ipxe", c.server_url));
+    assert_eq!(String::from_utf8(chain).unwrap(), format!("#!ipxe\nchain http://{host}/boot/ipxe/${{net0/mac}}\n"));
+    // The files behind it.
+    assert_eq!(get(&format!("{}/boot/hook/vmlinuz", c.server_url)).1, b"kernel bytes");
+    assert_eq!(get(&format!("{}/boot/hook/initramfs", c.server_url)).1.len(), 3 << 20);
+    assert_eq!(get(&format!("{}/boot/hook/passwd", c.server_url)).0, "404");
+
+    // The machine provisions itself; afterwards it boots its disk.
+    c.start_agent(&mac, "").unwrap();
+    let done = c.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["state"], "SUCCESS", "{done:#}");
+    let s = script(&c, &mac);
+    assert!(s.contains("no pending workflow") && s.contains("exit"), "the gate must close on success: {s}");
+    assert!(stdout(&c.kiln(&["get", "hardware", &hw])).contains(&hw));
+}
+
+#[test]
+fn hardware_with_netboot_off_never_gets_the_hook() {
+    let hook = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(&["--hook-dir", hook.path().to_str().unwrap()]).unwrap();
+    let mac = random_mac();
+    let hw = unique("hw");
+    c.apply(&format!("kind: Hardware\nname: {hw}\nmacs: [\"{mac}\"]\nnetboot: false\n"));
+    let s = script(&c, &mac);
+    assert!(s.contains(&format!("hardware {hw} has netboot off")), "{s}");
+}
