@@ -27,6 +27,12 @@ impl Env {
         self.vars.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
     }
 
+    /// The value exactly as set, empty included (`CONTENTS=` means an empty
+    /// file, not a missing variable).
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
     /// Records an error about `name`.
     pub fn invalid(&mut self, name: &str, message: impl std::fmt::Display) {
         self.errors.push(format!("{name}: {message}"));

@@ -11,7 +11,8 @@ use crate::{Failure, Result};
 
 /// A stack of mounts, unmounted in reverse order.
 pub struct Mounts {
-    targets: Vec<PathBuf>,
+    /// Mount points, and whether each is a recursive bind.
+    targets: Vec<(PathBuf, bool)>,
 }
 
 impl Mounts {
@@ -32,7 +33,7 @@ impl Mounts {
         for t in &candidates {
             match mount(Some(device), target, Some(t.as_str()), MsFlags::empty(), None::<&str>) {
                 Ok(()) => {
-                    self.targets.push(target.to_path_buf());
+                    self.targets.push((target.to_path_buf(), false));
                     return Ok(());
                 }
                 Err(e) => errors.push(format!("{t}: {e}")),
@@ -51,7 +52,7 @@ impl Mounts {
         mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| {
             Failure::new("MountFailed", format!("binding {} at {}: {e}", source.display(), target.display()))
         })?;
-        self.targets.push(target.to_path_buf());
+        self.targets.push((target.to_path_buf(), true));
         Ok(())
     }
 
@@ -59,7 +60,17 @@ impl Mounts {
     /// then detached; the first error is returned after all were tried.
     pub fn unmount_all(&mut self) -> Result<()> {
         let mut first_error = None;
-        while let Some(target) = self.targets.pop() {
+        while let Some((target, bind)) = self.targets.pop() {
+            // A recursive bind carries submounts (/dev/pts, ...): detach the
+            // whole tree at once. Nothing is written through those.
+            if bind {
+                if let Err(e) = umount2(&target, MntFlags::MNT_DETACH)
+                    && first_error.is_none()
+                {
+                    first_error = Some(Failure::new("UnmountFailed", format!("detaching {}: {e}", target.display())));
+                }
+                continue;
+            }
             if let Err(e) = unmount(&target)
                 && first_error.is_none()
             {
@@ -86,7 +97,6 @@ fn unmount(target: &Path) -> Result<()> {
     nix::unistd::sync();
     let mut last = None;
     for _ in 0..10 {
-        // MNT_DETACH on binds of /dev and friends: their submounts go too.
         match umount2(target, MntFlags::empty()) {
             Ok(()) => return Ok(()),
             Err(nix::errno::Errno::EBUSY) => {
