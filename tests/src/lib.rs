@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod vm;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -342,8 +343,19 @@ impl LoopDevice {
         Ok(Self { path: Self::attach(file)?, backing: None })
     }
 
+    /// A loop device over `size` bytes of `file` from `offset`: how a
+    /// partition looks where the kernel parses no partition tables.
+    pub fn over_range(file: &std::path::Path, offset: u64, size: u64) -> Result<Self> {
+        let range = ["--offset".to_string(), offset.to_string(), "--sizelimit".to_string(), size.to_string()];
+        Ok(Self { path: Self::attach_with(file, &range)?, backing: None })
+    }
+
     fn attach(file: &std::path::Path) -> Result<PathBuf> {
-        let out = Command::new("losetup").args(["--find", "--show"]).arg(file).output()?;
+        Self::attach_with(file, &[])
+    }
+
+    fn attach_with(file: &std::path::Path, extra: &[String]) -> Result<PathBuf> {
+        let out = Command::new("losetup").args(["--find", "--show"]).args(extra).arg(file).output()?;
         if !out.status.success() {
             bail!("losetup: {}", stderr(&out));
         }

@@ -194,3 +194,298 @@ fn image2disk_names_every_missing_or_bad_variable_before_writing() {
     assert_eq!(attempt(&wf)["reason"], "NotCompressed", "{wf:#}");
     assert!(disk.contents().iter().all(|b| *b == 0x55), "nothing may be written");
 }
+
+/// `sfdisk --json` of a disk image, on the host.
+fn read_table(path: &std::path::Path) -> Value {
+    let out = Command::new("sfdisk").arg("--json").arg(path).output().expect("sfdisk");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn partition_writes_gpt_and_mbr_tables_read_back_on_the_host() {
+    let disk = LoopDevice::new(256 * MIB).unwrap();
+    let dest = disk.path.to_str().unwrap();
+    let layout = r#"{"partitions":[{"name":"efi","size":"64MiB","type":"efi"},{"name":"root","size":"rest"},{"name":"data","size":"25%","type":"home"}]}"#;
+    let (wf, logs) = run(&action("partition", &[("DEST_DISK", dest), ("LAYOUT", layout)]));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    let t = read_table(disk.backing_path());
+    assert_eq!(t["partitiontable"]["label"], "gpt", "{t:#}");
+    let p = t["partitiontable"]["partitions"].as_array().unwrap();
+    let got: Vec<(u64, u64, &str, &str)> = p
+        .iter()
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap(),
+                p["size"].as_u64().unwrap(),
+                p["type"].as_str().unwrap(),
+                p["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // 256 MiB = 524288 sectors: efi 64 MiB, data 25 % (64 MiB), root the
+    // rest, all on 1 MiB boundaries, clear of the GPT backup at the end.
+    assert_eq!(
+        got,
+        [
+            (2048, 131072, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "efi"),
+            (133120, 258048, "0FC63DAF-8483-4772-8E79-3D69ED477DE4", "root"),
+            (391168, 131072, "933AC7E1-2EB4-4F13-B844-0E14E2AEF915", "data"),
+        ]
+    );
+    assert!(logs.contains("GPT on") && logs.contains("did not re-read"), "{logs}");
+
+    // The same disk again, as MBR (Tinkerbell's MBR=true): the old table goes.
+    let (wf, logs) = run(&action(
+        "partition",
+        &[
+            ("DEST_DISK", dest),
+            ("MBR", "true"),
+            ("LAYOUT", r#"{"partitions":[{"size":"100M","type":"83"},{"size":"rest","type":"swap"}]}"#),
+        ],
+    ));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    let t = read_table(disk.backing_path());
+    assert_eq!(t["partitiontable"]["label"], "dos", "{t:#}");
+    let p = t["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(
+        (p[0]["start"].as_u64(), p[0]["size"].as_u64(), p[0]["type"].as_str()),
+        (Some(2048), Some(204800), Some("83"))
+    );
+    assert_eq!(
+        (p[1]["start"].as_u64(), p[1]["size"].as_u64(), p[1]["type"].as_str()),
+        (Some(206848), Some(524288 - 206848), Some("82"))
+    );
+}
+
+#[test]
+fn partition_refuses_a_layout_that_does_not_fit_and_leaves_the_disk_alone() {
+    let disk = LoopDevice::new(64 * MIB).unwrap();
+    std::fs::write(disk.backing_path(), vec![0xA5u8; 64 * MIB as usize]).unwrap();
+    let (wf, _) = run(&action(
+        "partition",
+        &[
+            ("DEST_DISK", disk.path.to_str().unwrap()),
+            ("LAYOUT", r#"{"partitions":[{"size":"48MiB"},{"size":"32MiB"}]}"#),
+        ],
+    ));
+    let a = attempt(&wf);
+    assert_eq!(a["reason"], "DiskTooSmall", "{a:#}");
+    assert!(a["message"].as_str().unwrap().contains("needs 81 MiB but the disk has 64 MiB"), "{a:#}");
+    assert!(disk.contents().iter().all(|b| *b == 0xA5), "nothing may be written");
+    // A bad field is named, with exit code 2.
+    let (wf, _) = run(&action(
+        "partition",
+        &[
+            ("DEST_DISK", disk.path.to_str().unwrap()),
+            ("LAYOUT", r#"{"partitions":[{"size":"1G","type":"ntfs-please"}]}"#),
+        ],
+    ));
+    let a = attempt(&wf);
+    assert_eq!((a["reason"].as_str(), a["exit_code"].as_i64()), (Some("InvalidConfig"), Some(2)), "{a:#}");
+    assert!(a["message"].as_str().unwrap().contains("LAYOUT.partitions[0].type:"), "{a:#}");
+}
+
+/// `blkid -p` of a device: its filesystem type and label.
+fn probe(dev: &std::path::Path) -> (String, String) {
+    let out = Command::new("blkid").args(["-p", "-o", "export"]).arg(dev).output().expect("blkid");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_default().to_string();
+    (field("TYPE"), field("LABEL"))
+}
+
+#[test]
+fn format_makes_each_filesystem_on_loop_devices_at_offsets() {
+    // One backing file, a loop device per "partition" at its offset: the
+    // host kernel parses no partition tables, so this is how partitions look.
+    let backing = tempfile::NamedTempFile::new().unwrap();
+    backing.as_file().set_len(520 * MIB).unwrap();
+    let at = |offset: u64, size: u64| -> LoopDevice {
+        LoopDevice::over_range(backing.path(), offset * MIB, size * MIB).unwrap()
+    };
+    let devices = [
+        ("ext4", "kiln-root", at(1, 64)),
+        ("vfat", "KILNEFI", at(65, 64)),
+        ("xfs", "kiln-data", at(129, 320)),
+        ("swap", "kiln-swap", at(449, 64)),
+    ];
+    let actions: String =
+        devices
+            .iter()
+            .map(|(fs, label, dev)| {
+                action("format", &[("DEST_DISK", dev.path.to_str().unwrap()), ("FS_TYPE", fs), ("LABEL", label)])
+                    .replacen("- name: format", &format!("- name: format-{fs}"), 1)
+            })
+            .collect();
+    let (wf, logs) = run(&actions);
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    for (fs, label, dev) in &devices {
+        assert_eq!(probe(&dev.path), (fs.to_string(), label.to_string()), "{fs} on {}", dev.path.display());
+    }
+}
+
+/// An ext4 image file populated from `files` (path, contents, mode), on a
+/// loop device.
+fn ext4_with(files: &[(&str, &[u8], u32)]) -> LoopDevice {
+    let disk = LoopDevice::new(64 * MIB).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    for (path, contents, mode) in files {
+        let p = root.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let ok = Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(root.path()).arg(&disk.path).status().unwrap();
+    assert!(ok.success());
+    disk
+}
+
+/// debugfs on the device's image, read without mounting.
+fn debugfs(disk: &LoopDevice, request: &str) -> String {
+    let out = Command::new("debugfs").args(["-R", request]).arg(&disk.path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn writefile_writes_contents_mode_and_owner_with_new_directories() {
+    let disk = ext4_with(&[("/etc/hostname", b"old\n", 0o644)]);
+    let dev = disk.path.to_str().unwrap();
+    let (wf, logs) = run(&action(
+        "writefile",
+        &[
+            ("DEST_DISK", dev),
+            ("FS_TYPE", "ext4"),
+            ("DEST_PATH", "/etc/kiln/net/01-kiln.yaml"),
+            ("CONTENTS", "network:\n  version: 2\n"),
+            ("UID", "1000"),
+            ("GID", "1001"),
+            ("MODE", "0600"),
+            ("DIRMODE", "0750"),
+        ],
+    ));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    assert_eq!(debugfs(&disk, "cat /etc/kiln/net/01-kiln.yaml"), "network:\n  version: 2\n");
+    let stat = debugfs(&disk, "stat /etc/kiln/net/01-kiln.yaml");
+    assert!(stat.contains("Mode:  0600") && stat.contains("User:  1000") && stat.contains("Group:  1001"), "{stat}");
+    for dir in ["/etc/kiln", "/etc/kiln/net"] {
+        let stat = debugfs(&disk, &format!("stat {dir}"));
+        assert!(stat.contains("Mode:  0750") && stat.contains("User:  1000"), "{dir}: {stat}");
+    }
+    assert!(debugfs(&disk, "stat /etc").contains("Mode:  0755"), "existing directories keep their mode");
+    // Replacing a file, and `..` refused before mounting.
+    let (wf, _) =
+        run(&action("writefile", &[("DEST_DISK", dev), ("DEST_PATH", "/etc/hostname"), ("CONTENTS", "node-7\n")]));
+    assert_eq!(wf["state"], "SUCCESS");
+    assert_eq!(debugfs(&disk, "cat /etc/hostname"), "node-7\n");
+    let (wf, _) =
+        run(&action("writefile", &[("DEST_DISK", dev), ("DEST_PATH", "/etc/../../escape"), ("CONTENTS", "x")]));
+    assert!(attempt(&wf)["message"].as_str().unwrap().contains("DEST_PATH"), "{wf:#}");
+}
+
+#[test]
+fn cexec_runs_in_the_chroot_and_passes_the_exit_code_up() {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let disk = ext4_with(&[("/bin/busybox", &busybox, 0o755)]);
+    let dev = disk.path.to_str().unwrap();
+    // /bin/sh inside the target: the test's "installed OS" is one busybox.
+    let (wf, logs) = run(&action(
+        "cexec",
+        &[("BLOCK_DEVICE", dev), ("FS_TYPE", "ext4"), ("CMD_LINE", "/bin/busybox ln -s busybox /bin/sh")],
+    ));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    let (wf, logs) = run(&action(
+        "cexec",
+        &[
+            ("BLOCK_DEVICE", dev),
+            (
+                "CMD_LINE",
+                "echo hello from $(/bin/busybox cat /proc/1/comm >/dev/null && echo chroot) > /marker; exit 3",
+            ),
+            ("DEFAULT_INTERPRETER", "/bin/sh -c"),
+        ],
+    ));
+    let a = attempt(&wf);
+    assert_eq!((a["exit_code"].as_i64(), a["reason"].as_str()), (Some(3), Some("CommandFailed")), "{a:#}\n{logs}");
+    assert_eq!(debugfs(&disk, "cat /marker"), "hello from chroot\n", "/proc must be bound into the chroot");
+    // A command missing from the target is 127, named.
+    let (wf, _) = run(&action("cexec", &[("BLOCK_DEVICE", dev), ("CMD_LINE", "/usr/bin/apt-get update")]));
+    let a = attempt(&wf);
+    assert_eq!((a["exit_code"].as_i64(), a["reason"].as_str()), (Some(127), Some("CommandNotFound")), "{a:#}");
+}
+
+fn tar_zst(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, contents, mode) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path())
+        .args(["--owner=0", "--group=0", "-cf", "-", "."])
+        .output()
+        .unwrap();
+    compress("zstd", &tar.stdout)
+}
+
+#[test]
+fn archive2disk_unpacks_only_a_verified_archive() {
+    let archive = tar_zst(&[("opt/app/run.sh", b"#!/bin/sh\necho run\n", 0o755), ("etc/app.conf", b"k=v\n", 0o640)]);
+    let good = sha256(&archive);
+    let server = FileServer::start(archive, Faults::default());
+    let disk = ext4_with(&[("/etc/hostname", b"h\n", 0o644)]);
+    let dev = disk.path.to_str().unwrap();
+    let url = server.url("rootfs.tar.zst");
+    // Wrong checksum: nothing unpacked, nothing left behind.
+    let (wf, logs) = run(&action(
+        "archive2disk",
+        &[("DEST_DISK", dev), ("FS_TYPE", "ext4"), ("ARCHIVE_URL", &url), ("TARFILE_CHECKSUM", &sha256(b"other"))],
+    ));
+    assert_eq!(attempt(&wf)["reason"], "ChecksumMismatch", "{wf:#}\n{logs}");
+    let root = debugfs(&disk, "ls -l /");
+    assert!(!root.contains("opt") && !root.contains(".kiln-archive"), "{root}");
+    // Without a checksum and without the explicit waiver: refused, named.
+    let (wf, _) = run(&action("archive2disk", &[("DEST_DISK", dev), ("ARCHIVE_URL", &url)]));
+    assert!(attempt(&wf)["message"].as_str().unwrap().contains("TARFILE_CHECKSUM: is required"), "{wf:#}");
+    // The right one: unpacked with modes, into DEST_PATH.
+    let (wf, logs) = run(&action(
+        "archive2disk",
+        &[
+            ("DEST_DISK", dev),
+            ("ARCHIVE_URL", &url),
+            ("TARFILE_CHECKSUM", &good),
+            ("DEST_PATH", "/srv"),
+            ("ARCHIVE_TYPE", "tarzst"),
+        ],
+    ));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    assert_eq!(debugfs(&disk, "cat /srv/opt/app/run.sh"), "#!/bin/sh\necho run\n");
+    assert!(debugfs(&disk, "stat /srv/opt/app/run.sh").contains("Mode:  0755"));
+    assert!(debugfs(&disk, "stat /srv/etc/app.conf").contains("Mode:  0640"));
+    assert!(!debugfs(&disk, "ls -l /").contains(".kiln-archive"));
+}
+
+#[test]
+fn kexec_finds_the_grub_default_entry_and_calls_kexec_file_load() {
+    let grub = "set default=\"1\"\nmenuentry 'old' {\n linux /boot/vmlinuz-old root=/dev/sda2\n}\nmenuentry 'new' {\n linux (hd0,gpt2)/boot/vmlinuz-new root=/dev/vda2 ro quiet\n initrd /boot/initrd.img-new\n}\n";
+    let disk = ext4_with(&[
+        ("/boot/grub/grub.cfg", grub.as_bytes(), 0o644),
+        ("/boot/vmlinuz-new", b"not really a kernel", 0o644),
+        ("/boot/initrd.img-new", b"initrd", 0o644),
+    ]);
+    let (wf, logs) = run(&action("kexec", &[("BLOCK_DEVICE", disk.path.to_str().unwrap()), ("FS_TYPE", "ext4")]));
+    // This host's kernel has no kexec (or refuses a fake kernel): the action
+    // got as far as the system call, with the entry grub would boot.
+    let a = attempt(&wf);
+    assert_eq!(wf["state"], "FAILED", "{wf:#}");
+    assert!(a["reason"].as_str().unwrap().starts_with("Kexec"), "{a:#}\n{logs}");
+    assert!(a["message"].as_str().unwrap().starts_with("kexec_file_load:"), "{a:#}");
+    assert!(logs.contains("grub.cfg default entry: \"new\""), "{logs}");
+    assert!(
+        logs.contains("kernel boot/vmlinuz-new initrd boot/initrd.img-new cmdline \"root=/dev/vda2 ro quiet\""),
+        "{logs}"
+    );
+}

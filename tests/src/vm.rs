@@ -1,0 +1,283 @@
+//! The end-to-end scenario: a QEMU virtual machine network-boots the hook
+//! image from a kiln server, its agent runs the action library against the
+//! VM's own disk, and the VM kexecs into what was written.
+//!
+//! Shared by the VM test (`tests/vm.rs`, asserts) and `bench-vm` (prints the
+//! phases). Needs hook-image/build.sh's output and tests/vm/build-test-os.sh's
+//! (scripts/test.sh builds both), QEMU with iPXE, and the test services.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::http::{Faults, FileServer};
+use crate::{Cluster, TestEnv, hardware_doc, unique};
+
+/// The guest reaches the host's loopback here (QEMU user networking).
+const HOST_FROM_GUEST: &str = "10.0.2.2";
+const MAC: &str = "52:54:00:4b:49:4c";
+/// The config file the workflow writes and the installed OS prints.
+pub const CONFIG_PATH: &str = "/etc/kiln-test-os.conf";
+pub const CONFIG_TEXT: &str = "greeting=hello from kiln";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+/// `KILN_HOOK_DIR`, default hook-image/out.
+pub fn hook_dir() -> PathBuf {
+    std::env::var_os("KILN_HOOK_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("hook-image/out"))
+}
+
+/// `KILN_TEST_OS_DIR`, default target/kiln-test-os.
+pub fn test_os_dir() -> PathBuf {
+    std::env::var_os("KILN_TEST_OS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target/kiln-test-os"))
+}
+
+/// The QEMU accelerator: `KILN_VM_ACCEL`, default `tcg`. Never chosen from
+/// the mere presence of /dev/kvm: on our machines it exists and hangs
+/// guests (nested PVM), so KVM is used only when asked for.
+pub fn accelerator() -> String {
+    match std::env::var("KILN_VM_ACCEL").as_deref() {
+        Ok("kvm") => "kvm".into(),
+        _ => "tcg,thread=multi".into(),
+    }
+}
+
+/// What one run produced.
+pub struct Outcome {
+    pub workflow: Value,
+    pub logs: String,
+    pub console: String,
+    pub disk: PathBuf,
+    /// The iPXE script the machine gets after the run.
+    pub ipxe_after: String,
+    /// Seconds from QEMU start to each console milestone / event.
+    pub phases: Vec<(String, f64)>,
+    pub started: SystemTime,
+    _dir: tempfile::TempDir,
+    _cluster: Cluster,
+}
+
+pub struct ActionTimes {
+    pub name: String,
+    pub pulling: Option<f64>,
+    pub running: Option<f64>,
+    pub finished: Option<f64>,
+}
+
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn action(name: &str, image: &str, env: &[(&str, String)], extra: &str) -> String {
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+    format!(
+        "        - name: {name}\n          image: {image}\n          timeout: 180\n          environment: {{{}}}\n{extra}",
+        vars.join(", ")
+    )
+}
+
+/// Runs the whole scenario; `limit` bounds it.
+pub fn run(limit: Duration) -> Result<Outcome> {
+    let env = TestEnv::from_env();
+    let hook = hook_dir();
+    let os = test_os_dir();
+    for f in [hook.join("vmlinuz"), hook.join("hook.cpio.zst"), os.join("os.img.zst")] {
+        if !f.exists() {
+            bail!("{} is missing: build it with hook-image/build.sh and tests/vm/build-test-os.sh", f.display());
+        }
+    }
+    let reg_port = env.registry.rsplit(':').next().context("registry port")?.to_string();
+    let guest_registry = format!("{HOST_FROM_GUEST}:{reg_port}");
+    let cmdline = format!("console=ttyS0 quiet panic=-1 kiln.insecure_registries={guest_registry}");
+    let cluster = Cluster::start_with(&["--hook-dir", hook.to_str().unwrap(), "--hook-cmdline", &cmdline])?;
+    let port = cluster.server_url.rsplit(':').next().context("server port")?.to_string();
+
+    let image = std::fs::read(os.join("os.img.zst"))?;
+    let checksum = format!("sha256:{}", hex::encode(Sha256::digest(&image)));
+    let images = FileServer::start(image, Faults::default());
+    let image_url = images.url("os.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
+
+    let hw = unique("vm");
+    cluster.apply(&hardware_doc(&hw, MAC));
+    let img = |name: &str| format!("{guest_registry}/kiln/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
+    let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
+    let actions = [
+        action("partition", &img("partition"), &[("DEST_DISK", "/dev/vda".into()), ("LAYOUT", layout.into())], ""),
+        action(
+            "image2disk",
+            &img("image2disk"),
+            &[("IMG_URL", image_url), ("DEST_DISK", "/dev/vda2".into()), ("CHECKSUM", checksum)],
+            "",
+        ),
+        // The agent is killed (by PID, from the host PID namespace) while
+        // this action runs; the hook's supervisor restarts it and the new
+        // agent must follow this container to its end, not run it again.
+        action(
+            "agent-killer",
+            &format!("{guest_registry}/kiln/busybox:v1"),
+            &[],
+            "          pid: host\n          command: [\"sh\", \"-c\", \"sleep 1; kill -9 $(pidof kiln-agent); echo agent killed; sleep 6; echo killer finished\"]\n",
+        ),
+        action(
+            "writefile",
+            &img("writefile"),
+            &[
+                ("DEST_DISK", "/dev/vda2".into()),
+                ("FS_TYPE", "ext4".into()),
+                ("DEST_PATH", CONFIG_PATH.into()),
+                ("CONTENTS", CONFIG_TEXT.into()),
+                ("MODE", "0640".into()),
+            ],
+            "",
+        ),
+        action(
+            "kexec",
+            &img("kexec"),
+            &[("BLOCK_DEVICE", "/dev/vda2".into()), ("FS_TYPE", "ext4".into())],
+            "          pid: host\n          terminal: true\n",
+        ),
+    ]
+    .concat();
+    let tpl = unique("vm-tpl");
+    let wf_name = unique("vm-wf");
+    let out = cluster.apply(&format!(
+        "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: install\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{actions}---\nkind: Workflow\nname: {wf_name}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{MAC}\"}}\n"
+    ));
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("workflow/")?.split(' ').next().map(str::to_string))
+        .context("workflow id")?;
+
+    let dir = tempfile::tempdir()?;
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    let console_path = dir.path().join("console.log");
+    let bootfile = format!("http://{HOST_FROM_GUEST}:{port}/boot/ipxe/{MAC}");
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let mut qemu = Qemu(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", &accelerator(), "-cpu", "max", "-m", "2048", "-smp", "2"])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot", "-boot", "n"])
+            .arg("-serial")
+            .arg(format!("file:{}", console_path.display()))
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.display()))
+            .args(["-netdev", &format!("user,id=n0,bootfile={bootfile}")])
+            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start qemu-system-x86_64 (apt-get install qemu-system-x86 ipxe-qemu)")?,
+    );
+
+    let milestones = [
+        ("iPXE fetched the kiln script", "boots the hook image"),
+        ("hook init running", "[hook"),
+        ("agent started", "kiln-hook: agent started"),
+        ("agent restarted by the supervisor", "restarting in"),
+        ("test OS booted (after kexec)", "KILN-TEST-OS: booted"),
+    ];
+    let mut phases: Vec<(String, f64)> = Vec::new();
+    let mut workflow_done = None;
+    let mut exited = None;
+    loop {
+        let console = String::from_utf8_lossy(&std::fs::read(&console_path).unwrap_or_default()).into_owned();
+        for (name, needle) in milestones {
+            if console.contains(needle) && !phases.iter().any(|(n, _)| n == name) {
+                phases.push((name.to_string(), t0.elapsed().as_secs_f64()));
+            }
+        }
+        if workflow_done.is_none() {
+            let wf = cluster.workflow(&id);
+            if matches!(wf["state"].as_str(), Some("SUCCESS" | "FAILED" | "TIMEOUT")) {
+                phases.push((format!("workflow {}", wf["state"].as_str().unwrap()), t0.elapsed().as_secs_f64()));
+                workflow_done = Some(wf);
+            }
+        }
+        if exited.is_none()
+            && let Some(status) = qemu.0.try_wait()?
+        {
+            phases.push(("VM powered off".into(), t0.elapsed().as_secs_f64()));
+            exited = Some(status);
+        }
+        let failed = workflow_done.as_ref().is_some_and(|w| w["state"] != "SUCCESS");
+        if (workflow_done.is_some() && exited.is_some()) || failed {
+            break;
+        }
+        if exited.is_some() && t0.elapsed() > limit / 2 && workflow_done.is_none() {
+            break; // QEMU died and nothing will finish the workflow
+        }
+        if t0.elapsed() > limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(qemu);
+    let console = String::from_utf8_lossy(&std::fs::read(&console_path).unwrap_or_default()).into_owned();
+    let workflow = workflow_done.unwrap_or_else(|| cluster.workflow(&id));
+    let logs = crate::stdout(&cluster.kiln(&["logs", &id]));
+    let ipxe_after = Command::new("curl")
+        .args(["-s", &format!("{}/boot/ipxe/{MAC}", cluster.server_url)])
+        .output()
+        .map(|o| crate::stdout(&o))
+        .unwrap_or_default();
+    phases.sort_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(Outcome { workflow, logs, console, disk, ipxe_after, phases, started, _dir: dir, _cluster: cluster })
+}
+
+impl Outcome {
+    /// Seconds from QEMU start to an RFC 3339 timestamp of the server.
+    pub fn at(&self, rfc3339: &Value) -> Option<f64> {
+        let t = humantime::parse_rfc3339(rfc3339.as_str()?).ok()?;
+        Some(t.duration_since(self.started).ok()?.as_secs_f64())
+    }
+
+    /// Per action: its name and when it started pulling, running and
+    /// finished, in seconds from QEMU start.
+    pub fn action_times(&self) -> Vec<ActionTimes> {
+        let empty = Vec::new();
+        let actions = self.workflow["actions"].as_array().unwrap_or(&empty);
+        actions
+            .iter()
+            .map(|a| {
+                let last = a["attempts"].as_array().and_then(|t| t.last()).cloned().unwrap_or(Value::Null);
+                ActionTimes {
+                    name: a["name"].as_str().unwrap_or("?").to_string(),
+                    pulling: self.at(&last["pulling_at"]),
+                    running: self.at(&last["running_at"]),
+                    finished: self.at(&last["finished_at"]),
+                }
+            })
+            .collect()
+    }
+
+    pub fn print_phases(&self) {
+        println!("| phase | seconds from QEMU start |");
+        println!("|---|---|");
+        for (name, t) in &self.phases {
+            println!("| {name} | {t:.1} |");
+        }
+        for a in self.action_times() {
+            let f = |t: Option<f64>| t.map(|t| format!("{t:.1}")).unwrap_or_else(|| "-".into());
+            println!("| action {}: pull {} → run {} → end | {} |", a.name, f(a.pulling), f(a.running), f(a.finished));
+        }
+    }
+
+    /// The console's last lines, for assertion messages.
+    pub fn console_tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.console.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}

@@ -1,0 +1,80 @@
+//! A real machine, provisioned end to end: a QEMU VM network-boots the hook
+//! image from kiln, partitions and writes its own disk through the action
+//! images, survives its agent being killed, and kexecs into what it wrote.
+//! (See `kiln_tests::vm` for the scenario; `bench-vm` prints its timings.)
+
+use std::process::Command;
+use std::time::Duration;
+
+use kiln_tests::vm::{self, CONFIG_PATH, CONFIG_TEXT};
+
+#[test]
+fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
+    let run = vm::run(Duration::from_secs(240)).expect("VM scenario");
+    run.print_phases();
+    let wf = &run.workflow;
+    let context = format!("{wf:#}\n--- console (tail)\n{}\n--- logs\n{}", run.console_tail(60), run.logs);
+    assert_eq!(wf["state"], "SUCCESS", "{context}");
+
+    // Every action once, in order: the agent restart re-attached instead of
+    // running the killer again.
+    let actions = wf["actions"].as_array().unwrap();
+    let names: Vec<&str> = actions.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["partition", "image2disk", "agent-killer", "writefile", "kexec"]);
+    let mut previous_end = String::new();
+    for a in actions {
+        let attempts = a["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{} ran more than once: {a:#}", a["name"]);
+        assert_eq!(attempts[0]["state"], "SUCCESS", "{a:#}");
+        let created = attempts[0]["created_at"].as_str().unwrap();
+        assert!(created >= previous_end.as_str(), "{} started before its predecessor ended", a["name"]);
+        previous_end = attempts[0]["finished_at"].as_str().unwrap().to_string();
+    }
+    assert!(run.console.contains("restarting in"), "the supervisor did not restart the agent: {context}");
+    assert_eq!(run.logs.matches("agent killed").count(), 1, "{}", run.logs);
+    assert_eq!(run.logs.matches("killer finished").count(), 1, "{}", run.logs);
+    for line in ["sha256 verified", "EFI", CONFIG_PATH] {
+        assert!(run.logs.contains(line), "logs lack {line:?}: {}", run.logs);
+    }
+
+    // After kexec: the installed OS booted and printed what writefile wrote.
+    assert!(run.console.contains("KILN-TEST-OS: booted"), "{context}");
+    assert!(run.console.contains(&format!("KILN-TEST-OS-CONFIG: {CONFIG_TEXT}")), "{context}");
+    // The netboot gate is closed: the machine now boots its disk.
+    assert!(run.ipxe_after.contains("no pending workflow") && run.ipxe_after.contains("exit"), "{}", run.ipxe_after);
+
+    // The disk, read back on the host: a GPT with the two partitions...
+    let table = Command::new("sfdisk").arg("--json").arg(&run.disk).output().unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).expect("sfdisk --json");
+    let parts = table["partitiontable"]["partitions"].as_array().expect("partitions");
+    assert_eq!(table["partitiontable"]["label"], "gpt");
+    assert_eq!(parts.len(), 2, "{table:#}");
+    assert_eq!(parts[0]["name"], "efi");
+    assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(parts[0]["size"], 64 * 2048);
+    assert_eq!(parts[1]["name"], "root");
+    // ...and in the second, the OS image with the config file (mode 0640).
+    let start = parts[1]["start"].as_u64().unwrap() * 512;
+    let size = parts[1]["size"].as_u64().unwrap() * 512;
+    let root = tempfile::NamedTempFile::new().unwrap();
+    let dd = Command::new("dd")
+        .arg(format!("if={}", run.disk.display()))
+        .arg(format!("of={}", root.path().display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
+        .arg(format!("skip={start}"))
+        .arg(format!("count={size}"))
+        .status()
+        .unwrap();
+    assert!(dd.success());
+    let debugfs = |req: &str| {
+        let out = Command::new("debugfs").args(["-R", req]).arg(root.path()).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(debugfs(&format!("cat {CONFIG_PATH}")), CONFIG_TEXT);
+    assert!(
+        debugfs(&format!("stat {CONFIG_PATH}")).contains("Mode:  0640"),
+        "{}",
+        debugfs(&format!("stat {CONFIG_PATH}"))
+    );
+    assert!(debugfs("ls -l /boot").contains("vmlinuz-"));
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the "OS" the VM test installs: an ext4 root filesystem image that
+# holds the hook's Debian kernel, a tiny initramfs and a grub.cfg naming
+# them. Booted (by the kexec action, which reads the grub.cfg), it prints
+# a marker and the config file the workflow wrote, then powers off.
+#
+#   tests/vm/build-test-os.sh HOOK_OUT OUT_DIR [SIZE_MIB]
+#
+# HOOK_OUT is hook-image/build.sh's output (vmlinuz, hook.cpio.zst): the
+# initramfs takes busybox and the kernel modules from it, so both match.
+set -euo pipefail
+HOOK=$(cd "$1" && pwd)
+OUT=$2
+SIZE=${3:-256}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# The hook initramfs, unpacked, is the parts bin.
+mkdir "$WORK/hook"
+zstd -dc "$HOOK/hook.cpio.zst" | (cd "$WORK/hook" && /bin/busybox cpio -i -d --quiet 2>/dev/null)
+KVER=$(ls "$WORK/hook/lib/modules" | head -1)
+
+# The OS's initramfs: busybox, the modules to read its disk, an init.
+I=$WORK/initrd
+mkdir -p "$I"/{bin,sbin,proc,sys,dev,mnt,lib/modules}
+cp "$WORK/hook/bin/busybox" "$I/bin/busybox"
+for a in sh mount umount cat echo uname poweroff modprobe sleep; do ln -s busybox "$I/bin/$a"; done
+ln -s ../bin/busybox "$I/sbin/modprobe"
+cp -a "$WORK/hook/lib/modules/$KVER" "$I/lib/modules/"
+cat >"$I/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in virtio_pci virtio_blk ext4; do modprobe "$m"; done
+for _ in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda2 ] && break; sleep 0.5; done
+mount -t ext4 -o ro /dev/vda2 /mnt
+echo "KILN-TEST-OS: booted $(uname -r) by kexec"
+echo "KILN-TEST-OS-CONFIG: $(cat /mnt/etc/kiln-test-os.conf)"
+umount /mnt
+poweroff -f
+INIT
+chmod +x "$I/init"
+(cd "$I" && find . -print0 | sort -z | "$WORK/hook/bin/busybox" cpio -o -H newc -0 -R 0:0 2>/dev/null) | gzip -1 >"$WORK/initrd.img"
+
+# The root filesystem, populated without mounting (mkfs -d).
+R=$WORK/root
+mkdir -p "$R"/{boot/grub,etc}
+cp "$HOOK/vmlinuz" "$R/boot/vmlinuz-$KVER"
+cp "$WORK/initrd.img" "$R/boot/initrd.img-$KVER"
+cat >"$R/boot/grub/grub.cfg" <<GRUB
+# Written like Debian's grub-mkconfig output, which the kexec action parses.
+set default="0"
+set timeout=5
+menuentry 'kiln test OS' --class debian {
+	insmod ext2
+	search --no-floppy --fs-uuid --set=root 00000000-0000-0000-0000-000000000000
+	echo 'Loading Linux $KVER ...'
+	linux /boot/vmlinuz-$KVER root=/dev/vda2 ro console=ttyS0 panic=-1 quiet
+	echo 'Loading initial ramdisk ...'
+	initrd /boot/initrd.img-$KVER
+}
+GRUB
+rm -f "$OUT/os.img"
+mkfs.ext4 -q -F -L kiln-test-os -d "$R" "$OUT/os.img" "${SIZE}M"
+zstd -q -f -T0 -3 "$OUT/os.img" -o "$OUT/os.img.zst"
+ls -la "$OUT"
