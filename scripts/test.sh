@@ -13,6 +13,9 @@ trap 'bash scripts/test-env.sh down' EXIT
 source "$STATE/env"
 
 actions/build.sh "$KILN_TEST_REGISTRY,$KILN_TEST_AUTH_REGISTRY"
+# The VM test boots the hook image and installs a small OS built from it.
+hook-image/build.sh hook-image/out
+tests/vm/build-test-os.sh hook-image/out target/kiln-test-os
 # The integration tests run the built binaries (server, agent, CLI).
 cargo build --workspace --bins
 LOG=$STATE/cargo-test.log

@@ -99,7 +99,7 @@ pub fn run(limit: Duration) -> Result<Outcome> {
     }
     let reg_port = env.registry.rsplit(':').next().context("registry port")?.to_string();
     let guest_registry = format!("{HOST_FROM_GUEST}:{reg_port}");
-    let cmdline = format!("console=ttyS0 quiet panic=-1 kiln.insecure_registries={guest_registry}");
+    let cmdline = format!("console=ttyS0 quiet panic=-1 kiln.console_log=1 kiln.insecure_registries={guest_registry}");
     let cluster = Cluster::start_with(&["--hook-dir", hook.to_str().unwrap(), "--hook-cmdline", &cmdline])?;
     let port = cluster.server_url.rsplit(':').next().context("server port")?.to_string();
 
@@ -183,8 +183,7 @@ pub fn run(limit: Duration) -> Result<Outcome> {
     );
 
     let milestones = [
-        ("iPXE fetched the kiln script", "boots the hook image"),
-        ("hook init running", "[hook"),
+        ("hook init running", "kiln-hook: stage 2"),
         ("agent started", "kiln-hook: agent started"),
         ("agent restarted by the supervisor", "restarting in"),
         ("test OS booted (after kexec)", "KILN-TEST-OS: booted"),

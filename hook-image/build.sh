@@ -1,0 +1,252 @@
+#!/bin/bash
+# Build the kiln hook image (the in-memory OS the kiln agent runs in) from
+# Debian 12 packages only.
+#
+#   hook-image/build.sh [OUTDIR]            (default OUTDIR: hook-image/out)
+#
+# Writes OUTDIR/vmlinuz, OUTDIR/hook.cpio.zst and OUTDIR/manifest.txt.
+#
+# Environment:
+#   KILN_AGENT_BIN=path     use this (static) kiln-agent instead of building it
+#   KILN_HOOK_DEBS=dir      .deb cache, reused across runs (default /var/cache/kiln-hook-debs)
+#   KILN_HOOK_APT_UPDATE=1  run `apt-get update` first (it also runs when apt has no lists)
+#   KVER=6.1.0-NN-amd64     kernel ABI (default: what linux-image-amd64 depends on)
+#   ZSTD_LEVEL=N            zstd level (default 9; see README.md for the sizes)
+#   KEEP_WORK=1             keep the unpacked tree (path is printed)
+#
+# Needs root only for apt-get (installing missing host tools, downloading
+# into a root-owned cache). Host tools: apt-get, apt-cache, dpkg, zstd,
+# binutils (readelf, strip), cargo when KILN_AGENT_BIN is not given.
+# busybox (depmod, cpio) is taken from the unpacked busybox-static.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+OUT=${1:-$HERE/out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+DEBS=${KILN_HOOK_DEBS:-/var/cache/kiln-hook-debs}
+ZSTD_LEVEL=${ZSTD_LEVEL:-9}
+T0=$(date +%s.%N)
+say() { printf '[build %6.1fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*"; }
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- host tools
+need=()
+command -v zstd >/dev/null || need+=(zstd)
+command -v readelf >/dev/null && command -v strip >/dev/null || need+=(binutils)
+command -v dpkg-deb >/dev/null || die "dpkg is required (this script targets Debian 12)"
+POLICY=$(apt-cache policy linux-image-amd64 2>/dev/null || true)
+if [ -n "${KILN_HOOK_APT_UPDATE:-}" ] || ! grep -q 'Candidate: [0-9]' <<<"$POLICY"; then
+    say "apt-get update"
+    apt-get update -qq
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing host tools: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- packages
+KVER=${KVER:-$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: linux-image-\([0-9].*\)/\1/p' | head -1)}
+[ -n "$KVER" ] || die "cannot find the kernel linux-image-amd64 depends on"
+PKG_KERNEL="linux-image-$KVER"
+# Userland: Docker engine (no CLI), its runtime and iptables (nft), plus the
+# shared libraries their ELF files need (checked below with readelf).
+PKGS_USER="busybox-static docker.io containerd runc tini ca-certificates
+ iptables libxtables12 libnftnl11 libmnl0 libip4tc2 libip6tc2 libnetfilter-conntrack3 libnfnetlink0
+ libc6 libseccomp2 libsystemd0 libdevmapper1.02.1 libcap2 libgcrypt20 libgpg-error0 liblzma5
+ libzstd1 liblz4-1 libselinux1 libudev1 libpcre2-8-0"
+
+mkdir -p "$DEBS"
+# Exact file names of the candidate versions (the cache may hold older ones).
+# (run in an empty dir: apt-get download prints nothing for files already in the cwd)
+EMPTY=$(mktemp -d /tmp/kiln-hook-uris.XXXXXX)
+URIS=$(cd "$EMPTY" && apt-get download --print-uris $PKG_KERNEL $PKGS_USER 2>/dev/null)
+rmdir "$EMPTY"
+declare -A DEB
+missing_pkgs=()
+while read -r _url file _size _hash; do
+    [ -n "$file" ] || continue
+    pkg=${file%%_*}
+    DEB[$pkg]=$file
+    [ -s "$DEBS/$file" ] || missing_pkgs+=("$pkg")
+done <<<"$URIS"
+for p in $PKG_KERNEL $PKGS_USER; do [ -n "${DEB[$p]:-}" ] || die "apt knows no package $p"; done
+if [ ${#missing_pkgs[@]} -gt 0 ]; then
+    say "downloading ${#missing_pkgs[@]} packages into $DEBS"
+    (cd "$DEBS" && apt-get download -q "${missing_pkgs[@]}" 2>&1 | grep -v -e unsandboxed -e '^Get:' || true)
+    for p in "${missing_pkgs[@]}"; do [ -s "$DEBS/${DEB[$p]}" ] || die "download of $p failed"; done
+fi
+say "packages ready (kernel $KVER)"
+
+# ---------------------------------------------------------------- agent
+if [ -n "${KILN_AGENT_BIN:-}" ]; then
+    AGENT=$KILN_AGENT_BIN
+else
+    say "building the static kiln-agent"
+    (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' \
+        cargo build -q --release --target x86_64-unknown-linux-gnu -p kiln-agent)
+    AGENT=$REPO/target/x86_64-unknown-linux-gnu/release/kiln-agent
+fi
+[ -x "$AGENT" ] || die "agent binary $AGENT missing"
+if readelf -l "$AGENT" | grep -q 'Requesting program interpreter'; then
+    die "$AGENT is dynamically linked; build it with RUSTFLAGS='-C target-feature=+crt-static' --target x86_64-unknown-linux-gnu"
+fi
+
+# ---------------------------------------------------------------- unpack
+WORK=$(mktemp -d /tmp/kiln-hook-build.XXXXXX)
+[ -n "${KEEP_WORK:-}" ] || trap 'rm -rf "$WORK"' EXIT
+R=$WORK/root
+K=$WORK/kernel
+mkdir -p "$R" "$K"
+dpkg -x "$DEBS/${DEB[$PKG_KERNEL]}" "$K"
+cp "$K/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+for p in $PKGS_USER; do dpkg -x "$DEBS/${DEB[$p]}" "$R"; done
+BB=$R/bin/busybox   # static: used on the build host for depmod and cpio
+
+# prune: docs, init-system glue, the docker CLI, debugging tools
+rm -rf "$R"/usr/share/{doc,man,info,locale,lintian,bash-completion,zsh,fish,vim,initramfs-tools,bug,docker.io,bash-completion} \
+       "$R"/usr/lib/systemd "$R"/lib/systemd "$R"/etc/init.d "$R"/etc/init "$R"/etc/default "$R"/etc/logrotate.d \
+       "$R"/usr/lib/x86_64-linux-gnu/gconv "$R"/usr/share/pkgconfig
+rm -f "$R"/usr/bin/docker "$R"/usr/sbin/docker \
+      "$R"/usr/bin/{dnet,containerd-shim,containerd-shim-runc-v1,containerd-stress,ctr,tini} "$R"/usr/sbin/ovrouter
+[ ! -e "$R/usr/bin/docker" ] || die "docker CLI still present"
+
+# ---------------------------------------------------------------- layout
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,root,mnt,newroot,var/lib/docker,var/lib/kiln,var/log,etc/kiln,etc/ssl/certs}
+chmod 1777 "$R/tmp"
+ln -sfn /run "$R/var/run"
+for a in $("$BB" --list); do [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"; done
+# /sbin/modprobe is what the kernel's request_module helper runs
+for a in modprobe insmod rmmod lsmod depmod modinfo; do ln -sf /bin/busybox "$R/sbin/$a"; done
+# alternatives that iptables' postinst would create
+for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+    ln -sf xtables-nft-multi "$R/usr/sbin/$t"
+done
+ln -sf tini-static "$R/usr/bin/docker-init"
+# what ca-certificates' postinst (update-ca-certificates) would generate
+find "$R/usr/share/ca-certificates" -name '*.crt' | sort | xargs cat > "$R/etc/ssl/certs/ca-certificates.crt"
+install -m 0755 "$AGENT" "$R/usr/bin/kiln-agent"
+strip "$R/usr/bin/kiln-agent" 2>/dev/null || true
+install -m 0755 "$HERE/init" "$R/init"
+
+cat > "$R/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+cat > "$R/etc/group" <<'EOF'
+root:x:0:
+tty:x:5:
+disk:x:6:
+docker:x:999:
+nogroup:x:65534:
+EOF
+echo kiln-hook > "$R/etc/hostname"
+printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' > "$R/etc/hosts"
+printf 'hosts: files dns\nnetworks: files\n' > "$R/etc/nsswitch.conf"
+: > "$R/etc/resolv.conf"
+cat > "$R/etc/udhcpc.script" <<'EOF'
+#!/bin/sh
+# busybox udhcpc hook: configure $interface from the lease, write /etc/resolv.conf
+case "$1" in
+  deconfig)
+    ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    old=$(cat /run/udhcpc.$interface.ip 2>/dev/null)
+    if [ "$1" = bound ] || [ "$old" != "$ip" ]; then
+      ip -4 addr flush dev "$interface"
+      ip addr add "$ip/${mask:-24}" ${broadcast:+broadcast $broadcast} dev "$interface"
+      [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+      for r in $router; do ip route add default via "$r" dev "$interface" 2>/dev/null && break; done
+      echo "$ip" > /run/udhcpc.$interface.ip
+    fi
+    { [ -n "$domain" ] && echo "search $domain"; for d in $dns; do echo "nameserver $d"; done; } > /etc/resolv.conf.new
+    mv /etc/resolv.conf.new /etc/resolv.conf
+    # set the clock once from the DHCP NTP server (TLS needs a sane clock)
+    if [ -n "$ntpsrv" ] && [ ! -e /run/ntp.done ]; then
+      touch /run/ntp.done; set -- $ntpsrv; (ntpd -n -q -p "$1" >/dev/null 2>&1 &)
+    fi ;;
+esac
+exit 0
+EOF
+chmod 0755 "$R/etc/udhcpc.script"
+
+# ---------------------------------------------------------------- modules
+# Always loaded (/etc/modules): storage, NICs, filesystems, overlay for Docker.
+MODS="crc32c_generic
+ virtio_pci virtio_blk virtio_scsi virtio_net nvme ahci ata_piix libata sd_mod sr_mod
+ e1000 e1000e igb ixgbe r8169 tg3 bnxt_en
+ overlay loop ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 xfs isofs squashfs"
+# Loaded only with kiln.docker_bridge=1 (/etc/modules.bridge): Docker's bridge network + NAT.
+MODS_BRIDGE="bridge br_netfilter veth nf_tables nft_compat nft_chain_nat nft_masq nft_ct nf_nat nf_conntrack
+ nf_conntrack_netlink xt_MASQUERADE xt_addrtype xt_conntrack xt_nat xt_tcpudp xt_mark xt_comment xt_multiport
+ ip_tables iptable_nat iptable_filter ip6_tables ip6table_nat ip6table_filter"
+KM=$K/lib/modules/$KVER
+[ -f "$KM/modules.dep" ] || "$BB" depmod -b "$K" "$KVER"   # Debian ships no modules.dep
+mkdir -p "$R/lib/modules/$KVER"
+cp "$KM/modules.builtin" "$KM/modules.order" "$R/lib/modules/$KVER/"
+[ -f "$KM/modules.builtin.modinfo" ] && cp "$KM/modules.builtin.modinfo" "$R/lib/modules/$KVER/"
+take() { # $1: output list file; rest: module names
+    local list=$1; shift
+    : > "$list"
+    for m in "$@"; do
+        local line
+        line=$(grep -E "/${m}\.ko(\.[a-z]+)?:" "$KM/modules.dep" || true)
+        if [ -z "$line" ]; then
+            if grep -qE "/${m}\.ko" "$KM/modules.builtin"; then echo "  $m: built in"; else echo "  $m: not in this kernel, skipped"; fi
+            continue
+        fi
+        echo "$m" >> "$list"
+        for f in ${line%%:*} ${line#*:}; do
+            mkdir -p "$R/lib/modules/$KVER/$(dirname "$f")"
+            cp -n "$KM/$f" "$R/lib/modules/$KVER/$f"
+        done
+    done
+}
+take "$R/etc/modules" $MODS
+take "$R/etc/modules.bridge" $MODS_BRIDGE
+"$BB" depmod -b "$R" "$KVER"
+NMODS=$(find "$R/lib/modules" -name '*.ko*' | wc -l)
+say "kernel modules: $NMODS files ($(du -sh "$R/lib/modules" | cut -f1))"
+
+# ---------------------------------------------------------------- check ELF dependencies
+bad=0
+libdirs="lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu lib64 usr/lib64"
+while IFS= read -r -d '' f; do
+    [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+    interp=$(readelf -l "$f" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+    if [ -n "$interp" ] && [ ! -e "$R$interp" ]; then echo "MISSING interpreter $interp for ${f#$R}"; bad=1; fi
+    for n in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+        ok=0
+        for d in $libdirs; do [ -e "$R/$d/$n" ] && ok=1 && break; done
+        [ $ok = 1 ] || { echo "MISSING $n for ${f#$R}"; bad=1; }
+    done
+done < <(find "$R" -path "$R/lib/modules" -prune -o -type f -print0)
+[ $bad = 0 ] || die "shared libraries missing (add their packages to PKGS_USER)"
+say "ELF check passed"
+
+# ---------------------------------------------------------------- manifest + pack
+UNCOMP=$(du -sb "$R" | cut -f1)
+say "packing $(numfmt --to=iec "$UNCOMP") with zstd -$ZSTD_LEVEL"
+(cd "$R" && find . -print0 | LC_ALL=C sort -z | "$BB" cpio -o -H newc -0 -R 0:0 2>/dev/null) \
+    | zstd -q -f -T0 "-$ZSTD_LEVEL" -o "$OUT/hook.cpio.zst.tmp"
+mv "$OUT/hook.cpio.zst.tmp" "$OUT/hook.cpio.zst"
+SZ=$(stat -c %s "$OUT/hook.cpio.zst")
+{
+    echo "kiln hook image, built $(date -u +%Y-%m-%dT%H:%M:%SZ) by hook-image/build.sh"
+    echo "kernel: $KVER ($(dpkg-deb -f "$DEBS/${DEB[$PKG_KERNEL]}" Version))"
+    echo "vmlinuz: $(stat -c %s "$OUT/vmlinuz") bytes"
+    echo "hook.cpio.zst: $SZ bytes (zstd -$ZSTD_LEVEL; uncompressed tree $UNCOMP bytes)"
+    echo "kiln-agent: $(stat -c %s "$R/usr/bin/kiln-agent") bytes, sha256 $(sha256sum "$R/usr/bin/kiln-agent" | cut -d' ' -f1)"
+    echo "init: sha256 $(sha256sum "$R/init" | cut -d' ' -f1)"
+    echo "kernel modules: $NMODS files"
+    echo "  /etc/modules: $(tr '\n' ' ' < "$R/etc/modules")"
+    echo "  /etc/modules.bridge: $(tr '\n' ' ' < "$R/etc/modules.bridge")"
+    echo "packages:"
+    for p in $PKG_KERNEL $PKGS_USER; do
+        printf '  %-28s %s\n' "$p" "$(dpkg-deb -f "$DEBS/${DEB[$p]}" Version)"
+    done
+} > "$OUT/manifest.txt"
+[ -n "${KEEP_WORK:-}" ] && echo "work tree kept: $WORK"
+say "done: $OUT/vmlinuz $(numfmt --to=iec "$(stat -c %s "$OUT/vmlinuz")"), $OUT/hook.cpio.zst $(numfmt --to=iec "$SZ") ($SZ bytes)"
+[ "$SZ" -lt 60000000 ] || echo "WARNING: hook.cpio.zst is over 60 MB" >&2
