@@ -14,6 +14,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod log_shipper;
 pub mod power;
+pub mod prefetch;
 pub mod runtime;
 
 use std::future::Future;
@@ -30,6 +31,8 @@ pub struct Agent {
     pub image_policy: kiln_spec::ImagePolicy,
     /// The workflow of the last attempt, to notice when one ends.
     current_workflow: tokio::sync::Mutex<String>,
+    /// Background pulls of the images of the next actions.
+    pub prefetch: prefetch::Prefetcher,
 }
 
 impl Agent {
@@ -44,7 +47,15 @@ impl Agent {
         let client = ServerClient::new(&config.server, &id)?;
         let runtime = DockerRuntime::connect(&config.docker_host).await?;
         let image_policy = config.image_policy().map_err(anyhow::Error::msg)?;
-        Ok(Self { id, config, client, runtime, image_policy, current_workflow: Default::default() })
+        Ok(Self {
+            id,
+            config,
+            client,
+            runtime,
+            image_policy,
+            current_workflow: Default::default(),
+            prefetch: prefetch::Prefetcher::new(),
+        })
     }
 
     /// Called before each attempt. When work moves to another workflow, the

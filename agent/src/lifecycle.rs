@@ -238,7 +238,21 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
         (Ok(image), Ok(dirs)) => {
             report(agent, a, ActionState::Pulling, None).await?;
             let credentials = agent.config.credentials_for(&image.registry);
-            match agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await {
+            // A background pull of this image (started while an earlier
+            // action ran) counts; if it failed, pull again and report that.
+            let prefetched = match agent.prefetch.pull_of(&a.workflow_id, &image) {
+                Some(pull) => pull.await.is_ok(),
+                None => false,
+            };
+            let pulled = if prefetched {
+                Ok(())
+            } else {
+                agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await
+            };
+            if pulled.is_ok() {
+                start_prefetch(agent, a);
+            }
+            match pulled {
                 Err(e) => Ending::failed("PullFailed", e.to_string()),
                 Ok(()) => {
                     let run = run_container(agent, a, &spec, &image, timeout, dirs, None).await?;
@@ -281,6 +295,22 @@ struct ContainerRun {
     container: Option<String>,
     /// A terminal action's SUCCESS was reported while it still ran.
     reported_early: bool,
+}
+
+/// Pulls the images of the next actions in the background, those this
+/// machine's allow-list accepts (the others fail when their turn comes).
+fn start_prefetch(agent: &Agent, a: &Assignment) {
+    let images = a
+        .upcoming_images
+        .iter()
+        .filter_map(|i| ImageRef::parse(i).ok())
+        .filter(|i| agent.image_policy.check(i).is_ok())
+        .map(|i| {
+            let credentials = agent.config.credentials_for(&i.registry).cloned();
+            (i, credentials)
+        })
+        .collect();
+    agent.prefetch.start(&a.workflow_id, images, &agent.runtime, agent.config.pull_policy);
 }
 
 /// The terminal-step handshake (proto `ActionSpec.terminal`): once the

@@ -131,6 +131,7 @@ impl AgentApi {
                         hardware_id: wf.hardware.clone(),
                         action_token: self.token_key.issue(&wf.id, index, &attempt.id),
                         action: Some(spec),
+                        upcoming_images: upcoming_images(&wf, index, agent),
                     }),
                     None,
                 ));
@@ -256,6 +257,19 @@ impl AgentService for AgentApi {
         tracing::info!(agent = %agent, workflow = %info.workflow_id, path = %info.path, size = info.size, "artifact stored");
         Ok(Response::new(info))
     }
+}
+
+/// Container images of `agent`'s actions after `index`, first use order.
+fn upcoming_images(wf: &Workflow, index: u32, agent: &str) -> Vec<String> {
+    let current = &wf.actions[index as usize].spec.image;
+    let mut images: Vec<String> = Vec::new();
+    for a in &wf.actions[index as usize + 1..] {
+        let image = &a.spec.image;
+        if a.agent_id() == agent && !image.is_empty() && image != current && !images.contains(image) {
+            images.push(image.clone());
+        }
+    }
+    images
 }
 
 /// The action as the agent gets it, with references to earlier actions'

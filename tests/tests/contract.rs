@@ -511,3 +511,25 @@ fn actions_call_the_api_for_their_own_workflow_while_their_attempt_is_open() {
     assert_eq!(call(&token.replace(&wf, "other-workflow")), "401");
     assert_eq!(call(""), "401");
 }
+
+#[test]
+fn the_next_actions_image_is_pulled_while_the_current_action_runs() {
+    let m = Machine::start("failed_containers: remove\n");
+    let env = &m.cluster.env;
+    // A tag this engine has never pulled: pushed, then removed locally.
+    let tag = format!("{}/kiln/busybox:prefetch-{}", env.registry, kiln_tests::unique("t"));
+    assert!(env.docker(&["tag", &env.busybox(), &tag]).status.success());
+    assert!(env.docker(&["push", "-q", &tag]).status.success());
+    assert!(env.docker(&["rmi", &tag]).status.success());
+    let present = || env.docker(&["image", "inspect", &tag]).status.success();
+    assert!(!present());
+    let second = shell_action("second", 60, "true", "").replace("IMAGE", &tag);
+    let wf = m.run(&[shell_action("first", 60, "sleep 4", ""), second].concat());
+    // Wait for the first action to run, then for the second image to
+    // arrive: it must come while the first still runs.
+    kiln_tests::wait_until(LIMIT, || m.cluster.workflow(&wf)["actions"][0]["state"] == "RUNNING").unwrap();
+    kiln_tests::wait_until(Duration::from_secs(30), present).expect("the next image was not prefetched");
+    assert_eq!(m.cluster.workflow(&wf)["actions"][0]["state"], "RUNNING", "prefetch must overlap the running action");
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(result["state"], "SUCCESS", "{result:#}");
+}

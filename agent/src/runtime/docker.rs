@@ -95,6 +95,7 @@ pub struct OutputLine {
     pub text: String,
 }
 
+#[derive(Clone)]
 pub struct DockerRuntime {
     docker: Docker,
     privileges: PrivilegeMode,
