@@ -142,6 +142,8 @@ docker:x:999:
 nogroup:x:65534:
 EOF
 echo kiln-hook > "$R/etc/hostname"
+printf 'PRETTY_NAME="kiln hook image (Debian 12 packages)"\nNAME="kiln hook"\nID=kiln-hook\nID_LIKE=debian\nVERSION_ID="%s"\n' "$KVER" > "$R/usr/lib/os-release"
+ln -sf ../usr/lib/os-release "$R/etc/os-release"
 printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' > "$R/etc/hosts"
 printf 'hosts: files dns\nnetworks: files\n' > "$R/etc/nsswitch.conf"
 : > "$R/etc/resolv.conf"
@@ -161,22 +163,22 @@ case "$1" in
       echo "$ip" > /run/udhcpc.$interface.ip
     fi
     { [ -n "$domain" ] && echo "search $domain"; for d in $dns; do echo "nameserver $d"; done; } > /etc/resolv.conf.new
-    mv /etc/resolv.conf.new /etc/resolv.conf
-    # set the clock once from the DHCP NTP server (TLS needs a sane clock)
-    if [ -n "$ntpsrv" ] && [ ! -e /run/ntp.done ]; then
-      touch /run/ntp.done; set -- $ntpsrv; (ntpd -n -q -p "$1" >/dev/null 2>&1 &)
-    fi ;;
+    mv /etc/resolv.conf.new /etc/resolv.conf ;;
 esac
 exit 0
 EOF
 chmod 0755 "$R/etc/udhcpc.script"
 
 # ---------------------------------------------------------------- modules
-# Always loaded (/etc/modules): storage, NICs, filesystems, overlay for Docker.
-MODS="crc32c_generic
- virtio_pci virtio_blk virtio_scsi virtio_net nvme ahci ata_piix libata sd_mod sr_mod
- e1000 e1000e igb ixgbe r8169 tg3 bnxt_en
- overlay loop ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 xfs isofs squashfs"
+# Hardware drivers (/etc/modules.hw): in the image, loaded by /init's
+# modalias coldplug for the devices present (or all with kiln.modules=all).
+MODS_HW="virtio_pci virtio_net virtio_blk virtio_scsi nvme ahci ata_piix libata sr_mod
+ e1000 e1000e igb ixgbe r8169 tg3 bnxt_en"
+# Always loaded before the agent starts (/etc/modules).
+MODS="crc32c_generic overlay loop sd_mod"
+# Loaded right after the agent starts (/etc/modules.late); mounts with an
+# explicit type load them on demand anyway.
+MODS_LATE="ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 xfs isofs squashfs"
 # Loaded only with kiln.docker_bridge=1 (/etc/modules.bridge): Docker's bridge network + NAT.
 MODS_BRIDGE="bridge br_netfilter veth nf_tables nft_compat nft_chain_nat nft_masq nft_ct nf_nat nf_conntrack
  nf_conntrack_netlink xt_MASQUERADE xt_addrtype xt_conntrack xt_nat xt_tcpudp xt_mark xt_comment xt_multiport
@@ -203,7 +205,9 @@ take() { # $1: output list file; rest: module names
         done
     done
 }
+take "$R/etc/modules.hw" $MODS_HW
 take "$R/etc/modules" $MODS
+take "$R/etc/modules.late" $MODS_LATE
 take "$R/etc/modules.bridge" $MODS_BRIDGE
 "$BB" depmod -b "$R" "$KVER"
 NMODS=$(find "$R/lib/modules" -name '*.ko*' | wc -l)
@@ -240,8 +244,7 @@ SZ=$(stat -c %s "$OUT/hook.cpio.zst")
     echo "kiln-agent: $(stat -c %s "$R/usr/bin/kiln-agent") bytes, sha256 $(sha256sum "$R/usr/bin/kiln-agent" | cut -d' ' -f1)"
     echo "init: sha256 $(sha256sum "$R/init" | cut -d' ' -f1)"
     echo "kernel modules: $NMODS files"
-    echo "  /etc/modules: $(tr '\n' ' ' < "$R/etc/modules")"
-    echo "  /etc/modules.bridge: $(tr '\n' ' ' < "$R/etc/modules.bridge")"
+    for l in modules.hw modules modules.late modules.bridge; do echo "  /etc/$l: $(tr '\n' ' ' < "$R/etc/$l")"; done
     echo "packages:"
     for p in $PKG_KERNEL $PKGS_USER; do
         printf '  %-28s %s\n' "$p" "$(dpkg-deb -f "$DEBS/${DEB[$p]}" Version)"
