@@ -12,9 +12,15 @@ trap 'bash scripts/test-env.sh down' EXIT
 # shellcheck disable=SC1091
 source "$STATE/env"
 
+# The static release binaries (action images, and the agent of the hook
+# image) in one cargo run, so they share their dependencies' builds.
+ACTION_PKGS=()
+for a in image2disk partition format writefile cexec kexec archive2disk; do ACTION_PKGS+=(-p "kiln-action-$a"); done
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release --target x86_64-unknown-linux-gnu \
+    -p kiln-agent "${ACTION_PKGS[@]}"
 actions/build.sh "$KILN_TEST_REGISTRY,$KILN_TEST_AUTH_REGISTRY"
 # The VM test boots the hook image and installs a small OS built from it.
-hook-image/build.sh hook-image/out
+KILN_AGENT_BIN=target/x86_64-unknown-linux-gnu/release/kiln-agent hook-image/build.sh hook-image/out
 tests/vm/build-test-os.sh hook-image/out target/kiln-test-os
 # The integration tests run the built binaries (server, agent, CLI).
 cargo build --workspace --bins

@@ -87,8 +87,9 @@ fn action(name: &str, image: &str, env: &[(&str, String)], extra: &str) -> Strin
     )
 }
 
-/// Runs the whole scenario; `limit` bounds it.
-pub fn run(limit: Duration) -> Result<Outcome> {
+/// Runs the whole scenario; `limit` bounds it. With `kill_agent`, an action
+/// in the middle kills the agent (the supervisor-restart scenario).
+pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     let env = TestEnv::from_env();
     let hook = hook_dir();
     let os = test_os_dir();
@@ -112,14 +113,7 @@ pub fn run(limit: Duration) -> Result<Outcome> {
     cluster.apply(&hardware_doc(&hw, MAC));
     let img = |name: &str| format!("{guest_registry}/kiln/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
     let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
-    let actions = [
-        action("partition", &img("partition"), &[("DEST_DISK", "/dev/vda".into()), ("LAYOUT", layout.into())], ""),
-        action(
-            "image2disk",
-            &img("image2disk"),
-            &[("IMG_URL", image_url), ("DEST_DISK", "/dev/vda2".into()), ("CHECKSUM", checksum)],
-            "",
-        ),
+    let killer = if kill_agent {
         // The agent is killed (by PID, from the host PID namespace) while
         // this action runs; the hook's supervisor restarts it and the new
         // agent must follow this container to its end, not run it again.
@@ -128,7 +122,19 @@ pub fn run(limit: Duration) -> Result<Outcome> {
             &format!("{guest_registry}/kiln/busybox:v1"),
             &[],
             "          pid: host\n          command: [\"sh\", \"-c\", \"sleep 1; kill -9 $(pidof kiln-agent); echo agent killed; sleep 6; echo killer finished\"]\n",
+        )
+    } else {
+        String::new()
+    };
+    let actions = [
+        action("partition", &img("partition"), &[("DEST_DISK", "/dev/vda".into()), ("LAYOUT", layout.into())], ""),
+        action(
+            "image2disk",
+            &img("image2disk"),
+            &[("IMG_URL", image_url), ("DEST_DISK", "/dev/vda2".into()), ("CHECKSUM", checksum)],
+            "",
         ),
+        killer,
         action(
             "writefile",
             &img("writefile"),
