@@ -908,8 +908,19 @@ impl Eval<'_> {
                 };
                 return Err(self.err(pipe.line, what, message));
             }
+            // While `.actions` outputs are deferred, whatever this render
+            // prints is rendered again at dispatch: a `{{` in printed data
+            // (hardware metadata, say) must come out as text then, not run
+            // as a template against the earlier actions' outputs.
+            Val::Json(j) if self.defers_actions() => to_text(j).replace("{{", "{{\"{{\"}}"),
             Val::Json(j) => to_text(j),
         })
+    }
+
+    /// True when `.actions` is not in the data, so references to it are
+    /// deferred to dispatch.
+    fn defers_actions(&self) -> bool {
+        matches!(self.root, Val::Json(Value::Object(m)) if !m.contains_key(ACTIONS_KEY))
     }
 
     fn pipe(&self, p: &Pipeline, dot: &Val) -> Result<Val, SpecError> {

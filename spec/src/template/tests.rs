@@ -431,3 +431,16 @@ fn never_panics_on_garbage() {
         let _ = render_probe("t", &input);
     }
 }
+
+#[test]
+fn data_printed_while_outputs_are_deferred_stays_text_at_dispatch() {
+    // Plan time: `.actions` is absent, so its references are deferred, and a
+    // value from the data that looks like a template must not become one.
+    let data = json!({"metadata": {"evil": "{{ .actions.first.output.secret }}"}});
+    let planned = render("t", "A={{ .metadata.evil }} B={{ .actions.first.output.ok }}", &data).unwrap();
+    assert_eq!(planned, r#"A={{"{{"}} .actions.first.output.secret }} B={{ .actions.first.output.ok }}"#);
+    // Dispatch: the real reference is filled in, the data stays text.
+    let outputs = json!({"actions": {"first": {"output": {"ok": "yes", "secret": "s3cret"}}}});
+    let dispatched = render("t", &planned, &outputs).unwrap();
+    assert_eq!(dispatched, "A={{ .actions.first.output.secret }} B=yes");
+}
