@@ -1,47 +1,27 @@
 //! format: makes a filesystem (ext4, ext3, ext2, vfat, fat32, xfs, swap) on
-//! a device, optionally wiping old signatures first.
+//! a device, optionally wiping old signatures first. See the crate's
+//! library for the variables it reads.
 
 use std::process::ExitCode;
 
-use kiln_action_format::{FsType, Mkfs, wipe};
+use kiln_action_format::{Config, wipe};
 use kiln_action_kit::env::Env;
 use kiln_action_kit::log;
 
+const ACTION: &str = "format";
+
 fn main() -> ExitCode {
-    kiln_action_kit::run("format", || {
+    kiln_action_kit::run(ACTION, || {
         let mut env = Env::from_process();
-        let device = env.parse_with("DEST_DISK", true, kiln_action_kit::disk::resolve);
-        let fs = env.parse_with("FS_TYPE", true, FsType::parse);
-        let label = env.optional("LABEL");
-        let uuid = env.optional("FS_UUID");
-        let wipe_first = env.flag("WIPE", false);
-        let extra = env
-            .parse_with("MKFS_OPTIONS", false, |v| {
-                shell_words::split(v).map_err(|e| format!("cannot split {v:?}: {e}"))
-            })
-            .unwrap_or_default();
-        let mkfs = fs.and_then(|fs| match Mkfs::new(fs, label, uuid, extra) {
-            Ok(m) => Some(m),
-            Err((field, msg)) => {
-                env.invalid(if field == "label" { "LABEL" } else { "FS_UUID" }, msg);
-                None
-            }
-        });
+        let config = Config::from_env(&mut env);
         env.finish()?;
-        let (device, mkfs) = (device.expect("checked by finish"), mkfs.expect("checked by finish"));
+        let Config { device, wipe: wipe_first, mkfs } = config.expect("checked by finish");
         if wipe_first {
-            wipe(&device)?;
+            wipe(ACTION, &device)?;
+            log(ACTION, format_args!("wiped the signatures on {}", device.display()));
         }
-        mkfs.run(&device)?;
-        log(
-            "format",
-            format_args!(
-                "made {} on {}{}",
-                mkfs.fs.name(),
-                device.display(),
-                mkfs.label.as_ref().map(|l| format!(" labelled {l:?}")).unwrap_or_default()
-            ),
-        );
+        mkfs.run(ACTION, &device)?;
+        log(ACTION, format_args!("made {} on {}", mkfs.describe(), device.display()));
         Ok(())
     })
 }
