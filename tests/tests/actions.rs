@@ -222,17 +222,18 @@ fn partition_writes_gpt_and_mbr_tables_read_back_on_the_host() {
             )
         })
         .collect();
-    // 256 MiB = 524288 sectors: efi 64 MiB, data 25 % (64 MiB), root the
-    // rest, all on 1 MiB boundaries, clear of the GPT backup at the end.
+    // 256 MiB = 524288 sectors; usable: after the first MiB and before
+    // GPT's 33-sector backup, 522207. efi 64 MiB; data 25 % of the usable
+    // space rounded down to whole MiB (63 MiB); root the rest in whole MiB.
     assert_eq!(
         got,
         [
             (2048, 131072, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "efi"),
-            (133120, 258048, "0FC63DAF-8483-4772-8E79-3D69ED477DE4", "root"),
-            (391168, 131072, "933AC7E1-2EB4-4F13-B844-0E14E2AEF915", "data"),
+            (133120, 260096, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "root"),
+            (393216, 129024, "933AC7E1-2EB4-4F13-B844-0E14E2AEF915", "data"),
         ]
     );
-    assert!(logs.contains("GPT on") && logs.contains("did not re-read"), "{logs}");
+    assert!(logs.contains("wrote a GPT table on") && logs.contains("did not re-read"), "{logs}");
 
     // The same disk again, as MBR (Tinkerbell's MBR=true): the old table goes.
     let (wf, logs) = run(&action(
@@ -270,7 +271,8 @@ fn partition_refuses_a_layout_that_does_not_fit_and_leaves_the_disk_alone() {
     ));
     let a = attempt(&wf);
     assert_eq!(a["reason"], "DiskTooSmall", "{a:#}");
-    assert!(a["message"].as_str().unwrap().contains("needs 81 MiB but the disk has 64 MiB"), "{a:#}");
+    assert!(a["message"].as_str().unwrap().contains("needs 165921 sectors (81.0 MiB"), "{a:#}");
+    assert!(a["message"].as_str().unwrap().contains("the disk has 131072 sectors (64.0 MiB)"), "{a:#}");
     assert!(disk.contents().iter().all(|b| *b == 0xA5), "nothing may be written");
     // A bad field is named, with exit code 2.
     let (wf, _) = run(&action(
@@ -483,9 +485,9 @@ fn kexec_finds_the_grub_default_entry_and_calls_kexec_file_load() {
     assert_eq!(wf["state"], "FAILED", "{wf:#}");
     assert!(a["reason"].as_str().unwrap().starts_with("Kexec"), "{a:#}\n{logs}");
     assert!(a["message"].as_str().unwrap().starts_with("kexec_file_load:"), "{a:#}");
-    assert!(logs.contains("grub.cfg default entry: \"new\""), "{logs}");
+    assert!(logs.contains("boot/grub/grub.cfg: default entry \"new\""), "{logs}");
     assert!(
-        logs.contains("kernel boot/vmlinuz-new initrd boot/initrd.img-new cmdline \"root=/dev/vda2 ro quiet\""),
+        logs.contains("kernel /boot/vmlinuz-new initrd /boot/initrd.img-new cmdline \"root=/dev/vda2 ro quiet\""),
         "{logs}"
     );
 }

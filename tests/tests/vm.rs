@@ -53,6 +53,7 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
     assert_eq!(parts[0]["size"], 64 * 2048);
     assert_eq!(parts[1]["name"], "root");
+    assert_eq!(parts[1]["type"], "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
     // ...and in the second, the OS image with the config file (mode 0640).
     let start = parts[1]["start"].as_u64().unwrap() * 512;
     let size = parts[1]["size"].as_u64().unwrap() * 512;
