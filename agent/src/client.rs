@@ -6,7 +6,8 @@ use std::time::Duration;
 use kiln_proto::AGENT_ID_METADATA;
 use kiln_proto::v1::agent_service_client::AgentServiceClient;
 use kiln_proto::v1::{
-    ArtifactChunk, ArtifactHeader, ArtifactInfo, Assignment, LogBatch, NextActionRequest, StateReport, artifact_chunk,
+    ArtifactChunk, ArtifactHeader, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse, LogBatch,
+    NextActionRequest, StateReport, artifact_chunk,
 };
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
@@ -98,6 +99,14 @@ impl ServerClient {
                 Err(s) => return Err(s),
             }
         }
+    }
+
+    /// One heartbeat, given up after `timeout` (no retry: the caller sends
+    /// the next one soon, and a hung call must not hold up the next).
+    pub async fn heartbeat(&self, attempt_ids: Vec<String>, timeout: Duration) -> Result<HeartbeatResponse, Status> {
+        let mut request = tonic::Request::new(HeartbeatRequest { attempt_ids });
+        request.set_timeout(timeout);
+        Ok(self.inner.clone().heartbeat(request).await?.into_inner())
     }
 
     /// Sends log lines, retrying transient failures; resends are

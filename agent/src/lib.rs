@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod external;
 pub mod identity;
+pub mod lease;
 pub mod lifecycle;
 pub mod log_shipper;
 pub mod power;
@@ -33,6 +34,8 @@ pub struct Agent {
     current_workflow: tokio::sync::Mutex<String>,
     /// Background pulls of the images of the next actions.
     pub prefetch: prefetch::Prefetcher,
+    /// The attempt whose lease this agent keeps alive.
+    pub lease: lease::Lease,
 }
 
 impl Agent {
@@ -55,6 +58,7 @@ impl Agent {
             image_policy,
             current_workflow: Default::default(),
             prefetch: prefetch::Prefetcher::new(),
+            lease: lease::Lease::default(),
         })
     }
 
@@ -83,7 +87,22 @@ impl Agent {
                     failures = 0;
                     // An attempt runs to its end even when shutdown is asked
                     // for meanwhile: a half-reported action helps no one.
-                    match lifecycle::run_attempt(self, &assignment).await {
+                    // It stops early only when the server ended it (its
+                    // lease ran out): then its container goes too, since
+                    // the action is now someone else's (a new attempt).
+                    self.lease.hold(&assignment.attempt_id);
+                    let finished = tokio::select! {
+                        finished = lifecycle::run_attempt(self, &assignment) => Some(finished),
+                        () = self.lease.keep_alive(&self.client, &assignment.attempt_id) => None,
+                    };
+                    self.lease.release();
+                    let Some(finished) = finished else {
+                        tracing::warn!(workflow = %assignment.workflow_id, attempt = %assignment.attempt_id,
+                            "the server ended this attempt (its lease ran out); stopping it");
+                        self.runtime.remove(&lifecycle::container_name(&assignment)).await;
+                        continue;
+                    };
+                    match finished {
                         Ok(lifecycle::Next::Continue) => {}
                         Ok(lifecycle::Next::Power(kind)) => {
                             power::perform(&self.config, &kind);

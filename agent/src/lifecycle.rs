@@ -236,6 +236,10 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
             run.ending.with_action_failure(&dirs.kiln)
         }
         (Ok(image), Ok(dirs)) => {
+            // A container of an earlier attempt that the server declared
+            // lost may still run (this agent was cut off, not dead): it
+            // must not write the disk beside this attempt's.
+            agent.runtime.remove_running_except(&agent.id, &a.attempt_id).await;
             report(agent, a, ActionState::Pulling, None).await?;
             let credentials = agent.config.credentials_for(&image.registry);
             // A background pull of this image (started while an earlier
@@ -565,7 +569,7 @@ async fn run_handler(
 
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a
 /// restarted agent finds (and replaces) its own leftovers by name.
-fn container_name(a: &Assignment) -> String {
+pub fn container_name(a: &Assignment) -> String {
     let workflow: String = a
         .workflow_id
         .chars()
@@ -608,6 +612,12 @@ async fn report(agent: &Agent, a: &Assignment, state: ActionState, ending: Optio
         message: ending.map(|e| e.message.clone()).unwrap_or_default(),
         output_json: ending.map(|e| e.output_json.clone()).unwrap_or_default(),
     };
+    if matches!(state, ActionState::Success | ActionState::Failed | ActionState::Timeout) {
+        // From here on the attempt ends by this agent's own report; a
+        // heartbeat answer saying "ended" must not cancel what follows
+        // (a terminal step fires only after its SUCCESS is acknowledged).
+        agent.lease.release();
+    }
     // Transient failures were retried by the client; what is left means the
     // server moved on (workflow finished or timed out, attempt superseded),
     // so nothing this agent does for the attempt matters any more.

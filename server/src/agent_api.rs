@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use kiln_proto::v1::agent_service_server::AgentService;
 use kiln_proto::v1::{
-    ActionSpec, ArtifactChunk, ArtifactInfo, Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse,
-    ReportAck, StateReport, artifact_chunk,
+    ActionSpec, ArtifactChunk, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse, LogAck, LogBatch,
+    NextActionRequest, NextActionResponse, ReportAck, StateReport, artifact_chunk,
 };
 use kiln_proto::{AGENT_ID_METADATA, time::proto_to_millis};
 use sha2::{Digest, Sha256};
@@ -26,6 +26,10 @@ use crate::store::{Artifact, DynStore, NewLogLine};
 
 /// Longest a `NextAction` call is held open.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// An agent runs one attempt at a time; a few are allowed for agents that
+/// drop one while the next starts.
+const MAX_HEARTBEAT_ATTEMPTS: usize = 16;
 
 /// The authenticated caller of an agent RPC, put into the request's
 /// extensions by [`identify_agent`].
@@ -64,11 +68,23 @@ pub struct AgentApi {
     events: Arc<Events>,
     artifacts: ArtifactFiles,
     token_key: TokenKey,
+    /// How long an open attempt survives without a report or heartbeat.
+    lease: Duration,
 }
 
 impl AgentApi {
-    pub fn new(store: DynStore, events: Arc<Events>, artifacts: ArtifactFiles, token_key: TokenKey) -> Self {
-        Self { store, events, artifacts, token_key }
+    pub fn new(
+        store: DynStore,
+        events: Arc<Events>,
+        artifacts: ArtifactFiles,
+        token_key: TokenKey,
+        lease: Duration,
+    ) -> Self {
+        Self { store, events, artifacts, token_key, lease }
+    }
+
+    fn lease_millis(&self) -> Millis {
+        self.lease.as_millis() as Millis
     }
 
     /// The attempt must exist and belong to the caller.
@@ -100,12 +116,13 @@ impl AgentApi {
         let mut retry_due: Option<Millis> = None;
         for id in self.store.active_workflows_for_agent(agent).await.map_err(store_status)? {
             let who = agent.to_string();
+            let lease = self.lease_millis();
             let (wf, changed) = self
                 .store
                 .update_workflow(
                     &id,
                     Box::new(move |wf| {
-                        Ok(state_machine::dispatch(wf, &who, now_millis(), || uuid::Uuid::new_v4().to_string()))
+                        Ok(state_machine::dispatch(wf, &who, now_millis(), lease, || uuid::Uuid::new_v4().to_string()))
                     }),
                 )
                 .await
@@ -114,6 +131,14 @@ impl AgentApi {
                 self.events.workflow_changed(&wf.id);
             }
             if let Some((index, attempt)) = state_machine::open_attempt_for(&wf, agent) {
+                if !changed {
+                    // Handed out again (the agent restarted or lost the
+                    // answer): the agent is evidently alive.
+                    self.store
+                        .renew_leases(agent, vec![attempt.id.clone()], now_millis() + self.lease_millis())
+                        .await
+                        .map_err(store_status)?;
+                }
                 let spec = match with_outputs(&wf, index) {
                     Ok(spec) => spec,
                     Err(e) => {
@@ -188,13 +213,14 @@ impl AgentService for AgentApi {
             output_json: r.output_json,
         };
         let who = agent.clone();
+        let lease = self.lease_millis();
         let (wf, changed) = self
             .store
             .update_workflow(
                 &r.workflow_id,
                 Box::new(move |wf| {
                     let report = check_output(wf, report);
-                    state_machine::apply_report(wf, &who, &report, now_millis())
+                    state_machine::apply_report(wf, &who, &report, now_millis(), lease)
                 }),
             )
             .await
@@ -256,6 +282,30 @@ impl AgentService for AgentApi {
         let info = self.receive_artifact(&agent, req.into_inner()).await?;
         tracing::info!(agent = %agent, workflow = %info.workflow_id, path = %info.path, size = info.size, "artifact stored");
         Ok(Response::new(info))
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let agent = caller(&req)?;
+        let ids = req.into_inner().attempt_ids;
+        if ids.len() > MAX_HEARTBEAT_ATTEMPTS {
+            return Err(Status::invalid_argument(format!(
+                "attempt_ids: {} attempts named, at most {MAX_HEARTBEAT_ATTEMPTS}",
+                ids.len()
+            )));
+        }
+        // An idle agent's heartbeat writes nothing.
+        let ended = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.store.renew_leases(&agent, ids, now_millis() + self.lease_millis()).await.map_err(store_status)?
+        };
+        for id in &ended {
+            tracing::info!(agent = %agent, attempt = %id, "heartbeat for an attempt that is no longer open");
+        }
+        Ok(Response::new(HeartbeatResponse {
+            ended_attempt_ids: ended,
+            renew_interval_ms: (self.lease.as_millis() / 3).min(u128::from(u32::MAX)) as u32,
+        }))
     }
 }
 
@@ -354,7 +404,7 @@ impl AgentApi {
                         message: error,
                         output_json: String::new(),
                     };
-                    state_machine::apply_report(wf, &owner, &report, now_millis())
+                    state_machine::apply_report(wf, &owner, &report, now_millis(), 0)
                 }),
             )
             .await

@@ -86,6 +86,7 @@ fn attempt(a: &Attempt) -> v1::Attempt {
         reason: a.reason.clone(),
         message: a.message.clone(),
         output_json: a.output_json.clone(),
+        lease_expires_at: a.lease_expires_at.map(millis_to_proto),
     }
 }
 

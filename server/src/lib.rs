@@ -31,8 +31,9 @@ use crate::events::Events;
 use crate::model::now_millis;
 use crate::store::DynStore;
 
-/// How often running workflows are checked against their global timeout.
-const DEADLINE_SWEEP: Duration = Duration::from_secs(1);
+/// How often running workflows are checked against their global timeout
+/// and open attempts against their lease.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -43,7 +44,13 @@ pub struct ServerConfig {
     pub max_artifact_bytes: u64,
     /// What machines network-boot (`/boot/...`).
     pub netboot: netboot::NetbootConfig,
+    /// How long an open attempt survives without its agent's heartbeat.
+    pub lease: Duration,
 }
+
+/// The default attempt lease: agents renew it every 10 s, so a lost agent
+/// is noticed within half a minute while two missed heartbeats are not.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// A bound, not yet serving, kiln server.
 pub struct Server {
@@ -54,6 +61,7 @@ pub struct Server {
     artifacts: artifacts::ArtifactFiles,
     token_key: action_api::TokenKey,
     netboot: netboot::NetbootConfig,
+    lease: Duration,
 }
 
 impl Server {
@@ -71,6 +79,7 @@ impl Server {
             artifacts: artifacts::ArtifactFiles::new(&config.data_dir, config.max_artifact_bytes),
             token_key: action_api::TokenKey::load_or_create(&config.data_dir)?,
             netboot: config.netboot.clone(),
+            lease: config.lease,
         })
     }
 
@@ -86,6 +95,7 @@ impl Server {
                 self.events.clone(),
                 self.artifacts.clone(),
                 self.token_key.clone(),
+                self.lease,
             ),
             agent_api::identify_agent,
         );
@@ -95,7 +105,7 @@ impl Server {
             self.image_policy.clone(),
             self.artifacts.clone(),
         ));
-        let sweeper = tokio::spawn(sweep_deadlines(self.store.clone(), self.events.clone()));
+        let sweeper = tokio::spawn(sweep(self.store.clone(), self.events.clone()));
         // The action API is plain HTTP beside the gRPC services, on the same
         // port: actions reach it at the address their agent uses.
         let action_api = action_api::router(action_api::ActionApi {
@@ -121,27 +131,47 @@ impl Server {
     }
 }
 
-/// Ends workflows whose global timeout passed, even when no agent reports.
-async fn sweep_deadlines(store: DynStore, events: Arc<Events>) {
-    let mut tick = tokio::time::interval(DEADLINE_SWEEP);
+/// Ends workflows whose global timeout passed, and attempts whose agent
+/// stopped renewing their lease, even when no agent reports. Each candidate
+/// is re-checked inside its own transaction, so a report or heartbeat that
+/// lands first wins and several replicas may sweep the same store.
+async fn sweep(store: DynStore, events: Arc<Events>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        let ids = match store.workflows_with_deadline().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!(error = %e, "deadline sweep failed");
-                continue;
+        let now = now_millis();
+        match store.workflows_with_deadline().await {
+            Ok(ids) => sweep_each(&store, &events, ids, "global timeout passed", state_machine::expire).await,
+            Err(e) => tracing::error!(error = %e, "deadline sweep failed"),
+        }
+        match store.workflows_with_expired_leases(now).await {
+            Ok(ids) => {
+                sweep_each(&store, &events, ids, "agent lost: attempt lease ran out", state_machine::lose_expired).await
             }
-        };
-        for id in ids {
-            match store.update_workflow(&id, Box::new(|wf| Ok(state_machine::expire(wf, now_millis())))).await {
-                Ok((_, true)) => {
-                    tracing::warn!(workflow = %id, "global timeout passed");
-                    events.workflow_changed(&id);
+            Err(e) => tracing::error!(error = %e, "lease sweep failed"),
+        }
+    }
+}
+
+async fn sweep_each(
+    store: &DynStore,
+    events: &Events,
+    ids: Vec<String>,
+    what: &'static str,
+    transition: fn(&mut model::Workflow, model::Millis) -> bool,
+) {
+    for id in ids {
+        match store.update_workflow(&id, Box::new(move |wf| Ok(transition(wf, now_millis())))).await {
+            Ok((wf, true)) => {
+                tracing::warn!(workflow = %id, "{what}");
+                events.workflow_changed(&id);
+                // A retry of the lost action may be due for its agent.
+                if let Some(next) = wf.current_action() {
+                    events.wake_agent(next.agent_id());
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(workflow = %id, error = %e, "deadline check failed"),
             }
+            Ok(_) => {}
+            Err(e) => tracing::error!(workflow = %id, error = %e, "{what}: check failed"),
         }
     }
 }

@@ -36,6 +36,11 @@ struct Args {
     /// their request).
     #[arg(long)]
     public_url: Option<String>,
+    /// How long an open attempt survives without a heartbeat from its agent
+    /// (agents renew every third of it). When it runs out the attempt is
+    /// FAILED with reason AgentLost and the action's retries apply.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_lease)]
+    attempt_lease: humantime::Duration,
     /// Write the bound address here once listening (useful with port 0).
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -61,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
             cmdline: args.hook_cmdline.clone(),
             public_url: args.public_url.clone(),
         },
+        lease: args.attempt_lease.into(),
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
@@ -72,6 +78,14 @@ async fn main() -> anyhow::Result<()> {
         std::fs::rename(&tmp, path)?;
     }
     server.serve(shutdown_signal()).await
+}
+
+fn parse_lease(s: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = s.parse().map_err(|e| format!("{e} (e.g. 30s, 2m)"))?;
+    if std::time::Duration::from(d) < std::time::Duration::from_millis(300) {
+        return Err("must be at least 300ms (agents renew every third of it)".into());
+    }
+    Ok(d)
 }
 
 async fn shutdown_signal() {

@@ -105,6 +105,9 @@ pub struct Attempt {
     pub message: String,
     /// A typed action's JSON output, validated; "" otherwise.
     pub output_json: String,
+    /// Open attempts only: the attempt is lost unless its agent renews this
+    /// (heartbeats) in time. `None` once the attempt is finished.
+    pub lease_expires_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

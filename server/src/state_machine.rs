@@ -11,7 +11,12 @@
 //! `retry_backoff` seconds, before its failure ends the workflow.
 //! attempt:  PENDING -> PULLING -> RUNNING -> SUCCESS | FAILED | TIMEOUT
 //!           (forward only; any open state may jump to a terminal one)
+//!           open --lease ran out--> FAILED (AgentLost), then the retry policy
 //! ```
+//!
+//! Every open attempt holds a lease: set at dispatch, renewed by each report
+//! and by the agent's heartbeats (a store update outside this module, which
+//! only moves `lease_expires_at` forward on an attempt that is still open).
 //!
 //! Rules that make reports safe to retry:
 //! - A report that repeats the attempt's current state, or names a state the
@@ -61,7 +66,13 @@ pub enum TransitionError {
 ///
 /// An open attempt that already exists is left as it is: the caller hands
 /// out the same attempt again (see [`open_attempt_for`]).
-pub fn dispatch(wf: &mut Workflow, agent: &str, now: Millis, new_attempt_id: impl FnOnce() -> String) -> bool {
+pub fn dispatch(
+    wf: &mut Workflow,
+    agent: &str,
+    now: Millis,
+    lease: Millis,
+    new_attempt_id: impl FnOnce() -> String,
+) -> bool {
     if wf.state.is_terminal() {
         return false;
     }
@@ -95,6 +106,7 @@ pub fn dispatch(wf: &mut Workflow, agent: &str, now: Millis, new_attempt_id: imp
         reason: String::new(),
         message: String::new(),
         output_json: String::new(),
+        lease_expires_at: Some(now + lease),
     });
     if wf.state == WorkflowState::Pending {
         wf.state = WorkflowState::Running;
@@ -144,7 +156,14 @@ pub fn open_attempt_for<'a>(wf: &'a Workflow, agent: &str) -> Option<(u32, &'a A
 
 /// Applies one report. `Ok(true)`: the workflow changed; `Ok(false)`: the
 /// report repeated what is already recorded.
-pub fn apply_report(wf: &mut Workflow, agent: &str, report: &Report, now: Millis) -> Result<bool, TransitionError> {
+/// An open attempt's lease is renewed to `now + lease`.
+pub fn apply_report(
+    wf: &mut Workflow,
+    agent: &str,
+    report: &Report,
+    now: Millis,
+    lease: Millis,
+) -> Result<bool, TransitionError> {
     let action =
         wf.actions.get(report.action_index as usize).ok_or(TransitionError::UnknownAction(report.action_index))?;
     let pos = action
@@ -174,10 +193,18 @@ pub fn apply_report(wf: &mut Workflow, agent: &str, report: &Report, now: Millis
         return Err(TransitionError::Illegal { from: attempt.state.as_str(), to: report.state.as_str() });
     }
 
+    record(wf, report, now, lease);
+    Ok(true)
+}
+
+/// Writes a validated report into the action's latest attempt and moves the
+/// workflow on: to its end, or to a retry when the action has retries left.
+fn record(wf: &mut Workflow, report: &Report, now: Millis, lease: Millis) {
     let index = report.action_index as usize;
     let last_action = index + 1 == wf.actions.len();
-    let attempt = wf.actions[index].attempts.last_mut().expect("position checked above");
+    let attempt = wf.actions[index].attempts.last_mut().expect("callers checked the attempt exists");
     attempt.state = report.state;
+    attempt.lease_expires_at = (!report.state.is_terminal()).then_some(now + lease);
     match report.state {
         ActionState::Pending => {}
         ActionState::Pulling => attempt.pulling_at = Some(now),
@@ -208,7 +235,34 @@ pub fn apply_report(wf: &mut Workflow, agent: &str, report: &Report, now: Millis
         wf.state = end;
         wf.finished_at = Some(now);
     }
-    Ok(true)
+}
+
+/// Ends the current action's open attempt when its lease ran out before
+/// `now`: the agent is gone, so the attempt is FAILED with reason
+/// `AgentLost` and the retry policy applies as for any failure. Returns true
+/// when it changed the workflow.
+pub fn lose_expired(wf: &mut Workflow, now: Millis) -> bool {
+    if wf.state.is_terminal() {
+        return false;
+    }
+    let Some(action) = wf.current_action() else { return false };
+    let Some(attempt) = action.attempts.last().filter(|a| !a.state.is_terminal()) else { return false };
+    let Some(expired_at) = attempt.lease_expires_at.filter(|&t| t < now) else { return false };
+    let report = Report {
+        action_index: action.index,
+        attempt_id: attempt.id.clone(),
+        state: ActionState::Failed,
+        exit_code: None,
+        reason: "AgentLost".into(),
+        message: format!(
+            "agent lost: agent {} stopped renewing the attempt's lease, which ran out {:.1}s ago",
+            attempt.agent_id,
+            (now - expired_at) as f64 / 1000.0
+        ),
+        output_json: String::new(),
+    };
+    record(wf, &report, now, 0);
+    true
 }
 
 fn failure_reason(action: &str, report: &Report) -> String {
@@ -239,6 +293,7 @@ pub fn expire(wf: &mut Workflow, now: Millis) -> bool {
     {
         attempt.state = ActionState::Timeout;
         attempt.finished_at = Some(now);
+        attempt.lease_expires_at = None;
         attempt.reason = "GlobalTimeout".into();
         attempt.message = format!("workflow global_timeout of {limit}s passed");
     }
@@ -253,6 +308,8 @@ mod tests {
     use super::*;
     use crate::model::Action;
     use kiln_spec::PlannedAction;
+
+    const LEASE: Millis = 30_000;
 
     fn planned(name: &str, worker: &str) -> PlannedAction {
         PlannedAction {
@@ -311,7 +368,7 @@ mod tests {
     }
 
     fn dispatch_one(wf: &mut Workflow, id: &str) -> bool {
-        dispatch(wf, "agent", 1, || id.to_string())
+        dispatch(wf, "agent", 1, LEASE, || id.to_string())
     }
 
     #[test]
@@ -322,12 +379,12 @@ mod tests {
         // Dispatching again while the attempt is open hands out the same one.
         assert!(!dispatch_one(&mut wf, "other"));
         assert_eq!(open_attempt_for(&wf, "agent").unwrap().1.id, "x1");
-        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 2).unwrap());
-        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 3).unwrap());
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 2, LEASE).unwrap());
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 3, LEASE).unwrap());
         assert_eq!(wf.state, WorkflowState::Running);
         assert!(dispatch_one(&mut wf, "x2"));
         assert_eq!(open_attempt_for(&wf, "agent").unwrap().0, 1);
-        assert!(apply_report(&mut wf, "agent", &report(1, "x2", ActionState::Success), 4).unwrap());
+        assert!(apply_report(&mut wf, "agent", &report(1, "x2", ActionState::Success), 4, LEASE).unwrap());
         assert_eq!(wf.state, WorkflowState::Success);
         assert_eq!(wf.finished_at, Some(4));
         assert!(!dispatch_one(&mut wf, "x3"));
@@ -337,15 +394,15 @@ mod tests {
     fn repeated_and_late_reports_are_no_ops() {
         let mut wf = workflow(1);
         dispatch_one(&mut wf, "x1");
-        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 2).unwrap());
-        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 3).unwrap());
-        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Pulling), 3).unwrap());
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 2, LEASE).unwrap());
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 3, LEASE).unwrap());
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Pulling), 3, LEASE).unwrap());
         assert_eq!(wf.actions[0].attempts[0].running_at, Some(2));
-        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 4).unwrap());
+        assert!(apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 4, LEASE).unwrap());
         // The retried terminal report of a finished workflow is accepted as a no-op ...
-        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 5).unwrap());
+        assert!(!apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 5, LEASE).unwrap());
         // ... but a different ending is refused, and nothing changes.
-        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Failed), 5).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Failed), 5, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::WorkflowFinished("SUCCESS")), "{err}");
         assert_eq!(wf.state, WorkflowState::Success);
     }
@@ -357,7 +414,7 @@ mod tests {
         let mut r = report(0, "x1", ActionState::Failed);
         r.exit_code = Some(3);
         r.reason = "NonZeroExit".into();
-        apply_report(&mut wf, "agent", &r, 2).unwrap();
+        apply_report(&mut wf, "agent", &r, 2, LEASE).unwrap();
         assert_eq!(wf.state, WorkflowState::Failed);
         assert!(wf.reason.contains("exit code 3"), "{}", wf.reason);
         assert!(!dispatch_one(&mut wf, "x2"), "later actions never run");
@@ -368,18 +425,18 @@ mod tests {
     fn rejects_other_agents_unknown_and_stale_attempts() {
         let mut wf = workflow(1);
         dispatch_one(&mut wf, "x1");
-        let err = apply_report(&mut wf, "intruder", &report(0, "x1", ActionState::Running), 2).unwrap_err();
+        let err = apply_report(&mut wf, "intruder", &report(0, "x1", ActionState::Running), 2, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::NotOwner { .. }));
-        let err = apply_report(&mut wf, "agent", &report(0, "nope", ActionState::Running), 2).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(0, "nope", ActionState::Running), 2, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::UnknownAttempt(_)));
-        let err = apply_report(&mut wf, "agent", &report(7, "x1", ActionState::Running), 2).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(7, "x1", ActionState::Running), 2, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::UnknownAction(7)));
         // A second attempt (as a retry would create) makes the first stale.
         wf.actions[0].attempts[0].state = ActionState::Failed;
         let retry = Attempt { id: "x2".into(), number: 2, ..wf.actions[0].attempts[0].clone() };
         wf.actions[0].attempts.push(retry);
         wf.actions[0].attempts[1].state = ActionState::Pending;
-        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::StaleAttempt { .. }), "{err}");
     }
 
@@ -391,17 +448,17 @@ mod tests {
         dispatch_one(&mut wf, "x1");
         let mut failed = report(0, "x1", ActionState::Failed);
         failed.exit_code = Some(1);
-        apply_report(&mut wf, "agent", &failed, 10).unwrap();
+        apply_report(&mut wf, "agent", &failed, 10, LEASE).unwrap();
         assert_eq!(wf.state, WorkflowState::Running, "one retry left");
         assert_eq!(retry_due_at(&wf, "agent"), Some(2_010));
-        assert!(!dispatch(&mut wf, "agent", 2_009, || "x2".into()), "backoff not passed");
-        assert!(dispatch(&mut wf, "agent", 2_010, || "x2".into()));
+        assert!(!dispatch(&mut wf, "agent", 2_009, LEASE, || "x2".into()), "backoff not passed");
+        assert!(dispatch(&mut wf, "agent", 2_010, LEASE, || "x2".into()));
         assert_eq!(wf.actions[0].attempts[1].number, 2);
         // The first attempt is stale now.
-        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2_011).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2_011, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::StaleAttempt { .. }));
         failed.attempt_id = "x2".into();
-        apply_report(&mut wf, "agent", &failed, 2_100).unwrap();
+        apply_report(&mut wf, "agent", &failed, 2_100, LEASE).unwrap();
         assert_eq!(wf.state, WorkflowState::Failed, "retries used up");
         assert_eq!(retry_due_at(&wf, "agent"), None);
     }
@@ -410,17 +467,17 @@ mod tests {
     fn resume_gives_the_failed_action_a_new_attempt() {
         let mut wf = workflow(2);
         dispatch_one(&mut wf, "x1");
-        apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2).unwrap();
+        apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 2, LEASE).unwrap();
         dispatch_one(&mut wf, "x2");
-        apply_report(&mut wf, "agent", &report(1, "x2", ActionState::Timeout), 3).unwrap();
+        apply_report(&mut wf, "agent", &report(1, "x2", ActionState::Timeout), 3, LEASE).unwrap();
         assert_eq!(wf.state, WorkflowState::Timeout);
         assert!(!dispatch_one(&mut wf, "x3"));
         assert!(resume(&mut wf, 4).unwrap());
         assert_eq!((wf.state, wf.finished_at, wf.started_at), (WorkflowState::Running, None, Some(4)));
-        assert!(dispatch(&mut wf, "agent", 5, || "x3".into()));
+        assert!(dispatch(&mut wf, "agent", 5, LEASE, || "x3".into()));
         let (index, attempt) = open_attempt_for(&wf, "agent").unwrap();
         assert_eq!((index, attempt.number), (1, 2), "the succeeded action does not run again");
-        apply_report(&mut wf, "agent", &report(1, "x3", ActionState::Success), 6).unwrap();
+        apply_report(&mut wf, "agent", &report(1, "x3", ActionState::Success), 6, LEASE).unwrap();
         assert_eq!(wf.state, WorkflowState::Success);
         assert!(matches!(resume(&mut wf, 7), Err(TransitionError::NotResumable("SUCCESS"))));
     }
@@ -428,7 +485,7 @@ mod tests {
     #[test]
     fn other_agents_do_not_get_the_action() {
         let mut wf = workflow(1);
-        assert!(!dispatch(&mut wf, "someone-else", 1, || "x".into()));
+        assert!(!dispatch(&mut wf, "someone-else", 1, LEASE, || "x".into()));
         assert_eq!(wf.state, WorkflowState::Pending);
         assert!(open_attempt_for(&wf, "someone-else").is_none());
     }
@@ -442,7 +499,51 @@ mod tests {
         assert!(expire(&mut wf, 11_001));
         assert_eq!(wf.state, WorkflowState::Timeout);
         assert_eq!(wf.actions[0].attempts[0].state, ActionState::Timeout);
-        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 12_000).unwrap_err();
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 12_000, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::Illegal { .. } | TransitionError::WorkflowFinished(_)), "{err}");
+    }
+
+    #[test]
+    fn dispatch_and_reports_hold_a_lease_that_ends_with_the_attempt() {
+        let mut wf = workflow(2);
+        dispatch_one(&mut wf, "x1");
+        assert_eq!(wf.actions[0].attempts[0].lease_expires_at, Some(1 + LEASE));
+        apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 500, LEASE).unwrap();
+        assert_eq!(wf.actions[0].attempts[0].lease_expires_at, Some(500 + LEASE));
+        apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 900, LEASE).unwrap();
+        assert_eq!(wf.actions[0].attempts[0].lease_expires_at, None);
+    }
+
+    #[test]
+    fn a_lost_lease_fails_the_attempt_and_later_reports_are_rejected() {
+        let mut wf = workflow(2);
+        dispatch_one(&mut wf, "x1");
+        apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Running), 10, LEASE).unwrap();
+        assert!(!lose_expired(&mut wf, 10 + LEASE), "the lease is still valid at its last instant");
+        assert!(lose_expired(&mut wf, 11 + LEASE));
+        let lost = &wf.actions[0].attempts[0];
+        assert_eq!((lost.state, lost.reason.as_str(), lost.lease_expires_at), (ActionState::Failed, "AgentLost", None));
+        assert_eq!(wf.state, WorkflowState::Failed);
+        assert!(wf.reason.contains("AgentLost") && wf.reason.contains("agent lost"), "{}", wf.reason);
+        // The agent comes back and reports the end it saw: too late.
+        let err =
+            apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 12 + LEASE, LEASE).unwrap_err();
+        assert!(matches!(err, TransitionError::WorkflowFinished(_) | TransitionError::Illegal { .. }), "{err}");
+        assert!(!lose_expired(&mut wf, 100 + LEASE), "a finished workflow never changes");
+    }
+
+    #[test]
+    fn a_lost_lease_uses_the_retry_policy() {
+        let mut wf = workflow(1);
+        wf.actions[0].spec.retries = 1;
+        dispatch_one(&mut wf, "x1");
+        assert!(lose_expired(&mut wf, 2 + LEASE));
+        assert_eq!(wf.state, WorkflowState::Running, "one retry left");
+        assert!(dispatch(&mut wf, "agent", 3 + LEASE, LEASE, || "x2".into()));
+        // A late report for the lost attempt is stale now.
+        let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 4 + LEASE, LEASE).unwrap_err();
+        assert!(matches!(err, TransitionError::StaleAttempt { .. }), "{err}");
+        apply_report(&mut wf, "agent", &report(0, "x2", ActionState::Success), 5 + LEASE, LEASE).unwrap();
+        assert_eq!(wf.state, WorkflowState::Success);
     }
 }

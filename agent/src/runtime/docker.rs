@@ -321,6 +321,28 @@ impl DockerRuntime {
         tokio::spawn(async move { runtime.remove(&id).await });
     }
 
+    /// Removes this agent's running containers of attempts other than
+    /// `attempt_id`.
+    pub async fn remove_running_except(&self, agent_id: &str, attempt_id: &str) {
+        let filters = HashMap::from([
+            ("label".to_string(), vec![format!("{}={agent_id}", labels::AGENT)]),
+            ("status".to_string(), vec!["running".to_string()]),
+        ]);
+        let options = ListContainersOptionsBuilder::default().filters(&filters).build();
+        let Ok(containers) = self.docker.list_containers(Some(options)).await else {
+            return;
+        };
+        for c in containers {
+            let attempt = c.labels.as_ref().and_then(|l| l.get(labels::ATTEMPT)).map(String::as_str);
+            if attempt != Some(attempt_id)
+                && let Some(id) = c.id
+            {
+                tracing::warn!(container = %id, attempt = ?attempt, "removing the running container of an attempt that is over");
+                self.remove(&id).await;
+            }
+        }
+    }
+
     /// Removes this agent's kept (failed) containers of workflows other than
     /// `keep_workflow`.
     pub async fn remove_kept_containers(&self, agent_id: &str, keep_workflow: &str) {

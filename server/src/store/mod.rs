@@ -146,6 +146,21 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of unfinished workflows that have a global timeout.
     async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Ids of workflows with an open attempt whose lease ran out before
+    /// `now` (candidates for [`crate::state_machine::lose_expired`]).
+    async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError>;
+
+    /// A heartbeat: moves the lease of each named attempt that is open and
+    /// `agent_id`'s to `until` (never backwards), without loading its
+    /// workflow. Returns the named attempts that are not open or not the
+    /// agent's, which the agent must drop.
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        attempt_ids: Vec<String>,
+        until: Millis,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Runs `mutation` on the workflow in one transaction and returns the
     /// workflow as committed and whether it changed.
     async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError>;

@@ -17,7 +17,7 @@ use super::{
     ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
     StoredHardware, StoredLogLine, StoredTemplate,
 };
-use crate::model::{Action, ActionState, Attempt, Workflow, WorkflowState, now_millis};
+use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 
 /// Versioned migrations, applied in order, each in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("sqlite_migrations/0002_artifacts.sql")),
     (3, include_str!("sqlite_migrations/0003_typed_actions.sql")),
     (4, include_str!("sqlite_migrations/0004_workflow_data.sql")),
+    (5, include_str!("sqlite_migrations/0005_leases.sql")),
 ];
 
 pub struct SqliteStore {
@@ -153,7 +154,7 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
         actions.push(Action { index, spec, attempts: Vec::new() });
     }
     let mut stmt = tx.prepare_cached(
-        "SELECT action_idx, id, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json
+        "SELECT action_idx, id, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json, lease_expires_at
          FROM attempts WHERE workflow_id = ?1 ORDER BY action_idx, number",
     )?;
     let attempts = stmt.query_map([id], |r| {
@@ -173,6 +174,7 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
                 reason: r.get(10)?,
                 message: r.get(11)?,
                 output_json: r.get(12)?,
+                lease_expires_at: r.get(13)?,
             },
         ))
     })?;
@@ -237,11 +239,14 @@ fn save_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
 
 fn save_attempts(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+        "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json, lease_expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, pulling_at = excluded.pulling_at,
              running_at = excluded.running_at, finished_at = excluded.finished_at, exit_code = excluded.exit_code,
-             reason = excluded.reason, message = excluded.message, output_json = excluded.output_json",
+             reason = excluded.reason, message = excluded.message, output_json = excluded.output_json,
+             -- a heartbeat may have moved the lease further since the load
+             lease_expires_at = CASE WHEN excluded.lease_expires_at IS NULL THEN NULL
+                 ELSE MAX(excluded.lease_expires_at, COALESCE(attempts.lease_expires_at, 0)) END",
     )?;
     for action in &wf.actions {
         for a in &action.attempts {
@@ -259,7 +264,8 @@ fn save_attempts(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
                 a.exit_code,
                 a.reason,
                 a.message,
-                a.output_json
+                a.output_json,
+                a.lease_expires_at
             ])?;
         }
     }
@@ -479,6 +485,46 @@ impl Store for SqliteStore {
             )?;
             let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             Ok(ids)
+        })
+        .await
+    }
+
+    async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT DISTINCT workflow_id FROM attempts
+                 WHERE state IN ('PENDING', 'PULLING', 'RUNNING') AND lease_expires_at < ?1",
+            )?;
+            let ids = stmt.query_map([now], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        attempt_ids: Vec<String>,
+        until: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            let mut ended = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE attempts SET lease_expires_at = MAX(lease_expires_at, ?3)
+                     WHERE id = ?1 AND agent_id = ?2 AND state IN ('PENDING', 'PULLING', 'RUNNING')
+                       AND lease_expires_at IS NOT NULL",
+                )?;
+                for id in attempt_ids {
+                    if stmt.execute(params![id, agent_id, until])? == 0 {
+                        ended.push(id);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(ended)
         })
         .await
     }
@@ -769,7 +815,10 @@ mod tests {
         assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
         assert!(store.active_workflows_for_agent("agent-2").await.unwrap().is_empty());
         let (wf, changed) = store
-            .update_workflow("wf1", Box::new(|wf| Ok(state_machine::dispatch(wf, "agent-1", 5, || "att-1".into()))))
+            .update_workflow(
+                "wf1",
+                Box::new(|wf| Ok(state_machine::dispatch(wf, "agent-1", 5, 30_000, || "att-1".into()))),
+            )
             .await
             .unwrap();
         assert!(changed);
