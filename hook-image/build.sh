@@ -5,23 +5,18 @@
 #   hook-image/build.sh [OUTDIR]            (default OUTDIR: hook-image/out)
 #
 # Writes OUTDIR/vmlinuz, OUTDIR/hook.cpio.zst and OUTDIR/manifest.txt.
-# hook.cpio.zst is a small initramfs (busybox, /init, /etc, two modules)
-# that carries /usr (Docker, the agent, libraries, kernel modules) as a
-# squashfs image, usr.sqfs: /init mounts it instead of the kernel unpacking
-# ~170 MB at boot (see README.md, "Boot time").
 #
 # Environment:
 #   KILN_AGENT_BIN=path     use this (static) kiln-agent instead of building it
 #   KILN_HOOK_DEBS=dir      .deb cache, reused across runs (default /var/cache/kiln-hook-debs)
 #   KILN_HOOK_APT_UPDATE=1  run `apt-get update` first (it also runs when apt has no lists)
 #   KVER=6.1.0-NN-amd64     kernel ABI (default: what linux-image-amd64 depends on)
-#   ZSTD_LEVEL=N            zstd level of usr.sqfs (default 9; see README.md for the sizes)
+#   ZSTD_LEVEL=N            zstd level (default 9; see README.md for the sizes)
 #   KEEP_WORK=1             keep the unpacked tree (path is printed)
 #
 # Needs root only for apt-get (installing missing host tools, downloading
 # into a root-owned cache). Host tools: apt-get, apt-cache, dpkg, zstd,
-# binutils (readelf, strip), squashfs-tools (mksquashfs), cargo when
-# KILN_AGENT_BIN is not given.
+# binutils (readelf, strip), cargo when KILN_AGENT_BIN is not given.
 # busybox (depmod, cpio) is taken from the unpacked busybox-static.
 set -euo pipefail
 
@@ -40,7 +35,6 @@ die() { echo "build.sh: error: $*" >&2; exit 1; }
 need=()
 command -v zstd >/dev/null || need+=(zstd)
 command -v readelf >/dev/null && command -v strip >/dev/null || need+=(binutils)
-command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v dpkg-deb >/dev/null || die "dpkg is required (this script targets Debian 12)"
 POLICY=$(apt-cache policy linux-image-amd64 2>/dev/null || true)
 if [ -n "${KILN_HOOK_APT_UPDATE:-}" ] || ! grep -q 'Candidate: [0-9]' <<<"$POLICY"; then
@@ -117,19 +111,6 @@ rm -rf "$R"/usr/share/{doc,man,info,locale,lintian,bash-completion,zsh,fish,vim,
 rm -f "$R"/usr/bin/docker "$R"/usr/sbin/docker \
       "$R"/usr/bin/{dnet,containerd-shim,containerd-shim-runc-v1,containerd-stress,ctr,tini} "$R"/usr/sbin/ovrouter
 [ ! -e "$R/usr/bin/docker" ] || die "docker CLI still present"
-
-# merged /usr (as on an installed Debian 12): /lib and /lib64 become
-# symlinks into /usr, so that everything but busybox, /etc and /init lives
-# in /usr, which goes into the squashfs image.
-for d in lib lib64; do
-    [ -d "$R/$d" ] && [ ! -L "$R/$d" ] || continue
-    mkdir -p "$R/usr/$d"
-    dup=$(cd "$R/$d" && find . ! -type d | while read -r f; do if [ -e "$R/usr/$d/$f" ] || [ -L "$R/usr/$d/$f" ]; then echo "$f"; fi; done)
-    [ -z "$dup" ] || die "/$d and /usr/$d both have: $dup"
-    cp -a "$R/$d/." "$R/usr/$d/"
-    rm -rf "${R:?}/$d"
-    ln -s "usr/$d" "$R/$d"
-done
 
 # ---------------------------------------------------------------- layout
 mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,root,mnt,newroot,var/lib/docker,var/lib/kiln,var/log,etc/kiln,etc/ssl/certs}
@@ -263,35 +244,10 @@ done < <(find "$R" -path "$R/lib/modules" -prune -o -type f -print0)
 [ $bad = 0 ] || die "shared libraries missing (add their packages to PKGS_USER)"
 say "ELF check passed"
 
-# ---------------------------------------------------------------- split + pack
-# The initramfs the kernel unpacks holds only what /init's stage 1 needs
-# to mount /usr (busybox, /init, /etc, loop.ko + squashfs.ko) and usr.sqfs,
-# /usr as a squashfs image. Unpacking the whole 170 MB tree cost the kernel
-# 7 s under QEMU/TCG and stage 1's copy into a tmpfs another 3 s; a
-# squashfs is read (and decompressed) only where pages are used.
-S=$WORK/initramfs
-mkdir -p "$S/usr" "$S/stage1"
-for e in "$R"/* "$R"/.[!.]*; do
-    [ -e "$e" ] || [ -L "$e" ] || continue
-    [ "${e##*/}" = usr ] || cp -a "$e" "$S/"
-done
-for m in kernel/drivers/block/loop.ko kernel/fs/squashfs/squashfs.ko; do
-    # insmod'ed by path in stage 1, before /usr (and modprobe's
-    # modules.dep) exist: they must not depend on other modules.
-    grep -qE "^$m:\$" "$R/lib/modules/$KVER/modules.dep" || die "$m missing or has dependencies"
-    cp "$R/lib/modules/$KVER/$m" "$S/stage1/"
-done
+# ---------------------------------------------------------------- manifest + pack
 UNCOMP=$(du -sb "$R" | cut -f1)
-USR=$(du -sb "$R/usr" | cut -f1)
-say "squashfs of /usr ($(numfmt --to=iec "$USR")) with zstd -$ZSTD_LEVEL, 1 MiB blocks"
-# 1 MiB blocks: 2.3 MB smaller than 128 KiB ones at the same level.
-mksquashfs "$R/usr" "$S/usr.sqfs" -comp zstd -Xcompression-level "$ZSTD_LEVEL" -b 1M \
-    -noappend -all-root -no-xattrs -no-progress -quiet >/dev/null
-SQFS=$(stat -c %s "$S/usr.sqfs")
-say "packing the initramfs ($(numfmt --to=iec "$(du -sb "$S" | cut -f1)"))"
-# The squashfs is incompressible; zstd stores it in raw blocks, which the
-# kernel copies at memcpy speed.
-(cd "$S" && find . -print0 | LC_ALL=C sort -z | "$BB" cpio -o -H newc -0 -R 0:0 2>/dev/null) \
+say "packing $(numfmt --to=iec "$UNCOMP") with zstd -$ZSTD_LEVEL"
+(cd "$R" && find . -print0 | LC_ALL=C sort -z | "$BB" cpio -o -H newc -0 -R 0:0 2>/dev/null) \
     | zstd -q -f -T0 "-$ZSTD_LEVEL" -o "$OUT/hook.cpio.zst.tmp"
 mv "$OUT/hook.cpio.zst.tmp" "$OUT/hook.cpio.zst"
 SZ=$(stat -c %s "$OUT/hook.cpio.zst")
@@ -300,7 +256,6 @@ SZ=$(stat -c %s "$OUT/hook.cpio.zst")
     echo "kernel: $KVER ($(dpkg-deb -f "$DEBS/${DEB[$PKG_KERNEL]}" Version))"
     echo "vmlinuz: $(stat -c %s "$OUT/vmlinuz") bytes"
     echo "hook.cpio.zst: $SZ bytes (zstd -$ZSTD_LEVEL; uncompressed tree $UNCOMP bytes)"
-    echo "usr.sqfs (inside): $SQFS bytes (squashfs zstd -$ZSTD_LEVEL of /usr, $USR bytes)"
     echo "kiln-agent: $(stat -c %s "$R/usr/bin/kiln-agent") bytes, sha256 $(sha256sum "$R/usr/bin/kiln-agent" | cut -d' ' -f1)"
     echo "init: sha256 $(sha256sum "$R/init" | cut -d' ' -f1)"
     echo "kernel modules: $NMODS files"

@@ -19,11 +19,10 @@ install_packages() {
     # fdisk, dosfstools, xfsprogs, e2fsprogs: tools the partition and format
     # action images carry (copied from this host); zstd, xz-utils, bzip2:
     # the tests compress images with them; gcc: the static test helper;
-    # qemu-system-x86 + ipxe-qemu: the VM test; binutils, squashfs-tools:
-    # the hook build (and the test OS build, which unsquashfs' its modules).
+    # qemu-system-x86 + ipxe-qemu: the VM test; binutils: the hook build.
     for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
-        squashfs-tools qemu-system-x86 ipxe-qemu; do
+        qemu-system-x86 ipxe-qemu; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then

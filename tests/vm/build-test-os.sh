@@ -20,10 +20,7 @@ trap 'rm -rf "$WORK"' EXIT
 # The hook initramfs, unpacked, is the parts bin.
 mkdir "$WORK/hook"
 zstd -dc "$HOOK/hook.cpio.zst" | (cd "$WORK/hook" && /bin/busybox cpio -i -d --quiet 2>/dev/null)
-# /usr (and with it /lib/modules) is a squashfs image inside the initramfs.
-rm -rf "$WORK/hook/usr"
-unsquashfs -q -n -d "$WORK/hook/usr" "$WORK/hook/usr.sqfs" >/dev/null
-KVER=$(ls "$WORK/hook/usr/lib/modules" | head -1)
+KVER=$(ls "$WORK/hook/lib/modules" | head -1)
 
 # The OS's initramfs: busybox, the modules to read its disk, an init.
 I=$WORK/initrd
@@ -31,7 +28,7 @@ mkdir -p "$I"/{bin,sbin,proc,sys,dev,mnt,lib/modules}
 cp "$WORK/hook/bin/busybox" "$I/bin/busybox"
 for a in sh mount umount cat echo uname poweroff modprobe sleep; do ln -s busybox "$I/bin/$a"; done
 ln -s ../bin/busybox "$I/sbin/modprobe"
-cp -a "$WORK/hook/usr/lib/modules/$KVER" "$I/lib/modules/"
+cp -a "$WORK/hook/lib/modules/$KVER" "$I/lib/modules/"
 cat >"$I/init" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc
