@@ -189,6 +189,7 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     );
 
     let milestones = [
+        ("hook /init starts (stage 1)", "kiln-hook: stage 1"),
         ("hook init running", "kiln-hook: stage 2"),
         ("agent started", "kiln-hook: agent started"),
         ("agent restarted by the supervisor", "restarting in"),
@@ -238,15 +239,34 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
         .output()
         .map(|o| crate::stdout(&o))
         .unwrap_or_default();
+    // The agent's first poll is when the server assigned it the first
+    // action: the creation time of that action's first attempt.
+    let first_poll =
+        workflow["actions"][0]["attempts"][0]["created_at"].as_str().and_then(|t| seconds_since(started, t));
+    if let Some(t) = first_poll {
+        phases.push((AGENT_CONNECTED.to_string(), t));
+    }
     phases.sort_by(|a, b| a.1.total_cmp(&b.1));
     Ok(Outcome { workflow, logs, console, disk, ipxe_after, phases, started, _dir: dir, _cluster: cluster })
+}
+
+/// The phase name of the agent's first poll (boot to agent connected).
+pub const AGENT_CONNECTED: &str = "agent connected (first poll; the server assigns action 1)";
+
+fn seconds_since(started: SystemTime, rfc3339: &str) -> Option<f64> {
+    let t = humantime::parse_rfc3339(rfc3339).ok()?;
+    Some(t.duration_since(started).ok()?.as_secs_f64())
 }
 
 impl Outcome {
     /// Seconds from QEMU start to an RFC 3339 timestamp of the server.
     pub fn at(&self, rfc3339: &Value) -> Option<f64> {
-        let t = humantime::parse_rfc3339(rfc3339.as_str()?).ok()?;
-        Some(t.duration_since(self.started).ok()?.as_secs_f64())
+        seconds_since(self.started, rfc3339.as_str()?)
+    }
+
+    /// Seconds from QEMU start to the phase `name`, if it happened.
+    pub fn phase(&self, name: &str) -> Option<f64> {
+        self.phases.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
     }
 
     /// Per action: its name and when it started pulling, running and
