@@ -202,3 +202,33 @@ fn a_server_killed_mid_workflow_on_postgres_loses_nothing() {
         assert!(logs.contains(line), "{line:?} missing from the logs: {logs}\n{}", c.logs());
     }
 }
+
+/// Runs `kiln-server` with `args` until it exits (it must, within 30 s).
+fn server_fails(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(kiln_tests::bin_dir().join("kiln-server"));
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).args(args);
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("run kiln-server");
+    wait_until(Duration::from_secs(30), || child.try_wait().unwrap().is_some()).expect("kiln-server exits");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_or_unreachable_database_url_is_a_clear_error_without_the_password() {
+    let err = server_fails(&["--database-url", "mysql://kiln:hunter2@db/kiln"]);
+    assert!(err.contains("--database-url") && err.contains("unsupported scheme \"mysql\""), "{err}");
+    assert!(!err.contains("hunter2"), "password printed: {err}");
+    // A port where nothing listens.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = server_fails(&["--database-url", &format!("postgres://kiln:hunter2@127.0.0.1:{port}/kiln")]);
+    assert!(err.contains("--database-url postgres://kiln:***@127.0.0.1"), "{err}");
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(!err.contains("hunter2"), "password printed: {err}");
+    // A server that refuses the password (only this user may log in).
+    let pg = PgServer::start().expect("start PostgreSQL");
+    let err = server_fails(&["--database-url", &pg.url("no_such_db").replace("postgres@", "postgres:hunter2@")]);
+    assert!(err.contains("no_such_db") && err.contains("does not exist"), "{err}");
+    assert!(!err.contains("hunter2"), "password printed: {err}");
+}
