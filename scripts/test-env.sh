@@ -19,10 +19,12 @@ install_packages() {
     # fdisk, dosfstools, xfsprogs, e2fsprogs: tools the partition and format
     # action images carry (copied from this host); zstd, xz-utils, bzip2:
     # the tests compress images with them; gcc: the static test helper;
-    # qemu-system-x86 + ipxe-qemu: the VM test; binutils: the hook build.
+    # qemu-system-x86 + ipxe-qemu: the VM test; binutils: the hook build;
+    # postgresql-15: initdb/pg_ctl for the PostgreSQL store tests (each test
+    # process starts its own server, tests/src/postgres.rs).
     for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
-        qemu-system-x86 ipxe-qemu; do
+        qemu-system-x86 ipxe-qemu postgresql-15; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then

@@ -59,6 +59,22 @@ impl TokenKey {
         Ok(Self(Arc::new(array)))
     }
 
+    /// The key all servers on a shared store use (tokens issued by one
+    /// replica must verify on another), or the data directory's.
+    pub async fn load_shared(store: &DynStore, data_dir: &Path) -> anyhow::Result<Self> {
+        let candidate: Vec<u8> =
+            [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()].iter().flat_map(|u| *u.as_bytes()).collect();
+        match store.shared_secret("action-token-key", candidate).await? {
+            Some(key) => {
+                let array: [u8; 32] = key
+                    .try_into()
+                    .map_err(|k: Vec<u8>| anyhow::anyhow!("stored action token key has {} bytes, not 32", k.len()))?;
+                Ok(Self(Arc::new(array)))
+            }
+            None => Ok(Self::load_or_create(data_dir)?),
+        }
+    }
+
     fn mac(&self, subject: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(self.0.as_slice()).expect("HMAC takes any key length");
         mac.update(subject.as_bytes());

@@ -189,8 +189,13 @@ impl AgentService for AgentApi {
                 let wait = Duration::from_millis(due.saturating_sub(now_millis()).max(0) as u64);
                 deadline.min(tokio::time::Instant::now() + wait)
             });
-            match tokio::time::timeout_at(wake_at, wakeups.changed()).await {
+            // A store shared with other servers may lose their wake-ups:
+            // re-read it now and then, so a loss only delays a dispatch.
+            let recheck_at = self.store.recheck_interval().map(|d| tokio::time::Instant::now() + d);
+            let sleep_until = recheck_at.map_or(wake_at, |r| r.min(wake_at));
+            match tokio::time::timeout_at(sleep_until, wakeups.changed()).await {
                 Ok(Ok(())) => continue,
+                Err(_) if sleep_until < wake_at => continue,
                 // Deadline passed, or the server is shutting down.
                 Ok(Err(_)) | Err(_) => {
                     return Ok(Response::new(NextActionResponse { assignment: None }));

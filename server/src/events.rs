@@ -46,6 +46,18 @@ impl Events {
         }
     }
 
+    /// Wakes every waiter: some change may have been missed (another
+    /// server's notifications were lost), so everyone re-reads the store.
+    pub fn wake_everyone(&self) {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in agents.values() {
+            tx.send_modify(|v| *v += 1);
+        }
+        drop(agents);
+        let _ = self.workflows.send(ANY.to_string());
+        let _ = self.logs.send(ANY.to_string());
+    }
+
     pub fn workflow_changed(&self, workflow_id: &str) {
         let _ = self.workflows.send(workflow_id.to_string());
     }
@@ -63,12 +75,17 @@ impl Events {
     }
 }
 
-/// Waits until `rx` carries a message for `id` (or the channel lagged, which
-/// may have hidden one). Returns false when the channel closed.
+/// The id in a message meant for every subscriber: no workflow has an empty
+/// id.
+const ANY: &str = "";
+
+/// Waits until `rx` carries a message for `id` or for everyone (or the
+/// channel lagged, which may have hidden one). Returns false when the
+/// channel closed.
 pub async fn wait_for(rx: &mut broadcast::Receiver<String>, id: &str) -> bool {
     loop {
         match rx.recv().await {
-            Ok(changed) if changed == id => return true,
+            Ok(changed) if changed == id || changed == ANY => return true,
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(_)) => return true,
             Err(broadcast::error::RecvError::Closed) => return false,

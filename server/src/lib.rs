@@ -37,7 +37,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Artifacts, and the embedded store unless `database` says otherwise.
     pub data_dir: PathBuf,
+    /// Which store: the embedded SQLite one or a shared PostgreSQL.
+    pub database: store::DatabaseUrl,
     /// Which action images templates may name.
     pub image_policy: kiln_spec::ImagePolicy,
     /// Largest artifact accepted, in bytes.
@@ -62,24 +65,34 @@ pub struct Server {
     token_key: action_api::TokenKey,
     netboot: netboot::NetbootConfig,
     lease: Duration,
+    /// Forwards other replicas' changes into `events` (shared stores).
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Opens the embedded store in `data_dir` and binds the listen address.
+    /// Opens the store `config.database` names and binds the listen address.
     pub async fn bind(config: &ServerConfig) -> anyhow::Result<Self> {
-        let store: DynStore = Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?);
+        let store = store::open(&config.database)
+            .await
+            .map_err(|e| anyhow::anyhow!("--database-url {}: {e}", config.database.display()))?;
+        let events = Arc::new(Events::default());
+        // Listening starts before serving: no change committed after this
+        // server answers its first call goes unnoticed.
+        let forwarder = store.forward_changes(events.clone());
+        let token_key = action_api::TokenKey::load_shared(&store, &config.data_dir).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         Ok(Self {
             listener,
             store,
-            events: Arc::new(Events::default()),
+            events,
             image_policy: config.image_policy.clone(),
             artifacts: artifacts::ArtifactFiles::new(&config.data_dir, config.max_artifact_bytes),
-            token_key: action_api::TokenKey::load_or_create(&config.data_dir)?,
+            token_key,
             netboot: config.netboot.clone(),
             lease: config.lease,
+            forwarder,
         })
     }
 
@@ -127,6 +140,9 @@ impl Server {
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
         sweeper.abort();
+        if let Some(forwarder) = self.forwarder {
+            forwarder.abort();
+        }
         Ok(result?)
     }
 }

@@ -12,9 +12,14 @@ struct Args {
     /// Address for both the agent and the admin gRPC services.
     #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:42113")]
     listen: SocketAddr,
-    /// Directory of the embedded store (created if missing).
+    /// Directory of the embedded store and of artifacts (created if missing).
     #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
     data_dir: PathBuf,
+    /// The store: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` for a
+    /// PostgreSQL several servers share, or `sqlite://DIR`. Default: the
+    /// embedded SQLite store in --data-dir.
+    #[arg(long, env = "KILN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Allow only action images from this registry or repository prefix
     /// (`REGISTRY[:PORT][/PATH]`); repeat for several. Default: any.
     #[arg(long = "allow-image", value_name = "PATTERN")]
@@ -56,9 +61,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let image_policy =
         kiln_spec::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
+    let database = kiln_server::store::DatabaseUrl::parse(args.database_url.as_deref(), &args.data_dir)
+        .map_err(anyhow::Error::msg)?;
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
+        database: database.clone(),
         image_policy,
         max_artifact_bytes: args.max_artifact_bytes,
         netboot: kiln_server::netboot::NetbootConfig {
@@ -70,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "kiln-server listening");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), store = %database.display(), "kiln-server listening");
     if let Some(path) = &args.addr_file {
         // Written whole under a temporary name, so a reader never sees half.
         let tmp = path.with_extension("tmp");

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod postgres;
 pub mod vm;
 
 use anyhow::{Context, Result, bail};
@@ -86,6 +87,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// Whether the process has ended.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -104,7 +110,37 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub server_url: String,
     pub server: Proc,
+    /// Extra arguments the server was started with.
+    pub server_args: Vec<String>,
     pub agents: Vec<Proc>,
+}
+
+/// Starts `kiln-server` on `listen` with its data in `dir/data`, logging to
+/// `dir/server.log` (appended: a restarted server keeps the earlier log);
+/// returns it and the address it listens on.
+fn spawn_server(dir: &std::path::Path, listen: &str, args: &[String]) -> Result<(Proc, String)> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log"))?;
+    let addr_file = dir.join("server.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(binary("kiln-server"))
+        .args(["--listen", listen, "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start kiln-server")?;
+    let mut server = Proc { child, name: "kiln-server".into() };
+    // The server picks its own port (no race with other tests) and tells
+    // us which.
+    let started = wait_until(Duration::from_secs(20), || addr_file.exists() || server.exited());
+    if started.is_err() || server.exited() {
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        bail!("kiln-server did not start listening:\n{log}");
+    }
+    Ok((server, std::fs::read_to_string(&addr_file)?.trim().to_string()))
 }
 
 impl Cluster {
@@ -116,29 +152,36 @@ impl Cluster {
     pub fn start_with(server_args: &[&str]) -> Result<Self> {
         let env = TestEnv::from_env();
         let dir = tempfile::tempdir()?;
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let addr_file = dir.path().join("server.addr");
-        let child = Command::new(binary("kiln-server"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .args(server_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("start kiln-server")?;
-        let server = Proc { child, name: "kiln-server".into() };
-        // The server picks its own port (no race with other tests) and
-        // tells us which.
-        wait_until(Duration::from_secs(20), || addr_file.exists()).context("kiln-server did not start listening")?;
-        let server_url = format!("http://{}", std::fs::read_to_string(&addr_file)?.trim());
-        Ok(Self { env, dir, server_url, server, agents: Vec::new() })
+        let server_args: Vec<String> = server_args.iter().map(|a| a.to_string()).collect();
+        let (server, addr) = spawn_server(dir.path(), "127.0.0.1:0", &server_args)?;
+        let server_url = format!("http://{addr}");
+        Ok(Self { env, dir, server_url, server, server_args, agents: Vec::new() })
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind) and starts it
+    /// again on the same address, data directory and arguments.
+    pub fn restart_server(&mut self) -> Result<()> {
+        self.server.kill();
+        let addr = self.server_addr();
+        let (server, _) = spawn_server(self.dir.path(), &addr, &self.server_args)?;
+        self.server = server;
+        Ok(())
+    }
+
+    /// The server's `host:port`.
+    pub fn server_addr(&self) -> String {
+        self.server_url.trim_start_matches("http://").to_string()
     }
 
     /// Starts an agent with `agent_id`; `extra` is appended to its config
     /// file (YAML), e.g. registry credentials.
     pub fn start_agent(&mut self, agent_id: &str, extra: &str) -> Result<u32> {
+        self.start_agent_at(&self.server_url.clone(), agent_id, extra)
+    }
+
+    /// Starts an agent that talks to `server_url` (e.g. a load balancer in
+    /// front of several servers) instead of this cluster's server.
+    pub fn start_agent_at(&mut self, server_url: &str, agent_id: &str, extra: &str) -> Result<u32> {
         // The test engine has no bridge network: host networking unless the
         // test says otherwise.
         let network = if extra.contains("host_network:") { "" } else { "host_network: true\n" };
@@ -151,7 +194,7 @@ impl Cluster {
         };
         let config = format!(
             "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{extra}",
-            self.server_url, self.env.docker_host,
+            server_url, self.env.docker_host,
         );
         let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
         std::fs::write(&path, config)?;

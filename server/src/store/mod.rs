@@ -2,21 +2,34 @@
 //! [`Store`] trait, so a PostgreSQL implementation can sit beside the
 //! embedded SQLite one without anything above this module changing.
 //!
+//! Two implementations: [`sqlite::SqliteStore`], embedded in one server's
+//! data directory (the default), and [`postgres::PostgresStore`], one
+//! database several server replicas share. [`open`] picks one from the
+//! `--database-url`.
+//!
 //! Consistency contract every implementation keeps:
 //! - [`Store::apply`] writes a whole batch or nothing.
 //! - [`Store::update_workflow`] runs the mutation on the latest committed
 //!   workflow and commits the result in one transaction, serialised with any
 //!   other update of the same workflow; it returns only after the commit, so
 //!   whatever the caller acknowledges is durable.
+//! - Among several servers on one store, a change committed by one wakes
+//!   the waiters of the others ([`Store::forward_changes`]).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use kiln_spec::{ActionDefinitionDoc, HardwareDoc, TemplateDoc};
 
+use crate::events::Events;
 use crate::model::{Millis, Workflow};
 use crate::state_machine::TransitionError;
 
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 pub type DynStore = Arc<dyn Store>;
@@ -200,6 +213,101 @@ pub trait Store: Send + Sync + 'static {
         after_cursor: i64,
         limit: u32,
     ) -> Result<Vec<StoredLogLine>, StoreError>;
+
+    /// A secret every server on this store must share (the action token
+    /// key): the stored one, storing `candidate` first if there is none.
+    /// `None`: this store is never shared, the data directory keeps it.
+    async fn shared_secret(&self, _name: &str, _candidate: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Starts forwarding changes committed by *other* servers on this store
+    /// into `events` (a store only one server uses has none: `None`).
+    fn forward_changes(&self, _events: Arc<Events>) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+
+    /// How long a waiter may sleep before it re-reads the store even
+    /// without an event: set by stores whose events can be lost (another
+    /// server's notification during a reconnect). `None`: events are never
+    /// lost.
+    fn recheck_interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Where the store lives, from `--database-url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// The embedded SQLite store in this directory (`kiln.db` inside).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (the URL as given).
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// `postgres://...`, `postgresql://...` or `sqlite://DIR`; `None` means
+    /// the embedded store in `data_dir`. The error names the flag and never
+    /// contains the password.
+    pub fn parse(url: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(Self::Sqlite(data_dir.to_path_buf()));
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            format!(
+                "--database-url {:?}: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE or sqlite://DIR",
+                redact_url(url)
+            )
+        })?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => {
+                // No host is allowed: like libpq, PostgreSQL's defaults apply.
+                url::Url::parse(url)
+                    .map_err(|e| format!("--database-url {:?}: not a valid URL: {e}", redact_url(url)))?;
+                Ok(Self::Postgres(url.to_string()))
+            }
+            "sqlite" if !rest.is_empty() => Ok(Self::Sqlite(PathBuf::from(rest))),
+            "sqlite" => Err("--database-url sqlite:// names no directory: use sqlite://DIR".to_string()),
+            other => Err(format!(
+                "--database-url: unsupported scheme {other:?}: use postgres://, postgresql:// or sqlite://"
+            )),
+        }
+    }
+
+    /// For logs: the URL with its password replaced.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}", dir.display()),
+            Self::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Not parseable: hide everything between "://" and "@", where a
+        // password would be.
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+            _ => url.to_string(),
+        },
+    }
+}
+
+/// Opens the store `url` names.
+pub async fn open(url: &DatabaseUrl) -> Result<DynStore, StoreError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(dir) => Arc::new(sqlite::SqliteStore::open(dir)?),
+        DatabaseUrl::Postgres(url) => {
+            Arc::new(postgres::PostgresStore::connect(url, postgres::DEFAULT_MAX_CONNECTIONS).await?)
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,5 +336,47 @@ impl ObjectKind {
             Self::Template => "template",
             Self::Workflow => "workflow",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_selects_the_store() {
+        let dir = Path::new("/var/lib/kiln");
+        assert_eq!(DatabaseUrl::parse(None, dir), Ok(DatabaseUrl::Sqlite(dir.into())));
+        assert_eq!(DatabaseUrl::parse(Some(" "), dir), Ok(DatabaseUrl::Sqlite(dir.into())));
+        assert_eq!(DatabaseUrl::parse(Some("sqlite:///srv/kiln"), dir), Ok(DatabaseUrl::Sqlite("/srv/kiln".into())));
+        for url in [
+            "postgres://kiln:pw@db:5432/kiln",
+            "postgresql://db/kiln",
+            "postgres:///kiln?host=/run/postgresql",
+            "postgres:///kiln",
+        ] {
+            assert_eq!(DatabaseUrl::parse(Some(url), dir), Ok(DatabaseUrl::Postgres(url.into())), "{url}");
+        }
+        for (url, expected) in [
+            ("mysql://u:secret@db/kiln", "unsupported scheme \"mysql\""),
+            ("db.example:5432", "expected postgres://"),
+            ("sqlite://", "names no directory"),
+            ("postgres://u:secret@/kiln", "empty host"),
+            ("postgres://u:secret@db:99999/kiln", "not a valid URL"),
+        ] {
+            let err = DatabaseUrl::parse(Some(url), dir).unwrap_err();
+            assert!(err.starts_with("--database-url"), "{err}");
+            assert!(err.contains(expected), "{url}: {err}");
+            assert!(!err.contains("secret"), "{url}: the password leaked: {err}");
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted_for_logs() {
+        assert_eq!(redact_url("postgres://kiln:s3cret@db:5432/kiln"), "postgres://kiln:***@db:5432/kiln");
+        assert_eq!(redact_url("postgres://kiln@db/kiln"), "postgres://kiln@db/kiln");
+        assert_eq!(redact_url("postgres://kiln:s3cret@db:99999/kiln"), "postgres://***@db:99999/kiln");
+        let url = DatabaseUrl::Postgres("postgresql://a:b@h/d".into());
+        assert_eq!(url.display(), "postgresql://a:***@h/d");
     }
 }

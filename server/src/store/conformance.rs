@@ -1,0 +1,566 @@
+//! The store contract as tests, run against every implementation: the
+//! embedded SQLite store and PostgreSQL (a private server per test process,
+//! from `kiln_tests::postgres`, one database per test).
+//!
+//! Each check takes a [`Backend`], which can open several store instances
+//! on one database: that is how a restart (reopen) and several replicas
+//! (two instances racing) are tested.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kiln_spec::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
+
+use super::{ApplyBatch, Artifact, DynStore, NewLogLine, ObjectKind, Outcome, StoreError};
+use crate::events::Events;
+use crate::model::{Action, ActionState, Millis, Workflow, WorkflowState, now_millis};
+use crate::state_machine::{self, Report, TransitionError};
+
+/// One database, and a way to open store instances on it.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A new store instance (own connection or pool) on the same database.
+    async fn open(&self) -> DynStore;
+    /// Whether this store is meant to be shared by several servers.
+    fn shared(&self) -> bool;
+}
+
+pub struct SqliteBackend {
+    dir: tempfile::TempDir,
+}
+
+impl SqliteBackend {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn open(&self) -> DynStore {
+        Arc::new(super::sqlite::SqliteStore::open(self.dir.path()).unwrap())
+    }
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+pub struct PostgresBackend {
+    // Keeps the server running while the test uses it.
+    server: Arc<kiln_tests::postgres::PgServer>,
+    url: String,
+}
+
+impl PostgresBackend {
+    pub fn new() -> Self {
+        let server = kiln_tests::postgres::PgServer::shared().expect("start PostgreSQL");
+        let url = server.create_database().expect("create database");
+        Self { server, url }
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn open(&self) -> DynStore {
+        match super::postgres::PostgresStore::connect(&self.url, 4).await {
+            Ok(store) => Arc::new(store),
+            Err(e) => panic!("connect {}: {e}\n{}", self.url, self.server.log()),
+        }
+    }
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+fn planned(worker: &str, name: &str) -> PlannedAction {
+    PlannedAction {
+        task: "t".into(),
+        name: name.into(),
+        worker: worker.into(),
+        image: "127.0.0.1:5000/a:v1".into(),
+        command: vec!["echo".into()],
+        environment: [("K".to_string(), "V".to_string())].into(),
+        volumes: vec![],
+        pid: String::new(),
+        network: String::new(),
+        timeout_seconds: 60,
+        on_timeout: vec![],
+        on_failure: vec![],
+        resources: Default::default(),
+        retries: 0,
+        retry_backoff_seconds: 0,
+        terminal: false,
+        builtin: String::new(),
+        external: String::new(),
+        definition: String::new(),
+        input_json: String::new(),
+        output_schema_json: String::new(),
+    }
+}
+
+fn workflow(id: &str) -> Workflow {
+    Workflow {
+        id: id.into(),
+        template: "tpl".into(),
+        hardware: "hw".into(),
+        hardware_map: [("device_1".to_string(), "agent-1".to_string())].into(),
+        state: WorkflowState::Pending,
+        reason: String::new(),
+        global_timeout_seconds: Some(30),
+        created_at: now_millis(),
+        started_at: None,
+        finished_at: None,
+        actions: vec![
+            Action { index: 0, spec: planned("agent-1", "one"), attempts: vec![] },
+            Action { index: 1, spec: planned("agent-1", "two"), attempts: vec![] },
+        ],
+    }
+}
+
+fn hardware() -> HardwareDoc {
+    HardwareDoc {
+        id: "hw".into(),
+        agent_id: "agent-1".into(),
+        macs: vec!["agent-1".into()],
+        disks: vec!["/dev/vda".into()],
+        metadata: serde_json::json!({"a": 1}),
+        netboot: true,
+    }
+}
+
+fn definition(description: &str) -> ActionDefinitionDoc {
+    ActionDefinitionDoc {
+        name: "def".into(),
+        description: description.into(),
+        image: "127.0.0.1:5000/d:v1".into(),
+        input_schema: serde_json::json!({"type": "object"}),
+        output_schema: serde_json::json!({"type": "object"}),
+        resources: Default::default(),
+    }
+}
+
+fn batch(workflows: Vec<Workflow>) -> ApplyBatch {
+    ApplyBatch { hardware: vec![hardware()], definitions: vec![], templates: vec![], workflows }
+}
+
+fn success(index: u32, attempt_id: &str) -> Report {
+    Report {
+        action_index: index,
+        attempt_id: attempt_id.into(),
+        state: ActionState::Success,
+        exit_code: Some(0),
+        reason: String::new(),
+        message: String::new(),
+        output_json: String::new(),
+    }
+}
+
+const LEASE: Millis = 30_000;
+
+async fn dispatch(store: &DynStore, id: &str, attempt_id: &str) -> (Workflow, bool) {
+    let attempt_id = attempt_id.to_string();
+    store
+        .update_workflow(
+            id,
+            Box::new(move |wf| Ok(state_machine::dispatch(wf, "agent-1", now_millis(), LEASE, || attempt_id))),
+        )
+        .await
+        .unwrap()
+}
+
+pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
+    let store = b.open().await;
+    let first = ApplyBatch {
+        hardware: vec![hardware()],
+        definitions: vec![definition("one")],
+        templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
+        workflows: vec![workflow("wf1")],
+    };
+    assert_eq!(store.apply(first).await.unwrap(), vec![Outcome::Created; 4]);
+    // A conflicting workflow leaves the batch's other objects unwritten.
+    let mut changed = workflow("wf1");
+    changed.hardware_map.insert("device_1".into(), "bb".into());
+    let mut hw2 = hardware();
+    hw2.id = "hw2".into();
+    hw2.agent_id = "agent-2".into();
+    let err = store
+        .apply(ApplyBatch {
+            hardware: vec![hw2],
+            definitions: vec![definition("two")],
+            templates: vec![],
+            workflows: vec![changed],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(store.get_hardware("hw2").await, Err(StoreError::NotFound { .. })));
+    assert_eq!(store.list_definitions().await.unwrap()[0].doc.description, "one");
+    // The same documents again: unchanged; changed ones: updated.
+    let mut hw = hardware();
+    hw.metadata = serde_json::json!({"a": 2});
+    let again = ApplyBatch {
+        hardware: vec![hw.clone()],
+        definitions: vec![definition("one")],
+        templates: vec![TemplateDoc { name: "tpl".into(), data: "y".into() }],
+        workflows: vec![workflow("wf1")],
+    };
+    assert_eq!(
+        store.apply(again).await.unwrap(),
+        vec![Outcome::Updated, Outcome::Unchanged, Outcome::Updated, Outcome::Unchanged]
+    );
+    let stored = store.get_hardware("hw").await.unwrap();
+    assert_eq!(stored.doc, hw);
+    assert!(stored.updated_at >= stored.created_at);
+    assert_eq!(store.list_hardware().await.unwrap().len(), 1);
+    assert_eq!(store.get_template("tpl").await.unwrap().doc.data, "y");
+    assert_eq!(store.list_templates().await.unwrap().len(), 1);
+    // A new instance on the same database (a restart) finds everything, and
+    // opening again does not re-run migrations.
+    drop(store);
+    let store = b.open().await;
+    let wf = store.get_workflow("wf1").await.unwrap();
+    assert_eq!(wf, workflow_with_times("wf1", &wf));
+    assert_eq!(wf.actions[1].spec.name, "two");
+    assert_eq!(wf.global_timeout_seconds, Some(30));
+    assert_eq!(store.list_workflows().await.unwrap(), vec![wf]);
+    assert!(matches!(store.get_workflow("nope").await, Err(StoreError::NotFound { kind: "workflow", .. })));
+    assert!(matches!(store.get_template("nope").await, Err(StoreError::NotFound { kind: "template", .. })));
+}
+
+/// `workflow(id)` with the stored workflow's creation time (set at build).
+fn workflow_with_times(id: &str, stored: &Workflow) -> Workflow {
+    Workflow { created_at: stored.created_at, ..workflow(id) }
+}
+
+pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) {
+    let store = b.open().await;
+    let mut apply = batch(vec![workflow("wf1")]);
+    apply.templates.push(TemplateDoc { name: "tpl".into(), data: "x".into() });
+    store.apply(apply).await.unwrap();
+    assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
+    assert!(store.active_workflows_for_agent("agent-2").await.unwrap().is_empty());
+    assert!(store.workflows_with_deadline().await.unwrap().is_empty(), "pending workflows have no deadline yet");
+    let (wf, changed) = dispatch(&store, "wf1", "att-1").await;
+    assert!(changed);
+    assert_eq!(wf.state, WorkflowState::Running);
+    assert_eq!(store.workflows_with_deadline().await.unwrap(), vec!["wf1"]);
+    // Committed: another instance sees it.
+    assert_eq!(b.open().await.get_workflow("wf1").await.unwrap(), wf);
+    // A mutation that changes nothing writes nothing; one that fails leaves
+    // the workflow as it was.
+    let (same, changed) = dispatch(&store, "wf1", "att-x").await;
+    assert!(!changed);
+    assert_eq!(same, wf);
+    let err = store
+        .update_workflow(
+            "wf1",
+            Box::new(|wf| {
+                wf.state = WorkflowState::Failed;
+                Err(TransitionError::UnknownAction(9))
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Transition(TransitionError::UnknownAction(9))), "{err}");
+    assert_eq!(store.get_workflow("wf1").await.unwrap(), wf);
+    assert!(matches!(dispatch_missing(&store).await, StoreError::NotFound { .. }));
+    // Reports move the attempt on; the finished attempt keeps its fields.
+    let (wf, changed) = store
+        .update_workflow(
+            "wf1",
+            Box::new(|wf| state_machine::apply_report(wf, "agent-1", &success(0, "att-1"), now_millis(), LEASE)),
+        )
+        .await
+        .unwrap();
+    assert!(changed);
+    let loaded = store.get_workflow("wf1").await.unwrap();
+    assert_eq!(loaded, wf);
+    assert_eq!(loaded.actions[0].attempts[0].state, ActionState::Success);
+    assert_eq!(loaded.actions[0].attempts[0].exit_code, Some(0));
+    // In use: hardware and template of an unfinished workflow stay.
+    let err = store.delete(ObjectKind::Hardware, "hw").await.unwrap_err();
+    assert!(matches!(err, StoreError::InUse(ref m) if m.contains("wf1")), "{err}");
+    let err = store.delete(ObjectKind::Template, "tpl").await.unwrap_err();
+    assert!(matches!(err, StoreError::InUse(_)), "{err}");
+    assert!(matches!(store.delete(ObjectKind::Template, "nope").await, Err(StoreError::NotFound { .. })));
+    store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
+    assert!(matches!(store.get_workflow("wf1").await, Err(StoreError::NotFound { .. })));
+    store.delete(ObjectKind::Hardware, "hw").await.unwrap();
+    store.delete(ObjectKind::Template, "tpl").await.unwrap();
+    assert!(store.list_hardware().await.unwrap().is_empty());
+}
+
+async fn dispatch_missing(store: &DynStore) -> StoreError {
+    store.update_workflow("missing", Box::new(|_| Ok(true))).await.unwrap_err()
+}
+
+pub async fn logs_are_deduplicated_and_read_by_cursor(b: &dyn Backend) {
+    let store = b.open().await;
+    store.apply(batch(vec![workflow("wf1"), workflow("wf2")])).await.unwrap();
+    let line = |seq: u64| NewLogLine { seq, stream: 1, time: 1000 + seq as i64, text: format!("line {seq}") };
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1), line(2)]).await.unwrap(), 2);
+    // A resent batch overlapping the stored lines: only new seqs are added.
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(2), line(3)]).await.unwrap(), 3);
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1)]).await.unwrap(), 3);
+    assert_eq!(store.append_logs("wf2", 0, "att-9", vec![line(1)]).await.unwrap(), 1);
+    assert_eq!(store.append_logs("wf1", 1, "att-2", vec![line(1)]).await.unwrap(), 1);
+    let logs = store.read_logs("wf1", None, 0, 100).await.unwrap();
+    assert_eq!(
+        logs.iter().map(|l| (l.action_index, l.attempt_id.as_str(), l.seq)).collect::<Vec<_>>(),
+        vec![(0, "att-1", 1), (0, "att-1", 2), (0, "att-1", 3), (1, "att-2", 1)]
+    );
+    assert!(logs.windows(2).all(|w| w[0].cursor < w[1].cursor), "cursors increase: {logs:?}");
+    assert_eq!((logs[0].stream, logs[0].time, logs[0].text.as_str()), (1, 1001, "line 1"));
+    // Resuming after a cursor, one action, a page limit.
+    let tail = store.read_logs("wf1", Some(0), logs[0].cursor, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![2, 3]);
+    let page = store.read_logs("wf1", None, 0, 2).await.unwrap();
+    assert_eq!(page, logs[..2]);
+    assert!(store.read_logs("wf1", None, logs[3].cursor, 100).await.unwrap().is_empty());
+    assert_eq!(store.read_logs("wf1", Some(1), 0, 100).await.unwrap(), logs[3..]);
+    // A workflow's logs go with it; others stay.
+    store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
+    assert!(store.read_logs("wf1", None, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.read_logs("wf2", None, 0, 100).await.unwrap().len(), 1);
+}
+
+pub async fn workflow_data_is_compare_and_swap(b: &dyn Backend) {
+    let store = b.open().await;
+    store.apply(batch(vec![workflow("wf1")])).await.unwrap();
+    assert_eq!(store.workflow_data("wf1").await.unwrap(), ("{}".to_string(), 0));
+    assert_eq!(store.set_workflow_data("wf1", r#"{"a":1}"#.into(), 0).await.unwrap(), 1);
+    // A writer that read version 0 too loses, and learns the version.
+    let err = store.set_workflow_data("wf1", r#"{"b":2}"#.into(), 0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("version 1")), "{err}");
+    assert_eq!(store.workflow_data("wf1").await.unwrap(), (r#"{"a":1}"#.to_string(), 1));
+    assert!(matches!(store.set_workflow_data("nope", "{}".into(), 0).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.workflow_data("nope").await, Err(StoreError::NotFound { .. })));
+    // Racing writers from two instances at the same version: exactly one wins.
+    let other = b.open().await;
+    let (x, y) = tokio::join!(
+        store.set_workflow_data("wf1", r#"{"x":1}"#.into(), 1),
+        other.set_workflow_data("wf1", r#"{"y":1}"#.into(), 1)
+    );
+    assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "{x:?} {y:?}");
+    assert_eq!(store.workflow_data("wf1").await.unwrap().1, 2);
+}
+
+pub async fn artifacts_are_indexed(b: &dyn Backend) {
+    let store = b.open().await;
+    store.apply(batch(vec![workflow("wf1")])).await.unwrap();
+    dispatch(&store, "wf1", "att-1").await;
+    let artifact = |path: &str, size: u64| Artifact {
+        workflow_id: "wf1".into(),
+        action_index: 0,
+        attempt_id: "att-1".into(),
+        path: path.into(),
+        size,
+        sha256: format!("{size:064x}"),
+        created_at: 7,
+    };
+    store.put_artifact(artifact("b.txt", 1)).await.unwrap();
+    store.put_artifact(artifact("a.txt", 2)).await.unwrap();
+    // The same attempt and path again replaces the entry.
+    store.put_artifact(artifact("b.txt", 3)).await.unwrap();
+    assert_eq!(store.list_artifacts("wf1").await.unwrap(), vec![artifact("a.txt", 2), artifact("b.txt", 3)]);
+    assert!(store.list_artifacts("other").await.unwrap().is_empty());
+    store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
+    assert!(store.list_artifacts("wf1").await.unwrap().is_empty());
+}
+
+/// Many tasks, on two store instances (two replicas), race to dispatch the
+/// same workflows: every action gets exactly one attempt.
+pub async fn concurrent_dispatch_creates_one_attempt(b: &dyn Backend) {
+    const WORKFLOWS: usize = 10;
+    const RACERS: usize = 8;
+    let stores = [b.open().await, b.open().await];
+    let ids: Vec<String> = (0..WORKFLOWS).map(|i| format!("wf{i}")).collect();
+    stores[0].apply(batch(ids.iter().map(|id| workflow(id)).collect())).await.unwrap();
+    for action in 0..2u32 {
+        let mut tasks = Vec::new();
+        for id in &ids {
+            for r in 0..RACERS {
+                let store = stores[r % 2].clone();
+                let id = id.clone();
+                tasks.push(tokio::spawn(async move {
+                    let attempt = format!("{id}-a{action}-r{r}");
+                    dispatch(&store, &id, &attempt).await.1
+                }));
+            }
+        }
+        let mut created = vec![0; WORKFLOWS];
+        for (n, task) in tasks.into_iter().enumerate() {
+            created[n / RACERS] += task.await.unwrap() as usize;
+        }
+        assert_eq!(created, vec![1; WORKFLOWS], "dispatches that created an attempt, per workflow (action {action})");
+        for id in &ids {
+            let wf = stores[1].get_workflow(id).await.unwrap();
+            assert_eq!(wf.actions[action as usize].attempts.len(), 1, "{wf:?}");
+            let attempt = wf.actions[action as usize].attempts[0].id.clone();
+            // Finish the action so the next round races for the next one.
+            stores[0]
+                .update_workflow(
+                    id,
+                    Box::new(move |wf| {
+                        state_machine::apply_report(wf, "agent-1", &success(action, &attempt), now_millis(), LEASE)
+                    }),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    for id in &ids {
+        assert_eq!(stores[0].get_workflow(id).await.unwrap().state, WorkflowState::Success);
+    }
+}
+
+/// A change committed through one instance wakes the waiters of another
+/// (PostgreSQL); stores never shared forward nothing.
+pub async fn changes_reach_other_instances(b: &dyn Backend) {
+    let (a, other) = (b.open().await, b.open().await);
+    let events = Arc::new(Events::default());
+    let mut agent = events.agent_subscription("agent-1");
+    let mut workflows = events.workflow_subscription();
+    let mut logs = events.logs_subscription();
+    let forwarder = a.forward_changes(events.clone());
+    if !b.shared() {
+        assert!(forwarder.is_none() && a.recheck_interval().is_none());
+        assert_eq!(a.shared_secret("k", vec![1]).await.unwrap(), None);
+        return;
+    }
+    let forwarder = forwarder.expect("a shared store forwards changes");
+    assert!(a.recheck_interval().is_some());
+    // The forwarder wakes everyone once it listens (a message for every
+    // workflow has the empty id): wait for that first.
+    within(agent.changed()).await.unwrap();
+    agent.borrow_and_update();
+    assert_eq!(within(workflows.recv()).await.unwrap(), "");
+    assert_eq!(within(logs.recv()).await.unwrap(), "");
+
+    other.apply(batch(vec![workflow("wf1")])).await.unwrap();
+    within(agent.changed()).await.unwrap();
+    assert_eq!(within(workflows.recv()).await.unwrap(), "wf1");
+    agent.borrow_and_update();
+    dispatch(&other, "wf1", "att-1").await;
+    within(agent.changed()).await.unwrap();
+    assert_eq!(within(workflows.recv()).await.unwrap(), "wf1");
+    other
+        .append_logs("wf1", 0, "att-1", vec![NewLogLine { seq: 1, stream: 1, time: 1, text: "x".into() }])
+        .await
+        .unwrap();
+    assert_eq!(within(logs.recv()).await.unwrap(), "wf1");
+    // Its own changes are not forwarded (its callers woke their waiters).
+    agent.borrow_and_update();
+    a.update_workflow("wf1", Box::new(|wf| Ok(state_machine::expire(wf, i64::MAX)))).await.unwrap();
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(500), workflows.recv()).await.is_err());
+    forwarder.abort();
+    // Every replica gets the same action token key.
+    let key = a.shared_secret("k", vec![1; 32]).await.unwrap();
+    assert_eq!(key, Some(vec![1; 32]));
+    assert_eq!(other.shared_secret("k", vec![2; 32]).await.unwrap(), key);
+}
+
+pub async fn leases_are_renewed_never_backwards_and_found_expired(b: &dyn Backend) {
+    let store = b.open().await;
+    store.apply(batch(vec![workflow("wf1")])).await.unwrap();
+    let before = now_millis();
+    let (wf, _) = dispatch(&store, "wf1", "att-1").await;
+    let granted = wf.actions[0].attempts[0].lease_expires_at.expect("a dispatched attempt holds a lease");
+    assert!(granted >= before + LEASE, "{granted} < {before} + {LEASE}");
+    assert!(store.workflows_with_expired_leases(granted - 1).await.unwrap().is_empty());
+    assert_eq!(store.workflows_with_expired_leases(granted + 1).await.unwrap(), vec!["wf1"]);
+
+    // A heartbeat renews only the caller's open attempts and names the rest.
+    let until = granted + 60_000;
+    let ended = store.renew_leases("agent-1", vec!["att-1".into(), "nope".into()], until).await.unwrap();
+    assert_eq!(ended, vec!["nope"]);
+    assert_eq!(store.renew_leases("agent-2", vec!["att-1".into()], until + 1).await.unwrap(), vec!["att-1"]);
+    // Never backwards: neither an older heartbeat nor a report whose
+    // transition computed a shorter lease moves it back.
+    assert!(store.renew_leases("agent-1", vec!["att-1".into()], granted).await.unwrap().is_empty());
+    let running = Report { state: ActionState::Running, exit_code: None, ..success(0, "att-1") };
+    store
+        .update_workflow(
+            "wf1",
+            Box::new(move |wf| state_machine::apply_report(wf, "agent-1", &running, now_millis(), LEASE)),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let store = b.open().await;
+    let wf = store.get_workflow("wf1").await.unwrap();
+    assert_eq!(wf.actions[0].attempts[0].lease_expires_at, Some(until));
+    assert!(store.workflows_with_expired_leases(until - 1).await.unwrap().is_empty());
+
+    // An ended attempt holds no lease and cannot be renewed.
+    let done = success(0, "att-1");
+    let (wf, _) = store
+        .update_workflow(
+            "wf1",
+            Box::new(move |wf| state_machine::apply_report(wf, "agent-1", &done, now_millis(), LEASE)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wf.actions[0].attempts[0].lease_expires_at, None);
+    assert_eq!(store.renew_leases("agent-1", vec!["att-1".into()], until + 1).await.unwrap(), vec!["att-1"]);
+    assert!(store.workflows_with_expired_leases(Millis::MAX).await.unwrap().is_empty());
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
+}
+
+/// The suite as `#[tokio::test]`s for one backend.
+macro_rules! conformance_tests {
+    ($backend:expr) => {
+        use crate::store::conformance as c;
+
+        #[tokio::test]
+        async fn apply_is_atomic_and_reports_outcomes() {
+            c::apply_is_atomic_and_reports_outcomes(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn update_workflow_persists_and_in_use_blocks_delete() {
+            c::update_workflow_persists_and_in_use_blocks_delete(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn logs_are_deduplicated_and_read_by_cursor() {
+            c::logs_are_deduplicated_and_read_by_cursor(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn workflow_data_is_compare_and_swap() {
+            c::workflow_data_is_compare_and_swap(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn artifacts_are_indexed() {
+            c::artifacts_are_indexed(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn leases_are_renewed_never_backwards_and_found_expired() {
+            c::leases_are_renewed_never_backwards_and_found_expired(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_dispatch_creates_one_attempt() {
+            c::concurrent_dispatch_creates_one_attempt(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn changes_reach_other_instances() {
+            c::changes_reach_other_instances(&$backend).await
+        }
+    };
+}
+
+mod sqlite {
+    conformance_tests!(c::SqliteBackend::new());
+}
+
+mod postgres {
+    conformance_tests!(c::PostgresBackend::new());
+}

@@ -1,0 +1,906 @@
+//! The shared store: one PostgreSQL database that several kiln-server
+//! replicas use at once.
+//!
+//! Same tables and semantics as [`super::sqlite`]; what differs is how
+//! writers are serialised, because other processes write too:
+//! - [`Store::update_workflow`] locks the workflow row (`SELECT ... FOR
+//!   UPDATE`) before it reads the workflow, so two replicas dispatching the
+//!   same workflow run one after the other and the second sees the first's
+//!   attempt: no double dispatch. `UNIQUE (workflow_id, action_idx, number)`
+//!   refuses a second attempt with the same number should that ever fail.
+//! - `apply` and `delete` take one transaction-scoped advisory lock, so
+//!   "is this hardware used by an unfinished workflow?" and "create a
+//!   workflow on it" cannot interleave.
+//! - `append_logs` takes an advisory lock per workflow: log cursors come
+//!   from a sequence, and a reader that saw cursor N must never later find
+//!   a smaller one commit. Serialising a workflow's appends makes its
+//!   cursors become visible in order.
+//!
+//! Every transaction commits before the call returns, and PostgreSQL's
+//! default `synchronous_commit = on` makes a commit durable (WAL flushed),
+//! so whatever a server acknowledges survives its crash.
+//!
+//! Changes are announced with `NOTIFY` inside the same transaction (so a
+//! notification exists exactly when the change committed); every replica
+//! LISTENs and forwards them into its [`Events`], which wakes long polls
+//! and watchers there. See [`PostgresStore::forward_changes`].
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kiln_spec::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::{
+    ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
+    StoredHardware, StoredLogLine, StoredTemplate,
+};
+use crate::events::Events;
+use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
+
+/// Versioned migrations, applied in order in one transaction at open.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres_migrations/0001_init.sql"))];
+
+/// Connections per server. Long polls hold none while they wait (they sleep
+/// on in-process events), so a few cover many agents; PostgreSQL's default
+/// `max_connections` (100) leaves room for several replicas.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// Notification channels.
+const WORKFLOW_CHANNEL: &str = "kiln_workflow";
+const LOGS_CHANNEL: &str = "kiln_logs";
+
+/// Advisory lock keys (arbitrary constants, "kiln" in ASCII plus a number).
+const MIGRATE_LOCK: i64 = 0x6b69_6c6e_0001;
+const APPLY_LOCK: i64 = 0x6b69_6c6e_0002;
+
+/// How often a long poll re-reads the store even without a notification:
+/// notifications are lost while a listener reconnects, and this bounds how
+/// long such a loss can delay a dispatch.
+const RECHECK: Duration = Duration::from_secs(10);
+
+pub struct PostgresStore {
+    pool: PgPool,
+    /// This instance's name in notifications, so it can skip its own (its
+    /// callers already woke their local waiters).
+    origin: String,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// What a notification carries: who sent it, which workflow changed and
+/// which agents should look at it again.
+#[derive(Debug, Serialize, Deserialize)]
+struct Change {
+    origin: String,
+    workflow: String,
+    #[serde(default)]
+    agents: Vec<String>,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://...`), migrates the database, and
+    /// keeps a pool of at most `max_connections`. Errors never contain the
+    /// URL's password.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let redact = |msg: String| match url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_string)) {
+            Some(p) if !p.is_empty() => msg.replace(&p, "***"),
+            _ => msg,
+        };
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Backend(redact(format!("invalid URL: {e}"))))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Backend(redact(format!("cannot connect to PostgreSQL: {e}"))))?;
+        migrate(&pool).await?;
+        Ok(Self { pool, origin: uuid::Uuid::new_v4().to_string() })
+    }
+
+    /// A transaction that reads one consistent snapshot: a workflow is read
+    /// with several statements, which must not see a commit in between.
+    async fn snapshot(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
+    async fn notify_workflow(&self, tx: &mut PgConnection, wf: &str, agents: Vec<String>) -> Result<(), StoreError> {
+        let change = Change { origin: self.origin.clone(), workflow: wf.to_string(), agents };
+        notify(tx, WORKFLOW_CHANNEL, &change).await
+    }
+
+    /// Forwards other replicas' changes into `events` until the task is
+    /// aborted. After the listening connection was lost (notifications may
+    /// have been missed) every waiter is woken to re-read the store.
+    pub fn spawn_forwarder(&self, events: Arc<Events>) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        let origin = self.origin.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen(&pool, &origin, &events).await {
+                    tracing::warn!(error = %e, "PostgreSQL notifications interrupted; reconnecting");
+                }
+                events.wake_everyone();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+}
+
+/// Listens until the connection fails.
+async fn listen(pool: &PgPool, origin: &str, events: &Events) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([WORKFLOW_CHANNEL, LOGS_CHANNEL]).await?;
+    // Anything committed before LISTEN took effect was not announced to us.
+    events.wake_everyone();
+    loop {
+        // `try_recv` says when the connection dropped (None) instead of
+        // silently reconnecting, so a possible loss is never hidden.
+        let Some(n) = listener.try_recv().await? else {
+            return Err(sqlx::Error::Protocol("listening connection closed".into()));
+        };
+        let change: Change = match serde_json::from_str(n.payload()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(channel = n.channel(), error = %e, "ignoring malformed notification");
+                continue;
+            }
+        };
+        if change.origin == origin {
+            continue;
+        }
+        match n.channel() {
+            LOGS_CHANNEL => events.logs_appended(&change.workflow),
+            _ => {
+                events.workflow_changed(&change.workflow);
+                for agent in &change.agents {
+                    events.wake_agent(agent);
+                }
+            }
+        }
+    }
+}
+
+async fn notify(tx: &mut PgConnection, channel: &str, change: &Change) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(change)?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(tx).await?;
+    Ok(())
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    // Replicas starting together: one migrates, the others wait and then
+    // find nothing left to do.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATE_LOCK).execute(&mut *tx).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let (current,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetch_one(&mut *tx).await?;
+    for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        // A plain string runs as a simple query, which may hold several
+        // statements (`sqlx::raw_sql` would too, but its future is not
+        // `Send` across this loop).
+        sqlx::Executor::execute(&mut *tx, sql)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration {version}: {e}")))?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn load_hardware(c: &mut PgConnection, id: &str) -> Result<Option<StoredHardware>, StoreError> {
+    let row: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT doc, created_at, updated_at FROM hardware WHERE id = $1")
+            .bind(id)
+            .fetch_optional(c)
+            .await?;
+    row.map(|(doc, created_at, updated_at)| {
+        Ok(StoredHardware { doc: serde_json::from_str(&doc)?, created_at, updated_at })
+    })
+    .transpose()
+}
+
+async fn load_template(c: &mut PgConnection, name: &str) -> Result<Option<StoredTemplate>, StoreError> {
+    let row: Option<(String, String, i64, i64)> =
+        sqlx::query_as("SELECT name, data, created_at, updated_at FROM templates WHERE name = $1")
+            .bind(name)
+            .fetch_optional(c)
+            .await?;
+    Ok(row.map(|(name, data, created_at, updated_at)| StoredTemplate {
+        doc: TemplateDoc { name, data },
+        created_at,
+        updated_at,
+    }))
+}
+
+type WorkflowRow = (String, String, String, String, String, Option<i64>, i64, Option<i64>, Option<i64>);
+type AttemptRow = (
+    i32,
+    String,
+    i32,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    String,
+    String,
+    String,
+    Option<i64>,
+);
+
+async fn load_workflow(c: &mut PgConnection, id: &str) -> Result<Option<Workflow>, StoreError> {
+    let row: Option<WorkflowRow> = sqlx::query_as(
+        "SELECT template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at
+         FROM workflows WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at)) = row else {
+        return Ok(None);
+    };
+    let mut actions = Vec::new();
+    let specs: Vec<(i32, String)> = sqlx::query_as("SELECT idx, spec FROM actions WHERE workflow_id = $1 ORDER BY idx")
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await?;
+    for (index, spec) in specs {
+        let spec: PlannedAction = serde_json::from_str(&spec)?;
+        actions.push(Action { index: index as u32, spec, attempts: Vec::new() });
+    }
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT action_idx, id, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json, lease_expires_at
+         FROM attempts WHERE workflow_id = $1 ORDER BY action_idx, number",
+    )
+    .bind(id)
+    .fetch_all(&mut *c)
+    .await?;
+    for row in attempts {
+        let (
+            index,
+            id,
+            number,
+            agent_id,
+            state,
+            created_at,
+            pulling_at,
+            running_at,
+            finished_at,
+            exit_code,
+            reason,
+            message,
+            output_json,
+            lease_expires_at,
+        ) = row;
+        let attempt = Attempt {
+            id,
+            number: number as u32,
+            agent_id,
+            state: ActionState::parse(&state).unwrap_or(ActionState::Failed),
+            created_at,
+            pulling_at,
+            running_at,
+            finished_at,
+            exit_code,
+            reason,
+            message,
+            output_json,
+            lease_expires_at,
+        };
+        let action = actions
+            .get_mut(index as usize)
+            .ok_or_else(|| StoreError::Backend(format!("attempt {} names missing action {index}", attempt.id)))?;
+        action.attempts.push(attempt);
+    }
+    Ok(Some(Workflow {
+        id: id.to_string(),
+        template,
+        hardware,
+        hardware_map: serde_json::from_str::<BTreeMap<String, String>>(&map)?,
+        state: WorkflowState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("workflow {id} has unknown state {state:?}")))?,
+        reason,
+        global_timeout_seconds: timeout.map(|t| t as u64),
+        created_at,
+        started_at,
+        finished_at,
+        actions,
+    }))
+}
+
+async fn insert_workflow(tx: &mut PgConnection, wf: &Workflow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO workflows (id, template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&wf.id)
+    .bind(&wf.template)
+    .bind(&wf.hardware)
+    .bind(serde_json::to_string(&wf.hardware_map)?)
+    .bind(wf.state.as_str())
+    .bind(&wf.reason)
+    .bind(wf.global_timeout_seconds.map(|t| t as i64))
+    .bind(wf.created_at)
+    .bind(wf.started_at)
+    .bind(wf.finished_at)
+    .execute(&mut *tx)
+    .await?;
+    for action in &wf.actions {
+        sqlx::query("INSERT INTO actions (workflow_id, idx, agent_id, spec) VALUES ($1, $2, $3, $4)")
+            .bind(&wf.id)
+            .bind(action.index as i32)
+            .bind(action.agent_id())
+            .bind(serde_json::to_string(&action.spec)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    save_attempts(tx, wf).await
+}
+
+/// Writes the mutable part of a workflow: its row and its attempts (the plan
+/// never changes after creation).
+async fn save_workflow(tx: &mut PgConnection, wf: &Workflow) -> Result<(), StoreError> {
+    sqlx::query("UPDATE workflows SET state = $2, reason = $3, started_at = $4, finished_at = $5 WHERE id = $1")
+        .bind(&wf.id)
+        .bind(wf.state.as_str())
+        .bind(&wf.reason)
+        .bind(wf.started_at)
+        .bind(wf.finished_at)
+        .execute(&mut *tx)
+        .await?;
+    save_attempts(tx, wf).await
+}
+
+async fn save_attempts(tx: &mut PgConnection, wf: &Workflow) -> Result<(), StoreError> {
+    for action in &wf.actions {
+        for a in &action.attempts {
+            sqlx::query(
+                "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json, lease_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, pulling_at = excluded.pulling_at,
+                     running_at = excluded.running_at, finished_at = excluded.finished_at, exit_code = excluded.exit_code,
+                     reason = excluded.reason, message = excluded.message, output_json = excluded.output_json,
+                     -- a heartbeat may have moved the lease further since the load
+                     lease_expires_at = CASE WHEN excluded.lease_expires_at IS NULL THEN NULL
+                         ELSE GREATEST(excluded.lease_expires_at, attempts.lease_expires_at) END",
+            )
+            .bind(&a.id)
+            .bind(&wf.id)
+            .bind(action.index as i32)
+            .bind(a.number as i32)
+            .bind(&a.agent_id)
+            .bind(a.state.as_str())
+            .bind(a.created_at)
+            .bind(a.pulling_at)
+            .bind(a.running_at)
+            .bind(a.finished_at)
+            .bind(a.exit_code)
+            .bind(&a.reason)
+            .bind(&a.message)
+            .bind(&a.output_json)
+            .bind(a.lease_expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// True when two workflows were created from the same definition.
+fn same_definition(a: &Workflow, b: &Workflow) -> bool {
+    a.template == b.template && a.hardware == b.hardware && a.hardware_map == b.hardware_map
+}
+
+/// The agent that should look at `wf` now: the one of its current action.
+fn agents_to_wake(wf: &Workflow) -> Vec<String> {
+    wf.current_action().map(|a| a.agent_id().to_string()).into_iter().collect()
+}
+
+async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
+    let now = now_millis();
+    let mut outcomes = Vec::new();
+    for hw in &batch.hardware {
+        let doc = serde_json::to_string(hw)?;
+        let outcome = match load_hardware(tx, &hw.id).await? {
+            Some(old) if old.doc == *hw => Outcome::Unchanged,
+            Some(_) => {
+                sqlx::query("UPDATE hardware SET agent_id = $2, doc = $3, updated_at = $4 WHERE id = $1")
+                    .bind(&hw.id)
+                    .bind(&hw.agent_id)
+                    .bind(doc)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                Outcome::Updated
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(&hw.id)
+                .bind(&hw.agent_id)
+                .bind(doc)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    for d in &batch.definitions {
+        let doc = serde_json::to_string(d)?;
+        let old: Option<(String,)> = sqlx::query_as("SELECT doc FROM action_definitions WHERE name = $1")
+            .bind(&d.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match old {
+            Some((old,)) if serde_json::from_str::<ActionDefinitionDoc>(&old)? == *d => Outcome::Unchanged,
+            Some(_) => {
+                sqlx::query("UPDATE action_definitions SET doc = $2, updated_at = $3 WHERE name = $1")
+                    .bind(&d.name)
+                    .bind(doc)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                Outcome::Updated
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO action_definitions (name, doc, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+                )
+                .bind(&d.name)
+                .bind(doc)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    for t in &batch.templates {
+        let outcome = match load_template(tx, &t.name).await? {
+            Some(old) if old.doc == *t => Outcome::Unchanged,
+            Some(_) => {
+                sqlx::query("UPDATE templates SET data = $2, updated_at = $3 WHERE name = $1")
+                    .bind(&t.name)
+                    .bind(&t.data)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                Outcome::Updated
+            }
+            None => {
+                sqlx::query("INSERT INTO templates (name, data, created_at, updated_at) VALUES ($1, $2, $3, $3)")
+                    .bind(&t.name)
+                    .bind(&t.data)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    for wf in &batch.workflows {
+        let outcome = match load_workflow(tx, &wf.id).await? {
+            Some(old) if same_definition(&old, wf) => Outcome::Unchanged,
+            Some(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "workflow {:?} already exists with a different template, hardware or hardware_map; \
+                     workflows cannot be changed, delete it first",
+                    wf.id
+                )));
+            }
+            None => {
+                insert_workflow(tx, wf).await?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn not_found(kind: &'static str, name: &str) -> StoreError {
+    StoreError::NotFound { kind, name: name.to_string() }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn apply(&self, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPLY_LOCK).execute(&mut *tx).await?;
+        let outcomes = apply_batch(&mut tx, &batch).await?;
+        // Offsets: outcomes are in batch order, workflows last.
+        let first_workflow = outcomes.len() - batch.workflows.len();
+        for (wf, outcome) in batch.workflows.iter().zip(&outcomes[first_workflow..]) {
+            if *outcome == Outcome::Created {
+                self.notify_workflow(&mut tx, &wf.id, agents_to_wake(wf)).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn get_hardware(&self, id: &str) -> Result<StoredHardware, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        load_hardware(&mut c, id).await?.ok_or_else(|| not_found("hardware", id))
+    }
+
+    async fn list_hardware(&self) -> Result<Vec<StoredHardware>, StoreError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT doc, created_at, updated_at FROM hardware ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(doc, created_at, updated_at)| {
+                Ok(StoredHardware { doc: serde_json::from_str(&doc)?, created_at, updated_at })
+            })
+            .collect()
+    }
+
+    async fn get_template(&self, name: &str) -> Result<StoredTemplate, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        load_template(&mut c, name).await?.ok_or_else(|| not_found("template", name))
+    }
+
+    async fn list_templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
+        let rows: Vec<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT name, data, created_at, updated_at FROM templates ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, data, created_at, updated_at)| StoredTemplate {
+                doc: TemplateDoc { name, data },
+                created_at,
+                updated_at,
+            })
+            .collect())
+    }
+
+    async fn get_workflow(&self, id: &str) -> Result<Workflow, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let wf = load_workflow(&mut tx, id).await?.ok_or_else(|| not_found("workflow", id))?;
+        tx.commit().await?;
+        Ok(wf)
+    }
+
+    async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM workflows ORDER BY created_at, id").fetch_all(&mut *tx).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            out.extend(load_workflow(&mut tx, &id).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPLY_LOCK).execute(&mut *tx).await?;
+        let (table, key, user_column) = match kind {
+            ObjectKind::ActionDefinition => ("action_definitions", "name", None),
+            ObjectKind::Hardware => ("hardware", "id", Some("hardware")),
+            ObjectKind::Template => ("templates", "name", Some("template")),
+            ObjectKind::Workflow => ("workflows", "id", None),
+        };
+        if let Some(column) = user_column {
+            let users: Vec<(String,)> = sqlx::query_as(&format!(
+                "SELECT id FROM workflows WHERE {column} = $1 AND state IN ('PENDING', 'RUNNING') ORDER BY id"
+            ))
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !users.is_empty() {
+                let users: Vec<String> = users.into_iter().map(|(id,)| id).collect();
+                return Err(StoreError::InUse(format!(
+                    "{} {name:?} is used by unfinished workflow(s) {}",
+                    kind.as_str(),
+                    users.join(", ")
+                )));
+            }
+        }
+        let n = sqlx::query(&format!("DELETE FROM {table} WHERE {key} = $1")).bind(name).execute(&mut *tx).await?;
+        if n.rows_affected() == 0 {
+            return Err(not_found(kind.as_str(), name));
+        }
+        if kind == ObjectKind::Workflow {
+            self.notify_workflow(&mut tx, name, Vec::new()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn active_workflows_for_agent(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT w.id FROM workflows w
+             WHERE w.state IN ('PENDING', 'RUNNING')
+               AND EXISTS (SELECT 1 FROM actions a WHERE a.workflow_id = w.id AND a.agent_id = $1)
+             ORDER BY w.created_at, w.id",
+        )
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM workflows WHERE state = 'RUNNING' AND global_timeout_seconds IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT workflow_id FROM attempts
+             WHERE state IN ('PENDING', 'PULLING', 'RUNNING') AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        attempt_ids: Vec<String>,
+        until: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        // One statement: the ids it did not renew are the ended ones.
+        let renewed: Vec<(String,)> = sqlx::query_as(
+            "UPDATE attempts SET lease_expires_at = GREATEST(lease_expires_at, $3)
+             WHERE id = ANY($1) AND agent_id = $2 AND state IN ('PENDING', 'PULLING', 'RUNNING')
+               AND lease_expires_at IS NOT NULL
+             RETURNING id",
+        )
+        .bind(&attempt_ids)
+        .bind(agent_id)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(attempt_ids.into_iter().filter(|id| !renewed.iter().any(|(r,)| r == id)).collect())
+    }
+
+    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock serialises this update with every other one of the
+        // same workflow, from any replica. Under READ COMMITTED each later
+        // statement takes a fresh snapshot, so the reads below see what the
+        // previous lock holder committed.
+        let locked: Option<(String,)> = sqlx::query_as("SELECT id FROM workflows WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if locked.is_none() {
+            return Err(not_found("workflow", id));
+        }
+        let mut wf = load_workflow(&mut tx, id).await?.ok_or_else(|| not_found("workflow", id))?;
+        let changed = mutation(&mut wf)?;
+        if changed {
+            save_workflow(&mut tx, &wf).await?;
+            self.notify_workflow(&mut tx, id, agents_to_wake(&wf)).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok((wf, changed))
+    }
+
+    async fn append_logs(
+        &self,
+        workflow_id: &str,
+        action_index: u32,
+        attempt_id: &str,
+        lines: Vec<NewLogLine>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // See the module comment: a workflow's cursors must become visible
+        // in increasing order.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('kiln-logs:' || $1, 0))")
+            .bind(workflow_id)
+            .execute(&mut *tx)
+            .await?;
+        let (seqs, streams, times, texts): (Vec<i64>, Vec<i32>, Vec<i64>, Vec<String>) = lines
+            .into_iter()
+            .map(|l| (l.seq as i64, l.stream, l.time, l.text))
+            .fold((Vec::new(), Vec::new(), Vec::new(), Vec::new()), |mut acc, (seq, stream, time, text)| {
+                acc.0.push(seq);
+                acc.1.push(stream);
+                acc.2.push(time);
+                acc.3.push(text);
+                acc
+            });
+        // One statement for the batch; ORDER BY n keeps the batch's order in
+        // the cursors.
+        sqlx::query(
+            "INSERT INTO logs (workflow_id, action_idx, attempt_id, seq, stream, time, text)
+             SELECT $1, $2, $3, l.seq, l.stream, l.time, l.text
+             FROM UNNEST($4::BIGINT[], $5::INTEGER[], $6::BIGINT[], $7::TEXT[]) WITH ORDINALITY AS l(seq, stream, time, text, n)
+             ORDER BY l.n
+             ON CONFLICT (attempt_id, seq) DO NOTHING",
+        )
+        .bind(workflow_id)
+        .bind(action_index as i32)
+        .bind(attempt_id)
+        .bind(&seqs)
+        .bind(&streams)
+        .bind(&times)
+        .bind(&texts)
+        .execute(&mut *tx)
+        .await?;
+        let (through,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE attempt_id = $1")
+            .bind(attempt_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let change = Change { origin: self.origin.clone(), workflow: workflow_id.to_string(), agents: Vec::new() };
+        notify(&mut tx, LOGS_CHANNEL, &change).await?;
+        tx.commit().await?;
+        Ok(through as u64)
+    }
+
+    async fn workflow_data(&self, id: &str) -> Result<(String, u64), StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as("SELECT data_json, data_version FROM workflows WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(json, version)| (json, version as u64)).ok_or_else(|| not_found("workflow", id))
+    }
+
+    async fn set_workflow_data(&self, id: &str, json: String, expected_version: u64) -> Result<u64, StoreError> {
+        // The compare and the swap are one statement: atomic across replicas.
+        let updated: Option<(i64,)> = sqlx::query_as(
+            "UPDATE workflows SET data_json = $2, data_version = data_version + 1
+             WHERE id = $1 AND data_version = $3 RETURNING data_version",
+        )
+        .bind(id)
+        .bind(json)
+        .bind(expected_version as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((version,)) = updated {
+            return Ok(version as u64);
+        }
+        let (_, current) = self.workflow_data(id).await?;
+        Err(StoreError::Conflict(format!(
+            "workflow data is at version {current}, not {expected_version}: read it again and retry"
+        )))
+    }
+
+    async fn list_definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT doc, created_at, updated_at FROM action_definitions ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(doc, created_at, updated_at)| {
+                Ok(StoredDefinition { doc: serde_json::from_str(&doc)?, created_at, updated_at })
+            })
+            .collect()
+    }
+
+    async fn put_artifact(&self, a: Artifact) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO artifacts (workflow_id, action_idx, attempt_id, path, size, sha256, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (attempt_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
+                 created_at = excluded.created_at",
+        )
+        .bind(&a.workflow_id)
+        .bind(a.action_index as i32)
+        .bind(&a.attempt_id)
+        .bind(&a.path)
+        .bind(a.size as i64)
+        .bind(&a.sha256)
+        .bind(a.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_artifacts(&self, workflow_id: &str) -> Result<Vec<Artifact>, StoreError> {
+        let rows: Vec<(String, i32, String, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT a.workflow_id, a.action_idx, a.attempt_id, a.path, a.size, a.sha256, a.created_at
+             FROM artifacts a JOIN attempts t ON t.id = a.attempt_id
+             WHERE a.workflow_id = $1 ORDER BY a.action_idx, t.number, a.path",
+        )
+        .bind(workflow_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(workflow_id, action_index, attempt_id, path, size, sha256, created_at)| Artifact {
+                workflow_id,
+                action_index: action_index as u32,
+                attempt_id,
+                path,
+                size: size as u64,
+                sha256,
+                created_at,
+            })
+            .collect())
+    }
+
+    async fn read_logs(
+        &self,
+        workflow_id: &str,
+        action_index: Option<u32>,
+        after_cursor: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLogLine>, StoreError> {
+        let rows: Vec<(i64, i32, String, i64, i32, i64, String)> = sqlx::query_as(
+            "SELECT cursor, action_idx, attempt_id, seq, stream, time, text FROM logs
+             WHERE workflow_id = $1 AND cursor > $2 AND ($3::INTEGER IS NULL OR action_idx = $3)
+             ORDER BY cursor LIMIT $4",
+        )
+        .bind(workflow_id)
+        .bind(after_cursor)
+        .bind(action_index.map(|i| i as i32))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(cursor, action_index, attempt_id, seq, stream, time, text)| StoredLogLine {
+                cursor,
+                action_index: action_index as u32,
+                attempt_id,
+                seq: seq as u64,
+                stream,
+                time,
+                text,
+            })
+            .collect())
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        // The first replica's candidate wins; everyone reads the winner.
+        sqlx::query("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await?;
+        let (value,): (Vec<u8>,) =
+            sqlx::query_as("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
+        Ok(Some(value))
+    }
+
+    fn forward_changes(&self, events: Arc<Events>) -> Option<tokio::task::JoinHandle<()>> {
+        Some(self.spawn_forwarder(events))
+    }
+
+    fn recheck_interval(&self) -> Option<Duration> {
+        Some(RECHECK)
+    }
+}

@@ -1,0 +1,234 @@
+//! kiln-server on PostgreSQL: two replicas sharing one database, agents
+//! split across them, a replica dying under its agents, and a server killed
+//! with SIGKILL mid-workflow. Each test starts its own PostgreSQL
+//! (`kiln_tests::postgres`).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use kiln_tests::postgres::PgServer;
+use kiln_tests::{Cluster, hardware_doc, random_mac, stdout, unique, wait_until};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A template of one task for `{{.device_1}}` whose actions are
+/// `(name, shell command)`.
+fn template(name: &str, image: &str, actions: &[(&str, &str)]) -> String {
+    let mut t = format!(
+        "kind: Template\nname: {name}\ndata: |\n  version: \"0.1\"\n  name: {name}\n  global_timeout: 600\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n"
+    );
+    for (action, cmd) in actions {
+        t.push_str(&format!(
+            "        - name: {action}\n          image: {image}\n          timeout: 60\n          command: [\"sh\", \"-c\", {cmd:?}]\n"
+        ));
+    }
+    t
+}
+
+fn workflow_doc(id: &str, template: &str, hardware: &str, mac: &str) -> String {
+    format!(
+        "kind: Workflow\nname: {id}\ntemplate: {template}\nhardware: {hardware}\nhardware_map: {{device_1: \"{mac}\"}}\n"
+    )
+}
+
+fn attempts(wf: &Value, action: usize) -> &Vec<Value> {
+    wf["actions"][action]["attempts"].as_array().expect("attempts")
+}
+
+fn time(v: &Value) -> SystemTime {
+    humantime::parse_rfc3339(v.as_str().expect("a timestamp")).expect("RFC 3339")
+}
+
+/// Every action succeeded with exactly one attempt.
+fn assert_succeeded_once(wf: &Value, context: &str) {
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{context}");
+    for (i, action) in wf["actions"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(attempts(wf, i).len(), 1, "action {i} ran more than once: {action:#}\n{context}");
+    }
+}
+
+/// A TCP forwarder standing in for the load balancer in front of the
+/// replicas: connections go to the current upstream, which a test switches
+/// when a replica dies. Runs until the test process exits.
+struct Balancer {
+    url: String,
+    upstream: Arc<Mutex<String>>,
+}
+
+impl Balancer {
+    fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = Arc::new(Mutex::new(upstream.to_string()));
+        let current = upstream.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let to = current.lock().unwrap().clone();
+                // A dead upstream: the client sees its connection close and
+                // retries, as it would behind a real balancer.
+                let Ok(server) = TcpStream::connect(&to) else { continue };
+                for (mut from, mut into) in
+                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 << 10];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || into.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = into.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { url, upstream }
+    }
+
+    fn switch(&self, upstream: &str) {
+        *self.upstream.lock().unwrap() = upstream.to_string();
+    }
+}
+
+#[test]
+fn replicas_share_one_database_and_take_over_each_others_agents() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    let url = pg.create_database().unwrap();
+    let args = ["--database-url", url.as_str()];
+    let mut r1 = Cluster::start_with(&args).expect("replica 1");
+    let mut r2 = Cluster::start_with(&args).expect("replica 2");
+    let context = |r1: &Cluster, r2: &Cluster| format!("replica 1:\n{}\nreplica 2:\n{}", r1.logs(), r2.logs());
+    let balancer = Balancer::start(&r1.server_addr());
+    let (mac1, mac2) = (random_mac(), random_mac());
+    let (hw1, hw2, tpl) = (unique("hw1"), unique("hw2"), unique("tpl"));
+    let image = r1.env.busybox();
+    r1.apply(
+        &[
+            hardware_doc(&hw1, &mac1),
+            hardware_doc(&hw2, &mac2),
+            template(&tpl, &image, &[("one", "echo one from $HOSTNAME; sleep 1"), ("two", "echo two")]),
+        ]
+        .join("---\n"),
+    );
+    // Machine 1 reaches replica 1 through the balancer, machine 2 talks to
+    // replica 2 directly.
+    r1.start_agent_at(&balancer.url, &mac1, "").unwrap();
+    r2.start_agent(&mac2, "").unwrap();
+    // Both agents sit in their long poll before the workflows exist.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Both workflows are created through replica 1: replica 2 learns of its
+    // agent's workflow only from PostgreSQL's notification.
+    let (wf1, wf2) = (unique("wf1"), unique("wf2"));
+    r1.apply(&[workflow_doc(&wf1, &tpl, &hw1, &mac1), workflow_doc(&wf2, &tpl, &hw2, &mac2)].join("---\n"));
+    let done1 = r2.wait_finished(&wf1, LIMIT);
+    let done2 = r1.wait_finished(&wf2, LIMIT);
+    assert_succeeded_once(&done1, &context(&r1, &r2));
+    assert_succeeded_once(&done2, &context(&r1, &r2));
+    // Dispatched at once, not at the next periodic re-check (10 s) or the
+    // end of the agent's long poll.
+    let waited = time(&attempts(&done2, 0)[0]["created_at"]).duration_since(time(&done2["created_at"])).unwrap();
+    println!("cross-replica dispatch latency: {waited:?}");
+    assert!(waited < Duration::from_secs(3), "workflow 2 waited {waited:?} for its first attempt");
+    // Logs shipped to one replica are read from the other.
+    assert!(stdout(&r2.kiln(&["logs", &wf1])).contains("one from"), "{}", context(&r1, &r2));
+    assert!(stdout(&r1.kiln(&["logs", &wf2])).contains("two"), "{}", context(&r1, &r2));
+
+    // Replica 1 dies while machine 1 runs an action; the balancer sends the
+    // agent's retries to replica 2, and the workflow finishes there.
+    let wf3 = unique("wf3");
+    let tpl3 = unique("tpl3");
+    r2.apply(
+        &[
+            template(
+                &tpl3,
+                &image,
+                &[("long", "echo line-begin; sleep 4; echo line-end"), ("after", "echo line-after")],
+            ),
+            workflow_doc(&wf3, &tpl3, &hw1, &mac1),
+        ]
+        .join("---\n"),
+    );
+    wait_until(Duration::from_secs(60), || r2.workflow(&wf3)["actions"][0]["state"] == "RUNNING")
+        .unwrap_or_else(|e| panic!("{e}\n{}", context(&r1, &r2)));
+    r1.server.kill();
+    balancer.switch(&r2.server_addr());
+    let done3 = r2.wait_finished(&wf3, LIMIT);
+    assert_succeeded_once(&done3, &context(&r1, &r2));
+    let logs = stdout(&r2.kiln(&["logs", &wf3]));
+    for line in ["line-begin", "line-end", "line-after"] {
+        assert_eq!(logs.matches(line).count(), 1, "{line:?} once in the logs: {logs}\n{}", context(&r1, &r2));
+    }
+}
+
+#[test]
+fn a_server_killed_mid_workflow_on_postgres_loses_nothing() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    let url = pg.create_database().unwrap();
+    let mut c = Cluster::start_with(&["--database-url", &url]).expect("server");
+    let mac = random_mac();
+    let (hw, tpl, wf) = (unique("hw"), unique("tpl"), unique("wf"));
+    let image = c.env.busybox();
+    c.apply(
+        &[
+            hardware_doc(&hw, &mac),
+            template(
+                &tpl,
+                &image,
+                &[("one", "echo one"), ("slow", "echo begin; sleep 3; echo end"), ("three", "echo three")],
+            ),
+            workflow_doc(&wf, &tpl, &hw, &mac),
+        ]
+        .join("---\n"),
+    );
+    c.start_agent(&mac, "").unwrap();
+    wait_until(Duration::from_secs(60), || c.workflow(&wf)["actions"][1]["state"] == "RUNNING")
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let before = c.workflow(&wf);
+    c.restart_server().expect("restart");
+    // Everything acknowledged before the kill is there after it.
+    let after = c.workflow(&wf);
+    assert_eq!(after["actions"][0], before["actions"][0], "the finished action is unchanged");
+    assert_eq!(attempts(&after, 1)[0]["id"], attempts(&before, 1)[0]["id"], "the running attempt is kept");
+    assert!(stdout(&c.kiln(&["logs", &wf, "one"])).contains("one"));
+    let done = c.wait_finished(&wf, LIMIT);
+    assert_succeeded_once(&done, &c.logs());
+    let logs = stdout(&c.kiln(&["logs", &wf]));
+    for line in ["one", "begin", "end", "three"] {
+        assert!(logs.contains(line), "{line:?} missing from the logs: {logs}\n{}", c.logs());
+    }
+}
+
+/// Runs `kiln-server` with `args` until it exits (it must, within 30 s).
+fn server_fails(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(kiln_tests::bin_dir().join("kiln-server"));
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).args(args);
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("run kiln-server");
+    wait_until(Duration::from_secs(30), || child.try_wait().unwrap().is_some()).expect("kiln-server exits");
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_or_unreachable_database_url_is_a_clear_error_without_the_password() {
+    let err = server_fails(&["--database-url", "mysql://kiln:hunter2@db/kiln"]);
+    assert!(err.contains("--database-url") && err.contains("unsupported scheme \"mysql\""), "{err}");
+    assert!(!err.contains("hunter2"), "password printed: {err}");
+    // A port where nothing listens.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = server_fails(&["--database-url", &format!("postgres://kiln:hunter2@127.0.0.1:{port}/kiln")]);
+    assert!(err.contains("--database-url postgres://kiln:***@127.0.0.1"), "{err}");
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(!err.contains("hunter2"), "password printed: {err}");
+    // A server that refuses the password (only this user may log in).
+    let pg = PgServer::start().expect("start PostgreSQL");
+    let err = server_fails(&["--database-url", &pg.url("no_such_db").replace("postgres@", "postgres:hunter2@")]);
+    assert!(err.contains("no_such_db") && err.contains("does not exist"), "{err}");
+    assert!(!err.contains("hunter2"), "password printed: {err}");
+}
