@@ -9,6 +9,7 @@
 //!   other update of the same workflow; it returns only after the commit, so
 //!   whatever the caller acknowledges is durable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -67,6 +68,20 @@ pub struct ApplyBatch {
     pub definitions: Vec<ActionDefinitionDoc>,
     pub templates: Vec<TemplateDoc>,
     pub workflows: Vec<Workflow>,
+    /// sha256 (hex) of the agent token of each hardware id, used only when
+    /// that hardware is *created* by this batch: an update keeps the stored
+    /// hash, so re-applying a document never changes a machine's credential.
+    pub token_hashes: HashMap<String, String>,
+}
+
+/// What the server checks an agent's token against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCredential {
+    /// The hardware whose `agent_id` the agent claimed.
+    pub hardware_id: String,
+    /// sha256 (hex) of its current token; `None` when revoked (or never
+    /// issued): every token is then refused.
+    pub token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +200,14 @@ pub trait Store: Send + Sync + 'static {
         after_cursor: i64,
         limit: u32,
     ) -> Result<Vec<StoredLogLine>, StoreError>;
+
+    /// The credential of the hardware whose agent id is `agent_id`, or
+    /// `None` when no hardware has that agent id.
+    async fn agent_credential(&self, agent_id: &str) -> Result<Option<AgentCredential>, StoreError>;
+
+    /// Replaces the token hash of a hardware (rotate: a new hash; revoke:
+    /// `None`). [`StoreError::NotFound`] for unknown hardware.
+    async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

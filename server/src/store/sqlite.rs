@@ -14,7 +14,7 @@ use kiln_spec::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
+    AgentCredential, ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
     StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Workflow, WorkflowState, now_millis};
@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("sqlite_migrations/0002_artifacts.sql")),
     (3, include_str!("sqlite_migrations/0003_typed_actions.sql")),
     (4, include_str!("sqlite_migrations/0004_workflow_data.sql")),
+    (5, include_str!("sqlite_migrations/0005_agent_tokens.sql")),
 ];
 
 pub struct SqliteStore {
@@ -287,8 +288,8 @@ fn apply_batch(tx: &Transaction, batch: ApplyBatch) -> Result<Vec<Outcome>, Stor
             }
             None => {
                 tx.execute(
-                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![hw.id, hw.agent_id, doc, now],
+                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at, token_hash) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                    params![hw.id, hw.agent_id, doc, now, batch.token_hashes.get(&hw.id)],
                 )?;
                 Outcome::Created
             }
@@ -652,6 +653,26 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn agent_credential(&self, agent_id: &str) -> Result<Option<AgentCredential>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.with_conn(move |c| {
+            Ok(c.query_row("SELECT id, token_hash FROM hardware WHERE agent_id = ?1", [&agent_id], |r| {
+                Ok(AgentCredential { hardware_id: r.get(0)?, token_hash: r.get(1)? })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError> {
+        let id = hardware_id.to_string();
+        self.with_conn(move |c| {
+            let n = c.execute("UPDATE hardware SET token_hash = ?2 WHERE id = ?1", params![id, token_hash])?;
+            if n == 0 { Err(not_found("hardware", &id)) } else { Ok(()) }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -725,6 +746,7 @@ mod tests {
             hardware: vec![hardware()],
             templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
             workflows: vec![workflow("wf1")],
+            ..Default::default()
         };
         assert_eq!(store.apply(batch).await.unwrap(), vec![Outcome::Created; 3]);
         // A conflicting workflow in a batch leaves the batch's other objects unwritten.
@@ -734,7 +756,7 @@ mod tests {
         hw2.id = "hw2".into();
         hw2.agent_id = "agent-2".into();
         let err = store
-            .apply(ApplyBatch { definitions: vec![], hardware: vec![hw2], templates: vec![], workflows: vec![changed] })
+            .apply(ApplyBatch { definitions: vec![], hardware: vec![hw2], templates: vec![], workflows: vec![changed], ..Default::default() })
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -745,6 +767,7 @@ mod tests {
             hardware: vec![hardware()],
             templates: vec![],
             workflows: vec![workflow("wf1")],
+            ..Default::default()
         };
         assert_eq!(store.apply(again).await.unwrap(), vec![Outcome::Unchanged; 2]);
         // Reopening the file keeps everything (and does not re-run migrations).
@@ -764,6 +787,7 @@ mod tests {
             hardware: vec![hardware()],
             templates: vec![],
             workflows: vec![workflow("wf1")],
+            ..Default::default()
         };
         store.apply(batch).await.unwrap();
         assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
@@ -790,5 +814,36 @@ mod tests {
         store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
         assert!(store.read_logs("wf1", None, 0, 100).await.unwrap().is_empty());
         store.delete(ObjectKind::Hardware, "hw").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let batch = |hw: HardwareDoc, hash: &str| ApplyBatch {
+            hardware: vec![hw],
+            token_hashes: [("hw".to_string(), hash.to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(store.agent_credential("agent-1").await.unwrap(), None);
+        store.apply(batch(hardware(), "h1")).await.unwrap();
+        let cred = |hash: Option<&str>| Some(AgentCredential { hardware_id: "hw".into(), token_hash: hash.map(Into::into) });
+        assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h1")));
+        // An update (even one carrying a hash) keeps the stored credential.
+        let mut changed = hardware();
+        changed.disks.push("/dev/vdb".into());
+        assert_eq!(store.apply(batch(changed, "h2")).await.unwrap(), vec![Outcome::Updated]);
+        assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h1")));
+        store.set_token_hash("hw", Some("h3".into())).await.unwrap();
+        assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h3")));
+        store.set_token_hash("hw", None).await.unwrap();
+        assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(None));
+        assert!(matches!(store.set_token_hash("nope", None).await, Err(StoreError::NotFound { .. })));
+        // A hardware created without a hash has no valid token.
+        let mut other = hardware();
+        other.id = "hw2".into();
+        other.agent_id = "agent-2".into();
+        store.apply(ApplyBatch { hardware: vec![other], ..Default::default() }).await.unwrap();
+        let none = store.agent_credential("agent-2").await.unwrap().unwrap();
+        assert_eq!((none.hardware_id.as_str(), none.token_hash), ("hw2", None));
     }
 }
