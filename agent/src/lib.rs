@@ -33,6 +33,8 @@ pub struct Agent {
     current_workflow: tokio::sync::Mutex<String>,
     /// Background pulls of the images of the next actions.
     pub prefetch: prefetch::Prefetcher,
+    /// The server's CA, given to actions as `/kiln/ca.pem` for the action API.
+    pub api_ca_pem: Option<Vec<u8>>,
 }
 
 impl Agent {
@@ -44,7 +46,9 @@ impl Agent {
             None => identity::first_nic_mac()
                 .ok_or_else(|| anyhow::anyhow!("no agent_id configured and no network interface with a MAC found"))?,
         };
-        let client = ServerClient::new(&config.server, &id)?;
+        let tls = config.client_tls()?;
+        let client = ServerClient::new(&config.server, &id, config.token_source()?, &tls)?;
+        let api_ca_pem = tls.ca_pem.clone();
         let runtime = DockerRuntime::connect(&config.docker_host).await?;
         let image_policy = config.image_policy().map_err(anyhow::Error::msg)?;
         Ok(Self {
@@ -55,6 +59,7 @@ impl Agent {
             image_policy,
             current_workflow: Default::default(),
             prefetch: prefetch::Prefetcher::new(),
+            api_ca_pem,
         })
     }
 

@@ -9,12 +9,14 @@ pub mod admin_api;
 pub mod admission;
 pub mod agent_api;
 pub mod artifacts;
+pub mod auth;
 pub mod convert;
 pub mod events;
 pub mod model;
 pub mod netboot;
 pub mod state_machine;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +45,16 @@ pub struct ServerConfig {
     pub max_artifact_bytes: u64,
     /// What machines network-boot (`/boot/...`).
     pub netboot: netboot::NetbootConfig,
+    /// TLS on the listen address; `None` is plaintext (only by the explicit
+    /// `--plaintext`).
+    pub tls: Option<tls::ServerTls>,
+    /// The operator credential every admin call must present.
+    pub admin_token: String,
+    /// The CA `kiln cert issue` signs agent certificates with.
+    pub signing_ca: Option<tls::SigningCa>,
+    /// Plain HTTP address serving only the netboot routes (iPXE cannot
+    /// speak our TLS).
+    pub netboot_listen: Option<SocketAddr>,
 }
 
 /// A bound, not yet serving, kiln server.
@@ -54,6 +66,10 @@ pub struct Server {
     artifacts: artifacts::ArtifactFiles,
     token_key: action_api::TokenKey,
     netboot: netboot::NetbootConfig,
+    tls: Option<tls::ServerTls>,
+    admin_token: String,
+    signing_ca: Option<tls::SigningCa>,
+    netboot_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -63,6 +79,14 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let netboot_listener = match config.netboot_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--netboot-listen): {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             store,
@@ -71,7 +95,16 @@ impl Server {
             artifacts: artifacts::ArtifactFiles::new(&config.data_dir, config.max_artifact_bytes),
             token_key: action_api::TokenKey::load_or_create(&config.data_dir)?,
             netboot: config.netboot.clone(),
+            tls: config.tls.clone(),
+            admin_token: config.admin_token.clone(),
+            signing_ca: config.signing_ca.clone(),
+            netboot_listener,
         })
+    }
+
+    /// The bound `--netboot-listen` address, if any.
+    pub fn netboot_addr(&self) -> Option<SocketAddr> {
+        self.netboot_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -80,21 +113,28 @@ impl Server {
 
     /// Serves both services until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let agent = AgentServiceServer::with_interceptor(
-            agent_api::AgentApi::new(
+        let agent = auth::AgentAuthService::new(
+            AgentServiceServer::new(agent_api::AgentApi::new(
                 self.store.clone(),
                 self.events.clone(),
                 self.artifacts.clone(),
                 self.token_key.clone(),
-            ),
-            agent_api::identify_agent,
+            )),
+            Arc::new(auth::AgentAuth {
+                store: self.store.clone(),
+                require_client_cert: self.tls.as_ref().is_some_and(|t| t.require_client_cert),
+            }),
         );
-        let admin = AdminServiceServer::new(admin_api::AdminApi::new(
-            self.store.clone(),
-            self.events.clone(),
-            self.image_policy.clone(),
-            self.artifacts.clone(),
-        ));
+        let admin = AdminServiceServer::with_interceptor(
+            admin_api::AdminApi::new(
+                self.store.clone(),
+                self.events.clone(),
+                self.image_policy.clone(),
+                self.artifacts.clone(),
+            )
+            .with_signing_ca(self.signing_ca.clone()),
+            auth::AdminAuth::new(&self.admin_token),
+        );
         let sweeper = tokio::spawn(sweep_deadlines(self.store.clone(), self.events.clone()));
         // The action API is plain HTTP beside the gRPC services, on the same
         // port: actions reach it at the address their agent uses.
@@ -110,13 +150,46 @@ impl Server {
             .into_axum_router()
             .merge(action_api)
             .merge(netboot::router(self.store.clone(), self.netboot.clone()));
-        let result = tonic::transport::Server::builder()
+        // Netboot, when asked, also on its own plain HTTP listener: iPXE
+        // cannot verify our certificates, and these routes carry no secret.
+        let (stop_netboot, netboot_stopped) = tokio::sync::oneshot::channel::<()>();
+        let netboot_task = self.netboot_listener.map(|listener| {
+            let routes = tonic::service::Routes::from(netboot::router(self.store.clone(), self.netboot.clone()));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .accept_http1(true)
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                        let _ = netboot_stopped.await;
+                    }),
+            )
+        });
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            let mut config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                // Optional at the TLS level: the CLI and actions have no
+                // certificate; the agent layer enforces it for agents.
+                config = config
+                    .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                    .client_auth_optional(true);
+            }
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| anyhow::anyhow!("TLS configuration (--tls-cert/--tls-key): {e}"))?;
+        }
+        let result = builder
             .tcp_nodelay(true)
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
         sweeper.abort();
+        let _ = stop_netboot.send(());
+        if let Some(task) = netboot_task {
+            let _ = task.await;
+        }
         Ok(result?)
     }
 }

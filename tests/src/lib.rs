@@ -99,12 +99,23 @@ impl Drop for Proc {
 }
 
 /// A kiln server with its own data directory, and the agents started for it.
+///
+/// By default the server runs with `--dev-tls` and everything talks to it
+/// authenticated: the CLI with the operator credential and the dev CA,
+/// agents with their machine's token (captured from `kiln apply`).
 pub struct Cluster {
     pub env: TestEnv,
     pub dir: tempfile::TempDir,
     pub server_url: String,
     pub server: Proc,
     pub agents: Vec<Proc>,
+    /// The dev CA (`DATA_DIR/tls/ca.pem`); `None` for a `--plaintext` server.
+    pub ca_file: Option<PathBuf>,
+    /// The operator credential (`DATA_DIR/admin-token`).
+    pub admin_token_file: PathBuf,
+    /// Agent tokens `kiln apply` printed, by hardware name.
+    pub tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    server_args: Vec<String>,
 }
 
 impl Cluster {
@@ -112,18 +123,41 @@ impl Cluster {
         Self::start_with(&[])
     }
 
-    /// A server with extra command line arguments.
+    /// A server with extra command line arguments. Without `--plaintext` or
+    /// `--tls-cert` among them, it gets `--dev-tls`.
     pub fn start_with(server_args: &[&str]) -> Result<Self> {
         let env = TestEnv::from_env();
         let dir = tempfile::tempdir()?;
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let addr_file = dir.path().join("server.addr");
+        let mut args: Vec<String> = server_args.iter().map(|s| s.to_string()).collect();
+        if !args.iter().any(|a| a == "--plaintext" || a == "--tls-cert") {
+            args.push("--dev-tls".into());
+        }
+        let (server, server_url) = Self::spawn_server(dir.path(), "127.0.0.1:0", &args)?;
+        let data = dir.path().join("data");
+        let tls = !args.iter().any(|a| a == "--plaintext");
+        Ok(Self {
+            env,
+            server_url,
+            server,
+            agents: Vec::new(),
+            ca_file: tls.then(|| data.join("tls").join("ca.pem")),
+            admin_token_file: data.join("admin-token"),
+            tokens: Default::default(),
+            server_args: args,
+            dir,
+        })
+    }
+
+    fn spawn_server(dir: &std::path::Path, listen: &str, args: &[String]) -> Result<(Proc, String)> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log"))?;
+        let addr_file = dir.join("server.addr");
+        let _ = std::fs::remove_file(&addr_file);
         let child = Command::new(binary("kiln-server"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .args(["--listen", listen, "--data-dir"])
+            .arg(dir.join("data"))
             .arg("--addr-file")
             .arg(&addr_file)
-            .args(server_args)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -132,8 +166,54 @@ impl Cluster {
         // The server picks its own port (no race with other tests) and
         // tells us which.
         wait_until(Duration::from_secs(20), || addr_file.exists()).context("kiln-server did not start listening")?;
-        let server_url = format!("http://{}", std::fs::read_to_string(&addr_file)?.trim());
-        Ok(Self { env, dir, server_url, server, agents: Vec::new() })
+        let scheme = if args.iter().any(|a| a == "--plaintext") { "http" } else { "https" };
+        let server_url = format!("{scheme}://{}", std::fs::read_to_string(&addr_file)?.trim());
+        Ok((server, server_url))
+    }
+
+    /// Restarts the server on the same port and data directory, with its
+    /// arguments and `extra` (e.g. a `--hook-cmdline` that needs a token
+    /// known only after an apply).
+    pub fn restart_server(&mut self, extra: &[&str]) -> Result<()> {
+        self.server.kill();
+        let listen = self.server_url.split("://").nth(1).context("server URL")?.to_string();
+        let mut args = self.server_args.clone();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (server, url) = Self::spawn_server(self.dir.path(), &listen, &args)?;
+        self.server = server;
+        self.server_url = url;
+        Ok(())
+    }
+
+    /// The token of the hardware whose agent id is `agent_id`, if an apply
+    /// of this cluster created it.
+    pub fn token_for_agent(&self, agent_id: &str) -> Option<String> {
+        let out = self.kiln(&["get", "hardware", "-o", "json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let tokens = self.tokens.lock().unwrap();
+        list.as_array()?.iter().find_map(|h| {
+            let id = h["agent_id"].as_str()?;
+            if id.eq_ignore_ascii_case(agent_id) { tokens.get(h["id"].as_str()?).cloned() } else { None }
+        })
+    }
+
+    /// Where agent `agent_id` reads its token: written as soon as the
+    /// token is known (an agent may start before its hardware is applied;
+    /// it reads the file again for every call).
+    pub fn token_file(&self, agent_id: &str) -> PathBuf {
+        self.dir.path().join(format!("token-{}", agent_id.replace(':', "-").to_ascii_lowercase()))
+    }
+
+    fn write_known_tokens(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(agent) = name.strip_prefix("token-").filter(|_| e.metadata().is_ok_and(|m| m.len() == 0)) {
+                if let Some(token) = self.token_for_agent(&agent.replace('-', ":")) {
+                    let _ = std::fs::write(e.path(), token);
+                }
+            }
+        }
     }
 
     /// Starts an agent with `agent_id`; `extra` is appended to its config
@@ -149,12 +229,28 @@ impl Cluster {
         } else {
             format!("state_dir: {:?}\n", self.agent_state_dir(self.agents.len()).display())
         };
+        let token_file = self.token_file(agent_id);
+        let token = self.token_for_agent(agent_id).unwrap_or_default();
+        if token.is_empty() {
+            // Not known yet: created empty, filled in by the apply that
+            // registers the hardware.
+            if !token_file.exists() {
+                std::fs::write(&token_file, "")?;
+            }
+        } else {
+            std::fs::write(&token_file, &token)?;
+        }
+        let tls = match &self.ca_file {
+            Some(ca) if !extra.contains("ca_file:") => format!("ca_file: {:?}\n", ca.display()),
+            _ => String::new(),
+        };
+        let auth = if extra.contains("token") { String::new() } else { format!("token_file: {:?}\n", token_file.display()) };
         let config = format!(
-            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{extra}",
+            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{tls}{auth}{extra}",
             self.server_url, self.env.docker_host,
         );
         let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
-        std::fs::write(&path, config)?;
+        write_private(&path, &config)?;
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.agents.len())))?;
         let child = Command::new(binary("kiln-agent"))
             .arg("--config")
@@ -180,8 +276,36 @@ impl Cluster {
     }
 
     pub fn kiln_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let out = self.kiln_as(args, stdin, Some(&self.admin_token_file));
+        // Remember the agent tokens an apply printed (shown once).
+        let text = stdout(&out);
+        let mut learned = false;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("agent token for hardware/") {
+                let name = rest.split(' ').next().unwrap_or_default().to_string();
+                let token = rest.rsplit(' ').next().unwrap_or_default().to_string();
+                self.tokens.lock().unwrap().insert(name, token);
+                learned = true;
+            }
+        }
+        if learned {
+            self.write_known_tokens();
+        }
+        out
+    }
+
+    /// The CLI with a chosen operator credential file (`None`: none).
+    pub fn kiln_as(&self, args: &[&str], stdin: Option<&str>, token_file: Option<&std::path::Path>) -> Output {
         let mut cmd = Command::new(binary("kiln"));
-        cmd.arg("--server").arg(&self.server_url).args(args);
+        cmd.arg("--server").arg(&self.server_url);
+        if let Some(ca) = &self.ca_file {
+            cmd.arg("--ca").arg(ca);
+        }
+        cmd.env_remove("KILN_TOKEN").env_remove("KILN_TOKEN_FILE");
+        if let Some(f) = token_file {
+            cmd.env("KILN_TOKEN_FILE", f);
+        }
+        cmd.args(args);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kiln");
         if let Some(input) = stdin {
@@ -238,6 +362,15 @@ impl Cluster {
         }
         all
     }
+}
+
+/// Writes a file only its owner can read (agent configs hold secrets).
+pub fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -493,6 +493,8 @@ fn actions_call_the_api_for_their_own_workflow_while_their_attempt_is_open() {
         std::fs::read_to_string(m.cluster.agent_state_dir(0).join("workflows").join(&wf).join("token")).unwrap();
     let call = |token: &str| {
         let out = std::process::Command::new("curl")
+            .arg("--cacert")
+            .arg(m.cluster.ca_file.as_ref().unwrap())
             .args([
                 "-s",
                 "-o",

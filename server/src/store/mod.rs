@@ -205,6 +205,10 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when no hardware has that agent id.
     async fn agent_credential(&self, agent_id: &str) -> Result<Option<AgentCredential>, StoreError>;
 
+    /// The agent id of the hardware whose current token hash is
+    /// `token_hash`, if any: tells a token of another machine from a bad one.
+    async fn agent_for_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+
     /// Replaces the token hash of a hardware (rotate: a new hash; revoke:
     /// `None`). [`StoreError::NotFound`] for unknown hardware.
     async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError>;

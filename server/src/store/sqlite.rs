@@ -665,6 +665,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn agent_for_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let hash = token_hash.to_string();
+        self.with_conn(move |c| {
+            Ok(c.query_row("SELECT agent_id FROM hardware WHERE token_hash = ?1", [&hash], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
     async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError> {
         let id = hardware_id.to_string();
         self.with_conn(move |c| {
@@ -833,7 +841,9 @@ mod tests {
         changed.disks.push("/dev/vdb".into());
         assert_eq!(store.apply(batch(changed, "h2")).await.unwrap(), vec![Outcome::Updated]);
         assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h1")));
+        assert_eq!(store.agent_for_token_hash("h1").await.unwrap().as_deref(), Some("agent-1"));
         store.set_token_hash("hw", Some("h3".into())).await.unwrap();
+        assert_eq!(store.agent_for_token_hash("h1").await.unwrap(), None);
         assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h3")));
         store.set_token_hash("hw", None).await.unwrap();
         assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(None));
