@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use crate::config::TokenSource;
 use kiln_proto::connect::ClientTls;
-use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use kiln_proto::v1::agent_service_client::AgentServiceClient;
 use kiln_proto::v1::{
     ArtifactChunk, ArtifactHeader, ArtifactInfo, Assignment, LogBatch, NextActionRequest, StateReport, artifact_chunk,
 };
+use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;

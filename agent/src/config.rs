@@ -172,8 +172,7 @@ impl TokenSource {
         match self {
             Self::Inline(t) => Ok(t.0.clone()),
             Self::File(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| format!("token_file {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| format!("token_file {}: {e}", path.display()))?;
                 let token = text.lines().next().unwrap_or_default().trim().to_string();
                 if token.is_empty() { Err(format!("token_file {} is empty", path.display())) } else { Ok(token) }
             }
@@ -214,14 +213,19 @@ impl AgentConfig {
 
     /// TLS material for the server connection.
     pub fn client_tls(&self) -> anyhow::Result<kiln_proto::connect::ClientTls> {
-        let read = |field: &str, p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("field {field}: {}: {e}", p.display()));
+        let read = |field: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("field {field}: {}: {e}", p.display()))
+        };
         let identity = match (&self.client_cert, &self.client_key) {
             (Some(c), Some(k)) => Some((read("client_cert", c)?, read("client_key", k)?)),
             (None, None) => None,
             (Some(_), None) => anyhow::bail!("field client_key: needed with client_cert"),
             (None, Some(_)) => anyhow::bail!("field client_cert: needed with client_key"),
         };
-        Ok(kiln_proto::connect::ClientTls { ca_pem: self.ca_file.as_deref().map(|p| read("ca_file", p)).transpose()?, identity })
+        Ok(kiln_proto::connect::ClientTls {
+            ca_pem: self.ca_file.as_deref().map(|p| read("ca_file", p)).transpose()?,
+            identity,
+        })
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -289,7 +293,8 @@ mod tests {
         assert_eq!(source.token().unwrap(), "kiln_rotated", "read again: a rotation needs no restart");
         let err = AgentConfig::parse("server: https://h:1\n").unwrap().token_source().unwrap_err().to_string();
         assert!(err.contains("field token"), "{err}");
-        let err = AgentConfig::parse("server: https://h:1\nclient_cert: /x\n").unwrap().client_tls().unwrap_err().to_string();
+        let err =
+            AgentConfig::parse("server: https://h:1\nclient_cert: /x\n").unwrap().client_tls().unwrap_err().to_string();
         assert!(err.contains("client_key"), "{err}");
     }
 

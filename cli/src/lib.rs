@@ -182,10 +182,9 @@ type Client = AdminServiceClient<InterceptedService<Channel, OperatorToken>>;
 /// The operator credential: `--token-file`/`KILN_TOKEN_FILE`, else `KILN_TOKEN`.
 fn operator_token(file: Option<&std::path::Path>) -> anyhow::Result<OperatorToken> {
     let token = match (file, std::env::var("KILN_TOKEN")) {
-        (Some(f), _) => std::fs::read_to_string(f)
-            .with_context(|| format!("--token-file {}", f.display()))?
-            .trim()
-            .to_string(),
+        (Some(f), _) => {
+            std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?.trim().to_string()
+        }
         (None, Ok(t)) => t.trim().to_string(),
         (None, Err(_)) => bail!(
             "no operator credential: give --token-file FILE (the server's DATA_DIR/admin-token), \
@@ -260,7 +259,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{}/{} {}", o.kind.to_lowercase(), o.name, o.outcome);
                     if !o.agent_token.is_empty() {
                         // Only the operator who created the hardware sees it.
-                        println!("agent token for hardware/{} (shown once, put it in the agent's token_file): {}", o.name, o.agent_token);
+                        println!(
+                            "agent token for hardware/{} (shown once, put it in the agent's token_file): {}",
+                            o.name, o.agent_token
+                        );
                     }
                 }
             }
@@ -320,7 +322,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command: TokenCommand::Rotate { hardware } } => {
             let t = c.rotate_agent_token(GetRequest { name: hardware }).await.map_err(status)?.into_inner();
-            println!("agent token for hardware/{} (agent {}; shown once, the old one no longer works): {}", t.hardware, t.agent_id, t.token);
+            println!(
+                "agent token for hardware/{} (agent {}; shown once, the old one no longer works): {}",
+                t.hardware, t.agent_id, t.token
+            );
         }
         Command::Token { command: TokenCommand::Revoke { hardware } } => {
             c.revoke_agent_token(GetRequest { name: hardware.clone() }).await.map_err(status)?;

@@ -19,8 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::admission::{self, AdmissionError};
-use crate::auth;
 use crate::artifacts::ArtifactFiles;
+use crate::auth;
 use crate::convert::{self, store_status};
 use crate::events::{Events, wait_for};
 use crate::model;

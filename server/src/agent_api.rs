@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_proto::time::proto_to_millis;
 use kiln_proto::v1::agent_service_server::AgentService;
 use kiln_proto::v1::{
     ActionSpec, ArtifactChunk, ArtifactInfo, Assignment, LogAck, LogBatch, NextActionRequest, NextActionResponse,
     ReportAck, StateReport, artifact_chunk,
 };
-use kiln_proto::time::proto_to_millis;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};

@@ -94,10 +94,7 @@ impl AgentAuth {
             status
         };
         let Some(token) = bearer(headers.get(AUTHORIZATION_METADATA)) else {
-            return Err(reject(
-                Status::unauthenticated("missing agent token (authorization: Bearer ...)"),
-                "no token",
-            ));
+            return Err(reject(Status::unauthenticated("missing agent token (authorization: Bearer ...)"), "no token"));
         };
         let hash = token_hash(token);
         let credential = self.store.agent_credential(&agent).await.map_err(crate::convert::store_status)?;
@@ -272,8 +269,8 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ApplyBatch;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{ApplyBatch, Store};
     use tonic::Code;
 
     #[test]
@@ -323,16 +320,34 @@ mod tests {
         let auth = AgentAuth { store: store.clone(), require_client_cert: false };
         let ext = http::Extensions::new();
         let code = |r: Result<AgentIdentity, Status>| r.map_err(|s| s.code());
-        assert_eq!(code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await), Ok(AgentIdentity("agent-x".into())));
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await),
+            Ok(AgentIdentity("agent-x".into()))
+        );
         assert_eq!(code(auth.authenticate(&headers(Some("agent-x"), None), &ext).await), Err(Code::Unauthenticated));
         assert_eq!(code(auth.authenticate(&headers(None, Some(&tx)), &ext).await), Err(Code::Unauthenticated));
-        assert_eq!(code(auth.authenticate(&headers(Some("agent-x"), Some(&new_token())), &ext).await), Err(Code::Unauthenticated));
-        assert_eq!(code(auth.authenticate(&headers(Some("nobody"), Some(&new_token())), &ext).await), Err(Code::Unauthenticated));
-        assert_eq!(code(auth.authenticate(&headers(Some("agent-y"), Some(&tx)), &ext).await), Err(Code::PermissionDenied));
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&new_token())), &ext).await),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("nobody"), Some(&new_token())), &ext).await),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-y"), Some(&tx)), &ext).await),
+            Err(Code::PermissionDenied)
+        );
         store.set_token_hash("x", None).await.unwrap();
-        assert_eq!(code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await), Err(Code::Unauthenticated));
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await),
+            Err(Code::Unauthenticated)
+        );
         let strict = AgentAuth { store, require_client_cert: true };
-        assert_eq!(code(strict.authenticate(&headers(Some("agent-y"), Some(&ty)), &ext).await), Err(Code::Unauthenticated));
+        assert_eq!(
+            code(strict.authenticate(&headers(Some("agent-y"), Some(&ty)), &ext).await),
+            Err(Code::Unauthenticated)
+        );
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Server {
     admin_token: String,
     signing_ca: Option<tls::SigningCa>,
     netboot_listener: Option<TcpListener>,
+    /// Built (and so checked) when binding, before anything is served.
+    rustls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -99,6 +101,7 @@ impl Server {
             admin_token: config.admin_token.clone(),
             signing_ca: config.signing_ca.clone(),
             netboot_listener,
+            rustls: config.tls.as_ref().map(tls::ServerTls::rustls_config).transpose()?,
         })
     }
 
@@ -156,35 +159,27 @@ impl Server {
         let netboot_task = self.netboot_listener.map(|listener| {
             let routes = tonic::service::Routes::from(netboot::router(self.store.clone(), self.netboot.clone()));
             tokio::spawn(
-                tonic::transport::Server::builder()
-                    .accept_http1(true)
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                tonic::transport::Server::builder().accept_http1(true).add_routes(routes).serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    async {
                         let _ = netboot_stopped.await;
-                    }),
+                    },
+                ),
             )
         });
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &self.tls {
-            let mut config = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
-            if let Some(ca) = &tls.client_ca_pem {
-                // Optional at the TLS level: the CLI and actions have no
-                // certificate; the agent layer enforces it for agents.
-                config = config
-                    .client_ca_root(tonic::transport::Certificate::from_pem(ca))
-                    .client_auth_optional(true);
-            }
-            builder = builder
-                .tls_config(config)
-                .map_err(|e| anyhow::anyhow!("TLS configuration (--tls-cert/--tls-key): {e}"))?;
-        }
-        let result = builder
+        let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(router))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await;
+            .add_routes(tonic::service::Routes::from(router));
+        let result = match self.rustls {
+            // Our own acceptor rather than tonic's TLS: see
+            // `ServerTls::rustls_config` (ALPN for HTTP/1.1 clients).
+            Some(config) => {
+                let incoming = tls::incoming(self.listener, config);
+                server.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+            None => server.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown).await,
+        };
         sweeper.abort();
         let _ = stop_netboot.send(());
         if let Some(task) = netboot_task {

@@ -95,7 +95,9 @@ fn read(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// TLS settings from the flags, and the CA agent certificates are signed with.
-fn tls_from_args(args: &Args) -> anyhow::Result<(Option<kiln_server::tls::ServerTls>, Option<kiln_server::tls::SigningCa>)> {
+fn tls_from_args(
+    args: &Args,
+) -> anyhow::Result<(Option<kiln_server::tls::ServerTls>, Option<kiln_server::tls::SigningCa>)> {
     use kiln_server::tls::{ServerTls, SigningCa};
     if args.require_client_cert && args.client_ca.is_none() && !args.dev_tls {
         anyhow::bail!("--require-client-cert needs --client-ca FILE or --dev-tls");

@@ -4,6 +4,7 @@
 //! rustls with the ring provider only (rcgen's default is ring as well).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -21,6 +22,83 @@ pub struct ServerTls {
     pub client_ca_pem: Option<Vec<u8>>,
     /// Agents must present one.
     pub require_client_cert: bool,
+}
+
+/// How long a client may take for its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl ServerTls {
+    /// The rustls configuration: ALPN offers h2 *and* http/1.1 (tonic's own
+    /// TLS offers only h2, which HTTP/1.1 clients of the action API, e.g.
+    /// `curl --http1.1` or Python, are refused with); client certificates
+    /// are optional at this level (the agent layer enforces them).
+    pub fn rustls_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--tls-cert: {e}"))?;
+        anyhow::ensure!(!certs.is_empty(), "--tls-cert: no certificate in the file");
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| anyhow::anyhow!("--tls-key: {e}"))?;
+        let builder = rustls::ServerConfig::builder();
+        let builder = match &self.client_ca_pem {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(ca) {
+                    roots.add(c.map_err(|e| anyhow::anyhow!("--client-ca: {e}"))?)?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("--client-ca: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config =
+            builder.with_single_cert(certs, key).map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// TLS connections from `listener`: each handshake runs in its own task (a
+/// slow or failing client holds up no one); failures are logged at debug
+/// level and dropped. tonic gives a `TlsStream`'s peer certificates to
+/// every request as `TlsConnectInfo`.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            if tx.is_closed() {
+                return;
+            }
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// A CA the server can sign agent certificates with.
@@ -61,7 +139,8 @@ pub fn dev_tls(data_dir: &Path, extra_hosts: &[String]) -> anyhow::Result<DevTls
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err("dev CA"))?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name = dn("kiln development CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().map_err(err("dev CA key"))?;
         let cert = params.self_signed(&key).map_err(err("dev CA"))?;
         let ca = SigningCa { cert_pem: cert.pem(), key_pem: key.serialize_pem() };

@@ -208,10 +208,10 @@ impl Cluster {
         let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(agent) = name.strip_prefix("token-").filter(|_| e.metadata().is_ok_and(|m| m.len() == 0)) {
-                if let Some(token) = self.token_for_agent(&agent.replace('-', ":")) {
-                    let _ = std::fs::write(e.path(), token);
-                }
+            if let Some(agent) = name.strip_prefix("token-").filter(|_| e.metadata().is_ok_and(|m| m.len() == 0))
+                && let Some(token) = self.token_for_agent(&agent.replace('-', ":"))
+            {
+                let _ = std::fs::write(e.path(), token);
             }
         }
     }
@@ -244,7 +244,8 @@ impl Cluster {
             Some(ca) if !extra.contains("ca_file:") => format!("ca_file: {:?}\n", ca.display()),
             _ => String::new(),
         };
-        let auth = if extra.contains("token") { String::new() } else { format!("token_file: {:?}\n", token_file.display()) };
+        let auth =
+            if extra.contains("token") { String::new() } else { format!("token_file: {:?}\n", token_file.display()) };
         let config = format!(
             "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{tls}{auth}{extra}",
             self.server_url, self.env.docker_host,
@@ -294,8 +295,13 @@ impl Cluster {
         out
     }
 
-    /// The CLI with a chosen operator credential file (`None`: none).
-    pub fn kiln_as(&self, args: &[&str], stdin: Option<&str>, token_file: Option<&std::path::Path>) -> Output {
+    /// A `kiln` command for this server (URL, CA, operator credential), for
+    /// tests that drive the process themselves (e.g. `kiln logs -f`).
+    pub fn kiln_command(&self) -> Command {
+        self.kiln_command_as(Some(&self.admin_token_file))
+    }
+
+    fn kiln_command_as(&self, token_file: Option<&std::path::Path>) -> Command {
         let mut cmd = Command::new(binary("kiln"));
         cmd.arg("--server").arg(&self.server_url);
         if let Some(ca) = &self.ca_file {
@@ -305,6 +311,12 @@ impl Cluster {
         if let Some(f) = token_file {
             cmd.env("KILN_TOKEN_FILE", f);
         }
+        cmd
+    }
+
+    /// The CLI with a chosen operator credential file (`None`: none).
+    pub fn kiln_as(&self, args: &[&str], stdin: Option<&str>, token_file: Option<&std::path::Path>) -> Output {
+        let mut cmd = self.kiln_command_as(token_file);
         cmd.args(args);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kiln");

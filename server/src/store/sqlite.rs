@@ -14,8 +14,8 @@ use kiln_spec::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
-    StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
+    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Workflow, WorkflowState, now_millis};
 
@@ -764,7 +764,13 @@ mod tests {
         hw2.id = "hw2".into();
         hw2.agent_id = "agent-2".into();
         let err = store
-            .apply(ApplyBatch { definitions: vec![], hardware: vec![hw2], templates: vec![], workflows: vec![changed], ..Default::default() })
+            .apply(ApplyBatch {
+                definitions: vec![],
+                hardware: vec![hw2],
+                templates: vec![],
+                workflows: vec![changed],
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -834,7 +840,8 @@ mod tests {
         };
         assert_eq!(store.agent_credential("agent-1").await.unwrap(), None);
         store.apply(batch(hardware(), "h1")).await.unwrap();
-        let cred = |hash: Option<&str>| Some(AgentCredential { hardware_id: "hw".into(), token_hash: hash.map(Into::into) });
+        let cred =
+            |hash: Option<&str>| Some(AgentCredential { hardware_id: "hw".into(), token_hash: hash.map(Into::into) });
         assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h1")));
         // An update (even one carrying a hash) keeps the stored credential.
         let mut changed = hardware();
