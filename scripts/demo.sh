@@ -26,20 +26,30 @@ cargo build --release --bins
 BIN=target/release
 
 rm -rf "$STATE/data"
-"$BIN/kiln-server" --listen "127.0.0.1:$PORT" --data-dir "$STATE/data" 2>"$STATE/server.log" &
+# TLS with a development CA generated into the data directory; the operator
+# credential is created there too (DATA_DIR/admin-token).
+"$BIN/kiln-server" --listen "127.0.0.1:$PORT" --data-dir "$STATE/data" --dev-tls 2>"$STATE/server.log" &
 pids+=($!)
-cat >"$STATE/agent.yaml" <<YML
-server: http://127.0.0.1:$PORT
+
+export KILN_SERVER=https://127.0.0.1:$PORT KILN_CA=$STATE/data/tls/ca.pem KILN_TOKEN_FILE=$STATE/data/admin-token
+for _ in $(seq 1 50); do "$BIN/kiln" get workflows >/dev/null 2>&1 && break; sleep 0.2; done
+# Applying the hardware prints its agent token, once: it goes into a file
+# only the agent reads.
+sed -e "s|REGISTRY|$KILN_TEST_REGISTRY|g" -e "s|MAC|$MAC|g" examples/hello.yaml | "$BIN/kiln" apply -f - >"$STATE/apply.out"
+grep -v '^agent token' "$STATE/apply.out"
+(umask 077; sed -n 's/^agent token for hardware.*: //p' "$STATE/apply.out" >"$STATE/agent.token")
+rm -f "$STATE/apply.out"
+(umask 077; cat >"$STATE/agent.yaml" <<YML
+server: https://127.0.0.1:$PORT
+ca_file: $KILN_CA
+token_file: $STATE/agent.token
 agent_id: "$MAC"
 docker_host: $KILN_TEST_DOCKER_HOST
 host_network: true
 YML
+)
 "$BIN/kiln-agent" --config "$STATE/agent.yaml" 2>"$STATE/agent.log" &
 pids+=($!)
-
-export KILN_SERVER=http://127.0.0.1:$PORT
-for _ in $(seq 1 50); do "$BIN/kiln" get workflows >/dev/null 2>&1 && break; sleep 0.2; done
-sed -e "s|REGISTRY|$KILN_TEST_REGISTRY|g" -e "s|MAC|$MAC|g" examples/hello.yaml | "$BIN/kiln" apply -f -
 "$BIN/kiln" plan hello-1
 "$BIN/kiln" watch hello-1
 "$BIN/kiln" logs hello-1

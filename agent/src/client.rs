@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
-use kiln_proto::AGENT_ID_METADATA;
+use crate::config::TokenSource;
+use kiln_proto::connect::ClientTls;
 use kiln_proto::v1::agent_service_client::AgentServiceClient;
 use kiln_proto::v1::{
     ArtifactChunk, ArtifactHeader, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse, LogBatch,
     NextActionRequest, StateReport, artifact_chunk,
 };
+use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How long one `NextAction` long poll may be held by the server.
@@ -20,15 +22,25 @@ const LONG_POLL: Duration = Duration::from_secs(30);
 /// Longest pause between retries of a failed call.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Adds the agent id to every call. Credentials (tokens) go here as well.
+/// Adds the agent id and the agent's token to every call.
 #[derive(Clone)]
 pub struct Identify {
     agent_id: AsciiMetadataValue,
+    token: TokenSource,
 }
 
 impl Interceptor for Identify {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        // A token file is read for every call (a few bytes): a rotated token
+        // written there takes effect without restarting the agent.
+        let token = self.token.token().map_err(Status::unauthenticated)?;
+        // The error names the field, never the value.
+        let mut authorization: AsciiMetadataValue =
+            format!("Bearer {token}").parse().map_err(|_| Status::unauthenticated("the agent token is not ASCII"))?;
+        // Sensitive: never printed by tonic/hyper debug output.
+        authorization.set_sensitive(true);
         req.metadata_mut().insert(AGENT_ID_METADATA, self.agent_id.clone());
+        req.metadata_mut().insert(AUTHORIZATION_METADATA, authorization);
         Ok(req)
     }
 }
@@ -63,16 +75,14 @@ pub fn backoff(attempt: u32) -> Duration {
 impl ServerClient {
     /// A lazily connecting client: the first call connects, and a dropped
     /// connection is re-established by the next call.
-    pub fn new(server: &str, agent_id: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(server.to_string())
-            .map_err(|e| anyhow::anyhow!("invalid server address {server:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
+    pub fn new(server: &str, agent_id: &str, token: TokenSource, tls: &ClientTls) -> anyhow::Result<Self> {
+        let endpoint = kiln_proto::connect::endpoint(server, tls)
+            .map_err(|e| anyhow::anyhow!("field server: {e}"))?
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
         let agent_id =
             agent_id.parse().map_err(|_| anyhow::anyhow!("agent id {agent_id:?} is not valid ASCII metadata"))?;
-        let inner = AgentServiceClient::with_interceptor(endpoint.connect_lazy(), Identify { agent_id });
+        let inner = AgentServiceClient::with_interceptor(endpoint.connect_lazy(), Identify { agent_id, token });
         Ok(Self { inner })
     }
 

@@ -10,8 +10,24 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The server's gRPC endpoint, e.g. `http://10.0.0.1:42113`.
+    /// The server's gRPC endpoint, e.g. `https://10.0.0.1:42113` (`http://`
+    /// only against a `--plaintext` server).
     pub server: String,
+    /// This machine's agent token (`kiln apply` prints it when the hardware
+    /// is created; `kiln token rotate` makes a new one). Keep the file 0600.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the token instead (first line).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// CA (PEM) that signed the server's certificate: needed for `https://`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS (`kiln cert issue`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// The id this agent reports; default: the MAC of the first NIC.
     #[serde(default)]
     pub agent_id: Option<String>,
@@ -133,11 +149,83 @@ impl std::fmt::Debug for RegistryCredentials {
     }
 }
 
+/// A secret string from the config: usable, but never printed by `{:?}`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Inline(Secret),
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The current token. Errors name the file, never the content.
+    pub fn token(&self) -> Result<String, String> {
+        match self {
+            Self::Inline(t) => Ok(t.0.clone()),
+            Self::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("token_file {}: {e}", path.display()))?;
+                let token = text.lines().next().unwrap_or_default().trim().to_string();
+                if token.is_empty() { Err(format!("token_file {} is empty", path.display())) } else { Ok(token) }
+            }
+        }
+    }
+}
+
 impl AgentConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+        let config = Self::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        // Secrets in a file others can read are not secret.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+        if (config.token.is_some() || config.registries.iter().any(|r| !r.password.is_empty())) && mode & 0o077 != 0 {
+            tracing::warn!(config = %path.display(), mode = format!("{:o}", mode & 0o777),
+                "the config holds secrets but others may read it: chmod 600");
+        }
+        Ok(config)
+    }
+
+    /// Where the agent token comes from: `token`, or `token_file` (read
+    /// again for every call, so a rotated token written there is used
+    /// without a restart).
+    pub fn token_source(&self) -> anyhow::Result<TokenSource> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => anyhow::bail!("fields token and token_file: give only one"),
+            (Some(t), None) if t.0.trim().is_empty() => anyhow::bail!("field token: must not be empty"),
+            (Some(t), None) => Ok(TokenSource::Inline(Secret(t.0.trim().to_string()))),
+            (None, Some(path)) => Ok(TokenSource::File(path.clone())),
+            (None, None) => anyhow::bail!(
+                "field token: the agent needs its machine's token (`kiln apply` prints it for new hardware, \
+                 `kiln token rotate HARDWARE` makes a new one); give token or token_file"
+            ),
+        }
+    }
+
+    /// TLS material for the server connection.
+    pub fn client_tls(&self) -> anyhow::Result<kiln_proto::connect::ClientTls> {
+        let read = |field: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("field {field}: {}: {e}", p.display()))
+        };
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((read("client_cert", c)?, read("client_key", k)?)),
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!("field client_key: needed with client_cert"),
+            (None, Some(_)) => anyhow::bail!("field client_cert: needed with client_key"),
+        };
+        Ok(kiln_proto::connect::ClientTls {
+            ca_pem: self.ca_file.as_deref().map(|p| read("ca_file", p)).transpose()?,
+            identity,
+        })
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -188,6 +276,26 @@ mod tests {
         assert_eq!(c.credentials_for("127.0.0.1:5001").unwrap().username, "u");
         assert!(c.credentials_for("127.0.0.1:5000").is_none());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_token_comes_from_the_file_or_inline_and_is_never_printed() {
+        let c = AgentConfig::parse("server: https://h:1\ntoken: kiln_sekrit\n").unwrap();
+        assert_eq!(c.token_source().unwrap().token().unwrap(), "kiln_sekrit");
+        assert!(!format!("{c:?}").contains("kiln_sekrit"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "kiln_fromfile\n").unwrap();
+        let c = AgentConfig::parse(&format!("server: https://h:1\ntoken_file: {}\n", f.display())).unwrap();
+        let source = c.token_source().unwrap();
+        assert_eq!(source.token().unwrap(), "kiln_fromfile");
+        std::fs::write(&f, "kiln_rotated\n").unwrap();
+        assert_eq!(source.token().unwrap(), "kiln_rotated", "read again: a rotation needs no restart");
+        let err = AgentConfig::parse("server: https://h:1\n").unwrap().token_source().unwrap_err().to_string();
+        assert!(err.contains("field token"), "{err}");
+        let err =
+            AgentConfig::parse("server: https://h:1\nclient_cert: /x\n").unwrap().client_tls().unwrap_err().to_string();
+        assert!(err.contains("client_key"), "{err}");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Agent {
     pub prefetch: prefetch::Prefetcher,
     /// The attempt whose lease this agent keeps alive.
     pub lease: lease::Lease,
+    /// The server's CA, given to actions as `/kiln/ca.pem` for the action API.
+    pub api_ca_pem: Option<Vec<u8>>,
 }
 
 impl Agent {
@@ -47,7 +49,9 @@ impl Agent {
             None => identity::first_nic_mac()
                 .ok_or_else(|| anyhow::anyhow!("no agent_id configured and no network interface with a MAC found"))?,
         };
-        let client = ServerClient::new(&config.server, &id)?;
+        let tls = config.client_tls()?;
+        let client = ServerClient::new(&config.server, &id, config.token_source()?, &tls)?;
+        let api_ca_pem = tls.ca_pem.clone();
         let runtime = DockerRuntime::connect(&config.docker_host).await?;
         let image_policy = config.image_policy().map_err(anyhow::Error::msg)?;
         Ok(Self {
@@ -59,6 +63,7 @@ impl Agent {
             current_workflow: Default::default(),
             prefetch: prefetch::Prefetcher::new(),
             lease: lease::Lease::default(),
+            api_ca_pem,
         })
     }
 

@@ -127,6 +127,8 @@ const TERMINAL_READY: &str = "terminal-ready";
 const TERMINAL_GO: &str = "terminal-go";
 const HANDSHAKE_POLL: Duration = Duration::from_millis(50);
 const FAILURE_MESSAGE: &str = "failure-message";
+/// The server's CA in `/kiln`, for actions calling the action API.
+const API_CA: &str = "ca.pem";
 
 /// Host directories of one attempt, bound into its container.
 struct AttemptDirs {
@@ -150,6 +152,10 @@ impl AttemptDirs {
         };
         for d in [&dirs.kiln, &dirs.scratch, &dirs.workflow, &dirs.out] {
             std::fs::create_dir_all(d)?;
+        }
+        // The action API is on the server's TLS port: actions trust its CA.
+        if let Some(ca) = &agent.api_ca_pem {
+            std::fs::write(dirs.kiln.join(API_CA), ca)?;
         }
         Ok(dirs)
     }
@@ -597,6 +603,9 @@ fn environment(agent: &Agent, a: &Assignment, spec: &kiln_proto::v1::ActionSpec)
         format!("KILN_API_ENDPOINT={}", agent.config.server),
         format!("KILN_ACTION_TOKEN={}", a.action_token),
     ]);
+    if agent.api_ca_pem.is_some() {
+        env.push(format!("KILN_API_CA=/kiln/{API_CA}"));
+    }
     env
 }
 

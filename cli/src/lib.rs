@@ -16,7 +16,8 @@ use kiln_proto::v1::admin_service_client::AdminServiceClient;
 use kiln_proto::v1::{
     ApplyRequest, DeleteRequest, GetRequest, ListRequest, LogStream, LogsRequest, PlanRequest, plan_request,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::output::{Format, age, between, elapsed, structured, table};
 use crate::view::{action_state, workflow_state};
@@ -25,9 +26,17 @@ use crate::view::{action_state, workflow_state};
 #[derive(Parser)]
 #[command(name = "kiln", version)]
 pub struct Cli {
-    /// The kiln server.
-    #[arg(long, global = true, env = "KILN_SERVER", default_value = "http://127.0.0.1:42113")]
+    /// The kiln server (`http://` only for a `--plaintext` server).
+    #[arg(long, global = true, env = "KILN_SERVER", default_value = "https://127.0.0.1:42113")]
     server: String,
+    /// CA (PEM) that signed the server's certificate, e.g. the server's
+    /// DATA_DIR/tls/ca.pem with --dev-tls.
+    #[arg(long, global = true, env = "KILN_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// File with the operator credential (the server's DATA_DIR/admin-token).
+    /// KILN_TOKEN may hold the credential itself instead.
+    #[arg(long, global = true, env = "KILN_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +75,16 @@ enum Command {
         #[command(subcommand)]
         command: ArtifactsCommand,
     },
+    /// Agent tokens: rotate (print a new one; the old stops working) or revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Client certificates for agents (mutual TLS).
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Resume a FAILED or TIMEOUT workflow from its failed action.
     Retry { workflow: String },
     /// Follow a workflow until it ends; exits 0 on SUCCESS, 1 otherwise.
@@ -81,6 +100,25 @@ enum Command {
         /// `json`: one object per line.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A new token for HARDWARE's agent, printed once.
+    Rotate { hardware: String },
+    /// HARDWARE's agent has no valid token until the next rotate.
+    Revoke { hardware: String },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Have the server sign a client certificate for HARDWARE's agent; writes
+    /// agent.pem, agent.key (0600) and ca.pem into DIR.
+    Issue {
+        hardware: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
 }
 
@@ -128,17 +166,70 @@ impl Kind {
     }
 }
 
-type Client = AdminServiceClient<Channel>;
+/// Adds the operator credential to every call.
+#[derive(Clone)]
+struct OperatorToken(tonic::metadata::AsciiMetadataValue);
 
-async fn connect(server: &str) -> anyhow::Result<Client> {
-    let endpoint = Endpoint::from_shared(server.to_string())
-        .with_context(|| format!("invalid server address {server:?}"))?
+impl tonic::service::Interceptor for OperatorToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert(kiln_proto::AUTHORIZATION_METADATA, self.0.clone());
+        Ok(req)
+    }
+}
+
+type Client = AdminServiceClient<InterceptedService<Channel, OperatorToken>>;
+
+/// The operator credential: `--token-file`/`KILN_TOKEN_FILE`, else `KILN_TOKEN`.
+fn operator_token(file: Option<&std::path::Path>) -> anyhow::Result<OperatorToken> {
+    let token = match (file, std::env::var("KILN_TOKEN")) {
+        (Some(f), _) => {
+            std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?.trim().to_string()
+        }
+        (None, Ok(t)) => t.trim().to_string(),
+        (None, Err(_)) => bail!(
+            "no operator credential: give --token-file FILE (the server's DATA_DIR/admin-token), \
+             KILN_TOKEN_FILE or KILN_TOKEN"
+        ),
+    };
+    if token.is_empty() {
+        bail!("the operator credential (--token-file / KILN_TOKEN) is empty");
+    }
+    let mut value: tonic::metadata::AsciiMetadataValue =
+        format!("Bearer {token}").parse().map_err(|_| anyhow::anyhow!("the operator credential is not ASCII"))?;
+    value.set_sensitive(true);
+    Ok(OperatorToken(value))
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let server = cli.server.as_str();
+    let ca_pem = match &cli.ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("--ca {}", p.display()))?),
+        None => None,
+    };
+    let token = operator_token(cli.token_file.as_deref())?;
+    let endpoint = kiln_proto::connect::endpoint(server, &kiln_proto::connect::ClientTls { ca_pem, identity: None })
+        .map_err(anyhow::Error::msg)?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
         anyhow::anyhow!("cannot reach kiln server at {server}{cause}")
     })?;
-    Ok(AdminServiceClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(AdminServiceClient::with_interceptor(channel, token).max_decoding_message_size(64 << 20))
+}
+
+/// Writes a file only its owner can read (created so, never readable by others).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
 }
 
 /// gRPC errors carry a message meant for the operator: show just that.
@@ -157,7 +248,7 @@ fn read_file(name: &str) -> anyhow::Result<String> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let mut c = connect(&cli.server).await?;
+    let mut c = connect(&cli).await?;
     match cli.command {
         Command::Apply { files } => {
             for f in files {
@@ -166,6 +257,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let res = c.apply(ApplyRequest { yaml, source }).await.map_err(status)?.into_inner();
                 for o in res.objects {
                     println!("{}/{} {}", o.kind.to_lowercase(), o.name, o.outcome);
+                    if !o.agent_token.is_empty() {
+                        // Only the operator who created the hardware sees it.
+                        println!(
+                            "agent token for hardware/{} (shown once, put it in the agent's token_file): {}",
+                            o.name, o.agent_token
+                        );
+                    }
                 }
             }
         }
@@ -221,6 +319,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sink.write_all(&chunk.map_err(status)?.data)?;
             }
             sink.flush()?;
+        }
+        Command::Token { command: TokenCommand::Rotate { hardware } } => {
+            let t = c.rotate_agent_token(GetRequest { name: hardware }).await.map_err(status)?.into_inner();
+            println!(
+                "agent token for hardware/{} (agent {}; shown once, the old one no longer works): {}",
+                t.hardware, t.agent_id, t.token
+            );
+        }
+        Command::Token { command: TokenCommand::Revoke { hardware } } => {
+            c.revoke_agent_token(GetRequest { name: hardware.clone() }).await.map_err(status)?;
+            println!("hardware/{hardware}: agent token revoked");
+        }
+        Command::Cert { command: CertCommand::Issue { hardware, out } } => {
+            let cert = c.issue_agent_cert(GetRequest { name: hardware }).await.map_err(status)?.into_inner();
+            std::fs::create_dir_all(&out).with_context(|| format!("--out {}", out.display()))?;
+            std::fs::write(out.join("agent.pem"), &cert.cert_pem)?;
+            std::fs::write(out.join("ca.pem"), &cert.ca_pem)?;
+            write_private(&out.join("agent.key"), cert.key_pem.as_bytes())?;
+            println!(
+                "client certificate for hardware/{} (agent {}): {dir}/agent.pem, key {dir}/agent.key, CA {dir}/ca.pem",
+                cert.hardware,
+                cert.agent_id,
+                dir = out.display()
+            );
         }
         Command::Retry { workflow } => {
             let wf = c.retry(GetRequest { name: workflow }).await.map_err(status)?.into_inner();

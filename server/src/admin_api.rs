@@ -1,5 +1,6 @@
 //! The operator's service (used by the `kiln` CLI).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use kiln_proto::v1::{
     DeleteRequest, DeleteResponse, GetRequest, Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest,
     PlanRequest, Template, TemplateList, Workflow, WorkflowList, plan_request,
 };
+use kiln_proto::v1::{AgentCert, AgentToken, RevokeResponse};
 use kiln_spec::{ImagePolicy, parse_documents};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,11 +20,13 @@ use tonic::{Request, Response, Status};
 
 use crate::admission::{self, AdmissionError};
 use crate::artifacts::ArtifactFiles;
+use crate::auth;
 use crate::convert::{self, store_status};
 use crate::events::{Events, wait_for};
 use crate::model;
 use crate::state_machine;
 use crate::store::{DynStore, ObjectKind, Outcome};
+use crate::tls::{SigningCa, issue_agent_cert};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -34,11 +38,18 @@ pub struct AdminApi {
     events: Arc<Events>,
     policy: ImagePolicy,
     artifacts: ArtifactFiles,
+    /// The CA agent certificates are signed with, when the server manages one.
+    signing_ca: Option<SigningCa>,
 }
 
 impl AdminApi {
     pub fn new(store: DynStore, events: Arc<Events>, policy: ImagePolicy, artifacts: ArtifactFiles) -> Self {
-        Self { store, events, policy, artifacts }
+        Self { store, events, policy, artifacts, signing_ca: None }
+    }
+
+    pub fn with_signing_ca(mut self, ca: Option<SigningCa>) -> Self {
+        self.signing_ca = ca;
+        self
     }
 }
 
@@ -66,7 +77,15 @@ impl AdminService for AdminApi {
         if docs.is_empty() {
             return Err(Status::invalid_argument(format!("{}: no documents", source_name(&req.source))));
         }
-        let batch = admission::admit(&self.store, docs, &self.policy).await.map_err(admission_status)?;
+        let mut batch = admission::admit(&self.store, docs, &self.policy).await.map_err(admission_status)?;
+        // A token for every hardware in the batch; the store keeps the hash
+        // only for those it creates, and only theirs are shown (once).
+        let mut tokens: HashMap<String, String> = HashMap::new();
+        for h in &batch.hardware {
+            let token = auth::new_token();
+            batch.token_hashes.insert(h.id.clone(), auth::token_hash(&token));
+            tokens.insert(h.id.clone(), token);
+        }
         let names: Vec<(&'static str, String)> = batch
             .hardware
             .iter()
@@ -89,7 +108,13 @@ impl AdminService for AdminApi {
         let objects = names
             .into_iter()
             .zip(outcomes)
-            .map(|((kind, name), outcome)| AppliedObject { kind: kind.into(), name, outcome: outcome.as_str().into() })
+            .map(|((kind, name), outcome)| {
+                let agent_token = match (kind, outcome) {
+                    ("Hardware", Outcome::Created) => tokens.remove(&name).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                AppliedObject { kind: kind.into(), name, outcome: outcome.as_str().into(), agent_token }
+            })
             .collect();
         Ok(Response::new(ApplyResponse { objects }))
     }
@@ -293,6 +318,40 @@ impl AdminService for AdminApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn rotate_agent_token(&self, req: Request<GetRequest>) -> Result<Response<AgentToken>, Status> {
+        let hw = self.store.get_hardware(&req.get_ref().name).await.map_err(store_status)?;
+        let token = auth::new_token();
+        self.store.set_token_hash(&hw.doc.id, Some(auth::token_hash(&token))).await.map_err(store_status)?;
+        tracing::info!(hardware = %hw.doc.id, agent = %hw.doc.agent_id, "agent token rotated");
+        Ok(Response::new(AgentToken { hardware: hw.doc.id, agent_id: hw.doc.agent_id, token }))
+    }
+
+    async fn revoke_agent_token(&self, req: Request<GetRequest>) -> Result<Response<RevokeResponse>, Status> {
+        let hw = self.store.get_hardware(&req.get_ref().name).await.map_err(store_status)?;
+        self.store.set_token_hash(&hw.doc.id, None).await.map_err(store_status)?;
+        tracing::info!(hardware = %hw.doc.id, agent = %hw.doc.agent_id, "agent token revoked");
+        Ok(Response::new(RevokeResponse {}))
+    }
+
+    async fn issue_agent_cert(&self, req: Request<GetRequest>) -> Result<Response<AgentCert>, Status> {
+        let Some(ca) = &self.signing_ca else {
+            return Err(Status::failed_precondition(
+                "this server manages no CA: start it with --dev-tls, or --client-ca with --client-ca-key",
+            ));
+        };
+        let hw = self.store.get_hardware(&req.get_ref().name).await.map_err(store_status)?;
+        let (cert_pem, key_pem) =
+            issue_agent_cert(ca, &hw.doc.agent_id).map_err(|e| Status::internal(format!("issuing: {e}")))?;
+        tracing::info!(hardware = %hw.doc.id, agent = %hw.doc.agent_id, "agent certificate issued");
+        Ok(Response::new(AgentCert {
+            hardware: hw.doc.id,
+            agent_id: hw.doc.agent_id,
+            cert_pem,
+            key_pem,
+            ca_pem: ca.cert_pem.clone(),
+        }))
     }
 
     async fn retry(&self, req: Request<GetRequest>) -> Result<Response<Workflow>, Status> {

@@ -1,17 +1,17 @@
 //! The agent service: hands out attempts, takes reports and logs.
 //!
-//! Handlers receive the caller's identity from [`identify_agent`], the one
-//! interceptor every agent call passes through; none of them reads metadata.
+//! Handlers receive the caller's identity from [`crate::auth::AgentAuthService`],
+//! the layer every agent call passes through; none of them reads metadata.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_proto::time::proto_to_millis;
 use kiln_proto::v1::agent_service_server::AgentService;
 use kiln_proto::v1::{
     ActionSpec, ArtifactChunk, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse, LogAck, LogBatch,
     NextActionRequest, NextActionResponse, ReportAck, StateReport, artifact_chunk,
 };
-use kiln_proto::{AGENT_ID_METADATA, time::proto_to_millis};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
@@ -32,35 +32,16 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 const MAX_HEARTBEAT_ATTEMPTS: usize = 16;
 
 /// The authenticated caller of an agent RPC, put into the request's
-/// extensions by [`identify_agent`].
+/// extensions by [`crate::auth::AgentAuthService`], the layer every agent
+/// call passes through (token, and client certificate when there is one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentIdentity(pub String);
-
-/// Interceptor for every agent call. Today it takes the id the agent claims;
-/// agent authentication (tokens, client certificates) belongs here, so that
-/// no handler can forget it.
-#[allow(clippy::result_large_err)] // tonic's interceptor signature
-pub fn identify_agent(mut req: Request<()>) -> Result<Request<()>, Status> {
-    let id = req
-        .metadata()
-        .get(AGENT_ID_METADATA)
-        .ok_or_else(|| Status::unauthenticated(format!("missing {AGENT_ID_METADATA} metadata")))?
-        .to_str()
-        .map_err(|_| Status::invalid_argument(format!("{AGENT_ID_METADATA} must be ASCII")))?
-        .trim()
-        .to_ascii_lowercase();
-    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Status::invalid_argument(format!("{AGENT_ID_METADATA} {id:?} is not a valid agent id")));
-    }
-    req.extensions_mut().insert(AgentIdentity(id));
-    Ok(req)
-}
 
 fn caller<T>(req: &Request<T>) -> Result<String, Status> {
     req.extensions()
         .get::<AgentIdentity>()
         .map(|a| a.0.clone())
-        .ok_or_else(|| Status::internal("agent service mounted without its identity interceptor"))
+        .ok_or_else(|| Status::internal("agent service mounted without its authentication layer"))
 }
 
 pub struct AgentApi {

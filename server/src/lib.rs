@@ -9,12 +9,14 @@ pub mod admin_api;
 pub mod admission;
 pub mod agent_api;
 pub mod artifacts;
+pub mod auth;
 pub mod convert;
 pub mod events;
 pub mod model;
 pub mod netboot;
 pub mod state_machine;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +51,16 @@ pub struct ServerConfig {
     pub netboot: netboot::NetbootConfig,
     /// How long an open attempt survives without its agent's heartbeat.
     pub lease: Duration,
+    /// TLS on the listen address; `None` is plaintext (only by the explicit
+    /// `--plaintext`).
+    pub tls: Option<tls::ServerTls>,
+    /// The operator credential every admin call must present.
+    pub admin_token: String,
+    /// The CA `kiln cert issue` signs agent certificates with.
+    pub signing_ca: Option<tls::SigningCa>,
+    /// Plain HTTP address serving only the netboot routes (iPXE cannot
+    /// speak our TLS).
+    pub netboot_listen: Option<SocketAddr>,
 }
 
 /// The default attempt lease: agents renew it every 10 s, so a lost agent
@@ -67,6 +79,12 @@ pub struct Server {
     lease: Duration,
     /// Forwards other replicas' changes into `events` (shared stores).
     forwarder: Option<tokio::task::JoinHandle<()>>,
+    tls: Option<tls::ServerTls>,
+    admin_token: String,
+    signing_ca: Option<tls::SigningCa>,
+    netboot_listener: Option<TcpListener>,
+    /// Built (and so checked) when binding, before anything is served.
+    rustls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -83,6 +101,14 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let netboot_listener = match config.netboot_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--netboot-listen): {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             store,
@@ -93,7 +119,17 @@ impl Server {
             netboot: config.netboot.clone(),
             lease: config.lease,
             forwarder,
+            tls: config.tls.clone(),
+            admin_token: config.admin_token.clone(),
+            signing_ca: config.signing_ca.clone(),
+            netboot_listener,
+            rustls: config.tls.as_ref().map(tls::ServerTls::rustls_config).transpose()?,
         })
+    }
+
+    /// The bound `--netboot-listen` address, if any.
+    pub fn netboot_addr(&self) -> Option<SocketAddr> {
+        self.netboot_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -102,22 +138,29 @@ impl Server {
 
     /// Serves both services until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let agent = AgentServiceServer::with_interceptor(
-            agent_api::AgentApi::new(
+        let agent = auth::AgentAuthService::new(
+            AgentServiceServer::new(agent_api::AgentApi::new(
                 self.store.clone(),
                 self.events.clone(),
                 self.artifacts.clone(),
                 self.token_key.clone(),
                 self.lease,
-            ),
-            agent_api::identify_agent,
+            )),
+            Arc::new(auth::AgentAuth {
+                store: self.store.clone(),
+                require_client_cert: self.tls.as_ref().is_some_and(|t| t.require_client_cert),
+            }),
         );
-        let admin = AdminServiceServer::new(admin_api::AdminApi::new(
-            self.store.clone(),
-            self.events.clone(),
-            self.image_policy.clone(),
-            self.artifacts.clone(),
-        ));
+        let admin = AdminServiceServer::with_interceptor(
+            admin_api::AdminApi::new(
+                self.store.clone(),
+                self.events.clone(),
+                self.image_policy.clone(),
+                self.artifacts.clone(),
+            )
+            .with_signing_ca(self.signing_ca.clone()),
+            auth::AdminAuth::new(&self.admin_token),
+        );
         let sweeper = tokio::spawn(sweep(self.store.clone(), self.events.clone()));
         // The action API is plain HTTP beside the gRPC services, on the same
         // port: actions reach it at the address their agent uses.
@@ -133,15 +176,40 @@ impl Server {
             .into_axum_router()
             .merge(action_api)
             .merge(netboot::router(self.store.clone(), self.netboot.clone()));
-        let result = tonic::transport::Server::builder()
+        // Netboot, when asked, also on its own plain HTTP listener: iPXE
+        // cannot verify our certificates, and these routes carry no secret.
+        let (stop_netboot, netboot_stopped) = tokio::sync::oneshot::channel::<()>();
+        let netboot_task = self.netboot_listener.map(|listener| {
+            let routes = tonic::service::Routes::from(netboot::router(self.store.clone(), self.netboot.clone()));
+            tokio::spawn(
+                tonic::transport::Server::builder().accept_http1(true).add_routes(routes).serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    async {
+                        let _ = netboot_stopped.await;
+                    },
+                ),
+            )
+        });
+        let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(router))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await;
+            .add_routes(tonic::service::Routes::from(router));
+        let result = match self.rustls {
+            // Our own acceptor rather than tonic's TLS: see
+            // `ServerTls::rustls_config` (ALPN for HTTP/1.1 clients).
+            Some(config) => {
+                let incoming = tls::incoming(self.listener, config);
+                server.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+            None => server.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown).await,
+        };
         sweeper.abort();
         if let Some(forwarder) = self.forwarder {
             forwarder.abort();
+        }
+        let _ = stop_netboot.send(());
+        if let Some(task) = netboot_task {
+            let _ = task.await;
         }
         Ok(result?)
     }

@@ -49,6 +49,112 @@ struct Args {
     /// Write the bound address here once listening (useful with port 0).
     #[arg(long)]
     addr_file: Option<PathBuf>,
+    /// Server certificate (PEM, with its chain) for TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// TLS with a development CA generated into DATA_DIR/tls/ (kept across
+    /// restarts); its path is printed, for `kiln --ca` and the agent's
+    /// `ca_file`. Also accepts agent certificates it signs (`kiln cert issue`).
+    #[arg(long, conflicts_with_all = ["tls_cert", "plaintext"])]
+    dev_tls: bool,
+    /// No TLS at all: tokens then cross the network readable. Only by
+    /// this explicit flag.
+    #[arg(long, conflicts_with_all = ["tls_cert", "client_ca"])]
+    plaintext: bool,
+    /// Accept client certificates signed by this CA (PEM): mutual TLS for
+    /// agents, whose certificate must name their agent id.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Key (PEM) of --client-ca, so that `kiln cert issue` can sign agent
+    /// certificates.
+    #[arg(long, requires = "client_ca")]
+    client_ca_key: Option<PathBuf>,
+    /// Agents must present a client certificate (with --client-ca or --dev-tls).
+    #[arg(long)]
+    require_client_cert: bool,
+    /// File holding the operator credential. Default: DATA_DIR/admin-token,
+    /// created (random, mode 0600) at the first start.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Also serve the netboot routes (/boot/...) over plain HTTP here: iPXE
+    /// cannot verify the server's certificate.
+    #[arg(long)]
+    netboot_listen: Option<SocketAddr>,
+}
+
+/// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
+/// Host it used) while agents need the TLS URL: `--public-url`.
+fn netboot_config(args: &Args, tls: bool) -> anyhow::Result<kiln_server::netboot::NetbootConfig> {
+    let split = tls && args.netboot_listen.is_some();
+    if split && !args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+        anyhow::bail!("--netboot-listen with TLS needs --public-url https://HOST:PORT (the URL agents use)");
+    }
+    Ok(kiln_server::netboot::NetbootConfig {
+        hook_dir: args.hook_dir.clone(),
+        cmdline: args.hook_cmdline.clone(),
+        public_url: if split { None } else { args.public_url.clone() },
+        agent_url: if split { args.public_url.clone() } else { None },
+    })
+}
+
+fn read(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+/// TLS settings from the flags, and the CA agent certificates are signed with.
+fn tls_from_args(
+    args: &Args,
+) -> anyhow::Result<(Option<kiln_server::tls::ServerTls>, Option<kiln_server::tls::SigningCa>)> {
+    use kiln_server::tls::{ServerTls, SigningCa};
+    if args.require_client_cert && args.client_ca.is_none() && !args.dev_tls {
+        anyhow::bail!("--require-client-cert needs --client-ca FILE or --dev-tls");
+    }
+    let mut signing = match (&args.client_ca, &args.client_ca_key) {
+        (Some(ca), Some(key)) => Some(SigningCa {
+            cert_pem: String::from_utf8(read(ca, "--client-ca")?)?,
+            key_pem: String::from_utf8(read(key, "--client-ca-key")?)?,
+        }),
+        _ => None,
+    };
+    let client_ca_pem = args.client_ca.as_deref().map(|p| read(p, "--client-ca")).transpose()?;
+    let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Some(ServerTls {
+            cert_pem: read(cert, "--tls-cert")?,
+            key_pem: read(key, "--tls-key")?,
+            client_ca_pem,
+            require_client_cert: args.require_client_cert,
+        })
+    } else if args.dev_tls {
+        let hosts: Vec<String> = args.public_url.iter().filter_map(|u| kiln_server::tls::url_host(u)).collect();
+        let dev = kiln_server::tls::dev_tls(&args.data_dir, &hosts)?;
+        eprintln!(
+            "kiln-server: development TLS. CA: {ca}\n  trust it with: kiln --ca {ca} ...   (agent config: ca_file: {ca})\n  \
+             or system-wide: cp {ca} /usr/local/share/ca-certificates/kiln-dev.crt && update-ca-certificates",
+            ca = dev.ca_path.display()
+        );
+        // The dev CA is also the client CA, unless another was given.
+        let client_ca_pem = client_ca_pem.or_else(|| Some(dev.ca.cert_pem.clone().into_bytes()));
+        if args.client_ca.is_none() {
+            signing = Some(dev.ca.clone());
+        }
+        Some(ServerTls {
+            cert_pem: dev.server_cert_pem.into_bytes(),
+            key_pem: dev.server_key_pem.into_bytes(),
+            client_ca_pem,
+            require_client_cert: args.require_client_cert,
+        })
+    } else if args.plaintext {
+        None
+    } else {
+        anyhow::bail!(
+            "no TLS configured: give --tls-cert FILE --tls-key FILE, or --dev-tls (a generated development CA), \
+             or --plaintext to run without TLS"
+        );
+    };
+    Ok((tls, signing))
 }
 
 #[tokio::main]
@@ -63,22 +169,30 @@ async fn main() -> anyhow::Result<()> {
         kiln_spec::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
     let database = kiln_server::store::DatabaseUrl::parse(args.database_url.as_deref(), &args.data_dir)
         .map_err(anyhow::Error::msg)?;
+    let (tls, signing_ca) = tls_from_args(&args)?;
+    let (admin_token, admin_token_path) =
+        kiln_server::auth::load_or_create_admin_token(&args.data_dir, args.admin_token_file.as_deref())?;
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         database: database.clone(),
         image_policy,
         max_artifact_bytes: args.max_artifact_bytes,
-        netboot: kiln_server::netboot::NetbootConfig {
-            hook_dir: args.hook_dir.clone(),
-            cmdline: args.hook_cmdline.clone(),
-            public_url: args.public_url.clone(),
-        },
         lease: args.attempt_lease.into(),
+        netboot: netboot_config(&args, tls.is_some())?,
+        tls,
+        admin_token,
+        signing_ca,
+        netboot_listen: args.netboot_listen,
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), store = %database.display(), "kiln-server listening");
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %scheme, data_dir = %args.data_dir.display(), store = %database.display(),
+        admin_token_file = %admin_token_path.display(), "kiln-server listening");
+    if let Some(netboot) = server.netboot_addr() {
+        tracing::info!(addr = %netboot, "netboot over plain HTTP");
+    }
     if let Some(path) = &args.addr_file {
         // Written whole under a temporary name, so a reader never sees half.
         let tmp = path.with_extension("tmp");

@@ -31,6 +31,9 @@ pub struct NetbootConfig {
     /// The server's URL as machines reach it; default: the Host header of
     /// the request, which the machine evidently can reach.
     pub public_url: Option<String>,
+    /// The URL agents use (`kiln.server=`) when it is not the one netboot
+    /// is served from: the TLS port, while netboot is on `--netboot-listen`.
+    pub agent_url: Option<String>,
 }
 
 struct Netboot {
@@ -103,10 +106,11 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
             format!(
                 "#!ipxe\n\
                  echo kiln: {mac} boots the hook image for workflow {workflow}\n\
-                 kernel {base}/boot/hook/vmlinuz kiln.server={base} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}} {}\n\
+                 kernel {base}/boot/hook/vmlinuz kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}} {}\n\
                  initrd {base}/boot/hook/initramfs\n\
                  boot\n",
-                n.config.cmdline
+                n.config.cmdline,
+                server = n.config.agent_url.as_deref().map_or(base.as_str(), |u| u.trim_end_matches('/')),
             )
         }
         Decision::Local(why) => {

@@ -105,6 +105,10 @@ impl Drop for Proc {
 }
 
 /// A kiln server with its own data directory, and the agents started for it.
+///
+/// By default the server runs with `--dev-tls` and everything talks to it
+/// authenticated: the CLI with the operator credential and the dev CA,
+/// agents with their machine's token (captured from `kiln apply`).
 pub struct Cluster {
     pub env: TestEnv,
     pub dir: tempfile::TempDir,
@@ -113,11 +117,17 @@ pub struct Cluster {
     /// Extra arguments the server was started with.
     pub server_args: Vec<String>,
     pub agents: Vec<Proc>,
+    /// The dev CA (`DATA_DIR/tls/ca.pem`); `None` for a `--plaintext` server.
+    pub ca_file: Option<PathBuf>,
+    /// The operator credential (`DATA_DIR/admin-token`).
+    pub admin_token_file: PathBuf,
+    /// Agent tokens `kiln apply` printed, by hardware name.
+    pub tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Starts `kiln-server` on `listen` with its data in `dir/data`, logging to
 /// `dir/server.log` (appended: a restarted server keeps the earlier log);
-/// returns it and the address it listens on.
+/// returns it and its URL (`https://` unless `args` has `--plaintext`).
 fn spawn_server(dir: &std::path::Path, listen: &str, args: &[String]) -> Result<(Proc, String)> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log"))?;
     let addr_file = dir.join("server.addr");
@@ -140,7 +150,8 @@ fn spawn_server(dir: &std::path::Path, listen: &str, args: &[String]) -> Result<
         let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
         bail!("kiln-server did not start listening:\n{log}");
     }
-    Ok((server, std::fs::read_to_string(&addr_file)?.trim().to_string()))
+    let scheme = if args.iter().any(|a| a == "--plaintext") { "http" } else { "https" };
+    Ok((server, format!("{scheme}://{}", std::fs::read_to_string(&addr_file)?.trim())))
 }
 
 impl Cluster {
@@ -148,29 +159,80 @@ impl Cluster {
         Self::start_with(&[])
     }
 
-    /// A server with extra command line arguments.
+    /// A server with extra command line arguments. Without `--plaintext` or
+    /// `--tls-cert` among them, it gets `--dev-tls`.
     pub fn start_with(server_args: &[&str]) -> Result<Self> {
         let env = TestEnv::from_env();
         let dir = tempfile::tempdir()?;
-        let server_args: Vec<String> = server_args.iter().map(|a| a.to_string()).collect();
-        let (server, addr) = spawn_server(dir.path(), "127.0.0.1:0", &server_args)?;
-        let server_url = format!("http://{addr}");
-        Ok(Self { env, dir, server_url, server, server_args, agents: Vec::new() })
+        let mut args: Vec<String> = server_args.iter().map(|s| s.to_string()).collect();
+        if !args.iter().any(|a| a == "--plaintext" || a == "--tls-cert") {
+            args.push("--dev-tls".into());
+        }
+        let (server, server_url) = spawn_server(dir.path(), "127.0.0.1:0", &args)?;
+        let data = dir.path().join("data");
+        let tls = !args.iter().any(|a| a == "--plaintext");
+        Ok(Self {
+            env,
+            server_url,
+            server,
+            agents: Vec::new(),
+            ca_file: tls.then(|| data.join("tls").join("ca.pem")),
+            admin_token_file: data.join("admin-token"),
+            tokens: Default::default(),
+            server_args: args,
+            dir,
+        })
     }
 
     /// Kills the server with SIGKILL (no shutdown of any kind) and starts it
-    /// again on the same address, data directory and arguments.
-    pub fn restart_server(&mut self) -> Result<()> {
+    /// again on the same port and data directory, with its arguments and
+    /// `extra` (e.g. a `--hook-cmdline` that needs a token known only after
+    /// an apply).
+    pub fn restart_server(&mut self, extra: &[&str]) -> Result<()> {
         self.server.kill();
-        let addr = self.server_addr();
-        let (server, _) = spawn_server(self.dir.path(), &addr, &self.server_args)?;
+        let listen = self.server_addr();
+        let mut args = self.server_args.clone();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (server, url) = spawn_server(self.dir.path(), &listen, &args)?;
         self.server = server;
+        self.server_url = url;
         Ok(())
     }
 
     /// The server's `host:port`.
     pub fn server_addr(&self) -> String {
-        self.server_url.trim_start_matches("http://").to_string()
+        self.server_url.split("://").nth(1).unwrap_or(&self.server_url).to_string()
+    }
+
+    /// The token of the hardware whose agent id is `agent_id`, if an apply
+    /// of this cluster created it.
+    pub fn token_for_agent(&self, agent_id: &str) -> Option<String> {
+        let out = self.kiln(&["get", "hardware", "-o", "json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let tokens = self.tokens.lock().unwrap();
+        list.as_array()?.iter().find_map(|h| {
+            let id = h["agent_id"].as_str()?;
+            if id.eq_ignore_ascii_case(agent_id) { tokens.get(h["id"].as_str()?).cloned() } else { None }
+        })
+    }
+
+    /// Where agent `agent_id` reads its token: written as soon as the
+    /// token is known (an agent may start before its hardware is applied;
+    /// it reads the file again for every call).
+    pub fn token_file(&self, agent_id: &str) -> PathBuf {
+        self.dir.path().join(format!("token-{}", agent_id.replace(':', "-").to_ascii_lowercase()))
+    }
+
+    fn write_known_tokens(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(agent) = name.strip_prefix("token-").filter(|_| e.metadata().is_ok_and(|m| m.len() == 0))
+                && let Some(token) = self.token_for_agent(&agent.replace('-', ":"))
+            {
+                let _ = std::fs::write(e.path(), token);
+            }
+        }
     }
 
     /// Starts an agent with `agent_id`; `extra` is appended to its config
@@ -192,12 +254,29 @@ impl Cluster {
         } else {
             format!("state_dir: {:?}\n", self.agent_state_dir(self.agents.len()).display())
         };
+        let token_file = self.token_file(agent_id);
+        let token = self.token_for_agent(agent_id).unwrap_or_default();
+        if token.is_empty() {
+            // Not known yet: created empty, filled in by the apply that
+            // registers the hardware.
+            if !token_file.exists() {
+                std::fs::write(&token_file, "")?;
+            }
+        } else {
+            std::fs::write(&token_file, &token)?;
+        }
+        let tls = match &self.ca_file {
+            Some(ca) if !extra.contains("ca_file:") => format!("ca_file: {:?}\n", ca.display()),
+            _ => String::new(),
+        };
+        let auth =
+            if extra.contains("token") { String::new() } else { format!("token_file: {:?}\n", token_file.display()) };
         let config = format!(
-            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{extra}",
+            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{tls}{auth}{extra}",
             server_url, self.env.docker_host,
         );
         let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
-        std::fs::write(&path, config)?;
+        write_private(&path, &config)?;
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.agents.len())))?;
         let child = Command::new(binary("kiln-agent"))
             .arg("--config")
@@ -223,8 +302,47 @@ impl Cluster {
     }
 
     pub fn kiln_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let out = self.kiln_as(args, stdin, Some(&self.admin_token_file));
+        // Remember the agent tokens an apply printed (shown once).
+        let text = stdout(&out);
+        let mut learned = false;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("agent token for hardware/") {
+                let name = rest.split(' ').next().unwrap_or_default().to_string();
+                let token = rest.rsplit(' ').next().unwrap_or_default().to_string();
+                self.tokens.lock().unwrap().insert(name, token);
+                learned = true;
+            }
+        }
+        if learned {
+            self.write_known_tokens();
+        }
+        out
+    }
+
+    /// A `kiln` command for this server (URL, CA, operator credential), for
+    /// tests that drive the process themselves (e.g. `kiln logs -f`).
+    pub fn kiln_command(&self) -> Command {
+        self.kiln_command_as(Some(&self.admin_token_file))
+    }
+
+    fn kiln_command_as(&self, token_file: Option<&std::path::Path>) -> Command {
         let mut cmd = Command::new(binary("kiln"));
-        cmd.arg("--server").arg(&self.server_url).args(args);
+        cmd.arg("--server").arg(&self.server_url);
+        if let Some(ca) = &self.ca_file {
+            cmd.arg("--ca").arg(ca);
+        }
+        cmd.env_remove("KILN_TOKEN").env_remove("KILN_TOKEN_FILE");
+        if let Some(f) = token_file {
+            cmd.env("KILN_TOKEN_FILE", f);
+        }
+        cmd
+    }
+
+    /// The CLI with a chosen operator credential file (`None`: none).
+    pub fn kiln_as(&self, args: &[&str], stdin: Option<&str>, token_file: Option<&std::path::Path>) -> Output {
+        let mut cmd = self.kiln_command_as(token_file);
+        cmd.args(args);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kiln");
         if let Some(input) = stdin {
@@ -281,6 +399,15 @@ impl Cluster {
         }
         all
     }
+}
+
+/// Writes a file only its owner can read (agent configs hold secrets).
+pub fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 pub fn stdout(o: &Output) -> String {

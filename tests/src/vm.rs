@@ -101,7 +101,16 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     let reg_port = env.registry.rsplit(':').next().context("registry port")?.to_string();
     let guest_registry = format!("{HOST_FROM_GUEST}:{reg_port}");
     let cmdline = format!("console=ttyS0 quiet panic=-1 kiln.console_log=1 kiln.insecure_registries={guest_registry}");
-    let cluster = Cluster::start_with(&["--hook-dir", hook.to_str().unwrap(), "--hook-cmdline", &cmdline])?;
+    // Plaintext: the hook image's agent has no CA to verify a dev TLS
+    // certificate with (and iPXE could not fetch over it). Tokens are still
+    // required: the machine's goes onto the hook's kernel command line,
+    // which needs a server restart once the hardware (and so its token)
+    // exists.
+    let mut cluster = Cluster::start_with(&["--plaintext", "--hook-dir", hook.to_str().unwrap()])?;
+    let hw = unique("vm");
+    cluster.apply(&hardware_doc(&hw, MAC));
+    let token = cluster.tokens.lock().unwrap().get(&hw).cloned().context("no agent token printed by kiln apply")?;
+    cluster.restart_server(&["--hook-cmdline", &format!("{cmdline} kiln.token={token}")])?;
     let port = cluster.server_url.rsplit(':').next().context("server port")?.to_string();
 
     let image = std::fs::read(os.join("os.img.zst"))?;
@@ -109,8 +118,6 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     let images = FileServer::start(image, Faults::default());
     let image_url = images.url("os.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
 
-    let hw = unique("vm");
-    cluster.apply(&hardware_doc(&hw, MAC));
     let img = |name: &str| format!("{guest_registry}/kiln/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
     let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
     let killer = if kill_agent {

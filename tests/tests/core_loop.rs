@@ -289,8 +289,10 @@ fn pulls_from_a_registry_with_credentials_and_reports_pull_errors() {
 #[test]
 fn logs_follow_shows_lines_while_the_action_runs() {
     let s = scenario(&[("slow", 60, "echo first-line; sleep 4; echo second-line")], "", "");
-    let mut follow = Command::new(kiln_tests::bin_dir().join("kiln"))
-        .args(["--server", &s.cluster.server_url, "logs", "-f", &s.workflow])
+    let mut follow = s
+        .cluster
+        .kiln_command()
+        .args(["logs", "-f", &s.workflow])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

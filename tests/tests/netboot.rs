@@ -27,7 +27,10 @@ fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
     let hook = tempfile::tempdir().unwrap();
     std::fs::write(hook.path().join("vmlinuz"), b"kernel bytes").unwrap();
     std::fs::write(hook.path().join("hook.cpio.zst"), vec![7u8; 3 << 20]).unwrap();
+    // iPXE speaks plain HTTP: netboot on the shared port needs --plaintext
+    // (security.rs covers --netboot-listen beside TLS).
     let mut c = Cluster::start_with(&[
+        "--plaintext",
         "--hook-dir",
         hook.path().to_str().unwrap(),
         "--hook-cmdline",
@@ -78,7 +81,7 @@ fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
 #[test]
 fn hardware_with_netboot_off_never_gets_the_hook() {
     let hook = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(&["--hook-dir", hook.path().to_str().unwrap()]).unwrap();
+    let c = Cluster::start_with(&["--plaintext", "--hook-dir", hook.path().to_str().unwrap()]).unwrap();
     let mac = random_mac();
     let hw = unique("hw");
     c.apply(&format!("kind: Hardware\nname: {hw}\nmacs: [\"{mac}\"]\nnetboot: false\n"));

@@ -189,7 +189,7 @@ fn a_server_killed_mid_workflow_on_postgres_loses_nothing() {
     wait_until(Duration::from_secs(60), || c.workflow(&wf)["actions"][1]["state"] == "RUNNING")
         .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     let before = c.workflow(&wf);
-    c.restart_server().expect("restart");
+    c.restart_server(&[]).expect("restart");
     // Everything acknowledged before the kill is there after it.
     let after = c.workflow(&wf);
     assert_eq!(after["actions"][0], before["actions"][0], "the finished action is unchanged");

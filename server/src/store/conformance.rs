@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kiln_spec::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
-use super::{ApplyBatch, Artifact, DynStore, NewLogLine, ObjectKind, Outcome, StoreError};
+use super::{AgentCredential, ApplyBatch, Artifact, DynStore, NewLogLine, ObjectKind, Outcome, StoreError};
 use crate::events::Events;
 use crate::model::{Action, ActionState, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::{self, Report, TransitionError};
@@ -140,7 +140,7 @@ fn definition(description: &str) -> ActionDefinitionDoc {
 }
 
 fn batch(workflows: Vec<Workflow>) -> ApplyBatch {
-    ApplyBatch { hardware: vec![hardware()], definitions: vec![], templates: vec![], workflows }
+    ApplyBatch { hardware: vec![hardware()], workflows, ..Default::default() }
 }
 
 fn success(index: u32, attempt_id: &str) -> Report {
@@ -175,6 +175,7 @@ pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
         definitions: vec![definition("one")],
         templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
         workflows: vec![workflow("wf1")],
+        ..Default::default()
     };
     assert_eq!(store.apply(first).await.unwrap(), vec![Outcome::Created; 4]);
     // A conflicting workflow leaves the batch's other objects unwritten.
@@ -189,6 +190,7 @@ pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
             definitions: vec![definition("two")],
             templates: vec![],
             workflows: vec![changed],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -203,6 +205,7 @@ pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
         definitions: vec![definition("one")],
         templates: vec![TemplateDoc { name: "tpl".into(), data: "y".into() }],
         workflows: vec![workflow("wf1")],
+        ..Default::default()
     };
     assert_eq!(
         store.apply(again).await.unwrap(),
@@ -506,6 +509,39 @@ pub async fn leases_are_renewed_never_backwards_and_found_expired(b: &dyn Backen
     assert!(store.workflows_with_expired_leases(Millis::MAX).await.unwrap().is_empty());
 }
 
+pub async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked(b: &dyn Backend) {
+    let store = b.open().await;
+    let batch = |hw: HardwareDoc, hash: &str| ApplyBatch {
+        hardware: vec![hw],
+        token_hashes: [("hw".to_string(), hash.to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(store.agent_credential("agent-1").await.unwrap(), None);
+    store.apply(batch(hardware(), "h1")).await.unwrap();
+    let cred =
+        |hash: Option<&str>| Some(AgentCredential { hardware_id: "hw".into(), token_hash: hash.map(Into::into) });
+    assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h1")));
+    // An update (even one carrying a hash) keeps the stored credential.
+    let mut changed = hardware();
+    changed.disks.push("/dev/vdb".into());
+    assert_eq!(store.apply(batch(changed, "h2")).await.unwrap(), vec![Outcome::Updated]);
+    assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h1")));
+    assert_eq!(store.agent_for_token_hash("h1").await.unwrap().as_deref(), Some("agent-1"));
+    store.set_token_hash("hw", Some("h3".into())).await.unwrap();
+    assert_eq!(store.agent_for_token_hash("h1").await.unwrap(), None);
+    assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(Some("h3")));
+    store.set_token_hash("hw", None).await.unwrap();
+    assert_eq!(store.agent_credential("agent-1").await.unwrap(), cred(None));
+    assert!(matches!(store.set_token_hash("nope", None).await, Err(StoreError::NotFound { .. })));
+    // A hardware created without a hash has no valid token.
+    let mut other = hardware();
+    other.id = "hw2".into();
+    other.agent_id = "agent-2".into();
+    store.apply(ApplyBatch { hardware: vec![other], ..Default::default() }).await.unwrap();
+    let none = store.agent_credential("agent-2").await.unwrap().unwrap();
+    assert_eq!((none.hardware_id.as_str(), none.token_hash), ("hw2", None));
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
 }
@@ -543,6 +579,11 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn leases_are_renewed_never_backwards_and_found_expired() {
             c::leases_are_renewed_never_backwards_and_found_expired(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked() {
+            c::token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked(&$backend).await
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -16,6 +16,7 @@
 //! - Among several servers on one store, a change committed by one wakes
 //!   the waiters of the others ([`Store::forward_changes`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,20 @@ pub struct ApplyBatch {
     pub definitions: Vec<ActionDefinitionDoc>,
     pub templates: Vec<TemplateDoc>,
     pub workflows: Vec<Workflow>,
+    /// sha256 (hex) of the agent token of each hardware id, used only when
+    /// that hardware is *created* by this batch: an update keeps the stored
+    /// hash, so re-applying a document never changes a machine's credential.
+    pub token_hashes: HashMap<String, String>,
+}
+
+/// What the server checks an agent's token against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCredential {
+    /// The hardware whose `agent_id` the agent claimed.
+    pub hardware_id: String,
+    /// sha256 (hex) of its current token; `None` when revoked (or never
+    /// issued): every token is then refused.
+    pub token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +228,18 @@ pub trait Store: Send + Sync + 'static {
         after_cursor: i64,
         limit: u32,
     ) -> Result<Vec<StoredLogLine>, StoreError>;
+
+    /// The credential of the hardware whose agent id is `agent_id`, or
+    /// `None` when no hardware has that agent id.
+    async fn agent_credential(&self, agent_id: &str) -> Result<Option<AgentCredential>, StoreError>;
+
+    /// The agent id of the hardware whose current token hash is
+    /// `token_hash`, if any: tells a token of another machine from a bad one.
+    async fn agent_for_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// Replaces the token hash of a hardware (rotate: a new hash; revoke:
+    /// `None`). [`StoreError::NotFound`] for unknown hardware.
+    async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError>;
 
     /// A secret every server on this store must share (the action token
     /// key): the stored one, storing `candidate` first if there is none.

@@ -37,8 +37,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
-    StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
+    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -438,12 +438,14 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
             }
             None => {
                 sqlx::query(
-                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at, token_hash)
+                     VALUES ($1, $2, $3, $4, $4, $5)",
                 )
                 .bind(&hw.id)
                 .bind(&hw.agent_id)
                 .bind(doc)
                 .bind(now)
+                .bind(batch.token_hashes.get(&hw.id))
                 .execute(&mut *tx)
                 .await?;
                 Outcome::Created
@@ -658,6 +660,32 @@ impl Store for PostgresStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn agent_credential(&self, agent_id: &str) -> Result<Option<AgentCredential>, StoreError> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, token_hash FROM hardware WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(hardware_id, token_hash)| AgentCredential { hardware_id, token_hash }))
+    }
+
+    async fn agent_for_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT agent_id FROM hardware WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE hardware SET token_hash = $2 WHERE id = $1")
+            .bind(hardware_id)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 { Err(not_found("hardware", hardware_id)) } else { Ok(()) }
     }
 
     async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError> {

@@ -14,8 +14,8 @@ use kiln_spec::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError, StoredDefinition,
-    StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
+    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 
@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("sqlite_migrations/0003_typed_actions.sql")),
     (4, include_str!("sqlite_migrations/0004_workflow_data.sql")),
     (5, include_str!("sqlite_migrations/0005_leases.sql")),
+    (6, include_str!("sqlite_migrations/0006_agent_tokens.sql")),
 ];
 
 pub struct SqliteStore {
@@ -293,8 +294,8 @@ fn apply_batch(tx: &Transaction, batch: ApplyBatch) -> Result<Vec<Outcome>, Stor
             }
             None => {
                 tx.execute(
-                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![hw.id, hw.agent_id, doc, now],
+                    "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at, token_hash) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                    params![hw.id, hw.agent_id, doc, now, batch.token_hashes.get(&hw.id)],
                 )?;
                 Outcome::Created
             }
@@ -698,6 +699,34 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn agent_credential(&self, agent_id: &str) -> Result<Option<AgentCredential>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.with_conn(move |c| {
+            Ok(c.query_row("SELECT id, token_hash FROM hardware WHERE agent_id = ?1", [&agent_id], |r| {
+                Ok(AgentCredential { hardware_id: r.get(0)?, token_hash: r.get(1)? })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn agent_for_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let hash = token_hash.to_string();
+        self.with_conn(move |c| {
+            Ok(c.query_row("SELECT agent_id FROM hardware WHERE token_hash = ?1", [&hash], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
+    async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError> {
+        let id = hardware_id.to_string();
+        self.with_conn(move |c| {
+            let n = c.execute("UPDATE hardware SET token_hash = ?2 WHERE id = ?1", params![id, token_hash])?;
+            if n == 0 { Err(not_found("hardware", &id)) } else { Ok(()) }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -771,6 +800,7 @@ mod tests {
             hardware: vec![hardware()],
             templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
             workflows: vec![workflow("wf1")],
+            ..Default::default()
         };
         assert_eq!(store.apply(batch).await.unwrap(), vec![Outcome::Created; 3]);
         // A conflicting workflow in a batch leaves the batch's other objects unwritten.
@@ -780,7 +810,13 @@ mod tests {
         hw2.id = "hw2".into();
         hw2.agent_id = "agent-2".into();
         let err = store
-            .apply(ApplyBatch { definitions: vec![], hardware: vec![hw2], templates: vec![], workflows: vec![changed] })
+            .apply(ApplyBatch {
+                definitions: vec![],
+                hardware: vec![hw2],
+                templates: vec![],
+                workflows: vec![changed],
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -791,6 +827,7 @@ mod tests {
             hardware: vec![hardware()],
             templates: vec![],
             workflows: vec![workflow("wf1")],
+            ..Default::default()
         };
         assert_eq!(store.apply(again).await.unwrap(), vec![Outcome::Unchanged; 2]);
         // Reopening the file keeps everything (and does not re-run migrations).
@@ -810,6 +847,7 @@ mod tests {
             hardware: vec![hardware()],
             templates: vec![],
             workflows: vec![workflow("wf1")],
+            ..Default::default()
         };
         store.apply(batch).await.unwrap();
         assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);

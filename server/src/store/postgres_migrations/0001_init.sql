@@ -7,8 +7,14 @@ CREATE TABLE hardware (
     agent_id    TEXT NOT NULL UNIQUE,
     doc         TEXT NOT NULL,          -- HardwareDoc as JSON
     created_at  BIGINT NOT NULL,
-    updated_at  BIGINT NOT NULL
+    updated_at  BIGINT NOT NULL,
+    -- sha256 (hex) of the machine's agent token, never the token; NULL: no
+    -- valid token (revoked).
+    token_hash  TEXT
 );
+-- Finds whose token a caller presented (a valid token claiming another
+-- agent id is PERMISSION_DENIED, not UNAUTHENTICATED).
+CREATE INDEX hardware_token_hash ON hardware (token_hash);
 
 CREATE TABLE templates (
     name        TEXT PRIMARY KEY,

@@ -1,0 +1,375 @@
+//! Who may call the server: agents with their machine's token (and, with
+//! mutual TLS, a client certificate naming their agent id), operators with
+//! the operator credential.
+//!
+//! Secrets never reach a log line or an error message: rejections name the
+//! agent id and the reason only.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
+use tonic::service::Interceptor;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Request, Status};
+
+use crate::agent_api::AgentIdentity;
+use crate::store::DynStore;
+
+/// Prefix of agent tokens, so a leaked one is recognisable (secret scanners).
+pub const TOKEN_PREFIX: &str = "kiln_";
+
+/// A new random credential: 32 bytes from the OS, `kiln_` + base64url.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// What the store keeps of a token: its sha256, hex.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn hashes_equal(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// The token of `authorization: Bearer TOKEN`, if any.
+fn bearer(value: Option<&http::HeaderValue>) -> Option<&str> {
+    let v = value?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The agent id a caller claims (`kiln-agent-id`), normalised.
+#[allow(clippy::result_large_err)] // tonic's Status
+fn claimed_agent_id(headers: &http::HeaderMap) -> Result<String, Status> {
+    let id = headers
+        .get(AGENT_ID_METADATA)
+        .ok_or_else(|| Status::unauthenticated(format!("missing {AGENT_ID_METADATA} metadata")))?
+        .to_str()
+        .map_err(|_| Status::invalid_argument(format!("{AGENT_ID_METADATA} must be ASCII")))?
+        .trim()
+        .to_ascii_lowercase();
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Status::invalid_argument(format!("{AGENT_ID_METADATA} {id:?} is not a valid agent id")));
+    }
+    Ok(id)
+}
+
+/// The agent id a client certificate names: its subject CN.
+pub fn cert_agent_id(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.trim().to_ascii_lowercase())
+}
+
+/// Agent authentication, run for every agent call by [`AgentAuthService`].
+pub struct AgentAuth {
+    pub store: DynStore,
+    /// Agents must present a client certificate (mutual TLS).
+    pub require_client_cert: bool,
+}
+
+impl AgentAuth {
+    /// The caller's identity, or the status that rejects the call.
+    pub async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<AgentIdentity, Status> {
+        let agent = claimed_agent_id(headers)?;
+        let reject = |status: Status, reason: &str| {
+            // The reason and the agent id, never the token.
+            tracing::warn!(agent = %agent, reason, code = ?status.code(), "agent call rejected");
+            status
+        };
+        let Some(token) = bearer(headers.get(AUTHORIZATION_METADATA)) else {
+            return Err(reject(Status::unauthenticated("missing agent token (authorization: Bearer ...)"), "no token"));
+        };
+        let hash = token_hash(token);
+        let credential = self.store.agent_credential(&agent).await.map_err(crate::convert::store_status)?;
+        let valid = credential.as_ref().and_then(|c| c.token_hash.as_deref()).is_some_and(|h| hashes_equal(h, &hash));
+        if !valid {
+            // A token that is valid, but for another machine, is a
+            // different failure than a bad one: the caller is someone,
+            // just not who it claims to be.
+            if let Some(owner) = self.store.agent_for_token_hash(&hash).await.map_err(crate::convert::store_status)? {
+                tracing::warn!(agent = %agent, token_of = %owner, "agent call rejected: token of another machine");
+                return Err(Status::permission_denied(format!("this token does not belong to agent {agent}")));
+            }
+            let reason = match &credential {
+                None => "no hardware has this agent id",
+                Some(c) if c.token_hash.is_none() => "token revoked",
+                Some(_) => "wrong token",
+            };
+            return Err(reject(Status::unauthenticated("invalid agent token"), reason));
+        }
+        let peer_cert = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs())
+            .and_then(|certs| certs.first().map(|c| c.to_vec()));
+        match peer_cert {
+            Some(der) => {
+                let named = cert_agent_id(&der);
+                if named.as_deref() != Some(agent.as_str()) {
+                    tracing::warn!(agent = %agent, cert_names = ?named, "agent call rejected: client certificate of another agent");
+                    return Err(Status::permission_denied(format!(
+                        "the client certificate does not name agent {agent}"
+                    )));
+                }
+            }
+            None if self.require_client_cert => {
+                return Err(reject(
+                    Status::unauthenticated("this server requires a client certificate from agents"),
+                    "no client certificate",
+                ));
+            }
+            None => {}
+        }
+        Ok(AgentIdentity(agent))
+    }
+}
+
+/// Wraps the agent service: a call reaches it only once [`AgentAuth`]
+/// accepted it, with the caller's [`AgentIdentity`] in its extensions. Being
+/// a layer around the whole service, no handler can forget it.
+#[derive(Clone)]
+pub struct AgentAuthService<S> {
+    inner: S,
+    auth: Arc<AgentAuth>,
+}
+
+impl<S> AgentAuthService<S> {
+    pub fn new(inner: S, auth: Arc<AgentAuth>) -> Self {
+        Self { inner, auth }
+    }
+}
+
+impl<S: NamedService> NamedService for AgentAuthService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for AgentAuthService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this call (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            match auth.authenticate(req.headers(), req.extensions()).await {
+                Ok(identity) => {
+                    req.extensions_mut().insert(identity);
+                    inner.call(req).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+/// Checks the operator credential on every admin call.
+#[derive(Clone)]
+pub struct AdminAuth {
+    /// sha256 of the operator token: compared in constant time.
+    hash: Arc<String>,
+}
+
+impl AdminAuth {
+    pub fn new(token: &str) -> Self {
+        Self { hash: Arc::new(token_hash(token)) }
+    }
+}
+
+impl Interceptor for AdminAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let presented = req.metadata().get(AUTHORIZATION_METADATA).and_then(|v| v.to_str().ok());
+        let token = presented.and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        match token {
+            None => {
+                tracing::warn!(reason = "no operator token", "admin call rejected");
+                Err(Status::unauthenticated(
+                    "missing operator token: give --token-file, KILN_TOKEN_FILE or KILN_TOKEN (the server's DATA_DIR/admin-token)",
+                ))
+            }
+            Some(t) if hashes_equal(&token_hash(t), &self.hash) => Ok(req),
+            Some(_) => {
+                tracing::warn!(reason = "wrong operator token", "admin call rejected");
+                Err(Status::unauthenticated("invalid operator token"))
+            }
+        }
+    }
+}
+
+/// The operator token: read from `explicit` when given, otherwise from
+/// `DATA_DIR/admin-token`, created (random, mode 0600) at the first start.
+pub fn load_or_create_admin_token(data_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<(String, PathBuf)> {
+    let path = explicit.map_or_else(|| data_dir.join("admin-token"), Path::to_path_buf);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            anyhow::ensure!(!token.is_empty(), "--admin-token-file {}: the file is empty", path.display());
+            Ok((token, path))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            let token = new_token();
+            write_secret(&path, token.as_bytes())?;
+            Ok((token, path))
+        }
+        Err(e) => Err(anyhow::anyhow!("--admin-token-file {}: {e}", path.display())),
+    }
+}
+
+/// Writes a file only its owner can read, created with that mode (never
+/// readable by others, not even briefly).
+pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ApplyBatch;
+    use crate::store::sqlite::SqliteStore;
+    use tonic::Code;
+
+    #[test]
+    fn tokens_are_random_prefixed_and_hashed() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with("kiln_") && a.len() == 5 + 43, "{a}");
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_eq!(token_hash(&a), token_hash(&a));
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    fn headers(agent: Option<&str>, token: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some(a) = agent {
+            h.insert(AGENT_ID_METADATA, a.parse().unwrap());
+        }
+        if let Some(t) = token {
+            h.insert(AUTHORIZATION_METADATA, format!("Bearer {t}").parse().unwrap());
+        }
+        h
+    }
+
+    fn hw(id: &str, agent: &str) -> kiln_spec::HardwareDoc {
+        kiln_spec::HardwareDoc {
+            id: id.into(),
+            agent_id: agent.into(),
+            macs: vec![],
+            disks: vec![],
+            metadata: serde_json::json!({}),
+            netboot: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn agent_tokens_missing_wrong_revoked_and_foreign_are_rejected() {
+        let store: DynStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let (tx, ty) = (new_token(), new_token());
+        store
+            .apply(ApplyBatch {
+                hardware: vec![hw("x", "agent-x"), hw("y", "agent-y")],
+                token_hashes: [("x".to_string(), token_hash(&tx)), ("y".to_string(), token_hash(&ty))].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let auth = AgentAuth { store: store.clone(), require_client_cert: false };
+        let ext = http::Extensions::new();
+        let code = |r: Result<AgentIdentity, Status>| r.map_err(|s| s.code());
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await),
+            Ok(AgentIdentity("agent-x".into()))
+        );
+        assert_eq!(code(auth.authenticate(&headers(Some("agent-x"), None), &ext).await), Err(Code::Unauthenticated));
+        assert_eq!(code(auth.authenticate(&headers(None, Some(&tx)), &ext).await), Err(Code::Unauthenticated));
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&new_token())), &ext).await),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("nobody"), Some(&new_token())), &ext).await),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-y"), Some(&tx)), &ext).await),
+            Err(Code::PermissionDenied)
+        );
+        store.set_token_hash("x", None).await.unwrap();
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await),
+            Err(Code::Unauthenticated)
+        );
+        let strict = AgentAuth { store, require_client_cert: true };
+        assert_eq!(
+            code(strict.authenticate(&headers(Some("agent-y"), Some(&ty)), &ext).await),
+            Err(Code::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn admin_token_is_checked_and_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (token, path) = load_or_create_admin_token(dir.path(), None).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_or_create_admin_token(dir.path(), None).unwrap().0, token, "kept across restarts");
+        let missing = load_or_create_admin_token(dir.path(), Some(&dir.path().join("nope"))).unwrap_err();
+        assert!(missing.to_string().contains("--admin-token-file"), "{missing}");
+        let mut auth = AdminAuth::new(&token);
+        let call = |auth: &mut AdminAuth, value: Option<String>| {
+            let mut req = Request::new(());
+            if let Some(v) = value {
+                req.metadata_mut().insert(AUTHORIZATION_METADATA, v.parse().unwrap());
+            }
+            auth.call(req).map(|_| ()).map_err(|s| s.code())
+        };
+        assert_eq!(call(&mut auth, Some(format!("Bearer {token}"))), Ok(()));
+        assert_eq!(call(&mut auth, None), Err(Code::Unauthenticated));
+        assert_eq!(call(&mut auth, Some(format!("Bearer {}", new_token()))), Err(Code::Unauthenticated));
+        assert_eq!(call(&mut auth, Some(token.clone())), Err(Code::Unauthenticated), "scheme required");
+    }
+}
