@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How long one `NextAction` long poll may be held by the server.
-const LONG_POLL: Duration = Duration::from_secs(30);
+pub const LONG_POLL: Duration = Duration::from_secs(30);
 /// Longest pause between retries of a failed call.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -86,11 +86,12 @@ impl ServerClient {
         Ok(Self { inner })
     }
 
-    /// Waits for the next assignment; `None` when the long poll ended empty.
-    pub async fn next_action(&self) -> Result<Option<Assignment>, Status> {
-        let req = NextActionRequest { wait_ms: LONG_POLL.as_millis() as u32 };
+    /// Waits up to `wait` for the next assignment (zero: answered at once);
+    /// `None` when there was none.
+    pub async fn next_action(&self, wait: Duration) -> Result<Option<Assignment>, Status> {
+        let req = NextActionRequest { wait_ms: wait.as_millis() as u32 };
         let mut request = tonic::Request::new(req);
-        request.set_timeout(LONG_POLL + Duration::from_secs(10));
+        request.set_timeout(wait + Duration::from_secs(10));
         Ok(self.inner.clone().next_action(request).await?.into_inner().assignment)
     }
 

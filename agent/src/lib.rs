@@ -19,6 +19,7 @@ pub mod prefetch;
 pub mod runtime;
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::client::{ServerClient, backoff};
 use crate::config::AgentConfig;
@@ -82,14 +83,20 @@ impl Agent {
         tracing::info!(agent_id = %self.id, server = %self.config.server, "agent started");
         tokio::pin!(shutdown);
         let mut failures = 0;
+        // The first question is answered at once, so that a restarted agent
+        // with nothing to do clears what its predecessor left running
+        // (below) now, not after a long poll.
+        let mut started = true;
         loop {
+            let wait = if started { Duration::ZERO } else { client::LONG_POLL };
             let next = tokio::select! {
                 _ = &mut shutdown => return,
-                next = self.client.next_action() => next,
+                next = self.client.next_action(wait) => next,
             };
             match next {
                 Ok(Some(assignment)) => {
                     failures = 0;
+                    started = false;
                     // An attempt runs to its end even when shutdown is asked
                     // for meanwhile: a half-reported action helps no one.
                     // It stops early only when the server ended it (its
@@ -120,7 +127,15 @@ impl Agent {
                         }
                     }
                 }
-                Ok(None) => failures = 0,
+                Ok(None) => {
+                    failures = 0;
+                    started = false;
+                    // The server hands an open attempt back to its agent,
+                    // so with none to give, any running container of this
+                    // agent belongs to an attempt that is over (lost while
+                    // the agent was down): it must not go on writing.
+                    self.runtime.remove_running_except(&self.id, "").await;
+                }
                 Err(status) => {
                     tracing::warn!(code = ?status.code(), error = %status.message(), "asking the server for work failed");
                     tokio::select! {

@@ -1,6 +1,6 @@
 //! kiln-server on PostgreSQL: two replicas sharing one database, agents
-//! split across them, a replica dying under its agents, and a server killed
-//! with SIGKILL mid-workflow. Each test starts its own PostgreSQL
+//! split across them, a replica dying under its agents (a server killed with
+//! SIGKILL mid-workflow: `faults.rs`). Each test starts its own PostgreSQL
 //! (`kiln_tests::postgres`).
 
 use std::io::{Read, Write};
@@ -162,44 +162,6 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     let logs = stdout(&r2.kiln(&["logs", &wf3]));
     for line in ["line-begin", "line-end", "line-after"] {
         assert_eq!(logs.matches(line).count(), 1, "{line:?} once in the logs: {logs}\n{}", context(&r1, &r2));
-    }
-}
-
-#[test]
-fn a_server_killed_mid_workflow_on_postgres_loses_nothing() {
-    let pg = PgServer::start().expect("start PostgreSQL");
-    let url = pg.create_database().unwrap();
-    let mut c = Cluster::start_with(&["--database-url", &url]).expect("server");
-    let mac = random_mac();
-    let (hw, tpl, wf) = (unique("hw"), unique("tpl"), unique("wf"));
-    let image = c.env.busybox();
-    c.apply(
-        &[
-            hardware_doc(&hw, &mac),
-            template(
-                &tpl,
-                &image,
-                &[("one", "echo one"), ("slow", "echo begin; sleep 3; echo end"), ("three", "echo three")],
-            ),
-            workflow_doc(&wf, &tpl, &hw, &mac),
-        ]
-        .join("---\n"),
-    );
-    c.start_agent(&mac, "").unwrap();
-    wait_until(Duration::from_secs(60), || c.workflow(&wf)["actions"][1]["state"] == "RUNNING")
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
-    let before = c.workflow(&wf);
-    c.restart_server(&[]).expect("restart");
-    // Everything acknowledged before the kill is there after it.
-    let after = c.workflow(&wf);
-    assert_eq!(after["actions"][0], before["actions"][0], "the finished action is unchanged");
-    assert_eq!(attempts(&after, 1)[0]["id"], attempts(&before, 1)[0]["id"], "the running attempt is kept");
-    assert!(stdout(&c.kiln(&["logs", &wf, "one"])).contains("one"));
-    let done = c.wait_finished(&wf, LIMIT);
-    assert_succeeded_once(&done, &c.logs());
-    let logs = stdout(&c.kiln(&["logs", &wf]));
-    for line in ["one", "begin", "end", "three"] {
-        assert!(logs.contains(line), "{line:?} missing from the logs: {logs}\n{}", c.logs());
     }
 }
 

@@ -1,0 +1,262 @@
+//! Faults: agents killed with SIGKILL (and some never coming back), agents
+//! frozen past their lease, servers killed mid-workflow. What must hold:
+//! every workflow ends, no finished action runs twice, no attempt is left
+//! open, and a lost agent's attempt ends as `AgentLost` with the retry
+//! policy applied.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kiln_tests::{Cluster, Machine, hardware_doc, random_mac, unique, wait_until};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn attempts(wf: &Value, action: usize) -> &Vec<Value> {
+    wf["actions"][action]["attempts"].as_array().expect("attempts")
+}
+
+/// The per-workflow directory (`/workflow` of its actions) of agent `n`.
+fn workflow_dir(c: &Cluster, n: usize, wf: &str) -> PathBuf {
+    c.agent_state_dir(n).join("workflows").join(wf)
+}
+
+fn runs(c: &Cluster, n: usize, wf: &str) -> String {
+    std::fs::read_to_string(workflow_dir(c, n, wf).join("runs")).unwrap_or_default()
+}
+
+/// The agent config line that makes a restarted agent the same machine's.
+fn same_machine(c: &Cluster, n: usize) -> String {
+    format!("state_dir: {:?}\n", c.agent_state_dir(n).display())
+}
+
+/// Running containers of the test engine labelled with this attempt.
+fn running_containers_of(c: &Cluster, attempt_id: &str) -> String {
+    let out = c.env.docker(&["ps", "-q", "--filter", &format!("label=kiln.attempt={attempt_id}")]);
+    assert!(out.status.success(), "docker ps: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_running(c: &Cluster, wf: &str) -> Value {
+    wait_until(Duration::from_secs(60), || c.workflow(wf)["actions"][0]["state"] == "RUNNING")
+        .unwrap_or_else(|e| panic!("{e}: {:#}\n{}", c.workflow(wf), c.logs()));
+    // Give the action a moment past its start so it has written its line.
+    std::thread::sleep(Duration::from_millis(300));
+    c.workflow(wf)
+}
+
+const LONG: &str = "        - name: long\n          image: IMAGE\n          timeout: 60\n          command: [\"sh\", \"-c\", \"echo start >> /workflow/runs; sleep 10; echo end >> /workflow/runs\"]\n";
+
+#[test]
+fn an_agent_that_never_comes_back_fails_the_workflow_with_agent_lost() {
+    let mut m = Machine::start_with(&["--attempt-lease", "2s"], "");
+    let wf = m.run(LONG);
+    let running = wait_running(&m.cluster, &wf);
+    let attempt = attempts(&running, 0)[0]["id"].as_str().unwrap().to_string();
+    m.cluster.agents[0].kill();
+    // Lease (2 s) plus a sweep (1 s), not the global or action timeout.
+    let killed = Instant::now();
+    let done = m.cluster.wait_finished(&wf, LIMIT);
+    assert!(killed.elapsed() < Duration::from_secs(8), "noticed after {:?}", killed.elapsed());
+    assert_eq!(done["state"], "FAILED", "{done:#}");
+    let lost = &attempts(&done, 0)[0];
+    assert_eq!((lost["state"].as_str(), lost["reason"].as_str()), (Some("FAILED"), Some("AgentLost")), "{lost:#}");
+    assert!(done["reason"].as_str().unwrap().contains("agent lost"), "{done:#}");
+    // The container the dead agent left runs on until an agent of this
+    // machine is back: with nothing to do, it removes it.
+    assert!(!running_containers_of(&m.cluster, &attempt).is_empty(), "the orphan still runs");
+    let again = same_machine(&m.cluster, 0);
+    m.cluster.start_agent(&m.mac, &again).unwrap();
+    wait_until(Duration::from_secs(20), || running_containers_of(&m.cluster, &attempt).is_empty())
+        .unwrap_or_else(|e| panic!("{e}: the lost attempt's container still runs\n{}", m.cluster.logs()));
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(runs(&m.cluster, 0, &wf), "start\n", "the lost attempt was stopped before its end");
+}
+
+#[test]
+fn a_lost_attempt_is_retried_and_the_old_container_never_runs_beside_the_new_one() {
+    let mut m = Machine::start_with(&["--attempt-lease", "2s"], "");
+    let wf = m.run(&format!("{LONG}          retries: 1\n"));
+    let running = wait_running(&m.cluster, &wf);
+    let first = attempts(&running, 0)[0]["id"].as_str().unwrap().to_string();
+    m.cluster.agents[0].kill();
+    // Lost, and the workflow goes on: the retry is created when the
+    // machine's agent asks for work again.
+    wait_until(Duration::from_secs(10), || attempts(&m.cluster.workflow(&wf), 0)[0]["reason"] == "AgentLost")
+        .unwrap_or_else(|e| panic!("{e}: not lost: {:#}", m.cluster.workflow(&wf)));
+    assert_eq!(m.cluster.workflow(&wf)["state"], "RUNNING");
+    let again = same_machine(&m.cluster, 0);
+    m.cluster.start_agent(&m.mac, &again).unwrap();
+    // The second attempt runs 10 s under a 2 s lease: only heartbeats keep
+    // it alive.
+    let done = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(done["state"], "SUCCESS", "{done:#}\n{}", m.cluster.logs());
+    let tries = attempts(&done, 0);
+    assert_eq!(tries.len(), 2, "{done:#}");
+    assert_eq!((tries[0]["id"].as_str(), tries[0]["reason"].as_str()), (Some(first.as_str()), Some("AgentLost")));
+    assert_eq!(tries[1]["state"], "SUCCESS");
+    // The first attempt's container was stopped before the second started:
+    // one "end", the second's.
+    assert!(running_containers_of(&m.cluster, &first).is_empty());
+    assert_eq!(runs(&m.cluster, 0, &wf), "start\nstart\nend\n");
+}
+
+#[test]
+fn a_frozen_agent_stops_the_action_the_server_gave_up_on() {
+    let m = Machine::start_with(&["--attempt-lease", "2s"], "");
+    let wf = m.run(LONG);
+    let running = wait_running(&m.cluster, &wf);
+    let attempt = attempts(&running, 0)[0]["id"].as_str().unwrap().to_string();
+    // Frozen, not dead: the agent comes back to find the server ended the
+    // attempt while it slept (a partition looks the same to both sides).
+    let pid = m.cluster.agents[0].pid().to_string();
+    let signal = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    let done = m.cluster.wait_finished(&wf, Duration::from_secs(20));
+    signal("-CONT");
+    assert_eq!(done["state"], "FAILED", "{done:#}");
+    assert_eq!(attempts(&done, 0)[0]["reason"], "AgentLost");
+    // Its next heartbeat hears the attempt is over; the agent removes the
+    // container instead of finishing the action or reporting it.
+    wait_until(Duration::from_secs(10), || running_containers_of(&m.cluster, &attempt).is_empty())
+        .unwrap_or_else(|e| panic!("{e}: the container of the lost attempt still runs\n{}", m.cluster.logs()));
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(runs(&m.cluster, 0, &wf), "start\n");
+    assert_eq!(m.cluster.workflow(&wf), done, "a late report changed a finished workflow");
+}
+
+/// Agents of `MACHINES` machines are killed with SIGKILL at random moments
+/// and restarted (as the hook image's supervisor does) while 100 workflows
+/// of two short actions run.
+#[test]
+fn agents_killed_at_random_points_across_100_workflows() {
+    const MACHINES: usize = 4;
+    const WORKFLOWS: usize = 100;
+    let mut c = Cluster::start_with(&["--attempt-lease", "3s"]).expect("server");
+    let image = c.env.busybox();
+    let tpl = unique("tpl");
+    // Each action leaves a start and an end line in its workflow's
+    // directory; a re-run would leave a second start.
+    let action = |name: &str| {
+        format!(
+            "        - name: {name}\n          image: {image}\n          timeout: 60\n          command: [\"sh\", \"-c\", \"echo start-$KILN_ACTION_NAME >> /workflow/runs; sleep 0.$((RANDOM % 5)); echo end-$KILN_ACTION_NAME >> /workflow/runs\"]\n"
+        )
+    };
+    let mut docs = vec![format!(
+        "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{}{}",
+        action("a"),
+        action("b")
+    )];
+    let macs: Vec<String> = (0..MACHINES)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(1));
+            random_mac()
+        })
+        .collect();
+    let mut workflows = Vec::new();
+    for (n, mac) in macs.iter().enumerate() {
+        let hw = unique(&format!("hw{n}"));
+        docs.push(hardware_doc(&hw, mac));
+        for i in 0..WORKFLOWS / MACHINES {
+            let wf = format!("{}-{n}-{i}", unique("wf"));
+            docs.push(format!(
+                "kind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{mac}\"}}\n"
+            ));
+            workflows.push((n, wf));
+        }
+    }
+    c.apply(&docs.join("---\n"));
+    for (n, mac) in macs.iter().enumerate() {
+        c.start_agent(mac, &format!("state_dir: {:?}\n", c.agent_state_dir(n).display())).unwrap();
+    }
+    // agents[i] is machine i's current agent process.
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut seed = started.elapsed().as_nanos() as u64 | 1;
+    let mut random = move |below: u64| {
+        // xorshift: a different sequence each run, printed on failure.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let finished = |c: &Cluster| {
+        let out = c.kiln(&["get", "workflows", "-o", "json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).expect("workflow list");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| matches!(w["state"].as_str(), Some("SUCCESS" | "FAILED" | "TIMEOUT")))
+            .count()
+    };
+    while finished(&c) < WORKFLOWS {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not finished in 10 min after {kills} kills\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200 + random(1300)));
+        let n = random(MACHINES as u64) as usize;
+        c.agents[n].kill();
+        kills += 1;
+        let mac = macs[n].clone();
+        let again = same_machine(&c, n);
+        c.start_agent(&mac, &again).unwrap();
+        let restarted = c.agents.pop().unwrap();
+        c.agents[n] = restarted;
+    }
+    eprintln!("{WORKFLOWS} workflows, {kills} agent kills, {:?}", started.elapsed());
+    assert!(kills >= 10, "too few kills to mean anything: {kills}");
+    for (n, wf) in &workflows {
+        let w = c.workflow(wf);
+        assert_eq!(w["state"], "SUCCESS", "{w:#}\n{}", c.logs());
+        for (i, name) in ["a", "b"].iter().enumerate() {
+            let tries = attempts(&w, i);
+            assert_eq!(tries.len(), 1, "action {name} of {wf} had {} attempts: {w:#}", tries.len());
+            assert!(tries.iter().all(|t| t["state"] == "SUCCESS"), "an attempt left open: {w:#}");
+        }
+        assert_eq!(runs(&c, *n, wf), "start-a\nend-a\nstart-b\nend-b\n", "{wf} on machine {n}");
+    }
+}
+
+/// The server killed with SIGKILL mid-workflow and started again: what it
+/// acknowledged is there, the agent carries on, nothing runs twice.
+fn server_killed_mid_workflow_loses_nothing(server_args: &[&str]) {
+    let mut m = Machine::start_with(server_args, "");
+    let wf = m.run(
+        "        - name: one\n          image: IMAGE\n          command: [\"sh\", \"-c\", \"echo one | tee -a /workflow/runs\"]\n        - name: slow\n          image: IMAGE\n          command: [\"sh\", \"-c\", \"echo begin | tee -a /workflow/runs; sleep 3; echo end | tee -a /workflow/runs\"]\n        - name: three\n          image: IMAGE\n          command: [\"sh\", \"-c\", \"echo three | tee -a /workflow/runs\"]\n",
+    );
+    let c = &mut m.cluster;
+    wait_until(Duration::from_secs(60), || c.workflow(&wf)["actions"][1]["state"] == "RUNNING")
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let before = c.workflow(&wf);
+    c.restart_server(&[]).expect("restart");
+    // Everything acknowledged before the kill is there after it.
+    let after = c.workflow(&wf);
+    assert_eq!(after["actions"][0], before["actions"][0], "the finished action is unchanged");
+    assert_eq!(attempts(&after, 1)[0]["id"], attempts(&before, 1)[0]["id"], "the running attempt is kept");
+    let done = c.wait_finished(&wf, LIMIT);
+    assert_eq!(done["state"], "SUCCESS", "{done:#}\n{}", c.logs());
+    for i in 0..3 {
+        assert_eq!(attempts(&done, i).len(), 1, "action {i} ran more than once: {done:#}");
+    }
+    assert_eq!(runs(c, 0, &wf), "one\nbegin\nend\nthree\n");
+    // The logs shipped before and after the restart are all there.
+    let logs = kiln_tests::stdout(&c.kiln(&["logs", &wf]));
+    for line in ["one", "begin", "end", "three"] {
+        assert!(logs.contains(line), "{line:?} missing from the logs: {logs}\n{}", c.logs());
+    }
+}
+
+#[test]
+fn server_killed_mid_workflow_loses_nothing_on_sqlite() {
+    server_killed_mid_workflow_loses_nothing(&[]);
+}
+
+#[test]
+fn server_killed_mid_workflow_loses_nothing_on_postgres() {
+    let pg = kiln_tests::postgres::PgServer::start().expect("start PostgreSQL");
+    let url = pg.create_database().unwrap();
+    server_killed_mid_workflow_loses_nothing(&["--database-url", &url]);
+}
