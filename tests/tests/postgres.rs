@@ -61,7 +61,7 @@ struct Balancer {
 impl Balancer {
     fn start(upstream: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("https://{}", listener.local_addr().unwrap());
         let upstream = Arc::new(Mutex::new(upstream.to_string()));
         let current = upstream.clone();
         std::thread::spawn(move || {
@@ -100,7 +100,20 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     let url = pg.create_database().unwrap();
     let args = ["--database-url", url.as_str()];
     let mut r1 = Cluster::start_with(&args).expect("replica 1");
-    let mut r2 = Cluster::start_with(&args).expect("replica 2");
+    // Replicas behind one address present one certificate: replica 1's,
+    // from its development CA.
+    let tls = r1.dir.path().join("data").join("tls");
+    let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
+    let mut r2 = Cluster::start_with(&[
+        args[0],
+        args[1],
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .expect("replica 2");
+    r2.ca_file = r1.ca_file.clone();
     let context = |r1: &Cluster, r2: &Cluster| format!("replica 1:\n{}\nreplica 2:\n{}", r1.logs(), r2.logs());
     let balancer = Balancer::start(&r1.server_addr());
     let (mac1, mac2) = (random_mac(), random_mac());
@@ -114,6 +127,9 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
         ]
         .join("---\n"),
     );
+    // Agent tokens are per machine, not per replica: the ones replica 1
+    // issued work on replica 2.
+    *r2.tokens.lock().unwrap() = r1.tokens.lock().unwrap().clone();
     // Machine 1 reaches replica 1 through the balancer, machine 2 talks to
     // replica 2 directly.
     r1.start_agent_at(&balancer.url, &mac1, "").unwrap();
@@ -169,7 +185,7 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
 fn server_fails(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(kiln_tests::bin_dir().join("kiln-server"));
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).args(args);
+    cmd.args(["--listen", "127.0.0.1:0", "--plaintext", "--data-dir"]).arg(dir.path()).args(args);
     let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("run kiln-server");
     wait_until(Duration::from_secs(30), || child.try_wait().unwrap().is_some()).expect("kiln-server exits");
     let out = child.wait_with_output().unwrap();
