@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kiln_spec::template::{check_syntax, render, render_probe};
-use kiln_spec::{Definitions, HardwareDoc, SpecError, TemplateDoc, WorkflowDoc, check_template, plan_workflow};
+use kiln_spec::{
+    Definitions, Document, HardwareDoc, SpecError, TemplateDoc, WorkflowDoc, check_template, parse_documents,
+    plan_workflow,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -412,6 +415,36 @@ tasks:
         command: ["sh", "-c", "echo {{ printf "%v" .hardware.metadata.host }}"]
 "#;
 
+/// The documents an operator applies: hardware, a template wrapping template
+/// text, a workflow.
+const DOCUMENTS: &str = r#"kind: Hardware
+name: m1
+macs: ["52:54:00:12:34:56"]
+disks: ["/dev/sda"]
+metadata: {instance: {hostname: m1, tags: [a, b]}}
+---
+kind: Template
+name: t
+data: |
+  version: "0.1"
+  name: t
+  tasks:
+    - name: install
+      worker: "{{.device_1}}"
+      actions:
+        - name: a
+          image: alpine:3
+          environment:
+            DISK: {{ index .Hardware.Disks 0 }}
+            HOST: {{ .hardware.metadata.instance.hostname | quote }}
+---
+kind: Workflow
+name: w
+template: t
+hardware: m1
+hardware_map: {device_1: "52:54:00:12:34:56"}
+"#;
+
 fn check_plan_error(text: &str, e: &SpecError) -> Result<(), TestCaseError> {
     prop_assert!(e.line.is_some() || e.field.is_some(), "error says neither line nor field: {e} for {text:?}");
     if let Some(line) = e.line {
@@ -470,6 +503,30 @@ proptest! {
                 // Deterministic.
                 let again = plan_workflow(&doc, &wf(), &hardware, &defs).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(again, plan);
+            }
+        }
+    }
+
+    /// Mangled document files: parsed, or an error with a line or a field;
+    /// a template among them is checked and planned against the hardware.
+    #[test]
+    fn mutated_documents_parse_or_say_where(edits in edits()) {
+        let text = mutate(DOCUMENTS, &edits);
+        match parse_documents("docs.yaml", &text) {
+            Err(e) => check_plan_error(&text, &e)?,
+            Ok(docs) => {
+                let template = docs.iter().find_map(|d| if let Document::Template(t) = d { Some(t) } else { None });
+                let hardware = docs.iter().find_map(|d| if let Document::Hardware(h) = d { Some(h) } else { None });
+                if let (Some(t), Some(h)) = (template, hardware) {
+                    let defs = Definitions::new();
+                    // Lines in these errors count from the template text.
+                    if let Err(e) = check_template(t, &defs) {
+                        check_plan_error(&t.data, &e)?;
+                    }
+                    if let Err(e) = plan_workflow(t, &wf(), h, &defs) {
+                        check_plan_error(&t.data, &e)?;
+                    }
+                }
             }
         }
     }
