@@ -366,9 +366,30 @@ fn yaml_error(object: &str, chunk: &Chunk<'_>, e: serde_yaml_ng::Error, field: O
     // An error at the end of input (an unclosed bracket) is placed past the
     // document's last line, which may be the next document's separator.
     let last = chunk.text.lines().count().max(1);
-    let line = e.location().map(|l| l.line().min(last) + chunk.offset);
+    let first = 1 + leading_blank_lines(chunk.text);
+    let mut message = bare_message(&e);
+    let line = match e.location() {
+        Some(l) => l.line().min(last),
+        // serde_yaml_ng says where a second document starts in none of its
+        // wording: point at the marker that starts it, if any, else at the
+        // document's first line, and say how to fix it.
+        None if message.contains("more than one document") => {
+            message = "this part of the stream holds more than one YAML document (a document marker \
+                       such as `...` or `--- text`, or text after the document's top-level value); \
+                       separate documents with a line of just ---"
+                .into();
+            chunk
+                .text
+                .lines()
+                .enumerate()
+                .skip(first)
+                .find(|(_, l)| l.starts_with("---") || l.starts_with("..."))
+                .map_or(first, |(i, _)| i + 1)
+        }
+        None => first,
+    };
     // The message repeats the location; the line is reported separately.
-    SpecError { object: object.to_string(), line, field, message: bare_message(&e) }
+    SpecError { object: object.to_string(), line: Some(line.min(last) + chunk.offset), field, message }
 }
 
 /// serde_yaml_ng's message without the location and path it prepends and

@@ -72,7 +72,8 @@ pub(crate) fn render_probe_mapped(object: &str, text: &str) -> Result<Rendered, 
 fn evaluate(object: &str, text: &str, root: &Val) -> Result<Rendered, SpecError> {
     let nodes = parse(object, text)?;
     let mut out = Out::default();
-    Eval { object, root, vars: vec![("$".into(), root.clone())] }.nodes(&nodes, root, &mut out)?;
+    let mut eval = Eval { object, root, vars: vec![("$".into(), root.clone())], steps: std::cell::Cell::new(0) };
+    eval.nodes(&nodes, root, &mut out)?;
     Ok(Rendered { text: out.text, lines: out.lines, last: text.lines().count().max(1) })
 }
 
@@ -105,6 +106,14 @@ const UNSUPPORTED_ACTIONS: &[&str] = &["with", "define", "template", "block", "b
 /// hostile template must not exhaust the stack, which aborts the server
 /// rather than returning an error.
 const MAX_DEPTH: usize = 64;
+
+/// Most commands and range iterations one rendering may evaluate, and the
+/// longest output or intermediate string: ranges nested over a short list,
+/// or a pipeline that doubles a string at each stage, grow exponentially
+/// with the template's length; without a bound they hang the server.
+/// Real templates are kilobytes and take a few hundred steps.
+const MAX_STEPS: usize = 1_000_000;
+const MAX_OUTPUT: usize = 4 << 20;
 
 /// Widest `printf` padding: a typo such as `%9999999999d` must not allocate
 /// gigabytes.
@@ -794,6 +803,8 @@ struct Eval<'a> {
     /// The data itself: `.actions` is deferred only when read from it.
     root: &'a Val,
     vars: Vec<(String, Val)>,
+    /// Commands and range iterations evaluated so far (see [`MAX_STEPS`]).
+    steps: std::cell::Cell<usize>,
 }
 
 fn chain_name(prefix: &str, chain: &[String]) -> String {
@@ -820,6 +831,28 @@ impl Eval<'_> {
         error(self.object, line, field, m)
     }
 
+    /// Counts one step of work against [`MAX_STEPS`].
+    fn step(&self, line: usize, field: impl FnOnce() -> Option<String>) -> Result<(), SpecError> {
+        let n = self.steps.get() + 1;
+        self.steps.set(n);
+        if n > MAX_STEPS {
+            return Err(self.err(
+                line,
+                field(),
+                format!("rendering takes more than {MAX_STEPS} steps: nested range or pipelines grow too much"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a string longer than [`MAX_OUTPUT`] before it is built.
+    fn size(&self, line: usize, field: Option<String>, len: usize) -> Result<(), SpecError> {
+        if len > MAX_OUTPUT {
+            return Err(self.err(line, field, format!("the result would be {len} bytes, more than {MAX_OUTPUT}")));
+        }
+        Ok(())
+    }
+
     fn nodes(&mut self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<(), SpecError> {
         let depth = self.vars.len();
         let result = self.nodes_in_scope(nodes, dot, out);
@@ -830,13 +863,18 @@ impl Eval<'_> {
     fn nodes_in_scope(&mut self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<(), SpecError> {
         for node in nodes {
             match node {
-                Node::Text { line, text } => out.push(text, *line, true),
+                Node::Text { line, text } => {
+                    self.size(*line, None, out.text.len().saturating_add(text.len()))?;
+                    out.push(text, *line, true)
+                }
                 Node::Action { line, pipe } => {
                     let v = self.pipe(pipe, dot)?;
                     if let Some(name) = &pipe.decl {
                         self.vars.push((name.clone(), v));
                     } else {
-                        out.push(&self.print(pipe, &v)?, *line, false);
+                        let text = self.print(pipe, &v)?;
+                        self.size(*line, describe_pipe(pipe), out.text.len().saturating_add(text.len()))?;
+                        out.push(&text, *line, false);
                     }
                 }
                 Node::If { cond, then, otherwise } => {
@@ -876,6 +914,7 @@ impl Eval<'_> {
                         self.nodes(otherwise, dot, out)?;
                     }
                     for (key, item) in items {
+                        self.step(*line, || describe_pipe(pipe))?;
                         let mark = self.vars.len();
                         match vars.as_slice() {
                             [v] => self.vars.push((v.clone(), item.clone())),
@@ -932,6 +971,12 @@ impl Eval<'_> {
     }
 
     fn command(&self, line: usize, cmd: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+        self.step(line, || match &cmd[0] {
+            Arg::Func(name) => Some(name.clone()),
+            other => {
+                describe(other).or_else(|| Some(pipe_text(&Pipeline { line, decl: None, cmds: vec![cmd.to_vec()] })))
+            }
+        })?;
         match &cmd[0] {
             Arg::Func(name) if name == "and" || name == "or" => self.and_or(line, name, &cmd[1..], dot, prev),
             Arg::Func(name) => {
@@ -1061,7 +1106,10 @@ impl Eval<'_> {
             Val::Json(j) => to_text(j),
             Val::Probe | Val::Deferred(_) => PROBE.to_string(),
         };
-        let s = |v: String| Ok(Val::Json(Value::String(v)));
+        let s = |v: String| {
+            self.size(line, field.clone(), v.len())?;
+            Ok(Val::Json(Value::String(v)))
+        };
         match name {
             "index" => {
                 if args.is_empty() {
@@ -1174,7 +1222,11 @@ impl Eval<'_> {
             }
             "replace" => {
                 arity(3)?;
-                s(text(&args[2]).replace(&text(&args[0]), &text(&args[1])))
+                let (from, to, within) = (text(&args[0]), text(&args[1]), text(&args[2]));
+                // Each match may grow: bound the result before building it.
+                let matches = if from.is_empty() { within.chars().count() + 1 } else { within.matches(&from).count() };
+                self.size(line, field.clone(), within.len().saturating_add(matches.saturating_mul(to.len())))?;
+                s(within.replace(&from, &to))
             }
             "join" => {
                 arity(2)?;
@@ -1183,7 +1235,11 @@ impl Eval<'_> {
                     Val::Probe | Val::Deferred(_) => s(PROBE.into()),
                     // Sprig skips nil items.
                     Val::Json(Value::Array(a)) => {
-                        s(a.iter().filter(|v| !v.is_null()).map(to_text).collect::<Vec<_>>().join(&sep))
+                        let items: Vec<String> = a.iter().filter(|v| !v.is_null()).map(to_text).collect();
+                        let len =
+                            items.iter().map(|i| i.len().saturating_add(sep.len())).fold(0usize, usize::saturating_add);
+                        self.size(line, field.clone(), len)?;
+                        s(items.join(&sep))
                     }
                     Val::Json(Value::String(one)) => s(one.clone()),
                     Val::Json(other) => fail(format!("join needs a list, got {}", kind(other))),
@@ -1234,12 +1290,37 @@ impl Eval<'_> {
     }
 }
 
-/// The expression a pipeline reads when it is just one field or variable.
+/// The expression a pipeline reads when it is just one field or variable,
+/// else the pipeline as written (give or take spaces and quotes), so that
+/// an error about its value always names the expression.
 fn describe_pipe(p: &Pipeline) -> Option<String> {
     match p.cmds.as_slice() {
-        [cmd] if cmd.len() == 1 => describe(&cmd[0]),
-        _ => None,
+        [cmd] if cmd.len() == 1 && describe(&cmd[0]).is_some() => describe(&cmd[0]),
+        _ => Some(pipe_text(p)),
     }
+}
+
+fn pipe_text(p: &Pipeline) -> String {
+    let cmds: Vec<String> = p
+        .cmds
+        .iter()
+        .map(|cmd| {
+            cmd.iter()
+                .map(|a| match a {
+                    Arg::Field(chain) => chain_name("", chain),
+                    Arg::Var(name, chain) => chain_name(name, chain),
+                    Arg::Str(s) => format!("{s:?}"),
+                    Arg::Int(n) => n.to_string(),
+                    Arg::Float(f) => f.to_string(),
+                    Arg::Bool(b) => b.to_string(),
+                    Arg::Func(name) => name.clone(),
+                    Arg::Paren(inner) => format!("({})", pipe_text(inner)),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    cmds.join(" | ")
 }
 
 fn sorted(m: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {

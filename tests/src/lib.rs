@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod http;
 pub mod postgres;
+pub mod proxy;
 pub mod vm;
 
 use anyhow::{Context, Result, bail};

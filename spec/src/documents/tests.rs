@@ -212,3 +212,15 @@ fn never_panics_on_garbage() {
         let _ = parse_documents("f", garbage);
     }
 }
+
+/// Found by the property tests: a chunk between `---` lines that YAML reads
+/// as two documents gave an error with neither line nor field, worded as a
+/// limitation of the YAML library.
+#[test]
+fn two_documents_in_one_part_say_where() {
+    let e = err("kind: Hardware\nname: m1\nmacs: [\"52:54:00:12:34:56\"]\n---\n\ndefineWorkflow\n: w\ntemplate: t\n");
+    assert_eq!(e.line, Some(6), "{e}");
+    assert!(e.message.contains("separate documents with a line of just ---"), "{e}");
+    let e = err("kind: Workflow\nname: w\n...\nkind: Template\n");
+    assert_eq!(e.line, Some(3), "{e}");
+}

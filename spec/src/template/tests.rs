@@ -444,3 +444,44 @@ fn data_printed_while_outputs_are_deferred_stays_text_at_dispatch() {
     let dispatched = render("t", &planned, &outputs).unwrap();
     assert_eq!(dispatched, "A={{ .actions.first.output.secret }} B=yes");
 }
+
+/// Output and work grow with the template and the data, not exponentially:
+/// ranges nested over a short list, and pipelines that double a string at
+/// each stage, stop with an error that names the line and the expression.
+/// (Before the step and size bounds, each of these ran for hours or until
+/// memory ran out.)
+#[test]
+fn no_exponential_blow_up() {
+    let data = json!({"l": [1, 2, 3, 4], "s": "aa", "big": "x".repeat(100_000)});
+    let nested = format!("x\n{}.{}", "{{ range .l }}".repeat(40), "{{ end }}".repeat(40));
+    let doubling = format!("x\n{{{{ .s{} }}}}", " | replace \"a\" \"aa\"".repeat(60));
+    let spread = "x\n{{ replace \"\" .big .big }}".to_string();
+    let printf = format!("x\n{{{{ .s{} }}}}", " | printf \"%s%s\" .s | printf \"%v%v\" .big".repeat(60));
+    for (text, field) in [(nested, ".l"), (doubling, "replace"), (spread, "replace"), (printf, "printf")] {
+        let start = std::time::Instant::now();
+        let result = render(T, &text, &data);
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "{:?} for {text}", start.elapsed());
+        let e = result.expect_err(&text);
+        assert_eq!((e.line, e.field.as_deref()), (Some(2), Some(field)), "{e}");
+        let start = std::time::Instant::now();
+        let _ = render_probe(T, &text);
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "probe: {:?} for {text}", start.elapsed());
+    }
+}
+
+/// An error about a value names the expression that produced it, also when
+/// that is a literal or a pipeline rather than one field.
+#[test]
+fn errors_about_values_name_the_expression() {
+    let err = e("{{ range $i, $v := true }}{{ $i }}{{ end }}");
+    assert_eq!((err.line, err.field.as_deref()), (Some(1), Some("true")), "{err}");
+    let err = e("\n{{ range (index .m \"a\") }}{{ end }}");
+    assert_eq!((err.line, err.field.as_deref()), (Some(2), Some("(index .m \"a\")")), "{err}");
+    let err = e("{{ .hardware.metadata.instance | len | not | and .hardware.metadata.instance.gone }}");
+    assert_eq!(
+        err.field.as_deref(),
+        Some(".hardware.metadata.instance | len | not | and .hardware.metadata.instance.gone")
+    );
+    let err = render_probe(T, "{{ range 3 }}{{ end }}").expect_err("a number is no list");
+    assert_eq!(err.field.as_deref(), Some("3"), "{err}");
+}
