@@ -3,12 +3,11 @@
 //! SIGKILL mid-workflow: `faults.rs`). Each test starts its own PostgreSQL
 //! (`kiln_tests::postgres`).
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
 use std::time::{Duration, SystemTime};
 
 use kiln_tests::postgres::PgServer;
+use kiln_tests::proxy::Proxy;
 use kiln_tests::{Cluster, hardware_doc, random_mac, stdout, unique, wait_until};
 use serde_json::Value;
 
@@ -50,50 +49,6 @@ fn assert_succeeded_once(wf: &Value, context: &str) {
     }
 }
 
-/// A TCP forwarder standing in for the load balancer in front of the
-/// replicas: connections go to the current upstream, which a test switches
-/// when a replica dies. Runs until the test process exits.
-struct Balancer {
-    url: String,
-    upstream: Arc<Mutex<String>>,
-}
-
-impl Balancer {
-    fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        let upstream = Arc::new(Mutex::new(upstream.to_string()));
-        let current = upstream.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let to = current.lock().unwrap().clone();
-                // A dead upstream: the client sees its connection close and
-                // retries, as it would behind a real balancer.
-                let Ok(server) = TcpStream::connect(&to) else { continue };
-                for (mut from, mut into) in
-                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-                {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 << 10];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || into.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = into.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Self { url, upstream }
-    }
-
-    fn switch(&self, upstream: &str) {
-        *self.upstream.lock().unwrap() = upstream.to_string();
-    }
-}
-
 #[test]
 fn replicas_share_one_database_and_take_over_each_others_agents() {
     let pg = PgServer::start().expect("start PostgreSQL");
@@ -115,7 +70,10 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     .expect("replica 2");
     r2.ca_file = r1.ca_file.clone();
     let context = |r1: &Cluster, r2: &Cluster| format!("replica 1:\n{}\nreplica 2:\n{}", r1.logs(), r2.logs());
-    let balancer = Balancer::start(&r1.server_addr());
+    // A TCP forwarder stands in for the load balancer in front of the
+    // replicas; the test switches it when a replica dies.
+    let balancer = Proxy::start(&r1.server_addr()).unwrap();
+    let balancer_url = format!("https://{}", balancer.addr());
     let (mac1, mac2) = (random_mac(), random_mac());
     let (hw1, hw2, tpl) = (unique("hw1"), unique("hw2"), unique("tpl"));
     let image = r1.env.busybox();
@@ -132,7 +90,7 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     *r2.tokens.lock().unwrap() = r1.tokens.lock().unwrap().clone();
     // Machine 1 reaches replica 1 through the balancer, machine 2 talks to
     // replica 2 directly.
-    r1.start_agent_at(&balancer.url, &mac1, "").unwrap();
+    r1.start_agent_at(&balancer_url, &mac1, "").unwrap();
     r2.start_agent(&mac2, "").unwrap();
     // Both agents sit in their long poll before the workflows exist.
     std::thread::sleep(Duration::from_secs(2));
@@ -172,7 +130,7 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     wait_until(Duration::from_secs(60), || r2.workflow(&wf3)["actions"][0]["state"] == "RUNNING")
         .unwrap_or_else(|e| panic!("{e}\n{}", context(&r1, &r2)));
     r1.server.kill();
-    balancer.switch(&r2.server_addr());
+    balancer.set_upstream(&r2.server_addr());
     let done3 = r2.wait_finished(&wf3, LIMIT);
     assert_succeeded_once(&done3, &context(&r1, &r2));
     let logs = stdout(&r2.kiln(&["logs", &wf3]));
