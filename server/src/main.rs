@@ -55,6 +55,11 @@ struct Args {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signed --tls-cert, if machines do not trust it
+    /// already: the hook image fetches it at boot (`/boot/ca.pem`), checked
+    /// against the sha256 its kernel command line carries.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
     /// TLS with a development CA generated into DATA_DIR/tls/ (kept across
     /// restarts); its path is printed, for `kiln --ca` and the agent's
     /// `ca_file`. Also accepts agent certificates it signs (`kiln cert issue`).
@@ -87,8 +92,11 @@ struct Args {
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
 /// Host it used) while agents need the TLS URL: `--public-url`.
-fn netboot_config(args: &Args, tls: bool) -> anyhow::Result<kiln_server::netboot::NetbootConfig> {
-    let split = tls && args.netboot_listen.is_some();
+fn netboot_config(
+    args: &Args,
+    tls: Option<&kiln_server::tls::ServerTls>,
+) -> anyhow::Result<kiln_server::netboot::NetbootConfig> {
+    let split = tls.is_some() && args.netboot_listen.is_some();
     if split && !args.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
         anyhow::bail!("--netboot-listen with TLS needs --public-url https://HOST:PORT (the URL agents use)");
     }
@@ -97,6 +105,7 @@ fn netboot_config(args: &Args, tls: bool) -> anyhow::Result<kiln_server::netboot
         cmdline: args.hook_cmdline.clone(),
         public_url: if split { None } else { args.public_url.clone() },
         agent_url: if split { args.public_url.clone() } else { None },
+        ca_pem: tls.and_then(|t| t.ca_pem.clone()),
     })
 }
 
@@ -126,6 +135,7 @@ fn tls_from_args(
             key_pem: read(key, "--tls-key")?,
             client_ca_pem,
             require_client_cert: args.require_client_cert,
+            ca_pem: args.tls_ca.as_deref().map(|p| read(p, "--tls-ca")).transpose()?,
         })
     } else if args.dev_tls {
         let hosts: Vec<String> = args.public_url.iter().filter_map(|u| kiln_server::tls::url_host(u)).collect();
@@ -145,6 +155,7 @@ fn tls_from_args(
             key_pem: dev.server_key_pem.into_bytes(),
             client_ca_pem,
             require_client_cert: args.require_client_cert,
+            ca_pem: Some(dev.ca.cert_pem.into_bytes()),
         })
     } else if args.plaintext {
         None
@@ -179,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         image_policy,
         max_artifact_bytes: args.max_artifact_bytes,
         lease: args.attempt_lease.into(),
-        netboot: netboot_config(&args, tls.is_some())?,
+        netboot: netboot_config(&args, tls.as_ref())?,
         tls,
         admin_token,
         signing_ca,

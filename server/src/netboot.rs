@@ -20,6 +20,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use sha2::{Digest, Sha256};
+
 use crate::store::DynStore;
 
 #[derive(Clone, Debug, Default)]
@@ -34,6 +36,12 @@ pub struct NetbootConfig {
     /// The URL agents use (`kiln.server=`) when it is not the one netboot
     /// is served from: the TLS port, while netboot is on `--netboot-listen`.
     pub agent_url: Option<String>,
+    /// The CA of the server's certificate, served as `/boot/ca.pem` and
+    /// pinned on the hook's command line (`kiln.ca_sha256=`): the hook image
+    /// carries no CA of its own, and the pin, which the script is the only
+    /// source of, makes the unauthenticated download safe to trust as far
+    /// as the script itself is.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 struct Netboot {
@@ -46,6 +54,7 @@ pub fn router(store: DynStore, config: NetbootConfig) -> axum::Router {
         .route("/boot/ipxe", get(chain))
         .route("/boot/ipxe/{mac}", get(script))
         .route("/boot/hook/{file}", get(hook_file))
+        .route("/boot/ca.pem", get(ca_pem))
         .with_state(Arc::new(Netboot { store, config }))
 }
 
@@ -106,11 +115,15 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
             format!(
                 "#!ipxe\n\
                  echo kiln: {mac} boots the hook image for workflow {workflow}\n\
-                 kernel {base}/boot/hook/vmlinuz kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}} {}\n\
+                 kernel {base}/boot/hook/vmlinuz kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}}{ca} {}\n\
                  initrd {base}/boot/hook/initramfs\n\
                  boot\n",
                 n.config.cmdline,
                 server = n.config.agent_url.as_deref().map_or(base.as_str(), |u| u.trim_end_matches('/')),
+                ca = n.config.ca_pem.as_ref().map_or(String::new(), |pem| format!(
+                    " kiln.ca_url={base}/boot/ca.pem kiln.ca_sha256={}",
+                    hex::encode(Sha256::digest(pem))
+                )),
             )
         }
         Decision::Local(why) => {
@@ -119,6 +132,13 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
         }
     };
     ipxe(text)
+}
+
+async fn ca_pem(State(n): State<Arc<Netboot>>) -> Response {
+    match &n.config.ca_pem {
+        Some(pem) => ([(header::CONTENT_TYPE, "application/x-pem-file")], pem.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 fn local(why: &str) -> String {

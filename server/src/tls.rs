@@ -22,6 +22,9 @@ pub struct ServerTls {
     pub client_ca_pem: Option<Vec<u8>>,
     /// Agents must present one.
     pub require_client_cert: bool,
+    /// The CA that signed `cert_pem`, when known (`--dev-tls`, `--tls-ca`):
+    /// network-booted machines fetch it, pinned by its sha256.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// How long a client may take for its TLS handshake.

@@ -101,17 +101,26 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     let reg_port = env.registry.rsplit(':').next().context("registry port")?.to_string();
     let guest_registry = format!("{HOST_FROM_GUEST}:{reg_port}");
     let cmdline = format!("console=ttyS0 quiet panic=-1 kiln.console_log=1 kiln.insecure_registries={guest_registry}");
-    // Plaintext: the hook image's agent has no CA to verify a dev TLS
-    // certificate with (and iPXE could not fetch over it). Tokens are still
-    // required: the machine's goes onto the hook's kernel command line,
-    // which needs a server restart once the hardware (and so its token)
-    // exists.
-    let mut cluster = Cluster::start_with(&["--plaintext", "--hook-dir", hook.to_str().unwrap()])?;
+    // TLS as in production: iPXE fetches over plain HTTP from the netboot
+    // listener; the hook's agent talks to the TLS port with the CA it
+    // fetched from there, pinned by the script (kiln.ca_sha256=). The
+    // machine's token goes onto the hook's kernel command line (a lab
+    // shortcut), which needs a server restart once the hardware, and so
+    // its token, exists.
+    let mut cluster = Cluster::start_with(&["--hook-dir", hook.to_str().unwrap()])?;
     let hw = unique("vm");
     cluster.apply(&hardware_doc(&hw, MAC));
     let token = cluster.tokens.lock().unwrap().get(&hw).cloned().context("no agent token printed by kiln apply")?;
-    cluster.restart_server(&["--hook-cmdline", &format!("{cmdline} kiln.token={token}")])?;
-    let port = cluster.server_url.rsplit(':').next().context("server port")?.to_string();
+    let tls_port = cluster.server_url.rsplit(':').next().context("server port")?.to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    cluster.restart_server(&[
+        "--netboot-listen",
+        &format!("127.0.0.1:{port}"),
+        "--public-url",
+        &format!("https://{HOST_FROM_GUEST}:{tls_port}"),
+        "--hook-cmdline",
+        &format!("{cmdline} kiln.token={token}"),
+    ])?;
 
     let image = std::fs::read(os.join("os.img.zst"))?;
     let checksum = format!("sha256:{}", hex::encode(Sha256::digest(&image)));
@@ -242,7 +251,7 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     let workflow = workflow_done.unwrap_or_else(|| cluster.workflow(&id));
     let logs = crate::stdout(&cluster.kiln(&["logs", &id]));
     let ipxe_after = Command::new("curl")
-        .args(["-s", &format!("{}/boot/ipxe/{MAC}", cluster.server_url)])
+        .args(["-s", &format!("http://127.0.0.1:{port}/boot/ipxe/{MAC}")])
         .output()
         .map(|o| crate::stdout(&o))
         .unwrap_or_default();

@@ -11,6 +11,7 @@ use kiln_proto::v1::agent_service_client::AgentServiceClient;
 use kiln_proto::v1::{ActionState, LogBatch, LogLine, NextActionRequest, StateReport};
 use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use kiln_tests::{Cluster, Machine, hardware_doc, random_mac, stderr, stdout, unique};
+use sha2::Digest;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -251,6 +252,15 @@ fn netboot_is_served_over_plain_http_beside_tls() {
         "{script}"
     );
     assert_eq!(get("/boot/hook/vmlinuz"), "kernel bytes");
+    // The hook image gets the CA of the server's certificate from there,
+    // pinned by the script.
+    let ca = std::fs::read_to_string(c.ca_file.as_ref().unwrap()).unwrap();
+    assert_eq!(get("/boot/ca.pem"), ca);
+    let pin = hex::encode(sha2::Sha256::digest(ca.as_bytes()));
+    assert!(
+        script.contains(&format!("kiln.ca_url=http://127.0.0.1:{port}/boot/ca.pem kiln.ca_sha256={pin}")),
+        "{script}"
+    );
     // Only netboot there: the admin and action APIs are not on it.
     assert!(get("/v1/action/data").is_empty());
 }

@@ -31,6 +31,9 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
         previous_end = attempts[0]["finished_at"].as_str().unwrap().to_string();
     }
     assert!(run.console.contains("restarting in"), "the supervisor did not restart the agent: {context}");
+    // Over TLS, verified with the CA the hook fetched and checked against
+    // the pin in its boot script.
+    assert!(run.console.contains("server CA: http://") && run.console.contains("as pinned"), "{context}");
     assert_eq!(run.logs.matches("agent killed").count(), 1, "{}", run.logs);
     assert_eq!(run.logs.matches("killer finished").count(), 1, "{}", run.logs);
     for line in ["sha256 verified", "EFI", CONFIG_PATH] {
