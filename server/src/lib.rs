@@ -161,7 +161,7 @@ impl Server {
             .with_signing_ca(self.signing_ca.clone()),
             auth::AdminAuth::new(&self.admin_token),
         );
-        let sweeper = tokio::spawn(sweep(self.store.clone(), self.events.clone()));
+        let sweeper = tokio::spawn(sweep(self.store.clone(), self.events.clone(), self.lease));
         // The action API is plain HTTP beside the gRPC services, on the same
         // port: actions reach it at the address their agent uses.
         let action_api = action_api::router(action_api::ActionApi {
@@ -219,14 +219,22 @@ impl Server {
 /// stopped renewing their lease, even when no agent reports. Each candidate
 /// is re-checked inside its own transaction, so a report or heartbeat that
 /// lands first wins and several replicas may sweep the same store.
-async fn sweep(store: DynStore, events: Arc<Events>) {
+///
+/// Leases are judged only once this server has been up for a whole lease:
+/// while it (or every replica) was down, agents could not heartbeat, so a
+/// lease that ran out during the outage says nothing about its agent.
+async fn sweep(store: DynStore, events: Arc<Events>, lease: Duration) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let leases_judged_from = now_millis() + lease.as_millis() as model::Millis;
     loop {
         tick.tick().await;
         let now = now_millis();
         match store.workflows_with_deadline().await {
             Ok(ids) => sweep_each(&store, &events, ids, "global timeout passed", state_machine::expire).await,
             Err(e) => tracing::error!(error = %e, "deadline sweep failed"),
+        }
+        if now < leases_judged_from {
+            continue;
         }
         match store.workflows_with_expired_leases(now).await {
             Ok(ids) => {

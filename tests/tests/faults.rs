@@ -126,6 +126,24 @@ fn a_frozen_agent_stops_the_action_the_server_gave_up_on() {
     assert_eq!(m.cluster.workflow(&wf), done, "a late report changed a finished workflow");
 }
 
+#[test]
+fn a_server_down_longer_than_the_lease_does_not_lose_its_agents() {
+    let mut m = Machine::start_with(&["--attempt-lease", "2s"], "");
+    let wf = m.run(LONG);
+    let running = wait_running(&m.cluster, &wf);
+    // Down for twice the lease: every lease runs out meanwhile, but no
+    // agent could have renewed one. The restarted server waits a lease for
+    // heartbeats before it judges any.
+    m.cluster.server.kill();
+    std::thread::sleep(Duration::from_secs(5));
+    m.cluster.restart_server(&[]).expect("restart");
+    let done = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(done["state"], "SUCCESS", "{done:#}\n{}", m.cluster.logs());
+    assert_eq!(attempts(&done, 0).len(), 1, "{done:#}");
+    assert_eq!(attempts(&done, 0)[0]["id"], attempts(&running, 0)[0]["id"]);
+    assert_eq!(runs(&m.cluster, 0, &wf), "start\nend\n");
+}
+
 /// Agents of `MACHINES` machines are killed with SIGKILL at random moments
 /// and restarted (as the hook image's supervisor does) while 100 workflows
 /// of two short actions run.
