@@ -185,7 +185,7 @@ fn raise_nofile() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            return lim.rlim_cur as u64;
+            return lim.rlim_cur;
         }
     }
     0
@@ -252,12 +252,11 @@ fn templates() -> String {
     docs.join("---\n")
 }
 
-type Admin = AdminServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>,
-    >,
->;
+/// Adds the operator credential to every admin call.
+type AdminInterceptor = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
+
+type Admin =
+    AdminServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AdminInterceptor>>;
 
 async fn apply(admin: &mut Admin, yaml: String) -> Result<Vec<kiln_proto::v1::AppliedObject>> {
     let mut req = tonic::Request::new(ApplyRequest { yaml, source: "bench-load".into() });
@@ -313,11 +312,10 @@ async fn main() -> Result<()> {
     let admin_token = std::fs::read_to_string(dir.path().join("data/admin-token"))?.trim().to_string();
     let bearer: AsciiMetadataValue = format!("Bearer {admin_token}").parse()?;
     let channel = endpoint(&url, &tls).map_err(anyhow::Error::msg)?.connect().await?;
-    let interceptor: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync> =
-        Box::new(move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert(AUTHORIZATION_METADATA, bearer.clone());
-            Ok(req)
-        });
+    let interceptor: AdminInterceptor = Box::new(move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert(AUTHORIZATION_METADATA, bearer.clone());
+        Ok(req)
+    });
     let mut admin: Admin =
         AdminServiceClient::with_interceptor(channel, interceptor).max_decoding_message_size(64 << 20);
 
