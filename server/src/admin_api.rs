@@ -40,11 +40,20 @@ pub struct AdminApi {
     artifacts: ArtifactFiles,
     /// The CA agent certificates are signed with, when the server manages one.
     signing_ca: Option<SigningCa>,
+    /// The agent tokens the agent service accepts without a store read:
+    /// emptied by every credential change made here.
+    verified: Arc<auth::VerifiedTokens>,
 }
 
 impl AdminApi {
     pub fn new(store: DynStore, events: Arc<Events>, policy: ImagePolicy, artifacts: ArtifactFiles) -> Self {
-        Self { store, events, policy, artifacts, signing_ca: None }
+        Self { store, events, policy, artifacts, signing_ca: None, verified: Arc::default() }
+    }
+
+    /// Shares the agent service's cache of verified tokens, to invalidate it.
+    pub fn with_verified_tokens(mut self, verified: Arc<auth::VerifiedTokens>) -> Self {
+        self.verified = verified;
+        self
     }
 
     pub fn with_signing_ca(mut self, ca: Option<SigningCa>) -> Self {
@@ -97,6 +106,11 @@ impl AdminService for AdminApi {
         let agents: Vec<String> =
             batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
         let outcomes = self.store.apply(batch).await.map_err(store_status)?;
+        // An updated hardware may have a new agent id: its token now
+        // answers for that one only.
+        if names.iter().zip(&outcomes).any(|((kind, _), o)| *kind == "Hardware" && *o == Outcome::Updated) {
+            self.verified.invalidate();
+        }
         for ((kind, name), outcome) in names.iter().zip(&outcomes) {
             if *kind == "Workflow" && *outcome == Outcome::Created {
                 self.events.workflow_changed(name);
@@ -168,6 +182,9 @@ impl AdminService for AdminApi {
             _ => Vec::new(),
         };
         self.store.delete(kind, &req.name).await.map_err(store_status)?;
+        if kind == ObjectKind::Hardware {
+            self.verified.invalidate();
+        }
         if kind == ObjectKind::Workflow {
             self.artifacts.remove_attempts(attempts.iter().map(String::as_str));
             self.events.workflow_changed(&req.name);
@@ -324,6 +341,7 @@ impl AdminService for AdminApi {
         let hw = self.store.get_hardware(&req.get_ref().name).await.map_err(store_status)?;
         let token = auth::new_token();
         self.store.set_token_hash(&hw.doc.id, Some(auth::token_hash(&token))).await.map_err(store_status)?;
+        self.verified.invalidate();
         tracing::info!(hardware = %hw.doc.id, agent = %hw.doc.agent_id, "agent token rotated");
         Ok(Response::new(AgentToken { hardware: hw.doc.id, agent_id: hw.doc.agent_id, token }))
     }
@@ -331,6 +349,8 @@ impl AdminService for AdminApi {
     async fn revoke_agent_token(&self, req: Request<GetRequest>) -> Result<Response<RevokeResponse>, Status> {
         let hw = self.store.get_hardware(&req.get_ref().name).await.map_err(store_status)?;
         self.store.set_token_hash(&hw.doc.id, None).await.map_err(store_status)?;
+        // From now on no call of this agent passes on this server.
+        self.verified.invalidate();
         tracing::info!(hardware = %hw.doc.id, agent = %hw.doc.agent_id, "agent token revoked");
         Ok(Response::new(RevokeResponse {}))
     }

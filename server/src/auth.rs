@@ -5,10 +5,13 @@
 //! Secrets never reach a log line or an error message: rejections name the
 //! agent id and the reason only.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
@@ -73,11 +76,71 @@ pub fn cert_agent_id(der: &[u8]) -> Option<String> {
     Some(cn.trim().to_ascii_lowercase())
 }
 
+/// How long a token verified against the store is accepted again without
+/// reading the store. A change made through this server (rotate, revoke,
+/// hardware updated or deleted) empties the cache at once
+/// ([`VerifiedTokens::invalidate`]); this bounds how long a change made
+/// through *another* server sharing the store goes unnoticed here.
+pub const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(30);
+
+/// Agent tokens this server verified recently, by agent id, so that most
+/// agent calls (heartbeats, long polls, reports of thousands of agents) cost
+/// no store read. Only successes are kept: a rejected token is looked up
+/// every time.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    entries: Mutex<HashMap<String, Verified>>,
+    /// Bumped by every invalidation. An entry carries the generation read
+    /// *before* its store lookup, and is only stored while that is still
+    /// current: a lookup that raced with a revocation never re-adds the
+    /// revoked token.
+    generation: AtomicU64,
+}
+
+struct Verified {
+    token_hash: String,
+    at: Instant,
+    generation: u64,
+}
+
+impl VerifiedTokens {
+    /// Forgets every verified token: credentials changed.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn accepts(&self, agent: &str, token_hash: &str) -> bool {
+        let generation = self.generation();
+        self.lock().get(agent).is_some_and(|v| {
+            v.generation == generation && v.at.elapsed() < VERIFIED_TOKEN_TTL && hashes_equal(&v.token_hash, token_hash)
+        })
+    }
+
+    fn remember(&self, agent: &str, token_hash: String, generation: u64) {
+        let mut entries = self.lock();
+        if generation == self.generation() {
+            entries.insert(agent.to_string(), Verified { token_hash, at: Instant::now(), generation });
+        }
+    }
+}
+
 /// Agent authentication, run for every agent call by [`AgentAuthService`].
 pub struct AgentAuth {
     pub store: DynStore,
     /// Agents must present a client certificate (mutual TLS).
     pub require_client_cert: bool,
+    /// Tokens recently verified; shared with the admin service, which
+    /// invalidates it when credentials change.
+    pub verified: Arc<VerifiedTokens>,
 }
 
 impl AgentAuth {
@@ -97,22 +160,8 @@ impl AgentAuth {
             return Err(reject(Status::unauthenticated("missing agent token (authorization: Bearer ...)"), "no token"));
         };
         let hash = token_hash(token);
-        let credential = self.store.agent_credential(&agent).await.map_err(crate::convert::store_status)?;
-        let valid = credential.as_ref().and_then(|c| c.token_hash.as_deref()).is_some_and(|h| hashes_equal(h, &hash));
-        if !valid {
-            // A token that is valid, but for another machine, is a
-            // different failure than a bad one: the caller is someone,
-            // just not who it claims to be.
-            if let Some(owner) = self.store.agent_for_token_hash(&hash).await.map_err(crate::convert::store_status)? {
-                tracing::warn!(agent = %agent, token_of = %owner, "agent call rejected: token of another machine");
-                return Err(Status::permission_denied(format!("this token does not belong to agent {agent}")));
-            }
-            let reason = match &credential {
-                None => "no hardware has this agent id",
-                Some(c) if c.token_hash.is_none() => "token revoked",
-                Some(_) => "wrong token",
-            };
-            return Err(reject(Status::unauthenticated("invalid agent token"), reason));
+        if !self.verified.accepts(&agent, &hash) {
+            self.verify_with_store(&agent, hash).await?;
         }
         let peer_cert = extensions
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -137,6 +186,33 @@ impl AgentAuth {
             None => {}
         }
         Ok(AgentIdentity(agent))
+    }
+
+    /// Checks a token against the store, and remembers it when valid.
+    async fn verify_with_store(&self, agent: &str, hash: String) -> Result<(), Status> {
+        // Read before the store: see [`VerifiedTokens::generation`].
+        let generation = self.verified.generation();
+        let credential = self.store.agent_credential(agent).await.map_err(crate::convert::store_status)?;
+        let valid = credential.as_ref().and_then(|c| c.token_hash.as_deref()).is_some_and(|h| hashes_equal(h, &hash));
+        if valid {
+            self.verified.remember(agent, hash, generation);
+            return Ok(());
+        }
+        // A token that is valid, but for another machine, is a different
+        // failure than a bad one: the caller is someone, just not who it
+        // claims to be.
+        if let Some(owner) = self.store.agent_for_token_hash(&hash).await.map_err(crate::convert::store_status)? {
+            tracing::warn!(agent = %agent, token_of = %owner, "agent call rejected: token of another machine");
+            return Err(Status::permission_denied(format!("this token does not belong to agent {agent}")));
+        }
+        let reason = match &credential {
+            None => "no hardware has this agent id",
+            Some(c) if c.token_hash.is_none() => "token revoked",
+            Some(_) => "wrong token",
+        };
+        // The reason and the agent id, never the token.
+        tracing::warn!(agent = %agent, reason, code = ?tonic::Code::Unauthenticated, "agent call rejected");
+        Err(Status::unauthenticated("invalid agent token"))
     }
 }
 
@@ -317,7 +393,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let auth = AgentAuth { store: store.clone(), require_client_cert: false };
+        let auth = AgentAuth { store: store.clone(), require_client_cert: false, verified: Arc::default() };
         let ext = http::Extensions::new();
         let code = |r: Result<AgentIdentity, Status>| r.map_err(|s| s.code());
         assert_eq!(
@@ -339,11 +415,31 @@ mod tests {
             Err(Code::PermissionDenied)
         );
         store.set_token_hash("x", None).await.unwrap();
+        // A revocation this server did not see (another replica's) is
+        // noticed when the verified token expires; the admin service
+        // invalidates the cache with every change it makes.
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await),
+            Ok(AgentIdentity("agent-x".into()))
+        );
+        auth.verified.invalidate();
         assert_eq!(
             code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await),
             Err(Code::Unauthenticated)
         );
-        let strict = AgentAuth { store, require_client_cert: true };
+        // A rejected token is never remembered: rotating back in works at once.
+        let tx2 = new_token();
+        store.set_token_hash("x", Some(token_hash(&tx2))).await.unwrap();
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&tx2)), &ext).await),
+            Ok(AgentIdentity("agent-x".into()))
+        );
+        assert_eq!(
+            code(auth.authenticate(&headers(Some("agent-x"), Some(&tx)), &ext).await),
+            Err(Code::Unauthenticated),
+            "the old token, not cached, is still refused"
+        );
+        let strict = AgentAuth { store, require_client_cert: true, verified: Arc::default() };
         assert_eq!(
             code(strict.authenticate(&headers(Some("agent-y"), Some(&ty)), &ext).await),
             Err(Code::Unauthenticated)
@@ -371,5 +467,25 @@ mod tests {
         assert_eq!(call(&mut auth, None), Err(Code::Unauthenticated));
         assert_eq!(call(&mut auth, Some(format!("Bearer {}", new_token()))), Err(Code::Unauthenticated));
         assert_eq!(call(&mut auth, Some(token.clone())), Err(Code::Unauthenticated), "scheme required");
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_that_raced_an_invalidation_is_not_remembered() {
+        let cache = VerifiedTokens::default();
+        let before = cache.generation();
+        cache.invalidate();
+        cache.remember("a", "h".into(), before);
+        assert!(!cache.accepts("a", "h"));
+        cache.remember("a", "h".into(), cache.generation());
+        assert!(cache.accepts("a", "h"));
+        assert!(!cache.accepts("a", "other"));
+        assert!(!cache.accepts("b", "h"));
+        cache.invalidate();
+        assert!(!cache.accepts("a", "h"));
     }
 }

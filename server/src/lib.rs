@@ -138,6 +138,7 @@ impl Server {
 
     /// Serves both services until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let verified = Arc::new(auth::VerifiedTokens::default());
         let agent = auth::AgentAuthService::new(
             AgentServiceServer::new(agent_api::AgentApi::new(
                 self.store.clone(),
@@ -149,6 +150,7 @@ impl Server {
             Arc::new(auth::AgentAuth {
                 store: self.store.clone(),
                 require_client_cert: self.tls.as_ref().is_some_and(|t| t.require_client_cert),
+                verified: verified.clone(),
             }),
         );
         let admin = AdminServiceServer::with_interceptor(
@@ -158,7 +160,8 @@ impl Server {
                 self.image_policy.clone(),
                 self.artifacts.clone(),
             )
-            .with_signing_ca(self.signing_ca.clone()),
+            .with_signing_ca(self.signing_ca.clone())
+            .with_verified_tokens(verified),
             auth::AdminAuth::new(&self.admin_token),
         );
         let sweeper = tokio::spawn(sweep(self.store.clone(), self.events.clone(), self.lease));

@@ -43,8 +43,19 @@ impl PgServer {
         Ok(server)
     }
 
-    /// A new server of its own.
+    /// A new server of its own (fsync off: test data need not survive a
+    /// crash of the machine).
     pub fn start() -> Result<Self> {
+        Self::start_with_fsync(false)
+    }
+
+    /// A new server of its own that flushes its WAL on commit, like a
+    /// production one (for benchmarks).
+    pub fn start_durable() -> Result<Self> {
+        Self::start_with_fsync(true)
+    }
+
+    fn start_with_fsync(fsync: bool) -> Result<Self> {
         let bin = pg_bin()?;
         let user = if is_root() { Some(unprivileged_user()?) } else { None };
         let dir = tempfile::Builder::new().prefix("kiln-pg").tempdir()?;
@@ -65,9 +76,10 @@ impl PgServer {
         for _ in 0..5 {
             server.port = free_port()?;
             let opts = format!(
-                "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
                 data.display(),
-                server.port
+                server.port,
+                if fsync { "on" } else { "off" }
             );
             let log = server.dir.path().join("postgres.log");
             match server.pg(

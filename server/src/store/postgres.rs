@@ -360,24 +360,50 @@ async fn insert_workflow(tx: &mut PgConnection, wf: &Workflow) -> Result<(), Sto
     save_attempts(tx, wf).await
 }
 
-/// Writes the mutable part of a workflow: its row and its attempts (the plan
-/// never changes after creation).
-async fn save_workflow(tx: &mut PgConnection, wf: &Workflow) -> Result<(), StoreError> {
-    sqlx::query("UPDATE workflows SET state = $2, reason = $3, started_at = $4, finished_at = $5 WHERE id = $1")
-        .bind(&wf.id)
-        .bind(wf.state.as_str())
-        .bind(&wf.reason)
-        .bind(wf.started_at)
-        .bind(wf.finished_at)
-        .execute(&mut *tx)
-        .await?;
-    save_attempts(tx, wf).await
+/// Writes what a mutation changed: the workflow's row when its state
+/// changed, and the attempts that are new or differ from `before` (the plan
+/// never changes after creation). Every statement is a round trip to
+/// PostgreSQL; a report usually changes one attempt only.
+async fn save_changes(tx: &mut PgConnection, before: &Workflow, wf: &Workflow) -> Result<(), StoreError> {
+    let row = |w: &Workflow| (w.state, w.reason.clone(), w.started_at, w.finished_at);
+    if row(before) != row(wf) {
+        sqlx::query("UPDATE workflows SET state = $2, reason = $3, started_at = $4, finished_at = $5 WHERE id = $1")
+            .bind(&wf.id)
+            .bind(wf.state.as_str())
+            .bind(&wf.reason)
+            .bind(wf.started_at)
+            .bind(wf.finished_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for action in &wf.actions {
+        let old = before.actions.get(action.index as usize);
+        for a in &action.attempts {
+            if old.is_some_and(|o| o.attempts.iter().any(|b| b == a)) {
+                continue;
+            }
+            save_attempt(tx, &wf.id, action.index, a).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn save_attempts(tx: &mut PgConnection, wf: &Workflow) -> Result<(), StoreError> {
     for action in &wf.actions {
         for a in &action.attempts {
-            sqlx::query(
+            save_attempt(tx, &wf.id, action.index, a).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn save_attempt(
+    tx: &mut PgConnection,
+    workflow_id: &str,
+    action_index: u32,
+    a: &Attempt,
+) -> Result<(), StoreError> {
+    sqlx::query(
                 "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json, lease_expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, pulling_at = excluded.pulling_at,
@@ -388,8 +414,8 @@ async fn save_attempts(tx: &mut PgConnection, wf: &Workflow) -> Result<(), Store
                          ELSE GREATEST(excluded.lease_expires_at, attempts.lease_expires_at) END",
             )
             .bind(&a.id)
-            .bind(&wf.id)
-            .bind(action.index as i32)
+            .bind(workflow_id)
+            .bind(action_index as i32)
             .bind(a.number as i32)
             .bind(&a.agent_id)
             .bind(a.state.as_str())
@@ -404,8 +430,6 @@ async fn save_attempts(tx: &mut PgConnection, wf: &Workflow) -> Result<(), Store
             .bind(a.lease_expires_at)
             .execute(&mut *tx)
             .await?;
-        }
-    }
     Ok(())
 }
 
@@ -734,9 +758,10 @@ impl Store for PostgresStore {
             return Err(not_found("workflow", id));
         }
         let mut wf = load_workflow(&mut tx, id).await?.ok_or_else(|| not_found("workflow", id))?;
+        let before = wf.clone();
         let changed = mutation(&mut wf)?;
         if changed {
-            save_workflow(&mut tx, &wf).await?;
+            save_changes(&mut tx, &before, &wf).await?;
             self.notify_workflow(&mut tx, id, agents_to_wake(&wf)).await?;
             tx.commit().await?;
         } else {

@@ -1,12 +1,19 @@
 //! The embedded store: one SQLite file in the server's data directory.
 //!
-//! One connection behind a mutex, used from blocking threads: SQLite
-//! serialises writers anyway, and a single connection makes every
+//! One writing connection behind a mutex, used from blocking threads:
+//! SQLite serialises writers anyway, and a single connection makes every
 //! [`Store::update_workflow`] trivially serialisable. WAL mode with
 //! `synchronous=FULL`, so a transition is on disk before it is acknowledged.
+//!
+//! Reads that are not part of a write (token checks, "which workflows has
+//! this agent", `kiln get`, ...) use a small pool of read-only connections,
+//! each read in its own transaction (one snapshot). In WAL mode they never
+//! wait for the writer, and in particular not for its fsync: with thousands
+//! of agents, reads far outnumber writes and would otherwise queue behind
+//! every commit. A read sees every commit acknowledged before it started.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -31,6 +38,39 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections to the same file; `None` for an in-memory
+    /// database (another connection would see another database), whose
+    /// reads use the writer's connection.
+    readers: Option<Arc<ReaderPool>>,
+}
+
+/// Idle read-only connections, opened on demand.
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Read connections kept open when idle (more are opened under a burst,
+/// and closed after it).
+const IDLE_READERS: usize = 8;
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -50,8 +90,11 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display())))?;
-        let conn = Connection::open(dir.join("kiln.db"))?;
-        Self::init(conn)
+        let path = dir.join("kiln.db");
+        let conn = Connection::open(&path)?;
+        let mut store = Self::init(conn)?;
+        store.readers = Some(Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }));
+        Ok(store)
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
@@ -64,7 +107,31 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), readers: None })
+    }
+
+    /// Runs a read in one transaction (one snapshot) on a read-only
+    /// connection, or on the writer's when there are none.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let snapshot = move |c: &mut Connection| -> Result<T, StoreError> {
+            let tx = c.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        let Some(pool) = self.readers.clone() else { return self.with_conn(snapshot).await };
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.take()?;
+            let out = snapshot(&mut conn);
+            pool.give_back(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -383,11 +450,11 @@ impl Store for SqliteStore {
 
     async fn get_hardware(&self, id: &str) -> Result<StoredHardware, StoreError> {
         let id = id.to_string();
-        self.with_conn(move |c| load_hardware(c, &id)?.ok_or_else(|| not_found("hardware", &id))).await
+        self.read(move |c| load_hardware(c, &id)?.ok_or_else(|| not_found("hardware", &id))).await
     }
 
     async fn list_hardware(&self) -> Result<Vec<StoredHardware>, StoreError> {
-        self.with_conn(|c| {
+        self.read(|c| {
             let ids: Vec<String> = c
                 .prepare("SELECT id FROM hardware ORDER BY id")?
                 .query_map([], |r| r.get(0))?
@@ -399,11 +466,11 @@ impl Store for SqliteStore {
 
     async fn get_template(&self, name: &str) -> Result<StoredTemplate, StoreError> {
         let name = name.to_string();
-        self.with_conn(move |c| load_template(c, &name)?.ok_or_else(|| not_found("template", &name))).await
+        self.read(move |c| load_template(c, &name)?.ok_or_else(|| not_found("template", &name))).await
     }
 
     async fn list_templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
-        self.with_conn(|c| {
+        self.read(|c| {
             let names: Vec<String> = c
                 .prepare("SELECT name FROM templates ORDER BY name")?
                 .query_map([], |r| r.get(0))?
@@ -415,11 +482,11 @@ impl Store for SqliteStore {
 
     async fn get_workflow(&self, id: &str) -> Result<Workflow, StoreError> {
         let id = id.to_string();
-        self.with_conn(move |c| load_workflow(c, &id)?.ok_or_else(|| not_found("workflow", &id))).await
+        self.read(move |c| load_workflow(c, &id)?.ok_or_else(|| not_found("workflow", &id))).await
     }
 
     async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError> {
-        self.with_conn(|c| {
+        self.read(|c| {
             let ids: Vec<String> = c
                 .prepare("SELECT id FROM workflows ORDER BY created_at, id")?
                 .query_map([], |r| r.get(0))?
@@ -466,7 +533,7 @@ impl Store for SqliteStore {
 
     async fn active_workflows_for_agent(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
         let agent_id = agent_id.to_string();
-        self.with_conn(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT w.id FROM workflows w
                  WHERE w.state IN ('PENDING', 'RUNNING')
@@ -480,7 +547,7 @@ impl Store for SqliteStore {
     }
 
     async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError> {
-        self.with_conn(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id FROM workflows WHERE state = 'RUNNING' AND global_timeout_seconds IS NOT NULL",
             )?;
@@ -491,7 +558,7 @@ impl Store for SqliteStore {
     }
 
     async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError> {
-        self.with_conn(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT DISTINCT workflow_id FROM attempts
                  WHERE state IN ('PENDING', 'PULLING', 'RUNNING') AND lease_expires_at < ?1",
@@ -586,7 +653,7 @@ impl Store for SqliteStore {
 
     async fn workflow_data(&self, id: &str) -> Result<(String, u64), StoreError> {
         let id = id.to_string();
-        self.with_conn(move |c| {
+        self.read(move |c| {
             c.query_row("SELECT data_json, data_version FROM workflows WHERE id = ?1", [&id], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
             })
@@ -618,7 +685,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
-        self.with_conn(|c| {
+        self.read(|c| {
             let mut stmt =
                 c.prepare_cached("SELECT doc, created_at, updated_at FROM action_definitions ORDER BY name")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
@@ -648,7 +715,7 @@ impl Store for SqliteStore {
 
     async fn list_artifacts(&self, workflow_id: &str) -> Result<Vec<Artifact>, StoreError> {
         let workflow_id = workflow_id.to_string();
-        self.with_conn(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT a.workflow_id, a.action_idx, a.attempt_id, a.path, a.size, a.sha256, a.created_at
                  FROM artifacts a JOIN attempts t ON t.id = a.attempt_id
@@ -678,7 +745,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredLogLine>, StoreError> {
         let workflow_id = workflow_id.to_string();
-        self.with_conn(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT cursor, action_idx, attempt_id, seq, stream, time, text FROM logs
                  WHERE workflow_id = ?1 AND cursor > ?2 AND (?3 IS NULL OR action_idx = ?3)
@@ -702,7 +769,7 @@ impl Store for SqliteStore {
 
     async fn agent_credential(&self, agent_id: &str) -> Result<Option<AgentCredential>, StoreError> {
         let agent_id = agent_id.to_string();
-        self.with_conn(move |c| {
+        self.read(move |c| {
             Ok(c.query_row("SELECT id, token_hash FROM hardware WHERE agent_id = ?1", [&agent_id], |r| {
                 Ok(AgentCredential { hardware_id: r.get(0)?, token_hash: r.get(1)? })
             })
@@ -713,7 +780,7 @@ impl Store for SqliteStore {
 
     async fn agent_for_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
         let hash = token_hash.to_string();
-        self.with_conn(move |c| {
+        self.read(move |c| {
             Ok(c.query_row("SELECT agent_id FROM hardware WHERE token_hash = ?1", [&hash], |r| r.get(0)).optional()?)
         })
         .await
