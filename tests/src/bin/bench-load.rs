@@ -54,53 +54,49 @@ const LONG_POLL: Duration = Duration::from_secs(30);
 const HARDWARE_PER_APPLY: usize = 500;
 const BATCH_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Load benchmark: one kiln-server, N simulated agents, workflows of no-op
+/// actions flowing; prints dispatch latency, throughput, RSS and CPU.
+#[derive(clap::Parser)]
 struct Args {
+    /// Simulated agents (each its own connection, agent id and token).
+    #[arg(long, default_value_t = 10_000)]
     agents: usize,
+    /// Length of the measured period.
+    #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 15)]
     warmup: u64,
+    /// Workflows created per minute (open loop).
+    #[arg(long, default_value_t = 2400.0)]
     rate: f64,
-    store: String,
+    /// The server's store.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// How long a simulated action "runs" between RUNNING and SUCCESS.
+    #[arg(long, default_value_t = 0)]
     action_ms: u64,
+    /// Run the server with --plaintext instead of --dev-tls.
+    #[arg(long)]
     plaintext: bool,
+    /// Where kiln-server is (default: beside this binary).
+    #[arg(long, env = "KILN_BIN_DIR", default_value_os_t = kiln_tests::bin_dir())]
     bin_dir: PathBuf,
+    /// Agents connecting at once.
+    #[arg(long, default_value_t = 64)]
     connect_parallel: usize,
 }
 
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        agents: 10_000,
-        seconds: 60,
-        warmup: 15,
-        rate: 2400.0,
-        store: "sqlite".into(),
-        action_ms: 0,
-        plaintext: false,
-        bin_dir: std::env::var_os("KILN_BIN_DIR").map_or_else(kiln_tests::bin_dir, PathBuf::from),
-        connect_parallel: 64,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--plaintext" {
-            a.plaintext = true;
-            continue;
-        }
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--agents" => a.agents = value.parse()?,
-            "--seconds" => a.seconds = value.parse()?,
-            "--warmup" => a.warmup = value.parse()?,
-            "--rate" => a.rate = value.parse()?,
-            "--store" => a.store = value,
-            "--action-ms" => a.action_ms = value.parse()?,
-            "--bin-dir" => a.bin_dir = value.into(),
-            "--connect-parallel" => a.connect_parallel = value.parse()?,
-            _ => bail!("unknown flag {flag}"),
-        }
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if *self == Self::Sqlite { "sqlite" } else { "postgres" })
     }
-    if !matches!(a.store.as_str(), "sqlite" | "postgres") {
-        bail!("--store sqlite|postgres");
-    }
-    Ok(a)
 }
 
 /// What the agents and the workflow driver share.
@@ -272,7 +268,7 @@ struct Agent {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let nofile = raise_nofile();
     if (nofile as usize) < args.agents + 256 {
         bail!("RLIMIT_NOFILE is {nofile}: too low for {} agents", args.agents);
@@ -282,7 +278,8 @@ async fn main() -> Result<()> {
         bail!("{} not found: cargo build --release -p kiln-server, or give --bin-dir", server_bin.display());
     }
     let dir = tempfile::Builder::new().prefix("kiln-load").tempdir()?;
-    let pg = if args.store == "postgres" { Some(kiln_tests::postgres::PgServer::start_durable()?) } else { None };
+    let pg =
+        if args.store == StoreKind::Postgres { Some(kiln_tests::postgres::PgServer::start_durable()?) } else { None };
     let database_url = pg.as_ref().map(|p| p.create_database()).transpose()?;
 
     // The server, as in production: TLS (dev CA), info logs (to a file).
@@ -483,7 +480,7 @@ async fn main() -> Result<()> {
         hwm as f64 / 1024.0
     );
     println!("  server CPU:                  {:.0} % of one core", server_cpu * 100.0);
-    if args.store == "postgres" {
+    if args.store == StoreKind::Postgres {
         println!("  PostgreSQL CPU:              {:.0} % of one core", pg_cpu * 100.0);
     }
     println!("  bench (simulated agents) CPU: {:.0} % of one core", bench_cpu * 100.0);
