@@ -79,8 +79,9 @@ pub fn cert_agent_id(der: &[u8]) -> Option<String> {
 /// How long a token verified against the store is accepted again without
 /// reading the store. A change made through this server (rotate, revoke,
 /// hardware updated or deleted) empties the cache at once
-/// ([`VerifiedTokens::invalidate`]); this bounds how long a change made
-/// through *another* server sharing the store goes unnoticed here.
+/// ([`VerifiedTokens::invalidate`]), and so does a change another server
+/// sharing the store announces ([`crate::events::Events::credentials_changed`]);
+/// this bounds how long a change whose announcement was lost goes unnoticed.
 pub const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(30);
 
 /// Agent tokens this server verified recently, by agent id, so that most

@@ -15,6 +15,9 @@ pub struct Events {
     agents: Mutex<HashMap<String, watch::Sender<u64>>>,
     workflows: broadcast::Sender<String>,
     logs: broadcast::Sender<String>,
+    /// Bumped when agent credentials changed through another server: its
+    /// subscriber forgets the tokens this server verified.
+    credentials: watch::Sender<u64>,
 }
 
 impl Default for Events {
@@ -23,6 +26,7 @@ impl Default for Events {
             agents: Mutex::new(HashMap::new()),
             workflows: broadcast::channel(1024).0,
             logs: broadcast::channel(1024).0,
+            credentials: watch::channel(0).0,
         }
     }
 }
@@ -56,6 +60,15 @@ impl Events {
         drop(agents);
         let _ = self.workflows.send(ANY.to_string());
         let _ = self.logs.send(ANY.to_string());
+        self.credentials_changed();
+    }
+
+    pub fn credentials_changed(&self) {
+        self.credentials.send_modify(|v| *v += 1);
+    }
+
+    pub fn credentials_subscription(&self) -> watch::Receiver<u64> {
+        self.credentials.subscribe()
     }
 
     pub fn workflow_changed(&self, workflow_id: &str) {

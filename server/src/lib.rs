@@ -139,6 +139,18 @@ impl Server {
     /// Serves both services until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let verified = Arc::new(auth::VerifiedTokens::default());
+        // Credentials changed through another server (PostgreSQL's
+        // notifications): forget what was verified here, so a revocation
+        // anywhere takes effect everywhere at once.
+        let mut credentials = self.events.credentials_subscription();
+        let forget = {
+            let verified = verified.clone();
+            tokio::spawn(async move {
+                while credentials.changed().await.is_ok() {
+                    verified.invalidate();
+                }
+            })
+        };
         let agent = auth::AgentAuthService::new(
             AgentServiceServer::new(agent_api::AgentApi::new(
                 self.store.clone(),
@@ -207,6 +219,7 @@ impl Server {
             None => server.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown).await,
         };
         sweeper.abort();
+        forget.abort();
         if let Some(forwarder) = self.forwarder {
             forwarder.abort();
         }

@@ -6,6 +6,10 @@
 use std::net::TcpListener;
 use std::time::{Duration, SystemTime};
 
+use kiln_proto::connect::{ClientTls, endpoint};
+use kiln_proto::v1::NextActionRequest;
+use kiln_proto::v1::agent_service_client::AgentServiceClient;
+use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use kiln_tests::postgres::PgServer;
 use kiln_tests::proxy::Proxy;
 use kiln_tests::{Cluster, hardware_doc, random_mac, stdout, unique, wait_until};
@@ -111,6 +115,27 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     // Logs shipped to one replica are read from the other.
     assert!(stdout(&r2.kiln(&["logs", &wf1])).contains("one from"), "{}", context(&r1, &r2));
     assert!(stdout(&r1.kiln(&["logs", &wf2])).contains("two"), "{}", context(&r1, &r2));
+
+    // A token revoked through replica 1 is refused by replica 2 at once,
+    // although replica 2 verified it moments ago: its cache of verified
+    // tokens hears of the change from PostgreSQL.
+    let token2 = r1.tokens.lock().unwrap().get(&hw2).cloned().expect("token of machine 2");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tls = ClientTls { ca_pem: r2.ca_file.as_ref().map(|p| std::fs::read(p).unwrap()), identity: None };
+    let poll_r2 = || {
+        runtime.block_on(async {
+            let mut client = AgentServiceClient::new(endpoint(&r2.server_url, &tls).unwrap().connect().await.unwrap());
+            let mut req = tonic::Request::new(NextActionRequest { wait_ms: 0 });
+            req.metadata_mut().insert(AGENT_ID_METADATA, mac2.parse().unwrap());
+            req.metadata_mut().insert(AUTHORIZATION_METADATA, format!("Bearer {token2}").parse().unwrap());
+            client.next_action(req).await.map(|_| ()).map_err(|s| s.code())
+        })
+    };
+    assert_eq!(poll_r2(), Ok(()));
+    let revoked = r1.kiln(&["token", "revoke", &hw2]);
+    assert!(revoked.status.success(), "{}", kiln_tests::stderr(&revoked));
+    wait_until(Duration::from_secs(3), || poll_r2() == Err(tonic::Code::Unauthenticated))
+        .unwrap_or_else(|e| panic!("{e}: replica 2 still accepts the revoked token\n{}", context(&r1, &r2)));
 
     // Replica 1 dies while machine 1 runs an action; the balancer sends the
     // agent's retries to replica 2, and the workflow finishes there.

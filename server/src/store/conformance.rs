@@ -456,6 +456,17 @@ pub async fn changes_reach_other_instances(b: &dyn Backend) {
     agent.borrow_and_update();
     a.update_workflow("wf1", Box::new(|wf| Ok(state_machine::expire(wf, i64::MAX)))).await.unwrap();
     assert!(tokio::time::timeout(std::time::Duration::from_millis(500), workflows.recv()).await.is_err());
+    // A credential changed through another instance: this one's verified
+    // tokens must be forgotten (its cache listens here).
+    let mut credentials = events.credentials_subscription();
+    credentials.borrow_and_update();
+    other.set_token_hash("hw", Some("h2".into())).await.unwrap();
+    within(credentials.changed()).await.unwrap();
+    credentials.borrow_and_update();
+    let mut hw = hardware();
+    hw.disks.push("/dev/vdb".into());
+    other.apply(ApplyBatch { hardware: vec![hw], ..Default::default() }).await.unwrap();
+    within(credentials.changed()).await.unwrap();
     forwarder.abort();
     // Every replica gets the same action token key.
     let key = a.shared_secret("k", vec![1; 32]).await.unwrap();

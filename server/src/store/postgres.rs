@@ -54,6 +54,9 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// Notification channels.
 const WORKFLOW_CHANNEL: &str = "kiln_workflow";
 const LOGS_CHANNEL: &str = "kiln_logs";
+/// Agent credentials changed (token rotated or revoked, hardware updated or
+/// deleted): other replicas forget the tokens they verified.
+const CREDENTIALS_CHANNEL: &str = "kiln_credentials";
 
 /// Advisory lock keys (arbitrary constants, "kiln" in ASCII plus a number).
 const MIGRATE_LOCK: i64 = 0x6b69_6c6e_0001;
@@ -116,6 +119,11 @@ impl PostgresStore {
         Ok(tx)
     }
 
+    async fn notify_credentials(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
+        let change = Change { origin: self.origin.clone(), workflow: String::new(), agents: Vec::new() };
+        notify(tx, CREDENTIALS_CHANNEL, &change).await
+    }
+
     async fn notify_workflow(&self, tx: &mut PgConnection, wf: &str, agents: Vec<String>) -> Result<(), StoreError> {
         let change = Change { origin: self.origin.clone(), workflow: wf.to_string(), agents };
         notify(tx, WORKFLOW_CHANNEL, &change).await
@@ -142,7 +150,7 @@ impl PostgresStore {
 /// Listens until the connection fails.
 async fn listen(pool: &PgPool, origin: &str, events: &Events) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([WORKFLOW_CHANNEL, LOGS_CHANNEL]).await?;
+    listener.listen_all([WORKFLOW_CHANNEL, LOGS_CHANNEL, CREDENTIALS_CHANNEL]).await?;
     // Anything committed before LISTEN took effect was not announced to us.
     events.wake_everyone();
     loop {
@@ -163,6 +171,7 @@ async fn listen(pool: &PgPool, origin: &str, events: &Events) -> Result<(), sqlx
         }
         match n.channel() {
             LOGS_CHANNEL => events.logs_appended(&change.workflow),
+            CREDENTIALS_CHANNEL => events.credentials_changed(),
             _ => {
                 events.workflow_changed(&change.workflow);
                 for agent in &change.agents {
@@ -562,6 +571,9 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPLY_LOCK).execute(&mut *tx).await?;
         let outcomes = apply_batch(&mut tx, &batch).await?;
+        if outcomes[..batch.hardware.len()].contains(&Outcome::Updated) {
+            self.notify_credentials(&mut tx).await?;
+        }
         // Offsets: outcomes are in batch order, workflows last.
         let first_workflow = outcomes.len() - batch.workflows.len();
         for (wf, outcome) in batch.workflows.iter().zip(&outcomes[first_workflow..]) {
@@ -658,8 +670,10 @@ impl Store for PostgresStore {
         if n.rows_affected() == 0 {
             return Err(not_found(kind.as_str(), name));
         }
-        if kind == ObjectKind::Workflow {
-            self.notify_workflow(&mut tx, name, Vec::new()).await?;
+        match kind {
+            ObjectKind::Workflow => self.notify_workflow(&mut tx, name, Vec::new()).await?,
+            ObjectKind::Hardware => self.notify_credentials(&mut tx).await?,
+            _ => {}
         }
         tx.commit().await?;
         Ok(())
@@ -704,12 +718,18 @@ impl Store for PostgresStore {
     }
 
     async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE hardware SET token_hash = $2 WHERE id = $1")
             .bind(hardware_id)
             .bind(token_hash)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 { Err(not_found("hardware", hardware_id)) } else { Ok(()) }
+        if done.rows_affected() == 0 {
+            return Err(not_found("hardware", hardware_id));
+        }
+        self.notify_credentials(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError> {
