@@ -12,7 +12,7 @@
 //! of agents, reads far outnumber writes and would otherwise queue behind
 //! every commit. A read sees every commit acknowledged before it started.
 //!
-//! Tested by the store contract suite, [`super::conformance`], which runs
+//! Tested by the store contract suite (`store/conformance.rs`), which runs
 //! the same checks against PostgreSQL.
 
 use std::collections::BTreeMap;
