@@ -77,7 +77,8 @@ fn evaluate(object: &str, text: &str, root: &Val) -> Result<Rendered, SpecError>
     Ok(Rendered { text: out.text, lines: out.lines, last: text.lines().count().max(1) })
 }
 
-const FUNCTIONS: &[&str] = &[
+/// The functions a template may call.
+pub const FUNCTIONS: &[&str] = &[
     "index",
     "formatPartition",
     "printf",
