@@ -430,6 +430,40 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
+/// A small xorshift generator for timings that should vary from run to run
+/// (kill points, connection cuts, heartbeat phases); a run's printed seed
+/// replays it.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Xorshift never leaves zero, so the seed is made odd.
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// Seeded from the clock; print [`Rng::seed`] to replay a failure.
+    pub fn from_clock() -> Self {
+        Self::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64)
+    }
+
+    /// The current state: a seed that continues this sequence.
+    pub fn seed(&self) -> u64 {
+        self.0
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform enough in `low..=high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low + 1)
+    }
+}
+
 /// A unique suffix so tests sharing one Docker engine never collide.
 pub fn unique(prefix: &str) -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Cluster, Machine, hardware_doc, random_mac, unique, wait_until};
+use kiln_tests::{Cluster, Machine, Rng, hardware_doc, random_mac, unique, wait_until};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -191,14 +191,9 @@ fn agents_killed_at_random_points_across_100_workflows() {
     // agents[i] is machine i's current agent process.
     let started = Instant::now();
     let mut kills = 0;
-    let mut seed = started.elapsed().as_nanos() as u64 | 1;
-    let mut random = move |below: u64| {
-        // xorshift: a different sequence each run, printed on failure.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % below
-    };
+    // Different kill points each run; the seed replays one.
+    let mut rng = Rng::from_clock();
+    println!("kill schedule seed: {}", rng.seed());
     let finished = |c: &Cluster| {
         let out = c.kiln(&["get", "workflows", "-o", "json"]);
         let list: Value = serde_json::from_slice(&out.stdout).expect("workflow list");
@@ -214,8 +209,8 @@ fn agents_killed_at_random_points_across_100_workflows() {
             "not finished in 10 min after {kills} kills\n{}",
             c.logs()
         );
-        std::thread::sleep(Duration::from_millis(200 + random(1300)));
-        let n = random(MACHINES as u64) as usize;
+        std::thread::sleep(Duration::from_millis(rng.between(200, 1500)));
+        let n = rng.between(0, MACHINES as u64 - 1) as usize;
         c.agents[n].kill();
         kills += 1;
         let mac = macs[n].clone();

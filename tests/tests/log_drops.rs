@@ -7,29 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_tests::proxy::Proxy;
-use kiln_tests::{Cluster, hardware_doc, random_mac, stderr, stdout, unique};
+use kiln_tests::{Cluster, Rng, hardware_doc, random_mac, stderr, stdout, unique};
 use serde_json::Value;
 
 /// Lines per stream, written in bursts of `BURST` with a pause between.
 const LINES: u32 = 1500;
 const BURST: u32 = 100;
-
-/// A small xorshift generator: the pauses between cuts vary from run to
-/// run, and the seed in the output replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
-}
 
 #[test]
 fn logs_arrive_complete_and_in_order_across_connection_drops() {
@@ -52,14 +35,14 @@ fn logs_arrive_complete_and_in_order_across_connection_drops() {
 
     // Cut every connection every 300-700 ms until the workflow ends; now
     // and then also refuse new connections for a moment.
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = Rng::from_clock().seed();
     println!("cut schedule seed: {seed}");
     let proxy = Arc::new(proxy);
     let done = Arc::new(AtomicBool::new(false));
     let cutter = {
         let (proxy, done) = (proxy.clone(), done.clone());
         std::thread::spawn(move || {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut cuts = 0;
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(rng.between(300, 700)));

@@ -46,7 +46,7 @@ use kiln_proto::v1::admin_service_client::AdminServiceClient;
 use kiln_proto::v1::agent_service_client::AgentServiceClient;
 use kiln_proto::v1::{ActionState, ApplyRequest, HeartbeatRequest, NextActionRequest, StateReport};
 use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
-use kiln_tests::{Proc, wait_until};
+use kiln_tests::{Proc, Rng, wait_until};
 use tonic::metadata::AsciiMetadataValue;
 
 const IMAGE: &str = "127.0.0.1:5000/noop:v1";
@@ -155,18 +155,6 @@ impl Shared {
                 map.insert(wf.to_string(), Seen::Assigned);
             }
         }
-    }
-}
-
-/// A tiny xorshift: spreading heartbeat phases and picking idle agents.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -519,7 +507,7 @@ async fn heartbeat_loop<F>(
 ) where
     F: tonic::service::Interceptor + Clone + Send + 'static,
 {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut interval = Duration::from_secs(10);
     let mut first = true;
     loop {
@@ -547,7 +535,7 @@ async fn heartbeat_loop<F>(
         }
         // The first pause is random, so the fleet's heartbeats spread over
         // the interval instead of arriving in the waves agents connected in.
-        let pause = if first { interval.mul_f64((rng.next() % 1000) as f64 / 1000.0) } else { interval };
+        let pause = if first { interval.mul_f64((rng.next_u64() % 1000) as f64 / 1000.0) } else { interval };
         first = false;
         tokio::select! {
             _ = stop.changed() => return,
@@ -657,7 +645,7 @@ async fn drive(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut idle: Vec<usize> = (0..agents).collect();
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     let mut credit = 0.0;
     let mut seq = 0u64;
     let mut last = Instant::now();
@@ -679,9 +667,9 @@ async fn drive(
         let mut docs = Vec::with_capacity(n);
         let mut picked = Vec::with_capacity(n);
         for _ in 0..n {
-            let i = idle.swap_remove((rng.next() % idle.len() as u64) as usize);
+            let i = idle.swap_remove((rng.next_u64() % idle.len() as u64) as usize);
             seq += 1;
-            let actions = 1 + rng.next() % 3;
+            let actions = 1 + rng.next_u64() % 3;
             docs.push(format!(
                 "kind: Workflow\nname: wl-{seq}\ntemplate: load-noop-{actions}\nhardware: load-{i}\nhardware_map: {{device_1: \"{}\"}}\n",
                 mac(i)
