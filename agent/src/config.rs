@@ -74,6 +74,15 @@ pub struct AgentConfig {
     /// On timeout an action gets SIGTERM, then SIGKILL after this many seconds.
     #[serde(default = "default_stop_grace")]
     pub stop_grace_seconds: u64,
+    /// How long after the agent's start a missing Docker engine is waited
+    /// for (the hook image starts the agent while dockerd starts). Later,
+    /// an action that finds no engine fails with `EngineUnavailable`.
+    #[serde(default = "default_engine_wait")]
+    pub engine_wait_seconds: u64,
+}
+
+fn default_engine_wait() -> u64 {
+    120
 }
 
 fn default_stop_grace() -> u64 {

@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use crate::client::{ServerClient, backoff};
 use crate::config::AgentConfig;
-use crate::runtime::DockerRuntime;
+use crate::runtime::Engine;
 
 pub struct Agent {
     pub id: String,
     pub config: AgentConfig,
     pub client: ServerClient,
-    pub runtime: DockerRuntime,
+    /// The Docker engine, which may still be starting when the agent does.
+    pub engine: Engine,
     pub image_policy: kiln_spec::ImagePolicy,
     /// The workflow of the last attempt, to notice when one ends.
     current_workflow: tokio::sync::Mutex<String>,
@@ -42,8 +43,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Resolves the agent id and connects to the Docker engine. The server
-    /// connection is made lazily by the first call.
+    /// Resolves the agent id and reads the TLS material. The server
+    /// connection is made by the first call, the engine's by the first use
+    /// (see [`Engine`]).
     pub async fn new(config: AgentConfig) -> anyhow::Result<Self> {
         let id = match &config.agent_id {
             Some(id) => id.trim().to_ascii_lowercase(),
@@ -53,13 +55,13 @@ impl Agent {
         let tls = config.client_tls()?;
         let client = ServerClient::new(&config.server, &id, config.token_source()?, &tls)?;
         let api_ca_pem = tls.ca_pem.clone();
-        let runtime = DockerRuntime::connect(&config.docker_host).await?;
+        let engine = Engine::new(&config.docker_host, Duration::from_secs(config.engine_wait_seconds));
         let image_policy = config.image_policy().map_err(anyhow::Error::msg)?;
         Ok(Self {
             id,
             config,
             client,
-            runtime,
+            engine,
             image_policy,
             current_workflow: Default::default(),
             prefetch: prefetch::Prefetcher::new(),
@@ -73,7 +75,10 @@ impl Agent {
     pub async fn on_workflow(&self, workflow_id: &str) {
         let mut current = self.current_workflow.lock().await;
         if *current != workflow_id {
-            self.runtime.remove_kept_containers(&self.id, workflow_id).await;
+            match self.engine.get().await {
+                Ok(runtime) => runtime.remove_kept_containers(&self.id, workflow_id).await,
+                Err(e) => tracing::warn!(error = %e, "cannot remove the kept containers of earlier workflows"),
+            }
             *current = workflow_id.to_string();
         }
     }
@@ -111,7 +116,10 @@ impl Agent {
                     let Some(finished) = finished else {
                         tracing::warn!(workflow = %assignment.workflow_id, attempt = %assignment.attempt_id,
                             "the server ended this attempt (its lease ran out); stopping it");
-                        self.runtime.remove(&lifecycle::container_name(&assignment)).await;
+                        match self.engine.get().await {
+                            Ok(runtime) => runtime.remove(&lifecycle::container_name(&assignment)).await,
+                            Err(e) => tracing::warn!(error = %e, "cannot remove the container of the ended attempt"),
+                        }
                         continue;
                     };
                     match finished {
@@ -134,7 +142,11 @@ impl Agent {
                     // so with none to give, any running container of this
                     // agent belongs to an attempt that is over (lost while
                     // the agent was down): it must not go on writing.
-                    self.runtime.remove_running_except(&self.id, "").await;
+                    // (Not waiting for an engine that is still starting,
+                    // which has none; polling goes on meanwhile.)
+                    if let Some(runtime) = self.engine.now().await {
+                        runtime.remove_running_except(&self.id, "").await;
+                    }
                 }
                 Err(status) => {
                     tracing::warn!(code = ?status.code(), error = %status.message(), "asking the server for work failed");

@@ -22,7 +22,7 @@ use tonic::Status;
 use crate::Agent;
 use crate::config::FailedContainers;
 use crate::log_shipper::LogShipper;
-use crate::runtime::{ContainerSpec, Limits, OutputLine, RunOutcome, labels};
+use crate::runtime::{ContainerSpec, DockerRuntime, Limits, OutputLine, RunOutcome, labels};
 
 /// How long to wait for the last log lines after the container exited.
 const LOG_DRAIN: Duration = Duration::from_secs(10);
@@ -231,47 +231,52 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
     let ending = match (image, &dirs) {
         (Err((reason, e)), _) => Ending::failed(reason, e),
         (_, Err(e)) => Ending::failed("AgentError", format!("cannot create the attempt's directories: {e}")),
-        (Ok(image), Ok(dirs)) if let Some((id, running_for)) = agent.runtime.find_attempt(&a.attempt_id).await => {
-            // This agent died while the action ran: the container went on.
-            // Follow it to its end instead of running the action twice.
-            tracing::warn!(container = %id, running_for = ?running_for, "re-attaching to this attempt's container");
-            let left = timeout.saturating_sub(running_for).max(Duration::from_secs(1));
-            let run = run_container(agent, a, &spec, &image, left, dirs, Some(id)).await?;
-            container = run.container;
-            reported_early = run.reported_early;
-            run.ending.with_action_failure(&dirs.kiln)
-        }
-        (Ok(image), Ok(dirs)) => {
-            // A container of an earlier attempt that the server declared
-            // lost may still run (this agent was cut off, not dead): it
-            // must not write the disk beside this attempt's.
-            agent.runtime.remove_running_except(&agent.id, &a.attempt_id).await;
-            report(agent, a, ActionState::Pulling, None).await?;
-            let credentials = agent.config.credentials_for(&image.registry);
-            // A background pull of this image (started while an earlier
-            // action ran) counts; if it failed, pull again and report that.
-            let prefetched = match agent.prefetch.pull_of(&a.workflow_id, &image) {
-                Some(pull) => pull.await.is_ok(),
-                None => false,
-            };
-            let pulled = if prefetched {
-                Ok(())
-            } else {
-                agent.runtime.ensure_image(&image, agent.config.pull_policy, credentials).await
-            };
-            if pulled.is_ok() {
-                start_prefetch(agent, a);
-            }
-            match pulled {
-                Err(e) => Ending::failed("PullFailed", e.to_string()),
-                Ok(()) => {
-                    let run = run_container(agent, a, &spec, &image, timeout, dirs, None).await?;
+        (Ok(image), Ok(dirs)) => match agent.engine.get().await {
+            Err(e) => Ending::failed("EngineUnavailable", e.to_string()),
+            Ok(runtime) => match runtime.find_attempt(&a.attempt_id).await {
+                Some((id, running_for)) => {
+                    // This agent died while the action ran: the container went on.
+                    // Follow it to its end instead of running the action twice.
+                    tracing::warn!(container = %id, running_for = ?running_for, "re-attaching to this attempt's container");
+                    let left = timeout.saturating_sub(running_for).max(Duration::from_secs(1));
+                    let run = run_container(agent, runtime, a, &spec, &image, left, dirs, Some(id)).await?;
                     container = run.container;
                     reported_early = run.reported_early;
                     run.ending.with_action_failure(&dirs.kiln)
                 }
-            }
-        }
+                None => {
+                    // A container of an earlier attempt that the server declared
+                    // lost may still run (this agent was cut off, not dead): it
+                    // must not write the disk beside this attempt's.
+                    runtime.remove_running_except(&agent.id, &a.attempt_id).await;
+                    report(agent, a, ActionState::Pulling, None).await?;
+                    let credentials = agent.config.credentials_for(&image.registry);
+                    // A background pull of this image (started while an earlier
+                    // action ran) counts; if it failed, pull again and report that.
+                    let prefetched = match agent.prefetch.pull_of(&a.workflow_id, &image) {
+                        Some(pull) => pull.await.is_ok(),
+                        None => false,
+                    };
+                    let pulled = if prefetched {
+                        Ok(())
+                    } else {
+                        runtime.ensure_image(&image, agent.config.pull_policy, credentials).await
+                    };
+                    if pulled.is_ok() {
+                        start_prefetch(agent, runtime, a);
+                    }
+                    match pulled {
+                        Err(e) => Ending::failed("PullFailed", e.to_string()),
+                        Ok(()) => {
+                            let run = run_container(agent, runtime, a, &spec, &image, timeout, dirs, None).await?;
+                            container = run.container;
+                            reported_early = run.reported_early;
+                            run.ending.with_action_failure(&dirs.kiln)
+                        }
+                    }
+                }
+            },
+        },
     };
     tracing::info!(state = ?ending.state, exit_code = ?ending.exit_code, reason = %ending.reason, "action ended");
     let reported = if reported_early {
@@ -288,8 +293,8 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
         let keep = ending.state != ActionState::Success && agent.config.failed_containers == FailedContainers::Keep;
         if keep {
             tracing::info!(container = %id, "keeping the failed container for inspection");
-        } else {
-            agent.runtime.remove_in_background(id);
+        } else if let Some(runtime) = agent.engine.connected() {
+            runtime.remove_in_background(id);
         }
     }
     if let Ok(dirs) = dirs {
@@ -309,7 +314,7 @@ struct ContainerRun {
 
 /// Pulls the images of the next actions in the background, those this
 /// machine's allow-list accepts (the others fail when their turn comes).
-fn start_prefetch(agent: &Agent, a: &Assignment) {
+fn start_prefetch(agent: &Agent, runtime: &DockerRuntime, a: &Assignment) {
     let images = a
         .upcoming_images
         .iter()
@@ -320,7 +325,7 @@ fn start_prefetch(agent: &Agent, a: &Assignment) {
             (i, credentials)
         })
         .collect();
-    agent.prefetch.start(&a.workflow_id, images, &agent.runtime, agent.config.pull_policy);
+    agent.prefetch.start(&a.workflow_id, images, runtime, agent.config.pull_policy);
 }
 
 /// The terminal-step handshake (proto `ActionSpec.terminal`): once the
@@ -348,8 +353,10 @@ async fn terminal_handshake(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_container(
     agent: &Agent,
+    runtime: &DockerRuntime,
     a: &Assignment,
     spec: &kiln_proto::v1::ActionSpec,
     image: &ImageRef,
@@ -389,7 +396,7 @@ async fn run_container(
     let id = match existing {
         Some(id) => id,
         None => {
-            let id = match agent.runtime.create(&container).await {
+            let id = match runtime.create(&container).await {
                 Ok(id) => id,
                 Err(e) => {
                     return Ok(ContainerRun {
@@ -400,8 +407,8 @@ async fn run_container(
                 }
             };
             let started = match &container.stdin {
-                Some(input) => agent.runtime.start_with_stdin(&id, input).await,
-                None => agent.runtime.start(&id).await,
+                Some(input) => runtime.start_with_stdin(&id, input).await,
+                None => runtime.start(&id).await,
             };
             if let Err(e) = started {
                 let ending = Ending { exit_code: Some(125), ..Ending::failed("StartFailed", e.to_string()) };
@@ -414,7 +421,7 @@ async fn run_container(
     report(agent, a, ActionState::Running, None).await?;
 
     let shipper = LogShipper::start(agent.client.clone(), a.workflow_id.clone(), a.action_index, a.attempt_id.clone());
-    let mut output = Box::pin(agent.runtime.output(&id));
+    let mut output = Box::pin(runtime.output(&id));
     // A typed action's stdout is its output document, not its log.
     let typed = container.stdin.is_some();
     let follow = async {
@@ -434,7 +441,7 @@ async fn run_container(
     let grace = Duration::from_secs(agent.config.stop_grace_seconds);
     let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<()>();
     let wait = async {
-        let outcome = agent.runtime.wait(&id, timeout, grace).await;
+        let outcome = runtime.wait(&id, timeout, grace).await;
         let _ = exited_tx.send(());
         outcome
     };
@@ -481,7 +488,7 @@ async fn run_container(
         _ => None,
     };
     if let Some((kind, command)) = handler.filter(|(_, c)| !c.is_empty()) {
-        run_handler(agent, &container, kind, command, timeout, &shipper).await;
+        run_handler(agent, runtime, &container, kind, command, timeout, &shipper).await;
     }
     upload_artifacts(agent, a, &dirs.out, &shipper).await;
     shipper.finish().await;
@@ -533,6 +540,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf, u64)>)
 /// output joins the attempt's logs, each line marked with the handler.
 async fn run_handler(
     agent: &Agent,
+    runtime: &DockerRuntime,
     action: &ContainerSpec,
     kind: &str,
     command: &[String],
@@ -544,15 +552,15 @@ async fn run_handler(
     spec.command = command.to_vec();
     spec.stdin = None;
     let say = |text: String| OutputLine { stderr: true, text };
-    let id = match agent.runtime.create(&spec).await {
+    let id = match runtime.create(&spec).await {
         Ok(id) => id,
         Err(e) => return shipper.send(say(format!("[{kind}] {e}"))).await,
     };
-    if let Err(e) = agent.runtime.start(&id).await {
+    if let Err(e) = runtime.start(&id).await {
         shipper.send(say(format!("[{kind}] {e}"))).await;
-        return agent.runtime.remove_in_background(id);
+        return runtime.remove_in_background(id);
     }
-    let mut output = Box::pin(agent.runtime.output(&id));
+    let mut output = Box::pin(runtime.output(&id));
     let follow = async {
         while let Some(mut line) = output.next().await {
             line.text = format!("[{kind}] {}", line.text);
@@ -560,17 +568,15 @@ async fn run_handler(
         }
     };
     let grace = Duration::from_secs(agent.config.stop_grace_seconds);
-    let (outcome, _) = tokio::join!(
-        agent.runtime.wait(&id, timeout, grace),
-        tokio::time::timeout(timeout + grace + LOG_DRAIN, follow)
-    );
+    let (outcome, _) =
+        tokio::join!(runtime.wait(&id, timeout, grace), tokio::time::timeout(timeout + grace + LOG_DRAIN, follow));
     let ended = match outcome {
         Ok(RunOutcome::Exited { code, .. }) => format!("exited with code {code}"),
         Ok(RunOutcome::TimedOut { code }) => format!("stopped after its timeout, exit code {code}"),
         Err(e) => e.to_string(),
     };
     shipper.send(say(format!("[{kind}] handler {ended}"))).await;
-    agent.runtime.remove_in_background(id);
+    runtime.remove_in_background(id);
 }
 
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a

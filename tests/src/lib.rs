@@ -272,9 +272,13 @@ impl Cluster {
         };
         let auth =
             if extra.contains("token") { String::new() } else { format!("token_file: {:?}\n", token_file.display()) };
+        let docker_host = if extra.contains("docker_host:") {
+            String::new()
+        } else {
+            format!("docker_host: {}\n", self.env.docker_host)
+        };
         let config = format!(
-            "server: {}\nagent_id: {agent_id:?}\ndocker_host: {}\n{state_dir}stop_grace_seconds: 1\n{network}{tls}{auth}{extra}",
-            server_url, self.env.docker_host,
+            "server: {server_url}\nagent_id: {agent_id:?}\n{docker_host}{state_dir}stop_grace_seconds: 1\n{network}{tls}{auth}{extra}",
         );
         let path = self.dir.path().join(format!("agent-{}.yaml", self.agents.len()));
         write_private(&path, &config)?;

@@ -273,3 +273,43 @@ fn server_killed_mid_workflow_loses_nothing_on_postgres() {
     let url = pg.create_database().unwrap();
     server_killed_mid_workflow_loses_nothing(&["--database-url", &url]);
 }
+
+/// The hook image starts the agent while dockerd is still starting: the
+/// agent takes its work at once, and the action waits for the engine
+/// instead of the agent exiting (as it did) and being restarted.
+#[test]
+fn an_action_given_before_the_engine_is_up_waits_for_it_and_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let m = Machine::start(&format!("docker_host: unix://{}\nengine_wait_seconds: 120\n", socket.display()));
+    let wf = m.run("        - name: hello\n          image: IMAGE\n          timeout: 60\n          command: [\"sh\", \"-c\", \"echo the engine answered\"]\n");
+    // The agent asked and was given the action, with no engine anywhere.
+    wait_until(Duration::from_secs(30), || !attempts(&m.cluster.workflow(&wf), 0).is_empty())
+        .unwrap_or_else(|e| panic!("{e}: {:#}\n{}", m.cluster.workflow(&wf), m.cluster.logs()));
+    std::thread::sleep(Duration::from_secs(2));
+    let waiting = m.cluster.workflow(&wf);
+    let attempt = &attempts(&waiting, 0)[0];
+    assert!(attempt["pulling_at"].is_null(), "pulled without an engine: {waiting:#}");
+    assert!(attempt["finished_at"].is_null(), "gave up while the engine may still come: {waiting:#}");
+
+    // The engine appears (its socket, as when dockerd has started).
+    let engine = m.cluster.env.docker_host.trim_start_matches("unix://");
+    std::os::unix::fs::symlink(engine, &socket).unwrap();
+    let done = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(done["state"], "SUCCESS", "{done:#}\n{}", m.cluster.logs());
+    assert_eq!(attempts(&done, 0).len(), 1, "{done:#}");
+    assert!(m.logs(&wf).contains("the engine answered"), "{}", m.logs(&wf));
+}
+
+#[test]
+fn an_engine_that_never_answers_fails_the_action_as_engine_unavailable() {
+    let m = Machine::start("docker_host: unix:///nonexistent/kiln-test/docker.sock\nengine_wait_seconds: 2\n");
+    let wf =
+        m.run("        - name: hello\n          image: IMAGE\n          timeout: 60\n          command: [\"true\"]\n");
+    let done = m.cluster.wait_finished(&wf, LIMIT);
+    assert_eq!(done["state"], "FAILED", "{done:#}");
+    let attempt = attempts(&done, 0).last().unwrap();
+    assert_eq!(attempt["reason"], "EngineUnavailable", "{done:#}");
+    let message = attempt["message"].as_str().unwrap();
+    assert!(message.contains("/nonexistent/kiln-test/docker.sock"), "{message}");
+}

@@ -2,9 +2,11 @@
 //! action lifecycle above it speaks in images, containers and exit codes.
 
 mod docker;
+mod engine;
 pub mod privileges;
 
 pub use docker::{ContainerSpec, DockerRuntime, Limits, OutputLine, RunOutcome, RuntimeError};
+pub use engine::Engine;
 pub use privileges::PrivilegeMode;
 
 /// Labels put on every action container, so a restarted agent (or an
