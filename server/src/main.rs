@@ -30,7 +30,7 @@ struct Args {
     /// Largest artifact (one file of an action's /out) accepted, in bytes.
     #[arg(long, default_value_t = kiln_server::artifacts::DEFAULT_MAX_ARTIFACT_BYTES)]
     max_artifact_bytes: u64,
-    /// Directory with the hook image (`vmlinuz`, `hook.cpio.zst` from
+    /// Directory with the hook image (`vmlinuz`, `initramfs.img` from
     /// hook-image/build.sh), served to network-booting machines.
     #[arg(long, env = "KILN_HOOK_DIR")]
     hook_dir: Option<PathBuf>,

@@ -26,7 +26,7 @@ use crate::store::DynStore;
 
 #[derive(Clone, Debug, Default)]
 pub struct NetbootConfig {
-    /// Directory holding `vmlinuz` and `hook.cpio.zst` (hook-image/build.sh).
+    /// Directory holding `vmlinuz` and `initramfs.img` (hook-image/build.sh).
     pub hook_dir: Option<PathBuf>,
     /// Extra kernel parameters for the hook (e.g. `console=ttyS0`).
     pub cmdline: String,
@@ -148,7 +148,7 @@ fn local(why: &str) -> String {
 async fn hook_file(State(n): State<Arc<Netboot>>, Path(file): Path<String>) -> Response {
     let name = match file.as_str() {
         "vmlinuz" => "vmlinuz",
-        "initramfs" => "hook.cpio.zst",
+        "initramfs" => "initramfs.img",
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let Some(dir) = &n.config.hook_dir else { return StatusCode::NOT_FOUND.into_response() };

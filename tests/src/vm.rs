@@ -48,6 +48,19 @@ pub fn accelerator() -> String {
     }
 }
 
+/// How the VM gets the hook image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// The real path: the firmware (QEMU's iPXE ROM) asks DHCP, fetches the
+    /// machine's boot script from the server and downloads the kernel and
+    /// initramfs over HTTP.
+    Network,
+    /// QEMU loads the hook's kernel and initramfs itself (`-kernel`,
+    /// `-initrd`) with the kernel command line of the server's boot script:
+    /// the hook image's own boot, without the firmware's part.
+    Direct,
+}
+
 /// What one run produced.
 pub struct Outcome {
     pub workflow: Value,
@@ -89,11 +102,11 @@ fn action(name: &str, image: &str, env: &[(&str, String)], extra: &str) -> Strin
 
 /// Runs the whole scenario; `limit` bounds it. With `kill_agent`, an action
 /// in the middle kills the agent (the supervisor-restart scenario).
-pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
+pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let env = TestEnv::from_env();
     let hook = hook_dir();
     let os = test_os_dir();
-    for f in [hook.join("vmlinuz"), hook.join("hook.cpio.zst"), os.join("os.img.zst")] {
+    for f in [hook.join("vmlinuz"), hook.join("initramfs.img"), os.join("os.img.zst")] {
         if !f.exists() {
             bail!("{} is missing: build it with hook-image/build.sh and tests/vm/build-test-os.sh", f.display());
         }
@@ -186,41 +199,55 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     std::fs::File::create(&disk)?.set_len(1 << 30)?;
     let console_path = dir.path().join("console.log");
     let bootfile = format!("http://{HOST_FROM_GUEST}:{port}/boot/ipxe/{MAC}");
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", &accelerator(), "-cpu", "max", "-m", "2048", "-smp", "2"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", console_path.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", disk.display()))
+        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")]);
+    match boot {
+        Boot::Network => {
+            qemu.args(["-boot", "n", "-netdev", &format!("user,id=n0,bootfile={bootfile}")]);
+        }
+        Boot::Direct => {
+            // The script as the machine would get it (its URLs name the
+            // host as the guest sees it).
+            let script = Command::new("curl")
+                .args(["-sf", "-H", &format!("Host: {HOST_FROM_GUEST}:{port}")])
+                .arg(format!("http://127.0.0.1:{port}/boot/ipxe/{MAC}"))
+                .output()
+                .context("curl the boot script")?;
+            let script = crate::stdout(&script);
+            let cmdline = script
+                .lines()
+                .find_map(|l| l.strip_prefix("kernel "))
+                .and_then(|l| l.split_once(' '))
+                .map(|(_url, args)| args.replace("${net0/mac}", MAC))
+                .with_context(|| format!("no kernel line in the boot script:\n{script}"))?;
+            qemu.args(["-netdev", "user,id=n0"])
+                .arg("-kernel")
+                .arg(hook.join("vmlinuz"))
+                .arg("-initrd")
+                .arg(hook.join("initramfs.img"))
+                .args(["-append", &cmdline]);
+        }
+    }
     let started = SystemTime::now();
     let t0 = Instant::now();
+    let console = ConsoleWatch::start(console_path.clone(), t0);
     let mut qemu = Qemu(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", &accelerator(), "-cpu", "max", "-m", "2048", "-smp", "2"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot", "-boot", "n"])
-            .arg("-serial")
-            .arg(format!("file:{}", console_path.display()))
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", disk.display()))
-            .args(["-netdev", &format!("user,id=n0,bootfile={bootfile}")])
-            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")])
-            .stdout(Stdio::null())
+        qemu.stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("start qemu-system-x86_64 (apt-get install qemu-system-x86 ipxe-qemu)")?,
     );
 
-    let milestones = [
-        ("hook /init starts (stage 1)", "kiln-hook: stage 1"),
-        ("hook init running", "kiln-hook: stage 2"),
-        ("agent started", "kiln-hook: agent started"),
-        ("agent restarted by the supervisor", "restarting in"),
-        ("test OS booted (after kexec)", "KILN-TEST-OS: booted"),
-    ];
     let mut phases: Vec<(String, f64)> = Vec::new();
     let mut workflow_done = None;
     let mut exited = None;
     loop {
-        let console = String::from_utf8_lossy(&std::fs::read(&console_path).unwrap_or_default()).into_owned();
-        for (name, needle) in milestones {
-            if console.contains(needle) && !phases.iter().any(|(n, _)| n == name) {
-                phases.push((name.to_string(), t0.elapsed().as_secs_f64()));
-            }
-        }
         if workflow_done.is_none() {
             let wf = cluster.workflow(&id);
             if matches!(wf["state"].as_str(), Some("SUCCESS" | "FAILED" | "TIMEOUT")) {
@@ -247,6 +274,7 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
         std::thread::sleep(Duration::from_millis(250));
     }
     drop(qemu);
+    phases.extend(console.stop());
     let console = String::from_utf8_lossy(&std::fs::read(&console_path).unwrap_or_default()).into_owned();
     let workflow = workflow_done.unwrap_or_else(|| cluster.workflow(&id));
     let logs = crate::stdout(&cluster.kiln(&["logs", &id]));
@@ -264,6 +292,83 @@ pub fn run(limit: Duration, kill_agent: bool) -> Result<Outcome> {
     }
     phases.sort_by(|a, b| a.1.total_cmp(&b.1));
     Ok(Outcome { workflow, logs, console, disk, ipxe_after, phases, started, _dir: dir, _cluster: cluster })
+}
+
+/// Console lines that mark a phase, by phase name.
+const MILESTONES: [(&str, &str); 7] = [
+    ("hook /init starts (stage 1)", "kiln-hook: stage 1"),
+    ("hook init running", "kiln-hook: stage 2"),
+    ("network up (DHCP lease)", "kiln-hook: network:"),
+    ("agent started", "kiln-hook: agent started"),
+    ("dockerd is up (its socket exists)", "kiln-hook: dockerd is up"),
+    ("agent restarted by the supervisor", "restarting in"),
+    ("test OS booted (after kexec)", "KILN-TEST-OS: booted"),
+];
+
+/// The phase name of the hook kernel's start, told by the uptimes the
+/// hook's /init prints on its console lines (`[  4.42] kiln-hook: ...`).
+pub const HOOK_KERNEL_STARTED: &str = "hook kernel starts (console uptimes)";
+
+/// Follows the serial console (a file QEMU appends to) in a thread and
+/// notes when each milestone first appears; it looks every 20 ms, so the
+/// times are that close.
+struct ConsoleWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(String, f64)>>,
+}
+
+impl ConsoleWatch {
+    fn start(path: PathBuf, t0: Instant) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut phases: Vec<(String, f64)> = Vec::new();
+            // Each hook line seen at `now` says the kernel started at most
+            // `now - uptime` ago; the smallest bound is the closest.
+            let mut kernel_start = f64::INFINITY;
+            let mut done_lines = 0;
+            loop {
+                let last_look = flag.load(Ordering::Relaxed);
+                let now = t0.elapsed().as_secs_f64();
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+                let complete: Vec<&str> = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();
+                for line in &complete[done_lines.min(complete.len())..] {
+                    for (name, needle) in MILESTONES {
+                        if line.contains(needle) && !phases.iter().any(|(n, _)| n == name) {
+                            phases.push((name.to_string(), now));
+                        }
+                    }
+                    if let Some(uptime) = hook_uptime(line) {
+                        kernel_start = kernel_start.min(now - uptime);
+                    }
+                }
+                done_lines = complete.len();
+                if last_look {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if kernel_start.is_finite() {
+                phases.push((HOOK_KERNEL_STARTED.to_string(), kernel_start.max(0.0)));
+            }
+            phases
+        });
+        Self { stop, thread }
+    }
+
+    /// Takes a last look and returns the phases seen.
+    fn stop(self) -> Vec<(String, f64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The uptime on a hook /init console line: `[    4.42] kiln-hook: ...`.
+fn hook_uptime(line: &str) -> Option<f64> {
+    let (uptime, rest) = line.trim_start().strip_prefix('[')?.split_once(']')?;
+    rest.trim_start().starts_with("kiln-hook:").then_some(())?;
+    uptime.trim().parse().ok()
 }
 
 /// The phase name of the agent's first poll (boot to agent connected).
@@ -320,5 +425,18 @@ impl Outcome {
     pub fn console_tail(&self, n: usize) -> String {
         let lines: Vec<&str> = self.console.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hook_uptime;
+
+    #[test]
+    fn hook_uptime_reads_the_init_console_prefix_only() {
+        assert_eq!(hook_uptime("[    4.42] kiln-hook: stage 2: kernel 6.1\n"), Some(4.42));
+        assert_eq!(hook_uptime("[  123.5] kiln-hook: agent started (pid 3)"), Some(123.5));
+        assert_eq!(hook_uptime("[    3.366087] Freeing initrd memory: 185500K"), None);
+        assert_eq!(hook_uptime("KILN-TEST-OS: booted"), None);
     }
 }

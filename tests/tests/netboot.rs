@@ -26,7 +26,7 @@ fn script(c: &Cluster, mac: &str) -> String {
 fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
     let hook = tempfile::tempdir().unwrap();
     std::fs::write(hook.path().join("vmlinuz"), b"kernel bytes").unwrap();
-    std::fs::write(hook.path().join("hook.cpio.zst"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(hook.path().join("initramfs.img"), vec![7u8; 3 << 20]).unwrap();
     // iPXE speaks plain HTTP: netboot on the shared port needs --plaintext
     // (security.rs covers --netboot-listen beside TLS).
     let mut c = Cluster::start_with(&[

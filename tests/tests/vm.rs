@@ -10,7 +10,7 @@ use kiln_tests::vm::{self, CONFIG_PATH, CONFIG_TEXT};
 
 #[test]
 fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
-    let run = vm::run(Duration::from_secs(240), true).expect("VM scenario");
+    let run = vm::run(Duration::from_secs(240), true, vm::Boot::Network).expect("VM scenario");
     run.print_phases();
     let wf = &run.workflow;
     let context = format!("{wf:#}\n--- console (tail)\n{}\n--- logs\n{}", run.console_tail(60), run.logs);

@@ -6,8 +6,9 @@
 #
 #   tests/vm/build-test-os.sh HOOK_OUT OUT_DIR [SIZE_MIB]
 #
-# HOOK_OUT is hook-image/build.sh's output (vmlinuz, hook.cpio.zst): the
-# initramfs takes busybox and the kernel modules from it, so both match.
+# HOOK_OUT is hook-image/build.sh's output (vmlinuz, initramfs.img,
+# manifest.txt): the initramfs takes busybox and the kernel modules from
+# the hook's first (zstd cpio) archive, so both match.
 set -euo pipefail
 HOOK=$(cd "$1" && pwd)
 OUT=$2
@@ -19,7 +20,9 @@ trap 'rm -rf "$WORK"' EXIT
 
 # The hook initramfs, unpacked, is the parts bin.
 mkdir "$WORK/hook"
-zstd -dc "$HOOK/hook.cpio.zst" | (cd "$WORK/hook" && /bin/busybox cpio -i -d --quiet 2>/dev/null)
+SEG1=$(sed -n 's/^  archive 1: bytes 0-\([0-9]*\), zstd.*/\1/p' "$HOOK/manifest.txt")
+[ -n "$SEG1" ] || { echo "no 'archive 1' line in $HOOK/manifest.txt: rebuild the hook image" >&2; exit 1; }
+head -c "$SEG1" "$HOOK/initramfs.img" | zstd -dc | (cd "$WORK/hook" && /bin/busybox cpio -i -d --quiet 2>/dev/null)
 KVER=$(ls "$WORK/hook/lib/modules" | head -1)
 
 # The OS's initramfs: busybox, the modules to read its disk, an init.
