@@ -221,61 +221,19 @@ pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandone
     }
 
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1));
-    let mut container = None;
-    let mut reported_early = false;
     let dirs = AttemptDirs::create(agent, a);
     // The machine's own allow-list, checked before anything is pulled.
     let image = ImageRef::parse(&spec.image)
         .map_err(|e| ("InvalidImage", e))
         .and_then(|image| agent.image_policy.check(&image).map(|()| image).map_err(|e| ("ImageNotAllowed", e)));
-    let ending = match (image, &dirs) {
-        (Err((reason, e)), _) => Ending::failed(reason, e),
-        (_, Err(e)) => Ending::failed("AgentError", format!("cannot create the attempt's directories: {e}")),
+    let ContainerRun { ending, container, reported_early } = match (image, &dirs) {
+        (Err((reason, e)), _) => ContainerRun::none(Ending::failed(reason, e)),
+        (_, Err(e)) => {
+            ContainerRun::none(Ending::failed("AgentError", format!("cannot create the attempt's directories: {e}")))
+        }
         (Ok(image), Ok(dirs)) => match agent.engine.get().await {
-            Err(e) => Ending::failed("EngineUnavailable", e.to_string()),
-            Ok(runtime) => match runtime.find_attempt(&a.attempt_id).await {
-                Some((id, running_for)) => {
-                    // This agent died while the action ran: the container went on.
-                    // Follow it to its end instead of running the action twice.
-                    tracing::warn!(container = %id, running_for = ?running_for, "re-attaching to this attempt's container");
-                    let left = timeout.saturating_sub(running_for).max(Duration::from_secs(1));
-                    let run = run_container(agent, runtime, a, &spec, &image, left, dirs, Some(id)).await?;
-                    container = run.container;
-                    reported_early = run.reported_early;
-                    run.ending.with_action_failure(&dirs.kiln)
-                }
-                None => {
-                    // A container of an earlier attempt that the server declared
-                    // lost may still run (this agent was cut off, not dead): it
-                    // must not write the disk beside this attempt's.
-                    runtime.remove_running_except(&agent.id, &a.attempt_id).await;
-                    report(agent, a, ActionState::Pulling, None).await?;
-                    let credentials = agent.config.credentials_for(&image.registry);
-                    // A background pull of this image (started while an earlier
-                    // action ran) counts; if it failed, pull again and report that.
-                    let prefetched = match agent.prefetch.pull_of(&a.workflow_id, &image) {
-                        Some(pull) => pull.await.is_ok(),
-                        None => false,
-                    };
-                    let pulled = if prefetched {
-                        Ok(())
-                    } else {
-                        runtime.ensure_image(&image, agent.config.pull_policy, credentials).await
-                    };
-                    if pulled.is_ok() {
-                        start_prefetch(agent, runtime, a);
-                    }
-                    match pulled {
-                        Err(e) => Ending::failed("PullFailed", e.to_string()),
-                        Ok(()) => {
-                            let run = run_container(agent, runtime, a, &spec, &image, timeout, dirs, None).await?;
-                            container = run.container;
-                            reported_early = run.reported_early;
-                            run.ending.with_action_failure(&dirs.kiln)
-                        }
-                    }
-                }
-            },
+            Err(e) => ContainerRun::none(Ending::failed("EngineUnavailable", e.to_string())),
+            Ok(runtime) => attach_or_run(agent, runtime, a, &spec, &image, timeout, dirs).await?,
         },
     };
     tracing::info!(state = ?ending.state, exit_code = ?ending.exit_code, reason = %ending.reason, "action ended");
@@ -310,6 +268,54 @@ struct ContainerRun {
     container: Option<String>,
     /// A terminal action's SUCCESS was reported while it still ran.
     reported_early: bool,
+}
+
+impl ContainerRun {
+    /// Ended before a container was created.
+    fn none(ending: Ending) -> Self {
+        Self { ending, container: None, reported_early: false }
+    }
+}
+
+/// Follows the attempt's container if it runs already (this agent died
+/// while it ran), else pulls the image and runs it.
+async fn attach_or_run(
+    agent: &Agent,
+    runtime: &DockerRuntime,
+    a: &Assignment,
+    spec: &kiln_proto::v1::ActionSpec,
+    image: &ImageRef,
+    timeout: Duration,
+    dirs: &AttemptDirs,
+) -> Result<ContainerRun, Abandoned> {
+    if let Some((id, running_for)) = runtime.find_attempt(&a.attempt_id).await {
+        // The container went on without its agent: follow it to its end
+        // instead of running the action twice.
+        tracing::warn!(container = %id, running_for = ?running_for, "re-attaching to this attempt's container");
+        let left = timeout.saturating_sub(running_for).max(Duration::from_secs(1));
+        let run = run_container(agent, runtime, a, spec, image, left, dirs, Some(id)).await?;
+        return Ok(ContainerRun { ending: run.ending.with_action_failure(&dirs.kiln), ..run });
+    }
+    // A container of an earlier attempt that the server declared lost may
+    // still run (this agent was cut off, not dead): it must not write the
+    // disk beside this attempt's.
+    runtime.remove_running_except(&agent.id, &a.attempt_id).await;
+    report(agent, a, ActionState::Pulling, None).await?;
+    let credentials = agent.config.credentials_for(&image.registry);
+    // A background pull of this image (started while an earlier action ran)
+    // counts; if it failed, pull again and report that.
+    let prefetched = match agent.prefetch.pull_of(&a.workflow_id, image) {
+        Some(pull) => pull.await.is_ok(),
+        None => false,
+    };
+    let pulled =
+        if prefetched { Ok(()) } else { runtime.ensure_image(image, agent.config.pull_policy, credentials).await };
+    if let Err(e) = pulled {
+        return Ok(ContainerRun::none(Ending::failed("PullFailed", e.to_string())));
+    }
+    start_prefetch(agent, runtime, a);
+    let run = run_container(agent, runtime, a, spec, image, timeout, dirs, None).await?;
+    Ok(ContainerRun { ending: run.ending.with_action_failure(&dirs.kiln), ..run })
 }
 
 /// Pulls the images of the next actions in the background, those this
