@@ -13,7 +13,7 @@
 # which /init mounts. Why: the kernel unpacks a compressed initramfs before
 # /init runs (the whole 190 MB tree took 5 s under QEMU/TCG, 3 s of it
 # zstd); a squashfs is only copied, is decompressed page by page as the
-# engine runs, and keeps its 145 MB compressed in RAM.
+# engine runs, and keeps its 139 MB compressed in RAM.
 #
 # Environment:
 #   KILN_AGENT_BIN=path     use this (static) kiln-agent instead of building it
@@ -278,9 +278,11 @@ mksquashfs "$S" "$WORK/docker.squashfs" -noappend -quiet -no-progress -all-root 
     -comp zstd -Xcompression-level "$SQUASHFS_LEVEL" -b 1M -mkfs-time 0 -all-time 0 >/dev/null
 
 # ---------------------------------------------------------------- pack + manifest
+# cpio (newc, root-owned, sorted) of the tree under $1, to stdout
+pack_cpio() { (cd "$1" && find . -print0 | LC_ALL=C sort -z | "$BB" cpio -o -H newc -0 -R 0:0 2>/dev/null); }
 say "packing the rest ($(du -sh "$R" | cut -f1)) with zstd -$ZSTD_LEVEL"
 IMG=$OUT/initramfs.img
-(cd "$R" && find . -print0 | LC_ALL=C sort -z | "$BB" cpio -o -H newc -0 -R 0:0 2>/dev/null) \
+pack_cpio "$R" \
     | zstd -q -f -T0 "-$ZSTD_LEVEL" -o "$WORK/seg1.cpio.zst"
 SEG1=$(stat -c %s "$WORK/seg1.cpio.zst")
 # The kernel looks for the next archive at a 4-byte boundary and skips
@@ -291,7 +293,7 @@ mv "$WORK/docker.squashfs" "$WORK/seg2/$ENGINE_SQFS"
 {
     cat "$WORK/seg1.cpio.zst"
     head -c "$PAD" /dev/zero
-    (cd "$WORK/seg2" && find . -print0 | LC_ALL=C sort -z | "$BB" cpio -o -H newc -0 -R 0:0 2>/dev/null)
+    pack_cpio "$WORK/seg2"
 } > "$IMG.tmp"
 mv "$IMG.tmp" "$IMG"
 SZ=$(stat -c %s "$IMG")
@@ -302,7 +304,7 @@ SQ=$(stat -c %s "$WORK/seg2/$ENGINE_SQFS")
     echo "vmlinuz: $(stat -c %s "$OUT/vmlinuz") bytes"
     echo "initramfs.img: $SZ bytes (uncompressed tree $UNCOMP bytes)"
     # tests/vm/build-test-os.sh reads this line to find the first archive
-    echo "  archive 1: bytes 0-$SEG1, zstd -$ZSTD_LEVEL cpio, everything but the engine"
+    echo "  archive 1: the first $SEG1 bytes, zstd -$ZSTD_LEVEL cpio, everything but the engine"
     echo "  archive 2: from byte $((SEG1 + PAD)), plain cpio of /$ENGINE_SQFS ($SQ bytes, zstd -$SQUASHFS_LEVEL, mounted on $ENGINE_MNT)"
     echo "engine binaries: $ENGINE_BINS"
     echo "kiln-agent: $(stat -c %s "$R/usr/bin/kiln-agent") bytes, sha256 $(sha256sum "$R/usr/bin/kiln-agent" | cut -d' ' -f1)"

@@ -212,14 +212,7 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
             qemu.args(["-boot", "n", "-netdev", &format!("user,id=n0,bootfile={bootfile}")]);
         }
         Boot::Direct => {
-            // The script as the machine would get it (its URLs name the
-            // host as the guest sees it).
-            let script = Command::new("curl")
-                .args(["-sf", "-H", &format!("Host: {HOST_FROM_GUEST}:{port}")])
-                .arg(format!("http://127.0.0.1:{port}/boot/ipxe/{MAC}"))
-                .output()
-                .context("curl the boot script")?;
-            let script = crate::stdout(&script);
+            let script = boot_script(port);
             let cmdline = script
                 .lines()
                 .find_map(|l| l.strip_prefix("kernel "))
@@ -278,11 +271,7 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let console = String::from_utf8_lossy(&std::fs::read(&console_path).unwrap_or_default()).into_owned();
     let workflow = workflow_done.unwrap_or_else(|| cluster.workflow(&id));
     let logs = crate::stdout(&cluster.kiln(&["logs", &id]));
-    let ipxe_after = Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{port}/boot/ipxe/{MAC}")])
-        .output()
-        .map(|o| crate::stdout(&o))
-        .unwrap_or_default();
+    let ipxe_after = boot_script(port);
     // The agent's first poll is when the server assigned it the first
     // action: the creation time of that action's first attempt.
     let first_poll =
@@ -292,6 +281,18 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     }
     phases.sort_by(|a, b| a.1.total_cmp(&b.1));
     Ok(Outcome { workflow, logs, console, disk, ipxe_after, phases, started, _dir: dir, _cluster: cluster })
+}
+
+/// The machine's iPXE script from the netboot listener on `port`, as the
+/// machine would get it (its URLs name the host as the guest sees it);
+/// empty if it cannot be fetched.
+fn boot_script(port: u16) -> String {
+    Command::new("curl")
+        .args(["-s", "-H", &format!("Host: {HOST_FROM_GUEST}:{port}")])
+        .arg(format!("http://127.0.0.1:{port}/boot/ipxe/{MAC}"))
+        .output()
+        .map(|o| crate::stdout(&o))
+        .unwrap_or_default()
 }
 
 /// Console lines that mark a phase, by phase name.

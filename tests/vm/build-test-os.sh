@@ -20,7 +20,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 # The hook initramfs, unpacked, is the parts bin.
 mkdir "$WORK/hook"
-SEG1=$(sed -n 's/^  archive 1: bytes 0-\([0-9]*\), zstd.*/\1/p' "$HOOK/manifest.txt")
+SEG1=$(sed -n 's/^  archive 1: the first \([0-9]*\) bytes, zstd.*/\1/p' "$HOOK/manifest.txt")
 [ -n "$SEG1" ] || { echo "no 'archive 1' line in $HOOK/manifest.txt: rebuild the hook image" >&2; exit 1; }
 head -c "$SEG1" "$HOOK/initramfs.img" | zstd -dc | (cd "$WORK/hook" && /bin/busybox cpio -i -d --quiet 2>/dev/null)
 KVER=$(ls "$WORK/hook/lib/modules" | head -1)
