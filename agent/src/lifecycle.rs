@@ -288,33 +288,34 @@ async fn attach_or_run(
     timeout: Duration,
     dirs: &AttemptDirs,
 ) -> Result<ContainerRun, Abandoned> {
-    if let Some((id, running_for)) = runtime.find_attempt(&a.attempt_id).await {
-        // The container went on without its agent: follow it to its end
-        // instead of running the action twice.
-        tracing::warn!(container = %id, running_for = ?running_for, "re-attaching to this attempt's container");
-        let left = timeout.saturating_sub(running_for).max(Duration::from_secs(1));
-        let run = run_container(agent, runtime, a, spec, image, left, dirs, Some(id)).await?;
-        return Ok(ContainerRun { ending: run.ending.with_action_failure(&dirs.kiln), ..run });
-    }
-    // A container of an earlier attempt that the server declared lost may
-    // still run (this agent was cut off, not dead): it must not write the
-    // disk beside this attempt's.
-    runtime.remove_running_except(&agent.id, &a.attempt_id).await;
-    report(agent, a, ActionState::Pulling, None).await?;
-    let credentials = agent.config.credentials_for(&image.registry);
-    // A background pull of this image (started while an earlier action ran)
-    // counts; if it failed, pull again and report that.
-    let prefetched = match agent.prefetch.pull_of(&a.workflow_id, image) {
-        Some(pull) => pull.await.is_ok(),
-        None => false,
+    let (timeout, existing) = match runtime.find_attempt(&a.attempt_id).await {
+        Some((id, running_for)) => {
+            // The container went on without its agent: follow it to its end
+            // instead of running the action twice.
+            tracing::warn!(container = %id, running_for = ?running_for, "re-attaching to this attempt's container");
+            (timeout.saturating_sub(running_for).max(Duration::from_secs(1)), Some(id))
+        }
+        None => {
+            // A container of an earlier attempt that the server declared lost
+            // may still run (this agent was cut off, not dead): it must not
+            // write the disk beside this attempt's.
+            runtime.remove_running_except(&agent.id, &a.attempt_id).await;
+            report(agent, a, ActionState::Pulling, None).await?;
+            let credentials = agent.config.credentials_for(&image.registry);
+            // A background pull of this image (started while an earlier
+            // action ran) counts; if it failed, pull again and report that.
+            let prefetched = match agent.prefetch.pull_of(&a.workflow_id, image) {
+                Some(pull) => pull.await.is_ok(),
+                None => false,
+            };
+            if !prefetched && let Err(e) = runtime.ensure_image(image, agent.config.pull_policy, credentials).await {
+                return Ok(ContainerRun::none(Ending::failed("PullFailed", e.to_string())));
+            }
+            start_prefetch(agent, runtime, a);
+            (timeout, None)
+        }
     };
-    let pulled =
-        if prefetched { Ok(()) } else { runtime.ensure_image(image, agent.config.pull_policy, credentials).await };
-    if let Err(e) = pulled {
-        return Ok(ContainerRun::none(Ending::failed("PullFailed", e.to_string())));
-    }
-    start_prefetch(agent, runtime, a);
-    let run = run_container(agent, runtime, a, spec, image, timeout, dirs, None).await?;
+    let run = run_container(agent, runtime, a, spec, image, timeout, dirs, existing).await?;
     Ok(ContainerRun { ending: run.ending.with_action_failure(&dirs.kiln), ..run })
 }
 
