@@ -257,8 +257,8 @@ impl AgentConfig {
         Ok(config)
     }
 
-    pub fn image_policy(&self) -> Result<kiln_spec::ImagePolicy, String> {
-        kiln_spec::ImagePolicy::new(&self.allowed_images, self.digests_only)
+    pub fn image_policy(&self) -> Result<kiln_documents::ImagePolicy, String> {
+        kiln_documents::ImagePolicy::new(&self.allowed_images, self.digests_only)
     }
 
     pub fn scratch_dir(&self) -> PathBuf {

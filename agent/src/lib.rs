@@ -31,7 +31,7 @@ pub struct Agent {
     pub client: ServerClient,
     /// The Docker engine, which may still be starting when the agent does.
     pub engine: Engine,
-    pub image_policy: kiln_spec::ImagePolicy,
+    pub image_policy: kiln_documents::ImagePolicy,
     /// The workflow of the last attempt, to notice when one ends.
     current_workflow: tokio::sync::Mutex<String>,
     /// Background pulls of the images of the next actions.

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use kiln_proto::time::to_proto;
 use kiln_proto::v1::{ActionState, ArtifactHeader, Assignment, StateReport};
-use kiln_spec::ImageRef;
+use kiln_documents::ImageRef;
 use tonic::Status;
 
 use crate::Agent;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use kiln_spec::ImageRef;
+use kiln_documents::ImageRef;
 
 use crate::config::{PullPolicy, RegistryCredentials};
 use crate::runtime::DockerRuntime;

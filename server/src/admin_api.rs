@@ -13,7 +13,7 @@ use kiln_proto::v1::{
     PlanRequest, Template, TemplateList, Workflow, WorkflowList, plan_request,
 };
 use kiln_proto::v1::{AgentCert, AgentToken, RevokeResponse};
-use kiln_spec::{ImagePolicy, parse_documents};
+use kiln_documents::{ImagePolicy, parse_documents};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use kiln_spec::{
+use kiln_documents::{
     Definitions, Document, HardwareDoc, ImagePolicy, ImageRef, Plan, PlannedAction, SpecError, TemplateDoc,
     WorkflowDoc, check_template, plan_workflow,
 };
@@ -42,7 +42,7 @@ pub async fn admit(store: &DynStore, docs: Vec<Document>, policy: &ImagePolicy) 
         // renders them.
         let images = plan_images(&plan);
         let literal: Vec<_> =
-            images.into_iter().filter(|(image, _)| !image.contains(kiln_spec::template::PROBE)).collect();
+            images.into_iter().filter(|(image, _)| !image.contains(kiln_documents::template::PROBE)).collect();
         check_images(&format!("template {:?}", t.name), &literal, policy)?;
     }
     for w in &workflow_docs {

@@ -323,11 +323,11 @@ fn with_outputs(wf: &Workflow, index: u32) -> Result<ActionSpec, String> {
             outputs.insert(action.spec.name.clone(), serde_json::json!({ "output": value }));
         }
     }
-    let data = serde_json::json!({ kiln_spec::template::ACTIONS_KEY: outputs });
+    let data = serde_json::json!({ kiln_documents::template::ACTIONS_KEY: outputs });
     let object = format!("action {:?}", spec.name);
     let render = |s: &mut String| -> Result<(), String> {
         if s.contains("{{") {
-            *s = kiln_spec::template::render(&object, s, &data).map_err(|e| e.to_string())?;
+            *s = kiln_documents::template::render(&object, s, &data).map_err(|e| e.to_string())?;
         }
         Ok(())
     };
@@ -353,7 +353,7 @@ fn check_output(wf: &Workflow, mut report: Report) -> Report {
         .and_then(|schema| {
             let output: serde_json::Value = serde_json::from_str(&report.output_json)
                 .map_err(|e| format!("stdout is not a JSON document ({e})"))?;
-            kiln_spec::validate_json(&object, "output", &schema, &output).map_err(|e| e.to_string())
+            kiln_documents::validate_json(&object, "output", &schema, &output).map_err(|e| e.to_string())
         });
     if let Err(message) = result {
         report.state = ActionState::Failed;

@@ -371,8 +371,8 @@ mod tests {
         h
     }
 
-    fn hw(id: &str, agent: &str) -> kiln_spec::HardwareDoc {
-        kiln_spec::HardwareDoc {
+    fn hw(id: &str, agent: &str) -> kiln_documents::HardwareDoc {
+        kiln_documents::HardwareDoc {
             id: id.into(),
             agent_id: agent.into(),
             macs: vec![],

@@ -3,7 +3,7 @@
 
 use kiln_proto::time::millis_to_proto;
 use kiln_proto::v1;
-use kiln_spec::PlannedAction;
+use kiln_documents::PlannedAction;
 use tonic::Status;
 
 use crate::model::{ActionState, Attempt, Workflow, WorkflowState};

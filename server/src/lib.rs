@@ -44,7 +44,7 @@ pub struct ServerConfig {
     /// Which store: the embedded SQLite one or a shared PostgreSQL.
     pub database: store::DatabaseUrl,
     /// Which action images templates may name.
-    pub image_policy: kiln_spec::ImagePolicy,
+    pub image_policy: kiln_documents::ImagePolicy,
     /// Largest artifact accepted, in bytes.
     pub max_artifact_bytes: u64,
     /// What machines network-boot (`/boot/...`).
@@ -72,7 +72,7 @@ pub struct Server {
     listener: TcpListener,
     store: DynStore,
     events: Arc<Events>,
-    image_policy: kiln_spec::ImagePolicy,
+    image_policy: kiln_documents::ImagePolicy,
     artifacts: artifacts::ArtifactFiles,
     token_key: action_api::TokenKey,
     netboot: netboot::NetbootConfig,

@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let image_policy =
-        kiln_spec::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
+        kiln_documents::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
     let database = kiln_server::store::DatabaseUrl::parse(args.database_url.as_deref(), &args.data_dir)
         .map_err(anyhow::Error::msg)?;
     let (tls, signing_ca) = tls_from_args(&args)?;

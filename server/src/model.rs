@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_spec::PlannedAction;
+use kiln_documents::PlannedAction;
 
 /// Milliseconds since the Unix epoch: the one time unit the store keeps.
 pub type Millis = i64;

@@ -82,7 +82,7 @@ pub enum Decision {
 }
 
 pub async fn decide(store: &DynStore, mac: &str) -> Decision {
-    let Some(mac) = kiln_spec::parse_mac(mac) else {
+    let Some(mac) = kiln_documents::parse_mac(mac) else {
         return Decision::Local(format!("{mac:?} is not a MAC address"));
     };
     let hardware = match store.list_hardware().await {

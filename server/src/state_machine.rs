@@ -307,7 +307,7 @@ pub fn expire(wf: &mut Workflow, now: Millis) -> bool {
 mod tests {
     use super::*;
     use crate::model::Action;
-    use kiln_spec::PlannedAction;
+    use kiln_documents::PlannedAction;
 
     const LEASE: Millis = 30_000;
 

@@ -15,7 +15,7 @@ use bollard::query_parameters::{
     WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
-use kiln_spec::ImageRef;
+use kiln_documents::ImageRef;
 
 use super::labels;
 use super::privileges::PrivilegeMode;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kiln_spec::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
 use super::{AgentCredential, ApplyBatch, Artifact, DynStore, NewLogLine, ObjectKind, Outcome, StoreError};
 use crate::events::Events;

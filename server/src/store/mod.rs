@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_spec::{ActionDefinitionDoc, HardwareDoc, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, TemplateDoc};
 
 use crate::events::Events;
 use crate::model::{Millis, Workflow};

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_spec::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};

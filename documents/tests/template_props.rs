@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kiln_spec::template::{FUNCTIONS, check_syntax, render, render_probe};
-use kiln_spec::{
+use kiln_documents::template::{FUNCTIONS, check_syntax, render, render_probe};
+use kiln_documents::{
     Definitions, Document, HardwareDoc, SpecError, TemplateDoc, WorkflowDoc, check_template, parse_documents,
     plan_workflow,
 };
