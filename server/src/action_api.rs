@@ -10,6 +10,9 @@
 //!                                -> {"path": ..., "size": ..., "sha256": ...}
 //! ```
 //!
+//! This module only translates HTTP to the use cases of
+//! [`crate::app::action_data`] and [`crate::app::artifacts`].
+//!
 //! Every call carries `Authorization: Bearer TOKEN`. A token names one
 //! attempt and is an HMAC of it under a key only the server holds; it is
 //! good for that attempt's workflow only, and only while the attempt is
@@ -19,18 +22,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
-use crate::artifacts::ArtifactFiles;
-use crate::model::now_millis;
-use crate::store::{Artifact, DynStore, StoreError};
+use crate::app::{App, AppError, OpContext};
+use crate::store::DynStore;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -41,7 +44,7 @@ pub struct TokenKey(Arc<[u8; 32]>);
 impl TokenKey {
     /// Loads the key from `DATA_DIR/action-token.key`, creating it on first
     /// start, so tokens survive a server restart.
-    pub fn load_or_create(data_dir: &Path) -> std::io::Result<Self> {
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join("action-token.key");
         let key = match std::fs::read(&path) {
             Ok(bytes) if bytes.len() == 32 => bytes,
@@ -49,8 +52,7 @@ impl TokenKey {
                 // Two v4 UUIDs: 244 random bits from the OS generator.
                 let bytes: Vec<u8> =
                     [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()].iter().flat_map(|u| *u.as_bytes()).collect();
-                std::fs::create_dir_all(data_dir)?;
-                write_private(&path, &bytes)?;
+                crate::auth::write_secret(&path, &bytes)?;
                 bytes
             }
         };
@@ -100,80 +102,56 @@ impl TokenKey {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(bytes)
-}
-
-#[derive(Clone)]
-pub struct ActionApi {
-    pub store: DynStore,
-    pub key: TokenKey,
-    pub artifacts: ArtifactFiles,
-}
-
-pub fn router(api: ActionApi) -> axum::Router {
+/// The action API's routes, over the application.
+pub fn router(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/v1/action/data", get(read_data).post(write_data))
-        .route("/v1/action/files/{*path}", post(upload_file))
-        .with_state(api)
+        // Files stream to disk: no body limit here but the artifact limit,
+        // which the writer enforces while streaming.
+        .route("/v1/action/files/{*path}", post(upload_file).layer(DefaultBodyLimit::disable()))
+        .with_state(app)
 }
 
-struct ApiError(StatusCode, String);
+struct ApiError(AppError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        let code = match e {
-            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            StoreError::Conflict(_) => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        let e = self.0;
+        e.log_internal();
+        let code = match &e {
+            AppError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::FailedPrecondition(_) => StatusCode::PRECONDITION_FAILED,
+            AppError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AppError::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::DataLoss(_) => StatusCode::BAD_REQUEST,
+            AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError(code, e.to_string())
+        (code, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
     }
 }
 
-/// The open attempt a request's token names.
-struct Caller {
-    workflow_id: String,
-    action_index: u32,
-    attempt_id: String,
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        Self(e)
+    }
 }
 
-async fn authorize(api: &ActionApi, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+/// The context of the action whose token the request carries.
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<OpContext, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("missing Authorization: Bearer KILN_ACTION_TOKEN"))?;
-    let (workflow_id, action_index, attempt_id) =
-        api.key.verify(token.trim()).ok_or_else(|| unauthorized("invalid action token"))?;
-    let wf = api.store.get_workflow(&workflow_id).await?;
-    let open = wf
-        .actions
-        .get(action_index as usize)
-        .and_then(|a| a.attempts.iter().find(|t| t.id == attempt_id))
-        .is_some_and(|t| !t.state.is_terminal() && !wf.state.is_terminal());
-    if !open {
-        // Logged without the token: it is a credential.
-        tracing::warn!(workflow = %workflow_id, attempt = %attempt_id, "action token used after its attempt ended");
-        return Err(ApiError(StatusCode::FORBIDDEN, "action token expired: its attempt has ended".into()));
-    }
-    Ok(Caller { workflow_id, action_index, attempt_id })
+        .and_then(crate::auth::bearer_token)
+        .ok_or_else(|| AppError::Unauthenticated("missing Authorization: Bearer KILN_ACTION_TOKEN".into()))?;
+    Ok(app.authenticate_action(token).await?)
 }
 
-async fn read_data(State(api): State<ActionApi>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authorize(&api, &headers).await?;
-    let (json, version) = api.store.workflow_data(&caller.workflow_id).await?;
-    let data: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+async fn read_data(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let opctx = authenticate(&app, &headers).await?;
+    let (data, version) = app.read_workflow_data(&opctx).await?;
     Ok(Json(serde_json::json!({ "version": version, "data": data })))
 }
 
@@ -185,49 +163,29 @@ struct DataUpdate {
 }
 
 async fn write_data(
-    State(api): State<ActionApi>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authorize(&api, &headers).await?;
-    let update: DataUpdate = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(StatusCode::BAD_REQUEST, format!("body must be {{\"version\": N, \"data\": {{...}}}}: {e}"))
-    })?;
-    if !update.data.is_object() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "field data: must be a JSON object".into()));
-    }
-    let version = api.store.set_workflow_data(&caller.workflow_id, update.data.to_string(), update.version).await?;
+    let opctx = authenticate(&app, &headers).await?;
+    let update: DataUpdate = serde_json::from_slice(&body)
+        .map_err(|e| AppError::InvalidArgument(format!("body must be {{\"version\": N, \"data\": {{...}}}}: {e}")))?;
+    let version = app.write_workflow_data(&opctx, update.version, update.data).await?;
     Ok(Json(serde_json::json!({ "version": version })))
 }
 
 async fn upload_file(
-    State(api): State<ActionApi>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     UrlPath(path): UrlPath<String>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authorize(&api, &headers).await?;
-    let target = api.artifacts.locate(&caller.attempt_id, &path).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    if body.len() as u64 > api.artifacts.max_bytes {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{} bytes; the limit is {}", body.len(), api.artifacts.max_bytes),
-        ));
-    }
-    let io = |e: std::io::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("storing {path}: {e}"));
-    tokio::fs::create_dir_all(target.parent().expect("artifact paths have a parent")).await.map_err(io)?;
-    tokio::fs::write(&target, &body).await.map_err(io)?;
-    let artifact = Artifact {
-        workflow_id: caller.workflow_id,
-        action_index: caller.action_index,
-        attempt_id: caller.attempt_id,
-        path: path.clone(),
-        size: body.len() as u64,
-        sha256: hex::encode(Sha256::digest(&body)),
-        created_at: now_millis(),
-    };
-    api.store.put_artifact(artifact.clone()).await?;
-    Ok(Json(serde_json::json!({ "path": path, "size": artifact.size, "sha256": artifact.sha256 })))
+    let opctx = authenticate(&app, &headers).await?;
+    let body = body
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(|e| AppError::DataLoss(format!("receiving the file failed: {e}"))));
+    let artifact = app.upload_action_file(&opctx, &path, body).await?;
+    Ok(Json(serde_json::json!({ "path": artifact.path, "size": artifact.size, "sha256": artifact.sha256 })))
 }
 
 #[cfg(test)]

@@ -46,11 +46,16 @@ fn hashes_equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-/// The token of `authorization: Bearer TOKEN`, if any.
-fn bearer(value: Option<&http::HeaderValue>) -> Option<&str> {
-    let v = value?.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
+/// The token of an `Authorization: Bearer TOKEN` header value, if any: the
+/// one parser of every credential kiln receives (agent, operator and action
+/// tokens). The scheme is case-insensitive (RFC 9110 section 11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn bearer(value: Option<&http::HeaderValue>) -> Option<&str> {
+    bearer_token(value?.to_str().ok()?)
 }
 
 /// The agent id a caller claims (`kiln-agent-id`), normalised.
@@ -279,21 +284,25 @@ impl AdminAuth {
     }
 }
 
+/// Put into an admin request's extensions by [`AdminAuth`]: the caller
+/// presented the operator credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorIdentity;
+
 impl Interceptor for AdminAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let presented = req.metadata().get(AUTHORIZATION_METADATA).and_then(|v| v.to_str().ok());
-        let token = presented.and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-        match token {
+        match presented.and_then(bearer_token) {
             None => {
                 tracing::warn!(reason = "no operator token", "admin call rejected");
                 Err(Status::unauthenticated(
                     "missing operator token: give --token-file, KILN_TOKEN_FILE or KILN_TOKEN (the server's DATA_DIR/admin-token)",
                 ))
             }
-            Some(t) if hashes_equal(&token_hash(t), &self.hash) => Ok(req),
+            Some(t) if hashes_equal(&token_hash(t), &self.hash) => {
+                req.extensions_mut().insert(OperatorIdentity);
+                Ok(req)
+            }
             Some(_) => {
                 tracing::warn!(reason = "wrong operator token", "admin call rejected");
                 Err(Status::unauthenticated("invalid operator token"))

@@ -1,13 +1,14 @@
 //! Model → wire conversions, and the mapping of internal errors to gRPC
 //! status codes (one place, so every handler answers alike).
 
+use kiln_documents::PlannedAction;
 use kiln_proto::time::millis_to_proto;
 use kiln_proto::v1;
-use kiln_documents::PlannedAction;
 use tonic::Status;
 
+use crate::app::AppError;
+use crate::app::dispatch::Assignment;
 use crate::model::{ActionState, Attempt, Workflow, WorkflowState};
-use crate::state_machine::TransitionError;
 use crate::store::{StoreError, StoredHardware, StoredTemplate};
 
 pub fn action_state(s: ActionState) -> v1::ActionState {
@@ -163,27 +164,40 @@ pub fn artifact(a: &crate::store::Artifact) -> v1::ArtifactInfo {
     }
 }
 
-pub fn transition_status(e: &TransitionError) -> Status {
+/// An application error as a gRPC status: one mapping for every handler.
+/// Internal errors are logged with their causes; the caller gets only what
+/// kiln was doing.
+pub fn status(e: AppError) -> Status {
+    e.log_internal();
+    let message = e.to_string();
     match e {
-        TransitionError::NotOwner { .. } => Status::permission_denied(e.to_string()),
-        TransitionError::UnknownAction(_) | TransitionError::UnknownAttempt(_) => Status::not_found(e.to_string()),
-        TransitionError::NoState => Status::invalid_argument(e.to_string()),
-        TransitionError::NotResumable(_) => Status::failed_precondition(e.to_string()),
-        TransitionError::StaleAttempt { .. }
-        | TransitionError::WorkflowFinished(_)
-        | TransitionError::Illegal { .. } => Status::failed_precondition(e.to_string()),
+        AppError::InvalidArgument(_) => Status::invalid_argument(message),
+        AppError::NotFound(_) => Status::not_found(message),
+        AppError::Conflict(_) => Status::already_exists(message),
+        AppError::FailedPrecondition(_) => Status::failed_precondition(message),
+        AppError::PermissionDenied(_) => Status::permission_denied(message),
+        AppError::Unauthenticated(_) => Status::unauthenticated(message),
+        AppError::ResourceExhausted(_) => Status::resource_exhausted(message),
+        AppError::DataLoss(_) => Status::data_loss(message),
+        AppError::Internal { .. } => Status::internal(message),
     }
 }
 
+/// A store error as a gRPC status (through [`AppError`]).
 pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotFound { .. } => Status::not_found(e.to_string()),
-        StoreError::Conflict(_) => Status::already_exists(e.to_string()),
-        StoreError::InUse(_) => Status::failed_precondition(e.to_string()),
-        StoreError::Transition(t) => transition_status(&t),
-        StoreError::Backend(_) => {
-            tracing::error!(error = %e, "store failure");
-            Status::internal(e.to_string())
-        }
+    status(e.into())
+}
+
+pub fn assignment(a: Assignment) -> v1::Assignment {
+    v1::Assignment {
+        workflow_id: a.workflow_id,
+        action_index: a.action_index,
+        attempt_id: a.attempt_id,
+        attempt: a.attempt_number,
+        action_count: a.action_count,
+        hardware_id: a.hardware_id,
+        action_token: a.action_token,
+        action: Some(action_spec(&a.action)),
+        upcoming_images: a.upcoming_images,
     }
 }

@@ -22,7 +22,8 @@ use axum::routing::get;
 
 use sha2::{Digest, Sha256};
 
-use crate::store::DynStore;
+use crate::app::boot::Decision;
+use crate::app::{App, OpContext};
 
 #[derive(Clone, Debug, Default)]
 pub struct NetbootConfig {
@@ -45,17 +46,20 @@ pub struct NetbootConfig {
 }
 
 struct Netboot {
-    store: DynStore,
+    app: Arc<App>,
     config: NetbootConfig,
 }
 
-pub fn router(store: DynStore, config: NetbootConfig) -> axum::Router {
+/// The netboot routes; what to boot is the application's
+/// [`App::boot_decision`], this module only writes iPXE.
+pub fn router(app: Arc<App>) -> axum::Router {
+    let config = app.netboot.clone();
     axum::Router::new()
         .route("/boot/ipxe", get(chain))
         .route("/boot/ipxe/{mac}", get(script))
         .route("/boot/hook/{file}", get(hook_file))
         .route("/boot/ca.pem", get(ca_pem))
-        .with_state(Arc::new(Netboot { store, config }))
+        .with_state(Arc::new(Netboot { app, config }))
 }
 
 fn ipxe(text: String) -> Response {
@@ -74,36 +78,8 @@ async fn chain(State(n): State<Arc<Netboot>>, headers: HeaderMap) -> Response {
     ipxe(format!("#!ipxe\nchain {}/boot/ipxe/${{net0/mac}}\n", base_url(&n, &headers)))
 }
 
-/// What a machine should boot, and why.
-#[derive(Debug, PartialEq)]
-pub enum Decision {
-    Hook { agent_id: String, workflow: String },
-    Local(String),
-}
-
-pub async fn decide(store: &DynStore, mac: &str) -> Decision {
-    let Some(mac) = kiln_documents::parse_mac(mac) else {
-        return Decision::Local(format!("{mac:?} is not a MAC address"));
-    };
-    let hardware = match store.list_hardware().await {
-        Ok(h) => h,
-        Err(e) => return Decision::Local(format!("store error: {e}")),
-    };
-    let Some(hw) = hardware.into_iter().find(|h| h.doc.macs.contains(&mac)) else {
-        return Decision::Local(format!("no hardware has MAC {mac}"));
-    };
-    if !hw.doc.netboot {
-        return Decision::Local(format!("hardware {} has netboot off", hw.doc.id));
-    }
-    match store.active_workflows_for_agent(&hw.doc.agent_id).await {
-        Ok(ids) if !ids.is_empty() => Decision::Hook { agent_id: hw.doc.agent_id, workflow: ids[0].clone() },
-        Ok(_) => Decision::Local(format!("hardware {} has no pending workflow", hw.doc.id)),
-        Err(e) => Decision::Local(format!("store error: {e}")),
-    }
-}
-
 async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers: HeaderMap) -> Response {
-    let decision = decide(&n.store, &mac).await;
+    let decision = n.app.boot_decision(&OpContext::system("netboot"), &mac).await;
     let base = base_url(&n, &headers);
     let text = match decision {
         Decision::Hook { .. } if n.config.hook_dir.is_none() => {

@@ -15,8 +15,10 @@
 //! ```
 //!
 //! Every open attempt holds a lease: set at dispatch, renewed by each report
-//! and by the agent's heartbeats (a store update outside this module, which
-//! only moves `lease_expires_at` forward on an attempt that is still open).
+//! and by the agent's heartbeats. A heartbeat is a store update that does not
+//! load the workflow; its rule (only open attempts, never backwards) is
+//! written once here, in [`sql`], and both stores build their statements
+//! from it.
 //!
 //! Rules that make reports safe to retry:
 //! - A report that repeats the attempt's current state, or names a state the
@@ -26,6 +28,54 @@
 //! - Only the attempt's own agent may report on it.
 
 use crate::model::{ActionState, Attempt, Millis, Workflow, WorkflowState};
+
+/// Attempt states in which an attempt is open: it holds a lease, its agent
+/// may report on it and its action token works.
+pub const OPEN_ATTEMPT_STATES: [ActionState; 3] = [ActionState::Pending, ActionState::Pulling, ActionState::Running];
+
+/// Workflow states in which a workflow is unfinished: it can be dispatched,
+/// and the hardware and template it uses cannot be deleted.
+pub const OPEN_WORKFLOW_STATES: [WorkflowState; 2] = [WorkflowState::Pending, WorkflowState::Running];
+
+/// The rules above as SQL fragments, so that the SQLite and PostgreSQL
+/// stores, which must apply them without loading a workflow (heartbeats,
+/// sweeps, lookups), say the same thing as this module.
+pub mod sql {
+    use std::sync::LazyLock;
+
+    use super::{OPEN_ATTEMPT_STATES, OPEN_WORKFLOW_STATES};
+
+    fn quoted(states: impl Iterator<Item = &'static str>) -> String {
+        states.map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `'PENDING', 'PULLING', 'RUNNING'`: for `state IN (...)` on attempts.
+    pub static OPEN_ATTEMPTS: LazyLock<String> =
+        LazyLock::new(|| quoted(OPEN_ATTEMPT_STATES.iter().map(|s| s.as_str())));
+
+    /// `'PENDING', 'RUNNING'`: for `state IN (...)` on workflows.
+    pub static OPEN_WORKFLOWS: LazyLock<String> =
+        LazyLock::new(|| quoted(OPEN_WORKFLOW_STATES.iter().map(|s| s.as_str())));
+
+    /// The lease of an attempt after a renewal to `proposed`: never earlier
+    /// than it was (a late heartbeat must not shorten a lease a report just
+    /// extended). `greatest` is the dialect's two-argument maximum (SQLite
+    /// `MAX`, PostgreSQL `GREATEST`).
+    pub fn renewed_lease(greatest: &str, current: &str, proposed: &str) -> String {
+        format!("{greatest}({current}, {proposed})")
+    }
+
+    /// A heartbeat: `UPDATE attempts SET lease = ...` for the attempt ids
+    /// matching `id_match`, owned by `agent`, still open, with a lease.
+    pub fn renew_leases(greatest: &str, id_match: &str, agent: &str, until: &str) -> String {
+        format!(
+            "UPDATE attempts SET lease_expires_at = {}
+             WHERE {id_match} AND agent_id = {agent} AND state IN ({}) AND lease_expires_at IS NOT NULL",
+            renewed_lease(greatest, "lease_expires_at", until),
+            *OPEN_ATTEMPTS
+        )
+    }
+}
 
 /// A state change reported by an agent.
 #[derive(Debug, Clone)]
@@ -195,6 +245,73 @@ pub fn apply_report(
 
     record(wf, report, now, lease);
     Ok(true)
+}
+
+/// An agent's report, as [`apply_report`] takes it, after the checks only the
+/// server can make: a SUCCESS of a typed action must carry output that is
+/// JSON and matches the action's output schema; otherwise the attempt is
+/// FAILED with reason `InvalidOutput` (the container's exit code stays).
+pub fn report(
+    wf: &mut Workflow,
+    agent: &str,
+    report: Report,
+    now: Millis,
+    lease: Millis,
+) -> Result<bool, TransitionError> {
+    let report = check_typed_output(wf, report);
+    apply_report(wf, agent, &report, now, lease)
+}
+
+fn check_typed_output(wf: &Workflow, mut report: Report) -> Report {
+    let Some(action) = wf.actions.get(report.action_index as usize) else { return report };
+    if report.state != ActionState::Success || action.spec.output_schema_json.is_empty() {
+        return report;
+    }
+    let object = format!("output of action {:?}", action.spec.name);
+    let result = serde_json::from_str::<serde_json::Value>(&action.spec.output_schema_json)
+        .map_err(|e| e.to_string())
+        .and_then(|schema| {
+            let output: serde_json::Value = serde_json::from_str(&report.output_json)
+                .map_err(|e| format!("stdout is not a JSON document ({e})"))?;
+            kiln_documents::validate_json(&object, "output", &schema, &output).map_err(|e| e.to_string())
+        });
+    if let Err(message) = result {
+        report.state = ActionState::Failed;
+        report.reason = "InvalidOutput".into();
+        report.message = message;
+        report.output_json.clear();
+    }
+    report
+}
+
+/// Fails attempt `attempt_id` of action `index` with reason `RenderFailed`:
+/// its references to earlier actions' outputs could not be rendered when it
+/// was handed out, and an action must not run with a hole in its
+/// configuration. The retry policy applies as for any failure.
+pub fn fail_unrenderable(
+    wf: &mut Workflow,
+    index: u32,
+    attempt_id: &str,
+    error: String,
+    now: Millis,
+) -> Result<bool, TransitionError> {
+    let action = wf.actions.get(index as usize).ok_or(TransitionError::UnknownAction(index))?;
+    let owner = action
+        .attempts
+        .iter()
+        .find(|a| a.id == attempt_id)
+        .map(|a| a.agent_id.clone())
+        .ok_or_else(|| TransitionError::UnknownAttempt(attempt_id.to_string()))?;
+    let report = Report {
+        action_index: index,
+        attempt_id: attempt_id.to_string(),
+        state: ActionState::Failed,
+        exit_code: None,
+        reason: "RenderFailed".into(),
+        message: error,
+        output_json: String::new(),
+    };
+    apply_report(wf, &owner, &report, now, 0)
 }
 
 /// Writes a validated report into the action's latest attempt and moves the

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, HardwareDoc, TemplateDoc};
 
 use crate::events::Events;
-use crate::model::{Millis, Workflow};
+use crate::model::{ActionState, Millis, Workflow, WorkflowState};
 use crate::state_machine::TransitionError;
 
 #[cfg(test)]
@@ -49,8 +49,39 @@ pub enum StoreError {
     InUse(String),
     #[error(transparent)]
     Transition(#[from] TransitionError),
-    #[error("store failure: {0}")]
-    Backend(String),
+    /// The database failed (I/O, connection, corrupt row...). `context` says
+    /// what kiln was doing and is safe to show; `source` keeps the backend's
+    /// own error for the server log only: its text may name tables, queries
+    /// or hosts, which clients have no use for.
+    #[error("store failure: {context}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    pub fn backend(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend { context: context.into(), source: Some(source.into()) }
+    }
+
+    /// A failure with no underlying error (a row kiln cannot make sense of).
+    pub fn corrupt(context: impl Into<String>) -> Self {
+        Self::Backend { context: context.into(), source: None }
+    }
+
+    /// The error with its whole chain of causes, for the server's log.
+    pub fn detailed(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +126,38 @@ pub struct AgentCredential {
     /// sha256 (hex) of its current token; `None` when revoked (or never
     /// issued): every token is then refused.
     pub token_hash: Option<String>,
+}
+
+/// One attempt as seen by [`Store::attempt_access`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptAccess {
+    pub action_index: u32,
+    pub agent_id: String,
+    pub state: ActionState,
+    pub workflow_state: WorkflowState,
+}
+
+impl AttemptAccess {
+    /// From a row of either store (states as stored text).
+    pub fn from_row(
+        action_index: u32,
+        agent_id: String,
+        state: &str,
+        workflow_state: &str,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            action_index,
+            agent_id,
+            state: ActionState::parse(state).ok_or_else(|| StoreError::corrupt(format!("attempt state {state:?}")))?,
+            workflow_state: WorkflowState::parse(workflow_state)
+                .ok_or_else(|| StoreError::corrupt(format!("workflow state {workflow_state:?}")))?,
+        })
+    }
+
+    /// The attempt is open and so is its workflow: it may still act.
+    pub fn is_open(&self) -> bool {
+        !self.state.is_terminal() && !self.workflow_state.is_terminal()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +251,13 @@ pub trait Store: Send + Sync + 'static {
         attempt_ids: Vec<String>,
         until: Millis,
     ) -> Result<Vec<String>, StoreError>;
+
+    /// Who owns attempt `attempt_id` of workflow `workflow_id`, and whether
+    /// it and its workflow are still open: what every call that touches an
+    /// attempt without changing its workflow (log batches, artifacts, action
+    /// tokens) must check, in one indexed read instead of loading the whole
+    /// workflow. `None` when there is no such attempt in that workflow.
+    async fn attempt_access(&self, workflow_id: &str, attempt_id: &str) -> Result<Option<AttemptAccess>, StoreError>;
 
     /// Runs `mutation` on the workflow in one transaction and returns the
     /// workflow as committed and whether it changed.

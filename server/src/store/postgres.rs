@@ -37,11 +37,12 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
+    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
     StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
+use crate::state_machine::sql;
 
 /// Versioned migrations, applied in order in one transaction at open.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres_migrations/0001_init.sql"))];
@@ -76,7 +77,7 @@ pub struct PostgresStore {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        StoreError::backend("PostgreSQL", e)
     }
 }
 
@@ -100,13 +101,13 @@ impl PostgresStore {
             _ => msg,
         };
         let options =
-            PgConnectOptions::from_str(url).map_err(|e| StoreError::Backend(redact(format!("invalid URL: {e}"))))?;
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::corrupt(redact(format!("invalid URL: {e}"))))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Backend(redact(format!("cannot connect to PostgreSQL: {e}"))))?;
+            .map_err(|e| StoreError::corrupt(redact(format!("cannot connect to PostgreSQL: {e}"))))?;
         migrate(&pool).await?;
         Ok(Self { pool, origin: uuid::Uuid::new_v4().to_string() })
     }
@@ -206,7 +207,7 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         // `Send` across this loop).
         sqlx::Executor::execute(&mut *tx, sql)
             .await
-            .map_err(|e| StoreError::Backend(format!("migration {version}: {e}")))?;
+            .map_err(|e| StoreError::backend(format!("migration {version}"), e))?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(version)
             .bind(now_millis())
@@ -321,7 +322,7 @@ async fn load_workflow(c: &mut PgConnection, id: &str) -> Result<Option<Workflow
         };
         let action = actions
             .get_mut(index as usize)
-            .ok_or_else(|| StoreError::Backend(format!("attempt {} names missing action {index}", attempt.id)))?;
+            .ok_or_else(|| StoreError::corrupt(format!("attempt {} names missing action {index}", attempt.id)))?;
         action.attempts.push(attempt);
     }
     Ok(Some(Workflow {
@@ -330,7 +331,7 @@ async fn load_workflow(c: &mut PgConnection, id: &str) -> Result<Option<Workflow
         hardware,
         hardware_map: serde_json::from_str::<BTreeMap<String, String>>(&map)?,
         state: WorkflowState::parse(&state)
-            .ok_or_else(|| StoreError::Backend(format!("workflow {id} has unknown state {state:?}")))?,
+            .ok_or_else(|| StoreError::corrupt(format!("workflow {id} has unknown state {state:?}")))?,
         reason,
         global_timeout_seconds: timeout.map(|t| t as u64),
         created_at,
@@ -412,16 +413,16 @@ async fn save_attempt(
     action_index: u32,
     a: &Attempt,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query(&format!(
                 "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json, lease_expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, pulling_at = excluded.pulling_at,
                      running_at = excluded.running_at, finished_at = excluded.finished_at, exit_code = excluded.exit_code,
                      reason = excluded.reason, message = excluded.message, output_json = excluded.output_json,
                      -- a heartbeat may have moved the lease further since the load
-                     lease_expires_at = CASE WHEN excluded.lease_expires_at IS NULL THEN NULL
-                         ELSE GREATEST(excluded.lease_expires_at, attempts.lease_expires_at) END",
-            )
+                     lease_expires_at = CASE WHEN excluded.lease_expires_at IS NULL THEN NULL ELSE {} END",
+                sql::renewed_lease("GREATEST", "attempts.lease_expires_at", "excluded.lease_expires_at")
+            ))
             .bind(&a.id)
             .bind(workflow_id)
             .bind(action_index as i32)
@@ -652,7 +653,8 @@ impl Store for PostgresStore {
         };
         if let Some(column) = user_column {
             let users: Vec<(String,)> = sqlx::query_as(&format!(
-                "SELECT id FROM workflows WHERE {column} = $1 AND state IN ('PENDING', 'RUNNING') ORDER BY id"
+                "SELECT id FROM workflows WHERE {column} = $1 AND state IN ({}) ORDER BY id",
+                *sql::OPEN_WORKFLOWS
             ))
             .bind(name)
             .fetch_all(&mut *tx)
@@ -680,12 +682,13 @@ impl Store for PostgresStore {
     }
 
     async fn active_workflows_for_agent(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as(
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
             "SELECT w.id FROM workflows w
-             WHERE w.state IN ('PENDING', 'RUNNING')
+             WHERE w.state IN ({})
                AND EXISTS (SELECT 1 FROM actions a WHERE a.workflow_id = w.id AND a.agent_id = $1)
              ORDER BY w.created_at, w.id",
-        )
+            *sql::OPEN_WORKFLOWS
+        ))
         .bind(agent_id)
         .fetch_all(&self.pool)
         .await?;
@@ -733,10 +736,10 @@ impl Store for PostgresStore {
     }
 
     async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT workflow_id FROM attempts
-             WHERE state IN ('PENDING', 'PULLING', 'RUNNING') AND lease_expires_at < $1",
-        )
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT workflow_id FROM attempts WHERE state IN ({}) AND lease_expires_at < $1",
+            *sql::OPEN_ATTEMPTS
+        ))
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
@@ -750,18 +753,29 @@ impl Store for PostgresStore {
         until: Millis,
     ) -> Result<Vec<String>, StoreError> {
         // One statement: the ids it did not renew are the ended ones.
-        let renewed: Vec<(String,)> = sqlx::query_as(
-            "UPDATE attempts SET lease_expires_at = GREATEST(lease_expires_at, $3)
-             WHERE id = ANY($1) AND agent_id = $2 AND state IN ('PENDING', 'PULLING', 'RUNNING')
-               AND lease_expires_at IS NOT NULL
-             RETURNING id",
-        )
-        .bind(&attempt_ids)
-        .bind(agent_id)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?;
+        let renewed: Vec<(String,)> =
+            sqlx::query_as(&format!("{} RETURNING id", sql::renew_leases("GREATEST", "id = ANY($1)", "$2", "$3")))
+                .bind(&attempt_ids)
+                .bind(agent_id)
+                .bind(until)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(attempt_ids.into_iter().filter(|id| !renewed.iter().any(|(r,)| r == id)).collect())
+    }
+
+    async fn attempt_access(&self, workflow_id: &str, attempt_id: &str) -> Result<Option<AttemptAccess>, StoreError> {
+        let row: Option<(i32, String, String, String)> = sqlx::query_as(
+            "SELECT a.action_idx, a.agent_id, a.state, w.state FROM attempts a
+             JOIN workflows w ON w.id = a.workflow_id WHERE a.id = $1 AND a.workflow_id = $2",
+        )
+        .bind(attempt_id)
+        .bind(workflow_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(index, agent_id, state, workflow_state)| {
+            AttemptAccess::from_row(index as u32, agent_id, &state, &workflow_state)
+        })
+        .transpose()
     }
 
     async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {

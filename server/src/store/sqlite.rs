@@ -24,10 +24,11 @@ use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
+    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
     StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
+use crate::state_machine::sql;
 
 /// Versioned migrations, applied in order, each in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -78,13 +79,13 @@ impl ReaderPool {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        StoreError::backend("SQLite", e)
     }
 }
 
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
-        StoreError::Backend(format!("corrupt JSON in store: {e}"))
+        StoreError::backend("corrupt JSON in store", e)
     }
 }
 
@@ -92,7 +93,7 @@ impl SqliteStore {
     /// Opens (creating if needed) `dir/kiln.db` and migrates it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::backend(format!("cannot create data dir {}", dir.display()), e))?;
         let path = dir.join("kiln.db");
         let conn = Connection::open(&path)?;
         let mut store = Self::init(conn)?;
@@ -134,7 +135,7 @@ impl SqliteStore {
             out
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::backend("store task failed", e))?
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -148,7 +149,7 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::backend("store task failed", e))?
     }
 }
 
@@ -253,7 +254,7 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
         let (index, attempt) = row?;
         let action = actions
             .get_mut(index as usize)
-            .ok_or_else(|| StoreError::Backend(format!("attempt {} names missing action {index}", attempt.id)))?;
+            .ok_or_else(|| StoreError::corrupt(format!("attempt {} names missing action {index}", attempt.id)))?;
         action.attempts.push(attempt);
     }
     Ok(Some(Workflow {
@@ -262,7 +263,7 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
         hardware,
         hardware_map: serde_json::from_str::<BTreeMap<String, String>>(&map)?,
         state: WorkflowState::parse(&state)
-            .ok_or_else(|| StoreError::Backend(format!("workflow {id} has unknown state {state:?}")))?,
+            .ok_or_else(|| StoreError::corrupt(format!("workflow {id} has unknown state {state:?}")))?,
         reason,
         global_timeout_seconds: timeout.map(|t| t as u64),
         created_at,
@@ -272,7 +273,7 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
     }))
 }
 
-fn insert_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
+fn insert_workflow(tx: &Transaction<'_>, wf: &Workflow) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO workflows (id, template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -300,7 +301,7 @@ fn insert_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
 
 /// Writes the mutable part of a workflow: its row and its attempts (the plan
 /// never changes after creation).
-fn save_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
+fn save_workflow(tx: &Transaction<'_>, wf: &Workflow) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE workflows SET state = ?2, reason = ?3, started_at = ?4, finished_at = ?5 WHERE id = ?1",
         params![wf.id, wf.state.as_str(), wf.reason, wf.started_at, wf.finished_at],
@@ -308,17 +309,17 @@ fn save_workflow(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
     save_attempts(tx, wf)
 }
 
-fn save_attempts(tx: &Transaction, wf: &Workflow) -> Result<(), StoreError> {
-    let mut stmt = tx.prepare_cached(
+fn save_attempts(tx: &Transaction<'_>, wf: &Workflow) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(&format!(
         "INSERT INTO attempts (id, workflow_id, action_idx, number, agent_id, state, created_at, pulling_at, running_at, finished_at, exit_code, reason, message, output_json, lease_expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, pulling_at = excluded.pulling_at,
              running_at = excluded.running_at, finished_at = excluded.finished_at, exit_code = excluded.exit_code,
              reason = excluded.reason, message = excluded.message, output_json = excluded.output_json,
              -- a heartbeat may have moved the lease further since the load
-             lease_expires_at = CASE WHEN excluded.lease_expires_at IS NULL THEN NULL
-                 ELSE MAX(excluded.lease_expires_at, COALESCE(attempts.lease_expires_at, 0)) END",
-    )?;
+             lease_expires_at = CASE WHEN excluded.lease_expires_at IS NULL THEN NULL ELSE {} END",
+        sql::renewed_lease("MAX", "COALESCE(attempts.lease_expires_at, 0)", "excluded.lease_expires_at")
+    ))?;
     for action in &wf.actions {
         for a in &action.attempts {
             stmt.execute(params![
@@ -348,7 +349,7 @@ fn same_definition(a: &Workflow, b: &Workflow) -> bool {
     a.template == b.template && a.hardware == b.hardware && a.hardware_map == b.hardware_map
 }
 
-fn apply_batch(tx: &Transaction, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
+fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::new();
     for hw in &batch.hardware {
@@ -512,7 +513,8 @@ impl Store for SqliteStore {
             if let Some(column) = user_column {
                 let users: Vec<String> = tx
                     .prepare(&format!(
-                        "SELECT id FROM workflows WHERE {column} = ?1 AND state IN ('PENDING', 'RUNNING') ORDER BY id"
+                        "SELECT id FROM workflows WHERE {column} = ?1 AND state IN ({}) ORDER BY id",
+                        *sql::OPEN_WORKFLOWS
                     ))?
                     .query_map([&name], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
@@ -537,12 +539,13 @@ impl Store for SqliteStore {
     async fn active_workflows_for_agent(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
         let agent_id = agent_id.to_string();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT w.id FROM workflows w
-                 WHERE w.state IN ('PENDING', 'RUNNING')
+                 WHERE w.state IN ({})
                    AND EXISTS (SELECT 1 FROM actions a WHERE a.workflow_id = w.id AND a.agent_id = ?1)
                  ORDER BY w.created_at, w.id",
-            )?;
+                *sql::OPEN_WORKFLOWS
+            ))?;
             let ids = stmt.query_map([&agent_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
             Ok(ids)
         })
@@ -562,10 +565,10 @@ impl Store for SqliteStore {
 
     async fn workflows_with_expired_leases(&self, now: Millis) -> Result<Vec<String>, StoreError> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT DISTINCT workflow_id FROM attempts
-                 WHERE state IN ('PENDING', 'PULLING', 'RUNNING') AND lease_expires_at < ?1",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT DISTINCT workflow_id FROM attempts WHERE state IN ({}) AND lease_expires_at < ?1",
+                *sql::OPEN_ATTEMPTS
+            ))?;
             let ids = stmt.query_map([now], |r| r.get(0))?.collect::<Result<_, _>>()?;
             Ok(ids)
         })
@@ -583,11 +586,7 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             let mut ended = Vec::new();
             {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE attempts SET lease_expires_at = MAX(lease_expires_at, ?3)
-                     WHERE id = ?1 AND agent_id = ?2 AND state IN ('PENDING', 'PULLING', 'RUNNING')
-                       AND lease_expires_at IS NOT NULL",
-                )?;
+                let mut stmt = tx.prepare_cached(&sql::renew_leases("MAX", "id = ?1", "?2", "?3"))?;
                 for id in attempt_ids {
                     if stmt.execute(params![id, agent_id, until])? == 0 {
                         ended.push(id);
@@ -596,6 +595,24 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(ended)
+        })
+        .await
+    }
+
+    async fn attempt_access(&self, workflow_id: &str, attempt_id: &str) -> Result<Option<AttemptAccess>, StoreError> {
+        let (workflow_id, attempt_id) = (workflow_id.to_string(), attempt_id.to_string());
+        self.read(move |c| {
+            let row: Option<(u32, String, String, String)> = c
+                .prepare_cached(
+                    "SELECT a.action_idx, a.agent_id, a.state, w.state FROM attempts a
+                     JOIN workflows w ON w.id = a.workflow_id WHERE a.id = ?1 AND a.workflow_id = ?2",
+                )?
+                .query_row([&attempt_id, &workflow_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            row.map(|(index, agent_id, state, workflow_state)| {
+                AttemptAccess::from_row(index, agent_id, &state, &workflow_state)
+            })
+            .transpose()
         })
         .await
     }

@@ -1,0 +1,108 @@
+//! `kiln apply` and `kiln plan`: documents in, validated and stored (or only
+//! planned).
+
+use std::collections::HashMap;
+
+use kiln_documents::parse_documents;
+
+use super::{App, AppError, OpContext};
+use crate::store::Outcome;
+use crate::{admission, auth, model};
+
+/// One object an apply wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub kind: &'static str,
+    pub name: String,
+    pub outcome: Outcome,
+    /// The agent token of hardware this apply created, shown once; empty
+    /// otherwise (the store keeps only its hash).
+    pub agent_token: String,
+}
+
+/// Where the documents of a plan come from.
+pub enum PlanSource {
+    /// A stored workflow.
+    Workflow(String),
+    /// Documents (YAML) not yet applied.
+    Documents(String),
+}
+
+impl App {
+    /// Validates every document of `yaml` against each other and the store,
+    /// then writes them all in one transaction, or nothing.
+    pub async fn apply(&self, opctx: &OpContext, source: &str, yaml: &str) -> Result<Vec<Applied>, AppError> {
+        opctx.require_operator()?;
+        let result = self.apply_documents(source, yaml).await;
+        let names = match &result {
+            Ok(applied) => applied.iter().map(|a| format!("{} {}", a.kind, a.name)).collect::<Vec<_>>().join(", "),
+            Err(_) => source.to_string(),
+        };
+        self.audit(opctx, "apply", &names, &result.as_ref().map(|_| ()));
+        result
+    }
+
+    async fn apply_documents(&self, source: &str, yaml: &str) -> Result<Vec<Applied>, AppError> {
+        let docs = parse_documents(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+        if docs.is_empty() {
+            return Err(AppError::InvalidArgument(format!("{source}: no documents")));
+        }
+        let mut batch = admission::admit(&self.store, docs, &self.image_policy).await?;
+        // A token for every hardware in the batch; the store keeps the hash
+        // only for those it creates, and only theirs are shown (once).
+        let mut tokens: HashMap<String, String> = HashMap::new();
+        for h in &batch.hardware {
+            let token = auth::new_token();
+            batch.token_hashes.insert(h.id.clone(), auth::token_hash(&token));
+            tokens.insert(h.id.clone(), token);
+        }
+        let names: Vec<(&'static str, String)> = batch
+            .hardware
+            .iter()
+            .map(|h| ("Hardware", h.id.clone()))
+            .chain(batch.definitions.iter().map(|d| ("ActionDefinition", d.name.clone())))
+            .chain(batch.templates.iter().map(|t| ("Template", t.name.clone())))
+            .chain(batch.workflows.iter().map(|w| ("Workflow", w.id.clone())))
+            .collect();
+        let agents: Vec<String> =
+            batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
+        let outcomes = self.store.apply(batch).await?;
+        // An updated hardware may have a new agent id: its token now
+        // answers for that one only.
+        if names.iter().zip(&outcomes).any(|((kind, _), o)| *kind == "Hardware" && *o == Outcome::Updated) {
+            self.verified.invalidate();
+        }
+        for ((kind, name), outcome) in names.iter().zip(&outcomes) {
+            if *kind == "Workflow" && *outcome == Outcome::Created {
+                self.events.workflow_changed(name);
+            }
+        }
+        for agent in agents {
+            self.events.wake_agent(&agent);
+        }
+        Ok(names
+            .into_iter()
+            .zip(outcomes)
+            .map(|((kind, name), outcome)| {
+                let agent_token = match (kind, outcome) {
+                    ("Hardware", Outcome::Created) => tokens.remove(&name).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Applied { kind, name, outcome, agent_token }
+            })
+            .collect())
+    }
+
+    /// The workflow `source` describes, rendered and planned, without
+    /// creating anything.
+    pub async fn plan(&self, opctx: &OpContext, source: PlanSource) -> Result<model::Workflow, AppError> {
+        opctx.require_operator()?;
+        Ok(match source {
+            PlanSource::Workflow(id) => self.store.get_workflow(&id).await?,
+            PlanSource::Documents(yaml) => {
+                let docs = parse_documents("input", &yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+                admission::plan(&self.store, docs).await?
+            }
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Who is acting, for every use case.
+
+use std::fmt;
+
+use super::AppError;
+
+/// The caller of a use case, as authenticated by its front door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A machine's agent (its token, and certificate when mTLS is on, were
+    /// checked by the agent service's authentication layer).
+    Agent { agent_id: String },
+    /// An operator presenting the operator credential.
+    Operator,
+    /// An action inside its container, with the action token of one open
+    /// attempt.
+    Action { workflow_id: String, action_index: u32, attempt_id: String },
+    /// A server-side task (a sweeper), or an unauthenticated front door that
+    /// reveals nothing secret (network boot).
+    System { task: &'static str },
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Agent { agent_id } => write!(f, "agent {agent_id}"),
+            Self::Operator => f.write_str("operator"),
+            Self::Action { workflow_id, action_index, attempt_id } => {
+                write!(f, "action {action_index} of workflow {workflow_id} (attempt {attempt_id})")
+            }
+            Self::System { task } => write!(f, "server task {task}"),
+        }
+    }
+}
+
+/// The context of one operation: who acts. Built by the transports from what
+/// they authenticated; the use cases decide what that actor may do.
+#[derive(Debug, Clone)]
+pub struct OpContext {
+    pub actor: Actor,
+}
+
+impl OpContext {
+    pub fn agent(agent_id: impl Into<String>) -> Self {
+        Self { actor: Actor::Agent { agent_id: agent_id.into() } }
+    }
+
+    pub fn operator() -> Self {
+        Self { actor: Actor::Operator }
+    }
+
+    pub fn system(task: &'static str) -> Self {
+        Self { actor: Actor::System { task } }
+    }
+
+    /// The calling agent's id, or PERMISSION_DENIED for anyone else.
+    pub fn require_agent(&self) -> Result<&str, AppError> {
+        match &self.actor {
+            Actor::Agent { agent_id } => Ok(agent_id),
+            other => Err(AppError::PermissionDenied(format!("only an agent may do this, not {other}"))),
+        }
+    }
+
+    /// Ok for operators; PERMISSION_DENIED for anyone else.
+    pub fn require_operator(&self) -> Result<(), AppError> {
+        match &self.actor {
+            Actor::Operator => Ok(()),
+            other => Err(AppError::PermissionDenied(format!("only an operator may do this, not {other}"))),
+        }
+    }
+
+    /// The attempt an action's token names, or PERMISSION_DENIED.
+    pub fn require_action(&self) -> Result<(&str, u32, &str), AppError> {
+        match &self.actor {
+            Actor::Action { workflow_id, action_index, attempt_id } => Ok((workflow_id, *action_index, attempt_id)),
+            other => Err(AppError::PermissionDenied(format!("only an action may do this, not {other}"))),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The application layer: every use case of the server, callable alike from
+//! gRPC ([`crate::agent_api`], [`crate::admin_api`]), HTTP
+//! ([`crate::action_api`], [`crate::netboot`]) and tests. Transports only
+//! translate between their wire shapes and these calls.
+//!
+//! One file per subject, each adding methods to the one [`App`]:
+//!
+//! | file | use cases |
+//! |---|---|
+//! | [`apply`] | apply documents, plan a workflow without creating it |
+//! | [`dispatch`] | hand an agent its next attempt (the long poll) |
+//! | [`report`] | an agent's state reports and heartbeats |
+//! | [`logs`] | log lines in (agents), and out (operators, followed live) |
+//! | [`artifacts`] | files actions leave, in (agents, actions) and out |
+//! | [`workflows`] | read, watch, retry and delete workflows |
+//! | [`inventory`] | read hardware, templates and action definitions |
+//! | [`credentials`] | agent tokens and certificates |
+//! | [`action_data`] | the workflow data actions read and write |
+//! | [`boot`] | what a network-booting machine should boot |
+//!
+//! Every method takes an [`OpContext`] saying who acts. Authorization
+//! happens here, once, for every front door: an agent touches only its own
+//! attempts, an action only its own workflow, and only operators change
+//! documents. Operator writes are recorded in the audit log (the tracing
+//! target `kiln::audit`). Changes to a workflow go through
+//! [`crate::state_machine`], inside a store transaction.
+//!
+//! Background work (sweepers) lives in [`background`], one file per task.
+
+pub mod action_data;
+pub mod apply;
+pub mod artifacts;
+pub mod background;
+pub mod boot;
+mod context;
+pub mod credentials;
+pub mod dispatch;
+mod error;
+pub mod inventory;
+pub mod logs;
+pub mod report;
+pub mod workflows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use context::{Actor, OpContext};
+pub use error::AppError;
+
+use crate::action_api::TokenKey;
+use crate::artifacts::ArtifactFiles;
+use crate::auth::VerifiedTokens;
+use crate::events::Events;
+use crate::model::Millis;
+use crate::netboot::NetbootConfig;
+use crate::store::DynStore;
+use crate::tls::SigningCa;
+
+/// The server's application: its store and what every use case shares.
+pub struct App {
+    pub(crate) store: DynStore,
+    pub(crate) events: Arc<Events>,
+    pub(crate) image_policy: kiln_documents::ImagePolicy,
+    pub(crate) artifacts: ArtifactFiles,
+    pub(crate) token_key: TokenKey,
+    /// How long an open attempt survives without its agent's heartbeat.
+    pub(crate) lease: Duration,
+    /// The CA agent certificates are signed with, when the server has one.
+    pub(crate) signing_ca: Option<SigningCa>,
+    /// Agent tokens accepted without a store read: emptied by every
+    /// credential change (see [`credentials`]).
+    pub(crate) verified: Arc<VerifiedTokens>,
+    pub(crate) netboot: NetbootConfig,
+}
+
+/// What [`App::new`] needs besides the store.
+pub struct AppParts {
+    pub events: Arc<Events>,
+    pub image_policy: kiln_documents::ImagePolicy,
+    pub artifacts: ArtifactFiles,
+    pub token_key: TokenKey,
+    pub lease: Duration,
+    pub signing_ca: Option<SigningCa>,
+    pub netboot: NetbootConfig,
+}
+
+impl App {
+    pub fn new(store: DynStore, parts: AppParts) -> Self {
+        Self {
+            store,
+            events: parts.events,
+            image_policy: parts.image_policy,
+            artifacts: parts.artifacts,
+            token_key: parts.token_key,
+            lease: parts.lease,
+            signing_ca: parts.signing_ca,
+            verified: Arc::default(),
+            netboot: parts.netboot,
+        }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    /// The cache of verified agent tokens, shared with the agent service's
+    /// authentication layer.
+    pub fn verified_tokens(&self) -> &Arc<VerifiedTokens> {
+        &self.verified
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    pub(crate) fn lease_millis(&self) -> Millis {
+        self.lease.as_millis() as Millis
+    }
+
+    /// Records an operator's write: who, what, on which object, and how it
+    /// ended. Never given a secret.
+    pub(crate) fn audit(&self, opctx: &OpContext, action: &str, object: &str, outcome: &Result<(), &AppError>) {
+        match outcome {
+            Ok(()) => tracing::info!(target: "kiln::audit", actor = %opctx.actor, action, object, "done"),
+            Err(e) => {
+                tracing::warn!(target: "kiln::audit", actor = %opctx.actor, action, object, error = %e, "refused")
+            }
+        }
+    }
+}
