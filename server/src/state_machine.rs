@@ -489,6 +489,77 @@ mod tests {
     }
 
     #[test]
+    fn a_typed_action_without_valid_output_fails_as_invalid_output() {
+        let schema = r#"{"type":"object","required":["disk"],"properties":{"disk":{"type":"string"}}}"#;
+        for (output, expected) in [
+            (r#"{"disk":"/dev/vda"}"#, None),
+            ("not json", Some("stdout is not a JSON document")),
+            (r#"{"size":3}"#, Some("disk")),
+        ] {
+            let mut wf = workflow(2);
+            wf.actions[0].spec.output_schema_json = schema.into();
+            dispatch_one(&mut wf, "x1");
+            let success =
+                Report { output_json: output.into(), exit_code: Some(0), ..report(0, "x1", ActionState::Success) };
+            assert!(super::report(&mut wf, "agent", success, 2, LEASE).unwrap());
+            let attempt = &wf.actions[0].attempts[0];
+            match expected {
+                None => {
+                    assert_eq!(attempt.state, ActionState::Success);
+                    assert_eq!(attempt.output_json, output);
+                }
+                Some(part) => {
+                    assert_eq!((attempt.state, attempt.reason.as_str()), (ActionState::Failed, "InvalidOutput"));
+                    assert!(attempt.message.contains(part), "{output}: {}", attempt.message);
+                    assert_eq!(attempt.exit_code, Some(0), "the container's exit code stays");
+                    assert!(attempt.output_json.is_empty());
+                    assert_eq!(wf.state, WorkflowState::Failed);
+                }
+            }
+        }
+        // An untyped action's SUCCESS is taken as it is.
+        let mut wf = workflow(1);
+        dispatch_one(&mut wf, "x1");
+        let success = Report { output_json: "whatever".into(), ..report(0, "x1", ActionState::Success) };
+        super::report(&mut wf, "agent", success, 2, LEASE).unwrap();
+        assert_eq!(wf.state, WorkflowState::Success);
+    }
+
+    #[test]
+    fn an_unrenderable_action_fails_and_the_retry_policy_applies() {
+        let mut wf = workflow(1);
+        wf.actions[0].spec.retries = 1;
+        dispatch_one(&mut wf, "x1");
+        assert!(fail_unrenderable(&mut wf, 0, "x1", "no output \"disk\"".into(), 1).unwrap());
+        let attempt = &wf.actions[0].attempts[0];
+        assert_eq!((attempt.state, attempt.reason.as_str()), (ActionState::Failed, "RenderFailed"));
+        assert_eq!(attempt.lease_expires_at, None);
+        assert_eq!(wf.state, WorkflowState::Running, "one retry left");
+        assert!(dispatch_one(&mut wf, "x2"));
+        assert!(fail_unrenderable(&mut wf, 0, "x2", "still not".into(), 1).unwrap());
+        assert_eq!(wf.state, WorkflowState::Failed);
+        assert!(wf.reason.contains("RenderFailed"), "{}", wf.reason);
+        assert!(matches!(
+            fail_unrenderable(&mut wf, 0, "nope", String::new(), 7),
+            Err(TransitionError::UnknownAttempt(_))
+        ));
+    }
+
+    #[test]
+    fn the_sql_of_the_rules_names_the_open_states() {
+        assert_eq!(*sql::OPEN_ATTEMPTS, "'PENDING', 'PULLING', 'RUNNING'");
+        assert_eq!(*sql::OPEN_WORKFLOWS, "'PENDING', 'RUNNING'");
+        for s in [ActionState::Pending, ActionState::Pulling, ActionState::Running] {
+            assert_eq!(OPEN_ATTEMPT_STATES.contains(&s), !s.is_terminal());
+        }
+        assert_eq!(
+            sql::renew_leases("MAX", "id = ?1", "?2", "?3").split_whitespace().collect::<Vec<_>>().join(" "),
+            "UPDATE attempts SET lease_expires_at = MAX(lease_expires_at, ?3) WHERE id = ?1 AND agent_id = ?2 \
+             AND state IN ('PENDING', 'PULLING', 'RUNNING') AND lease_expires_at IS NOT NULL"
+        );
+    }
+
+    #[test]
     fn runs_actions_in_order_to_success() {
         let mut wf = workflow(2);
         assert!(dispatch_one(&mut wf, "x1"));

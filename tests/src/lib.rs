@@ -5,7 +5,7 @@
 //! command runs it); their addresses arrive in `KILN_TEST_*` variables. A
 //! test run without them fails loudly instead of skipping.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,10 +65,19 @@ impl TestEnv {
 /// Directory of the workspace's built binaries (`target/<profile>`), found
 /// from this executable: a test (`target/<profile>/deps/<test>`) or a
 /// benchmark binary (`target/<profile>/<bin>`).
+///
+/// With a separate cargo build directory (`build.build-dir`, e.g. several
+/// worktrees sharing dependency builds) tests run from there while the
+/// binaries are in this workspace's `target/<profile>`: that is tried next.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().expect("executable directory");
-    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
+    let dir = if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir };
+    if dir.join("kiln-server").exists() {
+        return dir.to_path_buf();
+    }
+    let profile = dir.file_name().expect("profile directory");
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(profile)
 }
 
 fn binary(name: &str) -> PathBuf {

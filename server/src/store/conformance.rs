@@ -520,6 +520,47 @@ pub async fn leases_are_renewed_never_backwards_and_found_expired(b: &dyn Backen
     assert!(store.workflows_with_expired_leases(Millis::MAX).await.unwrap().is_empty());
 }
 
+pub async fn attempt_access_names_owner_and_openness(b: &dyn Backend) {
+    use crate::store::AttemptAccess;
+    let store = b.open().await;
+    store.apply(batch(vec![workflow("wf1"), workflow("wf2")])).await.unwrap();
+    assert_eq!(store.attempt_access("wf1", "att-1").await.unwrap(), None, "no attempt yet");
+    dispatch(&store, "wf1", "att-1").await;
+    let open = AttemptAccess {
+        action_index: 0,
+        agent_id: "agent-1".into(),
+        state: ActionState::Pending,
+        workflow_state: WorkflowState::Running,
+    };
+    assert_eq!(store.attempt_access("wf1", "att-1").await.unwrap(), Some(open.clone()));
+    assert!(open.is_open());
+    // The attempt id is not one of another workflow's.
+    assert_eq!(store.attempt_access("wf2", "att-1").await.unwrap(), None);
+    // Ended attempt, and then its workflow: no longer open.
+    let done = success(0, "att-1");
+    store
+        .update_workflow(
+            "wf1",
+            Box::new(move |wf| state_machine::apply_report(wf, "agent-1", &done, now_millis(), LEASE)),
+        )
+        .await
+        .unwrap();
+    let ended = store.attempt_access("wf1", "att-1").await.unwrap().unwrap();
+    assert_eq!((ended.state, ended.workflow_state), (ActionState::Success, WorkflowState::Running));
+    assert!(!ended.is_open());
+    dispatch(&store, "wf1", "att-2").await;
+    let last = success(1, "att-2");
+    store
+        .update_workflow(
+            "wf1",
+            Box::new(move |wf| state_machine::apply_report(wf, "agent-1", &last, now_millis(), LEASE)),
+        )
+        .await
+        .unwrap();
+    let finished = store.attempt_access("wf1", "att-2").await.unwrap().unwrap();
+    assert_eq!((finished.action_index, finished.workflow_state), (1, WorkflowState::Success));
+}
+
 pub async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked(b: &dyn Backend) {
     let store = b.open().await;
     let batch = |hw: HardwareDoc, hash: &str| ApplyBatch {
@@ -590,6 +631,11 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn leases_are_renewed_never_backwards_and_found_expired() {
             c::leases_are_renewed_never_backwards_and_found_expired(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn attempt_access_names_owner_and_openness() {
+            c::attempt_access_names_owner_and_openness(&$backend).await
         }
 
         #[tokio::test]
