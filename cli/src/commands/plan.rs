@@ -64,6 +64,13 @@ fn plan_text(w: &v1::Workflow) -> String {
         if s.retries > 0 {
             out.push_str(&format!("   retries: {} (backoff {}s)\n", s.retries, s.retry_backoff_seconds));
         }
+        // Handlers run only when the action fails or times out: the plan is
+        // where an operator can check them without breaking anything.
+        for (handler, argv) in [("on-failure", &s.on_failure), ("on-timeout", &s.on_timeout)] {
+            if !argv.is_empty() {
+                out.push_str(&format!("   {handler}: {}\n", serde_json::to_string(argv).unwrap_or_default()));
+            }
+        }
         if let Some(r) = s.resources.as_ref().filter(|r| **r != Default::default()) {
             let mut limits = Vec::new();
             if r.memory_bytes > 0 {
@@ -83,4 +90,49 @@ fn plan_text(w: &v1::Workflow) -> String {
         out.push_str(&format!("   agent:   {}\n", a.agent_id));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(on_failure: &[&str], on_timeout: &[&str]) -> v1::Workflow {
+        let spec = v1::ActionSpec {
+            task: "t".into(),
+            name: "a".into(),
+            image: "reg.io/a:v1".into(),
+            timeout_seconds: 60,
+            on_failure: on_failure.iter().map(|s| s.to_string()).collect(),
+            on_timeout: on_timeout.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        v1::Workflow {
+            id: "wf".into(),
+            template: "tpl".into(),
+            hardware: "hw1".into(),
+            actions: vec![v1::ActionStatus {
+                index: 0,
+                agent_id: "agent".into(),
+                spec: Some(spec),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn text_shows_failure_and_timeout_handlers() {
+        let text = plan_text(&planned(&["/bin/sh", "-c", "echo failed"], &["echo", "late"]));
+        assert!(text.contains("\n   on-failure: [\"/bin/sh\",\"-c\",\"echo failed\"]\n"), "{text}");
+        assert!(text.contains("\n   on-timeout: [\"echo\",\"late\"]\n"), "{text}");
+        let none = plan_text(&planned(&[], &[]));
+        assert!(!none.contains("on-failure") && !none.contains("on-timeout"), "{none}");
+    }
+
+    #[test]
+    fn json_shows_failure_and_timeout_handlers() {
+        let json = serde_json::to_value(view::Workflow::from(&planned(&["cleanup"], &["echo", "late"]))).unwrap();
+        assert_eq!(json["actions"][0]["on_failure"], serde_json::json!(["cleanup"]), "{json}");
+        assert_eq!(json["actions"][0]["on_timeout"], serde_json::json!(["echo", "late"]), "{json}");
+    }
 }
