@@ -138,6 +138,9 @@ pub struct Action {
     pid: String,
     network: String,
     timeout_seconds: u64,
+    /// Commands run when the action fails / times out (empty: none).
+    on_failure: Vec<String>,
+    on_timeout: Vec<String>,
     attempts: Vec<Attempt>,
 }
 
@@ -193,6 +196,8 @@ impl From<&v1::Workflow> for Workflow {
                         pid: spec.pid,
                         network: spec.network,
                         timeout_seconds: spec.timeout_seconds,
+                        on_failure: spec.on_failure,
+                        on_timeout: spec.on_timeout,
                         attempts: a
                             .attempts
                             .iter()

@@ -144,3 +144,31 @@ fn plan_renders_without_running() {
     // Nothing was created.
     assert!(names(&c, "workflows").is_empty());
 }
+
+#[test]
+fn plan_shows_failure_and_timeout_handlers() {
+    let c = Cluster::start().unwrap();
+    c.apply(&hardware_doc("hw1", MAC));
+    c.apply(&template("127.0.0.1:5030/kiln/busybox:v1").replace(
+        "          timeout: 60\n",
+        "          timeout: 60\n          on-failure: [/bin/sh, -c, echo failed]\n          on-timeout: [echo, late]\n",
+    ));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), workflow("hw1")).unwrap();
+    let path = file.path().to_str().unwrap();
+    // Rendered from the documents, and as stored once applied.
+    c.apply(&workflow("hw1"));
+    for source in [vec!["-f", path], vec!["wf"]] {
+        let out = c.kiln(&[&["plan"], &source[..]].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains("   on-failure: [\"/bin/sh\",\"-c\",\"echo failed\"]\n"), "{text}");
+        assert!(text.contains("   on-timeout: [\"echo\",\"late\"]\n"), "{text}");
+        let out = c.kiln(&[&["plan", "-o", "json"], &source[..]].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let action = &plan["actions"][0];
+        assert_eq!(action["on_failure"], serde_json::json!(["/bin/sh", "-c", "echo failed"]), "{plan}");
+        assert_eq!(action["on_timeout"], serde_json::json!(["echo", "late"]), "{plan}");
+    }
+}

@@ -10,12 +10,14 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use kiln_proto::v1::{LogEntry, Workflow};
+use kiln_proto::v1::{GetRequest, LogEntry, LogsRequest, Workflow};
 use serde::Deserialize;
 
+use crate::connection::{Client, status};
 use crate::output::{clock, elapsed};
 use crate::view::{action_state, is_terminal, workflow_state};
 
@@ -42,6 +44,19 @@ pub fn parse_progress(text: &str) -> Option<Progress> {
         return None;
     }
     serde_json::from_str::<ProgressLine>(text).ok().map(|l| l.progress)
+}
+
+/// Follows `workflow` (and its logs, for progress bars): exits 0 on SUCCESS,
+/// 1 otherwise.
+pub async fn run(c: &mut Client, workflow: String) -> anyhow::Result<ExitCode> {
+    let stream = c.watch_workflow(GetRequest { name: workflow.clone() }).await.map_err(status)?.into_inner();
+    let logs_req = LogsRequest { workflow_id: workflow, action: String::new(), follow: true };
+    let logs = c.clone().logs(logs_req).await.ok().map(|r| r.into_inner());
+    let last = watch(stream, logs).await?;
+    if last.is_none_or(|w| workflow_state(w.state) != "SUCCESS") {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn watch(

@@ -1,0 +1,97 @@
+//! `kiln get`: lists objects of a kind, or shows one.
+
+use anyhow::bail;
+use kiln_proto::v1::{self, GetRequest, ListRequest};
+
+use crate::Kind;
+use crate::connection::{Client, status};
+use crate::output::{Format, age, structured, table};
+use crate::view::{self, action_state, workflow_state};
+
+pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Format) -> anyhow::Result<()> {
+    match (kind, name) {
+        (Kind::Action, name) => {
+            let mut items = c.list_action_definitions(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if let Some(name) = &name {
+                items.retain(|d| d.name == *name);
+                if items.is_empty() {
+                    bail!("action definition {name:?} not found");
+                }
+            }
+            let views: Vec<_> = items.iter().map(view::ActionDefinition::from).collect();
+            let done = match (&name, views.as_slice()) {
+                (Some(_), [one]) => structured(output, one)?,
+                _ => structured(output, &views)?,
+            };
+            if !done {
+                let rows: Vec<_> =
+                    items.iter().map(|d| vec![d.name.clone(), d.image.clone(), d.description.clone()]).collect();
+                print!("{}", table(&["NAME", "IMAGE", "DESCRIPTION"], &rows));
+            }
+        }
+        (Kind::Hardware, Some(name)) => {
+            let h = c.get_hardware(GetRequest { name }).await.map_err(status)?.into_inner();
+            if !structured(output, &view::Hardware::from(&h))? {
+                print!("{}", hardware_table(std::slice::from_ref(&h)));
+            }
+        }
+        (Kind::Hardware, None) => {
+            let items = c.list_hardware(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if !structured(output, &items.iter().map(view::Hardware::from).collect::<Vec<_>>())? {
+                print!("{}", hardware_table(&items));
+            }
+        }
+        (Kind::Template, Some(name)) => {
+            let t = c.get_template(GetRequest { name }).await.map_err(status)?.into_inner();
+            if !structured(output, &view::Template::from(&t))? {
+                print!("{}", table(&["NAME", "AGE"], &[vec![t.name.clone(), age(&t.created_at)]]));
+            }
+        }
+        (Kind::Template, None) => {
+            let items = c.list_templates(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if !structured(output, &items.iter().map(view::Template::from).collect::<Vec<_>>())? {
+                let rows: Vec<_> = items.iter().map(|t| vec![t.name.clone(), age(&t.created_at)]).collect();
+                print!("{}", table(&["NAME", "AGE"], &rows));
+            }
+        }
+        (Kind::Workflow, Some(name)) => {
+            let w = c.get_workflow(GetRequest { name }).await.map_err(status)?.into_inner();
+            if !structured(output, &view::Workflow::from(&w))? {
+                print!("{}", workflow_table(std::slice::from_ref(&w)));
+            }
+        }
+        (Kind::Workflow, None) => {
+            let items = c.list_workflows(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if !structured(output, &items.iter().map(view::Workflow::from).collect::<Vec<_>>())? {
+                print!("{}", workflow_table(&items));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hardware_table(items: &[v1::Hardware]) -> String {
+    let rows: Vec<_> = items
+        .iter()
+        .map(|h| vec![h.id.clone(), h.agent_id.clone(), h.macs.join(","), h.disks.join(","), age(&h.created_at)])
+        .collect();
+    table(&["ID", "AGENT ID", "MACS", "DISKS", "AGE"], &rows)
+}
+
+fn workflow_table(items: &[v1::Workflow]) -> String {
+    let rows: Vec<_> = items
+        .iter()
+        .map(|w| {
+            let done = w.actions.iter().filter(|a| action_state(a.state) == "SUCCESS").count();
+            vec![
+                w.id.clone(),
+                w.template.clone(),
+                w.hardware.clone(),
+                workflow_state(w.state).to_string(),
+                format!("{done}/{}", w.actions.len()),
+                age(&w.created_at),
+            ]
+        })
+        .collect();
+    table(&["ID", "TEMPLATE", "HARDWARE", "STATE", "PROGRESS", "AGE"], &rows)
+}

@@ -1,0 +1,138 @@
+//! `kiln plan`: the actions a workflow runs, rendered, without running anything.
+
+use anyhow::bail;
+use kiln_proto::v1::{self, PlanRequest, plan_request};
+
+use crate::connection::{Client, status};
+use crate::files::read_file;
+use crate::output::{Format, structured};
+use crate::view;
+
+/// Plans the workflow document in `file` (with any hardware/template
+/// documents beside it), or the existing workflow `workflow`.
+pub async fn run(c: &mut Client, file: Option<String>, workflow: Option<String>, output: Format) -> anyhow::Result<()> {
+    let source = match (file, workflow) {
+        (Some(f), _) => plan_request::Source::Documents(read_file(&f)?),
+        (None, Some(w)) => plan_request::Source::WorkflowId(w),
+        (None, None) => bail!("plan needs -f FILE or a WORKFLOW id"),
+    };
+    let wf = c.plan(PlanRequest { source: Some(source) }).await.map_err(status)?.into_inner();
+    if !structured(output, &view::Workflow::from(&wf))? {
+        print!("{}", plan_text(&wf));
+    }
+    Ok(())
+}
+
+fn plan_text(w: &v1::Workflow) -> String {
+    let mut out = format!("workflow {}: template {}, hardware {}", w.id, w.template, w.hardware);
+    if w.global_timeout_seconds > 0 {
+        out.push_str(&format!(", global timeout {}s", w.global_timeout_seconds));
+    }
+    out.push('\n');
+    for a in &w.actions {
+        let s = a.spec.clone().unwrap_or_default();
+        out.push_str(&format!("{}. {}/{}\n", a.index + 1, s.task, s.name));
+        if s.builtin.is_empty() {
+            out.push_str(&format!("   image:   {}\n", s.image));
+        } else {
+            out.push_str(&format!("   builtin: {}\n", s.builtin));
+        }
+        if s.terminal {
+            out.push_str("   terminal: SUCCESS is recorded before the step fires\n");
+        }
+        if !s.command.is_empty() {
+            out.push_str(&format!("   command: {}\n", serde_json::to_string(&s.command).unwrap_or_default()));
+        }
+        let mut env: Vec<_> = s.environment.iter().collect();
+        env.sort();
+        if !env.is_empty() {
+            out.push_str("   environment:\n");
+            for (k, v) in env {
+                out.push_str(&format!("     {k}={v}\n"));
+            }
+        }
+        if !s.volumes.is_empty() {
+            out.push_str(&format!("   volumes: {}\n", s.volumes.join(", ")));
+        }
+        if !s.pid.is_empty() {
+            out.push_str(&format!("   pid:     {}\n", s.pid));
+        }
+        if !s.network.is_empty() {
+            out.push_str(&format!("   network: {}\n", s.network));
+        }
+        out.push_str(&format!("   timeout: {}s\n", s.timeout_seconds));
+        if s.retries > 0 {
+            out.push_str(&format!("   retries: {} (backoff {}s)\n", s.retries, s.retry_backoff_seconds));
+        }
+        // Handlers run only when the action fails or times out: the plan is
+        // where an operator can check them without breaking anything.
+        for (handler, argv) in [("on-failure", &s.on_failure), ("on-timeout", &s.on_timeout)] {
+            if !argv.is_empty() {
+                out.push_str(&format!("   {handler}: {}\n", serde_json::to_string(argv).unwrap_or_default()));
+            }
+        }
+        if let Some(r) = s.resources.as_ref().filter(|r| **r != Default::default()) {
+            let mut limits = Vec::new();
+            if r.memory_bytes > 0 {
+                limits.push(format!("memory {} bytes", r.memory_bytes));
+            }
+            if r.nano_cpus > 0 {
+                limits.push(format!("cpus {}", r.nano_cpus as f64 / 1e9));
+            }
+            if r.pids > 0 {
+                limits.push(format!("pids {}", r.pids));
+            }
+            if !r.gpus.is_empty() {
+                limits.push(format!("gpus {}", r.gpus));
+            }
+            out.push_str(&format!("   limits:  {}\n", limits.join(", ")));
+        }
+        out.push_str(&format!("   agent:   {}\n", a.agent_id));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(on_failure: &[&str], on_timeout: &[&str]) -> v1::Workflow {
+        let spec = v1::ActionSpec {
+            task: "t".into(),
+            name: "a".into(),
+            image: "reg.io/a:v1".into(),
+            timeout_seconds: 60,
+            on_failure: on_failure.iter().map(|s| s.to_string()).collect(),
+            on_timeout: on_timeout.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        v1::Workflow {
+            id: "wf".into(),
+            template: "tpl".into(),
+            hardware: "hw1".into(),
+            actions: vec![v1::ActionStatus {
+                index: 0,
+                agent_id: "agent".into(),
+                spec: Some(spec),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn text_shows_failure_and_timeout_handlers() {
+        let text = plan_text(&planned(&["/bin/sh", "-c", "echo failed"], &["echo", "late"]));
+        assert!(text.contains("\n   on-failure: [\"/bin/sh\",\"-c\",\"echo failed\"]\n"), "{text}");
+        assert!(text.contains("\n   on-timeout: [\"echo\",\"late\"]\n"), "{text}");
+        let none = plan_text(&planned(&[], &[]));
+        assert!(!none.contains("on-failure") && !none.contains("on-timeout"), "{none}");
+    }
+
+    #[test]
+    fn json_shows_failure_and_timeout_handlers() {
+        let json = serde_json::to_value(view::Workflow::from(&planned(&["cleanup"], &["echo", "late"]))).unwrap();
+        assert_eq!(json["actions"][0]["on_failure"], serde_json::json!(["cleanup"]), "{json}");
+        assert_eq!(json["actions"][0]["on_timeout"], serde_json::json!(["echo", "late"]), "{json}");
+    }
+}
