@@ -1,4 +1,4 @@
-//! The action contract (README, "The action contract"): what an action gets
+//! The action contract (docs/action-contract.md): what an action gets
 //! (environment, /workflow, /tmp_disk, /kiln, limits) and how its end is
 //! reported (exit-code table, failure files, retries, `kiln retry`).
 

@@ -65,7 +65,7 @@ impl<T, E: Display> OrFail<T> for std::result::Result<T, E> {
     }
 }
 
-/// Where the agent mounts the failure files (see the README's action contract).
+/// Where the agent mounts the failure files (see docs/action-contract.md).
 const KILN_DIR: &str = "/kiln";
 
 /// Runs an action's body and turns its outcome into the process exit code,

@@ -5,7 +5,7 @@
 //! printed per change, so the output is a readable record.
 //!
 //! Actions that print progress lines (`{"progress":{"done":..,"total":..}}`,
-//! see the README's action contract) get a bar of their own: the workflow's
+//! see docs/action-contract.md) get a bar of their own: the workflow's
 //! logs are followed next to its state.
 
 use std::collections::HashMap;
