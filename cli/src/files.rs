@@ -15,17 +15,7 @@ pub fn read_file(name: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Writes a file only its owner can read (created so, never readable by others).
+/// Writes a file only its owner can read (see [`kiln_proto::secret_file`]).
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    Ok(())
+    Ok(kiln_proto::secret_file::write(path, bytes)?)
 }

@@ -10,26 +10,18 @@ pub fn time(t: &Option<prost_types::Timestamp>) -> Option<String> {
     t.as_ref().map(|t| humantime::format_rfc3339_millis(kiln_proto::time::from_proto(t)).to_string())
 }
 
+/// A state as shown: the proto name without its enum prefix (`RUNNING`).
 pub fn action_state(s: i32) -> &'static str {
-    match v1::ActionState::try_from(s).unwrap_or(v1::ActionState::Unspecified) {
-        v1::ActionState::Unspecified => "UNKNOWN",
-        v1::ActionState::Pending => "PENDING",
-        v1::ActionState::Pulling => "PULLING",
-        v1::ActionState::Running => "RUNNING",
-        v1::ActionState::Success => "SUCCESS",
-        v1::ActionState::Failed => "FAILED",
-        v1::ActionState::Timeout => "TIMEOUT",
+    match v1::ActionState::try_from(s) {
+        Ok(v1::ActionState::Unspecified) | Err(_) => "UNKNOWN",
+        Ok(state) => state.as_str_name().trim_start_matches("ACTION_STATE_"),
     }
 }
 
 pub fn workflow_state(s: i32) -> &'static str {
-    match v1::WorkflowState::try_from(s).unwrap_or(v1::WorkflowState::Unspecified) {
-        v1::WorkflowState::Unspecified => "UNKNOWN",
-        v1::WorkflowState::Pending => "PENDING",
-        v1::WorkflowState::Running => "RUNNING",
-        v1::WorkflowState::Success => "SUCCESS",
-        v1::WorkflowState::Failed => "FAILED",
-        v1::WorkflowState::Timeout => "TIMEOUT",
+    match v1::WorkflowState::try_from(s) {
+        Ok(v1::WorkflowState::Unspecified) | Err(_) => "UNKNOWN",
+        Ok(state) => state.as_str_name().trim_start_matches("WORKFLOW_STATE_"),
     }
 }
 
@@ -220,5 +212,20 @@ impl From<&v1::Workflow> for Workflow {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_show_by_their_plain_names() {
+        assert_eq!(action_state(v1::ActionState::Pulling as i32), "PULLING");
+        assert_eq!(action_state(v1::ActionState::Unspecified as i32), "UNKNOWN");
+        assert_eq!(action_state(99), "UNKNOWN");
+        assert_eq!(workflow_state(v1::WorkflowState::Timeout as i32), "TIMEOUT");
+        assert!(is_terminal(v1::WorkflowState::Failed as i32));
+        assert!(!is_terminal(v1::WorkflowState::Running as i32));
     }
 }

@@ -31,6 +31,50 @@ pub mod time {
     }
 }
 
+/// Files that hold secrets (tokens, keys), written by every kiln program the
+/// same way: here, because this is the one crate all of them link.
+pub mod secret_file {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Path;
+
+    /// Writes `bytes` to `path` readable by its owner only: created with mode
+    /// 0600 (never readable by others, not even briefly), synced, and renamed
+    /// into place, so a reader sees the old file or the whole new one. The
+    /// parent directory is created if needed. Errors name the path.
+    pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(named)?;
+        }
+        let mut tmp = path.as_os_str().to_os_string();
+        tmp.push(".tmp");
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(named)?;
+        f.write_all(bytes).map_err(named)?;
+        f.sync_all().map_err(named)?;
+        std::fs::rename(&tmp, path).map_err(named)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::os::unix::fs::PermissionsExt;
+
+        #[test]
+        fn secrets_are_private_and_replaced_whole() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("sub/token");
+            super::write(&path, b"one").unwrap();
+            super::write(&path, b"two").unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"two");
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1, "no temporary file left");
+            let err = super::write(&dir.path().join("token/x"), b"").unwrap_err();
+            assert!(err.to_string().contains("token/x"), "{err}");
+        }
+    }
+}
+
 /// Request metadata key of credentials: `authorization: Bearer TOKEN` (the
 /// agent's token on agent calls, the operator's on admin calls).
 pub const AUTHORIZATION_METADATA: &str = "authorization";

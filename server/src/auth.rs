@@ -330,26 +330,9 @@ pub fn load_or_create_admin_token(data_dir: &Path, explicit: Option<&Path>) -> a
     }
 }
 
-/// Writes a file only its owner can read, created with that mode (never
-/// readable by others, not even briefly).
+/// Writes a file only its owner can read (see [`kiln_proto::secret_file`]).
 pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    Ok(kiln_proto::secret_file::write(path, bytes)?)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The server's record of a workflow: the frozen plan plus every attempt
 //! made at each of its actions. Store implementations load and save this
-//! aggregate; [`crate::state_machine`] is the only code that changes it.
+//! aggregate. Every change to it is made by a function of
+//! [`crate::state_machine`]; the stores' own updates that do not load it
+//! (heartbeats) follow the rules that module writes down for them.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,7 +16,8 @@ pub fn now_millis() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum WorkflowState {
     Pending,
     Running,
@@ -28,29 +31,18 @@ impl WorkflowState {
         matches!(self, Self::Success | Self::Failed | Self::Timeout)
     }
 
+    /// The name stored and shown (`"RUNNING"`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Running => "RUNNING",
-            Self::Success => "SUCCESS",
-            Self::Failed => "FAILED",
-            Self::Timeout => "TIMEOUT",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "PENDING" => Self::Pending,
-            "RUNNING" => Self::Running,
-            "SUCCESS" => Self::Success,
-            "FAILED" => Self::Failed,
-            "TIMEOUT" => Self::Timeout,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActionState {
     Pending,
     Pulling,
@@ -65,27 +57,13 @@ impl ActionState {
         matches!(self, Self::Success | Self::Failed | Self::Timeout)
     }
 
+    /// The name stored and shown (`"RUNNING"`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Pulling => "PULLING",
-            Self::Running => "RUNNING",
-            Self::Success => "SUCCESS",
-            Self::Failed => "FAILED",
-            Self::Timeout => "TIMEOUT",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "PENDING" => Self::Pending,
-            "PULLING" => Self::Pulling,
-            "RUNNING" => Self::Running,
-            "SUCCESS" => Self::Success,
-            "FAILED" => Self::Failed,
-            "TIMEOUT" => Self::Timeout,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 

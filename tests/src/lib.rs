@@ -417,11 +417,7 @@ impl Cluster {
 
 /// Writes a file only its owner can read (agent configs hold secrets).
 pub fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
+    Ok(kiln_proto::secret_file::write(path, text.as_bytes())?)
 }
 
 pub fn stdout(o: &Output) -> String {

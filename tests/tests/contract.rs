@@ -536,3 +536,57 @@ fn the_next_actions_image_is_pulled_while_the_current_action_runs() {
     let result = m.cluster.wait_finished(&wf, LIMIT);
     assert_eq!(result["state"], "SUCCESS", "{result:#}");
 }
+
+#[test]
+fn action_api_files_stream_to_disk_up_to_the_artifact_limit() {
+    // A limit of 110 MiB: 6 MiB (over axum's default 2 MB body limit, which
+    // answered 413 before) and 100 MiB are stored, 111 MiB is refused.
+    // --plaintext: busybox wget, as in the test above.
+    const MIB: u64 = 1 << 20;
+    let limit = (110 * MIB).to_string();
+    let m = Machine::start_with(&["--plaintext", "--max-artifact-bytes", &limit], "failed_containers: remove\n");
+    let post = "wget -q -O - --header \"Authorization: Bearer $KILN_ACTION_TOKEN\"";
+    let script = format!(
+        "for n in 6 100 111; do dd if=/dev/urandom of=/tmp_disk/f bs=1048576 count=$n 2>/dev/null; \
+         echo sha$n=$(sha256sum /tmp_disk/f | cut -d' ' -f1); \
+         {post} --post-file /tmp_disk/f $KILN_API_ENDPOINT/v1/action/files/f$n.bin 2>&1; rc=$?; echo; echo rc$n=$rc; done"
+    );
+    let wf = m.run(&shell_action("upload", 300, &script, ""));
+    let result = m.cluster.wait_finished(&wf, LIMIT);
+    let logs = m.logs(&wf);
+    assert_eq!(result["state"], "SUCCESS", "{logs}");
+    let value = |key: &str| -> String {
+        logs.lines()
+            .find_map(|l| l.split_once("] ").map(|(_, t)| t).and_then(|t| t.strip_prefix(&format!("{key}="))))
+            .unwrap_or_else(|| panic!("no {key}= line in {logs}"))
+            .to_string()
+    };
+    let listed = m.cluster.kiln(&["artifacts", "list", &wf, "-o", "json"]);
+    let artifacts: Value = serde_json::from_str(&stdout(&listed)).expect("artifacts as JSON");
+    let find = |path: &str| artifacts.as_array().unwrap().iter().find(|a| a["path"] == path).cloned();
+    for n in [6u64, 100] {
+        let a = find(&format!("f{n}.bin")).unwrap_or_else(|| panic!("f{n}.bin missing: {artifacts:#} {logs}"));
+        assert_eq!(a["size"], n * MIB, "{a:#}");
+        assert_eq!(a["sha256"], value(&format!("sha{n}")), "{a:#}");
+    }
+    assert!(find("f111.bin").is_none(), "over the limit, nothing is kept: {artifacts:#}");
+    assert_ne!(value("rc111"), "0", "{logs}");
+    assert!(logs.contains("413"), "the refusal is 413 Payload Too Large: {logs}");
+    // Streamed: the server never held a 100 MiB body in memory.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", m.cluster.server.pid())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(hwm_kib * 1024 < 96 * MIB, "server peak RSS {hwm_kib} KiB: the upload was buffered");
+    // The file itself, byte for byte.
+    let out = m.cluster.kiln(&["artifacts", "get", &wf, "upload", "f100.bin"]);
+    assert_eq!(out.stdout.len() as u64, 100 * MIB);
+    assert_eq!(hex_sha256(&out.stdout), value("sha100"));
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -45,8 +45,10 @@ impl Format {
 /// Peeks at `input` (without consuming) and returns its format.
 pub fn sniff<R: BufRead>(input: &mut R) -> io::Result<Format> {
     // fill_buf may return fewer bytes than a magic number even when more
-    // follow; one retry is enough for every reader used here, whose buffers
-    // are far larger than 6 bytes.
+    // follow, and no retry is made: every reader used here is a BufReader
+    // whose buffer (64 KiB and more) is filled by one read of a file or of
+    // an HTTP body, which yields at least 6 bytes unless the input is
+    // shorter (then it is raw anyway).
     let head = input.fill_buf()?;
     Ok(Format::detect(head))
 }

@@ -132,3 +132,6 @@ impl App {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

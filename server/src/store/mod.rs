@@ -160,7 +160,8 @@ impl AttemptAccess {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Outcome {
     Created,
     Updated,
@@ -169,11 +170,7 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Updated => "updated",
-            Self::Unchanged => "unchanged",
-        }
+        self.into()
     }
 }
 
@@ -407,32 +404,28 @@ pub async fn open(url: &DatabaseUrl) -> Result<DynStore, StoreError> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `kiln delete` (and `kiln get`) names: parsed case-insensitively,
+/// with the short forms operators type; shown by its plain name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(ascii_case_insensitive)]
 pub enum ObjectKind {
+    #[strum(to_string = "action definition", serialize = "action", serialize = "actions", serialize = "actiondefinition")]
     ActionDefinition,
+    #[strum(to_string = "hardware", serialize = "hw")]
     Hardware,
+    #[strum(to_string = "template", serialize = "templates")]
     Template,
+    #[strum(to_string = "workflow", serialize = "workflows", serialize = "wf")]
     Workflow,
 }
 
 impl ObjectKind {
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "hardware" | "hw" => Self::Hardware,
-            "action" | "actions" | "actiondefinition" => Self::ActionDefinition,
-            "template" | "templates" => Self::Template,
-            "workflow" | "workflows" | "wf" => Self::Workflow,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hardware => "hardware",
-            Self::ActionDefinition => "action definition",
-            Self::Template => "template",
-            Self::Workflow => "workflow",
-        }
+        self.into()
     }
 }
 
@@ -466,6 +459,30 @@ mod tests {
             assert!(err.contains(expected), "{url}: {err}");
             assert!(!err.contains("secret"), "{url}: the password leaked: {err}");
         }
+    }
+
+    #[test]
+    fn names_of_kinds_and_outcomes() {
+        for (text, kind) in [
+            ("hardware", ObjectKind::Hardware),
+            ("HW", ObjectKind::Hardware),
+            ("Template", ObjectKind::Template),
+            ("templates", ObjectKind::Template),
+            ("wf", ObjectKind::Workflow),
+            ("ActionDefinition", ObjectKind::ActionDefinition),
+            ("actions", ObjectKind::ActionDefinition),
+        ] {
+            assert_eq!(ObjectKind::parse(text), Some(kind), "{text}");
+        }
+        assert_eq!(ObjectKind::parse("action definition"), Some(ObjectKind::ActionDefinition));
+        assert_eq!(ObjectKind::parse("machine"), None);
+        assert_eq!(ObjectKind::ActionDefinition.as_str(), "action definition");
+        assert_eq!(Outcome::Unchanged.as_str(), "unchanged");
+        use crate::model::{ActionState, WorkflowState};
+        assert_eq!(ActionState::parse("PULLING"), Some(ActionState::Pulling));
+        assert_eq!(ActionState::Timeout.as_str(), "TIMEOUT");
+        assert_eq!(WorkflowState::parse("running"), None, "stored names are exact");
+        assert_eq!(WorkflowState::Success.as_str(), "SUCCESS");
     }
 
     #[test]

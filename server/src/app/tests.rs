@@ -1,0 +1,122 @@
+//! The use cases through their contexts: who may do what, whatever the
+//! front door.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::artifacts::ArtifactFiles;
+use crate::state_machine::Report;
+use crate::store::NewLogLine;
+use crate::store::sqlite::SqliteStore;
+
+const DOCS: &str = r#"
+kind: Hardware
+name: m1
+macs: ["52:54:00:00:00:01"]
+---
+kind: Hardware
+name: m2
+macs: ["52:54:00:00:00:02"]
+---
+kind: Template
+name: t
+data: |
+  version: "0.1"
+  name: t
+  tasks:
+    - name: one
+      worker: "{{.device_1}}"
+      actions:
+        - {name: a, image: "127.0.0.1:5000/a:v1"}
+---
+kind: Workflow
+name: w
+template: t
+hardware: m1
+hardware_map: {device_1: "52:54:00:00:00:01"}
+"#;
+
+fn app(dir: &std::path::Path) -> Arc<App> {
+    let store: crate::store::DynStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+    Arc::new(App::new(
+        store,
+        AppParts {
+            events: Arc::default(),
+            image_policy: Default::default(),
+            artifacts: ArtifactFiles::new(dir, 1 << 20),
+            token_key: crate::action_api::TokenKey::load_or_create(dir).unwrap(),
+            lease: Duration::from_secs(30),
+            signing_ca: None,
+            netboot: Default::default(),
+        },
+    ))
+}
+
+fn denied<T: std::fmt::Debug>(r: Result<T, AppError>) -> String {
+    match r {
+        Err(AppError::PermissionDenied(m)) => m,
+        other => panic!("expected PERMISSION_DENIED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn each_actor_may_do_only_its_own_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let operator = OpContext::operator();
+    let agent = OpContext::agent("52:54:00:00:00:01");
+    let stranger = OpContext::agent("52:54:00:00:00:02");
+
+    // Agents and tasks cannot write documents or read the fleet.
+    assert!(denied(app.apply(&agent, "x", DOCS).await).contains("only an operator"));
+    denied(app.list_workflows(&OpContext::system("test")).await);
+    denied(app.rotate_agent_token(&agent, "m1").await);
+    app.apply(&operator, "docs", DOCS).await.unwrap();
+
+    // Operators do not run actions.
+    denied(app.next_assignment(&operator, Duration::ZERO).await);
+    let a = app.next_assignment(&agent, Duration::ZERO).await.unwrap().expect("an attempt for m1");
+    assert_eq!((a.workflow_id.as_str(), a.action_index, a.attempt_number), ("w", 0, 1));
+    assert!(app.next_assignment(&stranger, Duration::ZERO).await.unwrap().is_none());
+
+    // Only the attempt's own agent may report on it or ship its lines.
+    let line = || vec![NewLogLine { seq: 1, stream: 1, time: 0, text: "hi".into() }];
+    assert!(denied(app.push_logs(&stranger, "w", 0, &a.attempt_id, line()).await).contains("belongs to agent"));
+    denied(app.push_logs(&operator, "w", 0, &a.attempt_id, line()).await);
+    assert!(matches!(app.push_logs(&agent, "w", 1, &a.attempt_id, line()).await, Err(AppError::NotFound(_))));
+    assert_eq!(app.push_logs(&agent, "w", 0, &a.attempt_id, line()).await.unwrap(), 1);
+    let running = Report {
+        action_index: 0,
+        attempt_id: a.attempt_id.clone(),
+        state: crate::model::ActionState::Running,
+        exit_code: None,
+        reason: String::new(),
+        message: String::new(),
+        output_json: String::new(),
+    };
+    denied(app.report(&stranger, "w", running.clone()).await);
+    assert!(app.report(&agent, "w", running).await.unwrap());
+
+    // The action's token works for its own workflow while the attempt is
+    // open; an agent context is no action context.
+    let action = app.authenticate_action(&a.action_token).await.unwrap();
+    assert_eq!(app.read_workflow_data(&action).await.unwrap().1, 0);
+    denied(app.read_workflow_data(&agent).await);
+    assert!(matches!(app.authenticate_action("w:0:forged:00").await, Err(AppError::Unauthenticated(_))));
+}
+
+#[test]
+fn store_failures_reach_callers_without_the_databases_text() {
+    let source = std::io::Error::other("no such table: kiln_secret_table at 10.0.0.7");
+    let e: AppError = crate::store::StoreError::backend("SQLite", source).into();
+    let shown = e.to_string();
+    assert!(shown.contains("store failure") && shown.contains("SQLite"), "{shown}");
+    assert!(!shown.contains("kiln_secret_table") && !shown.contains("10.0.0.7"), "{shown}");
+    let status = crate::convert::status(e);
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert!(!status.message().contains("kiln_secret_table"), "{}", status.message());
+    // The log keeps the cause.
+    let kept = crate::store::StoreError::backend("SQLite", std::io::Error::other("disk I/O error"));
+    assert!(kept.detailed().ends_with("store failure: SQLite: disk I/O error"), "{}", kept.detailed());
+}
