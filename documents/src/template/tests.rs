@@ -1,3 +1,4 @@
+use super::parser::MAX_DEPTH;
 use super::*;
 use serde_json::json;
 
