@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use super::functions::{Apply, Call, Function};
 use super::parser::{Arg, Node, Pipeline, parse};
 use super::value::{Val, kind, known, sorted, to_text, truthy};
 use super::{ACTIONS_KEY, PROBE, Rendered, error};
@@ -222,37 +223,53 @@ impl Eval<'_> {
 
     fn command(&self, line: usize, cmd: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
         self.step(line, || match &cmd[0] {
-            Arg::Func(name) => Some(name.clone()),
+            Arg::Func(f) => Some(f.name.to_string()),
             other => {
                 describe(other).or_else(|| Some(pipe_text(&Pipeline { line, decl: None, cmds: vec![cmd.to_vec()] })))
             }
         })?;
         match &cmd[0] {
-            Arg::Func(name) if name == "and" || name == "or" => self.and_or(line, name, &cmd[1..], dot, prev),
-            Arg::Func(name) => {
-                let mut args = cmd[1..].iter().map(|a| self.arg(line, a, dot)).collect::<Result<Vec<_>, _>>()?;
-                let mut descs: Vec<Option<String>> = cmd[1..].iter().map(describe).collect();
-                if let Some(p) = prev {
-                    args.push(p);
-                    descs.push(None);
-                }
-                self.call(line, name, args, &descs)
-            }
+            Arg::Func(f) => self.apply(line, f, &cmd[1..], dot, prev),
             // The parser lets only functions follow `|`, so there is no
             // piped value to lose here.
             single => self.arg(line, single, dot),
         }
     }
 
+    /// Calls `f` with `args` and the piped value `prev` as its last argument.
+    fn apply(&self, line: usize, f: &Function, args: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+        let body = match f.apply {
+            Apply::Values(body) => body,
+            Apply::ShortCircuit { stop_at } => return self.short_circuit(line, f.name, stop_at, args, dot, prev),
+        };
+        let mut values = args.iter().map(|a| self.arg(line, a, dot)).collect::<Result<Vec<_>, _>>()?;
+        let mut descs: Vec<Option<String>> = args.iter().map(describe).collect();
+        if let Some(p) = prev {
+            values.push(p);
+            descs.push(None);
+        }
+        if let Some(Val::Deferred(expr)) = values.iter().find(|a| matches!(a, Val::Deferred(_))) {
+            return Err(self.deferred_argument(line, f.name, expr));
+        }
+        body(&Call { eval: self, line, name: f.name, args: values, descs })
+    }
+
     /// Go's `and`/`or` stop at the argument that decides the result:
     /// `and .flag .a.b` does not read `.a.b` when `.flag` is false. A probe
     /// decides nothing, so after one the rest is still evaluated (and checked).
-    fn and_or(&self, line: usize, name: &str, args: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+    fn short_circuit(
+        &self,
+        line: usize,
+        name: &str,
+        stop_at: bool,
+        args: &[Arg],
+        dot: &Val,
+        prev: Option<Val>,
+    ) -> Result<Val, SpecError> {
         let count = args.len() + usize::from(prev.is_some());
         if count < 1 {
             return Err(self.err(line, Some(name.to_string()), format!("{name} takes at least 1 argument")));
         }
-        let stop_when = name == "or";
         let mut saw_probe = false;
         let mut last = None;
         let values = args.iter().map(|a| self.arg(line, a, dot)).chain(prev.map(Ok));
@@ -263,7 +280,7 @@ impl Eval<'_> {
             }
             if v == Val::Probe {
                 saw_probe = true;
-            } else if truthy(&v) == stop_when && !saw_probe {
+            } else if truthy(&v) == stop_at && !saw_probe {
                 return Ok(v);
             }
             last = Some(v);
@@ -271,7 +288,7 @@ impl Eval<'_> {
         Ok(if saw_probe { Val::Probe } else { last.expect("at least one argument") })
     }
 
-    pub(super) fn deferred_argument(&self, line: usize, name: &str, expr: &str) -> SpecError {
+    fn deferred_argument(&self, line: usize, name: &str, expr: &str) -> SpecError {
         self.err(
             line,
             Some(name.to_string()),
@@ -295,7 +312,7 @@ impl Eval<'_> {
             Arg::Int(n) => Ok(Val::Json((*n).into())),
             Arg::Float(f) => Ok(Val::Json((*f).into())),
             Arg::Bool(b) => Ok(Val::Json((*b).into())),
-            Arg::Func(name) => self.call(line, name, Vec::new(), &[]),
+            Arg::Func(f) => self.apply(line, f, &[], dot, None),
             Arg::Paren(p) => self.pipe(p, dot),
         }
     }
@@ -358,7 +375,7 @@ fn pipe_text(p: &Pipeline) -> String {
                     Arg::Int(n) => n.to_string(),
                     Arg::Float(f) => f.to_string(),
                     Arg::Bool(b) => b.to_string(),
-                    Arg::Func(name) => name.clone(),
+                    Arg::Func(f) => f.name.to_string(),
                     Arg::Paren(inner) => format!("({})", pipe_text(inner)),
                 })
                 .collect::<Vec<_>>()

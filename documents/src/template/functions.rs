@@ -7,243 +7,293 @@ use super::eval::Eval;
 use super::value::{Val, as_int, equal, go_quote, kind, known, to_text, truthy};
 use crate::SpecError;
 
-/// The functions a template may call.
-pub const FUNCTIONS: &[&str] = &[
-    "index",
-    "formatPartition",
-    "printf",
-    "len",
-    "default",
-    "quote",
-    "lower",
-    "upper",
-    "trim",
-    "replace",
-    "join",
-    "toString",
-    "netmaskToPrefixLength",
-    "eq",
-    "ne",
-    "not",
-    "and",
-    "or",
+/// Every function a template may call: its name and its implementation.
+/// The parser resolves a name here (a name not here is refused when the
+/// template is applied) and the evaluator calls what it found, so adding a
+/// function is one entry.
+const TABLE: &[Function] = &[
+    Function { name: "index", apply: Apply::Values(index) },
+    Function {
+        name: "formatPartition",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            let placeholder = || c.string(format!("/dev/{PROBE}1"));
+            if c.probe() {
+                return placeholder();
+            }
+            let Val::Json(n) = &c.args[1] else { return placeholder() };
+            let Some(n) = as_int(n).filter(|n| *n >= 1) else {
+                return c.fail(format!("partition must be a number from 1, got {}", to_text(n)));
+            };
+            let dev = text(&c.args[0]);
+            if dev.trim().is_empty() {
+                return c.fail("formatPartition needs a device path, got an empty string");
+            }
+            c.string(format_partition(&dev, n))
+        }),
+    },
+    Function {
+        name: "printf",
+        apply: Apply::Values(|c| {
+            let Some(Val::Json(Value::String(format))) = c.args.first() else {
+                return c.fail("printf needs a format string first");
+            };
+            sprintf(format, &c.args[1..]).map_or_else(|m| c.fail(format!("printf: {m}")), |s| c.string(s))
+        }),
+    },
+    Function {
+        name: "len",
+        apply: Apply::Values(|c| {
+            c.arity(1)?;
+            Ok(match &c.args[0] {
+                Val::Probe | Val::Deferred(_) => Val::Json(1.into()),
+                Val::Json(Value::Array(a)) => Val::Json(a.len().into()),
+                Val::Json(Value::Object(m)) => Val::Json(m.len().into()),
+                // Go's len counts bytes.
+                Val::Json(Value::String(t)) => Val::Json(t.len().into()),
+                Val::Json(other) => return c.fail(format!("len of {}", kind(other))),
+            })
+        }),
+    },
+    Function {
+        name: "default",
+        apply: Apply::Values(|c| {
+            // Sprig: `default DEFAULT [VALUE]`, the value usually piped in.
+            if c.args.is_empty() || c.args.len() > 2 {
+                return c.fail(format!("default takes 1 or 2 arguments, got {}", c.args.len()));
+            }
+            Ok(match c.args.get(1) {
+                Some(v) if *v == Val::Probe || truthy(v) => v.clone(),
+                _ => c.args[0].clone(),
+            })
+        }),
+    },
+    Function {
+        name: "quote",
+        apply: Apply::Values(|c| {
+            // Sprig quotes each argument and joins them with spaces.
+            if c.args.is_empty() {
+                return c.fail("quote takes at least 1 argument");
+            }
+            c.string(c.args.iter().map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
+        }),
+    },
+    Function { name: "lower", apply: Apply::Values(|c| c.string(text(c.one()?).to_lowercase())) },
+    Function { name: "upper", apply: Apply::Values(|c| c.string(text(c.one()?).to_uppercase())) },
+    Function { name: "trim", apply: Apply::Values(|c| c.string(text(c.one()?).trim().to_string())) },
+    Function {
+        name: "replace",
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            let (from, to, within) = (text(&c.args[0]), text(&c.args[1]), text(&c.args[2]));
+            // Each match may grow: bound the result before building it.
+            let matches = if from.is_empty() { within.chars().count() + 1 } else { within.matches(&from).count() };
+            c.size(within.len().saturating_add(matches.saturating_mul(to.len())))?;
+            c.string(within.replace(&from, &to))
+        }),
+    },
+    Function { name: "join", apply: Apply::Values(join) },
+    Function { name: "toString", apply: Apply::Values(|c| c.string(text(c.one()?))) },
+    Function {
+        name: "netmaskToPrefixLength",
+        apply: Apply::Values(|c| {
+            c.arity(1)?;
+            if c.probe() {
+                return Ok(Val::Json(24.into()));
+            }
+            let mask = text(&c.args[0]);
+            match prefix_length(&mask) {
+                Some(bits) => Ok(Val::Json(bits.into())),
+                None => c.fail(format!("{mask:?} is not a dotted IPv4 netmask such as 255.255.255.0")),
+            }
+        }),
+    },
+    Function { name: "eq", apply: Apply::Values(|c| compare(c, true)) },
+    Function { name: "ne", apply: Apply::Values(|c| compare(c, false)) },
+    Function {
+        name: "not",
+        apply: Apply::Values(|c| {
+            let v = c.one()?;
+            Ok(if c.probe() { Val::Probe } else { Val::Json((!truthy(v)).into()) })
+        }),
+    },
+    Function { name: "and", apply: Apply::ShortCircuit { stop_at: false } },
+    Function { name: "or", apply: Apply::ShortCircuit { stop_at: true } },
 ];
 
-/// Widest `printf` padding: a typo such as `%9999999999d` must not allocate
-/// gigabytes.
-const MAX_WIDTH: usize = 1000;
+/// The names of the functions a template may call.
+pub const FUNCTIONS: &[&str] = &names();
 
-impl Eval<'_> {
-    pub(super) fn call(
-        &self,
-        line: usize,
-        name: &str,
-        args: Vec<Val>,
-        descs: &[Option<String>],
-    ) -> Result<Val, SpecError> {
-        let field = Some(name.to_string());
-        if let Some(Val::Deferred(expr)) = args.iter().find(|a| matches!(a, Val::Deferred(_))) {
-            return Err(self.deferred_argument(line, name, expr));
-        }
-        let fail = |m: String| Err(self.err(line, field.clone(), m));
-        let arity = |n: usize| -> Result<(), SpecError> {
-            if args.len() != n {
-                let plural = if n == 1 { "" } else { "s" };
-                return Err(self.err(
-                    line,
-                    field.clone(),
-                    format!("{name} takes {n} argument{plural}, got {}", args.len()),
-                ));
-            }
-            Ok(())
-        };
-        let probe = args.contains(&Val::Probe);
-        let text = |v: &Val| match v {
-            Val::Json(j) => to_text(j),
-            Val::Probe | Val::Deferred(_) => PROBE.to_string(),
-        };
-        let s = |v: String| {
-            self.size(line, field.clone(), v.len())?;
-            Ok(Val::Json(Value::String(v)))
-        };
-        match name {
-            "index" => {
-                if args.is_empty() {
-                    return fail("index needs a collection".into());
-                }
-                let mut cur = args[0].clone();
-                let mut path = descs.first().cloned().flatten().unwrap_or_else(|| "index".into());
-                for key in &args[1..] {
-                    cur = match (cur, key) {
-                        (Val::Probe | Val::Deferred(_), _) | (_, Val::Probe | Val::Deferred(_)) => Val::Probe,
-                        (Val::Json(Value::Array(a)), Val::Json(k)) => {
-                            let Some(i) = as_int(k) else {
-                                return Err(self.err(
-                                    line,
-                                    Some(path),
-                                    format!("index of a list must be an integer, got {}", kind(k)),
-                                ));
-                            };
-                            path = format!("{path}[{i}]");
-                            let item = usize::try_from(i).ok().and_then(|i| a.get(i)).ok_or_else(|| {
-                                self.err(
-                                    line,
-                                    Some(path.clone()),
-                                    format!("index {i} out of range: the list has {} item(s)", a.len()),
-                                )
-                            })?;
-                            Val::Json(item.clone())
-                        }
-                        (Val::Json(Value::Object(mut m)), Val::Json(k)) => {
-                            let k = to_text(k);
-                            path = format!("{path}[{k:?}]");
-                            match m.remove(&k) {
-                                Some(v) => Val::Json(v),
-                                None => {
-                                    return Err(self.err(line, Some(path), format!("no key {k:?} ({})", known(&m))));
-                                }
-                            }
-                        }
-                        (Val::Json(other), _) => {
-                            return Err(self.err(line, Some(path), format!("can't index {}", kind(&other))));
-                        }
-                    };
-                }
-                Ok(cur)
-            }
-            "formatPartition" => {
-                arity(2)?;
-                if probe {
-                    return s(format!("/dev/{PROBE}1"));
-                }
-                let Val::Json(n) = &args[1] else { return s(format!("/dev/{PROBE}1")) };
-                let Some(n) = as_int(n).filter(|n| *n >= 1) else {
-                    return fail(format!("partition must be a number from 1, got {}", to_text(n)));
-                };
-                let dev = text(&args[0]);
-                if dev.trim().is_empty() {
-                    return fail("formatPartition needs a device path, got an empty string".into());
-                }
-                s(format_partition(&dev, n))
-            }
-            "printf" => {
-                let Some(Val::Json(Value::String(format))) = args.first() else {
-                    return fail("printf needs a format string first".into());
-                };
-                printf(format, &args[1..]).map_or_else(|m| fail(format!("printf: {m}")), s)
-            }
-            "len" => {
-                arity(1)?;
-                Ok(match &args[0] {
-                    Val::Probe | Val::Deferred(_) => Val::Json(1.into()),
-                    Val::Json(Value::Array(a)) => Val::Json(a.len().into()),
-                    Val::Json(Value::Object(m)) => Val::Json(m.len().into()),
-                    // Go's len counts bytes.
-                    Val::Json(Value::String(t)) => Val::Json(t.len().into()),
-                    Val::Json(other) => return fail(format!("len of {}", kind(other))),
-                })
-            }
-            "default" => {
-                // Sprig: `default DEFAULT [VALUE]`, the value usually piped in.
-                if args.is_empty() || args.len() > 2 {
-                    return fail(format!("default takes 1 or 2 arguments, got {}", args.len()));
-                }
-                Ok(match args.get(1) {
-                    Some(v) if *v == Val::Probe || truthy(v) => v.clone(),
-                    _ => args[0].clone(),
-                })
-            }
-            "quote" => {
-                // Sprig quotes each argument and joins them with spaces.
-                if args.is_empty() {
-                    return fail("quote takes at least 1 argument".into());
-                }
-                s(args.iter().map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
-            }
-            "lower" => {
-                arity(1)?;
-                s(text(&args[0]).to_lowercase())
-            }
-            "upper" => {
-                arity(1)?;
-                s(text(&args[0]).to_uppercase())
-            }
-            "trim" => {
-                arity(1)?;
-                s(text(&args[0]).trim().to_string())
-            }
-            "toString" => {
-                arity(1)?;
-                s(text(&args[0]))
-            }
-            "replace" => {
-                arity(3)?;
-                let (from, to, within) = (text(&args[0]), text(&args[1]), text(&args[2]));
-                // Each match may grow: bound the result before building it.
-                let matches = if from.is_empty() { within.chars().count() + 1 } else { within.matches(&from).count() };
-                self.size(line, field.clone(), within.len().saturating_add(matches.saturating_mul(to.len())))?;
-                s(within.replace(&from, &to))
-            }
-            "join" => {
-                arity(2)?;
-                let sep = text(&args[0]);
-                match &args[1] {
-                    Val::Probe | Val::Deferred(_) => s(PROBE.into()),
-                    // Sprig skips nil items.
-                    Val::Json(Value::Array(a)) => {
-                        let items: Vec<String> = a.iter().filter(|v| !v.is_null()).map(to_text).collect();
-                        let len =
-                            items.iter().map(|i| i.len().saturating_add(sep.len())).fold(0usize, usize::saturating_add);
-                        self.size(line, field.clone(), len)?;
-                        s(items.join(&sep))
-                    }
-                    Val::Json(Value::String(one)) => s(one.clone()),
-                    Val::Json(other) => fail(format!("join needs a list, got {}", kind(other))),
-                }
-            }
-            "netmaskToPrefixLength" => {
-                arity(1)?;
-                if probe {
-                    return Ok(Val::Json(24.into()));
-                }
-                let mask = text(&args[0]);
-                match prefix_length(&mask) {
-                    Some(bits) => Ok(Val::Json(bits.into())),
-                    None => fail(format!("{mask:?} is not a dotted IPv4 netmask such as 255.255.255.0")),
-                }
-            }
-            "eq" | "ne" => {
-                if name == "ne" {
-                    arity(2)?;
-                } else if args.len() < 2 {
-                    return fail(format!("eq takes at least 2 arguments, got {}", args.len()));
-                }
-                let values: Vec<&Value> = args
-                    .iter()
-                    .filter_map(|v| match v {
-                        Val::Json(j) => Some(j),
-                        Val::Probe | Val::Deferred(_) => None,
-                    })
-                    .collect();
-                if values.len() < args.len() {
-                    return Ok(Val::Probe);
-                }
-                let mut any = false;
-                for other in &values[1..] {
-                    any |= equal(values[0], other).map_err(|m| self.err(line, field.clone(), m))?;
-                }
-                Ok(Val::Json((any == (name == "eq")).into()))
-            }
-            "not" => {
-                arity(1)?;
-                if probe {
-                    return Ok(Val::Probe);
-                }
-                Ok(Val::Json((!truthy(&args[0])).into()))
-            }
-            other => fail(format!("unsupported function {other:?}")),
-        }
+const fn names() -> [&'static str; TABLE.len()] {
+    let mut names = [""; TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        names[i] = TABLE[i].name;
+        i += 1;
     }
+    names
+}
+
+/// The function called `name`, if templates have one.
+pub(super) fn function(name: &str) -> Option<&'static Function> {
+    TABLE.iter().find(|f| f.name == name)
+}
+
+/// One function a template may call.
+#[derive(Debug)]
+pub(super) struct Function {
+    pub name: &'static str,
+    pub apply: Apply,
+}
+
+/// How a function gets its arguments.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Apply {
+    /// All of them evaluated, the piped value last; none deferred.
+    Values(fn(&Call<'_, '_>) -> Result<Val, SpecError>),
+    /// Go's `and`/`or`: evaluated one at a time, stopping at the first
+    /// whose truth is `stop_at` (see `Eval::short_circuit`).
+    ShortCircuit { stop_at: bool },
+}
+
+/// One application of an [`Apply::Values`] function: its arguments and what
+/// it needs to report errors and bound sizes.
+pub(super) struct Call<'c, 'a> {
+    pub eval: &'c Eval<'a>,
+    pub line: usize,
+    pub name: &'static str,
+    pub args: Vec<Val>,
+    /// The field or variable each argument was read from, if it was.
+    pub descs: Vec<Option<String>>,
+}
+
+impl Call<'_, '_> {
+    /// An error about the value at `field` (an `index` path, say).
+    fn err(&self, field: Option<String>, message: impl Into<String>) -> SpecError {
+        self.eval.err(self.line, field, message)
+    }
+
+    /// An error about this call, naming the function.
+    fn error(&self, message: impl Into<String>) -> SpecError {
+        self.err(Some(self.name.to_string()), message)
+    }
+
+    fn fail<T>(&self, message: impl Into<String>) -> Result<T, SpecError> {
+        Err(self.error(message))
+    }
+
+    fn arity(&self, n: usize) -> Result<(), SpecError> {
+        if self.args.len() != n {
+            let plural = if n == 1 { "" } else { "s" };
+            return self.fail(format!("{} takes {n} argument{plural}, got {}", self.name, self.args.len()));
+        }
+        Ok(())
+    }
+
+    /// The only argument of a one-argument function.
+    fn one(&self) -> Result<&Val, SpecError> {
+        self.arity(1)?;
+        Ok(&self.args[0])
+    }
+
+    /// True when an argument stands for any data (see [`render_probe`](super::render_probe)).
+    fn probe(&self) -> bool {
+        self.args.contains(&Val::Probe)
+    }
+
+    /// Refuses a result longer than the output limit before it is built.
+    fn size(&self, len: usize) -> Result<(), SpecError> {
+        self.eval.size(self.line, Some(self.name.to_string()), len)
+    }
+
+    /// A string result, within the output limit.
+    fn string(&self, s: String) -> Result<Val, SpecError> {
+        self.size(s.len())?;
+        Ok(Val::Json(Value::String(s)))
+    }
+}
+
+/// An argument as text: how Go prints it, or the probe placeholder.
+fn text(v: &Val) -> String {
+    match v {
+        Val::Json(j) => to_text(j),
+        Val::Probe | Val::Deferred(_) => PROBE.to_string(),
+    }
+}
+
+/// `index COLLECTION KEY...`: a list item or map value, errors naming the
+/// path read so far (`.Hardware.Disks[3]`).
+fn index(c: &Call<'_, '_>) -> Result<Val, SpecError> {
+    let Some(first) = c.args.first() else { return c.fail("index needs a collection") };
+    let mut cur = first.clone();
+    let mut path = c.descs.first().cloned().flatten().unwrap_or_else(|| "index".into());
+    for key in &c.args[1..] {
+        cur = match (cur, key) {
+            (Val::Probe | Val::Deferred(_), _) | (_, Val::Probe | Val::Deferred(_)) => Val::Probe,
+            (Val::Json(Value::Array(a)), Val::Json(k)) => {
+                let Some(i) = as_int(k) else {
+                    return Err(c.err(Some(path), format!("index of a list must be an integer, got {}", kind(k))));
+                };
+                path = format!("{path}[{i}]");
+                let item = usize::try_from(i).ok().and_then(|i| a.get(i)).ok_or_else(|| {
+                    c.err(Some(path.clone()), format!("index {i} out of range: the list has {} item(s)", a.len()))
+                })?;
+                Val::Json(item.clone())
+            }
+            (Val::Json(Value::Object(mut m)), Val::Json(k)) => {
+                let k = to_text(k);
+                path = format!("{path}[{k:?}]");
+                match m.remove(&k) {
+                    Some(v) => Val::Json(v),
+                    None => return Err(c.err(Some(path), format!("no key {k:?} ({})", known(&m)))),
+                }
+            }
+            (Val::Json(other), _) => return Err(c.err(Some(path), format!("can't index {}", kind(&other)))),
+        };
+    }
+    Ok(cur)
+}
+
+/// Sprig's `join SEPARATOR LIST`.
+fn join(c: &Call<'_, '_>) -> Result<Val, SpecError> {
+    c.arity(2)?;
+    let sep = text(&c.args[0]);
+    match &c.args[1] {
+        Val::Probe | Val::Deferred(_) => c.string(PROBE.into()),
+        // Sprig skips nil items.
+        Val::Json(Value::Array(a)) => {
+            let items: Vec<String> = a.iter().filter(|v| !v.is_null()).map(to_text).collect();
+            c.size(items.iter().map(|i| i.len().saturating_add(sep.len())).fold(0usize, usize::saturating_add))?;
+            c.string(items.join(&sep))
+        }
+        Val::Json(Value::String(one)) => c.string(one.clone()),
+        Val::Json(other) => c.fail(format!("join needs a list, got {}", kind(other))),
+    }
+}
+
+/// Go's `eq A B...` (A equals any of the others) and `ne A B`.
+fn compare(c: &Call<'_, '_>, eq: bool) -> Result<Val, SpecError> {
+    if !eq {
+        c.arity(2)?;
+    } else if c.args.len() < 2 {
+        return c.fail(format!("eq takes at least 2 arguments, got {}", c.args.len()));
+    }
+    let values: Vec<&Value> = c
+        .args
+        .iter()
+        .filter_map(|v| match v {
+            Val::Json(j) => Some(j),
+            Val::Probe | Val::Deferred(_) => None,
+        })
+        .collect();
+    if values.len() < c.args.len() {
+        return Ok(Val::Probe);
+    }
+    let mut any = false;
+    for other in &values[1..] {
+        any |= equal(values[0], other).map_err(|m| c.error(m))?;
+    }
+    Ok(Val::Json((any == eq).into()))
 }
 
 /// Tinkerbell's `formatPartition`: the device path of partition `n`,
@@ -274,10 +324,14 @@ fn prefix_length(mask: &str) -> Option<u32> {
     (bits.leading_ones() + bits.trailing_zeros() == 32).then(|| bits.leading_ones())
 }
 
+/// Widest `printf` padding: a typo such as `%9999999999d` must not allocate
+/// gigabytes.
+const MAX_WIDTH: usize = 1000;
+
 /// `printf` with `%s %d %v %q %%`, the flags `-` and `0` and a width.
 /// Unlike Go, a missing or extra argument, a wrong type for `%d` and an
 /// unknown verb are errors instead of `%!d(...)` text in the output.
-fn printf(format: &str, args: &[Val]) -> Result<String, String> {
+fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
     let mut out = String::new();
     let mut args = args.iter();
     let mut used = 0;

@@ -3,7 +3,7 @@
 //! data is seen.
 
 use super::error;
-use super::functions::FUNCTIONS;
+use super::functions::{Function, function};
 use super::lexer::{Piece, Tok, split};
 use crate::SpecError;
 
@@ -60,7 +60,7 @@ pub(super) enum Arg {
     Int(i64),
     Float(f64),
     Bool(bool),
-    Func(String),
+    Func(&'static Function),
     Paren(Pipeline),
 }
 
@@ -270,14 +270,15 @@ impl Parser<'_> {
                 Tok::Float(f) => Arg::Float(*f),
                 Tok::Ident(w) if w == "true" || w == "false" => Arg::Bool(w == "true"),
                 Tok::Ident(w) if w == "nil" => return Err(err("nil is not supported".into())),
-                Tok::Ident(w) if FUNCTIONS.contains(&w.as_str()) => Arg::Func(w.clone()),
-                Tok::Ident(w)
-                    if ["if", "range", "else", "end"].contains(&w.as_str())
+                Tok::Ident(w) => match function(w) {
+                    Some(f) => Arg::Func(f),
+                    None if ["if", "range", "else", "end"].contains(&w.as_str())
                         || UNSUPPORTED_ACTIONS.contains(&w.as_str()) =>
-                {
-                    return Err(err(format!("{w:?} can only start an action")));
-                }
-                Tok::Ident(w) => return Err(err(format!("unsupported function {w:?}"))),
+                    {
+                        return Err(err(format!("{w:?} can only start an action")));
+                    }
+                    None => return Err(err(format!("unsupported function {w:?}"))),
+                },
                 Tok::Declare | Tok::Comma => return Err(err("unexpected := or , in action".into())),
             };
             cmds.last_mut().expect("never empty").push(arg);

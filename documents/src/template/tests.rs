@@ -197,6 +197,26 @@ fn missing_keys_name_line_and_field() {
 }
 
 #[test]
+fn every_listed_function_is_implemented_once() {
+    let mut names = FUNCTIONS.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), FUNCTIONS.len(), "a function is listed twice: {FUNCTIONS:?}");
+    for name in FUNCTIONS {
+        // Called without arguments each one either works or objects to its
+        // arguments by its own name; none is a name without a body.
+        if let Err(err) = render(T, &format!("{{{{ {name} }}}}"), &data()) {
+            assert_eq!(err.field.as_deref(), Some(*name), "{err}");
+            assert!(!err.message.contains("unsupported"), "{err}");
+        }
+    }
+    // A function given as an argument is called without arguments, and
+    // `and`/`or` there are checked like anywhere else.
+    assert!(e("{{ not and }}").message.contains("and takes at least 1 argument"));
+    assert_eq!(r("{{ len (or 0 .m) }}"), "3");
+}
+
+#[test]
 fn function_errors_name_what_is_wrong() {
     let err = e("x\n{{ index .Hardware.Disks 5 }}");
     assert_eq!((err.line, err.field.as_deref()), (Some(2), Some(".Hardware.Disks[5]")));
