@@ -22,7 +22,7 @@ const TABLE: &[Function] = &[
                 return placeholder();
             }
             let Val::Json(n) = &c.args[1] else { return placeholder() };
-            let Some(n) = as_int(n).filter(|n| *n >= 1) else {
+            let Some(n) = as_int(n).and_then(|n| u64::try_from(n).ok()).filter(|n| *n >= 1) else {
                 return c.fail(format!("partition must be a number from 1, got {}", to_text(n)));
             };
             let dev = text(&c.args[0]);
@@ -296,16 +296,9 @@ fn compare(c: &Call<'_, '_>, eq: bool) -> Result<Val, SpecError> {
     Ok(Val::Json((any == eq).into()))
 }
 
-/// Tinkerbell's `formatPartition`: the device path of partition `n`,
-/// following the kernel's naming: `/dev/sda` → `/dev/sda1`, names ending in
-/// a digit take a `p` (`nvme0n1p1`, `mmcblk0p1`, `loop0p1`), and udev's
-/// `/dev/disk/by-*/` links take `-partN`.
-pub fn format_partition(dev: &str, n: i64) -> String {
-    if dev.starts_with("/dev/disk/") {
-        return format!("{dev}-part{n}");
-    }
-    if dev.ends_with(|c: char| c.is_ascii_digit()) { format!("{dev}p{n}") } else { format!("{dev}{n}") }
-}
+/// Tinkerbell's `formatPartition`, shared with the partition action so that
+/// both name the same node.
+pub use kiln_partition_path::partition_path as format_partition;
 
 /// `255.255.255.0` → 24; `None` unless four octets with contiguous ones.
 fn prefix_length(mask: &str) -> Option<u32> {
