@@ -121,7 +121,8 @@ const TABLE: &[Function] = &[
     Function { name: "or", apply: Apply::ShortCircuit { stop_at: true } },
 ];
 
-/// The names of the functions a template may call.
+/// The names of the functions a template may call, read from the table at
+/// compile time.
 pub const FUNCTIONS: &[&str] = &names();
 
 const fn names() -> [&'static str; TABLE.len()] {

@@ -26,6 +26,8 @@ use serde_json::Value;
 use crate::SpecError;
 use value::Val;
 
+pub use functions::{FUNCTIONS, format_partition};
+
 /// Renders `text` with `data`. `object` names the template in errors.
 pub fn render(object: &str, text: &str, data: &Value) -> Result<String, SpecError> {
     render_mapped(object, text, data).map(|r| r.text)
@@ -74,8 +76,6 @@ pub(crate) fn render_mapped(object: &str, text: &str, data: &Value) -> Result<Re
 pub(crate) fn render_probe_mapped(object: &str, text: &str) -> Result<Rendered, SpecError> {
     eval::evaluate(object, text, &Val::Probe)
 }
-
-pub use functions::{FUNCTIONS, format_partition};
 
 /// A [`SpecError`] at a template line.
 fn error(object: &str, line: usize, field: Option<String>, message: impl Into<String>) -> SpecError {
