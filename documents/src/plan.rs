@@ -13,7 +13,10 @@ pub const DEFAULT_ACTION_TIMEOUT_SECONDS: u64 = 3600;
 /// Longest name Tinkerbell accepts for tasks and actions.
 const MAX_NAME: usize = 199;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One action of a plan, every field resolved. `Default` is an empty action
+/// (note `timeout_seconds: 0`) for literals that name only the fields they
+/// care about (`..Default::default()`); a plan sets every field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedAction {
     pub task: String,
     pub name: String,

@@ -161,14 +161,10 @@ fn summary(parts: &[Planned], written: &[DumpPart]) -> Vec<String> {
     lines
 }
 
-/// `/dev/sda` → `/dev/sda1`; `/dev/nvme0n1`, `/dev/loop0` → `...p1`.
+/// `/dev/sda` → `/dev/sda1`, `/dev/nvme0n1` → `/dev/nvme0n1p1`: the name
+/// the template function `formatPartition` gives it too.
 fn partition_node(disk: &Path, number: usize) -> PathBuf {
-    let d = disk.display().to_string();
-    if d.ends_with(|c: char| c.is_ascii_digit()) {
-        PathBuf::from(format!("{d}p{number}"))
-    } else {
-        PathBuf::from(format!("{d}{number}"))
-    }
+    PathBuf::from(kiln_partition_path::partition_path(&disk.display().to_string(), number as u64))
 }
 
 /// devtmpfs (or udev) creates partition nodes shortly after the re-read.

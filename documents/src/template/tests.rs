@@ -1,3 +1,4 @@
+use super::parser::MAX_DEPTH;
 use super::*;
 use serde_json::json;
 
@@ -154,16 +155,17 @@ fn literals() {
 
 #[test]
 fn format_partition_follows_the_kernel_names() {
+    // The naming itself is kiln-partition-path's (tested there); here, that
+    // the template function gives it what Tinkerbell templates write.
     assert_eq!(format_partition("/dev/sda", 1), "/dev/sda1");
-    assert_eq!(format_partition("/dev/vda", 3), "/dev/vda3");
-    assert_eq!(format_partition("/dev/nvme0n1", 1), "/dev/nvme0n1p1");
-    assert_eq!(format_partition("/dev/mmcblk0", 2), "/dev/mmcblk0p2");
-    assert_eq!(format_partition("/dev/loop0", 1), "/dev/loop0p1");
-    assert_eq!(format_partition("/dev/disk/by-id/wwn-0x5000", 1), "/dev/disk/by-id/wwn-0x5000-part1");
-    assert_eq!(
-        format_partition("/dev/disk/by-path/pci-0000:00:1f.2-ata-1", 2),
-        "/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part2"
-    );
+    for (template, want) in [
+        ("{{ formatPartition \"/dev/vda\" 3 }}", "/dev/vda3"),
+        ("{{ formatPartition \"/dev/mmcblk0\" 2.0 }}", "/dev/mmcblk0p2"),
+        ("{{ .Hardware.Metadata.n | formatPartition \"/dev/loop0\" }}", "/dev/loop0p3"),
+        ("{{ formatPartition \"/dev/disk/by-id/wwn-0x5000\" 1 }}", "/dev/disk/by-id/wwn-0x5000-part1"),
+    ] {
+        assert_eq!(r(template), want);
+    }
     let err = e("{{ formatPartition \"/dev/sda\" 0 }}");
     assert!(err.message.contains("partition must be a number from 1"), "{err}");
     assert!(e("{{ formatPartition \"\" 1 }}").message.contains("device path"));
@@ -193,6 +195,26 @@ fn missing_keys_name_line_and_field() {
     let err = e("{{ .hardware.metadata.instance.gone }}");
     assert_eq!(err.field.as_deref(), Some(".hardware.metadata.instance.gone"));
     assert!(err.message.contains("null"), "{err}");
+}
+
+#[test]
+fn every_listed_function_is_implemented_once() {
+    let mut names = FUNCTIONS.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), FUNCTIONS.len(), "a function is listed twice: {FUNCTIONS:?}");
+    for name in FUNCTIONS {
+        // Called without arguments each one either works or objects to its
+        // arguments by its own name; none is a name without a body.
+        if let Err(err) = render(T, &format!("{{{{ {name} }}}}"), &data()) {
+            assert_eq!(err.field.as_deref(), Some(*name), "{err}");
+            assert!(!err.message.contains("unsupported"), "{err}");
+        }
+    }
+    // A function given as an argument is called without arguments, and
+    // `and`/`or` there are checked like anywhere else.
+    assert!(e("{{ not and }}").message.contains("and takes at least 1 argument"));
+    assert_eq!(r("{{ len (or 0 .m) }}"), "3");
 }
 
 #[test]

@@ -1,0 +1,386 @@
+//! Evaluation of a parsed template against data (or the probe).
+
+use serde_json::Value;
+
+use super::functions::{Apply, Call, Function};
+use super::parser::{Arg, Node, Pipeline, parse};
+use super::value::{Val, kind, known, sorted, to_text, truthy};
+use super::{ACTIONS_KEY, PROBE, Rendered, error};
+use crate::SpecError;
+
+/// Most commands and range iterations one rendering may evaluate, and the
+/// longest output or intermediate string: ranges nested over a short list,
+/// or a pipeline that doubles a string at each stage, grow exponentially
+/// with the template's length; without a bound they hang the server.
+/// Real templates are kilobytes and take a few hundred steps.
+const MAX_STEPS: usize = 1_000_000;
+const MAX_OUTPUT: usize = 4 << 20;
+
+/// Parses `text` and evaluates it with `root` as `.` and `$`.
+pub(super) fn evaluate(object: &str, text: &str, root: &Val) -> Result<Rendered, SpecError> {
+    let nodes = parse(object, text)?;
+    let mut out = Out::default();
+    let mut eval = Eval { object, root, vars: vec![("$".into(), root.clone())], steps: std::cell::Cell::new(0) };
+    eval.nodes(&nodes, root, &mut out)?;
+    Ok(Rendered { text: out.text, lines: out.lines, last: text.lines().count().max(1) })
+}
+
+/// The output being built, with the template line of each output line.
+#[derive(Default)]
+struct Out {
+    text: String,
+    lines: Vec<usize>,
+}
+
+impl Out {
+    /// Appends `s`, which comes from template line `line`. Template text
+    /// (`advance`) moves on a line with each of its newlines; a value printed
+    /// by an action belongs to the action's line however many lines it has.
+    fn push(&mut self, s: &str, mut line: usize, advance: bool) {
+        for piece in s.split_inclusive('\n') {
+            if self.text.is_empty() || self.text.ends_with('\n') {
+                self.lines.push(line);
+            }
+            self.text.push_str(piece);
+            if advance && piece.ends_with('\n') {
+                line += 1;
+            }
+        }
+    }
+}
+
+pub(super) struct Eval<'a> {
+    object: &'a str,
+    /// The data itself: `.actions` is deferred only when read from it.
+    root: &'a Val,
+    vars: Vec<(String, Val)>,
+    /// Commands and range iterations evaluated so far (see [`MAX_STEPS`]).
+    steps: std::cell::Cell<usize>,
+}
+
+fn chain_name(prefix: &str, chain: &[String]) -> String {
+    if chain.is_empty() && prefix.is_empty() {
+        return ".".into();
+    }
+    if chain.is_empty() {
+        return prefix.into();
+    }
+    format!("{prefix}.{}", chain.join("."))
+}
+
+/// The expression an argument reads, for errors about its value.
+fn describe(a: &Arg) -> Option<String> {
+    match a {
+        Arg::Field(chain) => Some(chain_name("", chain)),
+        Arg::Var(name, chain) => Some(chain_name(name, chain)),
+        _ => None,
+    }
+}
+
+impl Eval<'_> {
+    pub(super) fn err(&self, line: usize, field: Option<String>, m: impl Into<String>) -> SpecError {
+        error(self.object, line, field, m)
+    }
+
+    /// Counts one step of work against [`MAX_STEPS`].
+    fn step(&self, line: usize, field: impl FnOnce() -> Option<String>) -> Result<(), SpecError> {
+        let n = self.steps.get() + 1;
+        self.steps.set(n);
+        if n > MAX_STEPS {
+            return Err(self.err(
+                line,
+                field(),
+                format!("rendering takes more than {MAX_STEPS} steps: nested range or pipelines grow too much"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a string longer than [`MAX_OUTPUT`] before it is built.
+    pub(super) fn size(&self, line: usize, field: Option<String>, len: usize) -> Result<(), SpecError> {
+        if len > MAX_OUTPUT {
+            return Err(self.err(line, field, format!("the result would be {len} bytes, more than {MAX_OUTPUT}")));
+        }
+        Ok(())
+    }
+
+    fn nodes(&mut self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<(), SpecError> {
+        let depth = self.vars.len();
+        let result = self.nodes_in_scope(nodes, dot, out);
+        self.vars.truncate(depth);
+        result
+    }
+
+    fn nodes_in_scope(&mut self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<(), SpecError> {
+        for node in nodes {
+            match node {
+                Node::Text { line, text } => {
+                    self.size(*line, None, out.text.len().saturating_add(text.len()))?;
+                    out.push(text, *line, true)
+                }
+                Node::Action { line, pipe } => {
+                    let v = self.pipe(pipe, dot)?;
+                    if let Some(name) = &pipe.decl {
+                        self.vars.push((name.clone(), v));
+                    } else {
+                        let text = self.print(pipe, &v)?;
+                        self.size(*line, describe_pipe(pipe), out.text.len().saturating_add(text.len()))?;
+                        out.push(&text, *line, false);
+                    }
+                }
+                Node::If { cond, then, otherwise } => {
+                    let v = self.pipe(cond, dot)?;
+                    // A probe could be anything: check both branches.
+                    if v == Val::Probe {
+                        self.nodes(then, dot, out)?;
+                        self.nodes(otherwise, dot, &mut Out::default())?;
+                    } else if truthy(&v) {
+                        self.nodes(then, dot, out)?;
+                    } else {
+                        self.nodes(otherwise, dot, out)?;
+                    }
+                }
+                Node::Range { line, vars, pipe, body, otherwise } => {
+                    let v = self.pipe(pipe, dot)?;
+                    let items: Vec<(Val, Val)> = match &v {
+                        Val::Probe | Val::Deferred(_) => vec![(Val::Probe, Val::Probe)],
+                        Val::Json(Value::Array(a)) => {
+                            a.iter().enumerate().map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone()))).collect()
+                        }
+                        // Go ranges over a map in key order.
+                        Val::Json(Value::Object(m)) => sorted(m)
+                            .into_iter()
+                            .map(|(k, x)| (Val::Json(k.clone().into()), Val::Json(x.clone())))
+                            .collect(),
+                        Val::Json(Value::Null) => Vec::new(),
+                        Val::Json(other) => {
+                            return Err(self.err(
+                                *line,
+                                describe_pipe(pipe),
+                                format!("range can't iterate over {}", kind(other)),
+                            ));
+                        }
+                    };
+                    if items.is_empty() {
+                        self.nodes(otherwise, dot, out)?;
+                    }
+                    for (key, item) in items {
+                        self.step(*line, || describe_pipe(pipe))?;
+                        let mark = self.vars.len();
+                        match vars.as_slice() {
+                            [v] => self.vars.push((v.clone(), item.clone())),
+                            [k, v] => {
+                                self.vars.push((k.clone(), key));
+                                self.vars.push((v.clone(), item.clone()));
+                            }
+                            _ => {}
+                        }
+                        let result = self.nodes(body, &item, out);
+                        self.vars.truncate(mark);
+                        result?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn print(&self, pipe: &Pipeline, v: &Val) -> Result<String, SpecError> {
+        Ok(match v {
+            Val::Probe => PROBE.to_string(),
+            Val::Deferred(expr) => expr.clone(),
+            // Go prints `<no value>`; in a machine's configuration that is a bug.
+            Val::Json(Value::Null) => {
+                let what = describe_pipe(pipe);
+                let message = match &what {
+                    Some(expr) => format!("{expr} is null: no value to print"),
+                    None => "the value is null: no value to print".to_string(),
+                };
+                return Err(self.err(pipe.line, what, message));
+            }
+            // While `.actions` outputs are deferred, whatever this render
+            // prints is rendered again at dispatch: a `{{` in printed data
+            // (hardware metadata, say) must come out as text then, not run
+            // as a template against the earlier actions' outputs.
+            Val::Json(j) if self.defers_actions() => to_text(j).replace("{{", "{{\"{{\"}}"),
+            Val::Json(j) => to_text(j),
+        })
+    }
+
+    /// True when `.actions` is not in the data, so references to it are
+    /// deferred to dispatch.
+    fn defers_actions(&self) -> bool {
+        matches!(self.root, Val::Json(Value::Object(m)) if !m.contains_key(ACTIONS_KEY))
+    }
+
+    fn pipe(&self, p: &Pipeline, dot: &Val) -> Result<Val, SpecError> {
+        let mut prev: Option<Val> = None;
+        for cmd in &p.cmds {
+            prev = Some(self.command(p.line, cmd, dot, prev)?);
+        }
+        Ok(prev.expect("pipelines are never empty"))
+    }
+
+    fn command(&self, line: usize, cmd: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+        self.step(line, || match &cmd[0] {
+            Arg::Func(f) => Some(f.name.to_string()),
+            other => {
+                describe(other).or_else(|| Some(pipe_text(&Pipeline { line, decl: None, cmds: vec![cmd.to_vec()] })))
+            }
+        })?;
+        match &cmd[0] {
+            Arg::Func(f) => self.apply(line, f, &cmd[1..], dot, prev),
+            // The parser lets only functions follow `|`, so there is no
+            // piped value to lose here.
+            single => self.arg(line, single, dot),
+        }
+    }
+
+    /// Calls `f` with `args` and the piped value `prev` as its last argument.
+    fn apply(&self, line: usize, f: &Function, args: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+        let body = match f.apply {
+            Apply::Values(body) => body,
+            Apply::ShortCircuit { stop_at } => return self.short_circuit(line, f.name, stop_at, args, dot, prev),
+        };
+        let mut values = args.iter().map(|a| self.arg(line, a, dot)).collect::<Result<Vec<_>, _>>()?;
+        let mut descs: Vec<Option<String>> = args.iter().map(describe).collect();
+        if let Some(p) = prev {
+            values.push(p);
+            descs.push(None);
+        }
+        if let Some(Val::Deferred(expr)) = values.iter().find(|a| matches!(a, Val::Deferred(_))) {
+            return Err(self.deferred_argument(line, f.name, expr));
+        }
+        body(&Call { eval: self, line, name: f.name, args: values, descs })
+    }
+
+    /// Go's `and`/`or` stop at the argument that decides the result:
+    /// `and .flag .a.b` does not read `.a.b` when `.flag` is false. A probe
+    /// decides nothing, so after one the rest is still evaluated (and checked).
+    fn short_circuit(
+        &self,
+        line: usize,
+        name: &str,
+        stop_at: bool,
+        args: &[Arg],
+        dot: &Val,
+        prev: Option<Val>,
+    ) -> Result<Val, SpecError> {
+        let count = args.len() + usize::from(prev.is_some());
+        if count < 1 {
+            return Err(self.err(line, Some(name.to_string()), format!("{name} takes at least 1 argument")));
+        }
+        let mut saw_probe = false;
+        let mut last = None;
+        let values = args.iter().map(|a| self.arg(line, a, dot)).chain(prev.map(Ok));
+        for v in values {
+            let v = v?;
+            if let Val::Deferred(expr) = &v {
+                return Err(self.deferred_argument(line, name, expr));
+            }
+            if v == Val::Probe {
+                saw_probe = true;
+            } else if truthy(&v) == stop_at && !saw_probe {
+                return Ok(v);
+            }
+            last = Some(v);
+        }
+        Ok(if saw_probe { Val::Probe } else { last.expect("at least one argument") })
+    }
+
+    fn deferred_argument(&self, line: usize, name: &str, expr: &str) -> SpecError {
+        self.err(
+            line,
+            Some(name.to_string()),
+            format!("{expr} is known only when the workflow runs: use it on its own, not as an argument of {name}"),
+        )
+    }
+
+    fn arg(&self, line: usize, a: &Arg, dot: &Val) -> Result<Val, SpecError> {
+        match a {
+            Arg::Field(chain) => self.walk(line, dot, chain, "", std::ptr::eq(dot, self.root)),
+            Arg::Var(name, chain) => {
+                let (_, base) = self
+                    .vars
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == name)
+                    .ok_or_else(|| self.err(line, Some(name.clone()), format!("undefined variable {name}")))?;
+                self.walk(line, base, chain, name, name == "$")
+            }
+            Arg::Str(s) => Ok(Val::Json(Value::String(s.clone()))),
+            Arg::Int(n) => Ok(Val::Json((*n).into())),
+            Arg::Float(f) => Ok(Val::Json((*f).into())),
+            Arg::Bool(b) => Ok(Val::Json((*b).into())),
+            Arg::Func(f) => self.apply(line, f, &[], dot, None),
+            Arg::Paren(p) => self.pipe(p, dot),
+        }
+    }
+
+    fn walk(&self, line: usize, base: &Val, chain: &[String], prefix: &str, at_root: bool) -> Result<Val, SpecError> {
+        let Val::Json(data) = base else {
+            // A probe stands for any data, and a deferred value for data to come.
+            return Ok(base.clone());
+        };
+        let mut cur = data;
+        if let (true, Some(first), Value::Object(m)) = (at_root, chain.first(), cur)
+            && first == ACTIONS_KEY
+            && !m.contains_key(ACTIONS_KEY)
+        {
+            return Ok(Val::Deferred(format!("{{{{ {} }}}}", chain_name(prefix, chain))));
+        }
+        for (i, key) in chain.iter().enumerate() {
+            let here = || chain_name(prefix, &chain[..=i]);
+            cur = match cur {
+                Value::Object(m) => match m.get(key) {
+                    Some(v) => v,
+                    None => {
+                        return Err(self.err(line, Some(here()), format!("no value for {:?} ({})", here(), known(m))));
+                    }
+                },
+                other => {
+                    let parent = chain_name(prefix, &chain[..i]);
+                    return Err(self.err(
+                        line,
+                        Some(here()),
+                        format!("can't read field {key:?}: {parent} is {}, not a map", kind(other)),
+                    ));
+                }
+            };
+        }
+        Ok(Val::Json(cur.clone()))
+    }
+}
+
+/// The expression a pipeline reads when it is just one field or variable,
+/// else the pipeline as written (give or take spaces and quotes), so that
+/// an error about its value always names the expression.
+fn describe_pipe(p: &Pipeline) -> Option<String> {
+    match p.cmds.as_slice() {
+        [cmd] if cmd.len() == 1 && describe(&cmd[0]).is_some() => describe(&cmd[0]),
+        _ => Some(pipe_text(p)),
+    }
+}
+
+fn pipe_text(p: &Pipeline) -> String {
+    let cmds: Vec<String> = p
+        .cmds
+        .iter()
+        .map(|cmd| {
+            cmd.iter()
+                .map(|a| match a {
+                    Arg::Field(chain) => chain_name("", chain),
+                    Arg::Var(name, chain) => chain_name(name, chain),
+                    Arg::Str(s) => format!("{s:?}"),
+                    Arg::Int(n) => n.to_string(),
+                    Arg::Float(f) => f.to_string(),
+                    Arg::Bool(b) => b.to_string(),
+                    Arg::Func(f) => f.name.to_string(),
+                    Arg::Paren(inner) => format!("({})", pipe_text(inner)),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    cmds.join(" | ")
+}

@@ -1,0 +1,92 @@
+//! The subset of Go's text/template that Tinkerbell templates use.
+//!
+//! Written here because the one Go-template crate for Rust (gtmpl) has been
+//! unmaintained since 2021, and because what templates need is small:
+//! field chains (`.device_1`, `.Hardware.Disks`), pipelines, a few functions
+//! (`index`, `formatPartition`, `printf`, some of Sprig), `if`/`else` and
+//! `range`. Semantics follow Go with `missingkey=error`: a missing key is an
+//! error naming the field and the line, never a silent `<no value>`. Where Go
+//! would print a placeholder such as `%!d(string=x)` or `<no value>` into the
+//! output, this renderer fails instead: the output configures a machine, and
+//! a wrong value there is worse than a refused template.
+//!
+//! A template is parsed once into nodes; [`render`] evaluates them against a
+//! JSON value. [`render_probe`] evaluates them against *no* data: every field
+//! yields a placeholder, so the structure of the output can be checked when a
+//! template is applied, before any hardware exists.
+//!
+//! One file per stage: `lexer` splits the text into text pieces and the
+//! tokens of each `{{ }}`, `parser` builds the tree (and refuses unknown
+//! functions and undefined variables), `eval` walks it against the data,
+//! `functions` holds the functions templates call, and `value` how Go reads
+//! and prints values.
+
+use serde_json::Value;
+
+use crate::SpecError;
+use value::Val;
+
+pub use functions::{FUNCTIONS, format_partition};
+
+/// Renders `text` with `data`. `object` names the template in errors.
+pub fn render(object: &str, text: &str, data: &Value) -> Result<String, SpecError> {
+    render_mapped(object, text, data).map(|r| r.text)
+}
+
+/// Parses only: syntax errors, unknown functions and undefined variables,
+/// with line numbers.
+pub fn check_syntax(object: &str, text: &str) -> Result<(), SpecError> {
+    parser::parse(object, text).map(|_| ())
+}
+
+/// Renders with placeholder data: every field access succeeds and prints
+/// [`PROBE`]. Used to check a template's structure without hardware.
+pub fn render_probe(object: &str, text: &str) -> Result<String, SpecError> {
+    render_probe_mapped(object, text).map(|r| r.text)
+}
+
+/// What a field prints as when rendering with [`render_probe`].
+pub const PROBE: &str = "probe";
+
+/// The key under which earlier actions' outputs are given to templates.
+pub const ACTIONS_KEY: &str = "actions";
+
+/// A rendering, with the template line each of its lines came from, so that
+/// errors found in the output (YAML structure, field values) can point at
+/// the line the operator wrote.
+pub(crate) struct Rendered {
+    pub text: String,
+    /// `lines[i]`: the template line of the first byte of output line `i + 1`.
+    lines: Vec<usize>,
+    /// The template's last line, for positions past the output's end.
+    last: usize,
+}
+
+impl Rendered {
+    /// The template line that produced output line `line` (1-based).
+    pub fn source_line(&self, line: usize) -> usize {
+        line.checked_sub(1).and_then(|i| self.lines.get(i)).copied().unwrap_or(self.last)
+    }
+}
+
+pub(crate) fn render_mapped(object: &str, text: &str, data: &Value) -> Result<Rendered, SpecError> {
+    eval::evaluate(object, text, &Val::Json(data.clone()))
+}
+
+pub(crate) fn render_probe_mapped(object: &str, text: &str) -> Result<Rendered, SpecError> {
+    eval::evaluate(object, text, &Val::Probe)
+}
+
+/// A [`SpecError`] at a template line.
+fn error(object: &str, line: usize, field: Option<String>, message: impl Into<String>) -> SpecError {
+    SpecError { object: object.to_string(), line: Some(line), field, message: message.into() }
+}
+
+mod eval;
+mod functions;
+mod lexer;
+mod parser;
+mod value;
+
+#[cfg(test)]
+mod tests;

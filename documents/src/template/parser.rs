@@ -1,0 +1,299 @@
+//! The syntax tree of a template, and the parser that builds it from tokens.
+//! Undefined variables and unknown functions are refused here, before any
+//! data is seen.
+
+use super::error;
+use super::functions::{Function, function};
+use super::lexer::{Piece, Tok, split};
+use crate::SpecError;
+
+/// Go's control words this subset does not implement; named in the error
+/// so that an operator knows it is the word, not its arguments.
+const UNSUPPORTED_ACTIONS: &[&str] = &["with", "define", "template", "block", "break", "continue"];
+
+/// Deepest nesting of `if`/`range` and of parentheses. Go has none, but a
+/// hostile template must not exhaust the stack, which aborts the server
+/// rather than returning an error.
+pub(super) const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, Clone)]
+pub(super) enum Node {
+    /// Template text; `line` is where it starts.
+    Text {
+        line: usize,
+        text: String,
+    },
+    Action {
+        line: usize,
+        pipe: Pipeline,
+    },
+    If {
+        cond: Pipeline,
+        then: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+    Range {
+        line: usize,
+        vars: Vec<String>,
+        pipe: Pipeline,
+        body: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Pipeline {
+    /// Where the pipeline's action starts, for errors.
+    pub line: usize,
+    /// `$x := ...`
+    pub decl: Option<String>,
+    pub cmds: Vec<Vec<Arg>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Arg {
+    /// `.a.b`; empty for `.`
+    Field(Vec<String>),
+    /// `$name.a.b`
+    Var(String, Vec<String>),
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Func(&'static Function),
+    Paren(Pipeline),
+}
+
+struct Parser<'a> {
+    object: &'a str,
+    pieces: std::iter::Peekable<std::vec::IntoIter<Piece>>,
+    /// Variables in scope, innermost last: Go rejects an undefined variable
+    /// when parsing, and so does [`check_syntax`].
+    vars: Vec<String>,
+    depth: usize,
+}
+
+/// How a list of nodes ended.
+enum Closer {
+    Eof,
+    End { line: usize },
+    Else { line: usize, toks: Vec<Tok> },
+}
+
+pub(super) fn parse(object: &str, text: &str) -> Result<Vec<Node>, SpecError> {
+    let pieces = split(object, text)?;
+    let mut p = Parser { object, pieces: pieces.into_iter().peekable(), vars: vec!["$".into()], depth: 0 };
+    let (nodes, end) = p.list()?;
+    match end {
+        Closer::Eof => Ok(nodes),
+        Closer::End { line } => Err(error(object, line, None, "unexpected {{end}}")),
+        Closer::Else { line, .. } => Err(error(object, line, None, "unexpected {{else}}")),
+    }
+}
+
+impl Parser<'_> {
+    /// Nodes up to the `end` or `else` that closes them; variables declared
+    /// among them go out of scope there.
+    fn list(&mut self) -> Result<(Vec<Node>, Closer), SpecError> {
+        let scope = self.vars.len();
+        let result = self.list_in_scope();
+        self.vars.truncate(scope);
+        result
+    }
+
+    fn list_in_scope(&mut self) -> Result<(Vec<Node>, Closer), SpecError> {
+        let mut nodes = Vec::new();
+        while let Some(piece) = self.pieces.next() {
+            let (line, toks) = match piece {
+                Piece::Text { line, text } => {
+                    nodes.push(Node::Text { line, text });
+                    continue;
+                }
+                Piece::Action { line, toks } => (line, toks),
+            };
+            match toks.first() {
+                None => return Err(error(self.object, line, None, "empty action {{}}")),
+                Some(Tok::Ident(kw)) if kw == "end" => {
+                    if toks.len() > 1 {
+                        return Err(error(self.object, line, None, "unexpected words after end"));
+                    }
+                    return Ok((nodes, Closer::End { line }));
+                }
+                Some(Tok::Ident(kw)) if kw == "else" => {
+                    return Ok((nodes, Closer::Else { line, toks: toks[1..].to_vec() }));
+                }
+                Some(Tok::Ident(kw)) if kw == "if" => nodes.push(self.nested(|p| p.if_node(line, &toks[1..]), line)?),
+                Some(Tok::Ident(kw)) if kw == "range" => {
+                    nodes.push(self.nested(|p| p.range_node(line, &toks[1..]), line)?)
+                }
+                Some(Tok::Ident(kw)) if UNSUPPORTED_ACTIONS.contains(&kw.as_str()) => {
+                    return Err(error(self.object, line, None, format!("unsupported action {kw:?}")));
+                }
+                _ => {
+                    let pipe = self.pipeline(line, &toks, true)?;
+                    if let Some(name) = &pipe.decl {
+                        self.vars.push(name.clone());
+                    }
+                    nodes.push(Node::Action { line, pipe });
+                }
+            }
+        }
+        Ok((nodes, Closer::Eof))
+    }
+
+    fn nested(&mut self, f: impl FnOnce(&mut Self) -> Result<Node, SpecError>, line: usize) -> Result<Node, SpecError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(error(self.object, line, None, format!("if/range nested more than {MAX_DEPTH} deep")));
+        }
+        self.depth += 1;
+        let node = f(self);
+        self.depth -= 1;
+        node
+    }
+
+    fn if_node(&mut self, line: usize, toks: &[Tok]) -> Result<Node, SpecError> {
+        let cond = self.pipeline(line, toks, false)?;
+        let (then, end) = self.list()?;
+        let otherwise = match end {
+            Closer::End { .. } => Vec::new(),
+            Closer::Eof => return Err(error(self.object, line, None, "if without {{end}}")),
+            Closer::Else { line: else_line, toks } if toks.is_empty() => self.until_end(else_line)?,
+            // `else if` chains into a nested if that shares our end.
+            Closer::Else { line: else_line, toks } => match toks.first() {
+                Some(Tok::Ident(kw)) if kw == "if" => {
+                    vec![self.nested(|p| p.if_node(else_line, &toks[1..]), else_line)?]
+                }
+                _ => {
+                    return Err(error(self.object, else_line, None, "else must be followed by nothing or by if"));
+                }
+            },
+        };
+        Ok(Node::If { cond, then, otherwise })
+    }
+
+    fn until_end(&mut self, line: usize) -> Result<Vec<Node>, SpecError> {
+        match self.list()? {
+            (nodes, Closer::End { .. }) => Ok(nodes),
+            (_, Closer::Eof) => Err(error(self.object, line, None, "else without {{end}}")),
+            (_, Closer::Else { line, .. }) => Err(error(self.object, line, None, "a second else")),
+        }
+    }
+
+    fn range_node(&mut self, line: usize, toks: &[Tok]) -> Result<Node, SpecError> {
+        let plain = |t: &Tok| matches!(t, Tok::Var(v, chain) if chain.is_empty() && v != "$");
+        let (vars, rest): (Vec<String>, &[Tok]) = match toks {
+            [Tok::Var(v, _), Tok::Declare, rest @ ..] if plain(&toks[0]) => (vec![v.clone()], rest),
+            [Tok::Var(k, _), Tok::Comma, Tok::Var(v, _), Tok::Declare, rest @ ..]
+                if plain(&toks[0]) && plain(&toks[2]) =>
+            {
+                (vec![k.clone(), v.clone()], rest)
+            }
+            _ if toks.iter().any(|t| *t == Tok::Declare || *t == Tok::Comma) => {
+                return Err(error(self.object, line, None, "range variables must be written $v := or $i, $v :="));
+            }
+            _ => (Vec::new(), toks),
+        };
+        let pipe = self.pipeline(line, rest, false)?;
+        let scope = self.vars.len();
+        self.vars.extend(vars.iter().cloned());
+        let body = self.list();
+        self.vars.truncate(scope);
+        let (body, end) = body?;
+        let otherwise = match end {
+            Closer::End { .. } => Vec::new(),
+            Closer::Eof => return Err(error(self.object, line, None, "range without {{end}}")),
+            Closer::Else { line: l, toks } if toks.is_empty() => self.until_end(l)?,
+            Closer::Else { line: l, .. } => {
+                return Err(error(self.object, l, None, "else in range takes no arguments"));
+            }
+        };
+        Ok(Node::Range { line, vars, pipe, body, otherwise })
+    }
+
+    fn pipeline(&self, line: usize, toks: &[Tok], allow_decl: bool) -> Result<Pipeline, SpecError> {
+        let mut toks = toks;
+        let mut decl = None;
+        if let [Tok::Var(v, chain), Tok::Declare, rest @ ..] = toks {
+            if !allow_decl || !chain.is_empty() || v == "$" {
+                return Err(error(self.object, line, None, "a variable can only be declared as {{ $name := ... }}"));
+            }
+            decl = Some(v.clone());
+            toks = rest;
+        }
+        let mut pos = 0;
+        let mut pipe = self.parse_pipe(line, toks, &mut pos, 0)?;
+        if pos != toks.len() {
+            return Err(error(self.object, line, None, "unexpected ) in action"));
+        }
+        pipe.decl = decl;
+        Ok(pipe)
+    }
+
+    fn parse_pipe(&self, line: usize, toks: &[Tok], pos: &mut usize, depth: usize) -> Result<Pipeline, SpecError> {
+        if depth > MAX_DEPTH {
+            return Err(error(self.object, line, None, format!("parentheses nested more than {MAX_DEPTH} deep")));
+        }
+        let err = |m: String| error(self.object, line, None, m);
+        let mut cmds = vec![Vec::new()];
+        while *pos < toks.len() {
+            let tok = &toks[*pos];
+            *pos += 1;
+            let arg = match tok {
+                Tok::Close => {
+                    *pos -= 1;
+                    break;
+                }
+                Tok::Pipe => {
+                    if cmds.last().is_some_and(Vec::is_empty) {
+                        return Err(err("missing command before |".into()));
+                    }
+                    cmds.push(Vec::new());
+                    continue;
+                }
+                Tok::Open => {
+                    let inner = self.parse_pipe(line, toks, pos, depth + 1)?;
+                    if toks.get(*pos) != Some(&Tok::Close) {
+                        return Err(err("unclosed ( in action".into()));
+                    }
+                    *pos += 1;
+                    Arg::Paren(inner)
+                }
+                Tok::Field(c) => Arg::Field(c.clone()),
+                Tok::Var(v, c) => {
+                    if !self.vars.contains(v) {
+                        return Err(error(self.object, line, Some(v.clone()), format!("undefined variable {v}")));
+                    }
+                    Arg::Var(v.clone(), c.clone())
+                }
+                Tok::Str(s) => Arg::Str(s.clone()),
+                Tok::Int(n) => Arg::Int(*n),
+                Tok::Float(f) => Arg::Float(*f),
+                Tok::Ident(w) if w == "true" || w == "false" => Arg::Bool(w == "true"),
+                Tok::Ident(w) if w == "nil" => return Err(err("nil is not supported".into())),
+                Tok::Ident(w) => match function(w) {
+                    Some(f) => Arg::Func(f),
+                    None if ["if", "range", "else", "end"].contains(&w.as_str())
+                        || UNSUPPORTED_ACTIONS.contains(&w.as_str()) =>
+                    {
+                        return Err(err(format!("{w:?} can only start an action")));
+                    }
+                    None => return Err(err(format!("unsupported function {w:?}"))),
+                },
+                Tok::Declare | Tok::Comma => return Err(err("unexpected := or , in action".into())),
+            };
+            cmds.last_mut().expect("never empty").push(arg);
+        }
+        if cmds.iter().any(Vec::is_empty) {
+            return Err(err("missing value: empty command in pipeline".into()));
+        }
+        for (i, cmd) in cmds.iter().enumerate() {
+            if cmd.len() > 1 && !matches!(cmd[0], Arg::Func(_)) {
+                return Err(err("can't give arguments to a non-function".into()));
+            }
+            if i > 0 && !matches!(cmd[0], Arg::Func(_)) {
+                return Err(err("only functions can follow | in a pipeline".into()));
+            }
+        }
+        Ok(Pipeline { line, decl: None, cmds })
+    }
+}
