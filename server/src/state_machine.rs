@@ -434,24 +434,10 @@ mod tests {
             name: name.into(),
             worker: worker.into(),
             image: "127.0.0.1:5000/a:v1".into(),
-            command: vec![],
-            environment: Default::default(),
-            volumes: vec![],
-            pid: String::new(),
-            network: String::new(),
             timeout_seconds: 60,
-            on_timeout: vec![],
-            on_failure: vec![],
-            resources: Default::default(),
-            retries: 0,
-            retry_backoff_seconds: 0,
-            terminal: false,
-            builtin: String::new(),
-            external: String::new(),
-            definition: String::new(),
-            input_json: String::new(),
-            output_schema_json: String::new(),
+            ..Default::default()
         }
+    }
     }
 
     fn workflow(n: usize) -> Workflow {
