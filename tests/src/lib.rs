@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod http;
 pub mod postgres;
 pub mod proxy;
+pub mod sim;
 pub mod vm;
 
 use anyhow::{Context, Result, bail};

@@ -25,7 +25,7 @@
 //!   the apply's answer: the server wakes the agent before it answers).
 //!
 //! ```text
-//! cargo build --release -p kiln-server -p kiln-tests --bin bench-load
+//! cargo build --release -p kiln-server -p kiln-tests --bin kiln-server --bin bench-load
 //! target/release/bench-load [--agents 10000] [--seconds 60] [--warmup 15]
 //!     [--rate 2400] [--store sqlite|postgres] [--action-ms 0] [--plaintext]
 //!     [--bin-dir DIR]
@@ -35,23 +35,22 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use kiln_proto::connect::{ClientTls, endpoint};
-use kiln_proto::v1::admin_service_client::AdminServiceClient;
-use kiln_proto::v1::agent_service_client::AgentServiceClient;
-use kiln_proto::v1::{ActionState, ApplyRequest, HeartbeatRequest, NextActionRequest, StateReport};
-use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
-use kiln_tests::{Proc, Rng, wait_until};
-use tonic::metadata::AsciiMetadataValue;
+use anyhow::{Result, bail};
+use kiln_proto::v1::{ActionState, NextActionRequest, StateReport};
+use kiln_tests::Rng;
+use kiln_tests::sim::{
+    Admin, AgentClient, BenchServer, CpuMeter, HeartbeatCounters, StoreKind, apply, connect_agent, heartbeat_loop, mac,
+    percentile, raise_nofile, register_hardware, wait_for,
+};
 
 const IMAGE: &str = "127.0.0.1:5000/noop:v1";
+/// Names the benchmark's applies in the server's history.
+const SOURCE: &str = "bench-load";
 const LONG_POLL: Duration = Duration::from_secs(30);
-const HARDWARE_PER_APPLY: usize = 500;
 const BATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Load benchmark: one kiln-server, N simulated agents, workflows of no-op
@@ -87,26 +86,12 @@ struct Args {
     connect_parallel: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum StoreKind {
-    Sqlite,
-    Postgres,
-}
-
-impl std::fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if *self == Self::Sqlite { "sqlite" } else { "postgres" })
-    }
-}
-
 /// What the agents and the workflow driver share.
 #[derive(Default)]
 struct Shared {
     measuring: AtomicBool,
     stopping: AtomicBool,
-    connected: AtomicU64,
-    heartbeats: AtomicU64,
-    heartbeat_errors: AtomicU64,
+    heartbeat: Arc<HeartbeatCounters>,
     polls: AtomicU64,
     rpc_errors: AtomicU64,
     completed: AtomicU64,
@@ -158,70 +143,6 @@ impl Shared {
     }
 }
 
-fn mac(i: usize) -> String {
-    format!("02:00:00:{:02x}:{:02x}:{:02x}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
-}
-
-fn raise_nofile() -> u64 {
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            return lim.rlim_cur;
-        }
-    }
-    0
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the command (which may hold spaces) end with ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The private PostgreSQL's processes: the postmaster listening on `port`
-/// and its children.
-fn postgres_pids(port: u16) -> Vec<u32> {
-    let mut all: Vec<(u32, u32, String)> = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
-        let cmdline = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " ");
-        all.push((pid, ppid, cmdline));
-    }
-    let needle = format!("-p {port} ");
-    let Some(master) = all.iter().find(|(_, _, c)| c.contains("postgres") && c.contains(&needle)).map(|p| p.0) else {
-        return Vec::new();
-    };
-    all.iter().filter(|(pid, ppid, _)| *pid == master || *ppid == master).map(|p| p.0).collect()
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 fn templates() -> String {
     let mut docs = Vec::new();
     for n in 1..=3 {
@@ -236,24 +157,6 @@ fn templates() -> String {
     docs.join("---\n")
 }
 
-/// Adds the operator credential to every admin call.
-type AdminInterceptor = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
-
-type Admin =
-    AdminServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AdminInterceptor>>;
-
-async fn apply(admin: &mut Admin, yaml: String) -> Result<Vec<kiln_proto::v1::AppliedObject>> {
-    let mut req = tonic::Request::new(ApplyRequest { yaml, source: "bench-load".into() });
-    req.set_timeout(Duration::from_secs(120));
-    Ok(admin.apply(req).await.context("apply")?.into_inner().objects)
-}
-
-struct Agent {
-    index: usize,
-    id: AsciiMetadataValue,
-    auth: AsciiMetadataValue,
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
@@ -261,69 +164,13 @@ async fn main() -> Result<()> {
     if (nofile as usize) < args.agents + 256 {
         bail!("RLIMIT_NOFILE is {nofile}: too low for {} agents", args.agents);
     }
-    let server_bin = args.bin_dir.join("kiln-server");
-    if !server_bin.exists() {
-        bail!("{} not found: cargo build --release -p kiln-server, or give --bin-dir", server_bin.display());
-    }
-    let dir = tempfile::Builder::new().prefix("kiln-load").tempdir()?;
-    let pg =
-        if args.store == StoreKind::Postgres { Some(kiln_tests::postgres::PgServer::start_durable()?) } else { None };
-    let database_url = pg.as_ref().map(|p| p.create_database()).transpose()?;
-
-    // The server, as in production: TLS (dev CA), info logs (to a file).
-    let addr_file = dir.path().join("server.addr");
-    let log = std::fs::File::create(dir.path().join("server.log"))?;
-    let mut cmd = Command::new(&server_bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .arg(if args.plaintext { "--plaintext" } else { "--dev-tls" });
-    if let Some(url) = &database_url {
-        cmd.args(["--database-url", url]);
-    }
-    let child = cmd.stdout(Stdio::null()).stderr(log).spawn().context("start kiln-server")?;
-    let mut server = Proc { child, name: "kiln-server".into() };
-    if wait_until(Duration::from_secs(30), || addr_file.exists() || server.exited()).is_err() || server.exited() {
-        bail!("kiln-server did not start:\n{}", std::fs::read_to_string(dir.path().join("server.log"))?);
-    }
-    let server_pid = server.pid();
-    let addr = std::fs::read_to_string(&addr_file)?.trim().to_string();
-    let url = format!("{}://{addr}", if args.plaintext { "http" } else { "https" });
-    let tls = ClientTls {
-        ca_pem: (!args.plaintext).then(|| std::fs::read(dir.path().join("data/tls/ca.pem"))).transpose()?,
-        identity: None,
-    };
-    let admin_token = std::fs::read_to_string(dir.path().join("data/admin-token"))?.trim().to_string();
-    let bearer: AsciiMetadataValue = format!("Bearer {admin_token}").parse()?;
-    let channel = endpoint(&url, &tls).map_err(anyhow::Error::msg)?.connect().await?;
-    let interceptor: AdminInterceptor = Box::new(move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert(AUTHORIZATION_METADATA, bearer.clone());
-        Ok(req)
-    });
-    let mut admin: Admin =
-        AdminServiceClient::with_interceptor(channel, interceptor).max_decoding_message_size(64 << 20);
+    let bench = BenchServer::start(&args.bin_dir, args.store, args.plaintext, "kiln-load")?;
+    let mut admin = bench.admin().await?;
 
     // Hardware, with the tokens the applies print once.
     let started = Instant::now();
-    apply(&mut admin, templates()).await?;
-    let mut agents = Vec::with_capacity(args.agents);
-    for chunk in (0..args.agents).collect::<Vec<_>>().chunks(HARDWARE_PER_APPLY) {
-        let yaml: Vec<String> =
-            chunk.iter().map(|&i| kiln_tests::hardware_doc(&format!("load-{i}"), &mac(i))).collect();
-        let tokens: HashMap<String, String> = apply(&mut admin, yaml.join("---\n"))
-            .await?
-            .into_iter()
-            .filter(|o| o.kind == "Hardware" && !o.agent_token.is_empty())
-            .map(|o| (o.name, o.agent_token))
-            .collect();
-        for &i in chunk {
-            let token = tokens.get(&format!("load-{i}")).with_context(|| format!("no token for load-{i}"))?;
-            let mut auth: AsciiMetadataValue = format!("Bearer {token}").parse()?;
-            auth.set_sensitive(true);
-            agents.push(Agent { index: i, id: mac(i).parse()?, auth });
-        }
-    }
+    apply(&mut admin, templates(), SOURCE).await?;
+    let agents = register_hardware(&mut admin, args.agents, "load", SOURCE).await?;
     println!("registered {} hardware in {:.1} s", args.agents, started.elapsed().as_secs_f64());
 
     // Agents: each its own connection, connected a few at a time.
@@ -335,34 +182,14 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::new();
     for agent in agents {
         let permit = limit.clone().acquire_owned().await?;
-        let channel = loop {
-            match endpoint(&url, &tls)
-                .map_err(anyhow::Error::msg)?
-                .http2_keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_while_idle(true)
-                .connect()
-                .await
-            {
-                Ok(c) => break c,
-                Err(e) => {
-                    eprintln!("connect agent {}: {e}; retrying", agent.index);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
+        let client = connect_agent(&bench.url, &bench.tls, &agent).await?;
         drop(permit);
-        let (id, auth) = (agent.id.clone(), agent.auth.clone());
-        let client = AgentServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert(AGENT_ID_METADATA, id.clone());
-            req.metadata_mut().insert(AUTHORIZATION_METADATA, auth.clone());
-            Ok(req)
-        });
         let held = Arc::new(Mutex::new(None::<String>));
         tasks.push(tokio::spawn(heartbeat_loop(
             agent.index,
             client.clone(),
             held.clone(),
-            shared.clone(),
+            shared.heartbeat.clone(),
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(agent_loop(
@@ -375,7 +202,8 @@ async fn main() -> Result<()> {
             Duration::from_millis(args.action_ms),
         )));
     }
-    wait_for(|| shared.connected.load(Ordering::Relaxed) as usize >= args.agents, Duration::from_secs(120)).await?;
+    let connected = || shared.heartbeat.connected.load(Ordering::Relaxed);
+    wait_for(|| connected() as usize >= args.agents, Duration::from_secs(120)).await?;
     let connect_time = started.elapsed();
     println!("{} agents connected (TLS: {}) in {:.1} s", args.agents, !args.plaintext, connect_time.as_secs_f64());
 
@@ -383,25 +211,20 @@ async fn main() -> Result<()> {
     let driver = tokio::spawn(drive(admin, args.agents, args.rate, idle_rx, shared.clone(), stop_rx.clone()));
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
 
-    let pg_pids = pg.as_ref().map(|p| postgres_pids(p.port)).unwrap_or_default();
-    let pg_cpu = || pg_pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let counters = |s: &Shared| {
-        [&s.completed, &s.heartbeats, &s.polls, &s.rpc_errors, &s.heartbeat_errors, &s.created]
+        [&s.completed, &s.heartbeat.heartbeats, &s.polls, &s.rpc_errors, &s.heartbeat.errors, &s.created]
             .map(|c| c.load(Ordering::Relaxed))
     };
     let before = counters(&shared);
-    let (server_cpu0, bench_cpu0, pg_cpu0) = (cpu_seconds(server_pid), cpu_seconds(std::process::id()), pg_cpu());
+    let cpu = CpuMeter::start(&bench);
     let t0 = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     let after = counters(&shared);
-    let server_cpu = (cpu_seconds(server_pid) - server_cpu0) / elapsed;
-    let bench_cpu = (cpu_seconds(std::process::id()) - bench_cpu0) / elapsed;
-    let pg_cpu = (pg_cpu() - pg_cpu0) / elapsed;
-    let rss = status_kib(server_pid, "VmRSS:");
-    let hwm = status_kib(server_pid, "VmHWM:");
+    let cpu = cpu.finish();
+    let (rss, hwm) = bench.rss_kib();
     let delta = |i: usize| after[i] - before[i];
 
     // Stop everything we started.
@@ -411,8 +234,7 @@ async fn main() -> Result<()> {
     for t in &tasks {
         t.abort();
     }
-    server.kill();
-    drop(pg);
+    bench.stop();
 
     let mut first = std::mem::take(&mut *shared.first_latency.lock().unwrap());
     let mut next = std::mem::take(&mut *shared.next_latency.lock().unwrap());
@@ -431,7 +253,7 @@ async fn main() -> Result<()> {
         args.seconds,
         args.warmup
     );
-    println!("  agents connected:            {}", shared.connected.load(Ordering::Relaxed));
+    println!("  agents connected:            {}", connected());
     println!("  connect (TLS handshakes):    {:.1} s for all agents", connect_time.as_secs_f64());
     println!("  target rate:                 {:.0} workflows/min (1-3 no-op actions each)", args.rate);
     println!("  workflows created:           {:.0} /min", delta(5) as f64 * 60.0 / elapsed);
@@ -467,87 +289,25 @@ async fn main() -> Result<()> {
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
-    println!("  server CPU:                  {:.0} % of one core", server_cpu * 100.0);
+    println!("  server CPU:                  {:.0} % of one core", cpu.server * 100.0);
     if args.store == StoreKind::Postgres {
-        println!("  PostgreSQL CPU:              {:.0} % of one core", pg_cpu * 100.0);
+        println!("  PostgreSQL CPU:              {:.0} % of one core", cpu.postgres * 100.0);
     }
-    println!("  bench (simulated agents) CPU: {:.0} % of one core", bench_cpu * 100.0);
+    println!("  bench (simulated agents) CPU: {:.0} % of one core", cpu.bench * 100.0);
     println!(
         "TABLE | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
         args.store,
-        shared.connected.load(Ordering::Relaxed),
+        connected(),
         percentile(&all, 0.5),
         percentile(&all, 0.99),
         delta(0) as f64 * 60.0 / elapsed,
         hwm as f64 / 1024.0,
-        server_cpu * 100.0
+        cpu.server * 100.0
     );
     Ok(())
 }
 
-async fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> Result<()> {
-    let start = Instant::now();
-    while !f() {
-        if start.elapsed() > limit {
-            bail!("condition not met within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-type AgentClient<F> = AgentServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, F>>;
-
-async fn heartbeat_loop<F>(
-    index: usize,
-    mut client: AgentClient<F>,
-    held: Arc<Mutex<Option<String>>>,
-    shared: Arc<Shared>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) where
-    F: tonic::service::Interceptor + Clone + Send + 'static,
-{
-    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-    let mut interval = Duration::from_secs(10);
-    let mut first = true;
-    loop {
-        let attempt_ids: Vec<String> = held.lock().unwrap().iter().cloned().collect();
-        let mut req = tonic::Request::new(HeartbeatRequest { attempt_ids });
-        req.set_timeout(interval);
-        match client.heartbeat(req).await {
-            Ok(answer) => {
-                let answer = answer.into_inner();
-                if answer.renew_interval_ms > 0 {
-                    interval = Duration::from_millis(answer.renew_interval_ms.into()).max(Duration::from_millis(100));
-                }
-                if first {
-                    shared.connected.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    shared.heartbeats.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                shared.heartbeat_errors.fetch_add(1, Ordering::Relaxed);
-                if first {
-                    eprintln!("agent {index}: first heartbeat failed: {e}");
-                }
-            }
-        }
-        // The first pause is random, so the fleet's heartbeats spread over
-        // the interval instead of arriving in the waves agents connected in.
-        let pause = if first { interval.mul_f64((rng.next_u64() % 1000) as f64 / 1000.0) } else { interval };
-        first = false;
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-    }
-}
-
-async fn report<F>(client: &mut AgentClient<F>, shared: &Shared, mut report: StateReport, state: ActionState) -> bool
-where
-    F: tonic::service::Interceptor + Clone + Send + 'static,
-{
+async fn report(client: &mut AgentClient, shared: &Shared, mut report: StateReport, state: ActionState) -> bool {
     report.set_state(state);
     report.observed_at = Some(kiln_proto::time::to_proto(std::time::SystemTime::now()));
     for attempt in 0..5 {
@@ -565,17 +325,15 @@ where
     false
 }
 
-async fn agent_loop<F>(
+async fn agent_loop(
     index: usize,
-    mut client: AgentClient<F>,
+    mut client: AgentClient,
     held: Arc<Mutex<Option<String>>>,
     shared: Arc<Shared>,
     idle: tokio::sync::mpsc::UnboundedSender<usize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     action_time: Duration,
-) where
-    F: tonic::service::Interceptor + Clone + Send + 'static,
-{
+) {
     // (workflow, action index) of the last SUCCESS, and when it was acked.
     let mut last: Option<(String, u32, Instant)> = None;
     loop {
@@ -676,7 +434,7 @@ async fn drive(
             ));
             picked.push((i, format!("wl-{seq}")));
         }
-        match apply(&mut admin, docs.join("---\n")).await {
+        match apply(&mut admin, docs.join("---\n"), SOURCE).await {
             Ok(_) => {
                 let acked = Instant::now();
                 shared.created.fetch_add(n as u64, Ordering::Relaxed);
