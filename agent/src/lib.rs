@@ -76,7 +76,7 @@ impl Agent {
         let mut current = self.current_workflow.lock().await;
         if *current != workflow_id {
             match self.engine.get().await {
-                Ok(runtime) => runtime.remove_kept_containers(&self.id, workflow_id).await,
+                Ok(runtime) => runtime::remove_kept_containers(runtime.as_ref(), &self.id, workflow_id).await,
                 Err(e) => tracing::warn!(error = %e, "cannot remove the kept containers of earlier workflows"),
             }
             *current = workflow_id.to_string();
@@ -145,7 +145,7 @@ impl Agent {
                     // (Not waiting for an engine that is still starting,
                     // which has none; polling goes on meanwhile.)
                     if let Some(runtime) = self.engine.now().await {
-                        runtime.remove_running_except(&self.id, "").await;
+                        runtime::remove_running_except(runtime.as_ref(), &self.id, "").await;
                     }
                 }
                 Err(status) => {

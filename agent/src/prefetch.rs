@@ -13,7 +13,7 @@ use futures_util::future::{BoxFuture, Shared};
 use kiln_documents::ImageRef;
 
 use crate::config::{PullPolicy, RegistryCredentials};
-use crate::runtime::DockerRuntime;
+use crate::runtime::SharedRuntime;
 
 type Pull = Shared<BoxFuture<'static, Result<(), String>>>;
 
@@ -47,7 +47,7 @@ impl Prefetcher {
         &self,
         workflow: &str,
         images: Vec<(ImageRef, Option<RegistryCredentials>)>,
-        runtime: &DockerRuntime,
+        runtime: &SharedRuntime,
         policy: PullPolicy,
     ) {
         let mut state = self.state.lock().expect("prefetch lock");

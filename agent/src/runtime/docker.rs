@@ -1,5 +1,5 @@
 //! The Docker Engine API through bollard: pull, create, start, follow logs,
-//! wait with a deadline, kill, remove.
+//! wait, signal, inspect, remove, list by label.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,32 +14,17 @@ use bollard::query_parameters::{
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     WaitContainerOptionsBuilder,
 };
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use kiln_documents::ImageRef;
 
-use super::labels;
 use super::privileges::PrivilegeMode;
+use super::{Container, ContainerSpec, Exit, OutputLine, Runtime, RuntimeError, Signal, labels};
 use crate::config::{PullPolicy, RegistryCredentials};
 
 /// Bounds the wait for response *headers* only; streams (pulls, logs, wait)
 /// run as long as they need.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("cannot reach the Docker engine at {host}: {message}")]
-    Connect { host: String, message: String },
-    #[error("pulling {image} failed: {message}")]
-    Pull { image: String, message: String },
-    #[error("image {image} is not present and the pull policy is never")]
-    NotPresent { image: String },
-    #[error("creating the container failed: {0}")]
-    Create(String),
-    #[error("starting the container failed: {0}")]
-    Start(String),
-    #[error("docker: {0}")]
-    Other(String),
-}
 
 /// Strips bollard's wrapping so reports carry the engine's own words.
 fn engine_message(e: &DockerError) -> String {
@@ -48,51 +33,6 @@ fn engine_message(e: &DockerError) -> String {
         DockerError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
     }
-}
-
-#[derive(Clone)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub image: String,
-    /// Replaces the image's CMD (its ENTRYPOINT stays); empty keeps CMD.
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub binds: Vec<String>,
-    pub pid_host: bool,
-    pub host_network: bool,
-    pub labels: HashMap<String, String>,
-    pub limits: Limits,
-    /// Written to the container's stdin, which is then closed (typed actions).
-    pub stdin: Option<Vec<u8>>,
-}
-
-/// Container limits; `None` is no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub memory_bytes: Option<i64>,
-    pub nano_cpus: Option<i64>,
-    pub pids: Option<i64>,
-    /// "all" or a count, requested from the nvidia driver.
-    pub gpus: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunOutcome {
-    Exited {
-        code: i64,
-        oom_killed: bool,
-    },
-    /// Stopped by the agent when the action's timeout passed.
-    TimedOut {
-        code: i64,
-    },
-}
-
-/// One line of container output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputLine {
-    pub stderr: bool,
-    pub text: String,
 }
 
 #[derive(Clone)]
@@ -122,28 +62,9 @@ impl DockerRuntime {
         Ok(Self { docker, privileges })
     }
 
-    /// Makes `image` present according to `policy`.
-    pub async fn ensure_image(
-        &self,
-        image: &ImageRef,
-        policy: PullPolicy,
-        credentials: Option<&RegistryCredentials>,
-    ) -> Result<(), RuntimeError> {
+    /// Pulls `image`; the registry's own message on failure.
+    async fn pull(&self, image: &ImageRef, credentials: Option<&RegistryCredentials>) -> Result<(), RuntimeError> {
         let name = image.to_string();
-        let pull = match policy {
-            PullPolicy::Always => true,
-            PullPolicy::Default if !image.is_digest() => true,
-            PullPolicy::Default | PullPolicy::IfNotPresent | PullPolicy::Never => {
-                let present = self.docker.inspect_image(&name).await.is_ok();
-                if !present && policy == PullPolicy::Never {
-                    return Err(RuntimeError::NotPresent { image: name });
-                }
-                !present
-            }
-        };
-        if !pull {
-            return Ok(());
-        }
         let options =
             CreateImageOptionsBuilder::default().from_image(&image.pull_name()).tag(&image.pull_tag()).build();
         let credentials = credentials.map(|c| DockerCredentials {
@@ -162,7 +83,7 @@ impl DockerRuntime {
         Ok(())
     }
 
-    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+    fn host_config(&self, spec: &ContainerSpec) -> HostConfig {
         let mut host_config = HostConfig {
             binds: Some(spec.binds.clone()),
             pid_mode: spec.pid_host.then(|| "host".to_string()),
@@ -184,6 +105,55 @@ impl DockerRuntime {
             ..Default::default()
         };
         self.privileges.apply(&mut host_config);
+        host_config
+    }
+
+    /// Starts a container created with `stdin` and feeds it: attach first
+    /// (so nothing written is lost), start, write, close.
+    async fn start_with_stdin(&self, id: &str, input: &[u8]) -> Result<(), RuntimeError> {
+        use tokio::io::AsyncWriteExt;
+        let options = AttachContainerOptionsBuilder::default().stdin(true).stream(true).build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| RuntimeError::Start(engine_message(&e)))?;
+        self.start(id, None).await?;
+        let mut stdin = attached.input;
+        stdin.write_all(input).await.map_err(|e| RuntimeError::Start(format!("writing the input to stdin: {e}")))?;
+        stdin.shutdown().await.map_err(|e| RuntimeError::Start(format!("closing stdin: {e}")))?;
+        Ok(())
+    }
+
+    fn logs_options(follow: bool) -> bollard::query_parameters::LogsOptions {
+        LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).build()
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    async fn ensure_image(
+        &self,
+        image: &ImageRef,
+        policy: PullPolicy,
+        credentials: Option<&RegistryCredentials>,
+    ) -> Result<(), RuntimeError> {
+        let name = image.to_string();
+        let pull = match policy {
+            PullPolicy::Always => true,
+            PullPolicy::Default if !image.is_digest() => true,
+            PullPolicy::Default | PullPolicy::IfNotPresent | PullPolicy::Never => {
+                let present = self.docker.inspect_image(&name).await.is_ok();
+                if !present && policy == PullPolicy::Never {
+                    return Err(RuntimeError::NotPresent { image: name });
+                }
+                !present
+            }
+        };
+        if pull { self.pull(image, credentials).await } else { Ok(()) }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
@@ -196,7 +166,7 @@ impl DockerRuntime {
             // The engine closes stdin when the agent's attach ends: the
             // action reads its input to EOF.
             stdin_once: spec.stdin.is_some().then_some(true),
-            host_config: Some(host_config),
+            host_config: Some(self.host_config(spec)),
             ..Default::default()
         };
         // A leftover of this name that the caller chose not to re-attach
@@ -211,87 +181,61 @@ impl DockerRuntime {
         Ok(created.id)
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker.start_container(id, None).await.map_err(|e| RuntimeError::Start(engine_message(&e)))
+    async fn start(&self, id: &str, stdin: Option<&[u8]>) -> Result<(), RuntimeError> {
+        match stdin {
+            Some(input) => self.start_with_stdin(id, input).await,
+            None => self.docker.start_container(id, None).await.map_err(|e| RuntimeError::Start(engine_message(&e))),
+        }
     }
 
-    /// Starts a container created with `stdin` and feeds it: attach first
-    /// (so nothing written is lost), start, write, close.
-    pub async fn start_with_stdin(&self, id: &str, input: &[u8]) -> Result<(), RuntimeError> {
-        use tokio::io::AsyncWriteExt;
-        let options = AttachContainerOptionsBuilder::default().stdin(true).stream(true).build();
-        let attached = self
-            .docker
-            .attach_container(id, Some(options))
-            .await
-            .map_err(|e| RuntimeError::Start(engine_message(&e)))?;
-        self.start(id).await?;
-        let mut stdin = attached.input;
-        stdin.write_all(input).await.map_err(|e| RuntimeError::Start(format!("writing the input to stdin: {e}")))?;
-        stdin.shutdown().await.map_err(|e| RuntimeError::Start(format!("closing stdin: {e}")))?;
-        Ok(())
-    }
-
-    /// The container's output from its start, split into lines, until it
-    /// exits.
-    pub fn output(&self, id: &str) -> impl Stream<Item = OutputLine> + Send + 'static {
-        let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
-        let chunks = self.docker.logs(id, Some(options));
+    fn follow_output(&self, id: &str) -> BoxStream<'static, OutputLine> {
+        let chunks = self.docker.logs(id, Some(Self::logs_options(true)));
         let mut splitter = LineSplitter::default();
         chunks
             .map(move |chunk| match chunk {
-                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                    splitter.push(false, &message)
-                }
-                Ok(LogOutput::StdErr { message }) => splitter.push(true, &message),
-                Ok(LogOutput::StdIn { .. }) => Vec::new(),
+                Ok(chunk) => splitter.push_chunk(chunk),
                 Err(e) => vec![OutputLine { stderr: true, text: format!("[kiln-agent] log stream error: {e}") }],
             })
             .flat_map(futures_util::stream::iter)
+            .boxed()
     }
 
-    /// Waits for the container to exit. When `timeout` passes it is sent
-    /// SIGTERM, and SIGKILL if it still runs `grace` later.
-    pub async fn wait(&self, id: &str, timeout: Duration, grace: Duration) -> Result<RunOutcome, RuntimeError> {
+    /// A read of the log that does not follow it: it ends at what the
+    /// engine holds, split into lines as [`Runtime::follow_output`] does.
+    async fn output_lines_so_far(&self, id: &str) -> Result<usize, RuntimeError> {
+        let mut chunks = self.docker.logs(id, Some(Self::logs_options(false)));
+        let mut splitter = LineSplitter::default();
+        let mut count = 0;
+        while let Some(chunk) = chunks.next().await {
+            count += splitter.push_chunk(chunk.map_err(|e| RuntimeError::Other(engine_message(&e)))?).len();
+        }
+        Ok(count)
+    }
+
+    async fn wait(&self, id: &str) -> Result<Exit, RuntimeError> {
         let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
-        let mut wait = self.docker.wait_container(id, Some(options));
-        match tokio::time::timeout(timeout, wait.next()).await {
-            Err(_) => {
-                self.signal(id, "SIGTERM").await;
-                if tokio::time::timeout(grace, wait.next()).await.is_err() {
-                    self.signal(id, "SIGKILL").await;
-                    // Let it reach the exited state before anyone removes it.
-                    let _ = tokio::time::timeout(Duration::from_secs(10), wait.next()).await;
-                }
-                let code = match self.exit_status(id).await {
-                    Ok(RunOutcome::Exited { code, .. }) => code,
-                    _ => 137,
-                };
-                Ok(RunOutcome::TimedOut { code })
-            }
+        match self.docker.wait_container(id, Some(options)).next().await {
             // A non-zero exit arrives as an error carrying the code.
-            Ok(Some(Ok(_))) | Ok(Some(Err(DockerError::DockerContainerWaitError { .. }))) => self.exit_status(id).await,
-            Ok(Some(Err(e))) => Err(RuntimeError::Other(engine_message(&e))),
-            Ok(None) => self.exit_status(id).await,
+            Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) | None => self.inspect(id).await,
+            Some(Err(e)) => Err(RuntimeError::Other(engine_message(&e))),
         }
     }
 
-    async fn signal(&self, id: &str, signal: &str) {
-        let options = KillContainerOptionsBuilder::default().signal(signal).build();
-        if let Err(e) = self.docker.kill_container(id, Some(options)).await {
-            tracing::warn!(container = id, signal, error = %e, "signalling timed-out container failed");
-        }
-    }
-
-    async fn exit_status(&self, id: &str) -> Result<RunOutcome, RuntimeError> {
+    async fn inspect(&self, id: &str) -> Result<Exit, RuntimeError> {
         let info =
             self.docker.inspect_container(id, None).await.map_err(|e| RuntimeError::Other(engine_message(&e)))?;
         let state = info.state.unwrap_or_default();
-        Ok(RunOutcome::Exited { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed.unwrap_or(false) })
+        Ok(Exit { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed.unwrap_or(false) })
     }
 
-    /// Removes a container and its anonymous volumes; a missing one is fine.
-    pub async fn remove(&self, id: &str) {
+    async fn signal(&self, id: &str, signal: Signal) {
+        let options = KillContainerOptionsBuilder::default().signal(signal.name()).build();
+        if let Err(e) = self.docker.kill_container(id, Some(options)).await {
+            tracing::warn!(container = id, signal = signal.name(), error = %e, "signalling timed-out container failed");
+        }
+    }
+
+    async fn remove(&self, id: &str) {
         let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
@@ -299,9 +243,7 @@ impl DockerRuntime {
         }
     }
 
-    /// The container of an attempt, left by an earlier run of this agent
-    /// (which died or restarted), with how long it has been running.
-    pub async fn find_attempt(&self, attempt_id: &str) -> Option<(String, Duration)> {
+    async fn find_attempt(&self, attempt_id: &str) -> Option<(String, Duration)> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{}={attempt_id}", labels::ATTEMPT)])]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         let found = self.docker.list_containers(Some(options)).await.ok()?.into_iter().find_map(|c| c.id)?;
@@ -315,51 +257,18 @@ impl DockerRuntime {
         Some((found, std::time::SystemTime::now().duration_since(started).unwrap_or_default()))
     }
 
-    /// Removes a container without waiting for the engine.
-    pub fn remove_in_background(&self, id: String) {
-        let runtime = Self { docker: self.docker.clone(), privileges: self.privileges.clone() };
-        tokio::spawn(async move { runtime.remove(&id).await });
-    }
-
-    /// Removes this agent's running containers of attempts other than
-    /// `attempt_id`.
-    pub async fn remove_running_except(&self, agent_id: &str, attempt_id: &str) {
-        let filters = HashMap::from([
-            ("label".to_string(), vec![format!("{}={agent_id}", labels::AGENT)]),
-            ("status".to_string(), vec!["running".to_string()]),
-        ]);
-        let options = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let Ok(containers) = self.docker.list_containers(Some(options)).await else {
-            return;
-        };
-        for c in containers {
-            let attempt = c.labels.as_ref().and_then(|l| l.get(labels::ATTEMPT)).map(String::as_str);
-            if attempt != Some(attempt_id)
-                && let Some(id) = c.id
-            {
-                tracing::warn!(container = %id, attempt = ?attempt, "removing the running container of an attempt that is over");
-                self.remove(&id).await;
-            }
+    async fn agent_containers(&self, agent_id: &str, running_only: bool) -> Result<Vec<Container>, RuntimeError> {
+        let mut filters = HashMap::from([("label".to_string(), vec![format!("{}={agent_id}", labels::AGENT)])]);
+        if running_only {
+            filters.insert("status".to_string(), vec!["running".to_string()]);
         }
-    }
-
-    /// Removes this agent's kept (failed) containers of workflows other than
-    /// `keep_workflow`.
-    pub async fn remove_kept_containers(&self, agent_id: &str, keep_workflow: &str) {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{}={agent_id}", labels::AGENT)])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let Ok(containers) = self.docker.list_containers(Some(options)).await else {
-            return;
-        };
-        for c in containers {
-            let workflow = c.labels.as_ref().and_then(|l| l.get(labels::WORKFLOW)).map(String::as_str);
-            if workflow != Some(keep_workflow)
-                && let Some(id) = c.id
-            {
-                tracing::info!(container = %id, workflow = ?workflow, "removing kept container of a finished workflow");
-                self.remove(&id).await;
-            }
-        }
+        let options = ListContainersOptionsBuilder::default().all(!running_only).filters(&filters).build();
+        let containers =
+            self.docker.list_containers(Some(options)).await.map_err(|e| RuntimeError::Other(engine_message(&e)))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| Some(Container { id: c.id?, labels: c.labels.unwrap_or_default() }))
+            .collect())
     }
 }
 
@@ -373,6 +282,14 @@ struct LineSplitter {
 const MAX_LINE: usize = 64 * 1024;
 
 impl LineSplitter {
+    fn push_chunk(&mut self, chunk: LogOutput) -> Vec<OutputLine> {
+        match chunk {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => self.push(false, &message),
+            LogOutput::StdErr { message } => self.push(true, &message),
+            LogOutput::StdIn { .. } => Vec::new(),
+        }
+    }
+
     fn push(&mut self, stderr: bool, bytes: &[u8]) -> Vec<OutputLine> {
         let buf = &mut self.partial[usize::from(stderr)];
         let mut lines = Vec::new();

@@ -11,9 +11,10 @@
 //! the client is kept: its requests reconnect by themselves if dockerd
 //! restarts.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{DockerRuntime, RuntimeError};
+use super::{DockerRuntime, RuntimeError, SharedRuntime};
 
 /// First pause between tries; doubled up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -24,7 +25,7 @@ pub struct Engine {
     host: String,
     /// Until then a missing engine is waited for; after it, asked once.
     wait_until: Instant,
-    runtime: tokio::sync::OnceCell<DockerRuntime>,
+    runtime: tokio::sync::OnceCell<SharedRuntime>,
 }
 
 impl Engine {
@@ -34,24 +35,34 @@ impl Engine {
         Self { host: host.to_string(), wait_until: Instant::now() + wait, runtime: Default::default() }
     }
 
+    /// An engine that is connected already: `runtime`.
+    pub fn connected_to(runtime: SharedRuntime) -> Self {
+        Self {
+            host: String::new(),
+            wait_until: Instant::now(),
+            runtime: tokio::sync::OnceCell::new_with(Some(runtime)),
+        }
+    }
+
     /// The connected engine. Callers that come while another waits share
     /// its wait; after a failure the next caller tries again.
-    pub async fn get(&self) -> Result<&DockerRuntime, RuntimeError> {
+    pub async fn get(&self) -> Result<&SharedRuntime, RuntimeError> {
         self.runtime.get_or_try_init(|| self.connect()).await
     }
 
     /// The engine if it has answered already.
-    pub fn connected(&self) -> Option<&DockerRuntime> {
+    pub fn connected(&self) -> Option<&SharedRuntime> {
         self.runtime.get()
     }
 
     /// The engine if it answers now, without waiting: for clean-ups, which
     /// are moot while no engine runs (it has no containers to remove).
-    pub async fn now(&self) -> Option<&DockerRuntime> {
-        self.runtime.get_or_try_init(|| DockerRuntime::connect(&self.host)).await.ok()
+    pub async fn now(&self) -> Option<&SharedRuntime> {
+        let connect = || async { Ok::<_, RuntimeError>(Arc::new(DockerRuntime::connect(&self.host).await?) as _) };
+        self.runtime.get_or_try_init(connect).await.ok()
     }
 
-    async fn connect(&self) -> Result<DockerRuntime, RuntimeError> {
+    async fn connect(&self) -> Result<SharedRuntime, RuntimeError> {
         let mut delay = FIRST_RETRY_DELAY;
         let mut waiting_since: Option<Instant> = None;
         loop {
@@ -60,7 +71,7 @@ impl Engine {
                     if let Some(since) = waiting_since {
                         tracing::info!(host = %self.host, waited = ?since.elapsed(), "the Docker engine answers");
                     }
-                    return Ok(runtime);
+                    return Ok(Arc::new(runtime));
                 }
                 Err(e) if Instant::now() + delay < self.wait_until => {
                     if waiting_since.is_none() {
