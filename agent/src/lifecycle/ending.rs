@@ -45,7 +45,7 @@ impl Ending {
     }
 
     /// Maps how the container ended to a report: the exit-code table of
-    /// the action contract (README), with the engine's OOM verdict.
+    /// the action contract (docs/action-contract.md), with the engine's OOM verdict.
     pub fn from_outcome(outcome: RunOutcome, timeout: Duration) -> Self {
         let (code, oom_killed) = match outcome {
             RunOutcome::TimedOut { code } => {

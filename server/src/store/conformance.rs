@@ -84,8 +84,6 @@ fn planned(worker: &str, name: &str) -> PlannedAction {
         ..Default::default()
     }
 }
-    }
-}
 
 fn workflow(id: &str) -> Workflow {
     Workflow {
