@@ -423,6 +423,13 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Whether `text` has `line` as one of its lines, exactly (a substring
+/// anywhere could match a longer line, or another line's text).
+pub fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+/// Polls `f` until it holds; an error once `limit` has passed.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
     while !f() {
@@ -483,9 +490,16 @@ pub fn hardware_doc(name: &str, mac: &str) -> String {
 
 /// A random locally administered MAC, used as a test agent id.
 pub fn random_mac() -> String {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let b = n.to_le_bytes();
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0] ^ b[5], b[1], b[2], b[3], b[4])
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Calls within one clock tick differ by the counter, processes by the
+    // hasher's random keys and the clock.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    let b = h.finish().to_le_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4])
 }
 
 /// One machine with an agent; workflows of one task built from raw action YAML.
