@@ -64,11 +64,24 @@ impl TestEnv {
 
 /// Directory of the workspace's built binaries (`target/<profile>`), found
 /// from this executable: a test (`target/<profile>/deps/<test>`) or a
-/// benchmark binary (`target/<profile>/<bin>`).
+/// benchmark binary (`target/<profile>/<bin>`). Tests built in a separate
+/// build directory (`CARGO_BUILD_BUILD_DIR`) run from there while the
+/// binaries still land in the target directory: then it is this
+/// workspace's `target/<profile>`. `KILN_BIN_DIR` overrides both.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_BIN_DIR") {
+        return dir.into();
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().expect("executable directory");
-    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
+    let beside = if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir };
+    let profile = beside.file_name().expect("profile directory");
+    let workspace_target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(profile);
+    if !beside.join("kiln-server").exists() && workspace_target.is_dir() {
+        workspace_target
+    } else {
+        beside.to_path_buf()
+    }
 }
 
 fn binary(name: &str) -> PathBuf {
