@@ -35,13 +35,17 @@ impl LoopDisk {
         LoopDisk { image, device, _dir: dir }
     }
 
-    /// Mounts the filesystem, lets `f` change it, and unmounts.
+    /// Mounts the filesystem, lets `f` change it, and unmounts (waiting for
+    /// whatever still holds the mount: see `unmount`).
     pub fn with_mounted(&self, f: impl FnOnce(&Path)) {
         let mnt = tempfile::tempdir().unwrap();
         run(Command::new("mount").arg(&self.device).arg(mnt.path()));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(mnt.path())));
         let unmounted = unmount(mnt.path());
         if let Err(p) = result {
+            if let Err(e) = unmounted {
+                eprintln!("ext4_loop: {e}");
+            }
             std::panic::resume_unwind(p);
         }
         if let Err(e) = unmounted {
