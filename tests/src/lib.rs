@@ -5,7 +5,7 @@
 //! command runs it); their addresses arrive in `KILN_TEST_*` variables. A
 //! test run without them fails loudly instead of skipping.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,20 +65,24 @@ impl TestEnv {
 
 /// Directory of the workspace's built binaries (`target/<profile>`), found
 /// from this executable: a test (`target/<profile>/deps/<test>`) or a
-/// benchmark binary (`target/<profile>/<bin>`).
-///
-/// With a separate cargo build directory (`build.build-dir`, e.g. several
-/// worktrees sharing dependency builds) tests run from there while the
-/// binaries are in this workspace's `target/<profile>`: that is tried next.
+/// benchmark binary (`target/<profile>/<bin>`). Tests built in a separate
+/// build directory (`CARGO_BUILD_BUILD_DIR`) run from there while the
+/// binaries still land in the target directory: then it is this
+/// workspace's `target/<profile>`. `KILN_BIN_DIR` overrides both.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_BIN_DIR") {
+        return dir.into();
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().expect("executable directory");
-    let dir = if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir };
-    if dir.join("kiln-server").exists() {
-        return dir.to_path_buf();
+    let beside = if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir };
+    let profile = beside.file_name().expect("profile directory");
+    let workspace_target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(profile);
+    if !beside.join("kiln-server").exists() && workspace_target.is_dir() {
+        workspace_target
+    } else {
+        beside.to_path_buf()
     }
-    let profile = dir.file_name().expect("profile directory");
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(profile)
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -429,6 +433,13 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Whether `text` has `line` as one of its lines, exactly (a substring
+/// anywhere could match a longer line, or another line's text).
+pub fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+/// Polls `f` until it holds; an error once `limit` has passed.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
     while !f() {
@@ -489,9 +500,16 @@ pub fn hardware_doc(name: &str, mac: &str) -> String {
 
 /// A random locally administered MAC, used as a test agent id.
 pub fn random_mac() -> String {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let b = n.to_le_bytes();
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0] ^ b[5], b[1], b[2], b[3], b[4])
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Calls within one clock tick differ by the counter, processes by the
+    // hasher's random keys and the clock.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    let b = h.finish().to_le_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4])
 }
 
 /// One machine with an agent; workflows of one task built from raw action YAML.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kiln_tests::{Machine, stderr, stdout};
+use kiln_tests::{Machine, has_line, stderr, stdout};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -47,11 +47,11 @@ fn actions_see_kiln_environment_and_shared_workflow_directory() {
         format!("KILN_HARDWARE_ID={}", m.hw),
         format!("KILN_API_ENDPOINT={}", m.cluster.server_url),
     ] {
-        assert!(logs.contains(&expected), "missing {expected}: {logs}");
+        assert!(has_line(&logs, &format!("[first] {expected}")), "missing {expected}: {logs}");
     }
     assert!(!logs.contains("forged"), "templates cannot override kiln's variables: {logs}");
     // /workflow is shared by the workflow's actions; /tmp_disk is per attempt.
-    assert!(logs.contains("second read from-first"), "{logs}");
+    assert!(has_line(&logs, "[second] second read from-first"), "{logs}");
     let state = m.cluster.agent_state_dir(0);
     assert_eq!(std::fs::read_to_string(state.join("workflows").join(&wf).join("note")).unwrap(), "from-first\n");
     let scratch: Vec<_> = std::fs::read_dir(state.join("scratch")).unwrap().collect();
@@ -91,7 +91,7 @@ fn exit_codes_are_reported_with_their_meaning() {
         assert_eq!(a["exit_code"], code, "{context}");
         assert_eq!(a["reason"], reason, "{context}");
         if name == "143" {
-            assert!(m.logs(wf).contains("got TERM"), "the action was sent SIGTERM first: {context}");
+            assert!(has_line(&m.logs(wf), "[code-143] got TERM"), "the action was sent SIGTERM first: {context}");
         }
     }
 }
@@ -160,7 +160,7 @@ fn retries_make_new_attempts_after_the_backoff() {
     let pause = parse(&attempts[1]["created_at"]).duration_since(parse(&attempts[0]["finished_at"])).unwrap();
     assert!(pause >= Duration::from_millis(1000), "backoff respected: {pause:?}");
     let logs = m.logs(&wf);
-    assert!(logs.contains("first try fails") && logs.contains("second try works"), "{logs}");
+    assert!(has_line(&logs, "[flaky] first try fails") && has_line(&logs, "[flaky] second try works"), "{logs}");
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn kiln_retry_resumes_a_failed_workflow_from_the_failed_action() {
     assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "FAILED");
     let out = m.cluster.kiln(&["retry", &wf]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("RUNNING"), "{}", stdout(&out));
+    assert_eq!(stdout(&out), format!("workflow/{wf} RUNNING\n"));
     let watch = m.cluster.kiln(&["watch", &wf]);
     assert!(watch.status.success(), "{}", stdout(&watch));
     let result = m.cluster.workflow(&wf);
@@ -252,7 +252,7 @@ fn terminal_action_success_is_recorded_before_it_fires_and_the_workflow_continue
     assert_eq!(result["state"], "RUNNING");
     assert_eq!(result["actions"][1]["state"], "SUCCESS", "{result:#}");
     assert!(result["actions"][2]["attempts"].as_array().unwrap().is_empty());
-    assert!(m.logs(&wf).contains("preparing kexec"), "logs before the handshake are kept");
+    assert!(has_line(&m.logs(&wf), "[kexec] preparing kexec"), "logs before the handshake are kept");
 
     // The machine comes back with the same agent id: the next action runs,
     // nothing runs twice.
@@ -262,7 +262,7 @@ fn terminal_action_success_is_recorded_before_it_fires_and_the_workflow_continue
     for action in result["actions"].as_array().unwrap() {
         assert_eq!(action["attempts"].as_array().unwrap().len(), 1, "{action:#}");
     }
-    assert!(m.logs(&wf).contains("after the new kernel booted"));
+    assert!(has_line(&m.logs(&wf), "[after] after the new kernel booted"), "{}", m.logs(&wf));
     for id in stdout(&m.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.workflow={wf}")])).lines() {
         m.cluster.env.docker(&["rm", "-f", id]);
     }
@@ -307,13 +307,16 @@ fn on_failure_and_on_timeout_handlers_run_before_the_failure_is_reported() {
     let result = m.cluster.wait_finished(&wf, LIMIT);
     assert_eq!(attempt(&result, 0, 0)["exit_code"], 3, "the handler does not change the result");
     let logs = m.logs(&wf);
-    assert!(logs.contains("[on-failure] on-failure cleanup for breaks"), "{logs}");
-    assert!(logs.contains("[on-failure] handler exited with code 0"), "{logs}");
+    assert!(has_line(&logs, "[on-failure] on-failure cleanup for breaks"), "{logs}");
+    assert!(has_line(&logs, "[on-failure] handler exited with code 0"), "{logs}");
 
     let wf = m.run(&shell_action("hangs", 1, "sleep 300", &[handler("on-failure"), handler("on-timeout")].concat()));
     assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "TIMEOUT");
     let logs = m.logs(&wf);
-    assert!(logs.contains("on-timeout cleanup for hangs") && !logs.contains("on-failure cleanup"), "{logs}");
+    assert!(
+        has_line(&logs, "[on-timeout] on-timeout cleanup for hangs") && !logs.contains("on-failure cleanup"),
+        "{logs}"
+    );
 }
 
 #[test]
@@ -443,7 +446,7 @@ fn typed_actions_get_json_input_and_their_validated_output_feeds_later_actions()
     let logs = m.logs(&wf);
     assert_eq!(result["state"], "SUCCESS", "{result:#}\n{logs}");
     assert!(logs.contains(r#"got {"min_gb":8}"#), "input on stdin: {logs}");
-    assert!(logs.contains("disk is /dev/vdb"), "output passed on at dispatch: {logs}");
+    assert!(has_line(&logs, "[write] disk is /dev/vdb"), "output passed on at dispatch: {logs}");
     assert!(!logs.contains(r#"{"disk""#), "stdout is output, not log: {logs}");
     assert_eq!(attempt(&result, 0, 0)["output"]["disk"], "/dev/vdb");
 
@@ -474,7 +477,8 @@ fn actions_call_the_api_for_their_own_workflow_while_their_attempt_is_open() {
     let writer = format!(
         "wget -q -O - {auth} {api}/data; echo; \
          wget -q -O - {auth} --post-data '{{\"version\": 0, \"data\": {{\"disk\": \"/dev/vdb\"}}}}' {api}/data; echo; \
-         echo stale: $(wget -q -O - {auth} --post-data '{{\"version\": 0, \"data\": {{}}}}' {api}/data 2>&1 || echo refused); \
+         echo stale: $(wget -S -q -O - {auth} --post-data '{{\"version\": 0, \"data\": {{}}}}' {api}/data 2>&1 \
+                       | sed -n 's/^ *HTTP\\/[0-9.]* \\([0-9]*\\).*/\\1/p'); \
          echo report from the action > /tmp/r.txt; wget -q -O - {auth} --post-file /tmp/r.txt {api}/files/notes/r.txt; echo; \
          echo $KILN_ACTION_TOKEN > /workflow/token"
     );
@@ -483,10 +487,11 @@ fn actions_call_the_api_for_their_own_workflow_while_their_attempt_is_open() {
     let result = m.cluster.wait_finished(&wf, LIMIT);
     let logs = m.logs(&wf);
     assert_eq!(result["state"], "SUCCESS", "{logs}");
-    assert!(logs.contains(r#"[writer] {"data":{},"version":0}"#), "{logs}");
-    assert!(logs.contains(r#"[writer] {"version":1}"#), "{logs}");
-    assert!(logs.contains("stale: refused") || logs.contains("409"), "a stale version is refused: {logs}");
-    assert!(logs.contains(r#"[reader] {"data":{"disk":"/dev/vdb"},"version":1}"#), "{logs}");
+    assert!(has_line(&logs, r#"[writer] {"data":{},"version":0}"#), "{logs}");
+    assert!(has_line(&logs, r#"[writer] {"version":1}"#), "{logs}");
+    // The status line of the refused write (wget -S), as its code alone.
+    assert!(has_line(&logs, "[writer] stale: 409"), "a stale version is refused with 409 Conflict: {logs}");
+    assert!(has_line(&logs, r#"[reader] {"data":{"disk":"/dev/vdb"},"version":1}"#), "{logs}");
     assert_eq!(result["data"]["disk"], "/dev/vdb");
     let file = m.cluster.kiln(&["artifacts", "get", &wf, "writer", "notes/r.txt"]);
     assert_eq!(stdout(&file), "report from the action\n");

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Cluster, hardware_doc, random_mac, stderr, stdout, unique, wait_until};
+use kiln_tests::{Cluster, hardware_doc, has_line, random_mac, stderr, stdout, unique, wait_until};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -79,7 +79,8 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
     assert!(watch.status.success(), "watch: {}{}\n{}", stdout(&watch), stderr(&watch), s.cluster.logs());
     let watched = stdout(&watch);
     for name in ["one", "two", "three"] {
-        assert!(watched.contains(name) && watched.contains("SUCCESS"), "watch output lacks {name}: {watched}");
+        let done = |l: &&str| l.split_whitespace().any(|w| w == name) && l.contains("SUCCESS");
+        assert!(watched.lines().any(|l| done(&l)), "no line of watch says {name} SUCCESS: {watched}");
     }
 
     let wf = s.cluster.workflow(&s.workflow);
@@ -103,17 +104,19 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
     }
 
     let logs = stdout(&s.cluster.kiln(&["logs", &s.workflow]));
-    for line in ["one says hello", "one-to-stderr", "two line 1", "two line 3", "three done"] {
-        assert!(logs.contains(line), "logs lack {line:?}: {logs}");
+    for line in
+        ["[one] one says hello", "[one] one-to-stderr", "[two] two line 1", "[two] two line 3", "[three] three done"]
+    {
+        assert!(has_line(&logs, line), "logs lack {line:?}: {logs}");
     }
     let described = stdout(&s.cluster.kiln(&["describe", "workflow", &s.workflow]));
     assert!(described.contains("provision/three  SUCCESS") && described.contains("attempt 1"), "{described}");
     let yaml = stdout(&s.cluster.kiln(&["get", "workflows", &s.workflow, "-o", "yaml"]));
     assert!(yaml.contains("state: SUCCESS") && yaml.contains("exit_code: 0"), "{yaml}");
     let table = stdout(&s.cluster.kiln(&["get", "workflows"]));
-    assert!(table.contains(&s.workflow) && table.contains("3/3"), "{table}");
+    assert!(table.lines().any(|l| l.contains(&s.workflow) && l.contains("3/3")), "{table}");
     let two = stdout(&s.cluster.kiln(&["logs", &s.workflow, "two"]));
-    assert!(two.contains("two line 2") && !two.contains("three done"), "{two}");
+    assert!(has_line(&two, "two line 2") && !two.contains("three done"), "{two}");
     // The successful containers are gone (removed just after each report).
     let filter = format!("label=kiln.workflow={}", s.workflow);
     wait_until(Duration::from_secs(20), || {
@@ -140,7 +143,7 @@ fn failing_action_fails_the_workflow_and_later_actions_never_run() {
     assert_eq!(attempts(&acts[1])[0]["reason"], "NonZeroExit");
     assert!(attempts(&acts[2]).is_empty(), "the action after the failure never ran: {:#}", acts[2]);
     let logs = stdout(&s.cluster.kiln(&["logs", &s.workflow]));
-    assert!(logs.contains("about to fail") && !logs.contains("must not run"), "{logs}");
+    assert!(has_line(&logs, "[breaks] about to fail") && !logs.contains("must not run"), "{logs}");
     // The failed container is kept for inspection.
     let kept = s.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.workflow={}", s.workflow)]);
     assert_eq!(stdout(&kept).trim().lines().count(), 1, "failed container kept");
@@ -158,7 +161,7 @@ fn action_past_its_timeout_is_killed_and_reported_timeout() {
     assert_eq!(a["state"], "TIMEOUT");
     assert_eq!(a["reason"], "Timeout");
     let logs = stdout(&s.cluster.kiln(&["logs", &s.workflow]));
-    assert!(logs.contains("going to sleep"), "{logs}");
+    assert!(has_line(&logs, "[sleepy] going to sleep"), "{logs}");
     let filter = format!("label=kiln.workflow={}", s.workflow);
     wait_until(Duration::from_secs(20), || {
         stdout(&s.cluster.env.docker(&["ps", "-aq", "--filter", &filter])).trim().is_empty()
@@ -299,12 +302,12 @@ fn logs_follow_shows_lines_while_the_action_runs() {
         .unwrap();
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
     let first = lines.next().expect("a line").unwrap();
-    assert!(first.contains("first-line"), "{first}");
+    assert_eq!(first, "[slow] first-line");
     // The first line arrived while the action was still running.
     let wf = s.cluster.workflow(&s.workflow);
     assert_eq!(wf["state"], "RUNNING", "line streamed live, before the action ended");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("second-line")), "{rest:?}");
+    assert!(rest.iter().any(|l| l == "[slow] second-line"), "{rest:?}");
     // `logs -f` ends by itself when the workflow finished.
     wait_until(Duration::from_secs(20), || follow.try_wait().unwrap().is_some()).expect("logs -f exits");
     assert_eq!(s.cluster.workflow(&s.workflow)["state"], "SUCCESS");
@@ -327,7 +330,10 @@ fn a_restarted_agent_reattaches_to_its_running_action_instead_of_running_it_agai
     cluster.start_agent(&mac, "").unwrap();
     wait_until(Duration::from_secs(30), || cluster.workflow(&wf)["actions"][0]["state"] == "RUNNING")
         .unwrap_or_else(|e| panic!("{e}: {:#}\n{}", cluster.workflow(&wf), cluster.logs()));
-    std::thread::sleep(Duration::from_millis(500));
+    // Killed once its first line was shipped, so the new agent's re-ship
+    // of it (below) is the duplicate the server must drop.
+    wait_until(Duration::from_secs(20), || has_line(&stdout(&cluster.kiln(&["logs", &wf, "long"])), "before"))
+        .unwrap_or_else(|e| panic!("{e}: the first line was not shipped\n{}", cluster.logs()));
     cluster.agents[0].kill();
     // The machine's agent comes back, with its state directory, while the
     // container still runs.
@@ -341,6 +347,6 @@ fn a_restarted_agent_reattaches_to_its_running_action_instead_of_running_it_agai
     let logs = stdout(&cluster.kiln(&["logs", &wf, "long"]));
     // The new agent ships the container's output from its start again; the
     // server keeps each line once.
-    assert_eq!(logs.matches("before").count(), 1, "re-shipped lines are not duplicated: {logs}");
-    assert_eq!(logs.matches("after").count(), 1, "{logs}");
+    assert_eq!(logs.lines().filter(|l| *l == "before").count(), 1, "re-shipped lines are not duplicated: {logs}");
+    assert_eq!(logs.lines().filter(|l| *l == "after").count(), 1, "{logs}");
 }

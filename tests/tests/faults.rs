@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Cluster, Machine, Rng, hardware_doc, random_mac, unique, wait_until};
+use kiln_tests::{Cluster, Machine, Rng, hardware_doc, has_line, random_mac, unique, wait_until};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -41,8 +41,10 @@ fn running_containers_of(c: &Cluster, attempt_id: &str) -> String {
 fn wait_running(c: &Cluster, wf: &str) -> Value {
     wait_until(Duration::from_secs(60), || c.workflow(wf)["actions"][0]["state"] == "RUNNING")
         .unwrap_or_else(|e| panic!("{e}: {:#}\n{}", c.workflow(wf), c.logs()));
-    // Give the action a moment past its start so it has written its line.
-    std::thread::sleep(Duration::from_millis(300));
+    // Past its start: the action has written its line (every caller runs
+    // LONG on agent 0, for the first time).
+    wait_until(Duration::from_secs(20), || runs(c, 0, wf) == "start\n")
+        .unwrap_or_else(|e| panic!("{e}: no start line: {:?}\n{}", runs(c, 0, wf), c.logs()));
     c.workflow(wf)
 }
 
@@ -70,7 +72,8 @@ fn an_agent_that_never_comes_back_fails_the_workflow_with_agent_lost() {
     m.cluster.start_agent(&m.mac, &again).unwrap();
     wait_until(Duration::from_secs(20), || running_containers_of(&m.cluster, &attempt).is_empty())
         .unwrap_or_else(|e| panic!("{e}: the lost attempt's container still runs\n{}", m.cluster.logs()));
-    std::thread::sleep(Duration::from_secs(10));
+    // A container that no longer runs writes nothing more, and the failed
+    // workflow has no attempt left to start: no wait needed.
     assert_eq!(runs(&m.cluster, 0, &wf), "start\n", "the lost attempt was stopped before its end");
 }
 
@@ -121,6 +124,9 @@ fn a_frozen_agent_stops_the_action_the_server_gave_up_on() {
     // container instead of finishing the action or reporting it.
     wait_until(Duration::from_secs(10), || running_containers_of(&m.cluster, &attempt).is_empty())
         .unwrap_or_else(|e| panic!("{e}: the container of the lost attempt still runs\n{}", m.cluster.logs()));
+    // The sleep is the scenario: a late report has no sign to wait for.
+    // Had the agent not stopped the action, it would have ended and been
+    // reported within the action's 10 s.
     std::thread::sleep(Duration::from_secs(10));
     assert_eq!(runs(&m.cluster, 0, &wf), "start\n");
     assert_eq!(m.cluster.workflow(&wf), done, "a late report changed a finished workflow");
@@ -135,6 +141,7 @@ fn a_server_down_longer_than_the_lease_does_not_lose_its_agents() {
     // agent could have renewed one. The restarted server waits a lease for
     // heartbeats before it judges any.
     m.cluster.server.kill();
+    // The sleep is the scenario: the time the server is away.
     std::thread::sleep(Duration::from_secs(5));
     m.cluster.restart_server(&[]).expect("restart");
     let done = m.cluster.wait_finished(&wf, LIMIT);
@@ -166,12 +173,7 @@ fn agents_killed_at_random_points_across_100_workflows() {
         action("a"),
         action("b")
     )];
-    let macs: Vec<String> = (0..MACHINES)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(1));
-            random_mac()
-        })
-        .collect();
+    let macs: Vec<String> = (0..MACHINES).map(|_| random_mac()).collect();
     let mut workflows = Vec::new();
     for (n, mac) in macs.iter().enumerate() {
         let hw = unique(&format!("hw{n}"));
@@ -209,6 +211,7 @@ fn agents_killed_at_random_points_across_100_workflows() {
             "not finished in 10 min after {kills} kills\n{}",
             c.logs()
         );
+        // The sleep is the scenario: a random kill point.
         std::thread::sleep(Duration::from_millis(rng.between(200, 1500)));
         let n = rng.between(0, MACHINES as u64 - 1) as usize;
         c.agents[n].kill();
@@ -257,8 +260,8 @@ fn server_killed_mid_workflow_loses_nothing(server_args: &[&str]) {
     assert_eq!(runs(c, 0, &wf), "one\nbegin\nend\nthree\n");
     // The logs shipped before and after the restart are all there.
     let logs = kiln_tests::stdout(&c.kiln(&["logs", &wf]));
-    for line in ["one", "begin", "end", "three"] {
-        assert!(logs.contains(line), "{line:?} missing from the logs: {logs}\n{}", c.logs());
+    for line in ["[one] one", "[slow] begin", "[slow] end", "[three] three"] {
+        assert!(has_line(&logs, line), "{line:?} missing from the logs: {logs}\n{}", c.logs());
     }
 }
 
@@ -286,6 +289,8 @@ fn an_action_given_before_the_engine_is_up_waits_for_it_and_runs_once() {
     // The agent asked and was given the action, with no engine anywhere.
     wait_until(Duration::from_secs(30), || !attempts(&m.cluster.workflow(&wf), 0).is_empty())
         .unwrap_or_else(|e| panic!("{e}: {:#}\n{}", m.cluster.workflow(&wf), m.cluster.logs()));
+    // The sleep is the scenario: nothing is pulled, and the action is not
+    // given up, for 2 s without an engine (there is no event to wait for).
     std::thread::sleep(Duration::from_secs(2));
     let waiting = m.cluster.workflow(&wf);
     let attempt = &attempts(&waiting, 0)[0];
@@ -298,7 +303,7 @@ fn an_action_given_before_the_engine_is_up_waits_for_it_and_runs_once() {
     let done = m.cluster.wait_finished(&wf, LIMIT);
     assert_eq!(done["state"], "SUCCESS", "{done:#}\n{}", m.cluster.logs());
     assert_eq!(attempts(&done, 0).len(), 1, "{done:#}");
-    assert!(m.logs(&wf).contains("the engine answered"), "{}", m.logs(&wf));
+    assert!(has_line(&m.logs(&wf), "[hello] the engine answered"), "{}", m.logs(&wf));
 }
 
 #[test]

@@ -43,9 +43,14 @@ fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
 
     // Known machine, nothing to do: local disk.
     let s = script(&c, &mac);
-    assert!(s.starts_with("#!ipxe\n") && s.contains("no pending workflow") && s.trim_end().ends_with("exit"), "{s}");
+    let local_disk =
+        format!("#!ipxe\necho kiln: hardware {hw} has no pending workflow; booting from the local disk\nexit\n");
+    assert_eq!(s, local_disk);
     // Unknown machine: local disk.
-    assert!(script(&c, "02:00:00:00:00:99").contains("no hardware has MAC 02:00:00:00:00:99"));
+    assert_eq!(
+        script(&c, "02:00:00:00:00:99"),
+        "#!ipxe\necho kiln: no hardware has MAC 02:00:00:00:00:99; booting from the local disk\nexit\n"
+    );
 
     let tpl = unique("tpl");
     let wf = unique("wf");
@@ -59,8 +64,14 @@ fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
     // (iPXE sends the MAC in upper case).
     let s = script(&c, &mac.to_uppercase());
     let host = c.server_url.trim_start_matches("http://");
-    assert!(s.contains(&format!("kernel http://{host}/boot/hook/vmlinuz kiln.server=http://{host} kiln.agent_id={mac} kiln.mac=${{net0/mac}} console=ttyS0 kiln.insecure_registries=10.0.2.2:5000")), "{s}");
-    assert!(s.contains(&format!("initrd http://{host}/boot/hook/initramfs")) && s.trim_end().ends_with("boot"), "{s}");
+    let upper = mac.to_uppercase();
+    let expected = format!(
+        "#!ipxe\necho kiln: {upper} boots the hook image for workflow {id}\n\
+         kernel http://{host}/boot/hook/vmlinuz kiln.server=http://{host} kiln.agent_id={mac} kiln.mac=${{net0/mac}} \
+         console=ttyS0 kiln.insecure_registries=10.0.2.2:5000\n\
+         initrd http://{host}/boot/hook/initramfs\nboot\n"
+    );
+    assert_eq!(s, expected);
     // DHCP's entry point chains to the per-machine script.
     let (_, chain) = get(&format!("{}/boot/ipxe", c.server_url));
     assert_eq!(String::from_utf8(chain).unwrap(), format!("#!ipxe\nchain http://{host}/boot/ipxe/${{net0/mac}}\n"));
@@ -74,7 +85,7 @@ fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
     let done = c.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(done["state"], "SUCCESS", "{done:#}");
     let s = script(&c, &mac);
-    assert!(s.contains("no pending workflow") && s.contains("exit"), "the gate must close on success: {s}");
+    assert_eq!(s, local_disk, "the gate must close on success");
     assert!(stdout(&c.kiln(&["get", "hardware", &hw])).contains(&hw));
 }
 

@@ -12,7 +12,7 @@ use kiln_proto::v1::agent_service_client::AgentServiceClient;
 use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use kiln_tests::postgres::PgServer;
 use kiln_tests::proxy::Proxy;
-use kiln_tests::{Cluster, hardware_doc, random_mac, stdout, unique, wait_until};
+use kiln_tests::{Cluster, hardware_doc, has_line, random_mac, stdout, unique, wait_until};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -96,7 +96,11 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     // replica 2 directly.
     r1.start_agent_at(&balancer_url, &mac1, "").unwrap();
     r2.start_agent(&mac2, "").unwrap();
-    // Both agents sit in their long poll before the workflows exist.
+    // Both agents sit in their long poll before the workflows exist. A
+    // sleep, as nothing outside the server shows a held long poll (the
+    // agent's first question is answered at once, its long poll follows).
+    // An agent slower than this only makes the test weaker, not flaky: it
+    // finds its workflow in the store instead of hearing the notification.
     std::thread::sleep(Duration::from_secs(2));
 
     // Both workflows are created through replica 1: replica 2 learns of its
@@ -113,8 +117,9 @@ fn replicas_share_one_database_and_take_over_each_others_agents() {
     println!("cross-replica dispatch latency: {waited:?}");
     assert!(waited < Duration::from_secs(3), "workflow 2 waited {waited:?} for its first attempt");
     // Logs shipped to one replica are read from the other.
-    assert!(stdout(&r2.kiln(&["logs", &wf1])).contains("one from"), "{}", context(&r1, &r2));
-    assert!(stdout(&r1.kiln(&["logs", &wf2])).contains("two"), "{}", context(&r1, &r2));
+    let logs1 = stdout(&r2.kiln(&["logs", &wf1]));
+    assert!(logs1.lines().any(|l| l.starts_with("[one] one from ")), "{logs1}\n{}", context(&r1, &r2));
+    assert!(has_line(&stdout(&r1.kiln(&["logs", &wf2])), "[two] two"), "{}", context(&r1, &r2));
 
     // A token revoked through replica 1 is refused by replica 2 at once,
     // although replica 2 verified it moments ago: its cache of verified

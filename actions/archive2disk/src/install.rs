@@ -138,7 +138,7 @@ pub fn unpack(input: Box<dyn Read + Send>, dest: &Path, want: Option<Format>) ->
     archive.set_overwrite(true);
     let mut done = Unpacked::default();
     let io_fail = |e: io::Error| failure_of(e, "UnpackFailed", "reading the archive");
-    let unpack_one = |entry: &mut tar::Entry<_>| -> Result<()> {
+    let unpack_one = |entry: &mut tar::Entry<'_, _>| -> Result<()> {
         let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
         // unpack_in refuses paths that leave `dest` (`..`, links out).
         let inside = entry
@@ -176,7 +176,7 @@ pub fn unpack(input: Box<dyn Read + Send>, dest: &Path, want: Option<Format>) ->
 }
 
 /// tar sets a directory's mode and owner but not its mtime.
-fn set_dir_mtime<R: Read>(dest: &Path, dir: &tar::Entry<R>) -> Result<()> {
+fn set_dir_mtime<R: Read>(dest: &Path, dir: &tar::Entry<'_, R>) -> Result<()> {
     let Ok(mtime) = dir.header().mtime() else { return Ok(()) };
     let path = dir.path().or_fail("UnpackFailed", || "a directory's name".into())?;
     // unpack_in accepted the entry: its name has no `..`, and the rest of

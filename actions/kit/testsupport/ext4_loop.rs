@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub struct LoopDisk {
     pub image: PathBuf,
@@ -34,14 +35,21 @@ impl LoopDisk {
         LoopDisk { image, device, _dir: dir }
     }
 
-    /// Mounts the filesystem, lets `f` change it, and unmounts.
+    /// Mounts the filesystem, lets `f` change it, and unmounts (waiting for
+    /// whatever still holds the mount: see `unmount`).
     pub fn with_mounted(&self, f: impl FnOnce(&Path)) {
         let mnt = tempfile::tempdir().unwrap();
         run(Command::new("mount").arg(&self.device).arg(mnt.path()));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(mnt.path())));
-        run(Command::new("umount").arg(mnt.path()));
+        let unmounted = unmount(mnt.path());
         if let Err(p) = result {
+            if let Err(e) = unmounted {
+                eprintln!("ext4_loop: {e}");
+            }
             std::panic::resume_unwind(p);
+        }
+        if let Err(e) = unmounted {
+            panic!("{e}");
         }
     }
 
@@ -89,6 +97,94 @@ impl LoopDisk {
     }
 }
 
+/// How long a teardown waits for whatever still holds a mount to let go.
+/// The holder seen so far was transient (tests run in parallel, and a child
+/// another test forks keeps copies of this process's descriptors until it
+/// execs), so a few seconds are plenty; a holder outlasting this is a bug.
+const UNMOUNT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Unmounts `mnt`, retrying while it is busy (logging who holds it) until
+/// UNMOUNT_PATIENCE has passed. Then, as the last resort, detaches it
+/// lazily so no mount is left behind, and returns an error naming the
+/// holders: what `f` wrote may not have reached the image, so the test
+/// must not go on reading it.
+fn unmount(mnt: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + UNMOUNT_PATIENCE;
+    let mut last_holders = None;
+    loop {
+        let out = Command::new("umount").arg(mnt).output().map_err(|e| format!("umount {}: {e}", mnt.display()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !stderr.contains("busy") {
+            return Err(format!("umount {}: {stderr}", mnt.display()));
+        }
+        let held = holders(mnt);
+        if last_holders.as_ref() != Some(&held) {
+            eprintln!("ext4_loop: {} is busy, waiting; held by: {}", mnt.display(), describe(&held));
+            last_holders = Some(held);
+        }
+        if Instant::now() >= deadline {
+            // Named before the detach: afterwards their paths are no longer under `mnt`.
+            let held = describe(&holders(mnt));
+            let lazy = Command::new("umount").arg("--lazy").arg(mnt).status();
+            return Err(format!(
+                "umount {}: still busy after {UNMOUNT_PATIENCE:?} ({}), held by: {held}; \
+                 detached lazily (umount --lazy: {lazy:?}) so nothing stays mounted",
+                mnt.display(),
+                stderr.trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn describe(holders: &[String]) -> String {
+    if holders.is_empty() { "nothing visible in /proc".to_string() } else { holders.join("; ") }
+}
+
+/// The processes that hold something under `mnt`: an open file, a working
+/// directory or root, a mapped file, or a copy of the mount in another
+/// mount namespace (what `fuser -m` would list, plus the namespaces).
+fn holders(mnt: &Path) -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let under = |p: &Path| p.starts_with(mnt);
+    let mut found = Vec::new();
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let mut what = Vec::new();
+        for link in ["cwd", "root", "exe"] {
+            if std::fs::read_link(dir.join(link)).is_ok_and(|t| under(&t)) {
+                what.push(link.to_string());
+            }
+        }
+        for fd in std::fs::read_dir(dir.join("fd")).into_iter().flatten().flatten() {
+            if let Some(target) = std::fs::read_link(fd.path()).ok().filter(|t| under(t)) {
+                what.push(format!("fd {} ({})", fd.file_name().to_string_lossy(), target.display()));
+            }
+        }
+        let mnt_text = mnt.to_string_lossy();
+        if std::fs::read_to_string(dir.join("maps")).is_ok_and(|m| m.contains(&format!("{mnt_text}/"))) {
+            what.push("a mapped file".to_string());
+        }
+        let ns = std::fs::read_link(dir.join("ns/mnt")).ok();
+        if let Some(ns) = ns.filter(|ns| Some(ns) != own_ns.as_ref()) {
+            let info = std::fs::read_to_string(dir.join("mountinfo")).unwrap_or_default();
+            if info.lines().any(|l| l.split_whitespace().nth(4) == Some(mnt_text.as_ref())) {
+                what.push(format!("the mount, in its own namespace {}", ns.display()));
+            }
+        }
+        if !what.is_empty() {
+            found.push(format!("pid {pid} ({}): {}", comm.trim(), what.join(", ")));
+        }
+    }
+    found
+}
+
 fn libc_major(dev: u64) -> u64 {
     ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)
 }
@@ -99,7 +195,15 @@ fn libc_minor(dev: u64) -> u64 {
 
 impl Drop for LoopDisk {
     fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+        // A device still open (a lazily unmounted filesystem) is detached
+        // by the kernel when its last user closes it (losetup -d sets
+        // autoclear), so this fails only when something is really wrong;
+        // said on stderr, since panicking in drop could abort the run.
+        match Command::new("losetup").arg("-d").arg(&self.device).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!("ext4_loop: losetup -d {}: {}", self.device, String::from_utf8_lossy(&out.stderr)),
+            Err(e) => eprintln!("ext4_loop: losetup -d {}: {e}", self.device),
+        }
     }
 }
 

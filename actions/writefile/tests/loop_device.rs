@@ -80,3 +80,22 @@ fn a_failed_write_still_unmounts() {
     assert!(text(&out).contains("/taken is a directory"), "{}", text(&out));
     assert!(!disk.is_mounted(), "left mounted after a failure");
 }
+
+/// The helper's own teardown: a process still working in the mount (as a
+/// child forked by a parallel test holds copies of the descriptors until
+/// it execs) is waited for, not an error, and the writes reach the image.
+#[test]
+fn the_helper_waits_for_a_holder_of_the_mount() {
+    let disk = LoopDisk::new();
+    let started = std::time::Instant::now();
+    disk.with_mounted(|m| {
+        std::fs::write(m.join("kept"), "yes\n").unwrap();
+        // The sleep is the scenario: a holder that lets go by itself, 1 s
+        // after the unmount is first tried.
+        let mut holder = std::process::Command::new("sleep").arg("1").current_dir(m).spawn().unwrap();
+        std::thread::spawn(move || holder.wait());
+    });
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "unmounted while held?");
+    assert!(!disk.is_mounted());
+    assert_eq!(disk.read("/kept").unwrap(), b"yes\n");
+}
