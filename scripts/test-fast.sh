@@ -9,6 +9,6 @@
 # by name; the SQLite half runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS=(-p kiln-proto -p kiln-documents -p kiln-server -p kiln-agent -p kiln-cli -p kiln-action-kit)
+PKGS=(-p kiln-proto -p kiln-documents -p kiln-server -p kiln-agent -p kiln-cli -p kiln-action-kit -p kiln-partition-path)
 for a in image2disk partition format writefile cexec kexec archive2disk; do PKGS+=(-p "kiln-action-$a"); done
 cargo test "${PKGS[@]}" --lib --bins -- --skip store::conformance::postgres:: "$@"

@@ -49,8 +49,13 @@ pub mod secret_file {
         }
         let mut tmp = path.as_os_str().to_os_string();
         tmp.push(".tmp");
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(named)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(named)?;
         f.write_all(bytes).map_err(named)?;
         f.sync_all().map_err(named)?;
         std::fs::rename(&tmp, path).map_err(named)

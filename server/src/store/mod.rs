@@ -409,7 +409,12 @@ pub async fn open(url: &DatabaseUrl) -> Result<DynStore, StoreError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
 #[strum(ascii_case_insensitive)]
 pub enum ObjectKind {
-    #[strum(to_string = "action definition", serialize = "action", serialize = "actions", serialize = "actiondefinition")]
+    #[strum(
+        to_string = "action definition",
+        serialize = "action",
+        serialize = "actions",
+        serialize = "actiondefinition"
+    )]
     ActionDefinition,
     #[strum(to_string = "hardware", serialize = "hw")]
     Hardware,
