@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, DynStore, Event, EventKind, EventOutcome, EventQuery, NewLogLine, ObjectKind,
-    Outcome, StoreError,
+    AgentCredential, ApplyBatch, Artifact, DynStore, Event, EventKind, EventOutcome, EventQuery, NewLogLine,
+    ObjectKind, Outcome, StoreError,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Millis, Workflow, WorkflowState, now_millis};

@@ -39,18 +39,16 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
-    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine, ObjectKind, Outcome,
+    Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
 
 /// Versioned migrations, applied in order in one transaction at open.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("postgres_migrations/0001_init.sql")),
-    (2, include_str!("postgres_migrations/0002_events.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("postgres_migrations/0001_init.sql")), (2, include_str!("postgres_migrations/0002_events.sql"))];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
 /// on in-process events), so a few cover many agents; PostgreSQL's default
