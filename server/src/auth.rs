@@ -171,11 +171,12 @@ impl AgentAuth {
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
     ) -> Result<AgentIdentity, Status> {
-        let peer = peer_addr(extensions);
+        // Looked up only when refusing: accepted calls are the hot path.
+        let peer = || peer_addr(extensions);
         let agent = claimed_agent_id(headers).inspect_err(|status| {
             self.refusals.refused(
                 "agent (no valid id)".into(),
-                peer,
+                peer(),
                 "authenticate",
                 "agent service",
                 status.message(),
@@ -184,7 +185,7 @@ impl AgentAuth {
         let reject = |status: Status, reason: &str| {
             // The reason and the agent id, never the token.
             tracing::warn!(agent = %agent, reason, code = ?status.code(), "agent call rejected");
-            self.refusals.refused(format!("agent {agent}"), peer, "authenticate", "agent service", reason);
+            self.refusals.refused(format!("agent {agent}"), peer(), "authenticate", "agent service", reason);
             status
         };
         let Some(token) = bearer(headers.get(AUTHORIZATION_METADATA)) else {
