@@ -97,6 +97,32 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// The audit trail: operator writes and refused credentials, oldest first.
+    Events {
+        /// Keep following: print each new event as it is stored.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only events since DURATION ago (`1h`, `2d`) or TIME (`2026-01-31T12:00:00Z`).
+        #[arg(long, value_name = "DURATION|TIME")]
+        since: Option<String>,
+        /// Only operator writes or only refused credentials.
+        #[arg(long, value_enum)]
+        kind: Option<EventKind>,
+        /// Show at most the newest N (at most 10000).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u32,
+        /// `json`/`yaml`: a list; with `-f`, one object (JSON line, YAML document) per event.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EventKind {
+    /// Operator writes (apply, delete, retry, tokens, certificates).
+    Write,
+    /// Refused credentials (agents, the operator credential, action tokens).
+    Security,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +211,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch { workflow } => return cmd::watch::run(&mut c, workflow).await,
         Command::Logs { workflow, action, follow, output } => {
             cmd::logs::run(&mut c, workflow, action, follow, output).await?
+        }
+        Command::Events { follow, since, kind, limit, output } => {
+            let kind = kind.map(|k| if k == EventKind::Write { "write" } else { "security" }.to_string());
+            cmd::events::run(&mut c, cmd::events::Query { follow, since, kind, limit }, output).await?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -139,18 +139,35 @@ impl From<AppError> for ApiError {
     }
 }
 
-/// The context of the action whose token the request carries.
-async fn authenticate(app: &App, headers: &HeaderMap) -> Result<OpContext, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer_token)
-        .ok_or_else(|| AppError::Unauthenticated("missing Authorization: Bearer KILN_ACTION_TOKEN".into()))?;
-    Ok(app.authenticate_action(token).await?)
+/// What a request says about its caller: the bearer token (empty when
+/// none) and, for the audit trail, its address.
+struct Caller {
+    token: String,
+    peer: Option<std::net::SocketAddr>,
 }
 
-async fn read_data(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    let opctx = authenticate(&app, &headers).await?;
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::bearer_token)
+            .unwrap_or_default()
+            .to_string();
+        Ok(Self { token, peer: crate::auth::peer_addr(&parts.extensions) })
+    }
+}
+
+/// The context of the action whose token the request carries.
+async fn authenticate(app: &App, caller: Caller) -> Result<OpContext, ApiError> {
+    Ok(app.authenticate_action(&caller.token, caller.peer).await?)
+}
+
+async fn read_data(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
+    let opctx = authenticate(&app, caller).await?;
     let (data, version) = app.read_workflow_data(&opctx).await?;
     Ok(Json(serde_json::json!({ "version": version, "data": data })))
 }
@@ -164,10 +181,10 @@ struct DataUpdate {
 
 async fn write_data(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let opctx = authenticate(&app, &headers).await?;
+    let opctx = authenticate(&app, caller).await?;
     let update: DataUpdate = serde_json::from_slice(&body)
         .map_err(|e| AppError::InvalidArgument(format!("body must be {{\"version\": N, \"data\": {{...}}}}: {e}")))?;
     let version = app.write_workflow_data(&opctx, update.version, update.data).await?;
@@ -176,11 +193,11 @@ async fn write_data(
 
 async fn upload_file(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    caller: Caller,
     UrlPath(path): UrlPath<String>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let opctx = authenticate(&app, &headers).await?;
+    let opctx = authenticate(&app, caller).await?;
     let body = body
         .into_data_stream()
         .map(|chunk| chunk.map_err(|e| AppError::DataLoss(format!("receiving the file failed: {e}"))));

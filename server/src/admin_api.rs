@@ -10,19 +10,20 @@ use kiln_proto::time::millis_to_proto;
 use kiln_proto::v1::admin_service_server::AdminService;
 use kiln_proto::v1::{
     ActionDefinitionList, AgentCert, AgentToken, AppliedObject, ApplyRequest, ApplyResponse, ArtifactData,
-    ArtifactList, ArtifactRequest, DeleteRequest, DeleteResponse, GetRequest, Hardware, HardwareList, ListRequest,
-    LogEntry, LogLine, LogsRequest, PlanRequest, RevokeResponse, Template, TemplateList, Workflow, WorkflowList,
-    plan_request,
+    ArtifactList, ArtifactRequest, DeleteRequest, DeleteResponse, Event, EventList, EventsRequest, GetRequest,
+    Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, RevokeResponse, Template,
+    TemplateList, Workflow, WorkflowList, plan_request,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::app::apply::PlanSource;
+use crate::app::audit::EventFilter;
 use crate::app::{App, OpContext};
 use crate::auth::OperatorIdentity;
 use crate::convert::{self, status};
-use crate::store::ObjectKind;
+use crate::store::{EventKind, ObjectKind};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -43,8 +44,20 @@ impl AdminApi {
 fn operator<T>(req: &Request<T>) -> Result<OpContext, Status> {
     req.extensions()
         .get::<OperatorIdentity>()
-        .map(|_| OpContext::operator())
+        .map(|_| OpContext::operator().with_peer(req.remote_addr()))
         .ok_or_else(|| Status::internal("admin service mounted without its authentication layer"))
+}
+
+#[allow(clippy::result_large_err)] // tonic's Status
+fn event_filter(req: &EventsRequest) -> Result<EventFilter, Status> {
+    let kind = match req.kind.as_str() {
+        "" => None,
+        k => Some(EventKind::parse(k).ok_or_else(|| {
+            Status::invalid_argument(format!("unknown event kind {k:?}: expected write or security"))
+        })?),
+    };
+    let since = req.since.as_ref().map_or(0, kiln_proto::time::proto_to_millis);
+    Ok(EventFilter { since, kind, limit: req.limit })
 }
 
 fn source_name(source: &str) -> &str {
@@ -211,6 +224,20 @@ impl AdminService for AdminApi {
     async fn retry(&self, req: Request<GetRequest>) -> Result<Response<Workflow>, Status> {
         let wf = self.app.retry_workflow(&operator(&req)?, &req.get_ref().name).await.map_err(status)?;
         Ok(Response::new(convert::workflow(&wf)))
+    }
+
+    async fn list_events(&self, req: Request<EventsRequest>) -> Result<Response<EventList>, Status> {
+        let filter = event_filter(req.get_ref())?;
+        let items = self.app.list_events(&operator(&req)?, &filter).await.map_err(status)?;
+        Ok(Response::new(EventList { items: items.iter().map(convert::event).collect() }))
+    }
+
+    type WatchEventsStream = BoxStream<Event>;
+
+    async fn watch_events(&self, req: Request<EventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let filter = event_filter(req.get_ref())?;
+        let events = self.app.follow_events(&operator(&req)?, &filter).await.map_err(status)?;
+        Ok(Response::new(Box::pin(events.map(|e| e.map(|e| convert::event(&e)).map_err(status)))))
     }
 
     async fn plan(&self, req: Request<PlanRequest>) -> Result<Response<Workflow>, Status> {

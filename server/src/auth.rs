@@ -3,10 +3,13 @@
 //! the operator credential.
 //!
 //! Secrets never reach a log line or an error message: rejections name the
-//! agent id and the reason only.
+//! agent id and the reason only. Every rejection is also noted in the audit
+//! trail ([`RefusalLog`]: a map update, rate-limited, stored in the
+//! background), so refusing stays as cheap as it was.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Status};
 
 use crate::agent_api::AgentIdentity;
+use crate::app::audit::RefusalLog;
 use crate::store::DynStore;
 
 /// Prefix of agent tokens, so a leaked one is recognisable (secret scanners).
@@ -56,6 +60,15 @@ pub fn bearer_token(value: &str) -> Option<&str> {
 
 fn bearer(value: Option<&http::HeaderValue>) -> Option<&str> {
     bearer_token(value?.to_str().ok()?)
+}
+
+/// The caller's address, from what tonic's server put in the request's
+/// extensions (plain TCP or TLS); `None` elsewhere (tests).
+pub fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()))
 }
 
 /// The agent id a caller claims (`kiln-agent-id`), normalised.
@@ -147,6 +160,8 @@ pub struct AgentAuth {
     /// Tokens recently verified; shared with the admin service, which
     /// invalidates it when credentials change.
     pub verified: Arc<VerifiedTokens>,
+    /// Where rejections are noted for the audit trail.
+    pub refusals: Arc<RefusalLog>,
 }
 
 impl AgentAuth {
@@ -156,10 +171,21 @@ impl AgentAuth {
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
     ) -> Result<AgentIdentity, Status> {
-        let agent = claimed_agent_id(headers)?;
+        // Looked up only when refusing: accepted calls are the hot path.
+        let peer = || peer_addr(extensions);
+        let agent = claimed_agent_id(headers).inspect_err(|status| {
+            self.refusals.refused(
+                "agent (no valid id)".into(),
+                peer(),
+                "authenticate",
+                "agent service",
+                status.message(),
+            );
+        })?;
         let reject = |status: Status, reason: &str| {
             // The reason and the agent id, never the token.
             tracing::warn!(agent = %agent, reason, code = ?status.code(), "agent call rejected");
+            self.refusals.refused(format!("agent {agent}"), peer(), "authenticate", "agent service", reason);
             status
         };
         let Some(token) = bearer(headers.get(AUTHORIZATION_METADATA)) else {
@@ -167,7 +193,7 @@ impl AgentAuth {
         };
         let hash = token_hash(token);
         if !self.verified.accepts(&agent, &hash) {
-            self.verify_with_store(&agent, hash).await?;
+            self.verify_with_store(&agent, hash).await?.map_err(|(status, reason)| reject(status, reason))?;
         }
         let peer_cert = extensions
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -178,9 +204,9 @@ impl AgentAuth {
                 let named = cert_agent_id(&der);
                 if named.as_deref() != Some(agent.as_str()) {
                     tracing::warn!(agent = %agent, cert_names = ?named, "agent call rejected: client certificate of another agent");
-                    return Err(Status::permission_denied(format!(
-                        "the client certificate does not name agent {agent}"
-                    )));
+                    let status =
+                        Status::permission_denied(format!("the client certificate does not name agent {agent}"));
+                    return Err(reject(status, "client certificate of another agent"));
                 }
             }
             None if self.require_client_cert => {
@@ -194,31 +220,34 @@ impl AgentAuth {
         Ok(AgentIdentity(agent))
     }
 
-    /// Checks a token against the store, and remembers it when valid.
-    async fn verify_with_store(&self, agent: &str, hash: String) -> Result<(), Status> {
+    /// Checks a token against the store, and remembers it when valid. The
+    /// outer error is a store failure (no verdict on the credential); the
+    /// inner one a refusal with its reason (for the log and the audit trail).
+    #[allow(clippy::result_large_err)] // tonic's Status
+    async fn verify_with_store(&self, agent: &str, hash: String) -> Result<Result<(), (Status, &'static str)>, Status> {
+        let store_failed = crate::convert::store_status;
         // Read before the store: see [`VerifiedTokens::generation`].
         let generation = self.verified.generation();
-        let credential = self.store.agent_credential(agent).await.map_err(crate::convert::store_status)?;
+        let credential = self.store.agent_credential(agent).await.map_err(store_failed)?;
         let valid = credential.as_ref().and_then(|c| c.token_hash.as_deref()).is_some_and(|h| hashes_equal(h, &hash));
         if valid {
             self.verified.remember(agent, hash, generation);
-            return Ok(());
+            return Ok(Ok(()));
         }
         // A token that is valid, but for another machine, is a different
         // failure than a bad one: the caller is someone, just not who it
         // claims to be.
-        if let Some(owner) = self.store.agent_for_token_hash(&hash).await.map_err(crate::convert::store_status)? {
+        if let Some(owner) = self.store.agent_for_token_hash(&hash).await.map_err(store_failed)? {
             tracing::warn!(agent = %agent, token_of = %owner, "agent call rejected: token of another machine");
-            return Err(Status::permission_denied(format!("this token does not belong to agent {agent}")));
+            let status = Status::permission_denied(format!("this token does not belong to agent {agent}"));
+            return Ok(Err((status, "token of another machine")));
         }
         let reason = match &credential {
             None => "no hardware has this agent id",
             Some(c) if c.token_hash.is_none() => "token revoked",
             Some(_) => "wrong token",
         };
-        // The reason and the agent id, never the token.
-        tracing::warn!(agent = %agent, reason, code = ?tonic::Code::Unauthenticated, "agent call rejected");
-        Err(Status::unauthenticated("invalid agent token"))
+        Ok(Err((Status::unauthenticated("invalid agent token"), reason)))
     }
 }
 
@@ -276,11 +305,18 @@ where
 pub struct AdminAuth {
     /// sha256 of the operator token: compared in constant time.
     hash: Arc<String>,
+    /// Where rejections are noted for the audit trail.
+    refusals: Arc<RefusalLog>,
 }
 
 impl AdminAuth {
-    pub fn new(token: &str) -> Self {
-        Self { hash: Arc::new(token_hash(token)) }
+    pub fn new(token: &str, refusals: Arc<RefusalLog>) -> Self {
+        Self { hash: Arc::new(token_hash(token)), refusals }
+    }
+
+    fn refused(&self, req: &Request<()>, reason: &str) {
+        tracing::warn!(reason, "admin call rejected");
+        self.refusals.refused("operator".into(), req.remote_addr(), "authenticate", "admin service", reason);
     }
 }
 
@@ -294,7 +330,7 @@ impl Interceptor for AdminAuth {
         let presented = req.metadata().get(AUTHORIZATION_METADATA).and_then(|v| v.to_str().ok());
         match presented.and_then(bearer_token) {
             None => {
-                tracing::warn!(reason = "no operator token", "admin call rejected");
+                self.refused(&req, "no operator token");
                 Err(Status::unauthenticated(
                     "missing operator token: give --token-file, KILN_TOKEN_FILE or KILN_TOKEN (the server's DATA_DIR/admin-token)",
                 ))
@@ -304,7 +340,7 @@ impl Interceptor for AdminAuth {
                 Ok(req)
             }
             Some(_) => {
-                tracing::warn!(reason = "wrong operator token", "admin call rejected");
+                self.refused(&req, "wrong operator token");
                 Err(Status::unauthenticated("invalid operator token"))
             }
         }
@@ -386,7 +422,12 @@ mod tests {
             })
             .await
             .unwrap();
-        let auth = AgentAuth { store: store.clone(), require_client_cert: false, verified: Arc::default() };
+        let auth = AgentAuth {
+            store: store.clone(),
+            require_client_cert: false,
+            verified: Arc::default(),
+            refusals: Arc::default(),
+        };
         let ext = http::Extensions::new();
         let code = |r: Result<AgentIdentity, Status>| r.map_err(|s| s.code());
         assert_eq!(
@@ -432,7 +473,7 @@ mod tests {
             Err(Code::Unauthenticated),
             "the old token, not cached, is still refused"
         );
-        let strict = AgentAuth { store, require_client_cert: true, verified: Arc::default() };
+        let strict = AgentAuth { store, require_client_cert: true, verified: Arc::default(), refusals: Arc::default() };
         assert_eq!(
             code(strict.authenticate(&headers(Some("agent-y"), Some(&ty)), &ext).await),
             Err(Code::Unauthenticated)
@@ -448,7 +489,7 @@ mod tests {
         assert_eq!(load_or_create_admin_token(dir.path(), None).unwrap().0, token, "kept across restarts");
         let missing = load_or_create_admin_token(dir.path(), Some(&dir.path().join("nope"))).unwrap_err();
         assert!(missing.to_string().contains("--admin-token-file"), "{missing}");
-        let mut auth = AdminAuth::new(&token);
+        let mut auth = AdminAuth::new(&token, Arc::default());
         let call = |auth: &mut AdminAuth, value: Option<String>| {
             let mut req = Request::new(());
             if let Some(v) = value {

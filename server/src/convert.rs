@@ -164,6 +164,22 @@ pub fn artifact(a: &crate::store::Artifact) -> v1::ArtifactInfo {
     }
 }
 
+/// An audit event, as `kiln events` shows it.
+pub fn event(e: &crate::store::Event) -> v1::Event {
+    v1::Event {
+        cursor: e.cursor,
+        time: Some(millis_to_proto(e.time)),
+        kind: e.kind.as_str().into(),
+        actor: e.actor.clone(),
+        peer: e.peer.clone(),
+        action: e.action.clone(),
+        object: e.object.clone(),
+        outcome: e.outcome.as_str().into(),
+        reason: e.reason.clone(),
+        count: e.count,
+    }
+}
+
 /// An application error as a gRPC status: one mapping for every handler.
 /// Internal errors are logged with their causes; the caller gets only what
 /// kiln was doing.

@@ -1,6 +1,6 @@
 //! In-process notifications that turn polling into waiting: agents blocked in
-//! `NextAction`, `kiln watch` and `kiln logs -f` sleep here until something
-//! they care about was committed to the store.
+//! `NextAction`, `kiln watch`, `kiln logs -f` and `kiln events -f` sleep here
+//! until something they care about was committed to the store.
 //!
 //! Notifications carry no data. Whoever wakes re-reads the store, so a
 //! missed or coalesced wake-up can delay nothing beyond the next one, and the
@@ -18,6 +18,8 @@ pub struct Events {
     /// Bumped when agent credentials changed through another server: its
     /// subscriber forgets the tokens this server verified.
     credentials: watch::Sender<u64>,
+    /// Bumped when events were added to the audit trail (`kiln events -f`).
+    audit: watch::Sender<u64>,
 }
 
 impl Default for Events {
@@ -27,6 +29,7 @@ impl Default for Events {
             workflows: broadcast::channel(1024).0,
             logs: broadcast::channel(1024).0,
             credentials: watch::channel(0).0,
+            audit: watch::channel(0).0,
         }
     }
 }
@@ -61,6 +64,7 @@ impl Events {
         let _ = self.workflows.send(ANY.to_string());
         let _ = self.logs.send(ANY.to_string());
         self.credentials_changed();
+        self.audit_recorded();
     }
 
     pub fn credentials_changed(&self) {
@@ -69,6 +73,14 @@ impl Events {
 
     pub fn credentials_subscription(&self) -> watch::Receiver<u64> {
         self.credentials.subscribe()
+    }
+
+    pub fn audit_recorded(&self) {
+        self.audit.send_modify(|v| *v += 1);
+    }
+
+    pub fn audit_subscription(&self) -> watch::Receiver<u64> {
+        self.audit.subscribe()
     }
 
     pub fn workflow_changed(&self, workflow_id: &str) {

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// Plain HTTP address serving only the netboot routes (iPXE cannot
     /// speak our TLS).
     pub netboot_listen: Option<SocketAddr>,
+    /// How long, and how many, audit events are kept.
+    pub event_retention: app::audit::EventRetention,
 }
 
 /// The default attempt lease: agents renew it every 10 s, so a lost agent
@@ -114,6 +116,7 @@ impl Server {
                 lease: config.lease,
                 signing_ca: config.signing_ca.clone(),
                 netboot: config.netboot.clone(),
+                event_retention: config.event_retention,
             },
         );
         Ok(Self {
@@ -147,11 +150,12 @@ impl Server {
                 store: app.store().clone(),
                 require_client_cert: self.tls.as_ref().is_some_and(|t| t.require_client_cert),
                 verified: app.verified_tokens().clone(),
+                refusals: app.refusal_log().clone(),
             }),
         );
         let admin = AdminServiceServer::with_interceptor(
             admin_api::AdminApi::new(app.clone()),
-            auth::AdminAuth::new(&self.admin_token),
+            auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
         );
         let mut routes = tonic::service::Routes::builder();
         routes.add_service(agent).add_service(admin);

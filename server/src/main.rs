@@ -88,6 +88,13 @@ struct Args {
     /// cannot verify the server's certificate.
     #[arg(long)]
     netboot_listen: Option<SocketAddr>,
+    /// How long audit events (`kiln events`: operator writes, refused
+    /// credentials) are kept.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    event_retention: humantime::Duration,
+    /// The most audit events kept: beyond it the oldest are deleted.
+    #[arg(long, value_name = "N", default_value_t = kiln_server::app::audit::EventRetention::default().max_rows)]
+    event_max_rows: u64,
 }
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
@@ -195,6 +202,10 @@ async fn main() -> anyhow::Result<()> {
         admin_token,
         signing_ca,
         netboot_listen: args.netboot_listen,
+        event_retention: kiln_server::app::audit::EventRetention {
+            max_age: args.event_retention.into(),
+            max_rows: args.event_max_rows,
+        },
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;

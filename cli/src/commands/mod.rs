@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod cert;
 pub mod delete;
 pub mod describe;
+pub mod events;
 pub mod get;
 pub mod logs;
 pub mod plan;

@@ -1,25 +1,41 @@
 //! What actions do through the action API: prove who they are with their
 //! attempt's token, and read or replace the workflow's data document.
 
+use std::net::SocketAddr;
+
 use super::{Actor, App, AppError, OpContext};
 
 impl App {
     /// The context of an action presenting `token`: the token must be ours
     /// and its attempt (and workflow) still open. The token itself is never
     /// logged: it is a credential.
-    pub async fn authenticate_action(&self, token: &str) -> Result<OpContext, AppError> {
-        let (workflow_id, action_index, attempt_id) =
-            self.token_key.verify(token).ok_or_else(|| AppError::Unauthenticated("invalid action token".into()))?;
+    /// `token` is empty when the caller presented none. Every refusal is
+    /// noted in the audit trail (rate-limited, see [`super::audit`]).
+    pub async fn authenticate_action(&self, token: &str, peer: Option<SocketAddr>) -> Result<OpContext, AppError> {
+        let refuse =
+            |actor: String, reason: &str| self.refusals.refused(actor, peer, "authenticate", "action API", reason);
+        if token.is_empty() {
+            refuse("action (no token)".into(), "no token");
+            return Err(AppError::Unauthenticated("missing Authorization: Bearer KILN_ACTION_TOKEN".into()));
+        }
+        let Some((workflow_id, action_index, attempt_id)) = self.token_key.verify(token) else {
+            // Not signed by us: who sent it is unknown, what it claims is
+            // not to be trusted, so the event names neither.
+            refuse("action (unverified token)".into(), "invalid action token");
+            return Err(AppError::Unauthenticated("invalid action token".into()));
+        };
         let open = self
             .store
             .attempt_access(&workflow_id, &attempt_id)
             .await?
             .is_some_and(|a| a.action_index == action_index && a.is_open());
+        let actor = Actor::Action { workflow_id, action_index, attempt_id };
         if !open {
-            tracing::warn!(workflow = %workflow_id, attempt = %attempt_id, "action token used after its attempt ended");
+            tracing::warn!(%actor, "action token used after its attempt ended");
+            refuse(actor.to_string(), "action token expired: its attempt has ended");
             return Err(AppError::PermissionDenied("action token expired: its attempt has ended".into()));
         }
-        Ok(OpContext { actor: Actor::Action { workflow_id, action_index, attempt_id } })
+        Ok(OpContext { actor, peer })
     }
 
     /// The workflow's data document and its version.

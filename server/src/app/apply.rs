@@ -35,10 +35,14 @@ impl App {
         opctx.require_operator()?;
         let result = self.apply_documents(source, yaml).await;
         let names = match &result {
-            Ok(applied) => applied.iter().map(|a| format!("{} {}", a.kind, a.name)).collect::<Vec<_>>().join(", "),
+            Ok(applied) => applied
+                .iter()
+                .map(|a| format!("{} {} ({})", a.kind, a.name, a.outcome.as_str()))
+                .collect::<Vec<_>>()
+                .join(", "),
             Err(_) => source.to_string(),
         };
-        self.audit(opctx, "apply", &names, &result.as_ref().map(|_| ()));
+        self.audit(opctx, "apply", &names, &result.as_ref().map(|_| ())).await;
         result
     }
 

@@ -1,6 +1,7 @@
 //! Who is acting, for every use case.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use super::AppError;
 
@@ -38,19 +39,27 @@ impl fmt::Display for Actor {
 #[derive(Debug, Clone)]
 pub struct OpContext {
     pub actor: Actor,
+    /// The caller's address, when the front door knows it: for the audit
+    /// trail only, never for authorization.
+    pub peer: Option<SocketAddr>,
 }
 
 impl OpContext {
     pub fn agent(agent_id: impl Into<String>) -> Self {
-        Self { actor: Actor::Agent { agent_id: agent_id.into() } }
+        Self { actor: Actor::Agent { agent_id: agent_id.into() }, peer: None }
     }
 
     pub fn operator() -> Self {
-        Self { actor: Actor::Operator }
+        Self { actor: Actor::Operator, peer: None }
     }
 
     pub fn system(task: &'static str) -> Self {
-        Self { actor: Actor::System { task } }
+        Self { actor: Actor::System { task }, peer: None }
+    }
+
+    /// The same context, with the caller's address.
+    pub fn with_peer(self, peer: Option<SocketAddr>) -> Self {
+        Self { peer, ..self }
     }
 
     /// The calling agent's id, or PERMISSION_DENIED for anyone else.

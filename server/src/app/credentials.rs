@@ -37,7 +37,7 @@ impl App {
             Ok(AgentToken { hardware_id: hw.doc.id, agent_id: hw.doc.agent_id, token })
         }
         .await;
-        self.audit(opctx, "rotate agent token", &format!("hardware {hardware}"), &result.as_ref().map(|_| ()));
+        self.audit(opctx, "rotate agent token", &format!("hardware {hardware}"), &result.as_ref().map(|_| ())).await;
         result
     }
 
@@ -51,7 +51,7 @@ impl App {
             Ok(())
         }
         .await;
-        self.audit(opctx, "revoke agent token", &format!("hardware {hardware}"), &result.as_ref().map(|_| ()));
+        self.audit(opctx, "revoke agent token", &format!("hardware {hardware}"), &result.as_ref().map(|_| ())).await;
         result
     }
 
@@ -77,7 +77,8 @@ impl App {
             })
         }
         .await;
-        self.audit(opctx, "issue agent certificate", &format!("hardware {hardware}"), &result.as_ref().map(|_| ()));
+        self.audit(opctx, "issue agent certificate", &format!("hardware {hardware}"), &result.as_ref().map(|_| ()))
+            .await;
         result
     }
 }

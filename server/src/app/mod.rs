@@ -17,12 +17,13 @@
 //! | [`credentials`] | agent tokens and certificates |
 //! | [`action_data`] | the workflow data actions read and write |
 //! | [`boot`] | what a network-booting machine should boot |
+//! | [`audit`] | the audit trail: operator writes and refused credentials |
 //!
 //! Every method takes an [`OpContext`] saying who acts. Authorization
 //! happens here, once, for every front door: an agent touches only its own
 //! attempts, an action only its own workflow, and only operators change
-//! documents. Operator writes are recorded in the audit log (the tracing
-//! target `kiln::audit`). Changes to a workflow go through
+//! documents. Operator writes and refused credentials are recorded in the
+//! audit trail (stored, `kiln events`; see [`audit`]). Changes to a workflow go through
 //! [`crate::state_machine`], inside a store transaction.
 //!
 //! Background work (sweepers) lives in [`background`], one file per task.
@@ -30,6 +31,7 @@
 pub mod action_data;
 pub mod apply;
 pub mod artifacts;
+pub mod audit;
 pub mod background;
 pub mod boot;
 mod context;
@@ -47,6 +49,7 @@ use std::time::Duration;
 pub use context::{Actor, OpContext};
 pub use error::AppError;
 
+use self::audit::{EventRetention, RefusalLog};
 use crate::action_api::TokenKey;
 use crate::artifacts::ArtifactFiles;
 use crate::auth::VerifiedTokens;
@@ -71,6 +74,9 @@ pub struct App {
     /// credential change (see [`credentials`]).
     pub(crate) verified: Arc<VerifiedTokens>,
     pub(crate) netboot: NetbootConfig,
+    /// Refused credentials waiting to be stored in the audit trail.
+    pub(crate) refusals: Arc<RefusalLog>,
+    pub(crate) event_retention: EventRetention,
 }
 
 /// What [`App::new`] needs besides the store.
@@ -82,6 +88,7 @@ pub struct AppParts {
     pub lease: Duration,
     pub signing_ca: Option<SigningCa>,
     pub netboot: NetbootConfig,
+    pub event_retention: EventRetention,
 }
 
 impl App {
@@ -96,6 +103,8 @@ impl App {
             signing_ca: parts.signing_ca,
             verified: Arc::default(),
             netboot: parts.netboot,
+            refusals: Arc::default(),
+            event_retention: parts.event_retention,
         }
     }
 
@@ -119,17 +128,6 @@ impl App {
 
     pub(crate) fn lease_millis(&self) -> Millis {
         self.lease.as_millis() as Millis
-    }
-
-    /// Records an operator's write: who, what, on which object, and how it
-    /// ended. Never given a secret.
-    pub(crate) fn audit(&self, opctx: &OpContext, action: &str, object: &str, outcome: &Result<(), &AppError>) {
-        match outcome {
-            Ok(()) => tracing::info!(target: "kiln::audit", actor = %opctx.actor, action, object, "done"),
-            Err(e) => {
-                tracing::warn!(target: "kiln::audit", actor = %opctx.actor, action, object, error = %e, "refused")
-            }
-        }
     }
 }
 

@@ -49,6 +49,7 @@ fn app(dir: &std::path::Path) -> Arc<App> {
             lease: Duration::from_secs(30),
             signing_ca: None,
             netboot: Default::default(),
+            event_retention: Default::default(),
         },
     ))
 }
@@ -100,10 +101,10 @@ async fn each_actor_may_do_only_its_own_part() {
 
     // The action's token works for its own workflow while the attempt is
     // open; an agent context is no action context.
-    let action = app.authenticate_action(&a.action_token).await.unwrap();
+    let action = app.authenticate_action(&a.action_token, None).await.unwrap();
     assert_eq!(app.read_workflow_data(&action).await.unwrap().1, 0);
     denied(app.read_workflow_data(&agent).await);
-    assert!(matches!(app.authenticate_action("w:0:forged:00").await, Err(AppError::Unauthenticated(_))));
+    assert!(matches!(app.authenticate_action("w:0:forged:00", None).await, Err(AppError::Unauthenticated(_))));
 }
 
 #[test]
@@ -119,4 +120,52 @@ fn store_failures_reach_callers_without_the_databases_text() {
     // The log keeps the cause.
     let kept = crate::store::StoreError::backend("SQLite", std::io::Error::other("disk I/O error"));
     assert!(kept.detailed().ends_with("store failure: SQLite: disk I/O error"), "{}", kept.detailed());
+}
+
+#[tokio::test]
+async fn operator_writes_and_refused_credentials_are_in_the_audit_trail_without_secrets() {
+    use crate::store::{EventKind, EventOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let operator = OpContext::operator().with_peer(Some("192.0.2.1:5000".parse().unwrap()));
+    let applied = app.apply(&operator, "docs", DOCS).await.unwrap();
+    let token = app.rotate_agent_token(&operator, "m1").await.unwrap().token;
+    assert!(app.retry_workflow(&operator, "w").await.is_err(), "a pending workflow cannot be retried");
+    let forged = "w:0:forged:00";
+    assert!(app.authenticate_action(forged, None).await.is_err());
+    app.refusal_log().refused("agent m9".into(), None, "authenticate", "agent service", "wrong token");
+    app.flush_refusals().await;
+
+    let events = app.list_events(&operator, &audit::EventFilter::default()).await.unwrap();
+    let summary: Vec<(EventKind, &str, &str, EventOutcome)> =
+        events.iter().map(|e| (e.kind, e.actor.as_str(), e.action.as_str(), e.outcome)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (EventKind::Write, "operator", "apply", EventOutcome::Ok),
+            (EventKind::Write, "operator", "rotate agent token", EventOutcome::Ok),
+            (EventKind::Write, "operator", "retry", EventOutcome::Refused),
+            (EventKind::Security, "action (unverified token)", "authenticate", EventOutcome::Refused),
+            (EventKind::Security, "agent m9", "authenticate", EventOutcome::Refused),
+        ]
+    );
+    assert!(events[0].object.contains("Hardware m1 (created)"), "{}", events[0].object);
+    assert_eq!(events[0].peer, "192.0.2.1:5000");
+    assert!(!events[2].reason.is_empty());
+    let text = format!("{events:?}");
+    let secrets = applied.iter().map(|a| a.agent_token.clone()).filter(|t| !t.is_empty()).chain([token.clone()]);
+    for secret in secrets.chain([crate::auth::token_hash(&token), forged.to_string()]) {
+        assert!(!text.contains(&secret), "a secret reached the audit trail: {text}");
+    }
+    // Only operators read it.
+    denied(app.list_events(&OpContext::agent("m1"), &audit::EventFilter::default()).await);
+
+    // Followers get what was there, then each new event.
+    let mut follow =
+        app.follow_events(&operator, &audit::EventFilter { limit: 1, ..Default::default() }).await.unwrap();
+    use futures_util::StreamExt;
+    assert_eq!(follow.next().await.unwrap().unwrap().actor, "agent m9");
+    app.revoke_agent_token(&operator, "m1").await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), follow.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((next.action.as_str(), next.object.as_str()), ("revoke agent token", "hardware m1"));
 }

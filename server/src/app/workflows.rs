@@ -74,7 +74,7 @@ impl App {
         opctx.require_operator()?;
         let result = self.store.update_workflow(id, Box::new(|wf| state_machine::resume(wf, now_millis()))).await;
         let result = result.map_err(AppError::from);
-        self.audit(opctx, "retry", &format!("workflow {id}"), &result.as_ref().map(|_| ()));
+        self.audit(opctx, "retry", &format!("workflow {id}"), &result.as_ref().map(|_| ())).await;
         let (wf, _) = result?;
         self.events.workflow_changed(&wf.id);
         if let Some(action) = wf.current_action() {
@@ -89,7 +89,7 @@ impl App {
     pub async fn delete(&self, opctx: &OpContext, kind: ObjectKind, name: &str) -> Result<(), AppError> {
         opctx.require_operator()?;
         let result = self.delete_object(kind, name).await;
-        self.audit(opctx, "delete", &format!("{} {name}", kind.as_str()), &result.as_ref().map(|_| ()));
+        self.audit(opctx, "delete", &format!("{} {name}", kind.as_str()), &result.as_ref().map(|_| ())).await;
         result
     }
 

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
-use super::{AgentCredential, ApplyBatch, Artifact, DynStore, NewLogLine, ObjectKind, Outcome, StoreError};
+use super::{
+    AgentCredential, ApplyBatch, Artifact, DynStore, Event, EventKind, EventOutcome, EventQuery, NewLogLine,
+    ObjectKind, Outcome, StoreError,
+};
 use crate::events::Events;
 use crate::model::{Action, ActionState, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::{self, Report, TransitionError};
@@ -581,6 +584,93 @@ pub async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked
     assert_eq!((none.hardware_id.as_str(), none.token_hash), ("hw2", None));
 }
 
+fn event(time: Millis, kind: EventKind, actor: &str) -> Event {
+    Event {
+        cursor: 0,
+        time,
+        kind,
+        actor: actor.into(),
+        peer: "192.0.2.7:40000".into(),
+        action: "apply".into(),
+        object: "hardware hw (created)".into(),
+        outcome: if kind == EventKind::Write { EventOutcome::Ok } else { EventOutcome::Refused },
+        reason: if kind == EventKind::Write { String::new() } else { "wrong token".into() },
+        count: 1,
+    }
+}
+
+fn query(after: i64, since: Millis, kind: Option<EventKind>, limit: u32, newest: bool) -> EventQuery {
+    EventQuery { after, since, kind, limit, newest }
+}
+
+pub async fn events_are_listed_by_cursor_time_and_kind(b: &dyn Backend) {
+    let store = b.open().await;
+    assert_eq!(store.list_events(query(0, 0, None, 10, true)).await.unwrap(), vec![]);
+    store
+        .record_events(vec![
+            event(1_000, EventKind::Write, "operator"),
+            event(2_000, EventKind::Security, "agent a"),
+            Event { count: 7, ..event(3_000, EventKind::Security, "agent b") },
+        ])
+        .await
+        .unwrap();
+    store.record_events(vec![event(4_000, EventKind::Write, "operator")]).await.unwrap();
+    let all = store.list_events(query(0, 0, None, 10, false)).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor), "oldest first, cursors increase: {all:?}");
+    let mut first = all[0].clone();
+    first.cursor = 0;
+    assert_eq!(first, event(1_000, EventKind::Write, "operator"), "every field kept");
+    assert_eq!(all[2].count, 7);
+    // After a cursor; since a time; of one kind; the oldest or newest few.
+    let after = store.list_events(query(all[1].cursor, 0, None, 10, false)).await.unwrap();
+    assert_eq!(after, all[2..].to_vec());
+    assert_eq!(store.list_events(query(0, 3_000, None, 10, false)).await.unwrap(), all[2..].to_vec());
+    let security = store.list_events(query(0, 0, Some(EventKind::Security), 10, false)).await.unwrap();
+    assert_eq!(security, all[1..3].to_vec());
+    assert_eq!(store.list_events(query(0, 0, None, 2, false)).await.unwrap(), all[..2].to_vec());
+    assert_eq!(store.list_events(query(0, 0, None, 2, true)).await.unwrap(), all[2..].to_vec(), "newest, oldest first");
+    // Another instance (a restart, or another replica) sees the same trail.
+    let other = b.open().await;
+    assert_eq!(other.list_events(query(0, 0, None, 10, false)).await.unwrap(), all);
+}
+
+pub async fn events_are_pruned_by_age_and_count_and_cursors_never_reused(b: &dyn Backend) {
+    let store = b.open().await;
+    let events: Vec<Event> = (1..=10).map(|t| event(t * 1_000, EventKind::Write, &format!("op{t}"))).collect();
+    store.record_events(events).await.unwrap();
+    let all = store.list_events(query(0, 0, None, 100, false)).await.unwrap();
+    // Age: older than 3 s go.
+    assert_eq!(store.prune_events(3_000, 100).await.unwrap(), 2);
+    assert_eq!(store.list_events(query(0, 0, None, 100, false)).await.unwrap(), all[2..].to_vec());
+    // Count: the newest 5 stay.
+    assert_eq!(store.prune_events(0, 5).await.unwrap(), 3);
+    assert_eq!(store.list_events(query(0, 0, None, 100, false)).await.unwrap(), all[5..].to_vec());
+    assert_eq!(store.prune_events(0, 5).await.unwrap(), 0, "nothing more to prune");
+    // Everything pruned: a new event still gets a larger cursor, so a
+    // follower resuming after the last one it saw does not miss it.
+    assert_eq!(store.prune_events(Millis::MAX, 100).await.unwrap(), 5);
+    store.record_events(vec![event(20_000, EventKind::Security, "agent x")]).await.unwrap();
+    let after = store.list_events(query(all[9].cursor, 0, None, 100, false)).await.unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].cursor > all[9].cursor);
+}
+
+pub async fn recorded_events_reach_other_instances(b: &dyn Backend) {
+    if !b.shared() {
+        return;
+    }
+    let (a, other) = (b.open().await, b.open().await);
+    let events = Arc::new(Events::default());
+    let mut recorded = events.audit_subscription();
+    let forwarder = other.forward_changes(events.clone()).expect("a shared store forwards changes");
+    // The forwarder wakes everyone once it listens; wait for that first.
+    within(recorded.changed()).await.unwrap();
+    a.record_events(vec![event(1_000, EventKind::Write, "operator")]).await.unwrap();
+    within(recorded.changed()).await.unwrap();
+    forwarder.abort();
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
 }
@@ -628,6 +718,21 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked() {
             c::token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn events_are_listed_by_cursor_time_and_kind() {
+            c::events_are_listed_by_cursor_time_and_kind(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn events_are_pruned_by_age_and_count_and_cursors_never_reused() {
+            c::events_are_pruned_by_age_and_count_and_cursors_never_reused(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn recorded_events_reach_other_instances() {
+            c::recorded_events_reach_other_instances(&$backend).await
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -207,6 +207,103 @@ pub struct Artifact {
     pub created_at: Millis,
 }
 
+/// What an audit event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
+pub enum EventKind {
+    /// An operator's write (apply, delete, retry, credentials), done or
+    /// refused.
+    Write,
+    /// A refused credential (agent, operator or action token).
+    Security,
+}
+
+/// How an audited operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum EventOutcome {
+    Ok,
+    Refused,
+}
+
+macro_rules! stored_names {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                s.parse().ok()
+            }
+        }
+    )*};
+}
+stored_names!(EventKind, EventOutcome);
+
+/// One entry of the audit trail. Never holds a secret: tokens, passwords
+/// and token hashes stay out of every field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Increases with every stored event; set by the store (ignored when
+    /// recording).
+    pub cursor: i64,
+    pub time: Millis,
+    pub kind: EventKind,
+    /// Which credential acted: `operator`, `agent ID`, an action's attempt,
+    /// or what a refused caller claimed to be.
+    pub actor: String,
+    /// The caller's address, when known; empty otherwise.
+    pub peer: String,
+    pub action: String,
+    pub object: String,
+    pub outcome: EventOutcome,
+    /// Why it was refused (empty when ok).
+    pub reason: String,
+    /// How many identical events this one stands for (refusals repeated
+    /// within the rate limit's window are counted, not stored one by one).
+    pub count: u64,
+}
+
+/// Which events [`Store::list_events`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only events stored after this cursor (0: from the first).
+    pub after: i64,
+    /// Only events at or after this time (0: any).
+    pub since: Millis,
+    pub kind: Option<EventKind>,
+    pub limit: u32,
+    /// When more than `limit` match: the newest `limit` (true) or the
+    /// oldest (false). Either way they come oldest first.
+    pub newest: bool,
+}
+
+/// Parses a stored row's kind and outcome.
+pub(crate) fn event_from_row(
+    cursor: i64,
+    time: Millis,
+    kind: &str,
+    [actor, peer, action, object]: [String; 4],
+    outcome: &str,
+    reason: String,
+    count: i64,
+) -> Result<Event, StoreError> {
+    Ok(Event {
+        cursor,
+        time,
+        kind: EventKind::parse(kind).ok_or_else(|| StoreError::corrupt(format!("event kind {kind:?}")))?,
+        actor,
+        peer,
+        action,
+        object,
+        outcome: EventOutcome::parse(outcome)
+            .ok_or_else(|| StoreError::corrupt(format!("event outcome {outcome:?}")))?,
+        reason,
+        count: count.max(0) as u64,
+    })
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Writes hardware and templates (create or update) and creates
@@ -307,6 +404,17 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the token hash of a hardware (rotate: a new hash; revoke:
     /// `None`). [`StoreError::NotFound`] for unknown hardware.
     async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError>;
+
+    /// Appends events to the audit trail, all in one transaction, and
+    /// tells the other servers on this store.
+    async fn record_events(&self, events: Vec<Event>) -> Result<(), StoreError>;
+
+    /// Events matching `query`, oldest first (see [`EventQuery::newest`]).
+    async fn list_events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError>;
+
+    /// Retention: deletes events older than `before` and all but the newest
+    /// `keep` events. Returns how many were deleted.
+    async fn prune_events(&self, before: Millis, keep: u64) -> Result<u64, StoreError>;
 
     /// A secret every server on this store must share (the action token
     /// key): the stored one, storing `candidate` first if there is none.

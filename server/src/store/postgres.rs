@@ -11,6 +11,8 @@
 //! - `apply` and `delete` take one transaction-scoped advisory lock, so
 //!   "is this hardware used by an unfinished workflow?" and "create a
 //!   workflow on it" cannot interleave.
+//! - `record_events` takes one advisory lock, for the same reason as
+//!   `append_logs` below: event cursors become visible in order.
 //! - `append_logs` takes an advisory lock per workflow: log cursors come
 //!   from a sequence, and a reader that saw cursor N must never later find
 //!   a smaller one commit. Serialising a workflow's appends makes its
@@ -37,15 +39,16 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
-    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine, ObjectKind, Outcome,
+    Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
 
 /// Versioned migrations, applied in order in one transaction at open.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres_migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("postgres_migrations/0001_init.sql")), (2, include_str!("postgres_migrations/0002_events.sql"))];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
 /// on in-process events), so a few cover many agents; PostgreSQL's default
@@ -58,10 +61,17 @@ const LOGS_CHANNEL: &str = "kiln_logs";
 /// Agent credentials changed (token rotated or revoked, hardware updated or
 /// deleted): other replicas forget the tokens they verified.
 const CREDENTIALS_CHANNEL: &str = "kiln_credentials";
+/// Events were added to the audit trail: followers (`kiln events -f`) read.
+const EVENTS_CHANNEL: &str = "kiln_events";
 
 /// Advisory lock keys (arbitrary constants, "kiln" in ASCII plus a number).
 const MIGRATE_LOCK: i64 = 0x6b69_6c6e_0001;
 const APPLY_LOCK: i64 = 0x6b69_6c6e_0002;
+/// Serialises appends to the audit trail, so that event cursors (from a
+/// sequence) become visible in increasing order and a follower that saw
+/// cursor N never later finds a smaller one commit. Events are rare (operator
+/// writes, rate-limited refusals): one lock costs nothing.
+const EVENTS_LOCK: i64 = 0x6b69_6c6e_0003;
 
 /// How often a long poll re-reads the store even without a notification:
 /// notifications are lost while a listener reconnects, and this bounds how
@@ -151,7 +161,7 @@ impl PostgresStore {
 /// Listens until the connection fails.
 async fn listen(pool: &PgPool, origin: &str, events: &Events) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([WORKFLOW_CHANNEL, LOGS_CHANNEL, CREDENTIALS_CHANNEL]).await?;
+    listener.listen_all([WORKFLOW_CHANNEL, LOGS_CHANNEL, CREDENTIALS_CHANNEL, EVENTS_CHANNEL]).await?;
     // Anything committed before LISTEN took effect was not announced to us.
     events.wake_everyone();
     loop {
@@ -173,6 +183,7 @@ async fn listen(pool: &PgPool, origin: &str, events: &Events) -> Result<(), sqlx
         match n.channel() {
             LOGS_CHANNEL => events.logs_appended(&change.workflow),
             CREDENTIALS_CHANNEL => events.credentials_changed(),
+            EVENTS_CHANNEL => events.audit_recorded(),
             _ => {
                 events.workflow_changed(&change.workflow);
                 for agent in &change.agents {
@@ -968,6 +979,72 @@ impl Store for PostgresStore {
                 text,
             })
             .collect())
+    }
+
+    async fn record_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENTS_LOCK).execute(&mut *tx).await?;
+        for e in &events {
+            sqlx::query(
+                "INSERT INTO events (time, kind, actor, peer, action, object, outcome, reason, count)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(e.time)
+            .bind(e.kind.as_str())
+            .bind(&e.actor)
+            .bind(&e.peer)
+            .bind(&e.action)
+            .bind(&e.object)
+            .bind(e.outcome.as_str())
+            .bind(&e.reason)
+            .bind(e.count as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let change = Change { origin: self.origin.clone(), workflow: String::new(), agents: Vec::new() };
+        notify(&mut tx, EVENTS_CHANNEL, &change).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_events(&self, q: EventQuery) -> Result<Vec<Event>, StoreError> {
+        type Row = (i64, i64, String, String, String, String, String, String, String, i64);
+        let order = if q.newest { "DESC" } else { "ASC" };
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT cursor, time, kind, actor, peer, action, object, outcome, reason, count FROM events
+             WHERE cursor > $1 AND time >= $2 AND ($3::TEXT IS NULL OR kind = $3)
+             ORDER BY cursor {order} LIMIT $4"
+        ))
+        .bind(q.after)
+        .bind(q.since)
+        .bind(q.kind.map(|k| k.as_str()))
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .into_iter()
+            .map(|(cursor, time, kind, actor, peer, action, object, outcome, reason, count)| {
+                super::event_from_row(cursor, time, &kind, [actor, peer, action, object], &outcome, reason, count)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if q.newest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    async fn prune_events(&self, before: Millis, keep: u64) -> Result<u64, StoreError> {
+        // With fewer than `keep` rows the subquery is NULL and the
+        // comparison false: only age prunes.
+        let done = sqlx::query(
+            "DELETE FROM events WHERE time < $1
+             OR cursor <= (SELECT cursor FROM events ORDER BY cursor DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(before)
+        .bind(keep as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn shared_secret(&self, name: &str, candidate: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {

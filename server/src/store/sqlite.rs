@@ -24,8 +24,8 @@ use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
-    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine, ObjectKind, Outcome,
+    Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("sqlite_migrations/0004_workflow_data.sql")),
     (5, include_str!("sqlite_migrations/0005_leases.sql")),
     (6, include_str!("sqlite_migrations/0006_agent_tokens.sql")),
+    (7, include_str!("sqlite_migrations/0007_events.sql")),
 ];
 
 pub struct SqliteStore {
@@ -811,6 +812,80 @@ impl Store for SqliteStore {
         self.with_conn(move |c| {
             let n = c.execute("UPDATE hardware SET token_hash = ?2 WHERE id = ?1", params![id, token_hash])?;
             if n == 0 { Err(not_found("hardware", &id)) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn record_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO events (time, kind, actor, peer, action, object, outcome, reason, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for e in &events {
+                    stmt.execute(params![
+                        e.time,
+                        e.kind.as_str(),
+                        e.actor,
+                        e.peer,
+                        e.action,
+                        e.object,
+                        e.outcome.as_str(),
+                        e.reason,
+                        e.count as i64
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_events(&self, q: EventQuery) -> Result<Vec<Event>, StoreError> {
+        self.read(move |c| {
+            let order = if q.newest { "DESC" } else { "ASC" };
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT cursor, time, kind, actor, peer, action, object, outcome, reason, count FROM events
+                 WHERE cursor > ?1 AND time >= ?2 AND (?3 IS NULL OR kind = ?3)
+                 ORDER BY cursor {order} LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(params![q.after, q.since, q.kind.map(|k| k.as_str()), q.limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, i64>(9)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (cursor, time, kind, texts, outcome, reason, count) = row?;
+                out.push(super::event_from_row(cursor, time, &kind, texts, &outcome, reason, count)?);
+            }
+            if q.newest {
+                out.reverse();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn prune_events(&self, before: Millis, keep: u64) -> Result<u64, StoreError> {
+        self.with_conn(move |c| {
+            // With fewer than `keep` rows the subquery is NULL and the
+            // comparison false: only age prunes.
+            let n = c.execute(
+                "DELETE FROM events WHERE time < ?1
+                 OR cursor <= (SELECT cursor FROM events ORDER BY cursor DESC LIMIT 1 OFFSET ?2)",
+                params![before, keep as i64],
+            )?;
+            Ok(n as u64)
         })
         .await
     }

@@ -5,10 +5,14 @@
 //! | [`deadlines`] | ends workflows whose `global_timeout` passed |
 //! | [`leases`] | ends attempts whose agent stopped renewing their lease |
 //! | [`credential_cache`] | forgets verified agent tokens when another server changed credentials |
+//! | [`refusals`] | stores the refused credentials noted since its last run (audit trail) |
+//! | [`event_retention`] | prunes the audit trail to its age and size bounds |
 
 pub mod credential_cache;
 pub mod deadlines;
+pub mod event_retention;
 pub mod leases;
+pub mod refusals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +43,8 @@ pub fn start(app: &Arc<App>) -> Tasks {
         tokio::spawn(deadlines::run(app.clone())),
         tokio::spawn(leases::run(app.clone())),
         tokio::spawn(credential_cache::run(app.clone())),
+        tokio::spawn(refusals::run(app.clone())),
+        tokio::spawn(event_retention::run(app.clone())),
     ])
 }
 
