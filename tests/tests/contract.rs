@@ -307,14 +307,14 @@ fn on_failure_and_on_timeout_handlers_run_before_the_failure_is_reported() {
     let result = m.cluster.wait_finished(&wf, LIMIT);
     assert_eq!(attempt(&result, 0, 0)["exit_code"], 3, "the handler does not change the result");
     let logs = m.logs(&wf);
-    assert!(has_line(&logs, "[on-failure] on-failure cleanup for breaks"), "{logs}");
-    assert!(has_line(&logs, "[on-failure] handler exited with code 0"), "{logs}");
+    assert!(has_line(&logs, "[breaks] [on-failure] on-failure cleanup for breaks"), "{logs}");
+    assert!(has_line(&logs, "[breaks] [on-failure] handler exited with code 0"), "{logs}");
 
     let wf = m.run(&shell_action("hangs", 1, "sleep 300", &[handler("on-failure"), handler("on-timeout")].concat()));
     assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "TIMEOUT");
     let logs = m.logs(&wf);
     assert!(
-        has_line(&logs, "[on-timeout] on-timeout cleanup for hangs") && !logs.contains("on-failure cleanup"),
+        has_line(&logs, "[hangs] [on-timeout] on-timeout cleanup for hangs") && !logs.contains("on-failure cleanup"),
         "{logs}"
     );
 }
@@ -546,13 +546,15 @@ fn the_next_actions_image_is_pulled_while_the_current_action_runs() {
 fn action_api_files_stream_to_disk_up_to_the_artifact_limit() {
     // A limit of 110 MiB: 6 MiB (over axum's default 2 MB body limit, which
     // answered 413 before) and 100 MiB are stored, 111 MiB is refused.
-    // --plaintext: busybox wget, as in the test above.
+    // --plaintext: busybox wget, as in the test above. Its --post-file sends
+    // the file as a C string (up to the first NUL byte), so the files are
+    // text: a random line repeated.
     const MIB: u64 = 1 << 20;
     let limit = (110 * MIB).to_string();
     let m = Machine::start_with(&["--plaintext", "--max-artifact-bytes", &limit], "failed_containers: remove\n");
     let post = "wget -q -O - --header \"Authorization: Bearer $KILN_ACTION_TOKEN\"";
     let script = format!(
-        "for n in 6 100 111; do dd if=/dev/urandom of=/tmp_disk/f bs=1048576 count=$n 2>/dev/null; \
+        "for n in 6 100 111; do yes \"$n $(head -c 48 /dev/urandom | base64)\" | head -c $((n * 1048576)) > /tmp_disk/f; \
          echo sha$n=$(sha256sum /tmp_disk/f | cut -d' ' -f1); \
          {post} --post-file /tmp_disk/f $KILN_API_ENDPOINT/v1/action/files/f$n.bin 2>&1; rc=$?; echo; echo rc$n=$rc; done"
     );
@@ -571,7 +573,7 @@ fn action_api_files_stream_to_disk_up_to_the_artifact_limit() {
     let find = |path: &str| artifacts.as_array().unwrap().iter().find(|a| a["path"] == path).cloned();
     for n in [6u64, 100] {
         let a = find(&format!("f{n}.bin")).unwrap_or_else(|| panic!("f{n}.bin missing: {artifacts:#} {logs}"));
-        assert_eq!(a["size"], n * MIB, "{a:#}");
+        assert_eq!(a["size"], n * MIB, "{a:#} {logs}");
         assert_eq!(a["sha256"], value(&format!("sha{n}")), "{a:#}");
     }
     assert!(find("f111.bin").is_none(), "over the limit, nothing is kept: {artifacts:#}");
