@@ -438,7 +438,6 @@ mod tests {
             ..Default::default()
         }
     }
-    }
 
     fn workflow(n: usize) -> Workflow {
         Workflow {
