@@ -84,8 +84,6 @@ fn planned(worker: &str, name: &str) -> PlannedAction {
         ..Default::default()
     }
 }
-    }
-}
 
 fn workflow(id: &str) -> Workflow {
     Workflow {
@@ -229,6 +227,8 @@ pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) 
     let mut apply = batch(vec![workflow("wf1")]);
     apply.templates.push(TemplateDoc { name: "tpl".into(), data: "x".into() });
     store.apply(apply).await.unwrap();
+    let counts = |store: DynStore| async move { store.workflow_counts().await.unwrap() };
+    assert_eq!(counts(store.clone()).await, vec![("tpl".to_string(), "PENDING".to_string(), 1)]);
     assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
     assert!(store.active_workflows_for_agent("agent-2").await.unwrap().is_empty());
     assert!(store.workflows_with_deadline().await.unwrap().is_empty(), "pending workflows have no deadline yet");
@@ -236,6 +236,7 @@ pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) 
     assert!(changed);
     assert_eq!(wf.state, WorkflowState::Running);
     assert_eq!(store.workflows_with_deadline().await.unwrap(), vec!["wf1"]);
+    assert_eq!(counts(store.clone()).await, vec![("tpl".to_string(), "RUNNING".to_string(), 1)]);
     // Committed: another instance sees it.
     assert_eq!(b.open().await.get_workflow("wf1").await.unwrap(), wf);
     // A mutation that changes nothing writes nothing; one that fails leaves
@@ -277,6 +278,7 @@ pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) 
     assert!(matches!(store.delete(ObjectKind::Template, "nope").await, Err(StoreError::NotFound { .. })));
     store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
     assert!(matches!(store.get_workflow("wf1").await, Err(StoreError::NotFound { .. })));
+    assert!(counts(store.clone()).await.is_empty());
     store.delete(ObjectKind::Hardware, "hw").await.unwrap();
     store.delete(ObjectKind::Template, "tpl").await.unwrap();
     assert!(store.list_hardware().await.unwrap().is_empty());

@@ -223,6 +223,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_workflow(&self, id: &str) -> Result<Workflow, StoreError>;
     async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError>;
 
+    /// How many workflows there are, by template and state: `(template,
+    /// state, count)`, without loading them (every metrics scrape asks).
+    async fn workflow_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+
     /// Deletes hardware or a template unless an unfinished workflow uses it
     /// ([`StoreError::InUse`]); deletes a workflow with its attempts and logs.
     async fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), StoreError>;
@@ -409,7 +413,12 @@ pub async fn open(url: &DatabaseUrl) -> Result<DynStore, StoreError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
 #[strum(ascii_case_insensitive)]
 pub enum ObjectKind {
-    #[strum(to_string = "action definition", serialize = "action", serialize = "actions", serialize = "actiondefinition")]
+    #[strum(
+        to_string = "action definition",
+        serialize = "action",
+        serialize = "actions",
+        serialize = "actiondefinition"
+    )]
     ActionDefinition,
     #[strum(to_string = "hardware", serialize = "hw")]
     Hardware,

@@ -695,6 +695,14 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    async fn workflow_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT template, state, COUNT(*) FROM workflows GROUP BY template, state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(template, state, n)| (template, state, n as u64)).collect())
+    }
+
     async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> =
             sqlx::query_as("SELECT id FROM workflows WHERE state = 'RUNNING' AND global_timeout_seconds IS NOT NULL")

@@ -552,6 +552,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn workflow_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT template, state, COUNT(*) FROM workflows GROUP BY template, state")?;
+            let counts = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?
+                .collect::<Result<_, _>>()?;
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
