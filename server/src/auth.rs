@@ -282,6 +282,13 @@ impl AdminAuth {
     pub fn new(token: &str) -> Self {
         Self { hash: Arc::new(token_hash(token)) }
     }
+
+    /// Whether an `Authorization` header value presents the operator
+    /// credential (for HTTP front doors; gRPC calls go through the
+    /// interceptor below).
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        authorization.and_then(bearer_token).is_some_and(|t| hashes_equal(&token_hash(t), &self.hash))
+    }
 }
 
 /// Put into an admin request's extensions by [`AdminAuth`]: the caller

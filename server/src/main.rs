@@ -88,6 +88,12 @@ struct Args {
     /// cannot verify the server's certificate.
     #[arg(long)]
     netboot_listen: Option<SocketAddr>,
+    /// Also serve /metrics (Prometheus) over plain HTTP here, without
+    /// authentication: for a scraper on a private network. Without it,
+    /// /metrics on the main address needs the operator credential
+    /// (Authorization: Bearer).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
@@ -195,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         admin_token,
         signing_ca,
         netboot_listen: args.netboot_listen,
+        metrics_listen: args.metrics_listen,
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
@@ -203,6 +210,9 @@ async fn main() -> anyhow::Result<()> {
         admin_token_file = %admin_token_path.display(), "kiln-server listening");
     if let Some(netboot) = server.netboot_addr() {
         tracing::info!(addr = %netboot, "netboot over plain HTTP");
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        tracing::info!(addr = %metrics, "metrics over plain HTTP, unauthenticated");
     }
     if let Some(path) = &args.addr_file {
         // Written whole under a temporary name, so a reader never sees half.

@@ -17,6 +17,7 @@
 //! | [`credentials`] | agent tokens and certificates |
 //! | [`action_data`] | the workflow data actions read and write |
 //! | [`boot`] | what a network-booting machine should boot |
+//! | `metrics` | the Prometheus scrape; timed, recorded workflow transitions |
 //!
 //! Every method takes an [`OpContext`] saying who acts. Authorization
 //! happens here, once, for every front door: an agent touches only its own
@@ -38,6 +39,7 @@ pub mod dispatch;
 mod error;
 pub mod inventory;
 pub mod logs;
+mod metrics;
 pub mod report;
 pub mod workflows;
 
@@ -51,6 +53,7 @@ use crate::action_api::TokenKey;
 use crate::artifacts::ArtifactFiles;
 use crate::auth::VerifiedTokens;
 use crate::events::Events;
+use crate::metrics::Metrics;
 use crate::model::Millis;
 use crate::netboot::NetbootConfig;
 use crate::store::DynStore;
@@ -71,6 +74,7 @@ pub struct App {
     /// credential change (see [`credentials`]).
     pub(crate) verified: Arc<VerifiedTokens>,
     pub(crate) netboot: NetbootConfig,
+    pub(crate) metrics: Metrics,
 }
 
 /// What [`App::new`] needs besides the store.
@@ -96,6 +100,7 @@ impl App {
             signing_ca: parts.signing_ca,
             verified: Arc::default(),
             netboot: parts.netboot,
+            metrics: Metrics::new(),
         }
     }
 
