@@ -208,7 +208,7 @@ impl Metrics {
         let log_lines = Counter::default();
         registry.register(
             "log_lines_received",
-            "Action output lines received from agents (a batch resent after a lost answer counts again)",
+            "Action output lines received from agents and stored (a line resent after a lost answer counts once)",
             log_lines.clone(),
         );
         let artifact_bytes = Family::<SourceLabels, Counter>::default();
@@ -322,17 +322,15 @@ impl Metrics {
         self.artifact_bytes.get_or_create(&SourceLabels { source: source.to_string() }).inc_by(bytes);
     }
 
-    /// A batch of an attempt's output lines was stored: counts them and
-    /// follows the progress lines among them.
-    pub fn log_lines<'a>(&self, attempt_id: &str, lines: impl Iterator<Item = &'a str>) {
-        let mut count = 0;
-        for text in lines {
-            count += 1;
-            if let Some(progress) = parse_progress(text) {
-                self.progress_line(attempt_id, progress);
-            }
+    /// A batch of an attempt's output lines was stored, `new_lines` of them
+    /// for the first time: counts those, and follows the progress lines of
+    /// the batch (`candidates`, see [`may_be_progress`]; a resent one adds
+    /// nothing).
+    pub fn log_lines<'a>(&self, attempt_id: &str, new_lines: u64, candidates: impl Iterator<Item = &'a str>) {
+        self.log_lines.inc_by(new_lines);
+        for progress in candidates.filter_map(parse_progress) {
+            self.progress_line(attempt_id, progress);
         }
-        self.log_lines.inc_by(count);
     }
 
     fn progress_line(&self, attempt_id: &str, p: ProgressLine) {
@@ -435,6 +433,11 @@ struct ProgressLine {
     what: Option<String>,
 }
 
+/// A cheap test that rules out almost every line that is not progress.
+pub fn may_be_progress(text: &str) -> bool {
+    text.trim_start().starts_with('{') && text.contains("\"progress\"")
+}
+
 /// The progress of a `{"progress":{"done":N,"total":T,"rate":R}}` line
 /// (docs/action-contract.md); `None` for any other line.
 fn parse_progress(text: &str) -> Option<ProgressLine> {
@@ -442,12 +445,10 @@ fn parse_progress(text: &str) -> Option<ProgressLine> {
     struct Envelope {
         progress: ProgressLine,
     }
-    let text = text.trim();
-    // Cheap test first: almost every line is not progress.
-    if !(text.starts_with('{') && text.contains("\"progress\"")) {
+    if !may_be_progress(text) {
         return None;
     }
-    serde_json::from_str::<Envelope>(text).ok().map(|e| e.progress)
+    serde_json::from_str::<Envelope>(text.trim()).ok().map(|e| e.progress)
 }
 
 #[cfg(test)]
@@ -555,11 +556,11 @@ mod tests {
             r#"{"progress":{"done":50,"total":null}}"#,
             r#"{"progress": "not an object"}"#,
         ];
-        m.log_lines("att", lines.iter().copied());
-        // Resent: no new bytes.
-        m.log_lines("att", lines[..1].iter().copied());
+        m.log_lines("att", 5, lines.iter().copied());
+        // Resent: no new line, no new bytes.
+        m.log_lines("att", 0, lines[..1].iter().copied());
         let text = render(&m).await;
-        assert_eq!(sample(&text, "kiln_log_lines_received_total"), Some(6.0), "{text}");
+        assert_eq!(sample(&text, "kiln_log_lines_received_total"), Some(5.0), "{text}");
         assert_eq!(sample(&text, r#"kiln_action_progress_bytes_total{what="image"}"#), Some(300.0));
         assert_eq!(sample(&text, r#"kiln_action_progress_bytes_total{what="unknown"}"#), Some(50.0));
         assert_eq!(sample(&text, r#"kiln_action_progress_rate_bytes_per_second_count{what="image"}"#), Some(3.0));

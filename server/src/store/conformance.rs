@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
-use super::{AgentCredential, ApplyBatch, Artifact, DynStore, NewLogLine, ObjectKind, Outcome, StoreError};
+use super::{AgentCredential, Appended, ApplyBatch, Artifact, DynStore, NewLogLine, ObjectKind, Outcome, StoreError};
 use crate::events::Events;
 use crate::model::{Action, ActionState, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::{self, Report, TransitionError};
@@ -292,12 +292,13 @@ pub async fn logs_are_deduplicated_and_read_by_cursor(b: &dyn Backend) {
     let store = b.open().await;
     store.apply(batch(vec![workflow("wf1"), workflow("wf2")])).await.unwrap();
     let line = |seq: u64| NewLogLine { seq, stream: 1, time: 1000 + seq as i64, text: format!("line {seq}") };
-    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1), line(2)]).await.unwrap(), 2);
+    let appended = |stored_through, new_lines| Appended { stored_through, new_lines };
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1), line(2)]).await.unwrap(), appended(2, 2));
     // A resent batch overlapping the stored lines: only new seqs are added.
-    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(2), line(3)]).await.unwrap(), 3);
-    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1)]).await.unwrap(), 3);
-    assert_eq!(store.append_logs("wf2", 0, "att-9", vec![line(1)]).await.unwrap(), 1);
-    assert_eq!(store.append_logs("wf1", 1, "att-2", vec![line(1)]).await.unwrap(), 1);
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(2), line(3)]).await.unwrap(), appended(3, 1));
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1)]).await.unwrap(), appended(3, 0));
+    assert_eq!(store.append_logs("wf2", 0, "att-9", vec![line(1)]).await.unwrap(), appended(1, 1));
+    assert_eq!(store.append_logs("wf1", 1, "att-2", vec![line(1)]).await.unwrap(), appended(1, 1));
     let logs = store.read_logs("wf1", None, 0, 100).await.unwrap();
     assert_eq!(
         logs.iter().map(|l| (l.action_index, l.attempt_id.as_str(), l.seq)).collect::<Vec<_>>(),

@@ -37,8 +37,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
-    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store,
+    StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -818,7 +818,7 @@ impl Store for PostgresStore {
         action_index: u32,
         attempt_id: &str,
         lines: Vec<NewLogLine>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let mut tx = self.pool.begin().await?;
         // See the module comment: a workflow's cursors must become visible
         // in increasing order.
@@ -838,7 +838,7 @@ impl Store for PostgresStore {
             });
         // One statement for the batch; ORDER BY n keeps the batch's order in
         // the cursors.
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO logs (workflow_id, action_idx, attempt_id, seq, stream, time, text)
              SELECT $1, $2, $3, l.seq, l.stream, l.time, l.text
              FROM UNNEST($4::BIGINT[], $5::INTEGER[], $6::BIGINT[], $7::TEXT[]) WITH ORDINALITY AS l(seq, stream, time, text, n)
@@ -861,7 +861,7 @@ impl Store for PostgresStore {
         let change = Change { origin: self.origin.clone(), workflow: workflow_id.to_string(), agents: Vec::new() };
         notify(&mut tx, LOGS_CHANNEL, &change).await?;
         tx.commit().await?;
-        Ok(through as u64)
+        Ok(Appended { stored_through: through as u64, new_lines: inserted.rows_affected() })
     }
 
     async fn workflow_data(&self, id: &str) -> Result<(String, u64), StoreError> {

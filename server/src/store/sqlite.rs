@@ -24,8 +24,8 @@ use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store, StoreError,
-    StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Mutation, NewLogLine, ObjectKind, Outcome, Store,
+    StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -652,17 +652,18 @@ impl Store for SqliteStore {
         action_index: u32,
         attempt_id: &str,
         lines: Vec<NewLogLine>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let (workflow_id, attempt_id) = (workflow_id.to_string(), attempt_id.to_string());
         self.with_conn(move |c| {
             let tx = c.transaction()?;
+            let mut new_lines = 0;
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO logs (workflow_id, action_idx, attempt_id, seq, stream, time, text)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for l in &lines {
-                    stmt.execute(params![
+                    new_lines += stmt.execute(params![
                         workflow_id,
                         action_index,
                         attempt_id,
@@ -678,7 +679,7 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?;
             tx.commit()?;
-            Ok(through as u64)
+            Ok(Appended { stored_through: through as u64, new_lines: new_lines as u64 })
         })
         .await
     }
