@@ -245,12 +245,11 @@ impl Metrics {
         let template = label(&after.template);
         for (action, &(count_before, last_before)) in after.actions.iter().zip(&before.actions) {
             let name = label(&action.spec.name);
-            for (i, attempt) in action.attempts.iter().enumerate() {
+            // Only the attempt that was latest before can have changed, and
+            // attempts this transition created (which may have ended too).
+            for (i, attempt) in action.attempts.iter().enumerate().skip(count_before.saturating_sub(1)) {
                 let is_new = i >= count_before;
-                // The attempt that was latest before may have ended now; an
-                // attempt created by this very transition may be ended too.
-                let was_open =
-                    if is_new { true } else { i + 1 == count_before && last_before.is_some_and(|s| !s.is_terminal()) };
+                let was_open = is_new || last_before.is_some_and(|s| !s.is_terminal());
                 if is_new {
                     self.dispatched(after, action.index as usize, i);
                 }
