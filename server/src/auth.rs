@@ -318,6 +318,13 @@ impl AdminAuth {
         tracing::warn!(reason, "admin call rejected");
         self.refusals.refused("operator".into(), req.remote_addr(), "authenticate", "admin service", reason);
     }
+
+    /// Whether an `Authorization` header value presents the operator
+    /// credential (for HTTP front doors; gRPC calls go through the
+    /// interceptor below).
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        authorization.and_then(bearer_token).is_some_and(|t| hashes_equal(&token_hash(t), &self.hash))
+    }
 }
 
 /// Put into an admin request's extensions by [`AdminAuth`]: the caller

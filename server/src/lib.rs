@@ -19,6 +19,8 @@ pub mod artifacts;
 pub mod auth;
 pub mod convert;
 pub mod events;
+pub mod metrics;
+pub mod metrics_api;
 pub mod model;
 pub mod netboot;
 pub mod state_machine;
@@ -65,6 +67,9 @@ pub struct ServerConfig {
     pub netboot_listen: Option<SocketAddr>,
     /// How long, and how many, audit events are kept.
     pub event_retention: app::audit::EventRetention,
+    /// Plain HTTP address serving `/metrics` without authentication (for a
+    /// private network); the main port serves it to operators regardless.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The default attempt lease: agents renew it every 10 s, so a lost agent
@@ -80,6 +85,7 @@ pub struct Server {
     tls: Option<tls::ServerTls>,
     admin_token: String,
     netboot_listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     /// Built (and so checked) when binding, before anything is served.
     rustls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -106,6 +112,14 @@ impl Server {
             ),
             None => None,
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--metrics-listen): {e}"))?,
+            ),
+            None => None,
+        };
         let app = App::new(
             store,
             AppParts {
@@ -126,6 +140,7 @@ impl Server {
             tls: config.tls.clone(),
             admin_token: config.admin_token.clone(),
             netboot_listener,
+            metrics_listener,
             rustls: config.tls.as_ref().map(tls::ServerTls::rustls_config).transpose()?,
         })
     }
@@ -133,6 +148,11 @@ impl Server {
     /// The bound `--netboot-listen` address, if any.
     pub fn netboot_addr(&self) -> Option<SocketAddr> {
         self.netboot_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound `--metrics-listen` address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -165,7 +185,11 @@ impl Server {
             .routes()
             .into_axum_router()
             .merge(action_api::router(app.clone()))
-            .merge(netboot::router(app.clone()));
+            .merge(netboot::router(app.clone()))
+            .merge(metrics_api::router(
+                app.clone(),
+                auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
+            ));
         // Netboot, when asked, also on its own plain HTTP listener: iPXE
         // cannot verify our certificates, and these routes carry no secret.
         let (stop_netboot, netboot_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -176,6 +200,20 @@ impl Server {
                     TcpListenerStream::new(listener),
                     async {
                         let _ = netboot_stopped.await;
+                    },
+                ),
+            )
+        });
+        // Metrics, when asked, on their own plain HTTP listener without
+        // authentication: for a scraper on a private network.
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_task = self.metrics_listener.map(|listener| {
+            let routes = tonic::service::Routes::from(metrics_api::open_router(app.clone()));
+            tokio::spawn(
+                tonic::transport::Server::builder().accept_http1(true).add_routes(routes).serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    async {
+                        let _ = metrics_stopped.await;
                     },
                 ),
             )
@@ -199,6 +237,10 @@ impl Server {
         }
         let _ = stop_netboot.send(());
         if let Some(task) = netboot_task {
+            let _ = task.await;
+        }
+        let _ = stop_metrics.send(());
+        if let Some(task) = metrics_task {
             let _ = task.await;
         }
         Ok(result?)

@@ -95,6 +95,12 @@ struct Args {
     /// The most audit events kept: beyond it the oldest are deleted.
     #[arg(long, value_name = "N", default_value_t = kiln_server::app::audit::EventRetention::default().max_rows)]
     event_max_rows: u64,
+    /// Also serve /metrics (Prometheus) over plain HTTP here, without
+    /// authentication: for a scraper on a private network. Without it,
+    /// /metrics on the main address needs the operator credential
+    /// (Authorization: Bearer).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
@@ -206,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             max_age: args.event_retention.into(),
             max_rows: args.event_max_rows,
         },
+        metrics_listen: args.metrics_listen,
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
@@ -214,6 +221,9 @@ async fn main() -> anyhow::Result<()> {
         admin_token_file = %admin_token_path.display(), "kiln-server listening");
     if let Some(netboot) = server.netboot_addr() {
         tracing::info!(addr = %netboot, "netboot over plain HTTP");
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        tracing::info!(addr = %metrics, "metrics over plain HTTP, unauthenticated");
     }
     if let Some(path) = &args.addr_file {
         // Written whole under a temporary name, so a reader never sees half.

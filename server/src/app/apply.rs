@@ -70,7 +70,10 @@ impl App {
             .collect();
         let agents: Vec<String> =
             batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
-        let outcomes = self.store.apply(batch).await?;
+        let started = std::time::Instant::now();
+        let outcomes = self.store.apply(batch).await;
+        self.metrics.store_transaction(crate::metrics::StoreOperation::Apply, started.elapsed());
+        let outcomes = outcomes?;
         // An updated hardware may have a new agent id: its token now
         // answers for that one only.
         if names.iter().zip(&outcomes).any(|((kind, _), o)| *kind == "Hardware" && *o == Outcome::Updated) {

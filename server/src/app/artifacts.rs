@@ -6,6 +6,7 @@ use futures_util::Stream;
 
 use super::{App, AppError, OpContext};
 use crate::artifacts::WriteError;
+use crate::metrics::ArtifactSource;
 use crate::model::now_millis;
 use crate::store::Artifact;
 
@@ -31,6 +32,7 @@ impl App {
         let agent = opctx.require_agent()?;
         self.check_attempt_owner(agent, &target.workflow_id, target.action_index, &target.attempt_id).await?;
         let artifact = self.write_artifact(target, Some(size), body).await?;
+        self.metrics.artifact_received(ArtifactSource::Agent, artifact.size);
         tracing::info!(agent = %agent, workflow = %artifact.workflow_id, path = %artifact.path, size = artifact.size, "artifact stored");
         Ok(artifact)
     }
@@ -50,7 +52,9 @@ impl App {
             attempt_id: attempt_id.to_string(),
             path: path.to_string(),
         };
-        self.write_artifact(target, None, body).await
+        let artifact = self.write_artifact(target, None, body).await?;
+        self.metrics.artifact_received(ArtifactSource::Action, artifact.size);
+        Ok(artifact)
     }
 
     async fn write_artifact(

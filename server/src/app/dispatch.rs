@@ -36,6 +36,7 @@ impl App {
     pub async fn next_assignment(&self, opctx: &OpContext, wait: Duration) -> Result<Option<Assignment>, AppError> {
         let agent = opctx.require_agent()?;
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        let _connected = self.metrics.agent_polling(agent);
         let mut wakeups = self.events.agent_subscription(agent);
         loop {
             wakeups.borrow_and_update();
@@ -71,7 +72,6 @@ impl App {
             let who = agent.to_string();
             let lease = self.lease_millis();
             let (wf, changed) = self
-                .store
                 .update_workflow(
                     &id,
                     Box::new(move |wf| {
@@ -129,7 +129,6 @@ impl App {
         error: String,
     ) -> Result<(), AppError> {
         let (wf, _) = self
-            .store
             .update_workflow(
                 workflow_id,
                 Box::new(move |wf| state_machine::fail_unrenderable(wf, index, &attempt_id, error, now_millis())),

@@ -36,7 +36,11 @@ impl App {
     ) -> Result<u64, AppError> {
         let agent = opctx.require_agent()?;
         self.check_attempt_owner(agent, workflow_id, action_index, attempt_id).await?;
-        let stored_through = self.store.append_logs(workflow_id, action_index, attempt_id, lines).await?;
+        let progress: Vec<String> =
+            lines.iter().filter(|l| crate::metrics::may_be_progress(&l.text)).map(|l| l.text.clone()).collect();
+        let appended = self.store.append_logs(workflow_id, action_index, attempt_id, lines).await?;
+        self.metrics.log_lines(attempt_id, appended.new_lines, progress.iter().map(String::as_str));
+        let stored_through = appended.stored_through;
         self.events.logs_appended(workflow_id);
         Ok(stored_through)
     }

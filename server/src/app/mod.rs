@@ -18,6 +18,7 @@
 //! | [`action_data`] | the workflow data actions read and write |
 //! | [`boot`] | what a network-booting machine should boot |
 //! | [`audit`] | the audit trail: operator writes and refused credentials |
+//! | `metrics` | the Prometheus scrape; timed, recorded workflow transitions |
 //!
 //! Every method takes an [`OpContext`] saying who acts. Authorization
 //! happens here, once, for every front door: an agent touches only its own
@@ -40,6 +41,7 @@ pub mod dispatch;
 mod error;
 pub mod inventory;
 pub mod logs;
+mod metrics;
 pub mod report;
 pub mod workflows;
 
@@ -54,6 +56,7 @@ use crate::action_api::TokenKey;
 use crate::artifacts::ArtifactFiles;
 use crate::auth::VerifiedTokens;
 use crate::events::Events;
+use crate::metrics::Metrics;
 use crate::model::Millis;
 use crate::netboot::NetbootConfig;
 use crate::store::DynStore;
@@ -77,6 +80,7 @@ pub struct App {
     /// Refused credentials waiting to be stored in the audit trail.
     pub(crate) refusals: Arc<RefusalLog>,
     pub(crate) event_retention: EventRetention,
+    pub(crate) metrics: Metrics,
 }
 
 /// What [`App::new`] needs besides the store.
@@ -105,6 +109,7 @@ impl App {
             netboot: parts.netboot,
             refusals: Arc::default(),
             event_retention: parts.event_retention,
+            metrics: Metrics::new(),
         }
     }
 

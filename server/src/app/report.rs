@@ -27,8 +27,8 @@ impl App {
         let (action_index, state, attempt_id) = (report.action_index, report.state, report.attempt_id.clone());
         let who = agent.clone();
         let lease = self.lease_millis();
+        self.metrics.agent_seen(&agent);
         let (wf, changed) = self
-            .store
             .update_workflow(
                 workflow_id,
                 Box::new(move |wf| state_machine::report(wf, &who, report, now_millis(), lease)),
@@ -53,6 +53,7 @@ impl App {
     /// `attempt_ids`. An idle agent's heartbeat (no ids) writes nothing.
     pub async fn heartbeat(&self, opctx: &OpContext, attempt_ids: Vec<String>) -> Result<Heartbeat, AppError> {
         let agent = opctx.require_agent()?;
+        self.metrics.agent_seen(agent);
         if attempt_ids.len() > MAX_HEARTBEAT_ATTEMPTS {
             return Err(AppError::InvalidArgument(format!(
                 "attempt_ids: {} attempts named, at most {MAX_HEARTBEAT_ATTEMPTS}",

@@ -37,7 +37,8 @@ hardware: m1
 hardware_map: {device_1: "52:54:00:00:00:01"}
 "#;
 
-fn app(dir: &std::path::Path) -> Arc<App> {
+/// An application on an in-memory store, for tests of the use cases.
+pub(crate) fn app(dir: &std::path::Path) -> Arc<App> {
     let store: crate::store::DynStore = Arc::new(SqliteStore::open_in_memory().unwrap());
     Arc::new(App::new(
         store,

@@ -72,7 +72,7 @@ impl App {
     /// Resumes a FAILED or TIMEOUT workflow (`kiln retry`).
     pub async fn retry_workflow(&self, opctx: &OpContext, id: &str) -> Result<Workflow, AppError> {
         opctx.require_operator()?;
-        let result = self.store.update_workflow(id, Box::new(|wf| state_machine::resume(wf, now_millis()))).await;
+        let result = self.update_workflow(id, Box::new(|wf| state_machine::resume(wf, now_millis()))).await;
         let result = result.map_err(AppError::from);
         self.audit(opctx, "retry", &format!("workflow {id}"), &result.as_ref().map(|_| ())).await;
         let (wf, _) = result?;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, DynStore, Event, EventKind, EventOutcome, EventQuery, NewLogLine,
+    AgentCredential, Appended, ApplyBatch, Artifact, DynStore, Event, EventKind, EventOutcome, EventQuery, NewLogLine,
     ObjectKind, Outcome, StoreError,
 };
 use crate::events::Events;
@@ -230,6 +230,8 @@ pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) 
     let mut apply = batch(vec![workflow("wf1")]);
     apply.templates.push(TemplateDoc { name: "tpl".into(), data: "x".into() });
     store.apply(apply).await.unwrap();
+    let counts = |store: DynStore| async move { store.workflow_counts().await.unwrap() };
+    assert_eq!(counts(store.clone()).await, vec![("tpl".to_string(), "PENDING".to_string(), 1)]);
     assert_eq!(store.active_workflows_for_agent("agent-1").await.unwrap(), vec!["wf1"]);
     assert!(store.active_workflows_for_agent("agent-2").await.unwrap().is_empty());
     assert!(store.workflows_with_deadline().await.unwrap().is_empty(), "pending workflows have no deadline yet");
@@ -237,6 +239,7 @@ pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) 
     assert!(changed);
     assert_eq!(wf.state, WorkflowState::Running);
     assert_eq!(store.workflows_with_deadline().await.unwrap(), vec!["wf1"]);
+    assert_eq!(counts(store.clone()).await, vec![("tpl".to_string(), "RUNNING".to_string(), 1)]);
     // Committed: another instance sees it.
     assert_eq!(b.open().await.get_workflow("wf1").await.unwrap(), wf);
     // A mutation that changes nothing writes nothing; one that fails leaves
@@ -278,6 +281,7 @@ pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) 
     assert!(matches!(store.delete(ObjectKind::Template, "nope").await, Err(StoreError::NotFound { .. })));
     store.delete(ObjectKind::Workflow, "wf1").await.unwrap();
     assert!(matches!(store.get_workflow("wf1").await, Err(StoreError::NotFound { .. })));
+    assert!(counts(store.clone()).await.is_empty());
     store.delete(ObjectKind::Hardware, "hw").await.unwrap();
     store.delete(ObjectKind::Template, "tpl").await.unwrap();
     assert!(store.list_hardware().await.unwrap().is_empty());
@@ -291,12 +295,13 @@ pub async fn logs_are_deduplicated_and_read_by_cursor(b: &dyn Backend) {
     let store = b.open().await;
     store.apply(batch(vec![workflow("wf1"), workflow("wf2")])).await.unwrap();
     let line = |seq: u64| NewLogLine { seq, stream: 1, time: 1000 + seq as i64, text: format!("line {seq}") };
-    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1), line(2)]).await.unwrap(), 2);
+    let appended = |stored_through, new_lines| Appended { stored_through, new_lines };
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1), line(2)]).await.unwrap(), appended(2, 2));
     // A resent batch overlapping the stored lines: only new seqs are added.
-    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(2), line(3)]).await.unwrap(), 3);
-    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1)]).await.unwrap(), 3);
-    assert_eq!(store.append_logs("wf2", 0, "att-9", vec![line(1)]).await.unwrap(), 1);
-    assert_eq!(store.append_logs("wf1", 1, "att-2", vec![line(1)]).await.unwrap(), 1);
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(2), line(3)]).await.unwrap(), appended(3, 1));
+    assert_eq!(store.append_logs("wf1", 0, "att-1", vec![line(1)]).await.unwrap(), appended(3, 0));
+    assert_eq!(store.append_logs("wf2", 0, "att-9", vec![line(1)]).await.unwrap(), appended(1, 1));
+    assert_eq!(store.append_logs("wf1", 1, "att-2", vec![line(1)]).await.unwrap(), appended(1, 1));
     let logs = store.read_logs("wf1", None, 0, 100).await.unwrap();
     assert_eq!(
         logs.iter().map(|l| (l.action_index, l.attempt_id.as_str(), l.seq)).collect::<Vec<_>>(),

@@ -195,6 +195,15 @@ pub struct NewLogLine {
     pub text: String,
 }
 
+/// What [`Store::append_logs`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The highest seq stored for the attempt.
+    pub stored_through: u64,
+    /// Lines of the batch that were not stored before (a resent batch: 0).
+    pub new_lines: u64,
+}
+
 /// The index entry of one uploaded artifact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Artifact {
@@ -320,6 +329,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_workflow(&self, id: &str) -> Result<Workflow, StoreError>;
     async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError>;
 
+    /// How many workflows there are, by template and state: `(template,
+    /// state, count)`, without loading them (every metrics scrape asks).
+    async fn workflow_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+
     /// Deletes hardware or a template unless an unfinished workflow uses it
     /// ([`StoreError::InUse`]); deletes a workflow with its attempts and logs.
     async fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), StoreError>;
@@ -358,14 +371,14 @@ pub trait Store: Send + Sync + 'static {
     async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError>;
 
     /// Stores log lines of an attempt; lines whose seq is already stored are
-    /// skipped. Returns the highest seq stored for the attempt.
+    /// skipped.
     async fn append_logs(
         &self,
         workflow_id: &str,
         action_index: u32,
         attempt_id: &str,
         lines: Vec<NewLogLine>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Appended, StoreError>;
 
     /// The workflow's data document (JSON) and its version.
     async fn workflow_data(&self, id: &str) -> Result<(String, u64), StoreError>;

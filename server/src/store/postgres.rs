@@ -39,8 +39,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine, ObjectKind, Outcome,
-    Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
+    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -706,6 +706,14 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    async fn workflow_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT template, state, COUNT(*) FROM workflows GROUP BY template, state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(template, state, n)| (template, state, n as u64)).collect())
+    }
+
     async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> =
             sqlx::query_as("SELECT id FROM workflows WHERE state = 'RUNNING' AND global_timeout_seconds IS NOT NULL")
@@ -821,7 +829,7 @@ impl Store for PostgresStore {
         action_index: u32,
         attempt_id: &str,
         lines: Vec<NewLogLine>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let mut tx = self.pool.begin().await?;
         // See the module comment: a workflow's cursors must become visible
         // in increasing order.
@@ -841,7 +849,7 @@ impl Store for PostgresStore {
             });
         // One statement for the batch; ORDER BY n keeps the batch's order in
         // the cursors.
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO logs (workflow_id, action_idx, attempt_id, seq, stream, time, text)
              SELECT $1, $2, $3, l.seq, l.stream, l.time, l.text
              FROM UNNEST($4::BIGINT[], $5::INTEGER[], $6::BIGINT[], $7::TEXT[]) WITH ORDINALITY AS l(seq, stream, time, text, n)
@@ -864,7 +872,7 @@ impl Store for PostgresStore {
         let change = Change { origin: self.origin.clone(), workflow: workflow_id.to_string(), agents: Vec::new() };
         notify(&mut tx, LOGS_CHANNEL, &change).await?;
         tx.commit().await?;
-        Ok(through as u64)
+        Ok(Appended { stored_through: through as u64, new_lines: inserted.rows_affected() })
     }
 
     async fn workflow_data(&self, id: &str) -> Result<(String, u64), StoreError> {

@@ -24,8 +24,8 @@ use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine, ObjectKind, Outcome,
-    Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
+    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -553,6 +553,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn workflow_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT template, state, COUNT(*) FROM workflows GROUP BY template, state")?;
+            let counts = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?
+                .collect::<Result<_, _>>()?;
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn workflows_with_deadline(&self) -> Result<Vec<String>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -641,17 +653,18 @@ impl Store for SqliteStore {
         action_index: u32,
         attempt_id: &str,
         lines: Vec<NewLogLine>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let (workflow_id, attempt_id) = (workflow_id.to_string(), attempt_id.to_string());
         self.with_conn(move |c| {
             let tx = c.transaction()?;
+            let mut new_lines = 0;
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO logs (workflow_id, action_idx, attempt_id, seq, stream, time, text)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for l in &lines {
-                    stmt.execute(params![
+                    new_lines += stmt.execute(params![
                         workflow_id,
                         action_index,
                         attempt_id,
@@ -667,7 +680,7 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?;
             tx.commit()?;
-            Ok(through as u64)
+            Ok(Appended { stored_through: through as u64, new_lines: new_lines as u64 })
         })
         .await
     }

@@ -12,7 +12,9 @@ pub async fn run(app: Arc<App>) {
     loop {
         tick.tick().await;
         match app.store.workflows_with_deadline().await {
-            Ok(ids) => sweep_each(&app, ids, "global timeout passed", state_machine::expire).await,
+            Ok(ids) => {
+                sweep_each(&app, ids, "global timeout passed", state_machine::expire).await;
+            }
             Err(e) => tracing::error!(error = %e.detailed(), "deadline sweep failed"),
         }
     }

@@ -23,7 +23,9 @@ pub async fn run(app: Arc<App>) {
         }
         match app.store.workflows_with_expired_leases(now).await {
             Ok(ids) => {
-                sweep_each(&app, ids, "agent lost: attempt lease ran out", state_machine::lose_expired).await;
+                let lost =
+                    sweep_each(&app, ids, "agent lost: attempt lease ran out", state_machine::lose_expired).await;
+                app.metrics.lease_expired(lost);
             }
             Err(e) => tracing::error!(error = %e.detailed(), "lease sweep failed"),
         }

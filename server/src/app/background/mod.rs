@@ -50,16 +50,19 @@ pub fn start(app: &Arc<App>) -> Tasks {
 
 /// Runs `transition` on each workflow of `ids`, each in its own store
 /// transaction (so a report or heartbeat that lands first wins, and several
-/// replicas may sweep the same store), and tells whoever waits.
+/// replicas may sweep the same store), and tells whoever waits. Returns how
+/// many workflows it changed.
 pub(crate) async fn sweep_each(
     app: &App,
     ids: Vec<String>,
     what: &'static str,
     transition: fn(&mut Workflow, Millis) -> bool,
-) {
+) -> u64 {
+    let mut changed = 0;
     for id in ids {
-        match app.store.update_workflow(&id, Box::new(move |wf| Ok(transition(wf, now_millis())))).await {
+        match app.update_workflow(&id, Box::new(move |wf| Ok(transition(wf, now_millis())))).await {
             Ok((wf, true)) => {
+                changed += 1;
                 tracing::warn!(workflow = %id, "{what}");
                 app.events.workflow_changed(&id);
                 // A retry of the ended action may be due for its agent.
@@ -71,4 +74,5 @@ pub(crate) async fn sweep_each(
             Err(e) => tracing::error!(workflow = %id, error = %e.detailed(), "{what}: check failed"),
         }
     }
+    changed
 }
