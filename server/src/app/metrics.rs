@@ -53,29 +53,7 @@ mod tests {
     use crate::state_machine::Report;
     use crate::store::NewLogLine;
 
-    const DOCS: &str = r#"
-kind: Hardware
-name: m1
-macs: ["52:54:00:00:00:01"]
----
-kind: Template
-name: t
-data: |
-  version: "0.1"
-  name: t
-  tasks:
-    - name: one
-      worker: "{{.device_1}}"
-      actions:
-        - {name: a, image: "127.0.0.1:5000/a:v1"}
-        - {name: b, image: "127.0.0.1:5000/b:v1"}
----
-kind: Workflow
-name: w
-template: t
-hardware: m1
-hardware_map: {device_1: "52:54:00:00:00:01"}
-"#;
+    use crate::app::tests::DOCS;
 
     fn sample(text: &str, series: &str) -> Option<f64> {
         text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

@@ -10,7 +10,8 @@ use crate::state_machine::Report;
 use crate::store::NewLogLine;
 use crate::store::sqlite::SqliteStore;
 
-const DOCS: &str = r#"
+/// Two machines, a template of two actions, and a workflow for m1.
+pub(crate) const DOCS: &str = r#"
 kind: Hardware
 name: m1
 macs: ["52:54:00:00:00:01"]
@@ -29,6 +30,7 @@ data: |
       worker: "{{.device_1}}"
       actions:
         - {name: a, image: "127.0.0.1:5000/a:v1"}
+        - {name: b, image: "127.0.0.1:5000/b:v1"}
 ---
 kind: Workflow
 name: w
