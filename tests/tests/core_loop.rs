@@ -79,7 +79,11 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
     assert!(watch.status.success(), "watch: {}{}\n{}", stdout(&watch), stderr(&watch), s.cluster.logs());
     let watched = stdout(&watch);
     for name in ["one", "two", "three"] {
-        let done = |l: &&str| l.split_whitespace().any(|w| w == name) && l.contains("SUCCESS");
+        // `HH:MM:SS.mmm action N/3 TASK/NAME SUCCESS after ...`
+        let done = |l: &&str| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.get(3) == Some(&format!("provision/{name}").as_str()) && words.get(4) == Some(&"SUCCESS")
+        };
         assert!(watched.lines().any(|l| done(&l)), "no line of watch says {name} SUCCESS: {watched}");
     }
 
