@@ -21,10 +21,13 @@ install_packages() {
     # the tests compress images with them; gcc: the static test helper;
     # qemu-system-x86 + ipxe-qemu: the VM test; binutils: the hook build;
     # postgresql-15: initdb/pg_ctl for the PostgreSQL store tests (each test
-    # process starts its own server, tests/src/postgres.rs).
+    # process starts its own server, tests/src/postgres.rs); golang-go and the
+    # Go packages: the Go + Sprig renderer that documents/tests/go_differential.rs
+    # compares kiln's templates with (built offline in GOPATH mode).
     for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
-        qemu-system-x86 ipxe-qemu postgresql-15; do
+        qemu-system-x86 ipxe-qemu postgresql-15 \
+        golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then

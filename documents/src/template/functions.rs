@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::PROBE;
 use super::eval::Eval;
-use super::value::{Val, as_int, equal, go_quote, kind, known, to_text, truthy};
+use super::value::{Val, as_int, equal, go_exp_precision, go_float, go_quote, json_float, kind, less, to_text, truthy};
 use crate::SpecError;
 
 /// Every function a template may call: its name and its implementation.
@@ -25,7 +25,7 @@ const TABLE: &[Function] = &[
             let Some(n) = as_int(n).and_then(|n| u64::try_from(n).ok()).filter(|n| *n >= 1) else {
                 return c.fail(format!("partition must be a number from 1, got {}", to_text(n)));
             };
-            let dev = text(&c.args[0]);
+            let dev = c.str(0)?;
             if dev.trim().is_empty() {
                 return c.fail("formatPartition needs a device path, got an empty string");
             }
@@ -51,6 +51,7 @@ const TABLE: &[Function] = &[
                 Val::Json(Value::Object(m)) => Val::Json(m.len().into()),
                 // Go's len counts bytes.
                 Val::Json(Value::String(t)) => Val::Json(t.len().into()),
+                Val::Json(Value::Null) => return c.fail("len of nil"),
                 Val::Json(other) => return c.fail(format!("len of {}", kind(other))),
             })
         }),
@@ -58,9 +59,10 @@ const TABLE: &[Function] = &[
     Function {
         name: "default",
         apply: Apply::Values(|c| {
-            // Sprig: `default DEFAULT [VALUE]`, the value usually piped in.
-            if c.args.is_empty() || c.args.len() > 2 {
-                return c.fail(format!("default takes 1 or 2 arguments, got {}", c.args.len()));
+            // Sprig: `default DEFAULT [VALUE...]`, the value usually piped
+            // in; only the first value counts.
+            if c.args.is_empty() {
+                return c.fail("default takes at least 1 argument");
             }
             Ok(match c.args.get(1) {
                 Some(v) if *v == Val::Probe || truthy(v) => v.clone(),
@@ -71,21 +73,18 @@ const TABLE: &[Function] = &[
     Function {
         name: "quote",
         apply: Apply::Values(|c| {
-            // Sprig quotes each argument and joins them with spaces.
-            if c.args.is_empty() {
-                return c.fail("quote takes at least 1 argument");
-            }
-            c.string(c.args.iter().map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
+            // Sprig quotes each argument but nil, and joins them with spaces.
+            c.string(c.args.iter().filter(|a| !is_nil(a)).map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
         }),
     },
-    Function { name: "lower", apply: Apply::Values(|c| c.string(text(c.one()?).to_lowercase())) },
-    Function { name: "upper", apply: Apply::Values(|c| c.string(text(c.one()?).to_uppercase())) },
-    Function { name: "trim", apply: Apply::Values(|c| c.string(text(c.one()?).trim().to_string())) },
+    Function { name: "lower", apply: Apply::Values(|c| c.string(c.str1()?.to_lowercase())) },
+    Function { name: "upper", apply: Apply::Values(|c| c.string(c.str1()?.to_uppercase())) },
+    Function { name: "trim", apply: Apply::Values(|c| c.string(c.str1()?.trim().to_string())) },
     Function {
         name: "replace",
         apply: Apply::Values(|c| {
             c.arity(3)?;
-            let (from, to, within) = (text(&c.args[0]), text(&c.args[1]), text(&c.args[2]));
+            let (from, to, within) = (c.str(0)?, c.str(1)?, c.str(2)?);
             // Each match may grow: bound the result before building it.
             let matches = if from.is_empty() { within.chars().count() + 1 } else { within.matches(&from).count() };
             c.size(within.len().saturating_add(matches.saturating_mul(to.len())))?;
@@ -94,16 +93,486 @@ const TABLE: &[Function] = &[
     },
     Function { name: "join", apply: Apply::Values(join) },
     Function { name: "toString", apply: Apply::Values(|c| c.string(text(c.one()?))) },
+    Function { name: "lt", apply: Apply::Values(|c| order(c, |lt, _| lt)) },
+    Function { name: "le", apply: Apply::Values(|c| order(c, |lt, eq| lt || eq)) },
+    Function { name: "gt", apply: Apply::Values(|c| order(c, |lt, eq| !lt && !eq)) },
+    Function { name: "ge", apply: Apply::Values(|c| order(c, |lt, _| !lt)) },
+    Function { name: "print", apply: Apply::Values(|c| c.string(sprint(&c.args))) },
+    Function {
+        name: "println",
+        apply: Apply::Values(|c| {
+            let items: Vec<String> = c.args.iter().map(text).collect();
+            c.string(items.join(" ") + "\n")
+        }),
+    },
+    Function { name: "html", apply: Apply::Values(|c| c.string(html_escape(&escaper_input(c)?))) },
+    Function { name: "js", apply: Apply::Values(|c| c.string(js_escape(&escaper_input(c)?))) },
+    Function { name: "urlquery", apply: Apply::Values(|c| c.string(query_escape(&escaper_input(c)?))) },
+    // Sprig, as its hermetic text function map defines them.
+    Function { name: "slice", apply: Apply::Values(sprig_slice) },
+    Function {
+        name: "regexMatch",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            Ok(bool_val(c.regex(0)?.is_match(&c.str(1)?)))
+        }),
+    },
+    Function {
+        name: "regexFind",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            let s = c.str(1)?;
+            c.string(c.regex(0)?.find(&s).map(|m| m.as_str().to_string()).unwrap_or_default())
+        }),
+    },
+    Function {
+        name: "regexFindAll",
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            probe!(c);
+            let (s, n) = (c.str(1)?, c.int(2)?);
+            let re = c.regex(0)?;
+            let limit = if n < 0 { usize::MAX } else { usize::try_from(n).unwrap_or(usize::MAX) };
+            let found = re.find_iter(&s).take(limit).map(|m| Value::String(m.as_str().to_string()));
+            Ok(Val::Json(Value::Array(found.collect())))
+        }),
+    },
+    Function {
+        name: "regexReplaceAll",
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            probe!(c);
+            let (s, with) = (c.str(1)?, c.str(2)?);
+            let out = c.regex(0)?.replace_all(&s, with.as_str()).into_owned();
+            c.string(out)
+        }),
+    },
+    Function {
+        name: "splitList",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            Ok(Val::Json(Value::Array(go_split(&c.str(1)?, &c.str(0)?).into_iter().map(Value::String).collect())))
+        }),
+    },
+    Function {
+        name: "split",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            let parts = go_split(&c.str(1)?, &c.str(0)?);
+            let m = parts.into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::String(p))).collect();
+            Ok(Val::Json(Value::Object(m)))
+        }),
+    },
+    Function { name: "hasPrefix", apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.starts_with(a)))) },
+    Function { name: "hasSuffix", apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.ends_with(a)))) },
+    Function { name: "contains", apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.contains(a)))) },
+    Function {
+        name: "trimPrefix",
+        apply: Apply::Values(|c| strings2(c, |a, b| str_val(b.strip_prefix(a).unwrap_or(b)))),
+    },
+    Function {
+        name: "trimSuffix",
+        apply: Apply::Values(|c| strings2(c, |a, b| str_val(b.strip_suffix(a).unwrap_or(b)))),
+    },
+    Function {
+        name: "trimAll",
+        apply: Apply::Values(|c| strings2(c, |a, b| str_val(b.trim_matches(|ch| a.contains(ch))))),
+    },
+    Function { name: "title", apply: Apply::Values(|c| c.string(title(&c.str1()?))) },
+    Function {
+        name: "nospace",
+        apply: Apply::Values(|c| c.string(c.str1()?.chars().filter(|ch| !ch.is_whitespace()).collect())),
+    },
+    Function {
+        name: "repeat",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            let (n, s) = (c.int(0)?, c.str(1)?);
+            let n = usize::try_from(n).map_err(|_| c.error("repeat count must not be negative"))?;
+            c.size(s.len().saturating_mul(n))?;
+            c.string(s.repeat(n))
+        }),
+    },
+    Function {
+        name: "substr",
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            probe!(c);
+            let (start, end, s) = (c.int(0)?, c.int(1)?, c.str(2)?);
+            // Sprig: a negative start is 0, an end past the string (or negative) is its end; bytes.
+            let len = s.len() as i64;
+            let start = start.max(0);
+            let end = if end < 0 || end > len { len } else { end };
+            if start > end {
+                return c.string(String::new());
+            }
+            c.string(String::from_utf8_lossy(&s.as_bytes()[start as usize..end as usize]).into_owned())
+        }),
+    },
+    Function {
+        name: "trunc",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            let (n, s) = (c.int(0)?, c.str(1)?);
+            let len = s.len() as i64;
+            let out = if n < 0 && len + n > 0 {
+                &s.as_bytes()[(len + n) as usize..]
+            } else if n >= 0 && len > n {
+                &s.as_bytes()[..n as usize]
+            } else {
+                s.as_bytes()
+            };
+            c.string(String::from_utf8_lossy(out).into_owned())
+        }),
+    },
+    Function {
+        name: "abbrev",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            let (width, s) = (c.int(0)?, c.str(1)?);
+            if width < 4 || s.len() as i64 <= width {
+                return c.string(s);
+            }
+            c.string(format!("{}...", String::from_utf8_lossy(&s.as_bytes()[..(width - 3) as usize])))
+        }),
+    },
+    Function {
+        name: "squote",
+        apply: Apply::Values(|c| {
+            let items: Vec<String> = c.args.iter().filter(|v| !is_nil(v)).map(|v| format!("'{}'", text(v))).collect();
+            c.string(items.join(" "))
+        }),
+    },
+    Function {
+        name: "cat",
+        apply: Apply::Values(|c| {
+            let items: Vec<String> = c.args.iter().filter(|v| !is_nil(v)).map(text).collect();
+            c.string(items.join(" "))
+        }),
+    },
+    Function {
+        name: "indent",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            c.string(indent(c, c.int(0)?, &c.str(1)?)?)
+        }),
+    },
+    Function {
+        name: "nindent",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            c.string(format!("\n{}", indent(c, c.int(0)?, &c.str(1)?)?))
+        }),
+    },
+    Function {
+        name: "b64enc",
+        apply: Apply::Values(|c| {
+            use base64::Engine;
+            c.string(base64::engine::general_purpose::STANDARD.encode(c.str1()?))
+        }),
+    },
+    Function {
+        name: "b64dec",
+        apply: Apply::Values(|c| {
+            use base64::Engine;
+            let s = c.str1()?;
+            if c.probe() {
+                return Ok(Val::Probe);
+            }
+            // Sprig returns the error's text as the result; kiln refuses it.
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&s)
+                .map_err(|e| c.error(format!("{s:?} is not base64: {e}")))?;
+            c.string(String::from_utf8_lossy(&bytes).into_owned())
+        }),
+    },
+    Function { name: "atoi", apply: Apply::Values(|c| Ok(int_val(c.str1()?.parse::<i64>().unwrap_or(0)))) },
+    Function { name: "int", apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?)))) },
+    Function { name: "int64", apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?)))) },
+    Function { name: "float64", apply: Apply::Values(|c| Ok(Val::Json(Value::from(to_float64(c.one()?))))) },
+    Function { name: "add", apply: Apply::Values(|c| arith(c, 0, |a, b| a.checked_add(b))) },
+    Function { name: "add1", apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?).wrapping_add(1)))) },
+    Function { name: "sub", apply: Apply::Values(|c| arith2(c, |a, b| a.checked_sub(b))) },
+    Function { name: "mul", apply: Apply::Values(|c| arith(c, 1, |a, b| a.checked_mul(b))) },
+    Function { name: "div", apply: Apply::Values(|c| arith2(c, |a, b| a.checked_div(b))) },
+    Function { name: "mod", apply: Apply::Values(|c| arith2(c, |a, b| a.checked_rem(b))) },
+    Function { name: "max", apply: Apply::Values(|c| extreme(c, std::cmp::max)) },
+    Function { name: "min", apply: Apply::Values(|c| extreme(c, std::cmp::min)) },
+    Function {
+        name: "until",
+        apply: Apply::Values(|c| {
+            let n = {
+                c.arity(1)?;
+                probe!(c);
+                c.int(0)?
+            };
+            let range: Vec<i64> = if n >= 0 { (0..n).collect() } else { (n + 1..=0).rev().collect() };
+            c.size(range.len())?;
+            Ok(Val::Json(Value::Array(range.into_iter().map(Value::from).collect())))
+        }),
+    },
+    Function { name: "seq", apply: Apply::Values(seq) },
+    Function {
+        name: "list",
+        apply: Apply::Values(|c| {
+            probe!(c);
+            Ok(Val::Json(Value::Array(c.json_args())))
+        }),
+    },
+    Function {
+        name: "first",
+        apply: Apply::Values(|c| list_fn(c, |l| Some(l.first().cloned().unwrap_or(Value::Null)))),
+    },
+    Function { name: "last", apply: Apply::Values(|c| list_fn(c, |l| Some(l.last().cloned().unwrap_or(Value::Null)))) },
+    Function {
+        name: "rest",
+        apply: Apply::Values(|c| list_fn(c, |l| (!l.is_empty()).then(|| Value::Array(l[1..].to_vec())))),
+    },
+    Function {
+        name: "initial",
+        apply: Apply::Values(|c| list_fn(c, |l| (!l.is_empty()).then(|| Value::Array(l[..l.len() - 1].to_vec())))),
+    },
+    Function {
+        name: "reverse",
+        apply: Apply::Values(|c| list_fn(c, |l| Some(Value::Array(l.iter().rev().cloned().collect())))),
+    },
+    Function {
+        name: "uniq",
+        apply: Apply::Values(|c| {
+            list_fn(c, |l| {
+                let mut out: Vec<Value> = Vec::new();
+                for v in l {
+                    if !out.contains(v) {
+                        out.push(v.clone());
+                    }
+                }
+                Some(Value::Array(out))
+            })
+        }),
+    },
+    Function {
+        name: "compact",
+        apply: Apply::Values(|c| list_fn(c, |l| Some(Value::Array(l.iter().filter(|v| !empty(v)).cloned().collect())))),
+    },
+    Function {
+        name: "sortAlpha",
+        apply: Apply::Values(|c| {
+            c.arity(1)?;
+            probe!(c);
+            let mut items = strslice(&c.json(0));
+            items.sort();
+            Ok(Val::Json(Value::Array(items.into_iter().map(Value::String).collect())))
+        }),
+    },
+    Function {
+        name: "has",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            match c.json(1) {
+                Value::Null => Ok(bool_val(false)),
+                Value::Array(l) => Ok(bool_val(l.contains(&c.json(0)))),
+                other => c.fail(format!("cannot find has on type {}", kind(&other))),
+            }
+        }),
+    },
+    Function {
+        name: "without",
+        apply: Apply::Values(|c| {
+            if c.args.is_empty() {
+                return c.fail("without needs a list");
+            }
+            probe!(c);
+            let omit: Vec<Value> = c.json_args().split_off(1);
+            match c.json(0) {
+                Value::Array(l) => Ok(Val::Json(Value::Array(l.into_iter().filter(|v| !omit.contains(v)).collect()))),
+                other => c.fail(format!("cannot find without on type {}", kind(&other))),
+            }
+        }),
+    },
+    Function { name: "append", apply: Apply::Values(push) },
+    Function { name: "push", apply: Apply::Values(push) },
+    Function {
+        name: "concat",
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let mut out = Vec::new();
+            for v in c.json_args() {
+                match v {
+                    Value::Array(l) => out.extend(l),
+                    other => return c.fail(format!("cannot concat type {} as list", kind(&other))),
+                }
+            }
+            Ok(Val::Json(Value::Array(out)))
+        }),
+    },
+    Function {
+        name: "dict",
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let args = c.json_args();
+            let mut m = serde_json::Map::new();
+            for pair in args.chunks(2) {
+                let value = pair.get(1).cloned().unwrap_or_else(|| Value::String(String::new()));
+                m.insert(to_text(&pair[0]), value);
+            }
+            Ok(Val::Json(Value::Object(m)))
+        }),
+    },
+    Function {
+        name: "get",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            let (m, k) = (c.map(0)?, c.str(1)?);
+            Ok(Val::Json(m.get(&k).cloned().unwrap_or_else(|| Value::String(String::new()))))
+        }),
+    },
+    Function {
+        name: "set",
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            probe!(c);
+            let (mut m, k) = (c.map(0)?, c.str(1)?);
+            m.insert(k, c.json(2));
+            Ok(Val::Json(Value::Object(m)))
+        }),
+    },
+    Function {
+        name: "unset",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            let (mut m, k) = (c.map(0)?, c.str(1)?);
+            m.remove(&k);
+            Ok(Val::Json(Value::Object(m)))
+        }),
+    },
+    Function {
+        name: "hasKey",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            Ok(bool_val(c.map(0)?.contains_key(&c.str(1)?)))
+        }),
+    },
+    Function {
+        name: "keys",
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let mut keys = Vec::new();
+            for i in 0..c.args.len() {
+                keys.extend(c.map(i)?.keys().cloned().map(Value::String));
+            }
+            Ok(Val::Json(Value::Array(keys)))
+        }),
+    },
+    Function {
+        name: "values",
+        apply: Apply::Values(|c| {
+            c.arity(1)?;
+            probe!(c);
+            Ok(Val::Json(Value::Array(c.map(0)?.values().cloned().collect())))
+        }),
+    },
+    Function { name: "pick", apply: Apply::Values(|c| pick(c, true)) },
+    Function { name: "omit", apply: Apply::Values(|c| pick(c, false)) },
+    Function {
+        name: "merge",
+        apply: Apply::Values(|c| {
+            if c.args.is_empty() {
+                return c.fail("merge needs a destination map");
+            }
+            probe!(c);
+            let mut dst = c.map(0)?;
+            for i in 1..c.args.len() {
+                merge_into(&mut dst, &c.map(i)?);
+            }
+            Ok(Val::Json(Value::Object(dst)))
+        }),
+    },
+    Function { name: "dig", apply: Apply::Values(dig) },
+    Function { name: "empty", apply: Apply::Values(|c| Ok(bool_val(empty(&c.json1()?)))) },
+    Function {
+        name: "coalesce",
+        apply: Apply::Values(|c| {
+            probe!(c);
+            Ok(Val::Json(c.json_args().into_iter().find(|v| !empty(v)).unwrap_or(Value::Null)))
+        }),
+    },
+    Function {
+        name: "ternary",
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            probe!(c);
+            match c.json(2) {
+                Value::Bool(b) => Ok(c.args[if b { 0 } else { 1 }].clone()),
+                other => c.fail(format!("wrong type for value; expected bool; got {}", go_type(&other))),
+            }
+        }),
+    },
+    Function { name: "toJson", apply: Apply::Values(|c| c.string(go_json(&c.json1()?, None))) },
+    Function { name: "toPrettyJson", apply: Apply::Values(|c| c.string(go_json(&c.json1()?, Some(0)))) },
+    Function {
+        name: "fromJson",
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            probe!(c);
+            // Sprig returns an empty map for bad JSON.
+            let v = serde_json::from_str::<Value>(&s).map(floats).unwrap_or(Value::Object(serde_json::Map::new()));
+            Ok(Val::Json(v))
+        }),
+    },
+    Function {
+        name: "toYaml",
+        apply: Apply::Values(|c| {
+            let v = c.json1()?;
+            probe!(c);
+            c.string(to_yaml(&v).map_err(|e| c.error(format!("toYaml: {e}")))?)
+        }),
+    },
+    Function {
+        name: "fromYaml",
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            probe!(c);
+            if s.is_empty() {
+                return c.fail("fromYaml: empty YAML input");
+            }
+            let v: Value = serde_yaml_ng::from_str(&s).map_err(|e| c.error(format!("fromYaml: {e}")))?;
+            Ok(Val::Json(floats(v)))
+        }),
+    },
+    Function { name: "typeOf", apply: Apply::Values(|c| c.string(go_type(&c.json1()?))) },
+    Function { name: "kindOf", apply: Apply::Values(|c| c.string(go_kind(&c.json1()?))) },
+    Function {
+        name: "kindIs",
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            Ok(bool_val(c.str(0)? == go_kind(&c.json(1))))
+        }),
+    },
     Function {
         name: "netmaskToPrefixLength",
         apply: Apply::Values(|c| {
             c.arity(1)?;
+            let mask = c.str(0)?;
             if c.probe() {
-                return Ok(Val::Json(24.into()));
+                return c.string("24".into());
             }
-            let mask = text(&c.args[0]);
+            // Tinkerbell's returns a string. For a mask whose ones are not
+            // contiguous it returns "0"; kiln refuses such a mask.
             match prefix_length(&mask) {
-                Some(bits) => Ok(Val::Json(bits.into())),
+                Some(bits) => c.string(bits.to_string()),
                 None => c.fail(format!("{mask:?} is not a dotted IPv4 netmask such as 255.255.255.0")),
             }
         }),
@@ -222,6 +691,544 @@ fn text(v: &Val) -> String {
     }
 }
 
+/// For a function that stands for any data when an argument does.
+macro_rules! probe {
+    ($c:expr) => {
+        if $c.probe() {
+            return Ok(Val::Probe);
+        }
+    };
+}
+use probe;
+
+impl Call<'_, '_> {
+    /// Argument `i` as data (a probe reads as null).
+    fn json(&self, i: usize) -> Value {
+        match self.args.get(i) {
+            Some(Val::Json(v)) => v.clone(),
+            _ => Value::Null,
+        }
+    }
+
+    fn json1(&self) -> Result<Value, SpecError> {
+        self.arity(1)?;
+        Ok(self.json(0))
+    }
+
+    fn json_args(&self) -> Vec<Value> {
+        (0..self.args.len()).map(|i| self.json(i)).collect()
+    }
+
+    /// Argument `i` for a Go `string` parameter: Go converts nothing.
+    fn str(&self, i: usize) -> Result<String, SpecError> {
+        match &self.args[i] {
+            Val::Json(Value::String(s)) => Ok(s.clone()),
+            Val::Probe | Val::Deferred(_) => Ok(PROBE.to_string()),
+            Val::Json(other) => self.fail(format!("wrong type for value; expected string; got {}", go_type(other))),
+        }
+    }
+
+    fn str1(&self) -> Result<String, SpecError> {
+        self.arity(1)?;
+        self.str(0)
+    }
+
+    /// Argument `i` for a Go `int` parameter.
+    fn int(&self, i: usize) -> Result<i64, SpecError> {
+        match &self.args[i] {
+            Val::Json(v @ Value::Number(n)) if !n.is_f64() => {
+                as_int(v).ok_or_else(|| self.error(format!("{n} does not fit an int")))
+            }
+            Val::Probe | Val::Deferred(_) => Ok(1),
+            Val::Json(other) => self.fail(format!("wrong type for value; expected int; got {}", go_type(other))),
+        }
+    }
+
+    /// Argument `i` for a Go `map[string]interface{}` parameter.
+    fn map(&self, i: usize) -> Result<serde_json::Map<String, Value>, SpecError> {
+        match self.json(i) {
+            Value::Object(m) => Ok(m),
+            other => {
+                self.fail(format!("wrong type for value; expected map[string]interface {{}}; got {}", go_type(&other)))
+            }
+        }
+    }
+
+    /// Argument `i` as a regular expression (Go's RE2 syntax).
+    fn regex(&self, i: usize) -> Result<regex::Regex, SpecError> {
+        let pattern = self.str(i)?;
+        regex::RegexBuilder::new(&pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| self.error(format!("{pattern:?} is not a regular expression: {e}")))
+    }
+}
+
+fn bool_val(b: bool) -> Val {
+    Val::Json(Value::Bool(b))
+}
+
+fn int_val(n: i64) -> Val {
+    Val::Json(Value::from(n))
+}
+
+fn str_val(s: &str) -> Val {
+    Val::Json(Value::String(s.to_string()))
+}
+
+fn is_nil(v: &Val) -> bool {
+    matches!(v, Val::Json(Value::Null))
+}
+
+/// A function of two strings, Sprig's argument order (`hasPrefix "a" .s`).
+fn strings2(c: &Call<'_, '_>, f: impl Fn(&str, &str) -> Val) -> Result<Val, SpecError> {
+    c.arity(2)?;
+    let (a, b) = (c.str(0)?, c.str(1)?);
+    probe!(c);
+    let v = f(&a, &b);
+    if let Val::Json(Value::String(s)) = &v {
+        c.size(s.len())?;
+    }
+    Ok(v)
+}
+
+/// Go's type name of a value as Tinkerbell's data holds it.
+fn go_type(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float64",
+        Value::Number(_) => "int64",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+    }
+    .to_string()
+}
+
+/// Go's reflect kind of a value.
+fn go_kind(v: &Value) -> String {
+    match v {
+        Value::Null => "invalid",
+        Value::Array(_) => "slice",
+        Value::Object(_) => "map",
+        _ => return go_type(v),
+    }
+    .to_string()
+}
+
+/// Sprig's `empty`: nil, false, zero, and empty strings, lists and maps.
+fn empty(v: &Value) -> bool {
+    !truthy(&Val::Json(v.clone()))
+}
+
+/// Sprig's (cast's) conversion to int64: numbers truncated, strings parsed
+/// as Go literals (`0x1F`), bools as 1 or 0, anything else 0.
+fn to_int64(v: &Val) -> i64 {
+    let Val::Json(v) = v else { return 1 };
+    match v {
+        Value::Number(n) => n.as_i64().unwrap_or_else(|| n.as_f64().unwrap_or_default() as i64),
+        Value::Bool(b) => i64::from(*b),
+        Value::String(s) => {
+            let s =
+                s.trim_end_matches('0').strip_suffix('.').map_or(s.as_str(), |t| if t.is_empty() { "0" } else { t });
+            parse_go_int(s).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+fn to_float64(v: &Val) -> f64 {
+    let Val::Json(v) = v else { return 1.0 };
+    match v {
+        Value::Number(n) => n.as_f64().unwrap_or_default(),
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::String(s) => s.parse().unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
+/// strconv.ParseInt(s, 0, 64).
+fn parse_go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits) = if let Some(h) = lower.strip_prefix("0x") {
+        (16, h.to_string())
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (8, o.to_string())
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (2, b.to_string())
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, lower[1..].to_string())
+    } else {
+        (10, lower.clone())
+    };
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    let n = i128::from_str_radix(&digits.replace('_', ""), radix).ok()?;
+    i64::try_from(if neg { -n } else { n }).ok()
+}
+
+/// `add`, `mul`: every argument converted to int64.
+fn arith(c: &Call<'_, '_>, start: i64, f: fn(i64, i64) -> Option<i64>) -> Result<Val, SpecError> {
+    probe!(c);
+    let mut acc = start;
+    for v in &c.args {
+        acc = f(acc, to_int64(v)).ok_or_else(|| c.error("integer overflow"))?;
+    }
+    Ok(int_val(acc))
+}
+
+/// `sub`, `div`, `mod` of two arguments converted to int64.
+fn arith2(c: &Call<'_, '_>, f: fn(i64, i64) -> Option<i64>) -> Result<Val, SpecError> {
+    c.arity(2)?;
+    probe!(c);
+    let (a, b) = (to_int64(&c.args[0]), to_int64(&c.args[1]));
+    if b == 0 && matches!(c.name, "div" | "mod") {
+        return c.fail("integer divide by zero");
+    }
+    Ok(int_val(f(a, b).ok_or_else(|| c.error("integer overflow"))?))
+}
+
+fn extreme(c: &Call<'_, '_>, pick: fn(i64, i64) -> i64) -> Result<Val, SpecError> {
+    if c.args.is_empty() {
+        return c.fail(format!("{} takes at least 1 argument", c.name));
+    }
+    probe!(c);
+    Ok(int_val(c.args.iter().map(to_int64).reduce(pick).unwrap_or_default()))
+}
+
+/// Sprig's `seq`: "1 2 3", counting down when the end is below the start.
+fn seq(c: &Call<'_, '_>) -> Result<Val, SpecError> {
+    probe!(c);
+    let ints = (0..c.args.len()).map(|i| c.int(i)).collect::<Result<Vec<_>, _>>()?;
+    let (start, step, end) = match ints.as_slice() {
+        [] => return c.string(String::new()),
+        [end] => (1, 1, *end),
+        [start, end] => (*start, if end >= start { 1 } else { -1 }, *end),
+        [start, step, end] => (*start, *step, *end),
+        _ => return c.fail(format!("seq takes 0 to 3 arguments, got {}", ints.len())),
+    };
+    let mut out = Vec::new();
+    if step == 0 || (step > 0 && start > end) || (step < 0 && start < end) {
+        // Sprig's rule for an empty or endless sequence.
+        return c.string(String::new());
+    }
+    let mut i = start;
+    while (step > 0 && i <= end) || (step < 0 && i >= end) {
+        c.eval.size(c.line, Some(c.name.to_string()), out.len())?;
+        out.push(i.to_string());
+        i += step;
+    }
+    c.string(out.join(" "))
+}
+
+/// Sprig's list functions on one list: the list itself, or `None` for nil.
+fn list_fn(c: &Call<'_, '_>, f: impl Fn(&[Value]) -> Option<Value>) -> Result<Val, SpecError> {
+    c.arity(1)?;
+    probe!(c);
+    match c.json(0) {
+        Value::Array(l) => Ok(Val::Json(f(&l).unwrap_or(Value::Null))),
+        other => c.fail(format!("cannot {} on type {}", c.name, go_type(&other))),
+    }
+}
+
+fn push(c: &Call<'_, '_>) -> Result<Val, SpecError> {
+    c.arity(2)?;
+    probe!(c);
+    match c.json(0) {
+        Value::Array(mut l) => {
+            l.push(c.json(1));
+            Ok(Val::Json(Value::Array(l)))
+        }
+        other => c.fail(format!("cannot push on type {}", go_type(&other))),
+    }
+}
+
+/// Sprig's `slice LIST [START [END]]` (Sprig replaces Go's own `slice`).
+fn sprig_slice(c: &Call<'_, '_>) -> Result<Val, SpecError> {
+    if c.args.is_empty() || c.args.len() > 3 {
+        return c.fail(format!("slice takes 1 to 3 arguments, got {}", c.args.len()));
+    }
+    probe!(c);
+    let Value::Array(l) = c.json(0) else {
+        return c.fail(format!("list should be type of slice or array but {}", go_kind(&c.json(0))));
+    };
+    if l.is_empty() {
+        return Ok(Val::Json(Value::Null));
+    }
+    let start = c.args.get(1).map_or(0, to_int64);
+    let end = c.args.get(2).map_or(l.len() as i64, to_int64);
+    if start < 0 || end < start || end > l.len() as i64 {
+        return c.fail(format!("slice bounds out of range [{start}:{end}] with length {}", l.len()));
+    }
+    Ok(Val::Json(Value::Array(l[start as usize..end as usize].to_vec())))
+}
+
+/// Sprig's strslice: a list as strings (nils dropped), anything else one item.
+fn strslice(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(l) => l.iter().filter(|x| !x.is_null()).map(to_text).collect(),
+        Value::Null => Vec::new(),
+        other => vec![to_text(other)],
+    }
+}
+
+fn pick(c: &Call<'_, '_>, keep: bool) -> Result<Val, SpecError> {
+    if c.args.is_empty() {
+        return c.fail(format!("{} needs a map", c.name));
+    }
+    probe!(c);
+    let m = c.map(0)?;
+    let keys = (1..c.args.len()).map(|i| c.str(i)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Val::Json(Value::Object(m.into_iter().filter(|(k, _)| keys.contains(k) == keep).collect())))
+}
+
+/// mergo.Merge without overwrite: keys missing from `dst` are added, maps
+/// in both are merged deeply.
+fn merge_into(dst: &mut serde_json::Map<String, Value>, src: &serde_json::Map<String, Value>) {
+    for (k, v) in src {
+        match (dst.get_mut(k), v) {
+            (Some(Value::Object(d)), Value::Object(s)) => merge_into(d, s),
+            (Some(existing), _) if !empty(existing) => {}
+            (_, v) => {
+                dst.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// `dig KEY... DEFAULT MAP`.
+fn dig(c: &Call<'_, '_>) -> Result<Val, SpecError> {
+    if c.args.len() < 3 {
+        return c.fail("dig needs at least three arguments");
+    }
+    probe!(c);
+    let n = c.args.len();
+    let keys = (0..n - 2).map(|i| c.str(i)).collect::<Result<Vec<_>, _>>()?;
+    let mut cur = Value::Object(c.map(n - 1)?);
+    for key in keys {
+        let Value::Object(m) = cur else {
+            return c.fail(format!("dig: can't read {key:?} from {}", go_type(&cur)));
+        };
+        match m.get(&key) {
+            Some(v) => cur = v.clone(),
+            None => return Ok(c.args[n - 2].clone()),
+        }
+    }
+    Ok(Val::Json(cur))
+}
+
+/// Sprig's `indent`: every line prefixed, including the first.
+fn indent(c: &Call<'_, '_>, n: i64, s: &str) -> Result<String, SpecError> {
+    let pad = " ".repeat(usize::try_from(n).unwrap_or(0).min(MAX_WIDTH));
+    c.size(s.len().saturating_add(s.matches('\n').count().saturating_add(1).saturating_mul(pad.len())))?;
+    Ok(format!("{pad}{}", s.replace('\n', &format!("\n{pad}"))))
+}
+
+/// strings.Split: an empty separator splits into characters.
+fn go_split(s: &str, sep: &str) -> Vec<String> {
+    if sep.is_empty() {
+        return s.chars().map(String::from).collect();
+    }
+    s.split(sep).map(String::from).collect()
+}
+
+/// strings.Title: the first letter of each word in upper case.
+fn title(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev_letter = false;
+    for ch in s.chars() {
+        if !prev_letter {
+            out.extend(ch.to_uppercase())
+        } else {
+            out.push(ch)
+        }
+        prev_letter = ch.is_alphanumeric() || ch == '_' || ch == '\'';
+    }
+    out
+}
+
+/// Numbers as sigs.k8s.io/yaml and encoding/json decode them: float64.
+fn floats(v: Value) -> Value {
+    match v {
+        Value::Number(n) => n.as_f64().map_or(Value::Number(n), Value::from),
+        Value::Array(l) => Value::Array(l.into_iter().map(floats).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, floats(v))).collect()),
+        other => other,
+    }
+}
+
+/// encoding/json's output: keys in order, `<>&` escaped, floats as Go
+/// writes them; `indent` for MarshalIndent with two spaces.
+fn go_json(v: &Value, indent: Option<usize>) -> String {
+    let mut out = String::new();
+    write_json(&mut out, v, indent);
+    out
+}
+
+fn write_json(out: &mut String, v: &Value, indent: Option<usize>) {
+    let newline = |out: &mut String, level: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(level));
+    };
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) if n.is_f64() => out.push_str(&json_float(n.as_f64().unwrap_or_default())),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => {
+            out.push('"');
+            for ch in s.chars() {
+                match ch {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", ch as u32)),
+                    ch if (ch as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", ch as u32)),
+                    ch => out.push(ch),
+                }
+            }
+            out.push('"');
+        }
+        Value::Array(l) if l.is_empty() => out.push_str("[]"),
+        Value::Array(l) => {
+            out.push('[');
+            for (i, x) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if let Some(level) = indent {
+                    newline(out, level + 1);
+                }
+                write_json(out, x, indent.map(|l| l + 1));
+            }
+            if let Some(level) = indent {
+                newline(out, level);
+            }
+            out.push(']');
+        }
+        Value::Object(m) if m.is_empty() => out.push_str("{}"),
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, x)) in super::value::sorted(m).into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if let Some(level) = indent {
+                    newline(out, level + 1);
+                }
+                write_json(out, &Value::String(k.clone()), None);
+                out.push(':');
+                if indent.is_some() {
+                    out.push(' ');
+                }
+                write_json(out, x, indent.map(|l| l + 1));
+            }
+            if let Some(level) = indent {
+                newline(out, level);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Tinkerbell's toYaml (sigs.k8s.io/yaml): through JSON, so integral
+/// floats become integers, then YAML without the final newline.
+fn to_yaml(v: &Value) -> Result<String, String> {
+    let through_json: Value = serde_json::from_str(&go_json(v, None)).map_err(|e| e.to_string())?;
+    let text = serde_yaml_ng::to_string(&through_json).map_err(|e| e.to_string())?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+/// Go's `order` functions `lt le gt ge`, from "less" and "equal".
+fn order(c: &Call<'_, '_>, f: fn(bool, bool) -> bool) -> Result<Val, SpecError> {
+    c.arity(2)?;
+    probe!(c);
+    let (a, b) = (c.json(0), c.json(1));
+    let lt = less(&a, &b).map_err(|m| c.error(m))?;
+    let eq = equal(&a, &b).map_err(|m| c.error(m))?;
+    Ok(bool_val(f(lt, eq)))
+}
+
+/// fmt.Sprint: a space between operands when neither is a string.
+fn sprint(args: &[Val]) -> String {
+    let mut out = String::new();
+    let is_str = |v: &Val| matches!(v, Val::Json(Value::String(_)));
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 && !is_str(a) && !is_str(&args[i - 1]) {
+            out.push(' ');
+        }
+        out.push_str(&text(a));
+    }
+    out
+}
+
+/// What Go's escaping functions escape: one string as it is, else the
+/// arguments as `print` joins them.
+/// Go prints a nil argument there as `<no value>`, which kiln refuses.
+fn escaper_input(c: &Call<'_, '_>) -> Result<String, SpecError> {
+    match c.args.as_slice() {
+        [Val::Json(Value::String(s))] => Ok(s.clone()),
+        args if args.iter().any(is_nil) => c.fail("a nil argument has no value to escape"),
+        args => Ok(sprint(args)),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&#39;"),
+            '"' => out.push_str("&#34;"),
+            '\0' => out.push('\u{FFFD}'),
+            ch => out.push(ch),
+        }
+    }
+    out
+}
+
+fn js_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '<' => out.push_str("\\u003C"),
+            '>' => out.push_str("\\u003E"),
+            '&' => out.push_str("\\u0026"),
+            '=' => out.push_str("\\u003D"),
+            ch if (ch as u32) < 0x20 => out.push_str(&format!("\\u{:04X}", ch as u32)),
+            ch => out.push(ch),
+        }
+    }
+    out
+}
+
+/// url.QueryEscape.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// `index COLLECTION KEY...`: a list item or map value, errors naming the
 /// path read so far (`.Hardware.Disks[3]`).
 fn index(c: &Call<'_, '_>) -> Result<Val, SpecError> {
@@ -232,7 +1239,7 @@ fn index(c: &Call<'_, '_>) -> Result<Val, SpecError> {
         cur = match (cur, key) {
             (Val::Probe | Val::Deferred(_), _) | (_, Val::Probe | Val::Deferred(_)) => Val::Probe,
             (Val::Json(Value::Array(a)), Val::Json(k)) => {
-                let Some(i) = as_int(k) else {
+                let Some(i) = as_int(k).filter(|_| !k.as_number().is_some_and(serde_json::Number::is_f64)) else {
                     return Err(c.err(Some(path), format!("index of a list must be an integer, got {}", kind(k))));
                 };
                 path = format!("{path}[{i}]");
@@ -241,13 +1248,24 @@ fn index(c: &Call<'_, '_>) -> Result<Val, SpecError> {
                 })?;
                 Val::Json(item.clone())
             }
-            (Val::Json(Value::Object(mut m)), Val::Json(k)) => {
-                let k = to_text(k);
+            // Go: a missing key gives the map's zero value, nil, not an error.
+            (Val::Json(Value::Object(mut m)), Val::Json(Value::String(k))) => {
                 path = format!("{path}[{k:?}]");
-                match m.remove(&k) {
-                    Some(v) => Val::Json(v),
-                    None => return Err(c.err(Some(path), format!("no key {k:?} ({})", known(&m)))),
-                }
+                Val::Json(m.remove(k).unwrap_or(Value::Null))
+            }
+            (Val::Json(Value::Object(_)), Val::Json(k)) => {
+                return Err(c.err(Some(path), format!("a map key must be a string, got {}", kind(k))));
+            }
+            // Go indexes a string by byte.
+            (Val::Json(Value::String(s)), Val::Json(k)) => {
+                let Some(i) = as_int(k).filter(|_| !k.as_number().is_some_and(serde_json::Number::is_f64)) else {
+                    return Err(c.err(Some(path), format!("index of a string must be an integer, got {}", kind(k))));
+                };
+                path = format!("{path}[{i}]");
+                let byte = usize::try_from(i).ok().and_then(|i| s.as_bytes().get(i)).ok_or_else(|| {
+                    c.err(Some(path.clone()), format!("index {i} out of range: the string has {} byte(s)", s.len()))
+                })?;
+                Val::Json(Value::from(*byte))
             }
             (Val::Json(other), _) => return Err(c.err(Some(path), format!("can't index {}", kind(&other)))),
         };
@@ -258,18 +1276,11 @@ fn index(c: &Call<'_, '_>) -> Result<Val, SpecError> {
 /// Sprig's `join SEPARATOR LIST`.
 fn join(c: &Call<'_, '_>) -> Result<Val, SpecError> {
     c.arity(2)?;
-    let sep = text(&c.args[0]);
-    match &c.args[1] {
-        Val::Probe | Val::Deferred(_) => c.string(PROBE.into()),
-        // Sprig skips nil items.
-        Val::Json(Value::Array(a)) => {
-            let items: Vec<String> = a.iter().filter(|v| !v.is_null()).map(to_text).collect();
-            c.size(items.iter().map(|i| i.len().saturating_add(sep.len())).fold(0usize, usize::saturating_add))?;
-            c.string(items.join(&sep))
-        }
-        Val::Json(Value::String(one)) => c.string(one.clone()),
-        Val::Json(other) => c.fail(format!("join needs a list, got {}", kind(other))),
-    }
+    let sep = c.str(0)?;
+    probe!(c);
+    let items = strslice(&c.json(1));
+    c.size(items.iter().map(|i| i.len().saturating_add(sep.len())).fold(0usize, usize::saturating_add))?;
+    c.string(items.join(&sep))
 }
 
 /// Go's `eq A B...` (A equals any of the others) and `ne A B`.
@@ -290,9 +1301,13 @@ fn compare(c: &Call<'_, '_>, eq: bool) -> Result<Val, SpecError> {
     if values.len() < c.args.len() {
         return Ok(Val::Probe);
     }
+    // Go's eq stops at the first argument equal to the first.
     let mut any = false;
     for other in &values[1..] {
-        any |= equal(values[0], other).map_err(|m| c.error(m))?;
+        if equal(values[0], other).map_err(|m| c.error(m))? {
+            any = true;
+            break;
+        }
     }
     Ok(Val::Json((any == eq).into()))
 }
@@ -303,13 +1318,15 @@ pub use kiln_partition_path::partition_path as format_partition;
 
 /// `255.255.255.0` → 24; `None` unless four octets with contiguous ones.
 fn prefix_length(mask: &str) -> Option<u32> {
-    let octets: Vec<&str> = mask.trim().split('.').collect();
+    let octets: Vec<&str> = mask.split('.').collect();
     if octets.len() != 4 {
         return None;
     }
     let mut bytes = [0u8; 4];
     for (b, o) in bytes.iter_mut().zip(&octets) {
-        if o.is_empty() || o.len() > 3 || !o.bytes().all(|c| c.is_ascii_digit()) {
+        // Go's net.ParseIP refuses leading zeros.
+        if o.is_empty() || o.len() > 3 || !o.bytes().all(|c| c.is_ascii_digit()) || (o.len() > 1 && o.starts_with('0'))
+        {
             return None;
         }
         *b = o.parse().ok()?;
@@ -322,9 +1339,11 @@ fn prefix_length(mask: &str) -> Option<u32> {
 /// gigabytes.
 const MAX_WIDTH: usize = 1000;
 
-/// `printf` with `%s %d %v %q %%`, the flags `-` and `0` and a width.
-/// Unlike Go, a missing or extra argument, a wrong type for `%d` and an
-/// unknown verb are errors instead of `%!d(...)` text in the output.
+/// Go's `printf` verbs for the kinds of values templates hold: `%v %s %d
+/// %q %x %X %o %b %c %f %F %e %E %g %t %T %%`, the flags `- + # 0` and
+/// space, a width and a precision. Unlike Go, a missing or extra argument,
+/// a value of the wrong kind for its verb and an unknown verb are errors
+/// instead of `%!d(...)` text in the output.
 fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
     let mut out = String::new();
     let mut args = args.iter();
@@ -335,58 +1354,162 @@ fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
             out.push(c);
             continue;
         }
-        let (mut left, mut zero) = (false, false);
+        let mut spec = Spec::default();
         while let Some(&f) = chars.peek() {
             match f {
-                '-' => left = true,
-                '0' => zero = true,
+                '-' => spec.left = true,
+                '+' => spec.plus = true,
+                '#' => spec.sharp = true,
+                ' ' => spec.space = true,
+                '0' => spec.zero = true,
                 _ => break,
             }
             chars.next();
         }
-        let mut width = 0usize;
-        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-            width = width * 10 + d as usize;
-            if width > MAX_WIDTH {
-                return Err(format!("width is more than {MAX_WIDTH}"));
+        let number = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Result<Option<usize>, String> {
+            let mut n = None;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                let v = n.unwrap_or(0) * 10 + d as usize;
+                if v > MAX_WIDTH {
+                    return Err(format!("width or precision is more than {MAX_WIDTH}"));
+                }
+                n = Some(v);
+                chars.next();
             }
+            Ok(n)
+        };
+        spec.width = number(&mut chars)?.unwrap_or(0);
+        if chars.peek() == Some(&'.') {
             chars.next();
+            spec.precision = Some(number(&mut chars)?.unwrap_or(0));
         }
         let verb = chars.next().ok_or("the format ends with %")?;
         if verb == '%' {
             out.push('%');
             continue;
         }
-        if !matches!(verb, 's' | 'd' | 'v' | 'q') {
-            return Err(format!("unsupported verb %{verb} (supported: %s %d %v %q %%)"));
-        }
         let arg = args.next().ok_or_else(|| format!("%{verb} has no argument"))?;
         used += 1;
-        let text = match (verb, arg) {
-            (_, Val::Probe | Val::Deferred(_)) => PROBE.to_string(),
-            ('d', Val::Json(v)) => {
-                as_int(v).ok_or_else(|| format!("%d needs an integer, got {} {}", kind(v), to_text(v)))?.to_string()
-            }
-            ('q', Val::Json(v)) => go_quote(&to_text(v)),
-            (_, Val::Json(v)) => to_text(v),
+        let Val::Json(v) = arg else {
+            out.push_str(PROBE);
+            continue;
         };
-        let pad = width.saturating_sub(text.chars().count());
-        if left {
-            out.push_str(&text);
-            out.extend(std::iter::repeat_n(' ', pad));
-        } else if zero && verb == 'd' {
-            let (sign, digits) = text.split_at(usize::from(text.starts_with('-')));
-            out.push_str(sign);
-            out.extend(std::iter::repeat_n('0', pad));
-            out.push_str(digits);
-        } else {
-            out.extend(std::iter::repeat_n(' ', pad));
-            out.push_str(&text);
-        }
+        let wrong = || format!("%{verb} can't print {} {}", kind(v), to_text(v));
+        let (body, numeric) = match (verb, v) {
+            ('v', _) => (to_text(v), false),
+            ('s', Value::String(_) | Value::Array(_) | Value::Object(_)) => (to_text(v), false),
+            ('q', Value::String(s)) => (go_quote(s), false),
+            ('q', Value::Array(l)) if l.iter().all(Value::is_string) => {
+                let items: Vec<String> = l.iter().map(|x| go_quote(x.as_str().unwrap_or_default())).collect();
+                (format!("[{}]", items.join(" ")), false)
+            }
+            ('t', Value::Bool(b)) => (b.to_string(), false),
+            ('T', _) => (go_type(v), false),
+            ('d' | 'x' | 'X' | 'o' | 'b' | 'c', Value::Number(n)) if !n.is_f64() => {
+                let n = as_int(v).ok_or_else(wrong)?;
+                if verb == 'c' {
+                    (u32::try_from(n).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}').to_string(), false)
+                } else {
+                    (spec.integer(n, verb), true)
+                }
+            }
+            ('x' | 'X', Value::String(s)) => {
+                let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+                let prefixed = if spec.sharp { format!("0x{hex}") } else { hex };
+                (if verb == 'X' { prefixed.to_uppercase() } else { prefixed }, false)
+            }
+            ('f' | 'F' | 'e' | 'E' | 'g' | 'G', Value::Number(n)) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or_default();
+                let text = match (verb, spec.precision) {
+                    ('f' | 'F', p) => format!("{f:.*}", p.unwrap_or(6)),
+                    ('e', p) => go_exp_precision(f, p.unwrap_or(6)),
+                    ('E', p) => go_exp_precision(f, p.unwrap_or(6)).to_uppercase(),
+                    ('g', None) => go_float(f),
+                    ('G', None) => go_float(f).to_uppercase(),
+                    _ => return Err(format!("%{verb} with a precision is not supported")),
+                };
+                (spec.sign(text), true)
+            }
+            ('d' | 'x' | 'X' | 'o' | 'b' | 'c' | 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 's' | 'q' | 't', _) => {
+                return Err(wrong());
+            }
+            _ => return Err(format!("unsupported verb %{verb}")),
+        };
+        // Go: a precision truncates strings.
+        let body = match (verb, spec.precision) {
+            ('s' | 'v', Some(p)) if !numeric => body.chars().take(p).collect(),
+            _ => body,
+        };
+        spec.pad(&mut out, &body, numeric);
     }
     let extra = args.count();
     if extra > 0 {
         return Err(format!("{} argument(s) but the format uses {used}", used + extra));
     }
     Ok(out)
+}
+
+/// The flags, width and precision of one `printf` verb.
+#[derive(Default)]
+struct Spec {
+    left: bool,
+    plus: bool,
+    sharp: bool,
+    space: bool,
+    zero: bool,
+    width: usize,
+    precision: Option<usize>,
+}
+
+impl Spec {
+    fn sign(&self, text: String) -> String {
+        if text.starts_with('-') {
+            text
+        } else if self.plus {
+            format!("+{text}")
+        } else if self.space {
+            format!(" {text}")
+        } else {
+            text
+        }
+    }
+
+    fn integer(&self, n: i64, verb: char) -> String {
+        let magnitude = n.unsigned_abs();
+        let digits = match verb {
+            'x' => format!("{magnitude:x}"),
+            'X' => format!("{magnitude:X}"),
+            'o' => format!("{magnitude:o}"),
+            'b' => format!("{magnitude:b}"),
+            _ => magnitude.to_string(),
+        };
+        let digits = match self.precision {
+            Some(p) if digits.len() < p => format!("{}{digits}", "0".repeat(p - digits.len())),
+            _ => digits,
+        };
+        let prefix = match (self.sharp, verb) {
+            (true, 'x') => "0x",
+            (true, 'X') => "0X",
+            (true, 'o') => "0",
+            _ => "",
+        };
+        self.sign(format!("{}{prefix}{digits}", if n < 0 { "-" } else { "" }))
+    }
+
+    /// Pads `body` to the width: spaces, or zeros after the sign of a number.
+    fn pad(&self, out: &mut String, body: &str, numeric: bool) {
+        let pad = self.width.saturating_sub(body.chars().count());
+        if self.left {
+            out.push_str(body);
+            out.extend(std::iter::repeat_n(' ', pad));
+        } else if self.zero && (self.precision.is_none() || !numeric) {
+            let sign_len = if numeric && body.starts_with(['-', '+', ' ']) { 1 } else { 0 };
+            out.push_str(&body[..sign_len]);
+            out.extend(std::iter::repeat_n('0', pad));
+            out.push_str(&body[sign_len..]);
+        } else {
+            out.extend(std::iter::repeat_n(' ', pad));
+            out.push_str(body);
+        }
+    }
 }

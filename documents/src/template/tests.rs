@@ -55,11 +55,11 @@ fn pipelines_pass_the_value_as_the_last_argument() {
 
 #[test]
 fn prints_values_as_go_does() {
-    assert_eq!(r("{{ .nums.i }} {{ .nums.f }} {{ .nums.whole }} {{ .nums.big }}"), "7 1.5 3 1000000");
+    assert_eq!(r("{{ .nums.i }} {{ .nums.f }} {{ .nums.whole }} {{ .nums.big }}"), "7 1.5 3 1e+06");
     assert_eq!(r("{{ .nums.tiny }} {{ .nums.odd }}"), "1e-07 1.2345675e+06");
     assert_eq!(r("{{ .flag }} {{ true }}"), "false true");
-    assert_eq!(r("{{ .hardware.metadata.instance.tags }}"), "[\"a\",\"b\"]", "lists print as JSON");
-    assert_eq!(r("{{ .Hardware.Metadata }}"), "{\"n\":3}", "maps print as JSON");
+    assert_eq!(r("{{ .hardware.metadata.instance.tags }}"), "[a b]", "lists print as Go prints them");
+    assert_eq!(r("{{ .Hardware.Metadata }}"), "map[n:3]", "maps print as Go prints them");
 }
 
 #[test]
@@ -70,7 +70,8 @@ fn functions() {
         "[   ab][c   ][007][-0042][1.5]"
     );
     assert_eq!(r("{{ printf \"%q\" \"a\\\"b\\n\\x01\" }}"), "\"a\\\"b\\n\\x01\"");
-    assert_eq!(r("{{ printf \"%d\" .nums.whole }}"), "3", "an integral float is an integer for %d");
+    // Go: a float is not an integer for %d, however whole.
+    assert!(e("{{ printf \"%d\" .nums.whole }}").message.contains("%d can't print"));
     assert_eq!(r("{{ printf \"no verbs\" }}"), "no verbs");
     assert_eq!(r("{{ join \",\" .hardware.metadata.instance.tags }}"), "a,b");
     assert_eq!(r("{{ join \",\" \"one\" }}"), "one");
@@ -89,7 +90,9 @@ fn functions() {
 
 #[test]
 fn comparisons_and_logic() {
-    assert_eq!(r("{{ eq 1 1 }} {{ eq 1 2 }} {{ ne \"a\" \"b\" }} {{ eq .nums.whole 3 }}"), "true false true true");
+    assert_eq!(r("{{ eq 1 1 }} {{ eq 1 2 }} {{ ne \"a\" \"b\" }} {{ eq .nums.i 7 }}"), "true false true true");
+    // Go: an integer and a float are incompatible types.
+    assert!(e("{{ eq .nums.whole 3 }}").message.contains("incompatible types"));
     assert_eq!(r("{{ eq .device_1 \"x\" \"52:54:00:12:34:56\" }}"), "true", "eq compares with each of the rest");
     assert_eq!(r("{{ not .flag }} {{ not \"\" }} {{ not .m }}"), "true true false");
     assert_eq!(
@@ -224,13 +227,17 @@ fn function_errors_name_what_is_wrong() {
     assert!(err.message.contains("out of range: the list has 2 item(s)"), "{err}");
     assert!(e("{{ index .Hardware.Disks -1 }}").message.contains("out of range"));
     assert!(e("{{ index .Hardware.Disks \"a\" }}").message.contains("must be an integer"));
+    // Go: a missing key is nil, which kiln refuses to print.
     let err = e("{{ index .m \"zz\" }}");
-    assert_eq!(err.field.as_deref(), Some(".m[\"zz\"]"));
-    assert!(err.message.contains("no key \"zz\" (known keys: a, b, list)"), "{err}");
-    assert!(e("{{ index .device_1 0 }}").message.contains("can't index a string"));
+    assert_eq!(err.field.as_deref(), Some("index .m \"zz\""));
+    assert!(err.message.contains("no value to print"), "{err}");
+    assert_eq!(r("{{ if index .m \"zz\" }}y{{ else }}n{{ end }}"), "n");
+    assert_eq!(r("{{ index .device_1 0 }}"), "53", "Go indexes a string by byte");
+    assert!(e("{{ index .device_1 99 }}").message.contains("out of range"));
     assert!(e("{{ index }}").message.contains("needs a collection"));
     assert!(e("{{ len 3 }}").message.contains("len of a number"));
-    assert!(e("{{ join \",\" 3 }}").message.contains("join needs a list"));
+    assert_eq!(r("{{ join \",\" 3 }}"), "3", "Sprig joins a non-list as one item");
+    assert!(e("{{ join 3 .m }}").message.contains("expected string; got int64"));
     assert!(e("{{ upper }}").message.contains("upper takes 1 argument, got 0"));
     assert!(e("{{ range 3 }}{{ end }}").message.contains("range can't iterate over a number"));
     for mask in ["255.0.255.0", "255.255.255", "255.255.255.256", "a.b.c.d", "255.255.255.0.0", ""] {
@@ -238,12 +245,12 @@ fn function_errors_name_what_is_wrong() {
         assert!(err.message.contains("not a dotted IPv4 netmask"), "{mask}: {err}");
     }
     for (t, needle) in [
-        ("{{ printf \"%x\" 1 }}", "unsupported verb %x"),
+        ("{{ printf \"%y\" 1 }}", "unsupported verb %y"),
         ("{{ printf \"%s %s\" \"a\" }}", "%s has no argument"),
         ("{{ printf \"%s\" \"a\" \"b\" }}", "2 argument(s) but the format uses 1"),
-        ("{{ printf \"%d\" \"a\" }}", "%d needs an integer, got a string a"),
+        ("{{ printf \"%d\" \"a\" }}", "%d can't print a string a"),
         ("{{ printf \"100%\" }}", "ends with %"),
-        ("{{ printf \"%99999d\" 1 }}", "width is more than"),
+        ("{{ printf \"%99999d\" 1 }}", "width or precision is more than"),
         ("{{ printf 3 }}", "format string first"),
     ] {
         let err = e(t);
@@ -256,11 +263,12 @@ fn function_errors_name_what_is_wrong() {
 fn syntax_errors_name_the_line() {
     for (t, line, needle) in [
         ("a\n{{ env \"HOME\" }}", 2, "unsupported function \"env\""),
-        ("{{ with .x }}{{ end }}", 1, "unsupported action \"with\""),
+        ("{{ with .x }}", 1, "with without {{end}}"),
+        ("{{ break }}", 1, "outside {{range}}"),
+        ("{{ define \"x\" }}{{ end }}", 1, "unsupported action \"define\""),
         ("\n\n{{ define \"x\" }}", 3, "unsupported action \"define\""),
         ("{{ template \"x\" }}", 1, "unsupported action \"template\""),
         ("{{ block \"x\" . }}{{ end }}", 1, "unsupported action \"block\""),
-        ("{{ range .a }}{{ break }}{{ end }}", 1, "unsupported action \"break\""),
         ("x\n{{ .a ", 2, "unterminated action"),
         ("{{ .a }}\n\n{{ end }}\nmore\n", 3, "unexpected {{end}}"),
         ("{{ if .flag }}x\n{{ else }}y\n{{ else }}z{{ end }}", 3, "a second else"),
@@ -268,7 +276,7 @@ fn syntax_errors_name_the_line() {
         ("{{ if .flag }}x", 1, "if without {{end}}"),
         ("{{ range .a }}x", 1, "range without {{end}}"),
         ("{{ if .a }}x{{ else }}", 1, "else without {{end}}"),
-        ("{{ if .a }}{{ else with .b }}{{ end }}", 1, "else must be followed by nothing or by if"),
+        ("{{ if .a }}{{ else range .b }}{{ end }}", 1, "else must be followed by nothing, by if or by with"),
         ("{{ \"abc }}", 1, "unterminated quoted string"),
         ("{{ \"abc\n\" }}", 1, "unterminated quoted string"),
         ("{{ `abc }}", 1, "unterminated raw quoted string"),
@@ -282,16 +290,16 @@ fn syntax_errors_name_the_line() {
         ("{{ $x }}", 1, "undefined variable $x"),
         ("{{ if .a }}{{ $y := 1 }}{{ end }}{{ $y }}", 1, "undefined variable $y"),
         ("{{ range $v := .a }}{{ end }}{{ $v }}", 1, "undefined variable $v"),
-        ("{{ $x = 1 }}", 1, "use := to declare"),
-        ("{{ if $x := .a }}{{ end }}", 1, "can only be declared"),
+        ("{{ $x = 1 }}", 1, "undefined variable $x"),
+        ("{{ if $x.a := .a }}{{ end }}", 1, "can only be declared"),
         ("{{ range $a, $b, $c := .x }}{{ end }}", 1, "range variables"),
-        ("{{ nil }}", 1, "nil is not supported"),
-        ("{{ 'c' }}", 1, "unexpected character"),
+        ("{{ nil }}", 1, "nil is not a command"),
+        ("{{ 'cd' }}", 1, "malformed character constant"),
         ("{{ .a | if }}", 1, "can only start an action"),
         ("{{/* never closed }}", 1, "unclosed comment"),
         ("{{/* c */ }}", 1, "comment ends before closing delimiter"),
         ("{{ end x }}", 1, "unexpected words after end"),
-        ("{{ .a\n .b\n 'x' }}", 3, "unexpected character"),
+        ("{{ .a\n .b\n ; }}", 3, "unexpected character"),
     ] {
         let err = check_syntax(T, t).expect_err(t);
         assert!(err.to_string().contains(needle), "{t}: {err}");
@@ -346,8 +354,8 @@ fn probe_renders_any_field_and_checks_both_branches() {
     );
     assert!(render_probe("t", "{{ nope }}").is_err());
     // Whichever way the condition goes, the other branch is checked too.
-    let err = render_probe("t", "{{ if eq .a \"x\" }}ok{{ else }}{{ index \"abc\" 1 }}{{ end }}").unwrap_err();
-    assert!(err.message.contains("can't index a string"), "{err}");
+    let err = render_probe("t", "{{ if eq .a \"x\" }}ok{{ else }}{{ index 5 1 }}{{ end }}").unwrap_err();
+    assert!(err.message.contains("can't index a number"), "{err}");
     assert_eq!(render_probe("t", "{{ if .a }}then{{ else }}else{{ end }}").unwrap(), "then");
     assert_eq!(render_probe("t", "{{ and .a false }}{{ or .a 1 }}{{ not .a }}").unwrap(), "probeprobeprobe");
 }

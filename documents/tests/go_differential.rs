@@ -1,0 +1,451 @@
+//! kiln's template renderer against Go's: the same templates and data go
+//! through kiln and through a small Go program (tests/go-oracle) that renders
+//! as Tinkerbell does (text/template + Sprig's hermetic functions +
+//! Tinkerbell's four, missingkey=error). Both must print the same text, or
+//! both must fail.
+//!
+//! A few differences are deliberate (docs/templates.md, "Differences from
+//! Go"); `expected` below maps Go's result onto what kiln promises for them,
+//! and nothing else is forgiven.
+//!
+//! The Go program is built from Debian's packages in GOPATH mode, offline.
+//! Without `go` the test says so and passes; scripts/test-env.sh installs it,
+//! so CI always runs it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use kiln_documents::template::render;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+struct Oracle {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// The running Go renderer, or `None` when Go is not installed.
+fn oracle() -> Option<&'static Mutex<Oracle>> {
+    static ORACLE: OnceLock<Option<Mutex<Oracle>>> = OnceLock::new();
+    ORACLE.get_or_init(start_oracle).as_ref()
+}
+
+fn start_oracle() -> Option<Mutex<Oracle>> {
+    if Command::new("go").arg("version").output().is_err() {
+        eprintln!(
+            "SKIPPED: `go` is not installed, so kiln's templates are not compared with Go's \
+             (apt-get install golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev)"
+        );
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("kiln-go-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bin = dir.join("oracle");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-oracle/main.go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(source)
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", dir.join("cache"))
+        .output()
+        .expect("run go build");
+    assert!(
+        built.status.success(),
+        "building the Go oracle failed (are golang-github-masterminds-sprig-dev and golang-k8s-sigs-yaml-dev \
+         installed?):\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mut child =
+        Command::new(&bin).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start the Go oracle");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    Some(Mutex::new(Oracle { _child: child, stdin, stdout }))
+}
+
+/// Go's result: the output, or the error message.
+fn go_render(oracle: &Mutex<Oracle>, template: &str, data: &Value) -> Result<String, String> {
+    let mut o = oracle.lock().unwrap_or_else(|e| e.into_inner());
+    let line = serde_json::to_string(&json!({"template": template, "data": data})).expect("json");
+    writeln!(o.stdin, "{line}").expect("write to the oracle");
+    o.stdin.flush().expect("flush");
+    let mut answer = String::new();
+    o.stdout.read_line(&mut answer).expect("read from the oracle");
+    let answer: Value = serde_json::from_str(&answer).expect("the oracle answers JSON");
+    match (answer.get("ok"), answer.get("err")) {
+        (Some(Value::String(s)), _) => Ok(s.clone()),
+        (_, Some(Value::String(e))) => Err(e.clone()),
+        _ => panic!("odd answer from the oracle: {answer}"),
+    }
+}
+
+/// What kiln must do given Go's result: Go's output, or an error where kiln
+/// deliberately refuses what Go prints as a placeholder (`<no value>` for a
+/// nil, `%!d(string=x)` for a bad printf argument).
+fn expected(go: Result<String, String>) -> Result<String, String> {
+    match go {
+        // Also as html, js and urlquery escape it.
+        Ok(s)
+            if ["<no value>", "&lt;no value&gt;", "\\u003Cno value\\u003E", "%3Cno+value%3E"]
+                .iter()
+                .any(|p| s.contains(p)) =>
+        {
+            Err(format!("Go printed <no value>: {s:?}"))
+        }
+        Ok(s) if s.contains("%!") => Err(format!("Go printed a printf error: {s:?}")),
+        // kiln has one integer type; Go tells int from int64 (`add` returns
+        // int64, a parameter may want int) and refuses to mix them.
+        Err(e) if e.contains("expected int; got int64") || e.contains("expected int64; got int") => {
+            Ok("(kiln: any integer)".into())
+        }
+        other => other,
+    }
+}
+
+/// The difference between kiln and Go on one case, if any.
+fn compare(oracle: &Mutex<Oracle>, template: &str, data: &Value) -> Option<String> {
+    let go = expected(go_render(oracle, template, data));
+    let kiln = render("template \"t\"", template, data).map_err(|e| e.to_string());
+    match (&go, &kiln) {
+        (Ok(g), Ok(k)) if g == k => None,
+        (Ok(g), Ok(_)) if g == "(kiln: any integer)" => None,
+        (Err(_), Err(_)) => None,
+        _ => Some(format!("template {template:?}\n  go:   {go:?}\n  kiln: {kiln:?}")),
+    }
+}
+
+/// The data every corpus template sees: Tinkerbell-shaped hardware, and one
+/// value of each kind. `actions` is present so that kiln renders everything
+/// now instead of deferring `.actions` to dispatch.
+fn data() -> Value {
+    json!({
+        "actions": {},
+        "Hardware": {
+            "Disks": ["/dev/nvme0n1", "/dev/sdb"],
+            "Interfaces": [
+                {"MAC": "52:54:00:12:34:56", "DHCP": {"IP": {"Address": "10.0.0.5", "Netmask": "255.255.255.0",
+                 "Gateway": "10.0.0.1"}, "NameServers": ["1.1.1.1", "8.8.8.8"], "Hostname": "node-1", "VLANID": ""}},
+                {"MAC": "52:54:00:ab:cd:ef", "DHCP": {"IP": {"Address": "10.0.1.5", "Netmask": "255.255.0.0",
+                 "Gateway": ""}, "NameServers": [], "Hostname": "", "VLANID": "42"}}
+            ],
+            "Metadata": {"Instance": {"OperatingSystem": {"Slug": "ubuntu_22_04"}, "Tags": ["a", "b"]}},
+            "UserData": "#cloud-config\nusers: []\n"
+        },
+        "device_1": "52:54:00:12:34:56",
+        "s": "Hello, World",
+        "e": "",
+        "n": 7,
+        "z": 0,
+        "neg": -3,
+        "f": 2.5,
+        "whole": 3.0,
+        "big": 1000000.0,
+        "tiny": 0.00001,
+        "t": true,
+        "no": false,
+        "nil": null,
+        "l": ["b", "a", "c", "a"],
+        "nums": [3, 1, 2],
+        "empty": [],
+        "m": {"b": 2, "a": "x", "c": [1, 2], "d": {"e": "deep"}},
+        "em": {},
+        "csv": "x,y,,z",
+        "yaml": "a: 1\nb: [x, z]\n",
+        "json": "{\"k\": [1, \"v\"]}",
+        "b64": "aGVsbG8=",
+        "html": "<a href=\"x\">&'</a>",
+    })
+}
+
+/// Templates Go renders without error (kiln must print the same).
+const RENDERS: &[&str] = &[
+    // Fields, parentheses, chains.
+    "{{ .s }} {{ .n }} {{ .f }} {{ .t }} {{ .no }} {{ .whole }} {{ .big }} {{ .tiny }} {{ .neg }}",
+    "{{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}",
+    "{{ (index .Hardware.Interfaces 1).DHCP.VLANID }}/{{ (index .Hardware.Interfaces 0).MAC }}",
+    "{{ if eq (index .Hardware.Interfaces 0).MAC \"52:54:00:12:34:56\" }}first{{ end }}",
+    "{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}",
+    "{{ formatPartition (index .Hardware.Disks 0) 1 }} {{ formatPartition \"/dev/sda\" 2 }} {{ formatPartition \"/dev/disk/by-id/x\" 3 }}",
+    "{{ .Hardware.Metadata.Instance.OperatingSystem.Slug }}",
+    "{{ formatPartition \"/dev/mmcblk0\" 2 }} {{ formatPartition \"/dev/vda\" 12 }} {{ formatPartition \"/dev/md127\" 1 }}",
+    "{{ $.s }} {{ $x := .m }}{{ $x.d.e }} {{ (.m).d.e }}",
+    "{{ .l }} {{ .nums }} {{ .m }} {{ .empty }} {{ .em }}",
+    "{{ index .m \"a\" }} {{ index .m.c 1 }} {{ index .l 0 }}",
+    "{{ if index .m \"nope\" }}yes{{ else }}no{{ end }}",
+    // Control flow.
+    "{{ if .t }}a{{ else if .n }}b{{ else }}c{{ end }}",
+    "{{ if .no }}a{{ else if .z }}b{{ else }}c{{ end }}",
+    "{{ with .m.d }}{{ .e }}{{ end }}{{ with .e }}x{{ else }}empty{{ end }}",
+    "{{ with $v := .s }}{{ $v }}{{ . }}{{ end }}",
+    "{{ range .l }}[{{ . }}]{{ end }}",
+    "{{ range $i, $v := .l }}{{ $i }}={{ $v }};{{ end }}",
+    "{{ range $k, $v := .m }}{{ $k }}:{{ $v }};{{ end }}",
+    "{{ range $v := .nums }}{{ $v }}{{ end }}",
+    "{{ range .empty }}x{{ else }}none{{ end }}{{ range .nil }}x{{ else }}nil{{ end }}",
+    "{{ range .nums }}{{ if eq . 1 }}{{ continue }}{{ end }}{{ . }}{{ end }}",
+    "{{ range .nums }}{{ if eq . 1 }}{{ break }}{{ end }}{{ . }}{{ end }}",
+    "{{ $x := 1 }}{{ range .nums }}{{ $x = . }}{{ end }}{{ $x }}",
+    "{{ $x := \"a\" }}{{ if .t }}{{ $x = \"b\" }}{{ end }}{{ $x }}",
+    "a  {{- .s -}}  b\n{{- /* a comment */ -}}\nc {{/* another */}} d",
+    "{{- 3 }} {{ -3 }} {{ 1.5 }} {{ 1e6 }} {{ 0x1F }} {{ 0o17 }} {{ 1_000 }} {{ 'a' }}",
+    // Comparison and logic.
+    "{{ lt 1 2 }} {{ le 2 2 }} {{ gt .n 3 }} {{ ge .f 2.5 }} {{ lt \"a\" \"b\" }} {{ gt .neg .z }}",
+    "{{ eq .n 7 }} {{ eq .s \"x\" \"Hello, World\" }} {{ ne .f 1.5 }} {{ eq .t true }}",
+    "{{ and .t .n }} {{ and .t .z }} {{ or .e .s }} {{ or .z .e }} {{ not .em }} {{ not .l }}",
+    "{{ and .no .missing.deeper }}",
+    "{{ eq .nil .nil }}",
+    // fmt.
+    "{{ print 1 2 \"a\" \"b\" 3 .t }}|{{ println .s .n }}|{{ print }}|{{ print .nil }}",
+    "{{ printf \"%s-%d-%v-%q\" .s .n .f .s }}",
+    "{{ printf \"[%5s][%-5s][%05d][%x][%X][%o][%b][%c]\" \"ab\" \"cd\" -42 255 255 8 5 65 }}",
+    "{{ printf \"%.2f %e %g %8.3f %+d %t %%\" .f 123456.789 0.000012 3.14159 5 .t }}",
+    "{{ printf \"%v %v %v\" .l .m .nil }}",
+    "{{ printf \"%q %x %T %T %#x %X\" .l \"hi\" .s .f 255 \"hi\" }}",
+    // Escapers.
+    "{{ html .html }} {{ js .html }} {{ urlquery \"a b&c=d/é\" }} {{ .html | html }}",
+    "{{ slice .l 1 3 }} {{ slice .l 1 }} {{ slice .l }} {{ len .s }} {{ len .l }} {{ len .m }}",
+    // Sprig strings.
+    "{{ lower .s }} {{ upper .s }} {{ trim \"  x \" }} {{ title \"hello world\" }} {{ repeat 3 \"ab\" }}",
+    "{{ hasPrefix \"He\" .s }} {{ hasSuffix \"x\" .s }} {{ contains \"lo, W\" .s }}",
+    "{{ trimPrefix \"He\" .s }} {{ trimSuffix \"ld\" .s }} {{ trimAll \"Hd\" .s }} {{ replace \"l\" \"L\" .s }}",
+    "{{ quote .s .n }} {{ squote .s }} {{ cat \"a\" .n .nil \"b\" }} {{ .s | quote }}",
+    "{{ indent 2 \"a\\nb\" }}|{{ nindent 4 \"a\\nb\" }}|{{ .Hardware.UserData | indent 2 }}",
+    "{{ splitList \",\" .csv }} {{ split \",\" .csv }} {{ (split \",\" .csv)._0 }} {{ join \"-\" .l }} {{ join \"+\" .nums }}",
+    "{{ regexMatch \"^[a-z]+$\" \"abc\" }} {{ regexMatch \"^\\\\d+$\" .s }} {{ regexReplaceAll \"l+\" .s \"L\" }}",
+    "{{ b64enc \"hello\" }} {{ b64dec .b64 }} {{ toString .n }} {{ toString .f }} {{ toString .nil }}",
+    "{{ substr 1 3 .s }} {{ trunc 5 .s }} {{ nospace \"a b c\" }} {{ abbrev 8 .s }}",
+    // Sprig defaults and flow.
+    "{{ default \"d\" .e }} {{ default \"d\" .s }} {{ .e | default \"p\" }} {{ default 5 .z }} {{ default \"x\" .nil }}",
+    "{{ empty .e }} {{ empty .s }} {{ empty .z }} {{ empty .em }} {{ empty .nil }} {{ empty .l }}",
+    "{{ coalesce .e .z .s }} {{ coalesce .nil .n }} {{ ternary \"y\" \"n\" .t }} {{ ternary \"y\" \"n\" .no }}",
+    // Sprig numbers.
+    "{{ add 1 2 3 }} {{ sub 10 .n }} {{ mul 2 3 4 }} {{ div 7 2 }} {{ mod 7 3 }} {{ max 1 9 3 }} {{ min 4 2 8 }}",
+    "{{ atoi \"42\" }} {{ atoi \"x\" }} {{ int \"12\" }} {{ int .f }} {{ int64 \"5\" }} {{ add1 .n }} {{ add .f 1 }}",
+    "{{ until 3 }} {{ seq 3 }} {{ seq 2 5 }} {{ seq 5 2 }} {{ range until 2 }}{{ . }}{{ end }}",
+    // Sprig lists.
+    "{{ list 1 \"a\" .t }} {{ first .l }} {{ last .l }} {{ rest .nums }} {{ initial .nums }}",
+    "{{ uniq .l }} {{ sortAlpha .l }} {{ has \"a\" .l }} {{ has \"q\" .l }} {{ without .l \"a\" }} {{ compact (list \"\" 1 0 \"x\") }}",
+    "{{ append .l \"z\" }} {{ concat .l .nums }} {{ reverse .nums }} {{ len (list) }}",
+    // Sprig dicts.
+    "{{ $d := dict \"a\" 1 \"b\" \"two\" }}{{ $d }} {{ $d.a }} {{ get $d \"b\" }} {{ get $d \"q\" }} {{ hasKey $d \"a\" }}",
+    "{{ keys .m | sortAlpha }} {{ pick .m \"a\" \"b\" }} {{ omit .m \"c\" \"d\" }}",
+    "{{ $d := dict \"x\" 1 }}{{ $_ := set $d \"y\" 2 }}{{ $d }} {{ merge (dict \"a\" 1) (dict \"a\" 2 \"b\" 3) }}",
+    "{{ dig \"d\" \"e\" \"none\" .m }} {{ dig \"d\" \"q\" \"none\" .m }} {{ values (dict \"a\" 1) }}",
+    // Sprig encodings.
+    "{{ toJson .m }} {{ toJson .l }} {{ toJson .s }} {{ toJson .nil }} {{ toJson .f }} {{ toJson .big }}",
+    "{{ toPrettyJson (dict \"a\" (list 1 2)) }}",
+    "{{ toYaml .m }}\n{{ toYaml .l }}\n{{ toYaml .s }}",
+    "{{ (fromYaml .yaml).b }} {{ (fromYaml .yaml).a }} {{ (fromJson .json).k }}",
+    "{{ typeOf .s }} {{ typeOf .f }} {{ kindOf .m }} {{ kindOf .l }} {{ kindIs \"string\" .s }}",
+    // A real Tinkerbell-style template fragment.
+    "version: \"0.1\"\nname: ubuntu\ntasks:\n  - name: os\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: net\n        environment:\n          IP: {{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}/{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}\n          DNS: {{ join \",\" (index .Hardware.Interfaces 0).DHCP.NameServers }}\n          {{- with (index .Hardware.Interfaces 0).DHCP.IP.Gateway }}\n          GW: {{ . }}\n          {{- end }}\n          USERDATA: |\n{{ .Hardware.UserData | indent 12 }}\n",
+];
+
+/// Templates Go refuses (kiln must refuse them too).
+const FAILS: &[&str] = &[
+    "{{ .missing }}",
+    "{{ .m.missing }}",
+    "{{ .s.field }}",
+    "{{ .nil.field }}",
+    "{{ index .l 9 }}",
+    "{{ nosuchfunction 1 }}",
+    "{{ $undefined }}",
+    "{{ if .t }}unclosed",
+    "{{ end }}",
+    "{{ break }}",
+    "{{ range .l }}{{ end }}{{ continue }}",
+    "{{ upper 1 }}",
+    "{{ lt 1 \"a\" }}",
+    "{{ lt .t .t }}",
+    "{{ eq 1 1.0 }}",
+    "{{ eq .l .l }}",
+    "{{ range .n }}x{{ end }}",
+    "{{ len .n }}",
+    "{{ slice .l 3 1 }}",
+    "{{ slice .s 1 }}",
+    "{{ nil }}",
+    "{{ .s 1 }}",
+    "{{ fromYaml \"\" }}",
+    "{{ netmaskToPrefixLength \"300.1.1.1\" }}",
+    "{{ netmaskToPrefixLength \"255.255.255.000\" }}",
+    "{{ netmaskToPrefixLength \" 255.255.255.0\" }}",
+    "{{ eq (netmaskToPrefixLength \"255.255.255.0\") 24 }}",
+    "{{ $x = 1 }}",
+    "{{ formatPartition 3 1 }}",
+    "{{ formatPartition \"/dev/sda\" \"1\" }}",
+    "{{ /* unclosed }}",
+];
+
+/// Templates Go renders and kiln refuses on purpose (docs/templates.md,
+/// "Differences from Go"): what Go prints for them is a placeholder or an
+/// error message, never a value a machine should be configured with.
+const DELIBERATE: &[&str] = &[
+    "{{ .nil }}",
+    "{{ index .m \"nope\" }}",
+    "{{ printf \"%d\" .s }}",
+    "{{ printf \"%s %s\" .s }}",
+    "{{ b64dec \"!!\" }}",
+    "{{ regexMatch \"(\" \"x\" }}",
+    "{{ netmaskToPrefixLength \"255.0.255.0\" }}",
+    "{{ formatPartition \"/dev/sda\" 0 }}",
+    "{{ formatPartition \"\" 1 }}",
+];
+
+#[test]
+fn corpus_renders_as_go_renders() {
+    let Some(oracle) = oracle() else { return };
+    let data = data();
+    let mut diffs = Vec::new();
+    let mut wrong_corpus = Vec::new();
+    for t in RENDERS {
+        let go = go_render(oracle, t, &data);
+        if go.is_err() {
+            wrong_corpus.push(format!("the corpus says Go renders {t:?}, but Go says {go:?}"));
+        }
+        diffs.extend(compare(oracle, t, &data));
+    }
+    for t in FAILS {
+        let go = go_render(oracle, t, &data);
+        if go.is_ok() {
+            wrong_corpus.push(format!("the corpus says Go refuses {t:?}, but Go renders {go:?}"));
+        }
+        diffs.extend(compare(oracle, t, &data));
+    }
+    for t in DELIBERATE {
+        let go = go_render(oracle, t, &data);
+        let kiln = render("template \"t\"", t, &data);
+        if go.is_err() || kiln.is_ok() {
+            wrong_corpus.push(format!("{t:?} is a deliberate difference, but Go says {go:?} and kiln {kiln:?}"));
+        }
+    }
+    assert!(wrong_corpus.is_empty(), "{}", wrong_corpus.join("\n"));
+    assert!(RENDERS.len() + FAILS.len() + DELIBERATE.len() >= 60, "the corpus is the proof: keep it large");
+    assert!(diffs.is_empty(), "{} difference(s) from Go:\n{}", diffs.len(), diffs.join("\n"));
+}
+
+/// Small templates from a grammar of what kiln supports: fields of each
+/// kind, literals, functions with arguments of any kind, parentheses,
+/// pipes, and the control structures around them.
+fn expression() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just(".s".to_string()),
+        Just(".e".to_string()),
+        Just(".n".to_string()),
+        Just(".z".to_string()),
+        Just(".neg".to_string()),
+        Just(".f".to_string()),
+        Just(".whole".to_string()),
+        Just(".big".to_string()),
+        Just(".t".to_string()),
+        Just(".no".to_string()),
+        Just(".nil".to_string()),
+        Just(".l".to_string()),
+        Just(".nums".to_string()),
+        Just(".empty".to_string()),
+        Just(".m".to_string()),
+        Just(".m.a".to_string()),
+        Just(".m.d.e".to_string()),
+        Just(".em".to_string()),
+        Just(".missing".to_string()),
+        Just(".csv".to_string()),
+        Just("$".to_string()),
+        Just("\"a\"".to_string()),
+        Just("\"\"".to_string()),
+        Just("\"x,y\"".to_string()),
+        Just("0".to_string()),
+        Just("1".to_string()),
+        Just("-2".to_string()),
+        Just("1.5".to_string()),
+        Just("true".to_string()),
+        Just("false".to_string()),
+    ];
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        let funcs = prop_oneof![
+            Just("eq"),
+            Just("ne"),
+            Just("lt"),
+            Just("le"),
+            Just("gt"),
+            Just("ge"),
+            Just("and"),
+            Just("or"),
+            Just("not"),
+            Just("len"),
+            Just("index"),
+            Just("print"),
+            Just("quote"),
+            Just("upper"),
+            Just("trim"),
+            Just("default"),
+            Just("empty"),
+            Just("coalesce"),
+            Just("toString"),
+            Just("add"),
+            Just("sub"),
+            Just("max"),
+            Just("first"),
+            Just("last"),
+            Just("join \",\""),
+            Just("splitList \",\""),
+            Just("list"),
+            Just("hasPrefix \"a\""),
+            Just("contains \"x\""),
+            Just("toJson"),
+            Just("ternary 1 2"),
+            Just("int"),
+            Just("atoi"),
+            Just("hasKey"),
+            Just("html"),
+            Just("js"),
+            Just("urlquery"),
+            Just("slice"),
+            Just("b64enc"),
+            Just("indent 2"),
+            Just("cat"),
+            Just("dict \"k\""),
+            Just("uniq"),
+            Just("toYaml"),
+        ];
+        prop_oneof![
+            (funcs.clone(), prop::collection::vec(inner.clone(), 0..3))
+                .prop_map(|(f, args)| format!("({f} {})", args.join(" "))),
+            (inner.clone(), funcs).prop_map(|(a, f)| format!("({a} | {f})")),
+            inner.clone().prop_map(|a| format!("({a}).a")),
+            // printf with as many arguments as verbs: Go's placeholders for a
+            // missing or extra argument are a deliberate difference.
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("(printf \"%v-%v\" {a} {b})")),
+        ]
+    })
+}
+
+fn template() -> impl Strategy<Value = String> {
+    let e = expression;
+    prop_oneof![
+        e().prop_map(|a| format!("{{{{ {a} }}}}")),
+        (e(), e(), e())
+            .prop_map(|(c, a, b)| format!("{{{{ if {c} }}}}{{{{ {a} }}}}{{{{ else }}}}{{{{ {b} }}}}{{{{ end }}}}")),
+        (e(), e())
+            .prop_map(|(c, a)| format!("{{{{ with {c} }}}}<{{{{ {a} }}}}|{{{{ . }}}}>{{{{ else }}}}none{{{{ end }}}}")),
+        (e(), e()).prop_map(|(c, a)| format!(
+            "{{{{ range $i, $v := {c} }}}}{{{{ $i }}}}:{{{{ $v }}}}/{{{{ {a} }}}};{{{{ end }}}}"
+        )),
+        (e(), e()).prop_map(|(a, b)| format!("{{{{ $x := {a} }}}}{{{{ $x = {b} }}}}{{{{ $x }}}}")),
+        (e(), e()).prop_map(|(a, b)| format!(" x {{{{- {a} -}}}} y {{{{ {b} -}}}}\n z")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_templates_render_as_go_renders(t in template()) {
+        let Some(oracle) = oracle() else { return Ok(()) };
+        if let Some(diff) = compare(oracle, &t, &data()) {
+            prop_assert!(false, "{}", diff);
+        }
+    }
+}
