@@ -298,6 +298,8 @@ impl Eval<'_> {
         })?;
         match &cmd[0] {
             Arg::Func(f) => self.apply(line, f, &cmd[1..], dot, prev),
+            // Go refuses this when it runs, not when it parses.
+            Arg::Nil => Err(self.err(line, None, "nil is not a command")),
             // The parser lets only functions follow `|`, so there is no
             // piped value to lose here.
             single => self.arg(line, single, dot),
@@ -306,20 +308,25 @@ impl Eval<'_> {
 
     /// Calls `f` with `args` and the piped value `prev` as its last argument.
     fn apply(&self, line: usize, f: &Function, args: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+        let count = args.len() + usize::from(prev.is_some());
+        f.arity.check(f.name, count).map_err(|m| self.err(line, Some(f.name.to_string()), m))?;
         let body = match f.apply {
             Apply::Values(body) => body,
             Apply::ShortCircuit { stop_at } => return self.short_circuit(line, f.name, stop_at, args, dot, prev),
         };
         let mut values = args.iter().map(|a| self.arg(line, a, dot)).collect::<Result<Vec<_>, _>>()?;
         let mut descs: Vec<Option<String>> = args.iter().map(describe).collect();
+        let mut nil_ok: Vec<bool> =
+            args.iter().map(|a| !matches!(a, Arg::Field(_) | Arg::Var(..) | Arg::Chain(..))).collect();
         if let Some(p) = prev {
             values.push(p);
             descs.push(None);
+            nil_ok.push(true);
         }
         if let Some(Val::Deferred(expr)) = values.iter().find(|a| matches!(a, Val::Deferred(_))) {
             return Err(self.deferred_argument(line, f.name, expr));
         }
-        let result = body(&Call { eval: self, line, name: f.name, args: values, descs })?;
+        let result = body(&Call { eval: self, line, name: f.name, args: values, descs, nil_ok })?;
         // Sprig's `set` and `unset` change the map they are given: when it
         // is a variable's, the variable sees the change.
         if let (true, Some(Arg::Var(name, chain))) = (matches!(f.name, "set" | "unset"), args.first())

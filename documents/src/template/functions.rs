@@ -12,9 +12,10 @@ use crate::SpecError;
 /// template is applied) and the evaluator calls what it found, so adding a
 /// function is one entry.
 const TABLE: &[Function] = &[
-    Function { name: "index", apply: Apply::Values(index) },
+    Function { name: "index", arity: Arity::AtLeast(1), apply: Apply::Values(index) },
     Function {
         name: "formatPartition",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             let placeholder = || c.string(format!("/dev/{PROBE}1"));
@@ -34,6 +35,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "printf",
+        arity: Arity::AtLeast(1),
         apply: Apply::Values(|c| {
             let Some(Val::Json(Value::String(format))) = c.args.first() else {
                 return c.fail("printf needs a format string first");
@@ -43,6 +45,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "len",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             c.arity(1)?;
             Ok(match &c.args[0] {
@@ -58,6 +61,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "default",
+        arity: Arity::AtLeast(1),
         apply: Apply::Values(|c| {
             // Sprig: `default DEFAULT [VALUE...]`, the value usually piped
             // in; only the first value counts.
@@ -72,16 +76,22 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "quote",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             // Sprig quotes each argument but nil, and joins them with spaces.
             c.string(c.args.iter().filter(|a| !is_nil(a)).map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
         }),
     },
-    Function { name: "lower", apply: Apply::Values(|c| c.string(c.str1()?.to_lowercase())) },
-    Function { name: "upper", apply: Apply::Values(|c| c.string(c.str1()?.to_uppercase())) },
-    Function { name: "trim", apply: Apply::Values(|c| c.string(c.str1()?.trim().to_string())) },
+    Function { name: "lower", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(c.str1()?.to_lowercase())) },
+    Function { name: "upper", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(c.str1()?.to_uppercase())) },
+    Function {
+        name: "trim",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(c.str1()?.trim().to_string())),
+    },
     Function {
         name: "replace",
+        arity: Arity::Exactly(3),
         apply: Apply::Values(|c| {
             c.arity(3)?;
             let (from, to, within) = (c.str(0)?, c.str(1)?, c.str(2)?);
@@ -91,27 +101,41 @@ const TABLE: &[Function] = &[
             c.string(within.replace(&from, &to))
         }),
     },
-    Function { name: "join", apply: Apply::Values(join) },
-    Function { name: "toString", apply: Apply::Values(|c| c.string(text(c.one()?))) },
-    Function { name: "lt", apply: Apply::Values(|c| order(c, |lt, _| lt)) },
-    Function { name: "le", apply: Apply::Values(|c| order(c, |lt, eq| lt || eq)) },
-    Function { name: "gt", apply: Apply::Values(|c| order(c, |lt, eq| !lt && !eq)) },
-    Function { name: "ge", apply: Apply::Values(|c| order(c, |lt, _| !lt)) },
-    Function { name: "print", apply: Apply::Values(|c| c.string(sprint(&c.args))) },
+    Function { name: "join", arity: Arity::Exactly(2), apply: Apply::Values(join) },
+    Function { name: "toString", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(text(c.one()?))) },
+    Function { name: "lt", arity: Arity::Exactly(2), apply: Apply::Values(|c| order(c, |lt, _| lt)) },
+    Function { name: "le", arity: Arity::Exactly(2), apply: Apply::Values(|c| order(c, |lt, eq| lt || eq)) },
+    Function { name: "gt", arity: Arity::Exactly(2), apply: Apply::Values(|c| order(c, |lt, eq| !lt && !eq)) },
+    Function { name: "ge", arity: Arity::Exactly(2), apply: Apply::Values(|c| order(c, |lt, _| !lt)) },
+    Function { name: "print", arity: Arity::AtLeast(0), apply: Apply::Values(|c| c.string(sprint(&c.args))) },
     Function {
         name: "println",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             let items: Vec<String> = c.args.iter().map(text).collect();
             c.string(items.join(" ") + "\n")
         }),
     },
-    Function { name: "html", apply: Apply::Values(|c| c.string(html_escape(&escaper_input(c)?))) },
-    Function { name: "js", apply: Apply::Values(|c| c.string(js_escape(&escaper_input(c)?))) },
-    Function { name: "urlquery", apply: Apply::Values(|c| c.string(query_escape(&escaper_input(c)?))) },
+    Function {
+        name: "html",
+        arity: Arity::AtLeast(0),
+        apply: Apply::Values(|c| c.string(html_escape(&escaper_input(c)?))),
+    },
+    Function {
+        name: "js",
+        arity: Arity::AtLeast(0),
+        apply: Apply::Values(|c| c.string(js_escape(&escaper_input(c)?))),
+    },
+    Function {
+        name: "urlquery",
+        arity: Arity::AtLeast(0),
+        apply: Apply::Values(|c| c.string(query_escape(&escaper_input(c)?))),
+    },
     // Sprig, as its hermetic text function map defines them.
-    Function { name: "slice", apply: Apply::Values(sprig_slice) },
+    Function { name: "slice", arity: Arity::AtLeast(1), apply: Apply::Values(sprig_slice) },
     Function {
         name: "regexMatch",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -120,6 +144,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "regexFind",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -129,6 +154,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "regexFindAll",
+        arity: Arity::Exactly(3),
         apply: Apply::Values(|c| {
             c.arity(3)?;
             probe!(c);
@@ -141,6 +167,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "regexReplaceAll",
+        arity: Arity::Exactly(3),
         apply: Apply::Values(|c| {
             c.arity(3)?;
             probe!(c);
@@ -151,6 +178,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "splitList",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -159,6 +187,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "split",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -167,28 +196,45 @@ const TABLE: &[Function] = &[
             Ok(Val::Json(Value::Object(m)))
         }),
     },
-    Function { name: "hasPrefix", apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.starts_with(a)))) },
-    Function { name: "hasSuffix", apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.ends_with(a)))) },
-    Function { name: "contains", apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.contains(a)))) },
+    Function {
+        name: "hasPrefix",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.starts_with(a)))),
+    },
+    Function {
+        name: "hasSuffix",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.ends_with(a)))),
+    },
+    Function {
+        name: "contains",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| strings2(c, |a, b| bool_val(b.contains(a)))),
+    },
     Function {
         name: "trimPrefix",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| strings2(c, |a, b| str_val(b.strip_prefix(a).unwrap_or(b)))),
     },
     Function {
         name: "trimSuffix",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| strings2(c, |a, b| str_val(b.strip_suffix(a).unwrap_or(b)))),
     },
     Function {
         name: "trimAll",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| strings2(c, |a, b| str_val(b.trim_matches(|ch| a.contains(ch))))),
     },
-    Function { name: "title", apply: Apply::Values(|c| c.string(title(&c.str1()?))) },
+    Function { name: "title", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(title(&c.str1()?))) },
     Function {
         name: "nospace",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| c.string(c.str1()?.chars().filter(|ch| !ch.is_whitespace()).collect())),
     },
     Function {
         name: "repeat",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -200,22 +246,29 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "substr",
+        arity: Arity::Exactly(3),
         apply: Apply::Values(|c| {
             c.arity(3)?;
             probe!(c);
             let (start, end, s) = (c.int(0)?, c.int(1)?, c.str(2)?);
-            // Sprig: a negative start is 0, an end past the string (or negative) is its end; bytes.
+            // Sprig slices bytes; where Go's slicing panics, an error.
             let len = s.len() as i64;
-            let start = start.max(0);
-            let end = if end < 0 || end > len { len } else { end };
-            if start > end {
-                return c.string(String::new());
+            let (from, to) = if start < 0 {
+                (0, end)
+            } else if end < 0 || end > len {
+                (start, len)
+            } else {
+                (start, end)
+            };
+            if from > to || to > len || to < 0 {
+                return c.fail(format!("slice bounds out of range [{from}:{to}] with length {len}"));
             }
-            c.string(String::from_utf8_lossy(&s.as_bytes()[start as usize..end as usize]).into_owned())
+            c.string(String::from_utf8_lossy(&s.as_bytes()[from as usize..to as usize]).into_owned())
         }),
     },
     Function {
         name: "trunc",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -233,6 +286,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "abbrev",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -245,6 +299,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "squote",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             let items: Vec<String> = c.args.iter().filter(|v| !is_nil(v)).map(|v| format!("'{}'", text(v))).collect();
             c.string(items.join(" "))
@@ -252,6 +307,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "cat",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             let items: Vec<String> = c.args.iter().filter(|v| !is_nil(v)).map(text).collect();
             c.string(items.join(" "))
@@ -259,6 +315,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "indent",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -267,6 +324,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "nindent",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -275,6 +333,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "b64enc",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             use base64::Engine;
             c.string(base64::engine::general_purpose::STANDARD.encode(c.str1()?))
@@ -282,6 +341,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "b64dec",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             use base64::Engine;
             let s = c.str1()?;
@@ -295,34 +355,47 @@ const TABLE: &[Function] = &[
             c.string(String::from_utf8_lossy(&bytes).into_owned())
         }),
     },
-    Function { name: "atoi", apply: Apply::Values(|c| Ok(int_val(c.str1()?.parse::<i64>().unwrap_or(0)))) },
-    Function { name: "int", apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?)))) },
-    Function { name: "int64", apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?)))) },
-    Function { name: "float64", apply: Apply::Values(|c| Ok(Val::Json(Value::from(to_float64(c.one()?))))) },
-    Function { name: "add", apply: Apply::Values(|c| arith(c, 0, |a, b| a.checked_add(b))) },
-    Function { name: "add1", apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?).wrapping_add(1)))) },
-    Function { name: "sub", apply: Apply::Values(|c| arith2(c, |a, b| a.checked_sub(b))) },
-    Function { name: "mul", apply: Apply::Values(|c| arith(c, 1, |a, b| a.checked_mul(b))) },
-    Function { name: "div", apply: Apply::Values(|c| arith2(c, |a, b| a.checked_div(b))) },
-    Function { name: "mod", apply: Apply::Values(|c| arith2(c, |a, b| a.checked_rem(b))) },
-    Function { name: "max", apply: Apply::Values(|c| extreme(c, std::cmp::max)) },
-    Function { name: "min", apply: Apply::Values(|c| extreme(c, std::cmp::min)) },
+    Function {
+        name: "atoi",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| Ok(int_val(c.str1()?.parse::<i64>().unwrap_or(0)))),
+    },
+    Function { name: "int", arity: Arity::Exactly(1), apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?)))) },
+    Function { name: "int64", arity: Arity::Exactly(1), apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?)))) },
+    Function {
+        name: "float64",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| Ok(Val::Json(Value::from(to_float64(c.one()?))))),
+    },
+    Function { name: "add", arity: Arity::AtLeast(0), apply: Apply::Values(|c| arith(c, 0, |a, b| a.checked_add(b))) },
+    Function {
+        name: "add1",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| Ok(int_val(to_int64(c.one()?).wrapping_add(1)))),
+    },
+    Function { name: "sub", arity: Arity::Exactly(2), apply: Apply::Values(|c| arith2(c, |a, b| a.checked_sub(b))) },
+    Function { name: "mul", arity: Arity::AtLeast(1), apply: Apply::Values(|c| arith(c, 1, |a, b| a.checked_mul(b))) },
+    Function { name: "div", arity: Arity::Exactly(2), apply: Apply::Values(|c| arith2(c, |a, b| a.checked_div(b))) },
+    Function { name: "mod", arity: Arity::Exactly(2), apply: Apply::Values(|c| arith2(c, |a, b| a.checked_rem(b))) },
+    Function { name: "max", arity: Arity::AtLeast(1), apply: Apply::Values(|c| extreme(c, std::cmp::max)) },
+    Function { name: "min", arity: Arity::AtLeast(1), apply: Apply::Values(|c| extreme(c, std::cmp::min)) },
     Function {
         name: "until",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             let n = {
                 c.arity(1)?;
                 probe!(c);
                 c.int(0)?
             };
-            let range: Vec<i64> = if n >= 0 { (0..n).collect() } else { (n + 1..=0).rev().collect() };
-            c.size(range.len())?;
+            let range = until_step(c, 0, n, if n < 0 { -1 } else { 1 })?;
             Ok(Val::Json(Value::Array(range.into_iter().map(Value::from).collect())))
         }),
     },
-    Function { name: "seq", apply: Apply::Values(seq) },
+    Function { name: "seq", arity: Arity::AtLeast(0), apply: Apply::Values(seq) },
     Function {
         name: "list",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             probe!(c);
             Ok(Val::Json(Value::Array(c.json_args())))
@@ -330,23 +403,35 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "first",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| list_fn(c, |l| Some(l.first().cloned().unwrap_or(Value::Null)))),
     },
-    Function { name: "last", apply: Apply::Values(|c| list_fn(c, |l| Some(l.last().cloned().unwrap_or(Value::Null)))) },
+    Function {
+        name: "last",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| list_fn(c, |l| Some(l.last().cloned().unwrap_or(Value::Null)))),
+    },
     Function {
         name: "rest",
-        apply: Apply::Values(|c| list_fn(c, |l| (!l.is_empty()).then(|| Value::Array(l[1..].to_vec())))),
+        arity: Arity::Exactly(1),
+        // An empty list gives Sprig's nil []interface{}, which prints as [].
+        apply: Apply::Values(|c| list_fn(c, |l| Some(Value::Array(l.get(1..).unwrap_or_default().to_vec())))),
     },
     Function {
         name: "initial",
-        apply: Apply::Values(|c| list_fn(c, |l| (!l.is_empty()).then(|| Value::Array(l[..l.len() - 1].to_vec())))),
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            list_fn(c, |l| Some(Value::Array(l.get(..l.len().saturating_sub(1)).unwrap_or_default().to_vec())))
+        }),
     },
     Function {
         name: "reverse",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| list_fn(c, |l| Some(Value::Array(l.iter().rev().cloned().collect())))),
     },
     Function {
         name: "uniq",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             list_fn(c, |l| {
                 let mut out: Vec<Value> = Vec::new();
@@ -361,20 +446,27 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "compact",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| list_fn(c, |l| Some(Value::Array(l.iter().filter(|v| !empty(v)).cloned().collect())))),
     },
     Function {
         name: "sortAlpha",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             c.arity(1)?;
             probe!(c);
-            let mut items = strslice(&c.json(0));
+            // Not strslice: anything but a list, nil too, is one item.
+            let mut items = match c.json(0) {
+                list @ Value::Array(_) => strslice(&list),
+                other => vec![to_text(&other)],
+            };
             items.sort();
             Ok(Val::Json(Value::Array(items.into_iter().map(Value::String).collect())))
         }),
     },
     Function {
         name: "has",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -387,6 +479,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "without",
+        arity: Arity::AtLeast(1),
         apply: Apply::Values(|c| {
             if c.args.is_empty() {
                 return c.fail("without needs a list");
@@ -399,10 +492,11 @@ const TABLE: &[Function] = &[
             }
         }),
     },
-    Function { name: "append", apply: Apply::Values(push) },
-    Function { name: "push", apply: Apply::Values(push) },
+    Function { name: "append", arity: Arity::Exactly(2), apply: Apply::Values(push) },
+    Function { name: "push", arity: Arity::Exactly(2), apply: Apply::Values(push) },
     Function {
         name: "concat",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             probe!(c);
             let mut out = Vec::new();
@@ -417,6 +511,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "dict",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             probe!(c);
             let args = c.json_args();
@@ -430,6 +525,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "get",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -439,9 +535,13 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "set",
+        arity: Arity::Exactly(3),
         apply: Apply::Values(|c| {
             c.arity(3)?;
             probe!(c);
+            if is_nil(&c.args[0]) {
+                return c.fail("assignment to entry in nil map");
+            }
             let (mut m, k) = (c.map(0)?, c.str(1)?);
             m.insert(k, c.json(2));
             Ok(Val::Json(Value::Object(m)))
@@ -449,6 +549,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "unset",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -459,6 +560,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "hasKey",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
@@ -467,6 +569,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "keys",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             probe!(c);
             let mut keys = Vec::new();
@@ -478,16 +581,18 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "values",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             c.arity(1)?;
             probe!(c);
             Ok(Val::Json(Value::Array(c.map(0)?.values().cloned().collect())))
         }),
     },
-    Function { name: "pick", apply: Apply::Values(|c| pick(c, true)) },
-    Function { name: "omit", apply: Apply::Values(|c| pick(c, false)) },
+    Function { name: "pick", arity: Arity::AtLeast(1), apply: Apply::Values(|c| pick(c, true)) },
+    Function { name: "omit", arity: Arity::AtLeast(1), apply: Apply::Values(|c| pick(c, false)) },
     Function {
         name: "merge",
+        arity: Arity::AtLeast(1),
         apply: Apply::Values(|c| {
             if c.args.is_empty() {
                 return c.fail("merge needs a destination map");
@@ -500,10 +605,11 @@ const TABLE: &[Function] = &[
             Ok(Val::Json(Value::Object(dst)))
         }),
     },
-    Function { name: "dig", apply: Apply::Values(dig) },
-    Function { name: "empty", apply: Apply::Values(|c| Ok(bool_val(empty(&c.json1()?)))) },
+    Function { name: "dig", arity: Arity::AtLeast(0), apply: Apply::Values(dig) },
+    Function { name: "empty", arity: Arity::Exactly(1), apply: Apply::Values(|c| Ok(bool_val(empty(&c.json1()?)))) },
     Function {
         name: "coalesce",
+        arity: Arity::AtLeast(0),
         apply: Apply::Values(|c| {
             probe!(c);
             Ok(Val::Json(c.json_args().into_iter().find(|v| !empty(v)).unwrap_or(Value::Null)))
@@ -511,6 +617,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "ternary",
+        arity: Arity::Exactly(3),
         apply: Apply::Values(|c| {
             c.arity(3)?;
             probe!(c);
@@ -520,20 +627,30 @@ const TABLE: &[Function] = &[
             }
         }),
     },
-    Function { name: "toJson", apply: Apply::Values(|c| c.string(go_json(&c.json1()?, None))) },
-    Function { name: "toPrettyJson", apply: Apply::Values(|c| c.string(go_json(&c.json1()?, Some(0)))) },
+    Function {
+        name: "toJson",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(go_json(&c.json1()?, None))),
+    },
+    Function {
+        name: "toPrettyJson",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(go_json(&c.json1()?, Some(0)))),
+    },
     Function {
         name: "fromJson",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             let s = c.str1()?;
             probe!(c);
-            // Sprig returns an empty map for bad JSON.
-            let v = serde_json::from_str::<Value>(&s).map(floats).unwrap_or(Value::Object(serde_json::Map::new()));
+            // Sprig returns nil for bad JSON.
+            let v = serde_json::from_str::<Value>(&s).map(floats).unwrap_or(Value::Null);
             Ok(Val::Json(v))
         }),
     },
     Function {
         name: "toYaml",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             let v = c.json1()?;
             probe!(c);
@@ -542,6 +659,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "fromYaml",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             let s = c.str1()?;
             probe!(c);
@@ -552,10 +670,11 @@ const TABLE: &[Function] = &[
             Ok(Val::Json(floats(v)))
         }),
     },
-    Function { name: "typeOf", apply: Apply::Values(|c| c.string(go_type(&c.json1()?))) },
-    Function { name: "kindOf", apply: Apply::Values(|c| c.string(go_kind(&c.json1()?))) },
+    Function { name: "typeOf", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(go_type(&c.json1()?))) },
+    Function { name: "kindOf", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(go_kind(&c.json1()?))) },
     Function {
         name: "kindIs",
+        arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
             Ok(bool_val(c.str(0)? == go_kind(&c.json(1))))
@@ -563,6 +682,7 @@ const TABLE: &[Function] = &[
     },
     Function {
         name: "netmaskToPrefixLength",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             c.arity(1)?;
             let mask = c.str(0)?;
@@ -577,17 +697,18 @@ const TABLE: &[Function] = &[
             }
         }),
     },
-    Function { name: "eq", apply: Apply::Values(|c| compare(c, true)) },
-    Function { name: "ne", apply: Apply::Values(|c| compare(c, false)) },
+    Function { name: "eq", arity: Arity::AtLeast(1), apply: Apply::Values(|c| compare(c, true)) },
+    Function { name: "ne", arity: Arity::Exactly(2), apply: Apply::Values(|c| compare(c, false)) },
     Function {
         name: "not",
+        arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
             let v = c.one()?;
             Ok(if c.probe() { Val::Probe } else { Val::Json((!truthy(v)).into()) })
         }),
     },
-    Function { name: "and", apply: Apply::ShortCircuit { stop_at: false } },
-    Function { name: "or", apply: Apply::ShortCircuit { stop_at: true } },
+    Function { name: "and", arity: Arity::AtLeast(1), apply: Apply::ShortCircuit { stop_at: false } },
+    Function { name: "or", arity: Arity::AtLeast(1), apply: Apply::ShortCircuit { stop_at: true } },
 ];
 
 /// The names of the functions a template may call, read from the table at
@@ -613,7 +734,30 @@ pub(super) fn function(name: &str) -> Option<&'static Function> {
 #[derive(Debug)]
 pub(super) struct Function {
     pub name: &'static str,
+    /// How many arguments Go's signature takes (the piped value counts).
+    pub arity: Arity,
     pub apply: Apply,
+}
+
+/// The number of arguments a function takes, checked when it is called
+/// (as Go does: a wrong count in a branch not taken is no error).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+impl Arity {
+    /// Go's error for `got` arguments, if they are the wrong number.
+    pub(super) fn check(self, name: &str, got: usize) -> Result<(), String> {
+        match self {
+            Arity::Exactly(n) if got != n => Err(format!("wrong number of args for {name}: want {n} got {got}")),
+            Arity::AtLeast(n) if got < n => {
+                Err(format!("wrong number of args for {name}: want at least {n} got {got}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How a function gets its arguments.
@@ -635,6 +779,11 @@ pub(super) struct Call<'c, 'a> {
     pub args: Vec<Val>,
     /// The field or variable each argument was read from, if it was.
     pub descs: Vec<Option<String>>,
+    /// Which arguments Go would pass as a typed nil when they are nil: the
+    /// literal `nil`, a parenthesised pipeline and the piped value. A field
+    /// or variable read directly keeps its interface type, which Go refuses
+    /// for a map parameter.
+    pub nil_ok: Vec<bool>,
 }
 
 impl Call<'_, '_> {
@@ -744,10 +893,13 @@ impl Call<'_, '_> {
         }
     }
 
-    /// Argument `i` for a Go `map[string]interface{}` parameter.
+    /// Argument `i` for a Go `map[string]interface{}` parameter: Go passes
+    /// nil as an empty map.
     fn map(&self, i: usize) -> Result<serde_json::Map<String, Value>, SpecError> {
         match self.json(i) {
             Value::Object(m) => Ok(m),
+            Value::Null if self.nil_ok.get(i) == Some(&true) => Ok(serde_json::Map::new()),
+            Value::Null => self.fail("wrong type for value; expected map[string]interface {}; got interface {}"),
             other => {
                 self.fail(format!("wrong type for value; expected map[string]interface {{}}; got {}", go_type(&other)))
             }
@@ -798,7 +950,8 @@ fn go_type(v: &Value) -> String {
         Value::Null => "<nil>",
         Value::Bool(_) => "bool",
         Value::Number(n) if n.is_f64() => "float64",
-        Value::Number(_) => "int64",
+        // Go's int: what kiln's data and number constants are taken to be.
+        Value::Number(_) => "int",
         Value::String(_) => "string",
         Value::Array(_) => "[]interface {}",
         Value::Object(_) => "map[string]interface {}",
@@ -907,25 +1060,38 @@ fn extreme(c: &Call<'_, '_>, pick: fn(i64, i64) -> i64) -> Result<Val, SpecError
 fn seq(c: &Call<'_, '_>) -> Result<Val, SpecError> {
     probe!(c);
     let ints = (0..c.args.len()).map(|i| c.int(i)).collect::<Result<Vec<_>, _>>()?;
-    let (start, step, end) = match ints.as_slice() {
-        [] => return c.string(String::new()),
-        [end] => (1, 1, *end),
-        [start, end] => (*start, if end >= start { 1 } else { -1 }, *end),
-        [start, step, end] => (*start, *step, *end),
-        _ => return c.fail(format!("seq takes 0 to 3 arguments, got {}", ints.len())),
+    // Sprig's cases, including its odd ones.
+    let items = match ints.as_slice() {
+        [end] => {
+            let step = if *end < 1 { -1 } else { 1 };
+            until_step(c, 1, end + step, step)?
+        }
+        [start, end] => {
+            let step = if end < start { -1 } else { 1 };
+            until_step(c, *start, end + step, step)?
+        }
+        [start, step, end] => {
+            let increment = if end < start { -1 } else { 1 };
+            if end < start && *step > 0 { Vec::new() } else { until_step(c, *start, end + increment, *step)? }
+        }
+        _ => Vec::new(),
     };
-    let mut out = Vec::new();
-    if step == 0 || (step > 0 && start > end) || (step < 0 && start < end) {
-        // Sprig's rule for an empty or endless sequence.
-        return c.string(String::new());
-    }
-    let mut i = start;
-    while (step > 0 && i <= end) || (step < 0 && i >= end) {
-        c.eval.size(c.line, Some(c.name.to_string()), out.len())?;
-        out.push(i.to_string());
-        i += step;
-    }
-    c.string(out.join(" "))
+    let text: Vec<String> = items.iter().map(i64::to_string).collect();
+    c.string(text.join(" "))
+}
+
+/// Sprig's untilStep: from `start` towards `stop` (excluded) by `step`.
+fn until_step(c: &Call<'_, '_>, start: i64, stop: i64, step: i64) -> Result<Vec<i64>, SpecError> {
+    let moves = if stop < start { step < 0 } else { step > 0 };
+    let count = if moves {
+        let span = (i128::from(stop) - i128::from(start)).unsigned_abs();
+        span.div_ceil(u128::from(step.unsigned_abs()))
+    } else {
+        0
+    };
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    c.size(count)?;
+    Ok((0..count as i64).map(|i| start + i * step).collect())
 }
 
 /// Sprig's list functions on one list: the list itself, or `None` for nil.
@@ -1011,7 +1177,11 @@ fn dig(c: &Call<'_, '_>) -> Result<Val, SpecError> {
     probe!(c);
     let n = c.args.len();
     let keys = (0..n - 2).map(|i| c.str(i)).collect::<Result<Vec<_>, _>>()?;
-    let mut cur = Value::Object(c.map(n - 1)?);
+    // Sprig asserts a map; nil is not one.
+    let Value::Object(dict) = c.json(n - 1) else {
+        return c.fail(format!("dig needs a map last, got {}", go_type(&c.json(n - 1))));
+    };
+    let mut cur = Value::Object(dict);
     for key in keys {
         let Value::Object(m) = cur else {
             return c.fail(format!("dig: can't read {key:?} from {}", go_type(&cur)));
@@ -1141,11 +1311,266 @@ fn write_json(out: &mut String, v: &Value, indent: Option<usize>) {
 }
 
 /// Tinkerbell's toYaml (sigs.k8s.io/yaml): through JSON, so integral
-/// floats become integers, then YAML without the final newline.
+/// floats become integers, then written as go-yaml v2 writes YAML, without
+/// the final newline.
 fn to_yaml(v: &Value) -> Result<String, String> {
     let through_json: Value = serde_json::from_str(&go_json(v, None)).map_err(|e| e.to_string())?;
-    let text = serde_yaml_ng::to_string(&through_json).map_err(|e| e.to_string())?;
-    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+    let mut out = String::new();
+    yaml_node(&mut out, &through_json, Yctx::Top);
+    Ok(out)
+}
+
+/// Where a YAML node is written: alone, after `key:` at a column, or after
+/// `- ` at a column.
+#[derive(Clone, Copy)]
+enum Yctx {
+    Top,
+    Key(usize),
+    Dash(usize),
+}
+
+fn yaml_node(out: &mut String, v: &Value, ctx: Yctx) {
+    let (child_indent, dash_column) = match ctx {
+        Yctx::Top => (0, 0),
+        Yctx::Key(k) => (k + 2, k),
+        Yctx::Dash(d) => (d + 2, d + 2),
+    };
+    let scalar_sep = if matches!(ctx, Yctx::Key(_)) { " " } else { "" };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (i, (k, x)) in super::value::sorted(m).into_iter().enumerate() {
+                match (ctx, i) {
+                    (Yctx::Top | Yctx::Dash(_), 0) => {}
+                    _ => {
+                        out.push('\n');
+                        out.push_str(&" ".repeat(child_indent));
+                    }
+                }
+                out.push_str(&yaml_scalar(k, None, 0));
+                out.push(':');
+                yaml_node(out, x, Yctx::Key(child_indent));
+            }
+        }
+        Value::Array(l) if !l.is_empty() => {
+            for (i, x) in l.iter().enumerate() {
+                match (ctx, i) {
+                    (Yctx::Top | Yctx::Dash(_), 0) => {}
+                    _ => {
+                        out.push('\n');
+                        out.push_str(&" ".repeat(dash_column));
+                    }
+                }
+                out.push_str("- ");
+                yaml_node(out, x, Yctx::Dash(dash_column));
+            }
+        }
+        Value::Object(_) => out.push_str(&format!("{scalar_sep}{{}}")),
+        Value::Array(_) => out.push_str(&format!("{scalar_sep}[]")),
+        Value::Null => out.push_str(&format!("{scalar_sep}null")),
+        Value::Bool(b) => out.push_str(&format!("{scalar_sep}{b}")),
+        Value::Number(n) if n.is_f64() => out.push_str(&format!("{scalar_sep}{}", go_float(n.as_f64().unwrap_or(0.0)))),
+        Value::Number(n) => out.push_str(&format!("{scalar_sep}{n}")),
+        Value::String(s) => {
+            out.push_str(scalar_sep);
+            let column = out.rsplit('\n').next().unwrap_or_default().chars().count();
+            out.push_str(&yaml_scalar(s, Some(child_indent.max(2)), column));
+        }
+    }
+}
+
+/// A string as go-yaml v2 writes it: plain when it reads back as the same
+/// string (by YAML 1.1's rules: `no`, `on`, `1_000`, `12:30` are not
+/// strings there), a literal block when it has several lines, else single
+/// or double quotes. A value (`indent` given; keys have none) starting at
+/// `column` is folded at spaces past column 80, as libyaml does.
+fn yaml_scalar(s: &str, indent: Option<usize>, column: usize) -> String {
+    let special = s.chars().any(|c| !yaml_printable(c));
+    let style = if yaml11_not_a_string(s) {
+        Style::Double
+    } else if indent.is_some() && s.contains('\n') && !special {
+        return yaml_literal(s, indent.unwrap_or(2));
+    } else {
+        match yaml_styles(s) {
+            (true, _) => Style::Plain,
+            (false, true) if !special && !s.contains('\n') => Style::Single,
+            _ => Style::Double,
+        }
+    };
+    yaml_write(s, style, indent, column)
+}
+
+#[derive(PartialEq, Clone, Copy)]
+enum Style {
+    Plain,
+    Single,
+    Double,
+}
+
+/// libyaml's yaml_emitter_write_plain/single_quoted/double_quoted, with
+/// their line folding (best width 80).
+fn yaml_write(s: &str, style: Style, indent: Option<usize>, column: usize) -> String {
+    const BEST_WIDTH: usize = 80;
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    let mut col = column;
+    let quote = match style {
+        Style::Plain => None,
+        Style::Single => Some('\''),
+        Style::Double => Some('"'),
+    };
+    if let Some(q) = quote {
+        out.push(q);
+        col += 1;
+    }
+    let mut spaces = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            let next_space = chars.get(i + 1) == Some(&' ');
+            let inside = style == Style::Plain || (i > 0 && i + 1 < chars.len());
+            let fold =
+                indent.filter(|_| !spaces && col > BEST_WIDTH && inside && (style == Style::Double || !next_space));
+            if let Some(indent) = fold {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent));
+                col = indent;
+                if style == Style::Double && next_space {
+                    out.push('\\');
+                    col += 1;
+                }
+            } else {
+                out.push(' ');
+                col += 1;
+            }
+            spaces = true;
+            continue;
+        }
+        spaces = false;
+        let piece = match (style, c) {
+            (Style::Single, '\'') => "''".to_string(),
+            (Style::Double, c) => yaml_double_escape(c),
+            (_, c) => c.to_string(),
+        };
+        col += piece.chars().count();
+        out.push_str(&piece);
+    }
+    if let Some(q) = quote {
+        out.push(q);
+    }
+    out
+}
+
+/// libyaml's printable characters (the emitter quotes anything else).
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\n' | '\u{20}'..='\u{7e}' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+        && c != '\u{feff}'
+}
+
+/// Whether libyaml's emitter allows a plain and a single-quoted scalar in
+/// block context (yaml_emitter_analyze_scalar).
+fn yaml_styles(s: &str) -> (bool, bool) {
+    if s.is_empty() {
+        return (false, true);
+    }
+    if s.starts_with("---") || s.starts_with("...") {
+        return (false, true);
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let blank = |c: Option<&char>| c.is_none_or(|c| matches!(c, ' ' | '\t' | '\n'));
+    let mut indicators = false;
+    for (i, &c) in chars.iter().enumerate() {
+        let next = chars.get(i + 1);
+        if i == 0 {
+            if "#,[]{}&*!|>'\"%@`".contains(c) || (matches!(c, '?' | ':' | '-') && blank(next)) {
+                indicators = true;
+            }
+        } else if (c == ':' && blank(next)) || (c == '#' && matches!(chars[i - 1], ' ' | '\t' | '\n')) {
+            indicators = true;
+        }
+    }
+    let leading = matches!(chars[0], ' ' | '\n');
+    let trailing = matches!(chars[chars.len() - 1], ' ' | '\n');
+    let space_break = s.contains(" \n") || s.contains("\n ");
+    let plain = !indicators && !leading && !trailing && !s.contains('\n') && !s.contains('\t');
+    (plain, !space_break)
+}
+
+fn yaml_literal(s: &str, indent: usize) -> String {
+    let chomp = if !s.ends_with('\n') {
+        "-"
+    } else if s.len() == 1 || s[..s.len() - 1].ends_with('\n') {
+        "+"
+    } else {
+        ""
+    };
+    let hint = if s.starts_with([' ', '\n']) { "2" } else { "" };
+    let mut out = format!("|{hint}{chomp}");
+    let body = s.strip_suffix('\n').unwrap_or(s);
+    for line in body.split('\n') {
+        out.push('\n');
+        if !line.is_empty() {
+            out.push_str(&" ".repeat(indent));
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// One character in a double-quoted scalar, escaped as libyaml does.
+fn yaml_double_escape(c: char) -> String {
+    match c {
+        '"' => "\\\"".into(),
+        '\\' => "\\\\".into(),
+        '\0' => "\\0".into(),
+        '\x07' => "\\a".into(),
+        '\x08' => "\\b".into(),
+        '\t' => "\\t".into(),
+        '\n' => "\\n".into(),
+        '\x0b' => "\\v".into(),
+        '\x0c' => "\\f".into(),
+        '\r' => "\\r".into(),
+        '\x1b' => "\\e".into(),
+        '\u{85}' => "\\N".into(),
+        '\u{2028}' => "\\L".into(),
+        '\u{2029}' => "\\P".into(),
+        c if !yaml_printable(c) && (c as u32) <= 0xff => format!("\\x{:02X}", c as u32),
+        c if !yaml_printable(c) && (c as u32) <= 0xffff => format!("\\u{:04X}", c as u32),
+        c if !yaml_printable(c) => format!("\\U{:08X}", c as u32),
+        c => c.to_string(),
+    }
+}
+
+/// go-yaml v2's resolver: a plain scalar that would read back as something
+/// other than a string (bool, null, number, timestamp, merge key, or a
+/// sexagesimal float) must be quoted.
+fn yaml11_not_a_string(s: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "", "~", "null", "Null", "NULL", "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO",
+        "off", "Off", "OFF", "true", "True", "TRUE", "false", "False", "FALSE", ".nan", ".NaN", ".NAN", ".inf", ".Inf",
+        ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF", "<<",
+    ];
+    if WORDS.contains(&s) {
+        return true;
+    }
+    if !s.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c)) {
+        return false;
+    }
+    let plain = s.replace('_', "");
+    use std::sync::LazyLock;
+    static FLOAT: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$").expect("valid"));
+    static BASE60: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$").expect("valid"));
+    static TIMESTAMP: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ]|$)").expect("valid"));
+    let (float, base60, timestamp) = (&*FLOAT, &*BASE60, &*TIMESTAMP);
+    parse_go_int(&plain).is_some()
+        || plain
+            .strip_prefix("0b")
+            .or_else(|| plain.strip_prefix("-0b"))
+            .is_some_and(|b| !b.is_empty() && b.bytes().all(|c| c == b'0' || c == b'1'))
+        || float.is_match(&plain)
+        || base60.is_match(s)
+        || timestamp.is_match(s)
 }
 
 /// Go's `order` functions `lt le gt ge`, from "less" and "equal".
@@ -1173,13 +1598,16 @@ fn sprint(args: &[Val]) -> String {
 
 /// What Go's escaping functions escape: one string as it is, else the
 /// arguments as `print` joins them.
-/// Go prints a nil argument there as `<no value>`, which kiln refuses.
+/// A nil argument reads `<no value>` there, as in Go.
 fn escaper_input(c: &Call<'_, '_>) -> Result<String, SpecError> {
-    match c.args.as_slice() {
-        [Val::Json(Value::String(s))] => Ok(s.clone()),
-        args if args.iter().any(is_nil) => c.fail("a nil argument has no value to escape"),
-        args => Ok(sprint(args)),
-    }
+    Ok(match c.args.as_slice() {
+        [Val::Json(Value::String(s))] => s.clone(),
+        args => {
+            let no_value = Val::Json(Value::String("<no value>".into()));
+            let args: Vec<Val> = args.iter().map(|a| if is_nil(a) { no_value.clone() } else { a.clone() }).collect();
+            sprint(&args)
+        }
+    })
 }
 
 fn html_escape(s: &str) -> String {
@@ -1233,6 +1661,9 @@ fn query_escape(s: &str) -> String {
 /// path read so far (`.Hardware.Disks[3]`).
 fn index(c: &Call<'_, '_>) -> Result<Val, SpecError> {
     let Some(first) = c.args.first() else { return c.fail("index needs a collection") };
+    if is_nil(first) {
+        return c.fail("index of untyped nil");
+    }
     let mut cur = first.clone();
     let mut path = c.descs.first().cloned().flatten().unwrap_or_else(|| "index".into());
     for key in &c.args[1..] {

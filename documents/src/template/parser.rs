@@ -350,13 +350,10 @@ impl Parser<'_> {
             return Err(err("missing value: empty command in pipeline".into()));
         }
         for (i, cmd) in cmds.iter().enumerate() {
-            if matches!(cmd[0], Arg::Nil) {
-                return Err(err("nil is not a command".into()));
-            }
             if cmd.len() > 1 && !matches!(cmd[0], Arg::Func(_)) {
                 return Err(err("can't give arguments to a non-function".into()));
             }
-            if i > 0 && !matches!(cmd[0], Arg::Func(_)) {
+            if i > 0 && !matches!(cmd[0], Arg::Func(_) | Arg::Nil) {
                 return Err(err("only functions can follow | in a pipeline".into()));
             }
         }

@@ -95,14 +95,15 @@ func funcMap() template.FuncMap {
 	return fm
 }
 
-// typed turns JSON numbers into what Tinkerbell's typed hardware fields
-// hold: integers as int64 when they are written without a fraction or an
-// exponent, everything else as float64.
+// typed turns JSON numbers into what typed Go fields hold: integers as int
+// when they are written without a fraction or an exponent (Go's usual
+// integer type, what number constants in a template are), everything else
+// as float64.
 func typed(v interface{}) interface{} {
 	switch x := v.(type) {
 	case json.Number:
-		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
+		if i, err := strconv.ParseInt(string(x), 10, 0); err == nil {
+			return int(i)
 		}
 		f, _ := x.Float64()
 		return f
