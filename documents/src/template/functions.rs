@@ -680,6 +680,378 @@ const TABLE: &[Function] = &[
             Ok(bool_val(c.str(0)? == go_kind(&c.json(1))))
         }),
     },
+    // Sprig's must* forms: kiln refuses where they return an error and
+    // where the plain forms panic, so most are the plain form again.
+    Function { name: "mustFirst", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "first")) },
+    Function { name: "mustLast", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "last")) },
+    Function { name: "mustRest", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "rest")) },
+    Function { name: "mustInitial", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "initial")) },
+    Function { name: "mustReverse", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "reverse")) },
+    Function { name: "mustUniq", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "uniq")) },
+    Function { name: "mustCompact", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "compact")) },
+    Function { name: "mustWithout", arity: Arity::AtLeast(1), apply: Apply::Values(|c| alias(c, "without")) },
+    Function { name: "mustHas", arity: Arity::Exactly(2), apply: Apply::Values(|c| alias(c, "has")) },
+    Function { name: "mustAppend", arity: Arity::Exactly(2), apply: Apply::Values(|c| alias(c, "append")) },
+    Function { name: "mustPrepend", arity: Arity::Exactly(2), apply: Apply::Values(|c| alias(c, "prepend")) },
+    Function { name: "mustSlice", arity: Arity::AtLeast(1), apply: Apply::Values(|c| alias(c, "slice")) },
+    Function { name: "mustChunk", arity: Arity::Exactly(2), apply: Apply::Values(|c| alias(c, "chunk")) },
+    Function { name: "mustToJson", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "toJson")) },
+    Function { name: "mustToPrettyJson", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "toPrettyJson")) },
+    Function { name: "mustToRawJson", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "toRawJson")) },
+    Function {
+        name: "mustFromJson",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            probe!(c);
+            let v = serde_json::from_str::<Value>(&s).map_err(|e| c.error(format!("{s:?} is not JSON: {e}")))?;
+            Ok(Val::Json(floats(v)))
+        }),
+    },
+    Function { name: "mustRegexMatch", arity: Arity::Exactly(2), apply: Apply::Values(|c| alias(c, "regexMatch")) },
+    Function { name: "mustRegexFind", arity: Arity::Exactly(2), apply: Apply::Values(|c| alias(c, "regexFind")) },
+    Function { name: "mustRegexFindAll", arity: Arity::Exactly(3), apply: Apply::Values(|c| alias(c, "regexFindAll")) },
+    Function {
+        name: "mustRegexReplaceAll",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| alias(c, "regexReplaceAll")),
+    },
+    Function {
+        name: "mustRegexReplaceAllLiteral",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| alias(c, "regexReplaceAllLiteral")),
+    },
+    Function { name: "mustRegexSplit", arity: Arity::Exactly(3), apply: Apply::Values(|c| alias(c, "regexSplit")) },
+    Function { name: "mustMerge", arity: Arity::AtLeast(1), apply: Apply::Values(|c| alias(c, "merge")) },
+    Function {
+        name: "mustMergeOverwrite",
+        arity: Arity::AtLeast(1),
+        apply: Apply::Values(|c| alias(c, "mergeOverwrite")),
+    },
+    Function { name: "mustDeepCopy", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "deepCopy")) },
+    Function {
+        name: "prepend",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            match c.json(0) {
+                Value::Array(mut l) => {
+                    l.insert(0, c.json(1));
+                    Ok(Val::Json(Value::Array(l)))
+                }
+                other => c.fail(format!("cannot prepend on type {}", go_type(&other))),
+            }
+        }),
+    },
+    Function { name: "tuple", arity: Arity::AtLeast(0), apply: Apply::Values(|c| alias(c, "list")) },
+    Function {
+        name: "pluck",
+        arity: Arity::AtLeast(1),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let key = c.str(0)?;
+            let mut out = Vec::new();
+            for i in 1..c.args.len() {
+                out.extend(c.map(i)?.get(&key).cloned());
+            }
+            Ok(Val::Json(Value::Array(out)))
+        }),
+    },
+    Function {
+        name: "chunk",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let size = c.int(0)?;
+            let Value::Array(l) = c.json(1) else {
+                return c.fail(format!("cannot chunk type {}", go_type(&c.json(1))));
+            };
+            let size =
+                usize::try_from(size).ok().filter(|s| *s > 0).ok_or_else(|| c.error("chunk size must be positive"))?;
+            Ok(Val::Json(Value::Array(l.chunks(size).map(|ch| Value::Array(ch.to_vec())).collect())))
+        }),
+    },
+    Function { name: "deepCopy", arity: Arity::Exactly(1), apply: Apply::Values(|c| Ok(c.args[0].clone())) },
+    Function {
+        name: "deepEqual",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            Ok(bool_val(c.json(0) == c.json(1)))
+        }),
+    },
+    Function {
+        name: "mergeOverwrite",
+        arity: Arity::AtLeast(1),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let mut dst = c.map(0)?;
+            for i in 1..c.args.len() {
+                overwrite_into(&mut dst, &c.map(i)?);
+            }
+            Ok(Val::Json(Value::Object(dst)))
+        }),
+    },
+    Function {
+        name: "toRawJson",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(go_json_raw(&c.json1()?))),
+    },
+    Function {
+        name: "toStrings",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            Ok(Val::Json(Value::Array(strslice(&c.json(0)).into_iter().map(Value::String).collect())))
+        }),
+    },
+    Function {
+        name: "typeIs",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| Ok(bool_val(c.str(0)? == go_type(&c.json(1))))),
+    },
+    Function {
+        name: "typeIsLike",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            let (target, t) = (c.str(0)?, go_type(&c.json(1)));
+            Ok(bool_val(target == t || format!("*{target}") == t))
+        }),
+    },
+    Function {
+        name: "untilStep",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let items = until_step(c, c.int(0)?, c.int(1)?, c.int(2)?)?;
+            Ok(Val::Json(Value::Array(items.into_iter().map(Value::from).collect())))
+        }),
+    },
+    Function {
+        name: "splitn",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let (sep, n, s) = (c.str(0)?, c.int(1)?, c.str(2)?);
+            let parts: Vec<String> = match usize::try_from(n) {
+                Err(_) => go_split(&s, &sep),
+                Ok(0) => Vec::new(),
+                Ok(n) if sep.is_empty() => {
+                    let chars: Vec<char> = s.chars().collect();
+                    let mut parts: Vec<String> = chars.iter().take(n - 1).map(|ch| ch.to_string()).collect();
+                    if chars.len() >= n {
+                        parts.push(chars[n - 1..].iter().collect());
+                    }
+                    parts
+                }
+                Ok(n) => s.splitn(n, sep.as_str()).map(String::from).collect(),
+            };
+            let m = parts.into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::String(p))).collect();
+            Ok(Val::Json(Value::Object(m)))
+        }),
+    },
+    Function {
+        name: "regexSplit",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let (s, n) = (c.str(1)?, c.int(2)?);
+            let parts = go_regex_split(&c.regex(0)?, &s, n);
+            Ok(Val::Json(Value::Array(parts.into_iter().map(Value::String).collect())))
+        }),
+    },
+    Function {
+        name: "regexReplaceAllLiteral",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let (s, with) = (c.str(1)?, c.str(2)?);
+            let out = c.regex(0)?.replace_all(&s, regex::NoExpand(&with)).into_owned();
+            c.string(out)
+        }),
+    },
+    Function {
+        name: "regexQuoteMeta",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            let mut out = String::with_capacity(s.len());
+            for ch in s.chars() {
+                if "\\.+*?()|[]{}^$".contains(ch) {
+                    out.push('\\');
+                }
+                out.push(ch);
+            }
+            c.string(out)
+        }),
+    },
+    Function {
+        name: "sha256sum",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(c.str1()?.as_bytes());
+            c.string(digest.iter().map(|b| format!("{b:02x}")).collect())
+        }),
+    },
+    Function {
+        name: "adler32sum",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let (mut a, mut b) = (1u32, 0u32);
+            for byte in c.str1()?.bytes() {
+                a = (a + u32::from(byte)) % 65521;
+                b = (b + a) % 65521;
+            }
+            c.string(((b << 16) | a).to_string())
+        }),
+    },
+    Function {
+        name: "b32enc",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(base32_encode(c.str1()?.as_bytes()))),
+    },
+    Function {
+        name: "b32dec",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            probe!(c);
+            // Sprig returns the error's text as the result; kiln refuses it.
+            let bytes = base32_decode(&s).ok_or_else(|| c.error(format!("{s:?} is not base32")))?;
+            c.string(String::from_utf8_lossy(&bytes).into_owned())
+        }),
+    },
+    Function { name: "base", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(path_base(&c.str1()?))) },
+    Function { name: "dir", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(path_dir(&c.str1()?))) },
+    Function { name: "ext", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(path_ext(&c.str1()?))) },
+    Function { name: "clean", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(path_clean(&c.str1()?))) },
+    Function {
+        name: "isAbs",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| Ok(bool_val(c.str1()?.starts_with('/')))),
+    },
+    Function { name: "osBase", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "base")) },
+    Function { name: "osDir", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "dir")) },
+    Function { name: "osExt", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "ext")) },
+    Function { name: "osClean", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "clean")) },
+    Function { name: "osIsAbs", arity: Arity::Exactly(1), apply: Apply::Values(|c| alias(c, "isAbs")) },
+    Function { name: "biggest", arity: Arity::AtLeast(1), apply: Apply::Values(|c| alias(c, "max")) },
+    Function {
+        name: "all",
+        arity: Arity::AtLeast(0),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            Ok(bool_val(c.json_args().iter().all(|v| !empty(v))))
+        }),
+    },
+    Function {
+        name: "any",
+        arity: Arity::AtLeast(0),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            Ok(bool_val(c.json_args().iter().any(|v| !empty(v))))
+        }),
+    },
+    Function {
+        name: "fail",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let message = c.str1()?;
+            probe!(c);
+            c.fail(message)
+        }),
+    },
+    Function { name: "hello", arity: Arity::Exactly(0), apply: Apply::Values(|c| c.string("Hello!".into())) },
+    Function {
+        name: "toDecimal",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let digits = text(&c.args[0]);
+            let (neg, body) = digits.strip_prefix('-').map_or((false, digits.as_str()), |b| (true, b));
+            let body = body.strip_prefix('+').unwrap_or(body);
+            let n = (!body.is_empty() && !body.starts_with(['+', '-']))
+                .then(|| i64::from_str_radix(body, 8).ok())
+                .flatten()
+                .map_or(0, |n| if neg { -n } else { n });
+            Ok(int_val(n))
+        }),
+    },
+    Function {
+        name: "plural",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| {
+            let (one, many, n) = (c.str(0)?, c.str(1)?, c.int(2)?);
+            c.string(if n == 1 { one } else { many })
+        }),
+    },
+    Function { name: "trimall", arity: Arity::Exactly(2), apply: Apply::Values(|c| alias(c, "trimAll")) },
+    Function {
+        name: "initials",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            let mut out = String::new();
+            let mut after_space = true;
+            for ch in s.chars() {
+                if ch.is_whitespace() {
+                    after_space = true;
+                } else if after_space {
+                    out.push(ch);
+                    after_space = false;
+                }
+            }
+            c.string(out)
+        }),
+    },
+    Function {
+        name: "swapcase",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            let out = s
+                .chars()
+                .flat_map(|ch| {
+                    if ch.is_uppercase() {
+                        ch.to_lowercase().collect::<Vec<_>>()
+                    } else if ch.is_lowercase() {
+                        ch.to_uppercase().collect()
+                    } else {
+                        vec![ch]
+                    }
+                })
+                .collect();
+            c.string(out)
+        }),
+    },
+    Function {
+        name: "untitle",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let s = c.str1()?;
+            let mut out = String::with_capacity(s.len());
+            let mut prev_letter = false;
+            for ch in s.chars() {
+                if !prev_letter {
+                    out.extend(ch.to_lowercase())
+                } else {
+                    out.push(ch)
+                }
+                prev_letter = ch.is_alphanumeric() || ch == '_' || ch == '\'';
+            }
+            c.string(out)
+        }),
+    },
+    Function {
+        name: "call",
+        arity: Arity::AtLeast(1),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            // Data from JSON holds no functions.
+            c.fail(format!("can't call a {}: it is not a function", go_type(&c.json(0))))
+        }),
+    },
     Function {
         name: "netmaskToPrefixLength",
         arity: Arity::Exactly(1),
@@ -1655,6 +2027,173 @@ fn query_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Calls the function `name` with this call's arguments: Sprig's aliases.
+fn alias(c: &Call<'_, '_>, name: &'static str) -> Result<Val, SpecError> {
+    let f = function(name).expect("an alias names a function in TABLE");
+    let Apply::Values(body) = f.apply else { unreachable!("aliases name plain functions") };
+    body(&Call {
+        eval: c.eval,
+        line: c.line,
+        name,
+        args: c.args.clone(),
+        descs: c.descs.clone(),
+        nil_ok: c.nil_ok.clone(),
+    })
+}
+
+/// mergo.Merge with WithOverride: values of `src` replace those of `dst`
+/// (maps merged deeply), except empty ones.
+fn overwrite_into(dst: &mut serde_json::Map<String, Value>, src: &serde_json::Map<String, Value>) {
+    for (k, v) in src {
+        match (dst.get_mut(k), v) {
+            (Some(Value::Object(d)), Value::Object(s)) => overwrite_into(d, s),
+            (Some(_), v) if empty(v) => {}
+            (_, v) => {
+                dst.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// encoding/json without HTML escaping (Sprig's toRawJson).
+fn go_json_raw(v: &Value) -> String {
+    go_json(v, None).replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&")
+}
+
+/// Go's regexp.Split.
+fn go_regex_split(re: &regex::Regex, s: &str, n: i64) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if !re.as_str().is_empty() && s.is_empty() {
+        return vec![String::new()];
+    }
+    let limit = usize::try_from(n).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    let (mut beg, mut end) = (0, 0);
+    for m in re.find_iter(s).take(limit) {
+        if n > 0 && out.len() == limit - 1 {
+            break;
+        }
+        end = m.start();
+        if m.end() != 0 {
+            out.push(s[beg..end].to_string());
+        }
+        beg = m.end();
+    }
+    if end != s.len() {
+        out.push(s[beg..].to_string());
+    }
+    out
+}
+
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// RFC 4648 base32 with padding (Go's base32.StdEncoding).
+fn base32_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(5) {
+        let mut buf = [0u8; 5];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let bits = buf.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        let chars = (chunk.len() * 8).div_ceil(5);
+        for i in 0..8 {
+            if i < chars {
+                out.push(BASE32[((bits >> (35 - i * 5)) & 31) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base32_decode(s: &str) -> Option<Vec<u8>> {
+    // Go ignores newlines in the input.
+    let s: Vec<u8> = s.bytes().filter(|b| *b != b'\n' && *b != b'\r').collect();
+    if !s.len().is_multiple_of(8) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (n, block) in s.chunks(8).enumerate() {
+        let data = block.iter().position(|&b| b == b'=').unwrap_or(8);
+        if block[data..].iter().any(|&b| b != b'=') || (data < 8 && n + 1 != s.len() / 8) {
+            return None;
+        }
+        let bytes = match data {
+            8 => 5,
+            7 => 4,
+            5 => 3,
+            4 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        let mut bits = 0u64;
+        for &b in &block[..data] {
+            let v = BASE32.iter().position(|&c| c == b)? as u64;
+            bits = (bits << 5) | v;
+        }
+        bits <<= 5 * (8 - data);
+        out.extend((0..bytes).map(|i| (bits >> (32 - i * 8)) as u8));
+    }
+    Some(out)
+}
+
+/// Go's path.Clean.
+fn path_clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            ".." if rooted => {}
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// Go's path.Base.
+fn path_base(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return "/".into();
+    }
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
+/// Go's path.Dir.
+fn path_dir(p: &str) -> String {
+    let dir = p.rfind('/').map_or("", |i| &p[..=i]);
+    path_clean(dir)
+}
+
+/// Go's path.Ext.
+fn path_ext(p: &str) -> String {
+    for (i, ch) in p.char_indices().rev() {
+        match ch {
+            '/' => break,
+            '.' => return p[i..].to_string(),
+            _ => {}
+        }
+    }
+    String::new()
 }
 
 /// `index COLLECTION KEY...`: a list item or map value, errors naming the
