@@ -521,3 +521,87 @@ fn errors_about_values_name_the_expression() {
     let err = render_probe(T, "{{ range 3 }}{{ end }}").expect_err("a number is no list");
     assert_eq!(err.field.as_deref(), Some("3"), "{err}");
 }
+
+/// docs/templates.md lists exactly the functions in the table, and none of
+/// them among the unsupported ones.
+#[test]
+fn the_docs_list_every_function() {
+    let doc = include_str!("../../../docs/templates.md");
+    let section = |start: &str, end: &str| -> std::collections::BTreeSet<String> {
+        let from = doc.find(start).expect("section start") + start.len();
+        let to = from + doc[from..].find(end).expect("section end");
+        doc[from..to].split('`').skip(1).step_by(2).map(|w| w.split('/').next().unwrap_or(w).to_string()).collect()
+    };
+    let listed = section("### Functions", "Not supported");
+    let table: std::collections::BTreeSet<String> = FUNCTIONS.iter().map(|f| f.to_string()).collect();
+    let missing: Vec<_> = table.difference(&listed).collect();
+    let extra: Vec<_> = listed.difference(&table).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "not in the docs: {missing:?}; not functions: {extra:?}");
+    let unsupported = section("Not supported (an error", "### Differences");
+    let both: Vec<_> = unsupported.intersection(&table).collect();
+    assert!(both.is_empty(), "listed as unsupported but supported: {both:?}");
+}
+
+/// The language as Go runs it, checked here without Go (the differential
+/// test in tests/go_differential.rs checks the same against Go itself).
+#[test]
+fn go_language_features() {
+    let cases = [
+        // Fields of a parenthesised value, alone and as an argument.
+        ("{{ (index .m.list 0) }} {{ (.hardware.metadata).instance.id }}", "[10 11] i-1"),
+        ("{{ if eq (.hardware.metadata).instance.id \"i-1\" }}y{{ end }}", "y"),
+        // with, else with, else if, assignment, break and continue.
+        (
+            "{{ with .nums.i }}{{ . }}{{ end }}{{ with .flag }}x{{ else with .device_1 }}{{ . }}{{ end }}",
+            "752:54:00:12:34:56",
+        ),
+        ("{{ if .flag }}a{{ else if .nums.i }}b{{ else }}c{{ end }}", "b"),
+        ("{{ $x := 1 }}{{ range .Hardware.Disks }}{{ $x = . }}{{ end }}{{ $x }}", "/dev/sdb"),
+        ("{{ range $i, $v := .m.list }}{{ if eq $i 1 }}{{ break }}{{ end }}{{ $v }}{{ end }}", "[10 11]"),
+        (
+            "{{ range .Hardware.Disks }}{{ if eq . \"/dev/sdb\" }}{{ continue }}{{ end }}{{ . }}{{ end }}",
+            "/dev/nvme0n1",
+        ),
+        ("{{ if $d := .Hardware.Disks }}{{ len $d }}{{ end }}", "2"),
+        // Comparison, print, printf.
+        ("{{ lt 1 2 }} {{ ge .nums.f 1.5 }} {{ gt \"b\" \"a\" }} {{ le 3 2 }}", "true true true false"),
+        ("{{ print 1 2 \"a\" 3 }}|{{ println \"x\" 1 }}", "1 2a3|x 1\n"),
+        (
+            "{{ printf \"%5.2f|%x|%X|%o|%b|%c|%+d|%t|%e|%T\" 3.14159 255 \"hi\" 8 5 65 3 true 1234.5 .m }}",
+            " 3.14|ff|6869|10|101|A|+3|true|1.234500e+03|map[string]interface {}",
+        ),
+        ("{{ .nums.big }} {{ .nums.tiny }} {{ .m }} {{ 'a' }}", "1e+06 1e-07 map[a:1 b:2 list:[[10 11] [12]]] 97"),
+        // Escapers and Sprig.
+        ("{{ html \"<a&'>\" }} {{ js \"a'<\" }} {{ urlquery \"a b/c\" }}", "&lt;a&amp;&#39;&gt; a\\'\\u003C a+b%2Fc"),
+        ("{{ regexMatch \"^/dev/nvme\" (index .Hardware.Disks 0) }} {{ splitList \":\" .device_1 | last }}", "true 56"),
+        (
+            "{{ $d := dict \"a\" 1 }}{{ $_ := set $d \"b\" 2 }}{{ $d }} {{ dig \"metadata\" \"instance\" \"id\" \"-\" .hardware }}",
+            "map[a:1 b:2] i-1",
+        ),
+        ("{{ toJson .m }}", "{\"a\":1,\"b\":2,\"list\":[[10,11],[12]]}"),
+        ("{{ toYaml .hardware.metadata }}", "instance:\n  gone: null\n  id: i-1\n  tags:\n  - a\n  - b"),
+        ("{{ \"line\\nnext\" | nindent 2 }}", "\n  line\n  next"),
+        ("{{ b64enc \"kiln\" | b64dec }} {{ add 1 2 3 }} {{ seq 3 }} {{ until 2 }}", "kiln 6 1 2 3 [0 1]"),
+        ("{{ default \"d\" .flag }} {{ empty .m }} {{ coalesce .flag 0 \"x\" }} {{ ternary 1 2 true }}", "d false x 1"),
+        (
+            "{{ keys .m | sortAlpha | join \",\" }} {{ pick .m \"a\" }} {{ omit .m \"list\" \"b\" }}",
+            "a,b,list map[a:1] map[a:1]",
+        ),
+        ("{{ if .flag }}{{ nil }}{{ mul }}{{ end }}ok", "ok"),
+    ];
+    for (t, want) in cases {
+        assert_eq!(r(t), want, "{t}");
+    }
+    for (t, needle) in [
+        ("{{ eq 1 1.5 }}", "incompatible types"),
+        ("{{ lt true false }}", "invalid type for comparison"),
+        ("{{ upper 1 }}", "expected string; got int"),
+        ("{{ mul }}", "wrong number of args for mul: want at least 1 got 0"),
+        ("{{ pick .hardware.metadata.instance.gone \"a\" }}", "expected map"),
+        ("{{ (index .m.list 0).x }}", "can't read field \"x\": (index .m.list 0) is a list"),
+    ] {
+        let err = e(t);
+        assert!(err.message.contains(needle), "{t}: {err}");
+        assert_eq!(err.line, Some(1));
+    }
+}
