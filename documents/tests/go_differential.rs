@@ -271,6 +271,11 @@ const RENDERS: &[&str] = &[
     "{{ biggest 3 9 2 }} {{ all 1 \"a\" .t }} {{ all 1 .e }} {{ any .e .z .s }} {{ any }} {{ all }} {{ hello }}",
     "{{ toDecimal \"0777\" }} {{ toDecimal 17 }} {{ toDecimal \"9\" }} {{ plural \"one\" \"many\" 1 }} {{ plural \"one\" \"many\" 2 }}",
     "{{ trimall \"H\" .s }} {{ initials \"hello big  world\" }} {{ swapcase .s }} {{ untitle \"Hello World\" }}",
+    "{{ addf 1.1 2.2 }} {{ addf }} {{ add1f 0.1 }} {{ subf 1 0.9 }} {{ mulf 1.1 3 }} {{ divf 1 3 }} {{ divf 2 3 }} {{ divf 10 4 }}",
+    "{{ addf .f \"1.5\" .n }} {{ mulf 0.1 0.2 0.3 }} {{ divf -1 3 }} {{ maxf 1 2.5 \"3\" }} {{ minf 1 -2.5 }} {{ divf 1e10 3 }}",
+    "{{ repeat 2e0 \"ab\" }} {{ round 2.567 1e0 }} {{ untitle \"Hello World  X\" }} {{ swapcase \"hello World x\" }}",
+    "{{ initials \"Émile  zola\" }} {{ untitle \"ÉCOLE\" }}",
+    "{{ floor 2.7 }} {{ ceil 2.1 }} {{ floor -2.5 }} {{ round 3.14159 2 }} {{ round 2.5 0 }} {{ round 2.45 1 0.6 }} {{ ceil \"1.2\" }}",
     // A real Tinkerbell-style template fragment.
     "version: \"0.1\"\nname: ubuntu\ntasks:\n  - name: os\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: net\n        environment:\n          IP: {{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}/{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}\n          DNS: {{ join \",\" (index .Hardware.Interfaces 0).DHCP.NameServers }}\n          {{- with (index .Hardware.Interfaces 0).DHCP.IP.Gateway }}\n          GW: {{ . }}\n          {{- end }}\n          USERDATA: |\n{{ .Hardware.UserData | indent 12 }}\n",
 ];
@@ -300,6 +305,9 @@ const FAILS: &[&str] = &[
     "{{ nil }}",
     "{{ set nil \"a\" 1 }}",
     "{{ fail \"stop\" }}",
+    "{{ divf 1 0 }}",
+    "{{ repeat 2.5 \"ab\" }}",
+    "{{ repeat .whole \"ab\" }}",
     "{{ call .s }}",
     "{{ mustFromJson \"bad\" }}",
     "{{ chunk 0 .l }}",
@@ -330,6 +338,7 @@ const DELIBERATE: &[&str] = &[
     "{{ index .m \"nope\" }}",
     "{{ printf \"%d\" .s }}",
     "{{ first .empty }}",
+    "{{ round 1 1e6 }}",
     "{{ printf \"%s %s\" .s }}",
     "{{ b64dec \"!!\" }}",
     "{{ regexMatch \"(\" \"x\" }}",
@@ -552,6 +561,14 @@ fn expression() -> impl Strategy<Value = String> {
             "swapcase",
             "untitle",
             "untilStep 1",
+            "addf",
+            "subf",
+            "mulf",
+            "divf 1",
+            "maxf",
+            "minf",
+            "floor",
+            "ceil",
         ]);
         prop_oneof![
             (funcs.clone(), prop::collection::vec(inner.clone(), 0..3))

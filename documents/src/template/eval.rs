@@ -299,7 +299,7 @@ impl Eval<'_> {
         match &cmd[0] {
             Arg::Func(f) => self.apply(line, f, &cmd[1..], dot, prev),
             // Go refuses this when it runs, not when it parses.
-            Arg::Nil => Err(self.err(line, None, "nil is not a command")),
+            Arg::Nil => Err(self.err(line, Some("nil".into()), "nil is not a command")),
             // The parser lets only functions follow `|`, so there is no
             // piped value to lose here.
             single => self.arg(line, single, dot),
@@ -318,15 +318,18 @@ impl Eval<'_> {
         let mut descs: Vec<Option<String>> = args.iter().map(describe).collect();
         let mut nil_ok: Vec<bool> =
             args.iter().map(|a| !matches!(a, Arg::Field(_) | Arg::Var(..) | Arg::Chain(..))).collect();
+        let mut int_constants: Vec<bool> =
+            args.iter().map(|a| matches!(a, Arg::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18)).collect();
         if let Some(p) = prev {
             values.push(p);
             descs.push(None);
             nil_ok.push(true);
+            int_constants.push(false);
         }
         if let Some(Val::Deferred(expr)) = values.iter().find(|a| matches!(a, Val::Deferred(_))) {
             return Err(self.deferred_argument(line, f.name, expr));
         }
-        let result = body(&Call { eval: self, line, name: f.name, args: values, descs, nil_ok })?;
+        let result = body(&Call { eval: self, line, name: f.name, args: values, descs, nil_ok, int_constants })?;
         // Sprig's `set` and `unset` change the map they are given: when it
         // is a variable's, the variable sees the change.
         if let (true, Some(Arg::Var(name, chain))) = (matches!(f.name, "set" | "unset"), args.first())

@@ -991,15 +991,16 @@ const TABLE: &[Function] = &[
         name: "initials",
         arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
+            // goutils.Initials reads bytes as characters, as here.
             let s = c.str1()?;
             let mut out = String::new();
-            let mut after_space = true;
-            for ch in s.chars() {
+            let mut after_gap = true;
+            for ch in s.bytes().map(char::from) {
                 if ch.is_whitespace() {
-                    after_space = true;
-                } else if after_space {
+                    after_gap = true;
+                } else if after_gap {
                     out.push(ch);
-                    after_space = false;
+                    after_gap = false;
                 }
             }
             c.string(out)
@@ -1009,19 +1010,19 @@ const TABLE: &[Function] = &[
         name: "swapcase",
         arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
+            // goutils.SwapCase (its title case after a space is upper case
+            // for all but a few digraphs).
             let s = c.str1()?;
-            let out = s
-                .chars()
-                .flat_map(|ch| {
-                    if ch.is_uppercase() {
-                        ch.to_lowercase().collect::<Vec<_>>()
-                    } else if ch.is_lowercase() {
-                        ch.to_uppercase().collect()
-                    } else {
-                        vec![ch]
-                    }
-                })
-                .collect();
+            let mut out = String::with_capacity(s.len());
+            for ch in s.chars() {
+                if ch.is_uppercase() {
+                    out.extend(ch.to_lowercase());
+                } else if ch.is_lowercase() {
+                    out.extend(ch.to_uppercase());
+                } else {
+                    out.push(ch);
+                }
+            }
             c.string(out)
         }),
     },
@@ -1029,16 +1030,20 @@ const TABLE: &[Function] = &[
         name: "untitle",
         arity: Arity::Exactly(1),
         apply: Apply::Values(|c| {
+            // goutils.Uncapitalize: the first letter after each space.
             let s = c.str1()?;
             let mut out = String::with_capacity(s.len());
-            let mut prev_letter = false;
+            let mut next = true;
             for ch in s.chars() {
-                if !prev_letter {
-                    out.extend(ch.to_lowercase())
+                if ch.is_whitespace() {
+                    next = true;
+                    out.push(ch);
+                } else if next {
+                    out.extend(ch.to_lowercase());
+                    next = false;
                 } else {
-                    out.push(ch)
+                    out.push(ch);
                 }
-                prev_letter = ch.is_alphanumeric() || ch == '_' || ch == '\'';
             }
             c.string(out)
         }),
@@ -1050,6 +1055,39 @@ const TABLE: &[Function] = &[
             probe!(c);
             // Data from JSON holds no functions.
             c.fail(format!("can't call a {}: it is not a function", go_type(&c.json(0))))
+        }),
+    },
+    // Sprig's float arithmetic: exact decimal arithmetic on the shortest
+    // decimal form of each float64 (shopspring/decimal), then a float64.
+    Function { name: "addf", arity: Arity::AtLeast(0), apply: Apply::Values(|c| decimal_op(c, Some(0.0), DecOp::Add)) },
+    Function { name: "add1f", arity: Arity::Exactly(1), apply: Apply::Values(|c| decimal_op(c, None, DecOp::Add1)) },
+    Function { name: "subf", arity: Arity::AtLeast(1), apply: Apply::Values(|c| decimal_op(c, None, DecOp::Sub)) },
+    Function { name: "mulf", arity: Arity::AtLeast(1), apply: Apply::Values(|c| decimal_op(c, None, DecOp::Mul)) },
+    Function { name: "divf", arity: Arity::AtLeast(1), apply: Apply::Values(|c| decimal_op(c, None, DecOp::Div)) },
+    Function { name: "maxf", arity: Arity::AtLeast(1), apply: Apply::Values(|c| float_fold(c, f64::max)) },
+    Function { name: "minf", arity: Arity::AtLeast(1), apply: Apply::Values(|c| float_fold(c, f64::min)) },
+    Function {
+        name: "floor",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| float_result(c, to_float64(&c.args[0]).floor())),
+    },
+    Function {
+        name: "ceil",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| float_result(c, to_float64(&c.args[0]).ceil())),
+    },
+    Function {
+        name: "round",
+        arity: Arity::AtLeast(2),
+        apply: Apply::Values(|c| {
+            probe!(c);
+            let (value, places) = (to_float64(&c.args[0]), c.int(1)?);
+            let round_on = c.args.get(2).map_or(0.5, to_float64);
+            let pow = 10f64.powi(i32::try_from(places).unwrap_or(i32::MAX));
+            let digit = pow * value;
+            let fraction = digit.fract();
+            let rounded = if fraction >= round_on { digit.ceil() } else { digit.floor() };
+            float_result(c, rounded / pow)
         }),
     },
     Function {
@@ -1156,6 +1194,8 @@ pub(super) struct Call<'c, 'a> {
     /// or variable read directly keeps its interface type, which Go refuses
     /// for a map parameter.
     pub nil_ok: Vec<bool>,
+    /// Which arguments are number constants with an integral value.
+    pub int_constants: Vec<bool>,
 }
 
 impl Call<'_, '_> {
@@ -1254,9 +1294,13 @@ impl Call<'_, '_> {
         self.str(0)
     }
 
-    /// Argument `i` for a Go `int` parameter.
+    /// Argument `i` for a Go `int` parameter: an integer, or a number
+    /// constant with an integral value (`1e3`), as Go converts constants.
     fn int(&self, i: usize) -> Result<i64, SpecError> {
         match &self.args[i] {
+            Val::Json(v @ Value::Number(n)) if n.is_f64() && self.int_constants.get(i) == Some(&true) => {
+                as_int(v).ok_or_else(|| self.error(format!("{n} does not fit an int")))
+            }
             Val::Json(v @ Value::Number(n)) if !n.is_f64() => {
                 as_int(v).ok_or_else(|| self.error(format!("{n} does not fit an int")))
             }
@@ -2040,6 +2084,7 @@ fn alias(c: &Call<'_, '_>, name: &'static str) -> Result<Val, SpecError> {
         args: c.args.clone(),
         descs: c.descs.clone(),
         nil_ok: c.nil_ok.clone(),
+        int_constants: c.int_constants.clone(),
     })
 }
 
@@ -2194,6 +2239,114 @@ fn path_ext(p: &str) -> String {
         }
     }
     String::new()
+}
+
+#[derive(Clone, Copy)]
+enum DecOp {
+    Add,
+    Add1,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// A decimal `mantissa × 10^exponent`, exact.
+#[derive(Clone, Copy)]
+struct Decimal {
+    mantissa: i128,
+    exponent: i32,
+}
+
+impl Decimal {
+    /// decimal.NewFromFloat: the shortest decimal that reads back as `f`.
+    fn from_f64(f: f64) -> Option<Self> {
+        if !f.is_finite() {
+            return None;
+        }
+        let sci = format!("{f:e}");
+        let (digits, exp) = sci.split_once('e')?;
+        let exp: i32 = exp.parse().ok()?;
+        let negative = digits.starts_with('-');
+        let digits = digits.trim_start_matches('-');
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let mantissa: i128 = format!("{int}{frac}").parse().ok()?;
+        Some(Self { mantissa: if negative { -mantissa } else { mantissa }, exponent: exp - frac.len() as i32 })
+    }
+
+    fn to_f64(self) -> f64 {
+        format!("{}e{}", self.mantissa, self.exponent).parse().unwrap_or(f64::NAN)
+    }
+
+    /// Both with the smaller exponent.
+    fn aligned(self, other: Self) -> Option<(i128, i128, i32)> {
+        let exponent = self.exponent.min(other.exponent);
+        let scale = |d: Self| 10i128.checked_pow(u32::try_from(d.exponent - exponent).ok()?)?.checked_mul(d.mantissa);
+        Some((scale(self)?, scale(other)?, exponent))
+    }
+
+    fn apply(self, op: DecOp, other: Self) -> Option<Self> {
+        match op {
+            DecOp::Add | DecOp::Add1 => {
+                let (a, b, exponent) = self.aligned(other)?;
+                Some(Self { mantissa: a.checked_add(b)?, exponent })
+            }
+            DecOp::Sub => {
+                let (a, b, exponent) = self.aligned(other)?;
+                Some(Self { mantissa: a.checked_sub(b)?, exponent })
+            }
+            DecOp::Mul => Some(Self {
+                mantissa: self.mantissa.checked_mul(other.mantissa)?,
+                exponent: self.exponent.checked_add(other.exponent)?,
+            }),
+            // DivRound to 16 places, half away from zero.
+            DecOp::Div => {
+                if other.mantissa == 0 {
+                    return None;
+                }
+                let shift = self.exponent - other.exponent + 17;
+                let (num, den) = if shift >= 0 {
+                    (self.mantissa.checked_mul(10i128.checked_pow(shift as u32)?)?, other.mantissa)
+                } else {
+                    (self.mantissa, other.mantissa.checked_mul(10i128.checked_pow((-shift) as u32)?)?)
+                };
+                let q = num / den; // 17 places, truncated
+                let rounded = (q + q.signum() * 5) / 10;
+                Some(Self { mantissa: rounded, exponent: -16 })
+            }
+        }
+    }
+}
+
+fn float_result(c: &Call<'_, '_>, f: f64) -> Result<Val, SpecError> {
+    probe!(c);
+    match serde_json::Number::from_f64(f) {
+        Some(n) => Ok(Val::Json(Value::Number(n))),
+        None => c.fail(format!("the result {} is not a finite number", go_float(f))),
+    }
+}
+
+fn decimal_op(c: &Call<'_, '_>, start: Option<f64>, op: DecOp) -> Result<Val, SpecError> {
+    probe!(c);
+    let mut values: Vec<f64> = start.into_iter().chain(c.args.iter().map(to_float64)).collect();
+    if matches!(op, DecOp::Add1) {
+        values.push(1.0);
+    }
+    let overflow = || c.error("the decimal result is out of range");
+    let mut acc = Decimal::from_f64(values[0]).ok_or_else(overflow)?;
+    for &v in &values[1..] {
+        let d = Decimal::from_f64(v).ok_or_else(overflow)?;
+        if matches!(op, DecOp::Div) && d.mantissa == 0 {
+            return c.fail("division by zero");
+        }
+        acc = acc.apply(op, d).ok_or_else(overflow)?;
+    }
+    float_result(c, acc.to_f64())
+}
+
+fn float_fold(c: &Call<'_, '_>, f: fn(f64, f64) -> f64) -> Result<Val, SpecError> {
+    probe!(c);
+    let result = c.args.iter().map(to_float64).reduce(f).unwrap_or_default();
+    float_result(c, result)
 }
 
 /// `index COLLECTION KEY...`: a list item or map value, errors naming the
