@@ -20,7 +20,10 @@
 //! tokens of each `{{ }}`, `parser` builds the tree (and refuses unknown
 //! functions and undefined variables), `eval` walks it against the data,
 //! `functions` holds the functions templates call, and `value` how Go reads
-//! and prints values.
+//! and prints values. What those functions need from Go's libraries is in
+//! `printf` (fmt's verbs), `encoding` (JSON, YAML, base32 as Go writes
+//! them), `decimal` (Sprig's float arithmetic) and `gostd` (escapers, paths,
+//! strings, regexp).
 
 use serde_json::Value;
 
@@ -83,10 +86,14 @@ fn error(object: &str, line: usize, field: Option<String>, message: impl Into<St
     SpecError { object: object.to_string(), line: Some(line), field, message: message.into() }
 }
 
+mod decimal;
+mod encoding;
 mod eval;
 mod functions;
+mod gostd;
 mod lexer;
 mod parser;
+mod printf;
 mod value;
 
 #[cfg(test)]

@@ -223,3 +223,55 @@ pub(super) fn go_quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// Go's type name of a value as Tinkerbell's data holds it.
+pub(super) fn go_type(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float64",
+        // Go's int: what kiln's data and number constants are taken to be.
+        Value::Number(_) => "int",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+    }
+    .to_string()
+}
+
+/// Go's reflect kind of a value.
+pub(super) fn go_kind(v: &Value) -> String {
+    match v {
+        Value::Null => "invalid",
+        Value::Array(_) => "slice",
+        Value::Object(_) => "map",
+        _ => return go_type(v),
+    }
+    .to_string()
+}
+
+/// strconv.ParseInt(s, 0, 64).
+pub(super) fn parse_go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits) = if let Some(h) = lower.strip_prefix("0x") {
+        (16, h.to_string())
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (8, o.to_string())
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (2, b.to_string())
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, lower[1..].to_string())
+    } else {
+        (10, lower.clone())
+    };
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    let n = i128::from_str_radix(&digits.replace('_', ""), radix).ok()?;
+    i64::try_from(if neg { -n } else { n }).ok()
+}
