@@ -265,6 +265,7 @@ const RENDERS: &[&str] = &[
     "{{ splitn \",\" 2 .csv }} {{ splitn \",\" 0 .csv }} {{ splitn \",\" -1 .csv }} {{ splitn \"\" 2 \"abc\" }}",
     "{{ regexSplit \",\" .csv -1 }} {{ regexSplit \",\" .csv 2 }} {{ regexSplit \"x*\" \"axbc\" -1 }} {{ regexSplit \"a\" \"\" -1 }}",
     "{{ regexQuoteMeta \"a.b*c[d]$#-~\" }} {{ sha256sum .s }} {{ adler32sum .s }} {{ b32enc .s }} {{ b32dec \"MZXW6YTBOI======\" }}",
+    "{{ sha1sum \"\" }} {{ sha1sum .s }} {{ sha1sum .Hardware.UserData }} {{ sha1sum (repeat 100 \"abc\") }}",
     "{{ b32enc \"\" }} {{ b32enc \"f\" }} {{ b32enc \"fo\" }} {{ b32enc \"foo\" }} {{ b32enc \"foob\" }} {{ b32enc \"fooba\" }}",
     "{{ base \"/a/b.tar.gz\" }} {{ dir \"/a/b/c\" }} {{ ext \"/a/b.tar.gz\" }} {{ clean \"a//b/../../../c/.\" }} {{ isAbs \"/x\" }}",
     "{{ base \"\" }} {{ base \"///\" }} {{ dir \"a\" }} {{ dir \"/\" }} {{ ext \"a.b/c\" }} {{ clean \"/../a/\" }} {{ osBase \"/x/y\" }} {{ osDir \"x/y\" }}",
@@ -569,6 +570,7 @@ fn expression() -> impl Strategy<Value = String> {
             "minf",
             "floor",
             "ceil",
+            "sha1sum",
         ]);
         prop_oneof![
             (funcs.clone(), prop::collection::vec(inner.clone(), 0..3))

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::PROBE;
 use super::decimal::{DecOp, Decimal};
-use super::encoding::{base32_decode, base32_encode, floats, go_json, go_json_raw, to_yaml};
+use super::encoding::{base32_decode, base32_encode, floats, go_json, go_json_raw, sha1, to_yaml};
 use super::eval::Eval;
 use super::gostd::{
     go_regex_split, go_split, html_escape, js_escape, path_base, path_clean, path_dir, path_ext, query_escape, title,
@@ -901,6 +901,11 @@ const TABLE: &[Function] = &[
             let digest = sha2::Sha256::digest(c.str1()?.as_bytes());
             c.string(digest.iter().map(|b| format!("{b:02x}")).collect())
         }),
+    },
+    Function {
+        name: "sha1sum",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(sha1(c.str1()?.as_bytes()).iter().map(|b| format!("{b:02x}")).collect())),
     },
     Function {
         name: "adler32sum",
