@@ -40,9 +40,12 @@ fn start_oracle() -> Option<Mutex<Oracle>> {
         );
         return None;
     }
-    let dir = std::env::temp_dir().join(format!("kiln-go-oracle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let bin = dir.join("oracle");
+    // In the target's scratch directory, so that Go's build cache is kept
+    // between runs; each run builds its own binary (a cache hit after the
+    // first), so that concurrent runs never share a half-written one.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-oracle");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let bin = dir.join(format!("oracle-{}", std::process::id()));
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-oracle/main.go");
     let built = Command::new("go")
         .args(["build", "-o"])
@@ -62,6 +65,8 @@ fn start_oracle() -> Option<Mutex<Oracle>> {
     );
     let mut child =
         Command::new(&bin).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start the Go oracle");
+    // The running process keeps its binary; the name can go now.
+    let _ = std::fs::remove_file(&bin);
     let stdin = child.stdin.take().expect("stdin");
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
     Some(Mutex::new(Oracle { _child: child, stdin, stdout }))
