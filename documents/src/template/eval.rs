@@ -17,6 +17,14 @@ use crate::SpecError;
 /// Real templates are kilobytes and take a few hundred steps.
 const MAX_STEPS: usize = 1_000_000;
 const MAX_OUTPUT: usize = 4 << 20;
+/// Most values a list or map built by a function may hold (a string counts
+/// one per 64 bytes): `concat`, `list` or `dict` of a variable with itself,
+/// assigned back in a range, doubles it at each step, which the step bound
+/// alone does not stop. Building a value costs steps in proportion too.
+/// Real templates build lists of a few disks or a dict of a few keys.
+const MAX_NODES: usize = 1 << 16;
+/// Values of a built list or map counted as one step.
+const NODES_PER_STEP: usize = 64;
 
 /// Parses `text` and evaluates it with `root` as `.` and `$`.
 pub(super) fn evaluate(object: &str, text: &str, root: &Val) -> Result<Rendered, SpecError> {
@@ -108,6 +116,13 @@ impl Eval<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Counts `n` steps of work done by function `name`.
+    fn charge(&self, line: usize, name: &str, n: usize) -> Result<(), SpecError> {
+        let total = self.steps.get().saturating_add(n);
+        self.steps.set(total.saturating_sub(1));
+        self.step(line, || Some(name.to_string()))
     }
 
     /// Refuses a string longer than [`MAX_OUTPUT`] before it is built.
@@ -330,6 +345,17 @@ impl Eval<'_> {
             return Err(self.deferred_argument(line, f.name, expr));
         }
         let result = body(&Call { eval: self, line, name: f.name, args: values, descs, nil_ok, int_constants })?;
+        if let Val::Json(v @ (Value::Array(_) | Value::Object(_))) = &result {
+            let nodes = weight(v, MAX_NODES);
+            if nodes > MAX_NODES {
+                return Err(self.err(
+                    line,
+                    Some(f.name.to_string()),
+                    format!("the result would hold more than {MAX_NODES} values"),
+                ));
+            }
+            self.charge(line, f.name, nodes / NODES_PER_STEP)?;
+        }
         // Sprig's `set` and `unset` change the map they are given: when it
         // is a variable's, the variable sees the change.
         if let (true, Some(Arg::Var(name, chain))) = (matches!(f.name, "set" | "unset"), args.first())
@@ -494,4 +520,27 @@ fn pipe_text(p: &Pipeline) -> String {
         })
         .collect();
     cmds.join(" | ")
+}
+
+/// The number of values in `v` (a string counts one more per 64 bytes),
+/// counting no further than just past `limit`.
+fn weight(v: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        match v {
+            Value::Array(a) => stack.extend(a.iter()),
+            Value::Object(m) => {
+                count += m.keys().map(|k| k.len() / 64).sum::<usize>();
+                stack.extend(m.values());
+            }
+            Value::String(s) => count += s.len() / 64,
+            _ => {}
+        }
+        if count > limit {
+            break;
+        }
+    }
+    count
 }

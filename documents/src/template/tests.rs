@@ -493,7 +493,21 @@ fn no_exponential_blow_up() {
     let doubling = format!("x\n{{{{ .s{} }}}}", " | replace \"a\" \"aa\"".repeat(60));
     let spread = "x\n{{ replace \"\" .big .big }}".to_string();
     let printf = format!("x\n{{{{ .s{} }}}}", " | printf \"%s%s\" .s | printf \"%v%v\" .big".repeat(60));
-    for (text, field) in [(nested, ".l"), (doubling, "replace"), (spread, "replace"), (printf, "printf")] {
+    // Lists and maps that double through a variable.
+    let concat = "x\n{{ $l := .l }}{{ range until 60 }}{{ $l = concat $l $l }}{{ end }}".to_string();
+    let nest = "x\n{{ $l := .l }}{{ range until 60 }}{{ $l = list $l $l }}{{ end }}".to_string();
+    let dict = "x\n{{ $d := dict }}{{ range until 60 }}{{ $d = dict \"a\" $d \"b\" $d }}{{ end }}".to_string();
+    let until = "x\n{{ range until 100000000 }}{{ end }}".to_string();
+    for (text, field) in [
+        (nested, ".l"),
+        (doubling, "replace"),
+        (spread, "replace"),
+        (printf, "printf"),
+        (concat, "concat"),
+        (nest, "list"),
+        (dict, "dict"),
+        (until, "until"),
+    ] {
         let start = std::time::Instant::now();
         let result = render(T, &text, &data);
         assert!(start.elapsed() < std::time::Duration::from_secs(3), "{:?} for {text}", start.elapsed());
