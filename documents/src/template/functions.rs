@@ -1466,8 +1466,13 @@ fn until_step(c: &Call<'_, '_>, start: i64, stop: i64, step: i64) -> Result<Vec<
     } else {
         0
     };
+    // As many as a list may hold (see eval's MAX_NODES), checked before
+    // the numbers are made.
+    const MAX_NUMBERS: usize = 1 << 16;
     let count = usize::try_from(count).unwrap_or(usize::MAX);
-    c.size(count)?;
+    if count > MAX_NUMBERS {
+        return c.fail(format!("{count} numbers: more than {MAX_NUMBERS}"));
+    }
     Ok((0..count as i64).map(|i| start + i * step).collect())
 }
 
