@@ -22,6 +22,8 @@ const MAX_OUTPUT: usize = 4 << 20;
 /// assigned back in a range, doubles it at each step, which the step bound
 /// alone does not stop. Building a value costs steps in proportion too.
 /// Real templates build lists of a few disks or a dict of a few keys.
+/// Functions that make a list from a string or a count check the same
+/// bound before making it (`functions::MAX_ITEMS`).
 const MAX_NODES: usize = 1 << 16;
 /// Values of a built list or map counted as one step.
 const NODES_PER_STEP: usize = 64;

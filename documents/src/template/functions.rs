@@ -169,7 +169,7 @@ const TABLE: &[Function] = &[
             let (s, n) = (c.str(1)?, c.int(2)?);
             let re = c.regex(0)?;
             let limit = if n < 0 { usize::MAX } else { usize::try_from(n).unwrap_or(usize::MAX) };
-            let found = re.find_iter(&s).take(limit).map(|m| Value::String(m.as_str().to_string()));
+            let found = re.find_iter(&s).take(limit.min(MAX_ITEMS + 1)).map(|m| Value::String(m.as_str().to_string()));
             Ok(Val::Json(Value::Array(found.collect())))
         }),
     },
@@ -190,7 +190,9 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
-            Ok(Val::Json(Value::Array(go_split(&c.str(1)?, &c.str(0)?).into_iter().map(Value::String).collect())))
+            let (s, sep) = (c.str(1)?, c.str(0)?);
+            c.items(split_count(&s, &sep))?;
+            Ok(Val::Json(Value::Array(go_split(&s, &sep).into_iter().map(Value::String).collect())))
         }),
     },
     Function {
@@ -199,7 +201,9 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             c.arity(2)?;
             probe!(c);
-            let parts = go_split(&c.str(1)?, &c.str(0)?);
+            let (s, sep) = (c.str(1)?, c.str(0)?);
+            c.items(split_count(&s, &sep))?;
+            let parts = go_split(&s, &sep);
             let m = parts.into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::String(p))).collect();
             Ok(Val::Json(Value::Object(m)))
         }),
@@ -842,7 +846,10 @@ const TABLE: &[Function] = &[
             probe!(c);
             let (sep, n, s) = (c.str(0)?, c.int(1)?, c.str(2)?);
             let parts: Vec<String> = match usize::try_from(n) {
-                Err(_) => go_split(&s, &sep),
+                Err(_) => {
+                    c.items(split_count(&s, &sep))?;
+                    go_split(&s, &sep)
+                }
                 Ok(0) => Vec::new(),
                 Ok(n) if sep.is_empty() => {
                     let chars: Vec<char> = s.chars().collect();
@@ -864,7 +871,9 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             probe!(c);
             let (s, n) = (c.str(1)?, c.int(2)?);
-            let parts = go_regex_split(&c.regex(0)?, &s, n);
+            let re = c.regex(0)?;
+            c.items(re.find_iter(&s).take(MAX_ITEMS + 1).count())?;
+            let parts = go_regex_split(&re, &s, n);
             Ok(Val::Json(Value::Array(parts.into_iter().map(Value::String).collect())))
         }),
     },
@@ -1265,6 +1274,16 @@ fn text(v: &Val) -> String {
     }
 }
 
+/// Most items a function makes a list of from a string or a count (the
+/// evaluator bounds every list and map a function returns to as many
+/// values; these are checked before the list is made).
+const MAX_ITEMS: usize = 1 << 16;
+
+/// How many pieces strings.Split makes.
+fn split_count(s: &str, sep: &str) -> usize {
+    if sep.is_empty() { s.chars().count() } else { s.matches(sep).count() + 1 }
+}
+
 /// For a function that stands for any data when an argument does.
 macro_rules! probe {
     ($c:expr) => {
@@ -1333,6 +1352,15 @@ impl Call<'_, '_> {
                 self.fail(format!("wrong type for value; expected map[string]interface {{}}; got {}", go_type(&other)))
             }
         }
+    }
+
+    /// Refuses to make a list of more than [`MAX_ITEMS`] items, before
+    /// making it.
+    fn items(&self, n: usize) -> Result<(), SpecError> {
+        if n > MAX_ITEMS {
+            return self.fail(format!("the list would have more than {MAX_ITEMS} items"));
+        }
+        Ok(())
     }
 
     /// Argument `i` as a regular expression (Go's RE2 syntax).
@@ -1466,13 +1494,8 @@ fn until_step(c: &Call<'_, '_>, start: i64, stop: i64, step: i64) -> Result<Vec<
     } else {
         0
     };
-    // As many as a list may hold (see eval's MAX_NODES), checked before
-    // the numbers are made.
-    const MAX_NUMBERS: usize = 1 << 16;
     let count = usize::try_from(count).unwrap_or(usize::MAX);
-    if count > MAX_NUMBERS {
-        return c.fail(format!("{count} numbers: more than {MAX_NUMBERS}"));
-    }
+    c.items(count)?;
     Ok((0..count as i64).map(|i| start + i * step).collect())
 }
 

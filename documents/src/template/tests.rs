@@ -498,6 +498,7 @@ fn no_exponential_blow_up() {
     let nest = "x\n{{ $l := .l }}{{ range until 60 }}{{ $l = list $l $l }}{{ end }}".to_string();
     let dict = "x\n{{ $d := dict }}{{ range until 60 }}{{ $d = dict \"a\" $d \"b\" $d }}{{ end }}".to_string();
     let until = "x\n{{ range until 100000000 }}{{ end }}".to_string();
+    let split = "x\n{{ splitList \"\" .big | len }}".to_string();
     for (text, field) in [
         (nested, ".l"),
         (doubling, "replace"),
@@ -507,6 +508,7 @@ fn no_exponential_blow_up() {
         (nest, "list"),
         (dict, "dict"),
         (until, "until"),
+        (split, "splitList"),
     ] {
         let start = std::time::Instant::now();
         let result = render(T, &text, &data);
