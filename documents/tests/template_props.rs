@@ -43,6 +43,9 @@ const VALID: &[&str] = &[
     "{{ and .flag .nope.deeper }} {{ or .flag \"x\" }} {{ not .flag }}",
     "{{ if eq .nums.i 7 }}seven{{ end }}{{ if ne .device_1 \"x\" }}!{{ end }}",
     "{{ toString 0x1F }} {{ 0o17 }} {{ 1_000 }} {{ 1.5e3 }} {{ `raw\\n` }}",
+    "{{ (index .m.list 0) }} {{ with .m }}{{ .b }}{{ else with .flag }}f{{ end }} {{ lt 1 2 }}",
+    "{{ $x := 0 }}{{ range $i, $v := .Hardware.Disks }}{{ if eq $i 1 }}{{ break }}{{ end }}{{ $x = $v }}{{ end }}{{ $x }}",
+    "{{ toYaml .m }} {{ .m | toJson }} {{ dict \"a\" 1 | keys }} {{ regexMatch \"^a\" \"ab\" }} {{ print nil 1 }}",
     "version: \"0.1\"\nname: t\ntasks:\n  - name: t1\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: a\n        image: alpine:3\n        environment:\n          DISK: {{ index .Hardware.Disks 0 }}\n",
 ];
 
@@ -127,6 +130,8 @@ const FIXED_FRAGMENTS: &[&str] = &[
     "end",
     "range",
     "with",
+    "break",
+    "continue",
     "define",
     "nil",
     "true",

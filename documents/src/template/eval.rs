@@ -1,9 +1,11 @@
 //! Evaluation of a parsed template against data (or the probe).
 
+use std::cell::RefCell;
+
 use serde_json::Value;
 
 use super::functions::{Apply, Call, Function};
-use super::parser::{Arg, Node, Pipeline, parse};
+use super::parser::{Arg, Decl, Node, Pipeline, parse};
 use super::value::{Val, kind, known, sorted, to_text, truthy};
 use super::{ACTIONS_KEY, PROBE, Rendered, error};
 use crate::SpecError;
@@ -15,12 +17,23 @@ use crate::SpecError;
 /// Real templates are kilobytes and take a few hundred steps.
 const MAX_STEPS: usize = 1_000_000;
 const MAX_OUTPUT: usize = 4 << 20;
+/// Most values a list or map built by a function may hold (a string counts
+/// one per 64 bytes): `concat`, `list` or `dict` of a variable with itself,
+/// assigned back in a range, doubles it at each step, which the step bound
+/// alone does not stop. Building a value costs steps in proportion too.
+/// Real templates build lists of a few disks or a dict of a few keys.
+/// Functions that make a list from a string or a count check the same
+/// bound before making it (`functions::MAX_ITEMS`).
+const MAX_NODES: usize = 1 << 16;
+/// Values of a built list or map counted as one step.
+const NODES_PER_STEP: usize = 64;
 
 /// Parses `text` and evaluates it with `root` as `.` and `$`.
 pub(super) fn evaluate(object: &str, text: &str, root: &Val) -> Result<Rendered, SpecError> {
     let nodes = parse(object, text)?;
     let mut out = Out::default();
-    let mut eval = Eval { object, root, vars: vec![("$".into(), root.clone())], steps: std::cell::Cell::new(0) };
+    let eval =
+        Eval { object, root, vars: RefCell::new(vec![("$".into(), root.clone())]), steps: std::cell::Cell::new(0) };
     eval.nodes(&nodes, root, &mut out)?;
     Ok(Rendered { text: out.text, lines: out.lines, last: text.lines().count().max(1) })
 }
@@ -53,7 +66,9 @@ pub(super) struct Eval<'a> {
     object: &'a str,
     /// The data itself: `.actions` is deferred only when read from it.
     root: &'a Val,
-    vars: Vec<(String, Val)>,
+    /// Variables in scope, innermost last. In a cell because Sprig's `set`
+    /// changes the map a variable holds while a pipeline is evaluated.
+    vars: RefCell<Vec<(String, Val)>>,
     /// Commands and range iterations evaluated so far (see [`MAX_STEPS`]).
     steps: std::cell::Cell<usize>,
 }
@@ -68,11 +83,20 @@ fn chain_name(prefix: &str, chain: &[String]) -> String {
     format!("{prefix}.{}", chain.join("."))
 }
 
+/// What a list of nodes asks of the `range` around it.
+#[derive(PartialEq)]
+enum Flow {
+    Next,
+    Break,
+    Continue,
+}
+
 /// The expression an argument reads, for errors about its value.
 fn describe(a: &Arg) -> Option<String> {
     match a {
         Arg::Field(chain) => Some(chain_name("", chain)),
         Arg::Var(name, chain) => Some(chain_name(name, chain)),
+        Arg::Chain(inner, chain) => Some(chain_name(&paren_text(inner), chain)),
         _ => None,
     }
 }
@@ -96,6 +120,13 @@ impl Eval<'_> {
         Ok(())
     }
 
+    /// Counts `n` steps of work done by function `name`.
+    fn charge(&self, line: usize, name: &str, n: usize) -> Result<(), SpecError> {
+        let total = self.steps.get().saturating_add(n);
+        self.steps.set(total.saturating_sub(1));
+        self.step(line, || Some(name.to_string()))
+    }
+
     /// Refuses a string longer than [`MAX_OUTPUT`] before it is built.
     pub(super) fn size(&self, line: usize, field: Option<String>, len: usize) -> Result<(), SpecError> {
         if len > MAX_OUTPUT {
@@ -104,82 +135,136 @@ impl Eval<'_> {
         Ok(())
     }
 
-    fn nodes(&mut self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<(), SpecError> {
-        let depth = self.vars.len();
+    fn nodes(&self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<Flow, SpecError> {
+        let depth = self.vars.borrow().len();
         let result = self.nodes_in_scope(nodes, dot, out);
-        self.vars.truncate(depth);
+        self.vars.borrow_mut().truncate(depth);
         result
     }
 
-    fn nodes_in_scope(&mut self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<(), SpecError> {
+    /// Declares or assigns the variable of `decl`.
+    fn bind(&self, decl: &Decl, v: Val) {
+        let mut vars = self.vars.borrow_mut();
+        if decl.assign {
+            // The parser checked that the variable exists.
+            if let Some(slot) = vars.iter_mut().rev().find(|(n, _)| *n == decl.name) {
+                slot.1 = v;
+            }
+        } else {
+            vars.push((decl.name.clone(), v));
+        }
+    }
+
+    fn nodes_in_scope(&self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<Flow, SpecError> {
         for node in nodes {
-            match node {
+            let flow = match node {
                 Node::Text { line, text } => {
                     self.size(*line, None, out.text.len().saturating_add(text.len()))?;
-                    out.push(text, *line, true)
+                    out.push(text, *line, true);
+                    Flow::Next
                 }
                 Node::Action { line, pipe } => {
                     let v = self.pipe(pipe, dot)?;
-                    if let Some(name) = &pipe.decl {
-                        self.vars.push((name.clone(), v));
+                    if let Some(decl) = &pipe.decl {
+                        self.bind(decl, v);
                     } else {
                         let text = self.print(pipe, &v)?;
                         self.size(*line, describe_pipe(pipe), out.text.len().saturating_add(text.len()))?;
                         out.push(&text, *line, false);
                     }
+                    Flow::Next
                 }
-                Node::If { cond, then, otherwise } => {
-                    let v = self.pipe(cond, dot)?;
-                    // A probe could be anything: check both branches.
-                    if v == Val::Probe {
-                        self.nodes(then, dot, out)?;
-                        self.nodes(otherwise, dot, &mut Out::default())?;
-                    } else if truthy(&v) {
-                        self.nodes(then, dot, out)?;
-                    } else {
-                        self.nodes(otherwise, dot, out)?;
-                    }
+                Node::Break => Flow::Break,
+                Node::Continue => Flow::Continue,
+                Node::If { cond, sets_dot, then, otherwise } => {
+                    let scope = self.vars.borrow().len();
+                    let result = self.if_node(cond, *sets_dot, then, otherwise, dot, out);
+                    self.vars.borrow_mut().truncate(scope);
+                    result?
                 }
                 Node::Range { line, vars, pipe, body, otherwise } => {
-                    let v = self.pipe(pipe, dot)?;
-                    let items: Vec<(Val, Val)> = match &v {
-                        Val::Probe | Val::Deferred(_) => vec![(Val::Probe, Val::Probe)],
-                        Val::Json(Value::Array(a)) => {
-                            a.iter().enumerate().map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone()))).collect()
-                        }
-                        // Go ranges over a map in key order.
-                        Val::Json(Value::Object(m)) => sorted(m)
-                            .into_iter()
-                            .map(|(k, x)| (Val::Json(k.clone().into()), Val::Json(x.clone())))
-                            .collect(),
-                        Val::Json(Value::Null) => Vec::new(),
-                        Val::Json(other) => {
-                            return Err(self.err(
-                                *line,
-                                describe_pipe(pipe),
-                                format!("range can't iterate over {}", kind(other)),
-                            ));
-                        }
-                    };
-                    if items.is_empty() {
-                        self.nodes(otherwise, dot, out)?;
-                    }
-                    for (key, item) in items {
-                        self.step(*line, || describe_pipe(pipe))?;
-                        let mark = self.vars.len();
-                        match vars.as_slice() {
-                            [v] => self.vars.push((v.clone(), item.clone())),
-                            [k, v] => {
-                                self.vars.push((k.clone(), key));
-                                self.vars.push((v.clone(), item.clone()));
-                            }
-                            _ => {}
-                        }
-                        let result = self.nodes(body, &item, out);
-                        self.vars.truncate(mark);
-                        result?;
-                    }
+                    self.range(*line, vars, pipe, body, otherwise, dot, out)?;
+                    Flow::Next
                 }
+            };
+            if flow != Flow::Next {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Next)
+    }
+
+    fn if_node(
+        &self,
+        cond: &Pipeline,
+        sets_dot: bool,
+        then: &[Node],
+        otherwise: &[Node],
+        dot: &Val,
+        out: &mut Out,
+    ) -> Result<Flow, SpecError> {
+        let v = self.pipe(cond, dot)?;
+        if let Some(decl) = &cond.decl {
+            self.bind(decl, v.clone());
+        }
+        let inner = if sets_dot { &v } else { dot };
+        // A probe could be anything: check both branches.
+        if v == Val::Probe {
+            let flow = self.nodes(then, inner, out)?;
+            self.nodes(otherwise, dot, &mut Out::default())?;
+            Ok(flow)
+        } else if truthy(&v) {
+            self.nodes(then, inner, out)
+        } else {
+            self.nodes(otherwise, dot, out)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn range(
+        &self,
+        line: usize,
+        vars: &[String],
+        pipe: &Pipeline,
+        body: &[Node],
+        otherwise: &[Node],
+        dot: &Val,
+        out: &mut Out,
+    ) -> Result<(), SpecError> {
+        let v = self.pipe(pipe, dot)?;
+        let items: Vec<(Val, Val)> = match &v {
+            Val::Probe | Val::Deferred(_) => vec![(Val::Probe, Val::Probe)],
+            Val::Json(Value::Array(a)) => {
+                a.iter().enumerate().map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone()))).collect()
+            }
+            // Go ranges over a map in key order.
+            Val::Json(Value::Object(m)) => {
+                sorted(m).into_iter().map(|(k, x)| (Val::Json(k.clone().into()), Val::Json(x.clone()))).collect()
+            }
+            Val::Json(Value::Null) => Vec::new(),
+            Val::Json(other) => {
+                return Err(self.err(line, describe_pipe(pipe), format!("range can't iterate over {}", kind(other))));
+            }
+        };
+        if items.is_empty() {
+            self.nodes(otherwise, dot, out)?;
+        }
+        for (key, item) in items {
+            self.step(line, || describe_pipe(pipe))?;
+            let mark = self.vars.borrow().len();
+            match vars {
+                [v] => self.vars.borrow_mut().push((v.clone(), item.clone())),
+                [k, v] => {
+                    let mut scope = self.vars.borrow_mut();
+                    scope.push((k.clone(), key));
+                    scope.push((v.clone(), item.clone()));
+                }
+                _ => {}
+            }
+            let result = self.nodes(body, &item, out);
+            self.vars.borrow_mut().truncate(mark);
+            if result? == Flow::Break {
+                break;
             }
         }
         Ok(())
@@ -230,6 +315,8 @@ impl Eval<'_> {
         })?;
         match &cmd[0] {
             Arg::Func(f) => self.apply(line, f, &cmd[1..], dot, prev),
+            // Go refuses this when it runs, not when it parses.
+            Arg::Nil => Err(self.err(line, Some("nil".into()), "nil is not a command")),
             // The parser lets only functions follow `|`, so there is no
             // piped value to lose here.
             single => self.arg(line, single, dot),
@@ -238,20 +325,47 @@ impl Eval<'_> {
 
     /// Calls `f` with `args` and the piped value `prev` as its last argument.
     fn apply(&self, line: usize, f: &Function, args: &[Arg], dot: &Val, prev: Option<Val>) -> Result<Val, SpecError> {
+        let count = args.len() + usize::from(prev.is_some());
+        f.arity.check(f.name, count).map_err(|m| self.err(line, Some(f.name.to_string()), m))?;
         let body = match f.apply {
             Apply::Values(body) => body,
             Apply::ShortCircuit { stop_at } => return self.short_circuit(line, f.name, stop_at, args, dot, prev),
         };
         let mut values = args.iter().map(|a| self.arg(line, a, dot)).collect::<Result<Vec<_>, _>>()?;
         let mut descs: Vec<Option<String>> = args.iter().map(describe).collect();
+        let mut nil_ok: Vec<bool> =
+            args.iter().map(|a| !matches!(a, Arg::Field(_) | Arg::Var(..) | Arg::Chain(..))).collect();
+        let mut int_constants: Vec<bool> =
+            args.iter().map(|a| matches!(a, Arg::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18)).collect();
         if let Some(p) = prev {
             values.push(p);
             descs.push(None);
+            nil_ok.push(true);
+            int_constants.push(false);
         }
         if let Some(Val::Deferred(expr)) = values.iter().find(|a| matches!(a, Val::Deferred(_))) {
             return Err(self.deferred_argument(line, f.name, expr));
         }
-        body(&Call { eval: self, line, name: f.name, args: values, descs })
+        let result = body(&Call { eval: self, line, name: f.name, args: values, descs, nil_ok, int_constants })?;
+        if let Val::Json(v @ (Value::Array(_) | Value::Object(_))) = &result {
+            let nodes = weight(v, MAX_NODES);
+            if nodes > MAX_NODES {
+                return Err(self.err(
+                    line,
+                    Some(f.name.to_string()),
+                    format!("the result would hold more than {MAX_NODES} values"),
+                ));
+            }
+            self.charge(line, f.name, nodes / NODES_PER_STEP)?;
+        }
+        // Sprig's `set` and `unset` change the map they are given: when it
+        // is a variable's, the variable sees the change.
+        if let (true, Some(Arg::Var(name, chain))) = (matches!(f.name, "set" | "unset"), args.first())
+            && chain.is_empty()
+        {
+            self.set_var(name, result.clone());
+        }
+        Ok(result)
     }
 
     /// Go's `and`/`or` stop at the argument that decides the result:
@@ -300,13 +414,15 @@ impl Eval<'_> {
         match a {
             Arg::Field(chain) => self.walk(line, dot, chain, "", std::ptr::eq(dot, self.root)),
             Arg::Var(name, chain) => {
-                let (_, base) = self
-                    .vars
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == name)
+                let base = self
+                    .var(name)
                     .ok_or_else(|| self.err(line, Some(name.clone()), format!("undefined variable {name}")))?;
-                self.walk(line, base, chain, name, name == "$")
+                self.walk(line, &base, chain, name, name == "$")
+            }
+            Arg::Nil => Ok(Val::Json(Value::Null)),
+            Arg::Chain(inner, chain) => {
+                let base = self.arg(line, inner, dot)?;
+                self.walk(line, &base, chain, &paren_text(inner), false)
             }
             Arg::Str(s) => Ok(Val::Json(Value::String(s.clone()))),
             Arg::Int(n) => Ok(Val::Json((*n).into())),
@@ -314,6 +430,19 @@ impl Eval<'_> {
             Arg::Bool(b) => Ok(Val::Json((*b).into())),
             Arg::Func(f) => self.apply(line, f, &[], dot, None),
             Arg::Paren(p) => self.pipe(p, dot),
+        }
+    }
+
+    /// The value of variable `name`.
+    pub(super) fn var(&self, name: &str) -> Option<Val> {
+        self.vars.borrow().iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    /// Gives variable `name` a new value (Sprig's `set` changes the map a
+    /// variable holds).
+    pub(super) fn set_var(&self, name: &str, v: Val) {
+        if let Some(slot) = self.vars.borrow_mut().iter_mut().rev().find(|(n, _)| n == name) {
+            slot.1 = v;
         }
     }
 
@@ -362,6 +491,14 @@ fn describe_pipe(p: &Pipeline) -> Option<String> {
     }
 }
 
+/// `(pipeline)` as written, to name a field chain read from it.
+fn paren_text(a: &Arg) -> String {
+    match a {
+        Arg::Paren(p) => format!("({})", pipe_text(p)),
+        other => describe(other).unwrap_or_default(),
+    }
+}
+
 fn pipe_text(p: &Pipeline) -> String {
     let cmds: Vec<String> = p
         .cmds
@@ -375,12 +512,37 @@ fn pipe_text(p: &Pipeline) -> String {
                     Arg::Int(n) => n.to_string(),
                     Arg::Float(f) => f.to_string(),
                     Arg::Bool(b) => b.to_string(),
+                    Arg::Nil => "nil".to_string(),
                     Arg::Func(f) => f.name.to_string(),
                     Arg::Paren(inner) => format!("({})", pipe_text(inner)),
+                    Arg::Chain(..) => describe(a).unwrap_or_default(),
                 })
                 .collect::<Vec<_>>()
                 .join(" ")
         })
         .collect();
     cmds.join(" | ")
+}
+
+/// The number of values in `v` (a string counts one more per 64 bytes),
+/// counting no further than just past `limit`.
+fn weight(v: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        match v {
+            Value::Array(a) => stack.extend(a.iter()),
+            Value::Object(m) => {
+                count += m.keys().map(|k| k.len() / 64).sum::<usize>();
+                stack.extend(m.values());
+            }
+            Value::String(s) => count += s.len() / 64,
+            _ => {}
+        }
+        if count > limit {
+            break;
+        }
+    }
+    count
 }

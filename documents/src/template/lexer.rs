@@ -15,6 +15,10 @@ pub(super) enum Tok {
     Close,
     Pipe,
     Declare,
+    /// `=`: assignment to a declared variable.
+    Assign,
+    /// `.a.b` written right after `)`: fields of the parenthesised value.
+    Chain(Vec<String>),
     Comma,
 }
 
@@ -210,7 +214,16 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                 i += 2
             }
             '=' => {
-                return Err(err(i, "assignment with = is not supported; use := to declare".into()));
+                toks.push(Tok::Assign);
+                i += 1
+            }
+            // Go: `(x).a.b` reads fields of the value in parentheses.
+            '.' if i > 0 && chars[i - 1] == ')' => {
+                let parts = chain(&mut i);
+                if parts.is_empty() {
+                    return Err(err(i, "a field name must follow . after )".into()));
+                }
+                toks.push(Tok::Chain(parts));
             }
             '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit) => {
                 let parts = chain(&mut i);
@@ -218,6 +231,26 @@ fn lex(object: &str, line: usize, s: &str) -> Result<Vec<Tok>, SpecError> {
                     i += 1; // lone `.`
                 }
                 toks.push(Tok::Field(parts));
+            }
+            // A character constant is its code point, as in Go.
+            '\'' => {
+                let (c, len) = match (chars.get(i + 1), chars.get(i + 2), chars.get(i + 3)) {
+                    (Some('\\'), Some(e), Some('\'')) => {
+                        let c = match e {
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            '0' => '\0',
+                            '\\' | '\'' | '"' => *e,
+                            _ => return Err(err(i, format!("unsupported escape \\{e} in character constant"))),
+                        };
+                        (c, 4)
+                    }
+                    (Some(&c), Some('\''), _) if c != '\\' && c != '\'' => (c, 3),
+                    _ => return Err(err(i, "malformed character constant".into())),
+                };
+                toks.push(Tok::Int(i64::from(u32::from(c))));
+                i += len;
             }
             '$' => {
                 let start = i + 1;

@@ -1,14 +1,15 @@
-//! The subset of Go's text/template that Tinkerbell templates use.
+//! Go's text/template as Tinkerbell renders it: Sprig's hermetic text
+//! functions, Tinkerbell's four (`formatPartition`, `netmaskToPrefixLength`,
+//! `toYaml`, `fromYaml`) and `missingkey=error`.
 //!
 //! Written here because the one Go-template crate for Rust (gtmpl) has been
-//! unmaintained since 2021, and because what templates need is small:
-//! field chains (`.device_1`, `.Hardware.Disks`), pipelines, a few functions
-//! (`index`, `formatPartition`, `printf`, some of Sprig), `if`/`else` and
-//! `range`. Semantics follow Go with `missingkey=error`: a missing key is an
-//! error naming the field and the line, never a silent `<no value>`. Where Go
-//! would print a placeholder such as `%!d(string=x)` or `<no value>` into the
-//! output, this renderer fails instead: the output configures a machine, and
-//! a wrong value there is worse than a refused template.
+//! unmaintained since 2021. The semantics are Go's, and
+//! tests/go_differential.rs proves it against Go and Sprig themselves; the
+//! few deliberate differences are listed in docs/templates.md. The main one:
+//! where Go would print a placeholder such as `<no value>` for a nil or
+//! `%!d(string=x)` for a bad printf argument, this renderer fails instead:
+//! the output configures a machine, and a wrong value there is worse than a
+//! refused template.
 //!
 //! A template is parsed once into nodes; [`render`] evaluates them against a
 //! JSON value. [`render_probe`] evaluates them against *no* data: every field
@@ -19,7 +20,10 @@
 //! tokens of each `{{ }}`, `parser` builds the tree (and refuses unknown
 //! functions and undefined variables), `eval` walks it against the data,
 //! `functions` holds the functions templates call, and `value` how Go reads
-//! and prints values.
+//! and prints values. What those functions need from Go's libraries is in
+//! `printf` (fmt's verbs), `encoding` (JSON, YAML, base32 as Go writes
+//! them), `decimal` (Sprig's float arithmetic) and `gostd` (escapers, paths,
+//! strings, regexp).
 
 use serde_json::Value;
 
@@ -82,10 +86,14 @@ fn error(object: &str, line: usize, field: Option<String>, message: impl Into<St
     SpecError { object: object.to_string(), line: Some(line), field, message: message.into() }
 }
 
+mod decimal;
+mod encoding;
 mod eval;
 mod functions;
+mod gostd;
 mod lexer;
 mod parser;
+mod printf;
 mod value;
 
 #[cfg(test)]

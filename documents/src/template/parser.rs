@@ -9,7 +9,7 @@ use crate::SpecError;
 
 /// Go's control words this subset does not implement; named in the error
 /// so that an operator knows it is the word, not its arguments.
-const UNSUPPORTED_ACTIONS: &[&str] = &["with", "define", "template", "block", "break", "continue"];
+const UNSUPPORTED_ACTIONS: &[&str] = &["define", "template", "block"];
 
 /// Deepest nesting of `if`/`range` and of parentheses. Go has none, but a
 /// hostile template must not exhaust the stack, which aborts the server
@@ -27,11 +27,15 @@ pub(super) enum Node {
         line: usize,
         pipe: Pipeline,
     },
+    /// `if`, or `with` (`sets_dot`), which also makes the value `.` in `then`.
     If {
         cond: Pipeline,
+        sets_dot: bool,
         then: Vec<Node>,
         otherwise: Vec<Node>,
     },
+    Break,
+    Continue,
     Range {
         line: usize,
         vars: Vec<String>,
@@ -45,9 +49,16 @@ pub(super) enum Node {
 pub(super) struct Pipeline {
     /// Where the pipeline's action starts, for errors.
     pub line: usize,
-    /// `$x := ...`
-    pub decl: Option<String>,
+    /// `$x := ...` or `$x = ...`
+    pub decl: Option<Decl>,
     pub cmds: Vec<Vec<Arg>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Decl {
+    pub name: String,
+    /// `=` to a variable declared earlier, rather than `:=`.
+    pub assign: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,8 +71,11 @@ pub(super) enum Arg {
     Int(i64),
     Float(f64),
     Bool(bool),
+    Nil,
     Func(&'static Function),
     Paren(Pipeline),
+    /// `(pipeline).a.b`
+    Chain(Box<Arg>, Vec<String>),
 }
 
 struct Parser<'a> {
@@ -71,6 +85,9 @@ struct Parser<'a> {
     /// when parsing, and so does [`check_syntax`].
     vars: Vec<String>,
     depth: usize,
+    /// How many `range`s enclose the current node: `break` and `continue`
+    /// are refused outside one, as Go does.
+    ranges: usize,
 }
 
 /// How a list of nodes ended.
@@ -82,7 +99,7 @@ enum Closer {
 
 pub(super) fn parse(object: &str, text: &str) -> Result<Vec<Node>, SpecError> {
     let pieces = split(object, text)?;
-    let mut p = Parser { object, pieces: pieces.into_iter().peekable(), vars: vec!["$".into()], depth: 0 };
+    let mut p = Parser { object, pieces: pieces.into_iter().peekable(), vars: vec!["$".into()], depth: 0, ranges: 0 };
     let (nodes, end) = p.list()?;
     match end {
         Closer::Eof => Ok(nodes),
@@ -122,7 +139,19 @@ impl Parser<'_> {
                 Some(Tok::Ident(kw)) if kw == "else" => {
                     return Ok((nodes, Closer::Else { line, toks: toks[1..].to_vec() }));
                 }
-                Some(Tok::Ident(kw)) if kw == "if" => nodes.push(self.nested(|p| p.if_node(line, &toks[1..]), line)?),
+                Some(Tok::Ident(kw)) if kw == "if" || kw == "with" => {
+                    let sets_dot = kw == "with";
+                    nodes.push(self.nested(|p| p.if_node(line, &toks[1..], sets_dot), line)?)
+                }
+                Some(Tok::Ident(kw)) if kw == "break" || kw == "continue" => {
+                    if toks.len() > 1 {
+                        return Err(error(self.object, line, None, format!("unexpected words after {kw}")));
+                    }
+                    if self.ranges == 0 {
+                        return Err(error(self.object, line, None, format!("{{{{{kw}}}}} outside {{{{range}}}}")));
+                    }
+                    nodes.push(if kw == "break" { Node::Break } else { Node::Continue });
+                }
                 Some(Tok::Ident(kw)) if kw == "range" => {
                     nodes.push(self.nested(|p| p.range_node(line, &toks[1..]), line)?)
                 }
@@ -131,7 +160,7 @@ impl Parser<'_> {
                 }
                 _ => {
                     let pipe = self.pipeline(line, &toks, true)?;
-                    if let Some(name) = &pipe.decl {
+                    if let Some(Decl { name, assign: false }) = &pipe.decl {
                         self.vars.push(name.clone());
                     }
                     nodes.push(Node::Action { line, pipe });
@@ -151,24 +180,43 @@ impl Parser<'_> {
         node
     }
 
-    fn if_node(&mut self, line: usize, toks: &[Tok]) -> Result<Node, SpecError> {
-        let cond = self.pipeline(line, toks, false)?;
+    /// `if` or `with` (`sets_dot`) and its `else`, `else if` and `else with`.
+    fn if_node(&mut self, line: usize, toks: &[Tok], sets_dot: bool) -> Result<Node, SpecError> {
+        let scope = self.vars.len();
+        let node = self.if_node_in_scope(line, toks, sets_dot);
+        self.vars.truncate(scope);
+        node
+    }
+
+    fn if_node_in_scope(&mut self, line: usize, toks: &[Tok], sets_dot: bool) -> Result<Node, SpecError> {
+        let word = if sets_dot { "with" } else { "if" };
+        let cond = self.pipeline(line, toks, true)?;
+        // A variable declared in the condition lives until the {{end}}.
+        if let Some(Decl { name, assign: false }) = &cond.decl {
+            self.vars.push(name.clone());
+        }
         let (then, end) = self.list()?;
         let otherwise = match end {
             Closer::End { .. } => Vec::new(),
-            Closer::Eof => return Err(error(self.object, line, None, "if without {{end}}")),
+            Closer::Eof => return Err(error(self.object, line, None, format!("{word} without {{{{end}}}}"))),
             Closer::Else { line: else_line, toks } if toks.is_empty() => self.until_end(else_line)?,
-            // `else if` chains into a nested if that shares our end.
+            // `else if` and `else with` chain into a nested node that shares our end.
             Closer::Else { line: else_line, toks } => match toks.first() {
-                Some(Tok::Ident(kw)) if kw == "if" => {
-                    vec![self.nested(|p| p.if_node(else_line, &toks[1..]), else_line)?]
+                Some(Tok::Ident(kw)) if kw == "if" || kw == "with" => {
+                    let nested_with = kw == "with";
+                    vec![self.nested(|p| p.if_node(else_line, &toks[1..], nested_with), else_line)?]
                 }
                 _ => {
-                    return Err(error(self.object, else_line, None, "else must be followed by nothing or by if"));
+                    return Err(error(
+                        self.object,
+                        else_line,
+                        None,
+                        "else must be followed by nothing, by if or by with",
+                    ));
                 }
             },
         };
-        Ok(Node::If { cond, then, otherwise })
+        Ok(Node::If { cond, sets_dot, then, otherwise })
     }
 
     fn until_end(&mut self, line: usize) -> Result<Vec<Node>, SpecError> {
@@ -196,7 +244,9 @@ impl Parser<'_> {
         let pipe = self.pipeline(line, rest, false)?;
         let scope = self.vars.len();
         self.vars.extend(vars.iter().cloned());
+        self.ranges += 1;
         let body = self.list();
+        self.ranges -= 1;
         self.vars.truncate(scope);
         let (body, end) = body?;
         let otherwise = match end {
@@ -213,11 +263,15 @@ impl Parser<'_> {
     fn pipeline(&self, line: usize, toks: &[Tok], allow_decl: bool) -> Result<Pipeline, SpecError> {
         let mut toks = toks;
         let mut decl = None;
-        if let [Tok::Var(v, chain), Tok::Declare, rest @ ..] = toks {
+        if let [Tok::Var(v, chain), op @ (Tok::Declare | Tok::Assign), rest @ ..] = toks {
+            let assign = *op == Tok::Assign;
             if !allow_decl || !chain.is_empty() || v == "$" {
                 return Err(error(self.object, line, None, "a variable can only be declared as {{ $name := ... }}"));
             }
-            decl = Some(v.clone());
+            if assign && !self.vars.contains(v) {
+                return Err(error(self.object, line, Some(v.clone()), format!("undefined variable {v}")));
+            }
+            decl = Some(Decl { name: v.clone(), assign });
             toks = rest;
         }
         let mut pos = 0;
@@ -256,8 +310,15 @@ impl Parser<'_> {
                         return Err(err("unclosed ( in action".into()));
                     }
                     *pos += 1;
-                    Arg::Paren(inner)
+                    match toks.get(*pos) {
+                        Some(Tok::Chain(chain)) => {
+                            *pos += 1;
+                            Arg::Chain(Box::new(Arg::Paren(inner)), chain.clone())
+                        }
+                        _ => Arg::Paren(inner),
+                    }
                 }
+                Tok::Chain(_) => return Err(err("a field chain must follow a value".into())),
                 Tok::Field(c) => Arg::Field(c.clone()),
                 Tok::Var(v, c) => {
                     if !self.vars.contains(v) {
@@ -269,17 +330,19 @@ impl Parser<'_> {
                 Tok::Int(n) => Arg::Int(*n),
                 Tok::Float(f) => Arg::Float(*f),
                 Tok::Ident(w) if w == "true" || w == "false" => Arg::Bool(w == "true"),
-                Tok::Ident(w) if w == "nil" => return Err(err("nil is not supported".into())),
+                Tok::Ident(w) if w == "nil" => Arg::Nil,
                 Tok::Ident(w) => match function(w) {
                     Some(f) => Arg::Func(f),
-                    None if ["if", "range", "else", "end"].contains(&w.as_str())
+                    None if ["if", "with", "range", "else", "end", "break", "continue"].contains(&w.as_str())
                         || UNSUPPORTED_ACTIONS.contains(&w.as_str()) =>
                     {
                         return Err(err(format!("{w:?} can only start an action")));
                     }
                     None => return Err(err(format!("unsupported function {w:?}"))),
                 },
-                Tok::Declare | Tok::Comma => return Err(err("unexpected := or , in action".into())),
+                Tok::Declare | Tok::Assign | Tok::Comma => {
+                    return Err(err("unexpected :=, = or , in action".into()));
+                }
             };
             cmds.last_mut().expect("never empty").push(arg);
         }
@@ -290,7 +353,7 @@ impl Parser<'_> {
             if cmd.len() > 1 && !matches!(cmd[0], Arg::Func(_)) {
                 return Err(err("can't give arguments to a non-function".into()));
             }
-            if i > 0 && !matches!(cmd[0], Arg::Func(_)) {
+            if i > 0 && !matches!(cmd[0], Arg::Func(_) | Arg::Nil) {
                 return Err(err("only functions can follow | in a pipeline".into()));
             }
         }

@@ -55,11 +55,11 @@ fn pipelines_pass_the_value_as_the_last_argument() {
 
 #[test]
 fn prints_values_as_go_does() {
-    assert_eq!(r("{{ .nums.i }} {{ .nums.f }} {{ .nums.whole }} {{ .nums.big }}"), "7 1.5 3 1000000");
+    assert_eq!(r("{{ .nums.i }} {{ .nums.f }} {{ .nums.whole }} {{ .nums.big }}"), "7 1.5 3 1e+06");
     assert_eq!(r("{{ .nums.tiny }} {{ .nums.odd }}"), "1e-07 1.2345675e+06");
     assert_eq!(r("{{ .flag }} {{ true }}"), "false true");
-    assert_eq!(r("{{ .hardware.metadata.instance.tags }}"), "[\"a\",\"b\"]", "lists print as JSON");
-    assert_eq!(r("{{ .Hardware.Metadata }}"), "{\"n\":3}", "maps print as JSON");
+    assert_eq!(r("{{ .hardware.metadata.instance.tags }}"), "[a b]", "lists print as Go prints them");
+    assert_eq!(r("{{ .Hardware.Metadata }}"), "map[n:3]", "maps print as Go prints them");
 }
 
 #[test]
@@ -70,7 +70,8 @@ fn functions() {
         "[   ab][c   ][007][-0042][1.5]"
     );
     assert_eq!(r("{{ printf \"%q\" \"a\\\"b\\n\\x01\" }}"), "\"a\\\"b\\n\\x01\"");
-    assert_eq!(r("{{ printf \"%d\" .nums.whole }}"), "3", "an integral float is an integer for %d");
+    // Go: a float is not an integer for %d, however whole.
+    assert!(e("{{ printf \"%d\" .nums.whole }}").message.contains("%d can't print"));
     assert_eq!(r("{{ printf \"no verbs\" }}"), "no verbs");
     assert_eq!(r("{{ join \",\" .hardware.metadata.instance.tags }}"), "a,b");
     assert_eq!(r("{{ join \",\" \"one\" }}"), "one");
@@ -89,7 +90,9 @@ fn functions() {
 
 #[test]
 fn comparisons_and_logic() {
-    assert_eq!(r("{{ eq 1 1 }} {{ eq 1 2 }} {{ ne \"a\" \"b\" }} {{ eq .nums.whole 3 }}"), "true false true true");
+    assert_eq!(r("{{ eq 1 1 }} {{ eq 1 2 }} {{ ne \"a\" \"b\" }} {{ eq .nums.i 7 }}"), "true false true true");
+    // Go: an integer and a float are incompatible types.
+    assert!(e("{{ eq .nums.whole 3 }}").message.contains("incompatible types"));
     assert_eq!(r("{{ eq .device_1 \"x\" \"52:54:00:12:34:56\" }}"), "true", "eq compares with each of the rest");
     assert_eq!(r("{{ not .flag }} {{ not \"\" }} {{ not .m }}"), "true true false");
     assert_eq!(
@@ -170,7 +173,11 @@ fn format_partition_follows_the_kernel_names() {
     assert!(err.message.contains("partition must be a number from 1"), "{err}");
     assert!(e("{{ formatPartition \"\" 1 }}").message.contains("device path"));
     assert!(e("{{ formatPartition \"/dev/sda\" \"x\" }}").message.contains("partition"));
-    assert!(e("{{ formatPartition \"/dev/sda\" }}").message.contains("takes 2 arguments, got 1"));
+    assert!(
+        e("{{ formatPartition \"/dev/sda\" }}")
+            .message
+            .contains("wrong number of args for formatPartition: want 2 got 1")
+    );
 }
 
 #[test]
@@ -213,7 +220,7 @@ fn every_listed_function_is_implemented_once() {
     }
     // A function given as an argument is called without arguments, and
     // `and`/`or` there are checked like anywhere else.
-    assert!(e("{{ not and }}").message.contains("and takes at least 1 argument"));
+    assert!(e("{{ not and }}").message.contains("wrong number of args for and: want at least 1 got 0"));
     assert_eq!(r("{{ len (or 0 .m) }}"), "3");
 }
 
@@ -224,26 +231,33 @@ fn function_errors_name_what_is_wrong() {
     assert!(err.message.contains("out of range: the list has 2 item(s)"), "{err}");
     assert!(e("{{ index .Hardware.Disks -1 }}").message.contains("out of range"));
     assert!(e("{{ index .Hardware.Disks \"a\" }}").message.contains("must be an integer"));
+    // Go: a missing key is nil, which kiln refuses to print.
     let err = e("{{ index .m \"zz\" }}");
-    assert_eq!(err.field.as_deref(), Some(".m[\"zz\"]"));
-    assert!(err.message.contains("no key \"zz\" (known keys: a, b, list)"), "{err}");
-    assert!(e("{{ index .device_1 0 }}").message.contains("can't index a string"));
-    assert!(e("{{ index }}").message.contains("needs a collection"));
+    assert_eq!(err.field.as_deref(), Some("index .m \"zz\""));
+    assert!(err.message.contains("no value to print"), "{err}");
+    assert_eq!(r("{{ if index .m \"zz\" }}y{{ else }}n{{ end }}"), "n");
+    assert_eq!(r("{{ index .device_1 0 }}"), "53", "Go indexes a string by byte");
+    assert!(e("{{ index .device_1 99 }}").message.contains("out of range"));
+    assert!(e("{{ index }}").message.contains("wrong number of args for index: want at least 1 got 0"));
     assert!(e("{{ len 3 }}").message.contains("len of a number"));
-    assert!(e("{{ join \",\" 3 }}").message.contains("join needs a list"));
-    assert!(e("{{ upper }}").message.contains("upper takes 1 argument, got 0"));
+    assert_eq!(r("{{ join \",\" 3 }}"), "3", "Sprig joins a non-list as one item");
+    assert!(e("{{ join 3 .m }}").message.contains("expected string; got int"));
+    assert!(e("{{ upper }}").message.contains("wrong number of args for upper: want 1 got 0"));
+    // Go checks nil commands and argument counts when it runs them, not before.
+    assert!(e("{{ nil }}").message.contains("nil is not a command"));
+    assert_eq!(r("{{ if .flag }}{{ nil }}{{ upper }}{{ end }}ok"), "ok");
     assert!(e("{{ range 3 }}{{ end }}").message.contains("range can't iterate over a number"));
     for mask in ["255.0.255.0", "255.255.255", "255.255.255.256", "a.b.c.d", "255.255.255.0.0", ""] {
         let err = e(&format!("{{{{ netmaskToPrefixLength {mask:?} }}}}"));
         assert!(err.message.contains("not a dotted IPv4 netmask"), "{mask}: {err}");
     }
     for (t, needle) in [
-        ("{{ printf \"%x\" 1 }}", "unsupported verb %x"),
+        ("{{ printf \"%y\" 1 }}", "unsupported verb %y"),
         ("{{ printf \"%s %s\" \"a\" }}", "%s has no argument"),
         ("{{ printf \"%s\" \"a\" \"b\" }}", "2 argument(s) but the format uses 1"),
-        ("{{ printf \"%d\" \"a\" }}", "%d needs an integer, got a string a"),
+        ("{{ printf \"%d\" \"a\" }}", "%d can't print a string a"),
         ("{{ printf \"100%\" }}", "ends with %"),
-        ("{{ printf \"%99999d\" 1 }}", "width is more than"),
+        ("{{ printf \"%99999d\" 1 }}", "width or precision is more than"),
         ("{{ printf 3 }}", "format string first"),
     ] {
         let err = e(t);
@@ -256,11 +270,12 @@ fn function_errors_name_what_is_wrong() {
 fn syntax_errors_name_the_line() {
     for (t, line, needle) in [
         ("a\n{{ env \"HOME\" }}", 2, "unsupported function \"env\""),
-        ("{{ with .x }}{{ end }}", 1, "unsupported action \"with\""),
+        ("{{ with .x }}", 1, "with without {{end}}"),
+        ("{{ break }}", 1, "outside {{range}}"),
+        ("{{ define \"x\" }}{{ end }}", 1, "unsupported action \"define\""),
         ("\n\n{{ define \"x\" }}", 3, "unsupported action \"define\""),
         ("{{ template \"x\" }}", 1, "unsupported action \"template\""),
         ("{{ block \"x\" . }}{{ end }}", 1, "unsupported action \"block\""),
-        ("{{ range .a }}{{ break }}{{ end }}", 1, "unsupported action \"break\""),
         ("x\n{{ .a ", 2, "unterminated action"),
         ("{{ .a }}\n\n{{ end }}\nmore\n", 3, "unexpected {{end}}"),
         ("{{ if .flag }}x\n{{ else }}y\n{{ else }}z{{ end }}", 3, "a second else"),
@@ -268,7 +283,7 @@ fn syntax_errors_name_the_line() {
         ("{{ if .flag }}x", 1, "if without {{end}}"),
         ("{{ range .a }}x", 1, "range without {{end}}"),
         ("{{ if .a }}x{{ else }}", 1, "else without {{end}}"),
-        ("{{ if .a }}{{ else with .b }}{{ end }}", 1, "else must be followed by nothing or by if"),
+        ("{{ if .a }}{{ else range .b }}{{ end }}", 1, "else must be followed by nothing, by if or by with"),
         ("{{ \"abc }}", 1, "unterminated quoted string"),
         ("{{ \"abc\n\" }}", 1, "unterminated quoted string"),
         ("{{ `abc }}", 1, "unterminated raw quoted string"),
@@ -282,16 +297,15 @@ fn syntax_errors_name_the_line() {
         ("{{ $x }}", 1, "undefined variable $x"),
         ("{{ if .a }}{{ $y := 1 }}{{ end }}{{ $y }}", 1, "undefined variable $y"),
         ("{{ range $v := .a }}{{ end }}{{ $v }}", 1, "undefined variable $v"),
-        ("{{ $x = 1 }}", 1, "use := to declare"),
-        ("{{ if $x := .a }}{{ end }}", 1, "can only be declared"),
+        ("{{ $x = 1 }}", 1, "undefined variable $x"),
+        ("{{ if $x.a := .a }}{{ end }}", 1, "can only be declared"),
         ("{{ range $a, $b, $c := .x }}{{ end }}", 1, "range variables"),
-        ("{{ nil }}", 1, "nil is not supported"),
-        ("{{ 'c' }}", 1, "unexpected character"),
+        ("{{ 'cd' }}", 1, "malformed character constant"),
         ("{{ .a | if }}", 1, "can only start an action"),
         ("{{/* never closed }}", 1, "unclosed comment"),
         ("{{/* c */ }}", 1, "comment ends before closing delimiter"),
         ("{{ end x }}", 1, "unexpected words after end"),
-        ("{{ .a\n .b\n 'x' }}", 3, "unexpected character"),
+        ("{{ .a\n .b\n ; }}", 3, "unexpected character"),
     ] {
         let err = check_syntax(T, t).expect_err(t);
         assert!(err.to_string().contains(needle), "{t}: {err}");
@@ -346,8 +360,8 @@ fn probe_renders_any_field_and_checks_both_branches() {
     );
     assert!(render_probe("t", "{{ nope }}").is_err());
     // Whichever way the condition goes, the other branch is checked too.
-    let err = render_probe("t", "{{ if eq .a \"x\" }}ok{{ else }}{{ index \"abc\" 1 }}{{ end }}").unwrap_err();
-    assert!(err.message.contains("can't index a string"), "{err}");
+    let err = render_probe("t", "{{ if eq .a \"x\" }}ok{{ else }}{{ index 5 1 }}{{ end }}").unwrap_err();
+    assert!(err.message.contains("can't index a number"), "{err}");
     assert_eq!(render_probe("t", "{{ if .a }}then{{ else }}else{{ end }}").unwrap(), "then");
     assert_eq!(render_probe("t", "{{ and .a false }}{{ or .a 1 }}{{ not .a }}").unwrap(), "probeprobeprobe");
 }
@@ -479,7 +493,23 @@ fn no_exponential_blow_up() {
     let doubling = format!("x\n{{{{ .s{} }}}}", " | replace \"a\" \"aa\"".repeat(60));
     let spread = "x\n{{ replace \"\" .big .big }}".to_string();
     let printf = format!("x\n{{{{ .s{} }}}}", " | printf \"%s%s\" .s | printf \"%v%v\" .big".repeat(60));
-    for (text, field) in [(nested, ".l"), (doubling, "replace"), (spread, "replace"), (printf, "printf")] {
+    // Lists and maps that double through a variable.
+    let concat = "x\n{{ $l := .l }}{{ range until 60 }}{{ $l = concat $l $l }}{{ end }}".to_string();
+    let nest = "x\n{{ $l := .l }}{{ range until 60 }}{{ $l = list $l $l }}{{ end }}".to_string();
+    let dict = "x\n{{ $d := dict }}{{ range until 60 }}{{ $d = dict \"a\" $d \"b\" $d }}{{ end }}".to_string();
+    let until = "x\n{{ range until 100000000 }}{{ end }}".to_string();
+    let split = "x\n{{ splitList \"\" .big | len }}".to_string();
+    for (text, field) in [
+        (nested, ".l"),
+        (doubling, "replace"),
+        (spread, "replace"),
+        (printf, "printf"),
+        (concat, "concat"),
+        (nest, "list"),
+        (dict, "dict"),
+        (until, "until"),
+        (split, "splitList"),
+    ] {
         let start = std::time::Instant::now();
         let result = render(T, &text, &data);
         assert!(start.elapsed() < std::time::Duration::from_secs(3), "{:?} for {text}", start.elapsed());
@@ -506,4 +536,88 @@ fn errors_about_values_name_the_expression() {
     );
     let err = render_probe(T, "{{ range 3 }}{{ end }}").expect_err("a number is no list");
     assert_eq!(err.field.as_deref(), Some("3"), "{err}");
+}
+
+/// docs/templates.md lists exactly the functions in the table, and none of
+/// them among the unsupported ones.
+#[test]
+fn the_docs_list_every_function() {
+    let doc = include_str!("../../../docs/templates.md");
+    let section = |start: &str, end: &str| -> std::collections::BTreeSet<String> {
+        let from = doc.find(start).expect("section start") + start.len();
+        let to = from + doc[from..].find(end).expect("section end");
+        doc[from..to].split('`').skip(1).step_by(2).map(|w| w.split('/').next().unwrap_or(w).to_string()).collect()
+    };
+    let listed = section("### Functions", "Not supported");
+    let table: std::collections::BTreeSet<String> = FUNCTIONS.iter().map(|f| f.to_string()).collect();
+    let missing: Vec<_> = table.difference(&listed).collect();
+    let extra: Vec<_> = listed.difference(&table).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "not in the docs: {missing:?}; not functions: {extra:?}");
+    let unsupported = section("Not supported (an error", "### Differences");
+    let both: Vec<_> = unsupported.intersection(&table).collect();
+    assert!(both.is_empty(), "listed as unsupported but supported: {both:?}");
+}
+
+/// The language as Go runs it, checked here without Go (the differential
+/// test in tests/go_differential.rs checks the same against Go itself).
+#[test]
+fn go_language_features() {
+    let cases = [
+        // Fields of a parenthesised value, alone and as an argument.
+        ("{{ (index .m.list 0) }} {{ (.hardware.metadata).instance.id }}", "[10 11] i-1"),
+        ("{{ if eq (.hardware.metadata).instance.id \"i-1\" }}y{{ end }}", "y"),
+        // with, else with, else if, assignment, break and continue.
+        (
+            "{{ with .nums.i }}{{ . }}{{ end }}{{ with .flag }}x{{ else with .device_1 }}{{ . }}{{ end }}",
+            "752:54:00:12:34:56",
+        ),
+        ("{{ if .flag }}a{{ else if .nums.i }}b{{ else }}c{{ end }}", "b"),
+        ("{{ $x := 1 }}{{ range .Hardware.Disks }}{{ $x = . }}{{ end }}{{ $x }}", "/dev/sdb"),
+        ("{{ range $i, $v := .m.list }}{{ if eq $i 1 }}{{ break }}{{ end }}{{ $v }}{{ end }}", "[10 11]"),
+        (
+            "{{ range .Hardware.Disks }}{{ if eq . \"/dev/sdb\" }}{{ continue }}{{ end }}{{ . }}{{ end }}",
+            "/dev/nvme0n1",
+        ),
+        ("{{ if $d := .Hardware.Disks }}{{ len $d }}{{ end }}", "2"),
+        // Comparison, print, printf.
+        ("{{ lt 1 2 }} {{ ge .nums.f 1.5 }} {{ gt \"b\" \"a\" }} {{ le 3 2 }}", "true true true false"),
+        ("{{ print 1 2 \"a\" 3 }}|{{ println \"x\" 1 }}", "1 2a3|x 1\n"),
+        (
+            "{{ printf \"%5.2f|%x|%X|%o|%b|%c|%+d|%t|%e|%T\" 3.14159 255 \"hi\" 8 5 65 3 true 1234.5 .m }}",
+            " 3.14|ff|6869|10|101|A|+3|true|1.234500e+03|map[string]interface {}",
+        ),
+        ("{{ .nums.big }} {{ .nums.tiny }} {{ .m }} {{ 'a' }}", "1e+06 1e-07 map[a:1 b:2 list:[[10 11] [12]]] 97"),
+        // Escapers and Sprig.
+        ("{{ html \"<a&'>\" }} {{ js \"a'<\" }} {{ urlquery \"a b/c\" }}", "&lt;a&amp;&#39;&gt; a\\'\\u003C a+b%2Fc"),
+        ("{{ regexMatch \"^/dev/nvme\" (index .Hardware.Disks 0) }} {{ splitList \":\" .device_1 | last }}", "true 56"),
+        (
+            "{{ $d := dict \"a\" 1 }}{{ $_ := set $d \"b\" 2 }}{{ $d }} {{ dig \"metadata\" \"instance\" \"id\" \"-\" .hardware }}",
+            "map[a:1 b:2] i-1",
+        ),
+        ("{{ toJson .m }}", "{\"a\":1,\"b\":2,\"list\":[[10,11],[12]]}"),
+        ("{{ toYaml .hardware.metadata }}", "instance:\n  gone: null\n  id: i-1\n  tags:\n  - a\n  - b"),
+        ("{{ \"line\\nnext\" | nindent 2 }}", "\n  line\n  next"),
+        ("{{ b64enc \"kiln\" | b64dec }} {{ add 1 2 3 }} {{ seq 3 }} {{ until 2 }}", "kiln 6 1 2 3 [0 1]"),
+        ("{{ default \"d\" .flag }} {{ empty .m }} {{ coalesce .flag 0 \"x\" }} {{ ternary 1 2 true }}", "d false x 1"),
+        (
+            "{{ keys .m | sortAlpha | join \",\" }} {{ pick .m \"a\" }} {{ omit .m \"list\" \"b\" }}",
+            "a,b,list map[a:1] map[a:1]",
+        ),
+        ("{{ if .flag }}{{ nil }}{{ mul }}{{ end }}ok", "ok"),
+    ];
+    for (t, want) in cases {
+        assert_eq!(r(t), want, "{t}");
+    }
+    for (t, needle) in [
+        ("{{ eq 1 1.5 }}", "incompatible types"),
+        ("{{ lt true false }}", "invalid type for comparison"),
+        ("{{ upper 1 }}", "expected string; got int"),
+        ("{{ mul }}", "wrong number of args for mul: want at least 1 got 0"),
+        ("{{ pick .hardware.metadata.instance.gone \"a\" }}", "expected map"),
+        ("{{ (index .m.list 0).x }}", "can't read field \"x\": (index .m.list 0) is a list"),
+    ] {
+        let err = e(t);
+        assert!(err.message.contains(needle), "{t}: {err}");
+        assert_eq!(err.line, Some(1));
+    }
 }
