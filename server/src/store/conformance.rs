@@ -676,6 +676,78 @@ pub async fn recorded_events_reach_other_instances(b: &dyn Backend) {
     forwarder.abort();
 }
 
+pub async fn workflow_pages_filter_sort_and_count(b: &dyn Backend) {
+    use super::{WorkflowListQuery, WorkflowSort};
+    let store = b.open().await;
+    // 25 workflows: templates a/b alternating, created a millisecond apart
+    // (reversed ids, so created order and id order disagree).
+    let base = now_millis();
+    let workflows: Vec<Workflow> = (0..25)
+        .map(|i| Workflow {
+            template: if i % 2 == 0 { "a".into() } else { "b".into() },
+            created_at: base + i,
+            ..workflow(&format!("wf-{:02}", 24 - i))
+        })
+        .collect();
+    store.apply(batch(workflows)).await.unwrap();
+    dispatch(&store, "wf-24", "att-1").await;
+    let ids = |page: &super::WorkflowPage| page.rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+
+    let all = WorkflowListQuery { limit: 10, ..Default::default() };
+    let first = store.list_workflow_page(all.clone()).await.unwrap();
+    assert_eq!(first.total, 25);
+    assert_eq!(ids(&first), (15..25).rev().map(|i| format!("wf-{i:02}")).collect::<Vec<_>>(), "oldest first");
+    let last = store.list_workflow_page(WorkflowListQuery { offset: 20, ..all.clone() }).await.unwrap();
+    assert_eq!((last.total, last.rows.len()), (25, 5), "the last, partial page");
+    let beyond = store.list_workflow_page(WorkflowListQuery { offset: 100, ..all.clone() }).await.unwrap();
+    assert_eq!((beyond.total, beyond.rows.len()), (25, 0));
+
+    let by_id = WorkflowListQuery { sort: WorkflowSort::Id, descending: true, limit: 3, ..Default::default() };
+    assert_eq!(ids(&store.list_workflow_page(by_id).await.unwrap()), ["wf-24", "wf-23", "wf-22"]);
+
+    let only_b = WorkflowListQuery { template: Some("b".into()), limit: 100, ..Default::default() };
+    let b_page = store.list_workflow_page(only_b).await.unwrap();
+    assert_eq!(b_page.total, 12);
+    assert!(b_page.rows.iter().all(|r| r.template == "b"));
+
+    let running = WorkflowListQuery { state: Some(WorkflowState::Running), limit: 100, ..Default::default() };
+    let running = store.list_workflow_page(running).await.unwrap();
+    assert_eq!(ids(&running), ["wf-24"]);
+    assert_eq!(running.rows[0].state, WorkflowState::Running);
+    assert!(running.rows[0].started_at.is_some());
+
+    let combined = WorkflowListQuery {
+        state: Some(WorkflowState::Pending),
+        template: Some("a".into()),
+        hardware: Some("hw".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.list_workflow_page(combined).await.unwrap().total, 12, "13 of a, one running");
+    let none = WorkflowListQuery { hardware: Some("other".into()), limit: 100, ..Default::default() };
+    assert_eq!(store.list_workflow_page(none).await.unwrap().total, 0);
+    let one = WorkflowListQuery { id: Some("wf-03".into()), limit: 1, ..Default::default() };
+    let one = store.list_workflow_page(one).await.unwrap();
+    assert_eq!((one.total, one.rows[0].template.as_str(), one.rows[0].created_at), (1, "b", base + 21));
+
+    // Descending by finished time: unfinished workflows first, every row
+    // exactly once across pages.
+    let mut seen = Vec::new();
+    for offset in (0..25).step_by(7) {
+        let q = WorkflowListQuery {
+            sort: WorkflowSort::Finished,
+            descending: true,
+            offset,
+            limit: 7,
+            ..Default::default()
+        };
+        seen.extend(ids(&store.list_workflow_page(q).await.unwrap()));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 25, "pages neither overlap nor skip");
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
 }
@@ -723,6 +795,11 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked() {
             c::token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn workflow_pages_filter_sort_and_count() {
+            c::workflow_pages_filter_sort_and_count(&$backend).await
         }
 
         #[tokio::test]

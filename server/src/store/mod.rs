@@ -288,6 +288,133 @@ pub struct EventQuery {
     pub newest: bool,
 }
 
+/// A workflow without its actions: one row of the workflows list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowSummary {
+    pub id: String,
+    pub template: String,
+    pub hardware: String,
+    pub state: WorkflowState,
+    pub reason: String,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+/// The column a workflows list is ordered by (then by id, so pages never
+/// overlap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum WorkflowSort {
+    Id,
+    Template,
+    Hardware,
+    State,
+    #[default]
+    Created,
+    Finished,
+}
+
+impl WorkflowSort {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+
+    /// The column, the same in both stores.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Template => "template",
+            Self::Hardware => "hardware",
+            Self::State => "state",
+            Self::Created => "created_at",
+            Self::Finished => "finished_at",
+        }
+    }
+}
+
+/// Which workflows [`Store::list_workflow_page`] returns: equality filters
+/// (`None`: any), an order, and a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkflowListQuery {
+    pub id: Option<String>,
+    pub state: Option<WorkflowState>,
+    pub template: Option<String>,
+    pub hardware: Option<String>,
+    pub sort: WorkflowSort,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+impl WorkflowListQuery {
+    /// The filters as (column, value) pairs, for both stores' SQL.
+    pub(crate) fn filters(&self) -> Vec<(&'static str, String)> {
+        let mut f = Vec::new();
+        if let Some(id) = &self.id {
+            f.push(("id", id.clone()));
+        }
+        if let Some(state) = self.state {
+            f.push(("state", state.as_str().to_string()));
+        }
+        if let Some(t) = &self.template {
+            f.push(("template", t.clone()));
+        }
+        if let Some(h) = &self.hardware {
+            f.push(("hardware", h.clone()));
+        }
+        f
+    }
+
+    /// `ORDER BY` for both stores: unfinished workflows (no `finished_at`)
+    /// sort last ascending, first descending.
+    pub(crate) fn order_by(&self) -> String {
+        let dir = if self.descending { "DESC" } else { "ASC" };
+        let col = self.sort.column();
+        if col == "id" {
+            format!("id {dir}")
+        } else {
+            let nulls = if self.descending { "NULLS FIRST" } else { "NULLS LAST" };
+            format!("{col} {dir} {nulls}, id {dir}")
+        }
+    }
+}
+
+/// One window of a workflows list, and how many match in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkflowPage {
+    pub rows: Vec<WorkflowSummary>,
+    pub total: u64,
+}
+
+/// Builds a summary from a stored row (state as stored text).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn summary_from_row(
+    id: String,
+    template: String,
+    hardware: String,
+    state: &str,
+    reason: String,
+    created_at: Millis,
+    started_at: Option<Millis>,
+    finished_at: Option<Millis>,
+) -> Result<WorkflowSummary, StoreError> {
+    Ok(WorkflowSummary {
+        id,
+        template,
+        hardware,
+        state: WorkflowState::parse(state).ok_or_else(|| StoreError::corrupt(format!("workflow state {state:?}")))?,
+        reason,
+        created_at,
+        started_at,
+        finished_at,
+    })
+}
+
 /// Parses a stored row's kind and outcome.
 pub(crate) fn event_from_row(
     cursor: i64,
@@ -328,6 +455,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_templates(&self) -> Result<Vec<StoredTemplate>, StoreError>;
     async fn get_workflow(&self, id: &str) -> Result<Workflow, StoreError>;
     async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError>;
+    /// One window of the workflows `query` selects, without their actions,
+    /// and how many it selects in all (the console's list: fast with tens
+    /// of thousands of workflows).
+    async fn list_workflow_page(&self, query: WorkflowListQuery) -> Result<WorkflowPage, StoreError>;
 
     /// How many workflows there are, by template and state: `(template,
     /// state, count)`, without loading them (every metrics scrape asks).

@@ -41,6 +41,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
     ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    WorkflowListQuery, WorkflowPage, summary_from_row,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -651,6 +652,45 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn list_workflow_page(&self, query: WorkflowListQuery) -> Result<WorkflowPage, StoreError> {
+        let filters = query.filters();
+        let clause = if filters.is_empty() {
+            String::new()
+        } else {
+            let terms: Vec<String> =
+                filters.iter().enumerate().map(|(i, (col, _))| format!("{col} = ${}", i + 1)).collect();
+            format!(" WHERE {}", terms.join(" AND "))
+        };
+        let mut tx = self.snapshot().await?;
+        let count_sql = format!("SELECT COUNT(*) FROM workflows{clause}");
+        let mut count = sqlx::query_as::<_, (i64,)>(&count_sql);
+        for (_, v) in &filters {
+            count = count.bind(v);
+        }
+        let (total,) = count.fetch_one(&mut *tx).await?;
+        let sql = format!(
+            "SELECT id, template, hardware, state, reason, created_at, started_at, finished_at FROM workflows{clause} \
+             ORDER BY {} LIMIT {} OFFSET {}",
+            query.order_by(),
+            query.limit,
+            query.offset.min(i64::MAX as u64)
+        );
+        type Row = (String, String, String, String, String, i64, Option<i64>, Option<i64>);
+        let mut select = sqlx::query_as::<_, Row>(&sql);
+        for (_, v) in &filters {
+            select = select.bind(v);
+        }
+        let rows = select.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let rows = rows
+            .into_iter()
+            .map(|(id, template, hardware, state, reason, created, started, finished)| {
+                summary_from_row(id, template, hardware, &state, reason, created, started, finished)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(WorkflowPage { rows, total: total.max(0) as u64 })
     }
 
     async fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), StoreError> {

@@ -26,6 +26,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
     ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
+    WorkflowListQuery, WorkflowPage, summary_from_row,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -497,6 +498,51 @@ impl Store for SqliteStore {
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             ids.iter().filter_map(|id| load_workflow(c, id).transpose()).collect()
+        })
+        .await
+    }
+
+    async fn list_workflow_page(&self, query: WorkflowListQuery) -> Result<WorkflowPage, StoreError> {
+        self.read(move |c| {
+            let filters = query.filters();
+            let clause = if filters.is_empty() {
+                String::new()
+            } else {
+                let terms: Vec<String> =
+                    filters.iter().enumerate().map(|(i, (col, _))| format!("{col} = ?{}", i + 1)).collect();
+                format!(" WHERE {}", terms.join(" AND "))
+            };
+            let values = rusqlite::params_from_iter(filters.iter().map(|(_, v)| v.as_str()));
+            let total: i64 = c
+                .prepare_cached(&format!("SELECT COUNT(*) FROM workflows{clause}"))?
+                .query_row(values.clone(), |r| r.get(0))?;
+            let sql = format!(
+                "SELECT id, template, hardware, state, reason, created_at, started_at, finished_at FROM workflows{clause} \
+                 ORDER BY {} LIMIT {} OFFSET {}",
+                query.order_by(),
+                query.limit,
+                query.offset.min(i64::MAX as u64)
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(values, |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                    ))
+                })?
+                .map(|row| {
+                    let (id, template, hardware, state, reason, created, started, finished) = row?;
+                    summary_from_row(id, template, hardware, &state, reason, created, started, finished)
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok(WorkflowPage { rows, total: total.max(0) as u64 })
         })
         .await
     }
