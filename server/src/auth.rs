@@ -28,6 +28,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Status};
 
 use crate::agent_api::AgentIdentity;
+use crate::app::Actor;
 use crate::app::audit::RefusalLog;
 use crate::store::DynStore;
 
@@ -317,6 +318,21 @@ impl AdminAuth {
     fn refused(&self, req: &Request<()>, reason: &str) {
         tracing::warn!(reason, "admin call rejected");
         self.refusals.refused("operator".into(), req.remote_addr(), "authenticate", "admin service", reason);
+    }
+
+    /// The actor an operator credential (as typed into the console's login
+    /// form, or sent by the CLI) stands for; `None` for anything else. The
+    /// one place a presented operator token becomes an [`Actor`].
+    pub fn actor_for(&self, token: &str) -> Option<Actor> {
+        let token = token.trim();
+        (!token.is_empty() && hashes_equal(&token_hash(token), &self.hash)).then_some(Actor::Operator)
+    }
+
+    /// Notes a refused operator credential (a failed console login) for the
+    /// audit trail.
+    pub fn note_refusal(&self, peer: Option<SocketAddr>, object: &str, reason: &str) {
+        tracing::warn!(reason, object, "operator credential refused");
+        self.refusals.refused("operator".into(), peer, "authenticate", object, reason);
     }
 
     /// Whether an `Authorization` header value presents the operator

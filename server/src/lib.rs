@@ -6,7 +6,8 @@
 //! - [`state_machine`]: every change to a workflow.
 //! - [`store`]: where everything is kept (SQLite or PostgreSQL).
 //! - Front doors that only translate: [`agent_api`] and [`admin_api`]
-//!   (gRPC), [`action_api`] and [`netboot`] (HTTP).
+//!   (gRPC), [`action_api`], [`netboot`], [`metrics_api`] and the web
+//!   [`console`] (HTTP).
 //!
 //! [`Server`] assembles them; `main.rs` only parses arguments.
 
@@ -17,6 +18,7 @@ pub mod agent_api;
 pub mod app;
 pub mod artifacts;
 pub mod auth;
+pub mod console;
 pub mod convert;
 pub mod events;
 pub mod metrics;
@@ -70,6 +72,9 @@ pub struct ServerConfig {
     /// Plain HTTP address serving `/metrics` without authentication (for a
     /// private network); the main port serves it to operators regardless.
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the web console (its own port; TLS like the main port
+    /// when that has TLS). `None`: no console.
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// The default attempt lease: agents renew it every 10 s, so a lost agent
@@ -86,6 +91,10 @@ pub struct Server {
     admin_token: String,
     netboot_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    console_listener: Option<TcpListener>,
+    /// The console's TLS: the server's certificate, no client certificates
+    /// (browsers have none).
+    console_rustls: Option<Arc<rustls::ServerConfig>>,
     /// Built (and so checked) when binding, before anything is served.
     rustls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -120,6 +129,20 @@ impl Server {
             ),
             None => None,
         };
+        let console_listener = match config.console_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--console-listen): {e}"))?,
+            ),
+            None => None,
+        };
+        let console_rustls = match (&config.tls, &console_listener) {
+            (Some(t), Some(_)) => {
+                Some(tls::ServerTls { client_ca_pem: None, require_client_cert: false, ..t.clone() }.rustls_config()?)
+            }
+            _ => None,
+        };
         let app = App::new(
             store,
             AppParts {
@@ -141,6 +164,8 @@ impl Server {
             admin_token: config.admin_token.clone(),
             netboot_listener,
             metrics_listener,
+            console_listener,
+            console_rustls,
             rustls: config.tls.as_ref().map(tls::ServerTls::rustls_config).transpose()?,
         })
     }
@@ -153,6 +178,11 @@ impl Server {
     /// The bound `--metrics-listen` address, if any.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound `--console-listen` address, if any.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -218,6 +248,25 @@ impl Server {
                 ),
             )
         });
+        // The web console, when asked, on its own port.
+        let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+        let console_task = self.console_listener.map(|listener| {
+            let routes = tonic::service::Routes::from(console::router(
+                app.clone(),
+                auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
+                self.console_rustls.is_some(),
+            ));
+            let server = tonic::transport::Server::builder().tcp_nodelay(true).accept_http1(true).add_routes(routes);
+            let stopped = async {
+                let _ = console_stopped.await;
+            };
+            match self.console_rustls {
+                Some(config) => {
+                    tokio::spawn(server.serve_with_incoming_shutdown(tls::incoming(listener, config), stopped))
+                }
+                None => tokio::spawn(server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)),
+            }
+        });
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .accept_http1(true)
@@ -237,6 +286,10 @@ impl Server {
         }
         let _ = stop_netboot.send(());
         if let Some(task) = netboot_task {
+            let _ = task.await;
+        }
+        let _ = stop_console.send(());
+        if let Some(task) = console_task {
             let _ = task.await;
         }
         let _ = stop_metrics.send(());

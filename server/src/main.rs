@@ -101,6 +101,11 @@ struct Args {
     /// (Authorization: Bearer).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the web console here (its own port, e.g. 0.0.0.0:42114): with
+    /// TLS when the server has TLS. Log in with the operator credential.
+    /// Default: no console.
+    #[arg(long, env = "KILN_CONSOLE_LISTEN", value_name = "ADDR")]
+    console_listen: Option<SocketAddr>,
 }
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
@@ -213,6 +218,7 @@ async fn main() -> anyhow::Result<()> {
             max_rows: args.event_max_rows,
         },
         metrics_listen: args.metrics_listen,
+        console_listen: args.console_listen,
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
@@ -224,6 +230,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(metrics) = server.metrics_addr() {
         tracing::info!(addr = %metrics, "metrics over plain HTTP, unauthenticated");
+    }
+    if let Some(console) = server.console_addr() {
+        tracing::info!(url = %format!("{scheme}://{console}/"), "web console");
     }
     if let Some(path) = &args.addr_file {
         // Written whole under a temporary name, so a reader never sees half.

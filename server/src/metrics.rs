@@ -424,8 +424,10 @@ fn label(value: &str) -> String {
 }
 
 #[derive(Debug, PartialEq, serde::Deserialize)]
-struct ProgressLine {
-    done: u64,
+pub(crate) struct ProgressLine {
+    pub done: u64,
+    #[serde(default)]
+    pub total: Option<u64>,
     #[serde(default)]
     rate: Option<f64>,
     #[serde(default)]
@@ -439,7 +441,7 @@ pub fn may_be_progress(text: &str) -> bool {
 
 /// The progress of a `{"progress":{"done":N,"total":T,"rate":R}}` line
 /// (docs/action-contract.md); `None` for any other line.
-fn parse_progress(text: &str) -> Option<ProgressLine> {
+pub(crate) fn parse_progress(text: &str) -> Option<ProgressLine> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         progress: ProgressLine,

@@ -18,6 +18,7 @@
 //! | [`action_data`] | the workflow data actions read and write |
 //! | [`boot`] | what a network-booting machine should boot |
 //! | [`audit`] | the audit trail: operator writes and refused credentials |
+//! | [`console`] | the web console's lists and its shared feed of workflow changes |
 //! | `metrics` | the Prometheus scrape; timed, recorded workflow transitions |
 //!
 //! Every method takes an [`OpContext`] saying who acts. Authorization
@@ -35,6 +36,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod background;
 pub mod boot;
+pub mod console;
 mod context;
 pub mod credentials;
 pub mod dispatch;
@@ -81,6 +83,8 @@ pub struct App {
     pub(crate) refusals: Arc<RefusalLog>,
     pub(crate) event_retention: EventRetention,
     pub(crate) metrics: Metrics,
+    /// The console's shared feed of workflow changes.
+    pub(crate) feed: console::WorkflowFeed,
 }
 
 /// What [`App::new`] needs besides the store.
@@ -110,6 +114,7 @@ impl App {
             refusals: Arc::default(),
             event_retention: parts.event_retention,
             metrics: Metrics::new(),
+            feed: console::WorkflowFeed::default(),
         }
     }
 
