@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -109,16 +109,34 @@ pub fn can_write(actor: &Actor) -> bool {
     matches!(actor, Actor::Operator)
 }
 
-/// A POST's checks: a same-origin `Origin` header and, once logged in, the
-/// session's CSRF token. 403 otherwise.
-fn check_post(c: &Console, headers: &HeaderMap, session: Option<(&Session, &str)>) -> Result<(), Response> {
+/// A POST's checks: it comes from a page of this console, and, once logged
+/// in, carries the session's CSRF token. 403 otherwise.
+///
+/// "From this console": `Sec-Fetch-Site: same-origin` where the browser
+/// sends it (every current browser, on HTTPS and localhost), otherwise an
+/// `Origin` equal to ours. Under `Referrer-Policy: no-referrer` browsers
+/// send `Origin: null` on form posts, so the first is what usually
+/// decides; `null` is never accepted.
+fn check_post(c: &Console, uri: &Uri, headers: &HeaderMap, session: Option<(&Session, &str)>) -> Result<(), Response> {
     let forbidden = |why: &str| (StatusCode::FORBIDDEN, format!("forbidden: {why}\n")).into_response();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).ok_or_else(|| forbidden("no Host header"))?;
-    let expected = format!("{}://{host}", if c.tls { "https" } else { "http" });
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        Some(origin) if origin == expected => {}
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    match text(header::HeaderName::from_static("sec-fetch-site")) {
+        Some("same-origin") => {}
         Some(_) => return Err(forbidden("cross-origin request")),
-        None => return Err(forbidden("no Origin header")),
+        None => {
+            // HTTP/2 names the host in the URI (`:authority`), HTTP/1.1 in `Host`.
+            let host = uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| text(header::HOST))
+                .ok_or_else(|| forbidden("no Host header"))?;
+            let expected = format!("{}://{host}", if c.tls { "https" } else { "http" });
+            match text(header::ORIGIN) {
+                Some(origin) if origin == expected => {}
+                Some(_) => return Err(forbidden("cross-origin request")),
+                None => return Err(forbidden("no Origin header")),
+            }
+        }
     }
     if let Some((session, presented)) = session
         && !session.csrf_matches(presented)
@@ -160,7 +178,7 @@ struct LoginForm {
 
 async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(r) = check_post(&c, &parts.headers, None) {
+    if let Err(r) = check_post(&c, &parts.uri, &parts.headers, None) {
         return r;
     }
     let Ok(Form(form)) = Form::<LoginForm>::from_request(Request::from_parts(parts.clone(), body), &()).await else {
@@ -185,9 +203,9 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
+async fn logout(State(c): State<Arc<Console>>, uri: Uri, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
     let Some(s) = c.sessions.from_headers(&headers) else { return Redirect::to("/login").into_response() };
-    if let Err(r) = check_post(&c, &headers, Some((&s, &form.csrf))) {
+    if let Err(r) = check_post(&c, &uri, &headers, Some((&s, &form.csrf))) {
         return r;
     }
     c.sessions.remove(&s);
@@ -311,10 +329,11 @@ async fn retry(State(c): State<Arc<Console>>, headers: HeaderMap, Path(id): Path
         return (StatusCode::FORBIDDEN, "forbidden: not logged in\n").into_response();
     };
     let peer = peer(req.extensions());
+    let uri = req.uri().clone();
     let Ok(Form(form)) = Form::<CsrfForm>::from_request(req, &()).await else {
         return (StatusCode::BAD_REQUEST, "the form needs a csrf field\n").into_response();
     };
-    if let Err(r) = check_post(&c, &headers, Some((&s, &form.csrf))) {
+    if let Err(r) = check_post(&c, &uri, &headers, Some((&s, &form.csrf))) {
         return r;
     }
     match c.app.retry_workflow(&s.opctx().with_peer(peer), &id).await {
