@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub tls: Option<tls::ServerTls>,
     /// The operator credential every admin call must present.
     pub admin_token: String,
+    /// The read-only operator credential: admin reads, no changes.
+    pub read_only_token: Option<String>,
     /// The CA `kiln cert issue` signs agent certificates with.
     pub signing_ca: Option<tls::SigningCa>,
     /// Plain HTTP address serving only the netboot routes (iPXE cannot
@@ -84,6 +86,7 @@ pub struct Server {
     forwarder: Option<tokio::task::JoinHandle<()>>,
     tls: Option<tls::ServerTls>,
     admin_token: String,
+    read_only_token: Option<String>,
     netboot_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
     /// Built (and so checked) when binding, before anything is served.
@@ -139,6 +142,7 @@ impl Server {
             forwarder,
             tls: config.tls.clone(),
             admin_token: config.admin_token.clone(),
+            read_only_token: config.read_only_token.clone(),
             netboot_listener,
             metrics_listener,
             rustls: config.tls.as_ref().map(tls::ServerTls::rustls_config).transpose()?,
@@ -175,7 +179,7 @@ impl Server {
         );
         let admin = AdminServiceServer::with_interceptor(
             admin_api::AdminApi::new(app.clone()),
-            auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
+            auth::AdminAuth::new(&self.admin_token, self.read_only_token.as_deref(), app.refusal_log().clone()),
         );
         let mut routes = tonic::service::Routes::builder();
         routes.add_service(agent).add_service(admin);
@@ -188,7 +192,7 @@ impl Server {
             .merge(netboot::router(app.clone()))
             .merge(metrics_api::router(
                 app.clone(),
-                auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
+                auth::AdminAuth::new(&self.admin_token, self.read_only_token.as_deref(), app.refusal_log().clone()),
             ));
         // Netboot, when asked, also on its own plain HTTP listener: iPXE
         // cannot verify our certificates, and these routes carry no secret.

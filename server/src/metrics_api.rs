@@ -35,7 +35,7 @@ async fn metrics(State(s): State<Arc<Scrape>>, headers: HeaderMap) -> Response {
         None => OpContext::system("metrics-listen"),
         Some(auth) => {
             let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if !auth.accepts(presented) {
+            let Some(role) = auth.role_of_header(presented) else {
                 tracing::warn!(reason = "no or wrong operator token", "metrics scrape rejected");
                 return (
                     StatusCode::UNAUTHORIZED,
@@ -43,8 +43,8 @@ async fn metrics(State(s): State<Arc<Scrape>>, headers: HeaderMap) -> Response {
                     "/metrics needs the operator credential (Authorization: Bearer TOKEN), or scrape --metrics-listen\n",
                 )
                     .into_response();
-            }
-            OpContext::operator()
+            };
+            role.context()
         }
     };
     match s.app.scrape_metrics(&opctx).await {

@@ -187,6 +187,17 @@ impl App {
         self.record_events(vec![event]).await;
     }
 
+    /// Lets only the (full) operator change things ([`OpContext::require_operator_write`]);
+    /// a refused attempt (the read-only operator trying to apply, retry,
+    /// ...) is itself an audit event, named as the write would have been.
+    pub(crate) async fn authorize_write(&self, opctx: &OpContext, action: &str, object: &str) -> Result<(), AppError> {
+        let allowed = opctx.require_operator_write();
+        if let Err(e) = &allowed {
+            self.audit(opctx, action, object, &Err(e)).await;
+        }
+        allowed
+    }
+
     async fn record_events(&self, events: Vec<Event>) {
         let n = events.len();
         match self.store.record_events(events).await {
@@ -214,7 +225,7 @@ impl App {
 
     /// The newest `filter.limit` events matching `filter`, oldest first.
     pub async fn list_events(&self, opctx: &OpContext, filter: &EventFilter) -> Result<Vec<Event>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         Ok(self.store.list_events(first_page(filter)).await?)
     }
 
@@ -225,7 +236,7 @@ impl App {
         opctx: &OpContext,
         filter: &EventFilter,
     ) -> Result<ReceiverStream<Result<Event, AppError>>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         // Subscribe before the first read: no event between them is lost.
         let mut recorded = self.events.audit_subscription();
         let first = self.store.list_events(first_page(filter)).await?;
