@@ -78,9 +78,12 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
     let watch = s.cluster.kiln(&["watch", &s.workflow]);
     assert!(watch.status.success(), "watch: {}{}\n{}", stdout(&watch), stderr(&watch), s.cluster.logs());
     let watched = stdout(&watch);
-    for name in ["one", "two", "three"] {
-        let done = |l: &&str| l.split_whitespace().any(|w| w == name) && l.contains("SUCCESS");
-        assert!(watched.lines().any(|l| done(&l)), "no line of watch says {name} SUCCESS: {watched}");
+    // One line per change: "TIME action N/3 provision/NAME SUCCESS after ...".
+    for (n, name) in ["one", "two", "three"].iter().enumerate() {
+        let (count, action) = (format!("{}/3", n + 1), format!("provision/{name}"));
+        let said =
+            |l: &str| l.split_whitespace().skip(1).take(4).eq(["action", count.as_str(), action.as_str(), "SUCCESS"]);
+        assert!(watched.lines().any(said), "no line of watch says {action} SUCCESS: {watched}");
     }
 
     let wf = s.cluster.workflow(&s.workflow);
