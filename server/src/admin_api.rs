@@ -44,7 +44,7 @@ impl AdminApi {
 fn operator<T>(req: &Request<T>) -> Result<OpContext, Status> {
     req.extensions()
         .get::<OperatorIdentity>()
-        .map(|_| OpContext::operator().with_peer(req.remote_addr()))
+        .map(|OperatorIdentity(role)| role.context().with_peer(req.remote_addr()))
         .ok_or_else(|| Status::internal("admin service mounted without its authentication layer"))
 }
 

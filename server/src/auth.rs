@@ -28,7 +28,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Status};
 
 use crate::agent_api::AgentIdentity;
-use crate::app::Actor;
+use crate::app::OpContext;
 use crate::app::audit::RefusalLog;
 use crate::store::DynStore;
 
@@ -301,18 +301,45 @@ where
     }
 }
 
-/// Checks the operator credential on every admin call.
+/// Which operator credential a caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorRole {
+    /// The operator credential: reads and changes everything.
+    Full,
+    /// The read-only operator credential: reads what an operator reads.
+    ReadOnly,
+}
+
+impl OperatorRole {
+    /// The context a use case sees for this caller.
+    pub fn context(self) -> OpContext {
+        match self {
+            Self::Full => OpContext::operator(),
+            Self::ReadOnly => OpContext::read_only_operator(),
+        }
+    }
+}
+
+/// Checks the operator credentials (the full one, and the read-only one
+/// when configured) on every admin call and for the HTTP front doors that
+/// operators use.
 #[derive(Clone)]
 pub struct AdminAuth {
     /// sha256 of the operator token: compared in constant time.
     hash: Arc<String>,
+    /// sha256 of the read-only operator token, when there is one.
+    read_only_hash: Option<Arc<String>>,
     /// Where rejections are noted for the audit trail.
     refusals: Arc<RefusalLog>,
 }
 
 impl AdminAuth {
-    pub fn new(token: &str, refusals: Arc<RefusalLog>) -> Self {
-        Self { hash: Arc::new(token_hash(token)), refusals }
+    pub fn new(token: &str, read_only_token: Option<&str>, refusals: Arc<RefusalLog>) -> Self {
+        Self {
+            hash: Arc::new(token_hash(token)),
+            read_only_hash: read_only_token.map(|t| Arc::new(token_hash(t))),
+            refusals,
+        }
     }
 
     fn refused(&self, req: &Request<()>, reason: &str) {
@@ -320,12 +347,24 @@ impl AdminAuth {
         self.refusals.refused("operator".into(), req.remote_addr(), "authenticate", "admin service", reason);
     }
 
-    /// The actor an operator credential (as typed into the console's login
-    /// form, or sent by the CLI) stands for; `None` for anything else. The
-    /// one place a presented operator token becomes an [`Actor`].
-    pub fn actor_for(&self, token: &str) -> Option<Actor> {
-        let token = token.trim();
-        (!token.is_empty() && hashes_equal(&token_hash(token), &self.hash)).then_some(Actor::Operator)
+    /// The role a presented token (the bare token, not a header) grants, if
+    /// any: the one place a credential becomes an operator. Both hashes are
+    /// always compared, so the time taken does not say which one matched.
+    pub fn role(&self, token: &str) -> Option<OperatorRole> {
+        let presented = token_hash(token);
+        let full = hashes_equal(&presented, &self.hash);
+        let read_only = self.read_only_hash.as_deref().is_some_and(|h| hashes_equal(&presented, h));
+        match (full, read_only) {
+            (true, _) => Some(OperatorRole::Full),
+            (false, true) => Some(OperatorRole::ReadOnly),
+            (false, false) => None,
+        }
+    }
+
+    /// The role an `Authorization` header value grants, if any (for HTTP
+    /// front doors; gRPC calls go through the interceptor below).
+    pub fn role_of_header(&self, authorization: Option<&str>) -> Option<OperatorRole> {
+        authorization.and_then(bearer_token).and_then(|t| self.role(t))
     }
 
     /// Notes a refused operator credential (a failed console login) for the
@@ -334,35 +373,28 @@ impl AdminAuth {
         tracing::warn!(reason, object, "operator credential refused");
         self.refusals.refused("operator".into(), peer, "authenticate", object, reason);
     }
-
-    /// Whether an `Authorization` header value presents the operator
-    /// credential (for HTTP front doors; gRPC calls go through the
-    /// interceptor below).
-    pub fn accepts(&self, authorization: Option<&str>) -> bool {
-        authorization.and_then(bearer_token).is_some_and(|t| hashes_equal(&token_hash(t), &self.hash))
-    }
 }
 
 /// Put into an admin request's extensions by [`AdminAuth`]: the caller
-/// presented the operator credential.
+/// presented an operator credential, with this role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OperatorIdentity;
+pub struct OperatorIdentity(pub OperatorRole);
 
 impl Interceptor for AdminAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let presented = req.metadata().get(AUTHORIZATION_METADATA).and_then(|v| v.to_str().ok());
-        match presented.and_then(bearer_token) {
-            None => {
-                self.refused(&req, "no operator token");
-                Err(Status::unauthenticated(
-                    "missing operator token: give --token-file, KILN_TOKEN_FILE or KILN_TOKEN (the server's DATA_DIR/admin-token)",
-                ))
-            }
-            Some(t) if hashes_equal(&token_hash(t), &self.hash) => {
-                req.extensions_mut().insert(OperatorIdentity);
+        let Some(token) = presented.and_then(bearer_token) else {
+            self.refused(&req, "no operator token");
+            return Err(Status::unauthenticated(
+                "missing operator token: give --token-file, KILN_TOKEN_FILE or KILN_TOKEN (the server's DATA_DIR/admin-token)",
+            ));
+        };
+        match self.role(token) {
+            Some(role) => {
+                req.extensions_mut().insert(OperatorIdentity(role));
                 Ok(req)
             }
-            Some(_) => {
+            None => {
                 self.refused(&req, "wrong operator token");
                 Err(Status::unauthenticated("invalid operator token"))
             }
@@ -373,11 +405,28 @@ impl Interceptor for AdminAuth {
 /// The operator token: read from `explicit` when given, otherwise from
 /// `DATA_DIR/admin-token`, created (random, mode 0600) at the first start.
 pub fn load_or_create_admin_token(data_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<(String, PathBuf)> {
-    let path = explicit.map_or_else(|| data_dir.join("admin-token"), Path::to_path_buf);
+    load_or_create_token(data_dir, "admin-token", "--admin-token-file", explicit)
+}
+
+/// The read-only operator token: read from `explicit` when given,
+/// otherwise from `DATA_DIR/read-only-token`, created (random, mode 0600)
+/// at the first start like the operator token, so that a console viewer or
+/// a monitoring script never needs the credential that changes things.
+pub fn load_or_create_read_only_token(data_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<(String, PathBuf)> {
+    load_or_create_token(data_dir, "read-only-token", "--read-only-token-file", explicit)
+}
+
+fn load_or_create_token(
+    data_dir: &Path,
+    default_name: &str,
+    flag: &str,
+    explicit: Option<&Path>,
+) -> anyhow::Result<(String, PathBuf)> {
+    let path = explicit.map_or_else(|| data_dir.join(default_name), Path::to_path_buf);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let token = text.trim().to_string();
-            anyhow::ensure!(!token.is_empty(), "--admin-token-file {}: the file is empty", path.display());
+            anyhow::ensure!(!token.is_empty(), "{flag} {}: the file is empty", path.display());
             Ok((token, path))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
@@ -385,7 +434,7 @@ pub fn load_or_create_admin_token(data_dir: &Path, explicit: Option<&Path>) -> a
             write_secret(&path, token.as_bytes())?;
             Ok((token, path))
         }
-        Err(e) => Err(anyhow::anyhow!("--admin-token-file {}: {e}", path.display())),
+        Err(e) => Err(anyhow::anyhow!("{flag} {}: {e}", path.display())),
     }
 }
 
@@ -512,18 +561,36 @@ mod tests {
         assert_eq!(load_or_create_admin_token(dir.path(), None).unwrap().0, token, "kept across restarts");
         let missing = load_or_create_admin_token(dir.path(), Some(&dir.path().join("nope"))).unwrap_err();
         assert!(missing.to_string().contains("--admin-token-file"), "{missing}");
-        let mut auth = AdminAuth::new(&token, Arc::default());
+        let (read_only, ro_path) = load_or_create_read_only_token(dir.path(), None).unwrap();
+        assert_eq!(ro_path, dir.path().join("read-only-token"));
+        assert_eq!(std::fs::metadata(&ro_path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_ne!(read_only, token);
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let empty = load_or_create_read_only_token(dir.path(), Some(&dir.path().join("empty"))).unwrap_err();
+        assert!(empty.to_string().starts_with("--read-only-token-file "), "{empty}");
+
+        let mut auth = AdminAuth::new(&token, Some(&read_only), Arc::default());
         let call = |auth: &mut AdminAuth, value: Option<String>| {
             let mut req = Request::new(());
             if let Some(v) = value {
                 req.metadata_mut().insert(AUTHORIZATION_METADATA, v.parse().unwrap());
             }
-            auth.call(req).map(|_| ()).map_err(|s| s.code())
+            auth.call(req).map(|r| r.extensions().get::<OperatorIdentity>().copied()).map_err(|s| s.code())
         };
-        assert_eq!(call(&mut auth, Some(format!("Bearer {token}"))), Ok(()));
+        assert_eq!(call(&mut auth, Some(format!("Bearer {token}"))), Ok(Some(OperatorIdentity(OperatorRole::Full))));
+        assert_eq!(
+            call(&mut auth, Some(format!("Bearer {read_only}"))),
+            Ok(Some(OperatorIdentity(OperatorRole::ReadOnly)))
+        );
         assert_eq!(call(&mut auth, None), Err(Code::Unauthenticated));
         assert_eq!(call(&mut auth, Some(format!("Bearer {}", new_token()))), Err(Code::Unauthenticated));
         assert_eq!(call(&mut auth, Some(token.clone())), Err(Code::Unauthenticated), "scheme required");
+        assert_eq!(auth.role_of_header(Some(&format!("bearer {read_only}"))), Some(OperatorRole::ReadOnly));
+        assert_eq!(auth.role_of_header(Some("Bearer ")), None);
+        // Without a read-only credential configured, only the full one works.
+        let full_only = AdminAuth::new(&token, None, Arc::default());
+        assert_eq!(full_only.role(&read_only), None);
+        assert_eq!(full_only.role(&token), Some(OperatorRole::Full));
     }
 }
 

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub tls: Option<tls::ServerTls>,
     /// The operator credential every admin call must present.
     pub admin_token: String,
+    /// The read-only operator credential: admin reads, no changes.
+    pub read_only_token: Option<String>,
     /// The CA `kiln cert issue` signs agent certificates with.
     pub signing_ca: Option<tls::SigningCa>,
     /// Plain HTTP address serving only the netboot routes (iPXE cannot
@@ -89,6 +91,7 @@ pub struct Server {
     forwarder: Option<tokio::task::JoinHandle<()>>,
     tls: Option<tls::ServerTls>,
     admin_token: String,
+    read_only_token: Option<String>,
     netboot_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
     console_listener: Option<TcpListener>,
@@ -162,6 +165,7 @@ impl Server {
             forwarder,
             tls: config.tls.clone(),
             admin_token: config.admin_token.clone(),
+            read_only_token: config.read_only_token.clone(),
             netboot_listener,
             metrics_listener,
             console_listener,
@@ -205,7 +209,7 @@ impl Server {
         );
         let admin = AdminServiceServer::with_interceptor(
             admin_api::AdminApi::new(app.clone()),
-            auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
+            auth::AdminAuth::new(&self.admin_token, self.read_only_token.as_deref(), app.refusal_log().clone()),
         );
         let mut routes = tonic::service::Routes::builder();
         routes.add_service(agent).add_service(admin);
@@ -218,7 +222,7 @@ impl Server {
             .merge(netboot::router(app.clone()))
             .merge(metrics_api::router(
                 app.clone(),
-                auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
+                auth::AdminAuth::new(&self.admin_token, self.read_only_token.as_deref(), app.refusal_log().clone()),
             ));
         // Netboot, when asked, also on its own plain HTTP listener: iPXE
         // cannot verify our certificates, and these routes carry no secret.
@@ -253,7 +257,7 @@ impl Server {
         let console_task = self.console_listener.map(|listener| {
             let routes = tonic::service::Routes::from(console::router(
                 app.clone(),
-                auth::AdminAuth::new(&self.admin_token, app.refusal_log().clone()),
+                auth::AdminAuth::new(&self.admin_token, self.read_only_token.as_deref(), app.refusal_log().clone()),
                 self.console_rustls.is_some(),
             ));
             let server = tonic::transport::Server::builder().tcp_nodelay(true).accept_http1(true).add_routes(routes);

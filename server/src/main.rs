@@ -84,6 +84,12 @@ struct Args {
     /// created (random, mode 0600) at the first start.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// File holding the read-only operator credential: it reads everything
+    /// an operator reads (`kiln get`, logs, events, /metrics, the console)
+    /// and changes nothing. Default: DATA_DIR/read-only-token, created
+    /// (random, mode 0600) at the first start.
+    #[arg(long)]
+    read_only_token_file: Option<PathBuf>,
     /// Also serve the netboot routes (/boot/...) over plain HTTP here: iPXE
     /// cannot verify the server's certificate.
     #[arg(long)]
@@ -201,6 +207,13 @@ async fn main() -> anyhow::Result<()> {
     let (tls, signing_ca) = tls_from_args(&args)?;
     let (admin_token, admin_token_path) =
         kiln_server::auth::load_or_create_admin_token(&args.data_dir, args.admin_token_file.as_deref())?;
+    let (read_only_token, _) =
+        kiln_server::auth::load_or_create_read_only_token(&args.data_dir, args.read_only_token_file.as_deref())?;
+    // One secret for two roles would make the read-only one a full operator.
+    anyhow::ensure!(
+        read_only_token != admin_token,
+        "--read-only-token-file holds the operator credential: give the read-only role its own token"
+    );
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
@@ -211,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
         netboot: netboot_config(&args, tls.as_ref())?,
         tls,
         admin_token,
+        read_only_token: Some(read_only_token),
         signing_ca,
         netboot_listen: args.netboot_listen,
         event_retention: kiln_server::app::audit::EventRetention {

@@ -60,6 +60,18 @@ struct SourceLabels {
 }
 
 /// Where an artifact came from.
+/// Refused credentials by the front door that refused them (agent
+/// service, admin service, action API, metrics): a closed set, so the
+/// label cannot grow with what callers send.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub front_door: String,
+}
+
+/// The counter of refused credentials, shared with
+/// [`crate::app::audit::RefusalLog`], which sees every refusal.
+pub type RefusalCounter = Family<RefusalLabels, Counter>;
+
 #[derive(Debug, Clone, Copy)]
 pub enum ArtifactSource {
     /// An action's `/out`, uploaded by its agent.
@@ -115,6 +127,7 @@ pub struct Metrics {
     store_transactions: Family<StoreLabels, Histogram>,
     log_lines: Counter,
     artifact_bytes: Family<SourceLabels, Counter>,
+    refusals: RefusalCounter,
     agents: Mutex<HashMap<String, Presence>>,
     /// Per (attempt, progress kind): the last `done` seen, so that repeated
     /// or resent lines add nothing to the byte counter.
@@ -137,6 +150,11 @@ fn seconds_buckets() -> impl Iterator<Item = f64> {
 }
 
 impl Metrics {
+    /// The refused-credential counter, for the refusal log to count into.
+    pub fn refusal_counter(&self) -> RefusalCounter {
+        self.refusals.clone()
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kiln");
         let workflows = Family::<WorkflowLabels, Gauge>::default();
@@ -218,8 +236,16 @@ impl Metrics {
             Unit::Bytes,
             artifact_bytes.clone(),
         );
+        let refusals = RefusalCounter::default();
+        registry.register(
+            "credential_refusals",
+            "Refused credentials (agent tokens and certificates, operator and action tokens), by front door; \
+             the audit trail (kiln events --kind security) says who and why",
+            refusals.clone(),
+        );
         Self {
             registry,
+            refusals,
             workflows,
             workflows_finished,
             attempts,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -30,21 +30,24 @@ pub fn open_router(app: Arc<App>) -> axum::Router {
     axum::Router::new().route("/metrics", get(metrics)).with_state(Arc::new(Scrape { app, operator: None }))
 }
 
-async fn metrics(State(s): State<Arc<Scrape>>, headers: HeaderMap) -> Response {
+async fn metrics(State(s): State<Arc<Scrape>>, req: axum::extract::Request) -> Response {
     let opctx = match &s.operator {
         None => OpContext::system("metrics-listen"),
         Some(auth) => {
-            let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if !auth.accepts(presented) {
-                tracing::warn!(reason = "no or wrong operator token", "metrics scrape rejected");
+            let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let Some(role) = auth.role_of_header(presented) else {
+                let reason = if presented.is_some() { "wrong operator token" } else { "no operator token" };
+                tracing::warn!(reason, "metrics scrape rejected");
+                let peer = crate::auth::peer_addr(req.extensions());
+                s.app.refusal_log().refused("operator".into(), peer, "authenticate", "metrics", reason);
                 return (
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, "Bearer")],
                     "/metrics needs the operator credential (Authorization: Bearer TOKEN), or scrape --metrics-listen\n",
                 )
                     .into_response();
-            }
-            OpContext::operator()
+            };
+            role.context()
         }
     };
     match s.app.scrape_metrics(&opctx).await {

@@ -122,7 +122,13 @@ fn limits_reach_the_container_and_gpu_requests_are_passed_through() {
     let ids = stdout(&m.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.workflow={wf}")]));
     let inspect = m.cluster.env.docker(&["inspect", "--format", "{{json .HostConfig.DeviceRequests}}", ids.trim()]);
     let requests = stdout(&inspect);
-    assert!(requests.contains("nvidia") && requests.contains("gpu"), "{requests}");
+    let requests: Value = serde_json::from_str(&requests).expect("DeviceRequests JSON");
+    let r = &requests[0];
+    assert_eq!(requests.as_array().map(Vec::len), Some(1), "{requests}");
+    assert_eq!(
+        (&r["Driver"], &r["Count"], &r["Capabilities"]),
+        (&"nvidia".into(), &(-1).into(), &serde_json::json!([["gpu"]]))
+    );
     for id in stdout(&m.cluster.env.docker(&["ps", "-aq", "--filter", &format!("label=kiln.agent={}", m.mac)])).lines()
     {
         m.cluster.env.docker(&["rm", "-f", id]);
@@ -140,7 +146,10 @@ fn actions_explain_their_own_failure() {
         (a["reason"].as_str(), a["message"].as_str(), a["exit_code"].as_i64()),
         (Some("DiskTooSmall"), Some("need 8 GiB, found 4 GiB"), Some(4))
     );
-    assert!(result["reason"].as_str().unwrap().contains("DiskTooSmall"), "{result:#}");
+    assert_eq!(
+        result["reason"],
+        "action \"check-disk\" FAILED with exit code 4 (DiskTooSmall): need 8 GiB, found 4 GiB"
+    );
 }
 
 /// Fails the first time it runs in a workflow, succeeds after.
@@ -184,7 +193,7 @@ fn kiln_retry_resumes_a_failed_workflow_from_the_failed_action() {
     // A finished workflow cannot be retried.
     let out = m.cluster.kiln(&["retry", &wf]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("SUCCESS"), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "error: only a FAILED or TIMEOUT workflow can be retried; this one is SUCCESS\n");
 }
 
 #[test]
@@ -198,7 +207,12 @@ fn registry_allow_list_is_enforced_at_apply_and_by_the_agent() {
     let out = m.try_run(&elsewhere);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("tasks[0].actions[0].image") && err.contains("not from an allowed registry"), "{err}");
+    // The template's name is try_run's own; the rest is exact.
+    let expected = format!(
+        "\", field tasks[0].actions[0].image: image {}/kiln/busybox:v1 is not from an allowed registry (allowed: {allowed})\n",
+        env.auth_registry
+    );
+    assert!(err.starts_with("error: template \"tpl-") && err.ends_with(&expected), "{err}");
     // Look-alike prefixes do not pass.
     let lookalike =
         shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/kiln-evil/busybox:v1", env.registry));
@@ -295,7 +309,8 @@ fn builtin_reboot_reports_success_before_rebooting() {
     assert_eq!(result["state"], "SUCCESS");
     assert_eq!(result["actions"][0]["attempts"].as_array().unwrap().len(), 1, "the reboot step did not run again");
     let plan = stdout(&m.cluster.kiln(&["plan", &wf]));
-    assert!(plan.contains("builtin: reboot") && plan.contains("terminal"), "{plan}");
+    assert!(has_line(&plan, "   builtin: reboot"), "{plan}");
+    assert!(has_line(&plan, "   terminal: SUCCESS is recorded before the step fires"), "{plan}");
 }
 
 #[test]
@@ -329,7 +344,9 @@ fn files_in_out_become_artifacts_downloadable_byte_for_byte() {
     let result = m.cluster.wait_finished(&wf, LIMIT);
     assert_eq!(result["state"], "SUCCESS");
     let logs = m.logs(&wf);
-    assert!(logs.contains("artifact too-big.bin NOT uploaded") && logs.contains("limit is 1000000"), "{logs}");
+    let refused = "[produce] [kiln-agent] artifact too-big.bin NOT uploaded: \
+                   artifact \"too-big.bin\" is 1126400 bytes; the limit is 1000000";
+    assert!(has_line(&logs, refused), "{logs}");
 
     let out = m.cluster.kiln(&["artifacts", "list", &wf, "-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -350,7 +367,7 @@ fn files_in_out_become_artifacts_downloadable_byte_for_byte() {
     assert_eq!(stdout(&report), "hello report\n");
     let missing = m.cluster.kiln(&["artifacts", "get", &wf, "produce", "nope.txt"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("no artifact"), "{}", stderr(&missing));
+    assert_eq!(stderr(&missing), "error: action \"produce\" has no artifact \"nope.txt\"\n");
 }
 
 #[test]
@@ -390,7 +407,7 @@ fn external_actions_run_their_start_and_check_commands() {
     let wf = m.run(&external("demo.finishes", 60));
     let result = m.cluster.wait_finished(&wf, LIMIT);
     assert_eq!(result["state"], "SUCCESS", "{result:#}\n{}", m.logs(&wf));
-    assert!(m.logs(&wf).contains("[start] started the work"));
+    assert!(has_line(&m.logs(&wf), "[ext] [start] started the work"), "{}", m.logs(&wf));
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("record.json")).unwrap()).unwrap();
     assert_eq!(record["id"], attempt(&result, 0, 0)["id"]);
@@ -423,7 +440,8 @@ fn typed_actions_get_json_input_and_their_validated_output_feeds_later_actions()
     );
     m.cluster.apply(&definition);
     let listed = stdout(&m.cluster.kiln(&["get", "actions"]));
-    assert!(listed.contains("discover") && listed.contains("finds the install disk"), "{listed}");
+    let row = ["discover", image.as_str(), "finds", "the", "install", "disk"];
+    assert!(listed.lines().any(|l| l.split_whitespace().eq(row)), "{listed}");
 
     let typed = |name: &str, with: &str, prints: &str| {
         format!(
@@ -463,7 +481,8 @@ fn typed_actions_get_json_input_and_their_validated_output_feeds_later_actions()
     let out = m.try_run(&typed("find", "{min_gb: lots}", "{}"));
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("tasks[0].actions[0].with.min_gb"), "{err}");
+    let expected = "\", line 9, field tasks[0].actions[0].with.min_gb: \"lots\" is not of type \"integer\"\n";
+    assert!(err.starts_with("error: template \"tpl-") && err.ends_with(expected), "{err}");
 }
 
 #[test]

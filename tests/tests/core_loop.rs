@@ -50,7 +50,7 @@ fn scenario(actions: &[(&str, u64, &str)], extra_action_yaml: &str, agent_extra:
     ]
     .join("---\n");
     let applied = cluster.apply(&docs);
-    assert!(applied.contains(&format!("workflow/{wf} created")), "{applied}");
+    assert!(has_line(&applied, &format!("workflow/{wf} created")), "{applied}");
     let agent_pid = cluster.start_agent(&mac, agent_extra).expect("start agent");
     Scenario { cluster, workflow: wf, agent_pid }
 }
@@ -78,13 +78,12 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
     let watch = s.cluster.kiln(&["watch", &s.workflow]);
     assert!(watch.status.success(), "watch: {}{}\n{}", stdout(&watch), stderr(&watch), s.cluster.logs());
     let watched = stdout(&watch);
-    for name in ["one", "two", "three"] {
-        // `HH:MM:SS.mmm action N/3 TASK/NAME SUCCESS after ...`
-        let done = |l: &&str| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            words.get(3) == Some(&format!("provision/{name}").as_str()) && words.get(4) == Some(&"SUCCESS")
-        };
-        assert!(watched.lines().any(|l| done(&l)), "no line of watch says {name} SUCCESS: {watched}");
+    // One line per change: "TIME action N/3 provision/NAME SUCCESS after ...".
+    for (n, name) in ["one", "two", "three"].iter().enumerate() {
+        let (count, action) = (format!("{}/3", n + 1), format!("provision/{name}"));
+        let said =
+            |l: &str| l.split_whitespace().skip(1).take(4).eq(["action", count.as_str(), action.as_str(), "SUCCESS"]);
+        assert!(watched.lines().any(said), "no line of watch says {action} SUCCESS: {watched}");
     }
 
     let wf = s.cluster.workflow(&s.workflow);
@@ -114,11 +113,22 @@ fn three_action_workflow_succeeds_with_states_timestamps_and_logs() {
         assert!(has_line(&logs, line), "logs lack {line:?}: {logs}");
     }
     let described = stdout(&s.cluster.kiln(&["describe", "workflow", &s.workflow]));
-    assert!(described.contains("provision/three  SUCCESS") && described.contains("attempt 1"), "{described}");
+    let three = format!("  3. provision/three  SUCCESS  ({})", s.cluster.env.busybox());
+    assert!(has_line(&described, &three), "{described}");
+    let first_attempts =
+        described.lines().filter(|l| l.trim_start().starts_with("attempt 1 [") && l.contains("] SUCCESS: "));
+    assert_eq!(first_attempts.count(), 3, "{described}");
     let yaml = stdout(&s.cluster.kiln(&["get", "workflows", &s.workflow, "-o", "yaml"]));
-    assert!(yaml.contains("state: SUCCESS") && yaml.contains("exit_code: 0"), "{yaml}");
+    // The top-level state (unindented) and each attempt's exit code.
+    assert!(has_line(&yaml, "state: SUCCESS"), "{yaml}");
+    assert_eq!(yaml.lines().filter(|l| l.trim_start() == "exit_code: 0").count(), 3, "{yaml}");
     let table = stdout(&s.cluster.kiln(&["get", "workflows"]));
-    assert!(table.lines().any(|l| l.contains(&s.workflow) && l.contains("3/3")), "{table}");
+    // ID TEMPLATE HARDWARE STATE PROGRESS AGE
+    let row = |l: &str| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 6 && f[0] == s.workflow && f[3] == "SUCCESS" && f[4] == "3/3"
+    };
+    assert!(table.lines().any(row), "{table}");
     let two = stdout(&s.cluster.kiln(&["logs", &s.workflow, "two"]));
     assert!(has_line(&two, "two line 2") && !two.contains("three done"), "{two}");
     // The successful containers are gone (removed just after each report).
@@ -140,7 +150,7 @@ fn failing_action_fails_the_workflow_and_later_actions_never_run() {
     assert_eq!(watch.status.code(), Some(1), "watch exits 1 on failure: {}", stdout(&watch));
     let wf = s.cluster.workflow(&s.workflow);
     assert_eq!(wf["state"], "FAILED");
-    assert!(wf["reason"].as_str().unwrap().contains("exit code 3"), "{wf:#}");
+    assert_eq!(wf["reason"], "action \"breaks\" FAILED with exit code 3 (NonZeroExit): exited with code 3");
     let acts = actions(&wf);
     assert_eq!(acts[1]["state"], "FAILED");
     assert_eq!(attempts(&acts[1])[0]["exit_code"], 3);
@@ -194,7 +204,7 @@ fn pid_host_sees_the_agents_processes() {
     let check = "test -d /proc/$AGENT_PID && echo sees agent $AGENT_PID";
     let (state, logs, pid) = single_action(check, "          pid: host\n", "");
     assert_eq!(state, "SUCCESS", "{logs}");
-    assert!(logs.contains(&format!("sees agent {pid}")), "{logs}");
+    assert!(has_line(&logs, &format!("[look] sees agent {pid}")), "{logs}");
     let (state, _, _) = single_action(check, "", "");
     assert_eq!(state, "FAILED", "a private PID namespace must not see the agent");
 }

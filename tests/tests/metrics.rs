@@ -59,6 +59,26 @@ fn metrics_need_the_operator_credential_on_the_main_port_and_nothing_on_metrics_
     let (status, text) = get(&main, "/metrics", Some(&token)).unwrap();
     assert_eq!(status, 200, "{text}");
     assert_eq!(sample(&text, "kiln_connected_agents"), Some(0.0), "{text}");
+    // The two refused scrapes are counted, and in the audit trail.
+    assert_eq!(sample(&text, r#"kiln_credential_refusals_total{front_door="metrics"}"#), Some(2.0), "{text}");
+    let read_only = std::fs::read_to_string(c.admin_token_file.with_file_name("read-only-token")).unwrap();
+    assert_eq!(get(&main, "/metrics", Some(read_only.trim())).unwrap().0, 200, "the read-only operator scrapes");
+    // Stored in the background, within a second or so.
+    let refused = || {
+        let trail = c.kiln(&["events", "--kind", "security", "-o", "json"]);
+        let trail: serde_json::Value = serde_json::from_slice(&trail.stdout).expect("kiln events -o json");
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["object"] == "metrics")
+            .map(|e| (e["actor"].as_str().unwrap().to_string(), e["reason"].as_str().unwrap().to_string()))
+            .collect::<Vec<_>>()
+    };
+    let _ = kiln_tests::wait_until(Duration::from_secs(10), || refused().len() >= 2);
+    let reasons = refused();
+    let reasons: Vec<(&str, &str)> = reasons.iter().map(|(a, r)| (a.as_str(), r.as_str())).collect();
+    assert_eq!(reasons, [("operator", "no operator token"), ("operator", "wrong operator token")]);
 
     // The open listener: metrics without a credential, and nothing else.
     let (status, open) = get(&metrics_addr, "/metrics", None).unwrap();

@@ -32,7 +32,7 @@ impl App {
     /// Validates every document of `yaml` against each other and the store,
     /// then writes them all in one transaction, or nothing.
     pub async fn apply(&self, opctx: &OpContext, source: &str, yaml: &str) -> Result<Vec<Applied>, AppError> {
-        opctx.require_operator()?;
+        self.authorize_write(opctx, "apply", source).await?;
         let result = self.apply_documents(source, yaml).await;
         let names = match &result {
             Ok(applied) => applied
@@ -103,7 +103,7 @@ impl App {
     /// The workflow `source` describes, rendered and planned, without
     /// creating anything.
     pub async fn plan(&self, opctx: &OpContext, source: PlanSource) -> Result<model::Workflow, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         Ok(match source {
             PlanSource::Workflow(id) => self.store.get_workflow(&id).await?,
             PlanSource::Documents(yaml) => {

@@ -92,7 +92,7 @@ impl App {
 
     /// The artifacts of a workflow.
     pub async fn list_artifacts(&self, opctx: &OpContext, workflow_id: &str) -> Result<Vec<Artifact>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         Ok(self.store.list_artifacts(workflow_id).await?)
     }
 
@@ -105,7 +105,7 @@ impl App {
         selector: &str,
         path: &str,
     ) -> Result<(Artifact, tokio::fs::File), AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         let wf = self.store.get_workflow(workflow_id).await?;
         let index = super::logs::select_action(&wf, selector)?
             .ok_or_else(|| AppError::InvalidArgument("name the action the artifact belongs to".into()))?;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{App, AppError, OpContext};
+use crate::metrics::{RefusalCounter, RefusalLabels};
 use crate::model::{Millis, now_millis};
 use crate::store::{Event, EventKind, EventOutcome, EventQuery};
 
@@ -64,10 +65,12 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
-/// Refused credentials waiting to be stored, rate-limited.
+/// Refused credentials waiting to be stored, rate-limited, and counted
+/// (every one) for `/metrics`.
 #[derive(Default)]
 pub struct RefusalLog {
     state: Mutex<RefusalState>,
+    counter: RefusalCounter,
 }
 
 #[derive(Default)]
@@ -88,9 +91,17 @@ struct Window {
 }
 
 impl RefusalLog {
+    /// A log that also counts each refusal into `counter` (by `object`, the
+    /// front door).
+    pub fn new(counter: RefusalCounter) -> Self {
+        Self { state: Mutex::default(), counter }
+    }
+
     /// Notes a refused credential. `actor` is what the caller claimed to be
-    /// (`agent ID`, `operator`, an action's attempt), never its secret.
+    /// (`agent ID`, `operator`, an action's attempt), never its secret;
+    /// `object` is the front door that refused it.
     pub fn refused(&self, actor: String, peer: Option<SocketAddr>, action: &str, object: &str, reason: &str) {
+        self.counter.get_or_create(&RefusalLabels { front_door: object.to_string() }).inc();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let key = (actor, action.to_string(), reason.to_string());
         if let Some(window) = state.windows.get_mut(&key) {
@@ -187,6 +198,17 @@ impl App {
         self.record_events(vec![event]).await;
     }
 
+    /// Lets only the (full) operator change things ([`OpContext::require_operator_write`]);
+    /// a refused attempt (the read-only operator trying to apply, retry,
+    /// ...) is itself an audit event, named as the write would have been.
+    pub(crate) async fn authorize_write(&self, opctx: &OpContext, action: &str, object: &str) -> Result<(), AppError> {
+        let allowed = opctx.require_operator_write();
+        if let Err(e) = &allowed {
+            self.audit(opctx, action, object, &Err(e)).await;
+        }
+        allowed
+    }
+
     async fn record_events(&self, events: Vec<Event>) {
         let n = events.len();
         match self.store.record_events(events).await {
@@ -214,7 +236,7 @@ impl App {
 
     /// The newest `filter.limit` events matching `filter`, oldest first.
     pub async fn list_events(&self, opctx: &OpContext, filter: &EventFilter) -> Result<Vec<Event>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         Ok(self.store.list_events(first_page(filter)).await?)
     }
 
@@ -225,7 +247,7 @@ impl App {
         opctx: &OpContext,
         filter: &EventFilter,
     ) -> Result<ReceiverStream<Result<Event, AppError>>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         // Subscribe before the first read: no event between them is lost.
         let mut recorded = self.events.audit_subscription();
         let first = self.store.list_events(first_page(filter)).await?;

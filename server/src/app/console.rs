@@ -58,7 +58,7 @@ pub fn log_progress(text: &str) -> Option<(u64, Option<u64>)> {
 impl App {
     /// One window of the workflows list.
     pub async fn workflow_page(&self, opctx: &OpContext, query: WorkflowListQuery) -> Result<WorkflowPage, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         if query.limit == 0 || query.limit > MAX_PAGE_ROWS {
             return Err(AppError::InvalidArgument(format!(
                 "limit must be between 1 and {MAX_PAGE_ROWS}, not {}",
@@ -70,7 +70,7 @@ impl App {
 
     /// Every machine with its latest workflow (by creation), in id order.
     pub async fn machines(&self, opctx: &OpContext) -> Result<Vec<MachineView>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         let hardware = self.store.list_hardware().await?;
         // Summaries only (no actions): one light query however many
         // workflows there are.
@@ -100,7 +100,7 @@ impl App {
         self: &Arc<Self>,
         opctx: &OpContext,
     ) -> Result<broadcast::Receiver<Arc<FeedUpdate>>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         let tx = self.feed.tx.get_or_init(|| {
             let (tx, _) = broadcast::channel(FEED_CAPACITY);
             tokio::spawn(run_feed(Arc::downgrade(self), tx.clone()));

@@ -11,8 +11,13 @@ pub enum Actor {
     /// A machine's agent (its token, and certificate when mTLS is on, were
     /// checked by the agent service's authentication layer).
     Agent { agent_id: String },
-    /// An operator presenting the operator credential.
+    /// An operator presenting the operator credential: may read and change
+    /// everything.
     Operator,
+    /// An operator presenting the read-only operator credential: may read
+    /// what an operator reads (inventory, workflows, logs, artifacts,
+    /// events, metrics), and change nothing.
+    ReadOnlyOperator,
     /// An action inside its container, with the action token of one open
     /// attempt.
     Action { workflow_id: String, action_index: u32, attempt_id: String },
@@ -26,6 +31,7 @@ impl fmt::Display for Actor {
         match self {
             Self::Agent { agent_id } => write!(f, "agent {agent_id}"),
             Self::Operator => f.write_str("operator"),
+            Self::ReadOnlyOperator => f.write_str("read-only operator"),
             Self::Action { workflow_id, action_index, attempt_id } => {
                 write!(f, "action {action_index} of workflow {workflow_id} (attempt {attempt_id})")
             }
@@ -53,6 +59,10 @@ impl OpContext {
         Self { actor: Actor::Operator, peer: None }
     }
 
+    pub fn read_only_operator() -> Self {
+        Self { actor: Actor::ReadOnlyOperator, peer: None }
+    }
+
     pub fn system(task: &'static str) -> Self {
         Self { actor: Actor::System { task }, peer: None }
     }
@@ -70,10 +80,24 @@ impl OpContext {
         }
     }
 
-    /// Ok for operators; PERMISSION_DENIED for anyone else.
-    pub fn require_operator(&self) -> Result<(), AppError> {
+    /// Ok for operators with the (full) operator credential: every change
+    /// an operator makes goes through here. PERMISSION_DENIED for anyone
+    /// else, the read-only operator included.
+    pub fn require_operator_write(&self) -> Result<(), AppError> {
         match &self.actor {
             Actor::Operator => Ok(()),
+            Actor::ReadOnlyOperator => Err(AppError::PermissionDenied(
+                "the read-only operator credential cannot change anything: use the operator credential".into(),
+            )),
+            other => Err(AppError::PermissionDenied(format!("only an operator may do this, not {other}"))),
+        }
+    }
+
+    /// Ok for operators, read-only or not: what an operator may look at.
+    /// PERMISSION_DENIED for anyone else.
+    pub fn require_operator_read(&self) -> Result<(), AppError> {
+        match &self.actor {
+            Actor::Operator | Actor::ReadOnlyOperator => Ok(()),
             other => Err(AppError::PermissionDenied(format!("only an operator may do this, not {other}"))),
         }
     }

@@ -28,7 +28,7 @@ pub struct AgentCert {
 impl App {
     /// Replaces a machine's agent token; the old one stops working at once.
     pub async fn rotate_agent_token(&self, opctx: &OpContext, hardware: &str) -> Result<AgentToken, AppError> {
-        opctx.require_operator()?;
+        self.authorize_write(opctx, "rotate agent token", &format!("hardware {hardware}")).await?;
         let result = async {
             let hw = self.store.get_hardware(hardware).await?;
             let token = auth::new_token();
@@ -43,7 +43,7 @@ impl App {
 
     /// Revokes a machine's agent token: no call of its agent passes any more.
     pub async fn revoke_agent_token(&self, opctx: &OpContext, hardware: &str) -> Result<(), AppError> {
-        opctx.require_operator()?;
+        self.authorize_write(opctx, "revoke agent token", &format!("hardware {hardware}")).await?;
         let result = async {
             let hw = self.store.get_hardware(hardware).await?;
             self.store.set_token_hash(&hw.doc.id, None).await?;
@@ -58,7 +58,7 @@ impl App {
     /// Issues a client certificate for a machine's agent, signed by the
     /// server's CA.
     pub async fn issue_agent_cert(&self, opctx: &OpContext, hardware: &str) -> Result<AgentCert, AppError> {
-        opctx.require_operator()?;
+        self.authorize_write(opctx, "issue agent certificate", &format!("hardware {hardware}")).await?;
         let result = async {
             let Some(ca) = &self.signing_ca else {
                 return Err(AppError::FailedPrecondition(

@@ -78,7 +78,7 @@ impl App {
         selector: &str,
         follow: bool,
     ) -> Result<ReceiverStream<Result<LogRecord, AppError>>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         let mut appended = self.events.logs_subscription();
         let mut changed = self.events.workflow_subscription();
         let wf = self.store.get_workflow(workflow_id).await?;

@@ -16,7 +16,7 @@ impl App {
     /// `--metrics-listen` front door (a server task: metrics hold no secret).
     pub async fn scrape_metrics(&self, opctx: &OpContext) -> Result<String, AppError> {
         if !matches!(opctx.actor, Actor::System { .. }) {
-            opctx.require_operator()?;
+            opctx.require_operator_read()?;
         }
         let counts = self.store.workflow_counts().await?;
         Ok(self.metrics.render(counts, self.lease).await)

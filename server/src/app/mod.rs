@@ -101,6 +101,7 @@ pub struct AppParts {
 
 impl App {
     pub fn new(store: DynStore, parts: AppParts) -> Self {
+        let metrics = Metrics::new();
         Self {
             store,
             events: parts.events,
@@ -111,9 +112,9 @@ impl App {
             signing_ca: parts.signing_ca,
             verified: Arc::default(),
             netboot: parts.netboot,
-            refusals: Arc::default(),
+            refusals: Arc::new(RefusalLog::new(metrics.refusal_counter())),
             event_retention: parts.event_retention,
-            metrics: Metrics::new(),
+            metrics,
             feed: console::WorkflowFeed::default(),
         }
     }

@@ -172,3 +172,52 @@ async fn operator_writes_and_refused_credentials_are_in_the_audit_trail_without_
     let next = tokio::time::timeout(Duration::from_secs(5), follow.next()).await.unwrap().unwrap().unwrap();
     assert_eq!((next.action.as_str(), next.object.as_str()), ("revoke agent token", "hardware m1"));
 }
+
+#[tokio::test]
+async fn the_read_only_operator_reads_everything_and_changes_nothing() {
+    use crate::store::{EventOutcome, ObjectKind};
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let (operator, viewer) = (OpContext::operator(), OpContext::read_only_operator());
+    app.apply(&operator, "docs", DOCS).await.unwrap();
+
+    // Reads: the same answers an operator gets.
+    assert_eq!(app.list_hardware(&viewer).await.unwrap().len(), 2);
+    app.get_hardware(&viewer, "m1").await.unwrap();
+    assert_eq!(app.list_templates(&viewer).await.unwrap().len(), 1);
+    app.get_template(&viewer, "t").await.unwrap();
+    app.list_action_definitions(&viewer).await.unwrap();
+    assert_eq!(app.list_workflows(&viewer).await.unwrap().len(), 1);
+    app.get_workflow(&viewer, "w").await.unwrap();
+    app.watch_workflow(&viewer, "w").await.unwrap();
+    app.read_logs(&viewer, "w", "", false).await.unwrap();
+    app.list_artifacts(&viewer, "w").await.unwrap();
+    let planned = app.plan(&viewer, apply::PlanSource::Workflow("w".into())).await.unwrap();
+    assert_eq!(planned.actions.len(), 2);
+    app.list_events(&viewer, &audit::EventFilter::default()).await.unwrap();
+    app.scrape_metrics(&viewer).await.unwrap();
+
+    // Writes: each refused with a reason that says what to use instead.
+    let refusal = denied(app.apply(&viewer, "docs", DOCS).await);
+    assert!(refusal.contains("read-only operator credential cannot change anything"), "{refusal}");
+    denied(app.retry_workflow(&viewer, "w").await);
+    denied(app.delete(&viewer, ObjectKind::Workflow, "w").await);
+    denied(app.rotate_agent_token(&viewer, "m1").await);
+    denied(app.revoke_agent_token(&viewer, "m1").await);
+    denied(app.issue_agent_cert(&viewer, "m1").await);
+    // Nothing changed...
+    assert_eq!(app.list_workflows(&operator).await.unwrap().len(), 1);
+    // ...and each attempt is in the audit trail under its own name.
+    let events = app.list_events(&operator, &audit::EventFilter::default()).await.unwrap();
+    let refused: Vec<&str> = events
+        .iter()
+        .filter(|e| e.actor == "read-only operator")
+        .inspect(|e| assert_eq!(e.outcome, EventOutcome::Refused, "{e:?}"))
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        ["apply", "retry", "delete", "rotate agent token", "revoke agent token", "issue agent certificate"],
+        "{events:?}"
+    );
+}

@@ -20,14 +20,14 @@ pub struct WorkflowWithData {
 
 impl App {
     pub async fn get_workflow(&self, opctx: &OpContext, id: &str) -> Result<WorkflowWithData, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         let workflow = self.store.get_workflow(id).await?;
         let (data_json, data_version) = self.store.workflow_data(&workflow.id).await?;
         Ok(WorkflowWithData { workflow, data_json, data_version })
     }
 
     pub async fn list_workflows(&self, opctx: &OpContext) -> Result<Vec<Workflow>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         Ok(self.store.list_workflows().await?)
     }
 
@@ -38,7 +38,7 @@ impl App {
         opctx: &OpContext,
         id: &str,
     ) -> Result<ReceiverStream<Result<Workflow, AppError>>, AppError> {
-        opctx.require_operator()?;
+        opctx.require_operator_read()?;
         // Subscribe before the first read: no change between them is lost.
         let mut changes = self.events.workflow_subscription();
         let first = self.store.get_workflow(id).await?;
@@ -71,7 +71,7 @@ impl App {
 
     /// Resumes a FAILED or TIMEOUT workflow (`kiln retry`).
     pub async fn retry_workflow(&self, opctx: &OpContext, id: &str) -> Result<Workflow, AppError> {
-        opctx.require_operator()?;
+        self.authorize_write(opctx, "retry", &format!("workflow {id}")).await?;
         let result = self.update_workflow(id, Box::new(|wf| state_machine::resume(wf, now_millis()))).await;
         let result = result.map_err(AppError::from);
         self.audit(opctx, "retry", &format!("workflow {id}"), &result.as_ref().map(|_| ())).await;
@@ -87,7 +87,7 @@ impl App {
     /// template, an action definition or hardware not used by an unfinished
     /// workflow.
     pub async fn delete(&self, opctx: &OpContext, kind: ObjectKind, name: &str) -> Result<(), AppError> {
-        opctx.require_operator()?;
+        self.authorize_write(opctx, "delete", &format!("{} {name}", kind.as_str())).await?;
         let result = self.delete_object(kind, name).await;
         self.audit(opctx, "delete", &format!("{} {name}", kind.as_str()), &result.as_ref().map(|_| ())).await;
         result

@@ -6,7 +6,7 @@
 //!
 //! Security, in one place:
 //! - login with the operator credential (the CLI's), checked by
-//!   [`AdminAuth::actor_for`]; a server-side session whose random id is the
+//!   [`AdminAuth::role`] (the operator or the read-only operator); a server-side session whose random id is the
 //!   only thing the browser keeps (HttpOnly, SameSite=Strict, Secure and
 //!   `__Host-` under TLS, expiring);
 //! - every POST carries the session's CSRF token and a same-origin `Origin`
@@ -184,7 +184,8 @@ async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
     let Ok(Form(form)) = Form::<LoginForm>::from_request(Request::from_parts(parts.clone(), body), &()).await else {
         return (StatusCode::BAD_REQUEST, pages::login(Some("the form needs a token field"))).into_response();
     };
-    match c.operator.actor_for(&form.token) {
+    // The one mapping of a credential to an actor: the same as for the CLI.
+    match c.operator.role(form.token.trim()).map(|role| role.context().actor) {
         Some(actor) => {
             let cookie = c.sessions.create(actor);
             (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/machines".to_string())])
