@@ -131,6 +131,27 @@ async fn text_of(c: &Client, css: &str) -> String {
     }
 }
 
+/// Clicks `#id` and waits until a new page has loaded that has `css`.
+async fn click_to_page(c: &Client, id: &str, css: &str) {
+    js(c, "window.__old_page = true; return true").await;
+    c.find(Locator::Id(id)).await.unwrap().click().await.unwrap();
+    let start = Instant::now();
+    loop {
+        let script = format!(
+            "return window.__old_page === undefined && document.readyState === 'complete' && document.querySelector({css:?}) !== null"
+        );
+        if c.execute(&script, vec![]).await.ok() == Some(json!(true)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "no page with {css} after clicking #{id}: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
@@ -194,12 +215,16 @@ async fn the_console_in_a_real_browser() {
     checks.check(c.current_url().await.unwrap().path() == "/login", "not logged in: sent to /login");
     screenshot(&c, "login").await;
     c.find(Locator::Id("token")).await.unwrap().send_keys("kiln_not-the-token").await.unwrap();
-    c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+    click_to_page(&c, "login", "p.error").await;
     let refused = text_of(&c, "main").await;
     checks.check(refused.contains("not an operator credential"), format!("wrong token refused: {refused}"));
     c.find(Locator::Id("token")).await.unwrap().send_keys(&operator_token).await.unwrap();
-    c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
-    checks.check(c.current_url().await.unwrap().path() == "/machines", "logged in: on /machines");
+    click_to_page(&c, "login", "table#machines").await;
+    let landed = c.current_url().await.unwrap();
+    checks.check(
+        landed.path() == "/machines",
+        format!("logged in: on /machines, not {landed}: {}", c.source().await.unwrap()),
+    );
     checks.check(js(&c, "return document.cookie").await == json!(""), "the session cookie is HttpOnly");
     let cookies = c.get_all_cookies().await.unwrap();
     let session = cookies.iter().find(|k| k.name() == "__Host-kiln_session").expect("session cookie");
@@ -328,7 +353,7 @@ async fn the_console_in_a_real_browser() {
     let reason = text_of(&c, r#"section[data-action="0"] table.attempts tbody"#).await;
     checks.check(reason.contains("NonZeroExit") || reason.contains('3'), format!("the failure's reason: {reason}"));
     screenshot(&c, "workflow-failed").await;
-    c.find(Locator::Id("retry")).await.unwrap().click().await.unwrap();
+    click_to_page(&c, "retry", "#wf-state").await;
     wait_js(
         &c,
         "return document.getElementById('wf-state').textContent === 'SUCCESS'",
@@ -440,12 +465,6 @@ async fn the_console_in_a_real_browser() {
         checks.check(body.contains("event: hello"), format!("{stream} streams: {body}"));
         sources.push((stream, body));
     }
-    for (path, body) in &sources {
-        for secret in &secrets {
-            checks.check(!body.contains(secret.as_str()), format!("a secret reached {path}"));
-        }
-    }
-
     // Headers, CSRF and Origin.
     let head = curl(&["-H", &cookie_header, &format!("{base}/machines")]).to_ascii_lowercase();
     for h in [
@@ -473,12 +492,74 @@ async fn the_console_in_a_real_browser() {
 
     // Logout: the session is gone, in the browser and on the server.
     c.goto(&format!("{base}/machines")).await.unwrap();
-    c.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
+    click_to_page(&c, "logout", "#token").await;
     checks.check(c.current_url().await.unwrap().path() == "/login", "logged out: on /login");
     c.goto(&format!("{base}/workflows")).await.unwrap();
     checks.check(c.current_url().await.unwrap().path() == "/login", "pages need a new login");
     let old = curl(&["-H", &cookie_header, &format!("{base}/machines")]);
     checks.check(status_of(&old) == 303, format!("the old session id is dead: {old}"));
+
+    // The read-only operator sees everything, no write button, and gets
+    // 403 on writes.
+    let tpl_fail = unique("tpl-fail");
+    let wf_fail = unique("wf-fail");
+    cluster.apply(
+        &[
+            template_doc(&tpl_fail, &image, &[("fails", "echo no luck; exit 4")], "plain"),
+            workflow_doc(&wf_fail, &tpl_fail, &hw, &mac),
+        ]
+        .join("---\n"),
+    );
+    checks.check(cluster.wait_finished(&wf_fail, LIMIT)["state"] == json!("FAILED"), "a failed workflow to retry");
+    let read_only_token = std::fs::read_to_string(cluster.dir.path().join("data/read-only-token"))
+        .expect("read-only token")
+        .trim()
+        .to_string();
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Id("token")).await.unwrap().send_keys(&read_only_token).await.unwrap();
+    click_to_page(&c, "login", "table#machines").await;
+    checks.check(c.current_url().await.unwrap().path() == "/machines", "the read-only operator logs in");
+    checks.check(text_of(&c, ".who").await.contains("read-only operator"), "and is told so");
+    c.goto(&format!("{base}/workflows/{wf_fail}")).await.unwrap();
+    checks.check(text_of(&c, "#wf-state").await == "FAILED", "the read-only operator sees the failed workflow");
+    let buttons = js(
+        &c,
+        "return [document.getElementById('retry-form'), document.querySelectorAll('main form[method=post]').length]",
+    )
+    .await;
+    checks.check(buttons == json!([null, 0]), format!("no write button for the read-only operator: {buttons}"));
+    screenshot(&c, "workflow-read-only").await;
+    let ro_cookie = c.get_all_cookies().await.unwrap().into_iter().find(|k| k.name() == "__Host-kiln_session").unwrap();
+    let ro_header = format!("Cookie: __Host-kiln_session={}", ro_cookie.value());
+    let ro_csrf = js(&c, "return document.querySelector('form.logout input[name=csrf]').value").await;
+    let refused = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &ro_header,
+        "-H",
+        &origin,
+        "-d",
+        &format!("csrf={}", ro_csrf.as_str().unwrap()),
+        &format!("{base}/workflows/{wf_fail}/retry"),
+    ]);
+    checks.check(status_of(&refused) == 403, format!("the read-only operator's retry is refused: {refused}"));
+    checks.check(cluster.workflow(&wf_fail)["state"] == json!("FAILED"), "and changed nothing");
+    c.goto(&format!("{base}/events")).await.unwrap();
+    let events = text_of(&c, "#events").await;
+    checks.check(
+        events.lines().any(|l| {
+            l.contains("read-only operator") && l.contains(&format!("workflow {wf_fail}")) && l.contains("refused")
+        }),
+        format!("the refused write is in the audit trail: {events}"),
+    );
+    click_to_page(&c, "logout", "#token").await;
+    secrets.push(read_only_token);
+    for (path, body) in &sources {
+        for secret in &secrets {
+            checks.check(!body.contains(secret.as_str()), format!("a secret reached {path}"));
+        }
+    }
 
     c.close().await.unwrap();
     eprintln!("console browser test: {} checks passed; screenshots in {}", checks.0, screenshots_dir().display());

@@ -69,7 +69,7 @@ fn layout(session: Option<&Session>, title: &str, stream: Option<&str>, body: Ma
                             a href="/templates" { "Templates" }
                             a href="/events" { "Events" }
                         }
-                        span.who { "signed in as " (s.actor) @if !can_write(&s.actor) { " (read-only)" } }
+                        span.who { "signed in as " (s.actor) }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(s.csrf);
                             button type="submit" id="logout" { "Log out" }
