@@ -68,6 +68,17 @@ impl BenchServer {
     /// Starts `bin_dir/kiln-server` with a fresh data directory (named from
     /// `prefix`) and, for PostgreSQL, a fresh private database server.
     pub fn start(bin_dir: &Path, store: StoreKind, plaintext: bool, prefix: &str) -> Result<Self> {
+        Self::start_with(bin_dir, store, plaintext, prefix, &[])
+    }
+
+    /// [`BenchServer::start`] with more server arguments (`extra`).
+    pub fn start_with(
+        bin_dir: &Path,
+        store: StoreKind,
+        plaintext: bool,
+        prefix: &str,
+        extra: &[String],
+    ) -> Result<Self> {
         let server_bin = bin_dir.join("kiln-server");
         if !server_bin.exists() {
             bail!("{} not found: cargo build --release -p kiln-server, or give --bin-dir", server_bin.display());
@@ -87,6 +98,7 @@ impl BenchServer {
         if let Some(url) = &database_url {
             cmd.args(["--database-url", url]);
         }
+        cmd.args(extra);
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().context("start kiln-server")?;
         let mut server = Proc { child, name: "kiln-server".into() };
         if wait_until(Duration::from_secs(30), || addr_file.exists() || server.exited()).is_err() || server.exited() {
@@ -385,4 +397,87 @@ pub async fn wait_for(mut f: impl FnMut() -> bool, limit: Duration) -> Result<()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Browsers on the web console, simulated by `curl`: each logs in (its own
+/// session) and holds one server-sent event stream open, writing what
+/// arrives to a file. Killed when dropped.
+pub struct ConsoleStreams {
+    children: Vec<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+/// Logs in to the console at `base` (`https://ADDR`) with `token`; returns
+/// the `Cookie` header value of the new session.
+pub fn console_login(base: &str, token: &str) -> Result<String> {
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-D", "-", "-X", "POST", "-H"])
+        .arg(format!("Origin: {base}"))
+        .arg("--data-urlencode")
+        .arg(format!("token={token}"))
+        .arg(format!("{base}/login"))
+        .output()
+        .context("curl (login)")?;
+    let head = String::from_utf8_lossy(&out.stdout);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|v| v.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("console login failed: {head}"))?;
+    Ok(cookie.to_string())
+}
+
+impl ConsoleStreams {
+    /// `n` streams of `path`, each with its own session.
+    pub fn open(base: &str, token: &str, path: &str, n: usize) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("kiln-console-streams").tempdir()?;
+        let mut children = Vec::new();
+        for i in 0..n {
+            let cookie = console_login(base, token)?;
+            let child = Command::new("curl")
+                .args(["-sk", "-N", "-H"])
+                .arg(format!("Cookie: {cookie}"))
+                .arg("-o")
+                .arg(dir.path().join(format!("stream-{i}")))
+                .arg(format!("{base}{path}"))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("curl (stream)")?;
+            children.push(child);
+        }
+        Ok(Self { children, dir })
+    }
+
+    /// Messages named `event` received so far, over all streams.
+    pub fn count(&self, event: &str) -> u64 {
+        let marker = format!("event: {event}\n");
+        (0..self.children.len())
+            .map(|i| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("stream-{i}"))).unwrap_or_default();
+                text.matches(&marker).count() as u64
+            })
+            .sum()
+    }
+
+    /// Data bytes received so far, over all streams.
+    pub fn bytes(&self) -> u64 {
+        (0..self.children.len())
+            .map(|i| std::fs::metadata(self.dir.path().join(format!("stream-{i}"))).map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    /// Streams whose `curl` still runs (the server kept them open).
+    pub fn open_count(&mut self) -> usize {
+        self.children.iter_mut().map(|c| c.try_wait()).filter(|r| matches!(r, Ok(None))).count()
+    }
+}
+
+impl Drop for ConsoleStreams {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

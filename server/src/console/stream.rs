@@ -61,40 +61,69 @@ struct RowView<'a> {
     duration: String,
 }
 
-/// Every workflow change (list pages: workflows, machines).
+/// Changes sent in one message at most.
+const MAX_BATCH: usize = 256;
+
+fn row_view(wf: &crate::store::WorkflowSummary) -> RowView<'_> {
+    RowView {
+        id: &wf.id,
+        template: &wf.template,
+        hardware: &wf.hardware,
+        state: wf.state.as_str(),
+        reason: &wf.reason,
+        finished: time(wf.finished_at),
+        duration: super::pages::duration(wf.started_at, wf.finished_at),
+    }
+}
+
+/// Every workflow change (list pages: workflows, machines), as it commits:
+/// one `workflows` message per change, or per batch of the changes already
+/// waiting when a busy server commits faster than a browser reads (one
+/// message, not hundreds).
 pub async fn workflow_list(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let Some(s) = c.sessions.from_headers(&headers) else { return not_logged_in() };
     let mut feed = match c.app.follow_workflow_list(&s.opctx()) {
         Ok(feed) => feed,
         Err(e) => return failed(e),
     };
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         if tx.send(Event::default().event("hello").data("{}")).await.is_err() {
             return;
         }
         loop {
-            let event = match feed.recv().await {
-                Ok(update) => match &*update {
-                    FeedUpdate::Changed(wf) => json_event(
-                        "workflow",
-                        &RowView {
-                            id: &wf.id,
-                            template: &wf.template,
-                            hardware: &wf.hardware,
-                            state: wf.state.as_str(),
-                            reason: &wf.reason,
-                            finished: time(wf.finished_at),
-                            duration: super::pages::duration(wf.started_at, wf.finished_at),
-                        },
-                    ),
-                    FeedUpdate::Deleted(id) => json_event("deleted", &serde_json::json!({ "id": id })),
-                    FeedUpdate::Resync => Event::default().event("resync").data("{}"),
-                },
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            let mut batch = match feed.recv().await {
+                Ok(update) => vec![update],
+                Err(RecvError::Lagged(_)) => vec![Arc::new(FeedUpdate::Resync)],
+                Err(RecvError::Closed) => return,
             };
-            if tx.send(event).await.is_err() {
+            while batch.len() < MAX_BATCH {
+                match feed.try_recv() {
+                    Ok(update) => batch.push(update),
+                    Err(TryRecvError::Lagged(_)) => batch.push(Arc::new(FeedUpdate::Resync)),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            let mut changed = Vec::new();
+            let mut deleted = Vec::new();
+            let mut resync = false;
+            for update in &batch {
+                match &**update {
+                    FeedUpdate::Changed(wf) => changed.push(row_view(wf)),
+                    FeedUpdate::Deleted(id) => deleted.push(id.as_str()),
+                    FeedUpdate::Resync => resync = true,
+                }
+            }
+            let message = json_event(
+                "workflows",
+                &serde_json::json!({
+                    "changed": changed,
+                    "deleted": deleted,
+                    "resync": resync,
+                }),
+            );
+            if tx.send(message).await.is_err() {
                 return;
             }
         }

@@ -43,8 +43,8 @@ use anyhow::{Result, bail};
 use kiln_proto::v1::{ActionState, NextActionRequest, StateReport};
 use kiln_tests::Rng;
 use kiln_tests::sim::{
-    Admin, AgentClient, BenchServer, CpuMeter, HeartbeatCounters, StoreKind, apply, connect_agent, heartbeat_loop, mac,
-    percentile, raise_nofile, register_hardware, wait_for,
+    Admin, AgentClient, BenchServer, ConsoleStreams, CpuMeter, HeartbeatCounters, StoreKind, apply, connect_agent,
+    heartbeat_loop, mac, percentile, raise_nofile, register_hardware, wait_for,
 };
 
 const IMAGE: &str = "127.0.0.1:5000/noop:v1";
@@ -84,6 +84,14 @@ struct Args {
     /// Agents connecting at once.
     #[arg(long, default_value_t = 64)]
     connect_parallel: usize,
+    /// Web console streams held open during the run (browsers on the
+    /// workflows page, simulated by curl): the server then also serves
+    /// `--console-listen`.
+    #[arg(long, default_value_t = 0)]
+    console_streams: usize,
+    /// The stream they follow.
+    #[arg(long, default_value = "/workflows/stream")]
+    console_path: String,
 }
 
 /// What the agents and the workflow driver share.
@@ -164,7 +172,10 @@ async fn main() -> Result<()> {
     if (nofile as usize) < args.agents + 256 {
         bail!("RLIMIT_NOFILE is {nofile}: too low for {} agents", args.agents);
     }
-    let bench = BenchServer::start(&args.bin_dir, args.store, args.plaintext, "kiln-load")?;
+    let console_addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    let extra =
+        if args.console_streams > 0 { vec!["--console-listen".to_string(), console_addr.clone()] } else { Vec::new() };
+    let bench = BenchServer::start_with(&args.bin_dir, args.store, args.plaintext, "kiln-load", &extra)?;
     let mut admin = bench.admin().await?;
 
     // Hardware, with the tokens the applies print once.
@@ -207,6 +218,17 @@ async fn main() -> Result<()> {
     let connect_time = started.elapsed();
     println!("{} agents connected (TLS: {}) in {:.1} s", args.agents, !args.plaintext, connect_time.as_secs_f64());
 
+    // Browsers on the console, if asked.
+    let mut streams = if args.console_streams > 0 {
+        let token = std::fs::read_to_string(bench.dir.path().join("data/admin-token"))?.trim().to_string();
+        let base = format!("{}://{console_addr}", if args.plaintext { "http" } else { "https" });
+        let streams = ConsoleStreams::open(&base, &token, &args.console_path, args.console_streams)?;
+        println!("{} console streams of {} open", args.console_streams, args.console_path);
+        Some(streams)
+    } else {
+        None
+    };
+
     // Workflows flow from here on.
     let driver = tokio::spawn(drive(admin, args.agents, args.rate, idle_rx, shared.clone(), stop_rx.clone()));
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
@@ -216,6 +238,8 @@ async fn main() -> Result<()> {
             .map(|c| c.load(Ordering::Relaxed))
     };
     let before = counters(&shared);
+    let stream_messages = |s: &Option<ConsoleStreams>| s.as_ref().map_or((0, 0), |s| (s.count("workflows"), s.bytes()));
+    let streams_before = stream_messages(&streams);
     let cpu = CpuMeter::start(&bench);
     let t0 = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
@@ -224,6 +248,9 @@ async fn main() -> Result<()> {
     let elapsed = t0.elapsed().as_secs_f64();
     let after = counters(&shared);
     let cpu = cpu.finish();
+    let streams_after = stream_messages(&streams);
+    let streams_open = streams.as_mut().map_or(0, ConsoleStreams::open_count);
+    drop(streams);
     let (rss, hwm) = bench.rss_kib();
     let delta = |i: usize| after[i] - before[i];
 
@@ -294,6 +321,14 @@ async fn main() -> Result<()> {
         println!("  PostgreSQL CPU:              {:.0} % of one core", cpu.postgres * 100.0);
     }
     println!("  bench (simulated agents) CPU: {:.0} % of one core", cpu.bench * 100.0);
+    if args.console_streams > 0 {
+        println!(
+            "  console streams:             {streams_open} of {} still open; {:.0} messages/s, {:.0} KiB/s delivered in all",
+            args.console_streams,
+            (streams_after.0 - streams_before.0) as f64 / elapsed,
+            (streams_after.1 - streams_before.1) as f64 / 1024.0 / elapsed
+        );
+    }
     println!(
         "TABLE | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
         args.store,

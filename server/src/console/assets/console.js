@@ -163,11 +163,18 @@
       if (log) log.replaceChildren();
       setLive("live");
     });
-    source.addEventListener("workflow", json(document.getElementById("wf-state") ? onWorkflow : onListWorkflow));
+    source.addEventListener("workflow", json(onWorkflow));
+    source.addEventListener("workflows", json(function (batch) {
+      batch.changed.forEach(onListWorkflow);
+      for (const id of batch.deleted) {
+        const row = document.querySelector('tr[data-wf="' + CSS.escape(id) + '"]');
+        if (row) row.classList.add("deleted");
+      }
+      if (batch.resync) setLive("live (some changes were missed: reload to see them)");
+    }));
     source.addEventListener("log", json(onLog));
     source.addEventListener("progress", json(onProgress));
     source.addEventListener("event", json(onAuditEvent));
-    source.addEventListener("resync", function () { setLive("live (some changes were missed: reload to see them)"); });
     source.addEventListener("end", function () { source.close(); setLive("finished"); });
     source.onerror = function () { setLive("reconnecting…"); };
   }
