@@ -99,8 +99,9 @@ async fn security_headers(req: Request, next: Next) -> Response {
 
 /// The logged-in session of a request, or the answer to give instead (a
 /// redirect to the login page).
+#[allow(clippy::result_large_err)] // axum's Response, returned as it is
 fn session(c: &Console, headers: &HeaderMap) -> Result<Session, Response> {
-    c.sessions.from_headers(headers).ok_or_else(|| Redirect::to("/login").into_response())
+    c.sessions.of_request(headers).ok_or_else(|| Redirect::to("/login").into_response())
 }
 
 /// Whether `actor` may change anything (the console then shows write
@@ -117,6 +118,7 @@ pub fn can_write(actor: &Actor) -> bool {
 /// `Origin` equal to ours. Under `Referrer-Policy: no-referrer` browsers
 /// send `Origin: null` on form posts, so the first is what usually
 /// decides; `null` is never accepted.
+#[allow(clippy::result_large_err)] // axum's Response, returned as it is
 fn check_post(c: &Console, uri: &Uri, headers: &HeaderMap, session: Option<(&Session, &str)>) -> Result<(), Response> {
     let forbidden = |why: &str| (StatusCode::FORBIDDEN, format!("forbidden: {why}\n")).into_response();
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -165,7 +167,7 @@ fn error_page(session: Option<&Session>, e: AppError) -> Response {
 }
 
 async fn login_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    if c.sessions.from_headers(&headers).is_some() {
+    if c.sessions.of_request(&headers).is_some() {
         return Redirect::to("/machines").into_response();
     }
     pages::login(None).into_response()
@@ -205,7 +207,7 @@ struct CsrfForm {
 }
 
 async fn logout(State(c): State<Arc<Console>>, uri: Uri, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
-    let Some(s) = c.sessions.from_headers(&headers) else { return Redirect::to("/login").into_response() };
+    let Some(s) = c.sessions.of_request(&headers) else { return Redirect::to("/login").into_response() };
     if let Err(r) = check_post(&c, &uri, &headers, Some((&s, &form.csrf))) {
         return r;
     }
@@ -326,7 +328,7 @@ async fn workflow(State(c): State<Arc<Console>>, headers: HeaderMap, Path(id): P
 }
 
 async fn retry(State(c): State<Arc<Console>>, headers: HeaderMap, Path(id): Path<String>, req: Request) -> Response {
-    let Some(s) = c.sessions.from_headers(&headers) else {
+    let Some(s) = c.sessions.of_request(&headers) else {
         return (StatusCode::FORBIDDEN, "forbidden: not logged in\n").into_response();
     };
     let peer = peer(req.extensions());

@@ -82,7 +82,7 @@ impl Sessions {
     }
 
     /// The unexpired session the request's cookie names.
-    pub fn from_headers(&self, headers: &HeaderMap) -> Option<Session> {
+    pub fn of_request(&self, headers: &HeaderMap) -> Option<Session> {
         let id = headers
             .get_all(header::COOKIE)
             .iter()
@@ -131,14 +131,14 @@ mod tests {
         for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/", "Max-Age=43200"] {
             assert!(cookie.contains(attr), "{cookie} lacks {attr}");
         }
-        let s = sessions.from_headers(&cookie_header(&cookie)).expect("session");
+        let s = sessions.of_request(&cookie_header(&cookie)).expect("session");
         assert_eq!(s.actor, Actor::Operator);
         assert!(s.csrf_matches(&s.csrf.clone()));
         assert!(!s.csrf_matches(""));
         assert!(!s.csrf_matches("guess"));
-        assert!(sessions.from_headers(&cookie_header("__Host-kiln_session=made-up")).is_none());
+        assert!(sessions.of_request(&cookie_header("__Host-kiln_session=made-up")).is_none());
         sessions.remove(&s);
-        assert!(sessions.from_headers(&cookie_header(&cookie)).is_none(), "logged out");
+        assert!(sessions.of_request(&cookie_header(&cookie)).is_none(), "logged out");
         let plain = Sessions::new(false).create(Actor::Operator);
         assert!(plain.starts_with("kiln_session=") && !plain.contains("Secure"), "{plain}");
     }

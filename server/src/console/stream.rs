@@ -82,7 +82,7 @@ fn row_view(wf: &crate::store::WorkflowSummary) -> RowView<'_> {
 /// message, not hundreds).
 pub async fn workflow_list(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    let Some(s) = c.sessions.from_headers(&headers) else { return not_logged_in() };
+    let Some(s) = c.sessions.of_request(&headers) else { return not_logged_in() };
     let mut feed = match c.app.follow_workflow_list(&s.opctx()) {
         Ok(feed) => feed,
         Err(e) => return failed(e),
@@ -149,7 +149,7 @@ struct ProgressView {
 /// One workflow: its state after every change, its log lines (progress
 /// lines as progress) as they are stored.
 pub async fn workflow(State(c): State<Arc<Console>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let Some(s) = c.sessions.from_headers(&headers) else { return not_logged_in() };
+    let Some(s) = c.sessions.of_request(&headers) else { return not_logged_in() };
     let opctx: OpContext = s.opctx();
     let mut states = match c.app.watch_workflow(&opctx, &id).await {
         Ok(stream) => stream,
@@ -217,7 +217,7 @@ pub struct EventsParams {
 
 /// Audit events stored after the page's newest.
 pub async fn events(State(c): State<Arc<Console>>, headers: HeaderMap, Query(p): Query<EventsParams>) -> Response {
-    let Some(s) = c.sessions.from_headers(&headers) else { return not_logged_in() };
+    let Some(s) = c.sessions.of_request(&headers) else { return not_logged_in() };
     let filter = crate::app::audit::EventFilter { limit: 1, ..Default::default() };
     let mut events = match c.app.follow_events(&s.opctx(), &filter).await {
         Ok(stream) => stream,
