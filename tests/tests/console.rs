@@ -373,6 +373,19 @@ async fn the_console_in_a_real_browser() {
             .any(|l| l.contains("retry") && l.contains(&format!("workflow {wf_retry}")) && l.contains("operator")),
         format!("the console's retry is in the audit trail like the CLI's: {events}"),
     );
+    // New events arrive live.
+    js(&c, "window.__same_page = 'events'; return true").await;
+    wait_js(&c, "return document.getElementById('live').textContent === 'live'", "events stream open", &cluster).await;
+    let other_hw = unique("hw-other");
+    cluster.apply(&hardware_doc(&other_hw, &random_mac()));
+    wait_js(
+        &c,
+        &format!("return document.querySelector('#events tbody tr').textContent.includes('{other_hw}')"),
+        "the apply's event on top of the events page",
+        &cluster,
+    )
+    .await;
+    checks.check(js(&c, "return window.__same_page").await == json!("events"), "the events page was never reloaded");
     screenshot(&c, "events").await;
 
     // XSS: markup in action and task names, metadata, environment and log
