@@ -451,3 +451,42 @@ impl Session {
         OpContext { actor: self.actor.clone(), peer: None }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::WorkflowState;
+    use crate::store::WorkflowSort;
+
+    fn params(state: &str, sort: &str, dir: &str, page: Option<u64>) -> ListParams {
+        ListParams {
+            state: state.into(),
+            sort: sort.into(),
+            dir: dir.into(),
+            page,
+            machine: " hw-1 ".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn list_parameters_become_a_query_or_an_error_naming_the_field() {
+        let q = params("failed", "id", "", Some(3)).query().unwrap();
+        assert_eq!(q.state, Some(WorkflowState::Failed));
+        assert_eq!((q.sort, q.descending), (WorkflowSort::Id, false));
+        assert_eq!((q.offset, q.limit), (100, PER_PAGE));
+        assert_eq!(q.hardware.as_deref(), Some("hw-1"));
+        assert_eq!(q.template, None);
+        let newest_first = params("", "", "", None).query().unwrap();
+        assert_eq!((newest_first.sort, newest_first.descending, newest_first.offset), (WorkflowSort::Created, true, 0));
+        for (bad, field) in [
+            (params("done", "", "", None), "state:"),
+            (params("", "colour", "", None), "sort:"),
+            (params("", "", "up", None), "dir:"),
+            (params("", "", "", Some(0)), "page:"),
+        ] {
+            let e = bad.query().unwrap_err().to_string();
+            assert!(e.starts_with(field), "{e}");
+        }
+    }
+}
