@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
@@ -17,9 +18,12 @@ use crate::store::{StoredHardware, WorkflowListQuery, WorkflowPage, WorkflowSort
 /// The most rows one list page returns.
 pub const MAX_PAGE_ROWS: u32 = 500;
 
-/// Changes the feed holds for a slow reader before it skips ahead (the
+/// Batches the feed holds for a slow reader before it skips ahead (the
 /// reader is then told to resynchronise).
-const FEED_CAPACITY: usize = 4096;
+const FEED_CAPACITY: usize = 64;
+
+/// Workflows read for one batch at most; beyond, the batch says resync.
+const MAX_BATCH: usize = 2000;
 
 /// A machine and the workflow it ran last (or runs now).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,22 +35,30 @@ pub struct MachineView {
     pub netboot_open: bool,
 }
 
-/// One change of the shared workflow feed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FeedUpdate {
-    /// The workflow as it is now.
-    Changed(WorkflowSummary),
-    /// The workflow no longer exists.
-    Deleted(String),
-    /// Changes may have been missed (the reader lagged, or another
-    /// server's notifications were lost): read the list again.
-    Resync,
+/// What changed in the workflows since the feed's previous batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedBatch {
+    /// Each changed workflow once, as it is now.
+    pub changed: Vec<WorkflowSummary>,
+    /// Workflows that no longer exist.
+    pub deleted: Vec<String>,
+    /// Changes may have been missed (the feed or a reader lagged, or
+    /// another server's notifications were lost): read the list again.
+    pub resync: bool,
 }
+
+/// The feed sends at most one batch per this interval: the first change
+/// after a quiet spell at once, the changes that follow within the
+/// interval together at its end, each workflow once. A busy server (10,000
+/// agents: hundreds of transitions a second) then costs each reader ten
+/// wake-ups a second, and the store one read per changed workflow per
+/// interval, however many readers there are.
+pub const FEED_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The sender of the shared feed, started by its first subscriber.
 #[derive(Default)]
 pub struct WorkflowFeed {
-    tx: std::sync::OnceLock<broadcast::Sender<Arc<FeedUpdate>>>,
+    tx: std::sync::OnceLock<broadcast::Sender<Arc<FeedBatch>>>,
 }
 
 /// `{"progress":{"done":N,"total":T}}` of a log line (docs/action-contract.md):
@@ -94,12 +106,12 @@ impl App {
             .collect())
     }
 
-    /// Every workflow change from now on, as it commits (the list pages'
-    /// live updates).
+    /// Every workflow change from now on, as it commits, in batches (see
+    /// [`FEED_INTERVAL`]): the list pages' live updates.
     pub fn follow_workflow_list(
         self: &Arc<Self>,
         opctx: &OpContext,
-    ) -> Result<broadcast::Receiver<Arc<FeedUpdate>>, AppError> {
+    ) -> Result<broadcast::Receiver<Arc<FeedBatch>>, AppError> {
         opctx.require_operator_read()?;
         let tx = self.feed.tx.get_or_init(|| {
             let (tx, _) = broadcast::channel(FEED_CAPACITY);
@@ -110,32 +122,69 @@ impl App {
     }
 }
 
-/// Reads each changed workflow once and hands it to every subscriber.
-async fn run_feed(app: std::sync::Weak<App>, tx: broadcast::Sender<Arc<FeedUpdate>>) {
+/// Gathers changed workflow ids for up to [`FEED_INTERVAL`], reads each
+/// once, and hands the batch to every subscriber.
+async fn run_feed(app: std::sync::Weak<App>, tx: broadcast::Sender<Arc<FeedBatch>>) {
+    use broadcast::error::RecvError;
     let Some(mut changes) = app.upgrade().map(|a| a.events.workflow_subscription()) else { return };
+    let mut next_send = tokio::time::Instant::now();
     loop {
-        let update = match changes.recv().await {
-            // Nobody listens: no store read.
-            Ok(_) if tx.receiver_count() == 0 => continue,
-            Ok(id) if id.is_empty() => FeedUpdate::Resync,
+        let mut ids: Vec<String> = Vec::new();
+        let mut resync = false;
+        let mut note = |change: Result<String, RecvError>, ids: &mut Vec<String>| match change {
+            Ok(id) if id.is_empty() => {
+                resync = true;
+                true
+            }
             Ok(id) => {
-                let Some(app) = app.upgrade() else { return };
-                let query = WorkflowListQuery { id: Some(id.clone()), limit: 1, ..Default::default() };
-                match app.store.list_workflow_page(query).await {
-                    Ok(page) => match page.rows.into_iter().next() {
-                        Some(summary) => FeedUpdate::Changed(summary),
-                        None => FeedUpdate::Deleted(id),
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e.detailed(), workflow = %id, "console feed: store read failed");
-                        FeedUpdate::Resync
-                    }
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+                true
+            }
+            Err(RecvError::Lagged(_)) => {
+                resync = true;
+                true
+            }
+            Err(RecvError::Closed) => false,
+        };
+        // The first change after a quiet spell.
+        if !note(changes.recv().await, &mut ids) {
+            return;
+        }
+        // And what follows it until the interval is over.
+        loop {
+            tokio::select! {
+                change = changes.recv() => if !note(change, &mut ids) { return },
+                () = tokio::time::sleep_until(next_send) => break,
+            }
+        }
+        if tx.receiver_count() == 0 {
+            // Nobody listens: no store read.
+            continue;
+        }
+        let Some(app) = app.upgrade() else { return };
+        let mut batch = FeedBatch { resync, ..Default::default() };
+        if ids.len() > MAX_BATCH {
+            batch.resync = true;
+            ids.truncate(MAX_BATCH);
+        }
+        for id in ids {
+            let query = WorkflowListQuery { id: Some(id.clone()), limit: 1, ..Default::default() };
+            match app.store.list_workflow_page(query).await {
+                Ok(page) => match page.rows.into_iter().next() {
+                    Some(summary) => batch.changed.push(summary),
+                    None => batch.deleted.push(id),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e.detailed(), workflow = %id, "console feed: store read failed");
+                    batch.resync = true;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => FeedUpdate::Resync,
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let _ = tx.send(Arc::new(update));
+        }
+        drop(app);
+        let _ = tx.send(Arc::new(batch));
+        next_send = tokio::time::Instant::now() + FEED_INTERVAL;
     }
 }
 

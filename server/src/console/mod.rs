@@ -48,6 +48,8 @@ pub struct Console {
     app: Arc<App>,
     operator: AdminAuth,
     sessions: Sessions,
+    /// The list streams' shared serialisation of each feed batch.
+    batch_json: stream::BatchJson,
     /// Served over TLS: cookies are `Secure` (and `__Host-`), origins
     /// `https://`.
     tls: bool,
@@ -55,7 +57,8 @@ pub struct Console {
 
 /// The console's routes.
 pub fn router(app: Arc<App>, operator: AdminAuth, tls: bool) -> Router {
-    let console = Arc::new(Console { app, operator, sessions: Sessions::new(tls), tls });
+    let console =
+        Arc::new(Console { app, operator, sessions: Sessions::new(tls), batch_json: Default::default(), tls });
     Router::new()
         .route("/", get(|| async { Redirect::to("/machines") }))
         .route("/login", get(login_page).post(login))

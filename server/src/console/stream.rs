@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::Console;
 use super::pages::{EventView, WorkflowView, time};
-use crate::app::console::{FeedUpdate, log_progress};
+use crate::app::console::{FeedBatch, log_progress};
 use crate::app::{AppError, OpContext};
 
 fn json_event(name: &str, value: &impl Serialize) -> Event {
@@ -61,16 +61,6 @@ struct RowView<'a> {
     duration: String,
 }
 
-/// Changes sent in one message at most.
-const MAX_BATCH: usize = 1024;
-
-/// A list stream sends at most one message per this interval: the first
-/// change after a quiet spell goes at once, the changes that follow it
-/// within the interval go together at its end, each workflow once (its
-/// latest state). A busy server then costs each browser ten messages a
-/// second, not one per transition.
-const LIST_INTERVAL: Duration = Duration::from_millis(100);
-
 fn row_view(wf: &crate::store::WorkflowSummary) -> RowView<'_> {
     RowView {
         id: &wf.id,
@@ -83,10 +73,40 @@ fn row_view(wf: &crate::store::WorkflowSummary) -> RowView<'_> {
     }
 }
 
+/// The JSON of the feed's latest batch, made once for every stream: 200
+/// browsers cost one serialisation, not 200.
+#[derive(Default)]
+pub struct BatchJson {
+    last: std::sync::Mutex<Option<(Arc<FeedBatch>, Arc<str>)>>,
+}
+
+impl BatchJson {
+    fn of(&self, batch: &Arc<FeedBatch>) -> Arc<str> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((b, json)) = &*last
+            && Arc::ptr_eq(b, batch)
+        {
+            return json.clone();
+        }
+        let changed: Vec<RowView<'_>> = batch.changed.iter().map(row_view).collect();
+        let json: Arc<str> = serde_json::json!({
+            "changed": changed,
+            "deleted": batch.deleted,
+            "resync": batch.resync,
+        })
+        .to_string()
+        .into();
+        // Holding the batch keeps its address from being reused.
+        *last = Some((batch.clone(), json.clone()));
+        json
+    }
+}
+
 /// Every workflow change (list pages: workflows, machines), as it commits,
-/// in `workflows` messages (see [`LIST_INTERVAL`]).
+/// in `workflows` messages: the feed's batches (see
+/// [`crate::app::console::FEED_INTERVAL`]).
 pub async fn workflow_list(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    use tokio::sync::broadcast::error::RecvError;
     let Some(s) = c.sessions.of_request(&headers) else { return not_logged_in() };
     let mut feed = match c.app.follow_workflow_list(&s.opctx()) {
         Ok(feed) => feed,
@@ -97,54 +117,18 @@ pub async fn workflow_list(State(c): State<Arc<Console>>, headers: HeaderMap) ->
         if tx.send(Event::default().event("hello").data("{}")).await.is_err() {
             return;
         }
-        let mut next_send = tokio::time::Instant::now();
         loop {
-            let mut batch = tokio::select! {
-                update = feed.recv() => match update {
-                    Ok(update) => vec![update],
-                    Err(RecvError::Lagged(_)) => vec![Arc::new(FeedUpdate::Resync)],
+            let data = tokio::select! {
+                batch = feed.recv() => match batch {
+                    Ok(batch) => c.batch_json.of(&batch),
+                    Err(RecvError::Lagged(_)) => r#"{"changed":[],"deleted":[],"resync":true}"#.into(),
                     Err(RecvError::Closed) => return,
                 },
                 () = tx.closed() => return,
             };
-            tokio::time::sleep_until(next_send).await;
-            while batch.len() < MAX_BATCH {
-                match feed.try_recv() {
-                    Ok(update) => batch.push(update),
-                    Err(TryRecvError::Lagged(_)) => batch.push(Arc::new(FeedUpdate::Resync)),
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                }
-            }
-            // Each workflow once, as it is last.
-            let mut latest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-            let mut changed = Vec::new();
-            let mut deleted = Vec::new();
-            let mut resync = false;
-            for update in &batch {
-                match &**update {
-                    FeedUpdate::Changed(wf) => match latest.get(wf.id.as_str()) {
-                        Some(&i) => changed[i] = row_view(wf),
-                        None => {
-                            latest.insert(&wf.id, changed.len());
-                            changed.push(row_view(wf));
-                        }
-                    },
-                    FeedUpdate::Deleted(id) => deleted.push(id.as_str()),
-                    FeedUpdate::Resync => resync = true,
-                }
-            }
-            let message = json_event(
-                "workflows",
-                &serde_json::json!({
-                    "changed": changed,
-                    "deleted": deleted,
-                    "resync": resync,
-                }),
-            );
-            if tx.send(message).await.is_err() {
+            if tx.send(Event::default().event("workflows").data(&*data)).await.is_err() {
                 return;
             }
-            next_send = tokio::time::Instant::now() + LIST_INTERVAL;
         }
     });
     sse(rx)
