@@ -50,10 +50,10 @@ pub struct FeedBatch {
 /// The feed sends at most one batch per this interval: the first change
 /// after a quiet spell at once, the changes that follow within the
 /// interval together at its end, each workflow once. A busy server (10,000
-/// agents: hundreds of transitions a second) then costs each reader ten
+/// agents: hundreds of transitions a second) then costs each reader four
 /// wake-ups a second, and the store one read per changed workflow per
 /// interval, however many readers there are.
-pub const FEED_INTERVAL: Duration = Duration::from_millis(100);
+pub const FEED_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The sender of the shared feed, started by its first subscriber.
 #[derive(Default)]
