@@ -215,5 +215,6 @@ pub fn assignment(a: Assignment) -> v1::Assignment {
         action_token: a.action_token,
         action: Some(action_spec(&a.action)),
         upcoming_images: a.upcoming_images,
+        traceparent: a.traceparent,
     }
 }

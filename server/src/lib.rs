@@ -26,6 +26,7 @@ pub mod netboot;
 pub mod state_machine;
 pub mod store;
 pub mod tls;
+pub mod traces;
 
 use std::future::Future;
 use std::net::SocketAddr;

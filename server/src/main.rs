@@ -107,6 +107,11 @@ struct Args {
     /// (Authorization: Bearer).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Export workflow traces (OpenTelemetry) to this OTLP/gRPC endpoint
+    /// (`http://collector:4317`): one trace per workflow, its actions'
+    /// attempts and their phases. Off by default.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
@@ -189,12 +194,15 @@ fn tls_from_args(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    // The server's spans are rebuilt from committed transitions
+    // (kiln_server::traces), not from `tracing` spans: none is exported.
+    let _telemetry =
+        kiln_telemetry::Telemetry::init(args.otlp_endpoint.as_deref().map(|endpoint| kiln_telemetry::TraceExport {
+            endpoint,
+            service: "kiln-server",
+            span_targets: &[],
+        }))?;
     let image_policy =
         kiln_documents::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
     let database = kiln_server::store::DatabaseUrl::parse(args.database_url.as_deref(), &args.data_dir)

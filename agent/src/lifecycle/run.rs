@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kiln_proto::v1::ActionState;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::wait::{RunOutcome, wait_or_stop};
 use super::{Abandoned, Attempt, Ending, finish, handshake, logs, prepare, pull, report};
@@ -41,13 +42,14 @@ pub(super) async fn run(at: &Attempt<'_>, timeout: Duration) -> Result<Container
             (timeout.saturating_sub(running_for).max(Duration::from_secs(1)), Some(id))
         }
         None => {
-            if let Some(failed) = pull::pull_image(at).await? {
+            let span = tracing::info_span!("pull", image = %at.spec.image);
+            if let Some(failed) = pull::pull_image(at).instrument(span).await? {
                 return Ok(ContainerRun::none(failed));
             }
             (timeout, None)
         }
     };
-    let run = run_container(at, timeout, existing).await?;
+    let run = run_container(at, timeout, existing).instrument(tracing::info_span!("run")).await?;
     Ok(ContainerRun { ending: run.ending.with_action_failure(&at.dirs.kiln), ..run })
 }
 

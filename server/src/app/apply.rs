@@ -70,7 +70,9 @@ impl App {
             .collect();
         let agents: Vec<String> =
             batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
-        let started = std::time::Instant::now();
+        let created: Vec<(String, crate::model::Millis)> =
+            batch.workflows.iter().map(|w| (w.id.clone(), w.created_at)).collect();
+        let (started, wall_clock) = (std::time::Instant::now(), std::time::SystemTime::now());
         let outcomes = self.store.apply(batch).await;
         self.metrics.store_transaction(crate::metrics::StoreOperation::Apply, started.elapsed());
         let outcomes = outcomes?;
@@ -82,6 +84,9 @@ impl App {
         for ((kind, name), outcome) in names.iter().zip(&outcomes) {
             if *kind == "Workflow" && *outcome == Outcome::Created {
                 self.events.workflow_changed(name);
+                if let Some((_, created_at)) = created.iter().find(|(id, _)| id == name) {
+                    crate::traces::applied(name, *created_at, wall_clock);
+                }
             }
         }
         for agent in agents {

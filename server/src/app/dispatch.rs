@@ -28,6 +28,8 @@ pub struct Assignment {
     pub action: PlannedAction,
     /// Images of this agent's later actions, to pull ahead.
     pub upcoming_images: Vec<String>,
+    /// The attempt's span in the workflow's trace (W3C `traceparent`).
+    pub traceparent: String,
 }
 
 impl App {
@@ -108,6 +110,7 @@ impl App {
                         action_token: self.token_key.issue(&wf.id, index, &attempt.id),
                         action,
                         upcoming_images: upcoming_images(&wf, index, agent),
+                        traceparent: crate::traces::traceparent(&wf, &attempt.id),
                     }),
                     None,
                 ));
