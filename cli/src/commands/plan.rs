@@ -135,4 +135,23 @@ mod tests {
         assert_eq!(json["actions"][0]["on_failure"], serde_json::json!(["cleanup"]), "{json}");
         assert_eq!(json["actions"][0]["on_timeout"], serde_json::json!(["echo", "late"]), "{json}");
     }
+
+    #[test]
+    fn json_shows_retries_terminal_builtin_and_limits() {
+        let mut wf = planned(&[], &[]);
+        let spec = wf.actions[0].spec.as_mut().unwrap();
+        spec.retries = 2;
+        spec.retry_backoff_seconds = 5;
+        spec.terminal = true;
+        spec.resources = Some(v1::Resources { memory_bytes: 1 << 30, pids: 100, ..Default::default() });
+        let json = serde_json::to_value(view::Workflow::from(&wf)).unwrap();
+        let a = &json["actions"][0];
+        assert_eq!((a["retries"].as_u64(), a["retry_backoff_seconds"].as_u64()), (Some(2), Some(5)), "{a}");
+        assert_eq!(a["terminal"], true);
+        assert_eq!(a["resources"], serde_json::json!({"memory_bytes": 1u64 << 30, "pids": 100}));
+        assert!(a.get("builtin").is_none() && a.get("external").is_none(), "empty ones are left out: {a}");
+        let plain = serde_json::to_value(view::Workflow::from(&planned(&[], &[]))).unwrap();
+        assert!(plain["actions"][0].get("resources").is_none());
+        assert_eq!(plain["actions"][0]["terminal"], false);
+    }
 }
