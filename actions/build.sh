@@ -50,7 +50,7 @@ copy_with_libs() { # root, path
 }
 
 # KILN_ACTIONS="image2disk writefile" rebuilds just those (development).
-read -r -a ACTIONS <<<"${KILN_ACTIONS:-image2disk partition format writefile cexec kexec archive2disk}"
+read -r -a ACTIONS <<<"${KILN_ACTIONS:-image2disk partition format writefile cexec kexec archive2disk oci2disk}"
 TARGET=x86_64-unknown-linux-gnu
 VERSION=$(awk -F'"' '/^version *=/{print $2; exit}' "$HERE/../Cargo.toml")
 
@@ -88,7 +88,9 @@ push() { # name, tag, entrypoint, rootfs-command...
     done
 }
 
-push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+# KILN_NO_BUSYBOX=1 leaves the registry's busybox image alone (rebuilding
+# only some actions).
+[ -n "${KILN_NO_BUSYBOX:-}" ] || push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
 
 build_actions
 for a in "${ACTIONS[@]}"; do
