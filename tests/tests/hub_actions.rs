@@ -483,6 +483,26 @@ fn rootio_partitions_wipes_and_formats_from_cpr_metadata() {
     // As in the hub, mkswap gets no create options (no label).
     assert!(s.contains("TYPE=swap") && !s.contains("LABEL="), "{s}");
 
+    // mount: into the action's own container, as in the hub (so only the
+    // mount itself can be seen: it worked, or it failed naming the point).
+    let metadata = serde_json::json!({"metadata": {"instance": {"storage": {"filesystems": [
+        {"mount": {"device": root.path, "format": "ext4", "point": "/tmp"}}]}}}});
+    let server = HttpServer::start(serde_json::to_vec(&metadata).unwrap(), 200);
+    let port = server.addr.port().to_string();
+    let env = [("MIRROR_HOST", "127.0.0.1"), ("METADATA_SERVICE_PORT", port.as_str())];
+    let (wf, logs) = run(&action_with_command("rootio", "mount", &env));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    assert!(logs.contains(&format!("mounted [{}] -> [/tmp]", root.path.display())), "{logs}");
+    let metadata = serde_json::json!({"metadata": {"instance": {"storage": {"filesystems": [
+        {"mount": {"device": root.path, "format": "ext4", "point": "/no-such-dir"}}]}}}});
+    let server = HttpServer::start(serde_json::to_vec(&metadata).unwrap(), 200);
+    let port = server.addr.port().to_string();
+    let env = [("MIRROR_HOST", "127.0.0.1"), ("METADATA_SERVICE_PORT", port.as_str())];
+    let (wf, logs) = run(&action_with_command("rootio", "mount", &env));
+    let a = attempt(&wf);
+    assert_eq!(a["reason"], "StepFailed", "{a:#}\n{logs}");
+    assert!(a["message"].as_str().unwrap().contains("-> [/no-such-dir]"), "{a:#}");
+
     // MBR (any value, as the hub reads it) with the hub's mbr.json layout.
     let metadata = serde_json::json!({"metadata": {"instance": {"storage": {"disks": [
         {"device": dev, "partitions": [{"label": "FAT32_ACTIVE", "number": 1, "size": 0}]}]}}}});
