@@ -66,6 +66,37 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 // ---------------------------------------------------------------- oci2disk
 
+/// HTTPS in front of a plain-HTTP registry, with a self-signed certificate
+/// for 127.0.0.1: the hub's oci2disk always speaks HTTPS, and needs
+/// `SKIP_VERIFY` for such a registry. Serves until the test process ends.
+fn tls_front(upstream: String) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert], key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    addr.to_string()
+}
+
 /// Pushes an artifact the way `oras push REF file` does: one layer of type
 /// `application/vnd.oci.image.layer.v1.tar` titled with the file name, plus
 /// any `extra` layers (which the hub skips).
@@ -155,6 +186,18 @@ fn oci2disk_writes_an_oras_style_artifact_from_a_registry_with_credentials() {
     let (wf, logs) = run(&action("oci2disk", &[("IMG_URL", &img), ("DEST_DISK", dest), ("PLAIN_HTTP", "1")]));
     assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
     assert!(disk.contents()[..image.len()] == image[..], "the raw image differs");
+
+    // HTTPS, as the hub always speaks it: a self-signed registry needs
+    // SKIP_VERIFY, and is refused without it.
+    let https = tls_front(env.registry.clone());
+    let img = format!("{https}/{path}:raw");
+    std::fs::write(disk.backing_path(), vec![0xEEu8; 8 * MIB as usize]).unwrap();
+    let (wf, logs) = run(&action("oci2disk", &[("IMG_URL", &img), ("DEST_DISK", dest)]));
+    assert_eq!(attempt(&wf)["reason"], "PullFailed", "{wf:#}\n{logs}");
+    assert!(disk.contents().iter().all(|b| *b == 0xEE), "an unverified registry was written from");
+    let (wf, logs) = run(&action("oci2disk", &[("IMG_URL", &img), ("DEST_DISK", dest), ("SKIP_VERIFY", "true")]));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    assert!(disk.contents()[..image.len()] == image[..], "the image over HTTPS differs");
 
     // Bad variables are named before anything is pulled.
     let (wf, _) = run(&action("oci2disk", &[("IMG_URL", "no-tag/here"), ("COMPRESSED", "yes")]));
