@@ -673,3 +673,46 @@ fn grub2disk_installs_grub_and_writes_grub_cfg_from_inside_the_root_filesystem()
     let (wf, _) = run(&action("grub2disk", &[("GRUB_DISK", part)]));
     assert_eq!(attempt(&wf)["message"], "GRUB_INSTALL_PATH: is required", "{wf:#}");
 }
+
+/// Removes the test's volume group from the host's view however the test ends.
+struct VolumeGroupCleanup(String, String);
+
+impl Drop for VolumeGroupCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("vgremove").args(["-f", &self.0]).output();
+        let _ = Command::new("pvremove").args(["-f", &self.1]).output();
+    }
+}
+
+#[test]
+fn rootio_creates_the_volume_groups_of_the_metadata() {
+    let disk = LoopDevice::new(64 * MIB).unwrap();
+    let dev = disk.path.to_str().unwrap();
+    let vg = format!("kilntest{}", std::process::id());
+    let _cleanup = VolumeGroupCleanup(vg.clone(), dev.to_string());
+    // Logical volumes need device-mapper, which this host's kernel lacks
+    // (the VM has it): the volume group with its tag, here.
+    let metadata = serde_json::json!({"metadata": {"instance": {"storage": {"volume_groups": [
+        {"name": vg, "physical_volumes": [dev], "tags": ["kiln"]}]}}}});
+    let server = HttpServer::start(serde_json::to_vec(&metadata).unwrap(), 200);
+    let port = server.addr.port().to_string();
+    let env = [("MIRROR_HOST", "127.0.0.1"), ("METADATA_SERVICE_PORT", port.as_str())];
+    let (wf, logs) = run(&action_with_command("rootio", "partition", &env));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    let out =
+        Command::new("vgs").args(["--noheadings", "-o", "vg_name,pv_count,vg_tags", &vg]).output().expect("vgs (lvm2)");
+    let line = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(line, format!("{vg} 1 kiln"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A name LVM would refuse is refused before any command runs.
+    let metadata = serde_json::json!({"metadata": {"instance": {"storage": {"volume_groups": [
+        {"name": "-bad", "physical_volumes": [dev]}]}}}});
+    let server = HttpServer::start(serde_json::to_vec(&metadata).unwrap(), 200);
+    let port = server.addr.port().to_string();
+    let env = [("MIRROR_HOST", "127.0.0.1"), ("METADATA_SERVICE_PORT", port.as_str())];
+    let (wf, logs) = run(&action_with_command("rootio", "partition", &env));
+    let a = attempt(&wf);
+    assert_eq!(a["reason"], "StepFailed", "{a:#}\n{logs}");
+    assert!(a["message"].as_str().unwrap().contains("\"-bad\""), "{a:#}");
+    assert!(!logs.contains("pvcreate"), "{logs}");
+}
