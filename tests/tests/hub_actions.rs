@@ -424,6 +424,8 @@ fn slurp_uploads_the_disk_as_the_hubs_multipart_form() {
         assert!(headers.contains(&format!("name=\"BootyImage\"; filename=\"{file}\"")), "{headers}");
         let uploaded = if compressed == "T" { gunzip(&content) } else { content };
         assert!(uploaded == image, "{compressed}: the uploaded bytes differ from the disk");
+        let done = format!(r#"{{"progress":{{"what":"disk","done":{},"total":{}"#, image.len(), image.len());
+        assert!(logs.contains(&done), "no final progress line: {logs}");
     }
 
     // The hub would report success here; kiln fails and says why.
@@ -513,7 +515,9 @@ fn rootio_partitions_wipes_and_formats_from_cpr_metadata() {
     // loop device over its range of the disk.
     let swap = LoopDevice::over_range(disk.backing_path(), 6145 * 512, 32769 * 512).unwrap();
     let root = LoopDevice::over_range(disk.backing_path(), 38914 * 512, (end - 38914 + 1) * 512).unwrap();
+    let bios = LoopDevice::over_range(disk.backing_path(), 2048 * 512, 4097 * 512).unwrap();
     let metadata = serde_json::json!({"metadata": {"instance": {"storage": {"filesystems": [
+        {"mount": {"create": {"options": ["-n", "EFI"]}, "device": bios.path, "format": "vfat", "point": "/boot/efi"}},
         {"mount": {"create": {"options": ["-L", "ROOT"]}, "device": root.path, "format": "ext4", "point": "/"}},
         {"mount": {"create": {"options": ["-L", "SWAP"]}, "device": swap.path, "format": "swap", "point": "none"}}]}}}});
     let server = HttpServer::start(serde_json::to_vec(&metadata).unwrap(), 200);
@@ -521,6 +525,8 @@ fn rootio_partitions_wipes_and_formats_from_cpr_metadata() {
     let env = [("MIRROR_HOST", "127.0.0.1"), ("METADATA_SERVICE_PORT", port.as_str())];
     let (wf, logs) = run(&action_with_command("rootio", "format", &env));
     assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    let efi = blkid(&bios.path);
+    assert!(efi.contains("TYPE=vfat") && efi.contains("LABEL=EFI"), "{efi}");
     let (r, s) = (blkid(&root.path), blkid(&swap.path));
     assert!(r.contains("TYPE=ext4") && r.contains("LABEL=ROOT"), "{r}");
     // As in the hub, mkswap gets no create options (no label).

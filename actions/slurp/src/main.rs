@@ -53,18 +53,17 @@ impl Config {
     }
 }
 
-/// What was read from the disk so far: bytes and their sha256.
-#[derive(Default)]
+/// What was read from the disk so far: bytes, their sha256, the progress.
 struct Tally {
     read: u64,
     hash: Sha256,
+    progress: Progress,
 }
 
 /// Reads the disk, counting, hashing and reporting progress.
 struct Counted {
     disk: File,
     tally: Arc<Mutex<Tally>>,
-    progress: Progress,
 }
 
 impl Read for Counted {
@@ -73,7 +72,8 @@ impl Read for Counted {
         let mut t = self.tally.lock().expect("tally lock");
         t.read += n as u64;
         t.hash.update(&buf[..n]);
-        self.progress.update(t.read);
+        let read = t.read;
+        t.progress.update(read);
         Ok(n)
     }
 }
@@ -82,8 +82,9 @@ fn upload(config: &Config) -> Result<()> {
     let started = Instant::now();
     let disk = File::open(&config.source).or_fail("OpenFailed", || format!("opening {}", config.source.display()))?;
     let size = kiln_action_kit::disk::size_of(&disk).ok();
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let counted = Counted { disk, tally: tally.clone(), progress: Progress::new("disk", size, Duration::from_secs(3)) };
+    let progress = Progress::new("disk", size, Duration::from_secs(3));
+    let tally = Arc::new(Mutex::new(Tally { read: 0, hash: Sha256::new(), progress }));
+    let counted = Counted { disk, tally: tally.clone() };
     let body: Box<dyn Read + Send> = if config.compressed {
         Box::new(flate2::read::GzEncoder::new(counted, flate2::Compression::default()))
     } else {
@@ -106,7 +107,7 @@ fn upload(config: &Config) -> Result<()> {
         .send()
         .or_fail("UploadFailed", || format!("posting {file_name} to {}", config.url))?;
     let status = response.status();
-    let t = tally.lock().expect("tally lock");
+    let mut t = tally.lock().expect("tally lock");
     if !status.is_success() {
         let text = response.text().unwrap_or_default();
         return Err(Failure::new(
@@ -114,6 +115,8 @@ fn upload(config: &Config) -> Result<()> {
             format!("{} answered {status} after {} were sent: {}", config.url, bytes(t.read), text.trim()),
         ));
     }
+    let read = t.read;
+    t.progress.finish(read);
     let digest = hex::encode(t.hash.clone().finalize());
     log(
         ACTION,
