@@ -50,7 +50,7 @@ copy_with_libs() { # root, path
 }
 
 # KILN_ACTIONS="image2disk writefile" rebuilds just those (development).
-read -r -a ACTIONS <<<"${KILN_ACTIONS:-image2disk partition format writefile cexec kexec archive2disk}"
+read -r -a ACTIONS <<<"${KILN_ACTIONS:-image2disk partition format writefile cexec kexec archive2disk oci2disk qemuimg2disk slurp rootio syslinux grub2disk}"
 TARGET=x86_64-unknown-linux-gnu
 VERSION=$(awk -F'"' '/^version *=/{print $2; exit}' "$HERE/../Cargo.toml")
 
@@ -67,11 +67,22 @@ action_rootfs() { # name
     local name=$1 root=$WORK/action-$1 tool
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc}
     cp "$HERE/../target/$TARGET/release/$name" "$root/bin/$name"
+    # image-tools: a host path (or glob) a line; `@busybox-applets` links
+    # every busybox applet the image does not have otherwise into /bin.
+    local applets=
     if [ -f "$HERE/$name/image-tools" ]; then
         while read -r tool; do
-            case $tool in ''|'#'*) continue ;; esac
-            copy_with_libs "$root" "$tool"
+            case $tool in
+                ''|'#'*) continue ;;
+                @busybox-applets) applets=1; continue ;;
+            esac
+            for path in $tool; do copy_with_libs "$root" "$path"; done
         done <"$HERE/$name/image-tools"
+    fi
+    if [ -n "$applets" ]; then
+        for tool in $("$root/bin/busybox" --list); do
+            [ -e "$root/bin/$tool" ] || ln -s busybox "$root/bin/$tool"
+        done
     fi
     tar -C "$root" -c .
 }
@@ -88,7 +99,9 @@ push() { # name, tag, entrypoint, rootfs-command...
     done
 }
 
-push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+# KILN_NO_BUSYBOX=1 leaves the registry's busybox image alone (rebuilding
+# only some actions).
+[ -n "${KILN_NO_BUSYBOX:-}" ] || push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
 
 build_actions
 for a in "${ACTIONS[@]}"; do

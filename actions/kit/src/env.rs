@@ -66,6 +66,22 @@ impl Env {
         }
     }
 
+    /// A boolean spelled as Go's `strconv.ParseBool` accepts it (`1 t T TRUE
+    /// true True`, `0 f F FALSE false False`), for the variables of hub
+    /// actions that parse it so. Anything else is an error naming `name`
+    /// rather than Go's silent fallback: `yes` would mean false to the hub.
+    pub fn go_bool(&mut self, name: &str, default: bool) -> bool {
+        let Some(v) = self.get(name) else { return default };
+        match parse_go_bool(v.trim()) {
+            Some(b) => b,
+            None => {
+                let msg = format!("expected a Go boolean (true, false, 1, 0, t, f, TRUE, False, ...), got {v:?}");
+                self.invalid(name, msg);
+                default
+            }
+        }
+    }
+
     /// A value parsed by `parse`, whose error message is reported under `name`.
     pub fn parse_with<T>(
         &mut self,
@@ -121,6 +137,15 @@ impl Env {
     }
 }
 
+/// Go's `strconv.ParseBool`: exactly these twelve spellings.
+pub fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +189,23 @@ mod tests {
         assert!(env.flag("C", false));
         assert!(env.flag("UNSET", true));
         env.finish().unwrap();
+    }
+
+    #[test]
+    fn go_bool_takes_exactly_strconv_parse_bool_spellings() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Some(false), "{f}");
+        }
+        for bad in ["yes", "no", "on", "tRUE", "2", "y"] {
+            assert_eq!(parse_go_bool(bad), None, "{bad}");
+        }
+        let mut env = Env::from_pairs([("A", "T"), ("B", "yes"), ("C", "")]);
+        assert!(env.go_bool("A", false));
+        env.go_bool("B", false);
+        assert!(env.go_bool("C", true), "empty is unset: the default");
+        assert!(env.finish().unwrap_err().message.contains("B: expected a Go boolean"));
     }
 }
