@@ -47,10 +47,12 @@ fn start_oracle() -> Option<Mutex<Oracle>> {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let bin = dir.join(format!("oracle-{}", std::process::id()));
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-oracle/main.go");
+    let tinkerbell = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-oracle/tinkerbell.go");
     let built = Command::new("go")
         .args(["build", "-o"])
         .arg(&bin)
         .arg(source)
+        .arg(tinkerbell)
         .env("GOPATH", "/usr/share/gocode")
         .env("GO111MODULE", "off")
         .env("GOFLAGS", "")
@@ -625,4 +627,146 @@ proptest! {
             prop_assert!(false, "{}", diff);
         }
     }
+}
+
+/// Go's rendering of `template` with the data Tinkerbell's controller builds
+/// from `hardware` (the object as JSON) and `hardware_map`.
+fn go_render_tinkerbell(
+    oracle: &Mutex<Oracle>,
+    template: &str,
+    hardware: &Value,
+    hardware_map: &std::collections::BTreeMap<String, String>,
+) -> Result<String, String> {
+    let mut o = oracle.lock().unwrap_or_else(|e| e.into_inner());
+    let request = json!({"template": template, "tinkerbell": {"hardware": hardware, "hardwareMap": hardware_map}});
+    writeln!(o.stdin, "{}", serde_json::to_string(&request).expect("json")).expect("write to the oracle");
+    o.stdin.flush().expect("flush");
+    let mut answer = String::new();
+    o.stdout.read_line(&mut answer).expect("read from the oracle");
+    let answer: Value = serde_json::from_str(&answer).expect("the oracle answers JSON");
+    match (answer.get("ok"), answer.get("err")) {
+        (Some(Value::String(s)), _) => Ok(s.clone()),
+        (_, Some(Value::String(e))) => Err(e.clone()),
+        _ => panic!("odd answer from the oracle: {answer}"),
+    }
+}
+
+/// The YAML files of one corpus folder, with their text.
+fn corpus(folder: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tinkerbell-corpus").join(folder);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).expect("read corpus file"))
+        })
+        .collect()
+}
+
+/// `# corpus-<key>: value` lines of a corpus file.
+fn directive<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("# corpus-{key}:");
+    text.lines().filter_map(|l| l.strip_prefix(prefix.as_str())).map(str::trim).collect()
+}
+
+/// Real Tinkerbell templates and hardware from public repositories (each
+/// file names its source): every one applies through the parser `kiln
+/// apply` uses, plans against a corpus hardware, and renders what Go +
+/// Sprig render with the data Tinkerbell's controller builds.
+#[test]
+fn tinkerbell_corpus_applies_plans_and_renders_as_go_does() {
+    use kiln_documents::{Document, check_template, parse_documents_with_warnings, plan_workflow, render_data};
+    let mut hardware = std::collections::BTreeMap::new();
+    for (file, text) in corpus("hardware") {
+        let (docs, warnings) = parse_documents_with_warnings(&file, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        // The objects as Go reads them: the YAML as JSON, without status.
+        let objects: Vec<Value> = text
+            .split("\n---")
+            .filter_map(|d| serde_yaml_ng::from_str::<Value>(d).ok())
+            .filter(|v| v.get("kind").and_then(Value::as_str) == Some("Hardware"))
+            .map(|mut v| {
+                v.as_object_mut().expect("object").remove("status");
+                v
+            })
+            .collect();
+        let hws: Vec<_> = docs
+            .into_iter()
+            .filter_map(|d| match d {
+                Document::Hardware(h) => Some(h),
+                _ => None,
+            })
+            .collect();
+        assert!(!hws.is_empty(), "{file}: no Hardware");
+        assert_eq!(hws.len(), objects.len(), "{file}");
+        for (h, o) in hws.into_iter().zip(objects) {
+            hardware.insert(file.trim_end_matches(".yaml").to_string(), (h, o));
+            break;
+        }
+    }
+    assert!(hardware.len() >= 5, "at least 5 corpus hardware objects, found {}", hardware.len());
+    let oracle = oracle();
+    let mut templates = 0;
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for (file, text) in corpus("templates") {
+        let mut one = || -> Result<(), String> {
+            let (docs, warnings) = parse_documents_with_warnings(&file, &text).map_err(|e| e.to_string())?;
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            let defs = Default::default();
+            let workflow = docs.iter().find_map(|d| match d {
+                Document::Workflow(w) => Some(w.clone()),
+                _ => None,
+            });
+            for doc in &docs {
+                let Document::Template(t) = doc else { continue };
+                templates += 1;
+                check_template(t, &defs).map_err(|e| e.to_string())?;
+                let hw_name = directive(&text, "hardware").first().copied().unwrap_or("playground");
+                let (hw, object) = hardware.get(hw_name).ok_or(format!("no corpus hardware {hw_name}"))?;
+                let mut w = workflow.clone().unwrap_or_else(|| kiln_documents::WorkflowDoc {
+                    id: "corpus".into(),
+                    template: t.name.clone(),
+                    hardware: hw.id.clone(),
+                    hardware_map: Default::default(),
+                });
+                if workflow.is_none() {
+                    w.hardware_map.insert("device_1".into(), hw.macs[0].clone());
+                }
+                for kv in directive(&text, "hardware-map") {
+                    let (k, v) = kv.split_once('=').ok_or("corpus-hardware-map: key=value")?;
+                    w.hardware_map.insert(k.into(), v.into());
+                }
+                let plan = plan_workflow(t, &w, hw, &defs).map_err(|e| e.to_string())?;
+                if plan.actions.is_empty() {
+                    return Err("no actions".into());
+                }
+                let Some(oracle) = oracle else { continue };
+                let kiln =
+                    render(&format!("template {:?}", t.name), &t.data, &render_data(&w, hw)).map_err(|e| e.to_string());
+                let go = go_render_tinkerbell(oracle, &t.data, object, &w.hardware_map);
+                if kiln.as_ref().ok() != go.as_ref().ok() {
+                    return Err(format!("kiln and Go render differently\n go: {go:?}\n kiln: {kiln:?}"));
+                }
+                compared += 1;
+            }
+            Ok(())
+        };
+        if let Err(e) = one() {
+            failures.push(format!("{file}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} corpus files fail:\n{}", failures.len(), failures.join("\n"));
+    assert!(templates >= 15, "at least 15 corpus templates, found {templates}");
+    eprintln!("{templates} corpus templates planned, {compared} compared with Go, {} hardware", hardware.len());
 }
