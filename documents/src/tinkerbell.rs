@@ -389,7 +389,9 @@ pub(crate) fn hardware_views(hw: &HardwareDoc) -> (Value, Value) {
         .into_iter()
         .map(|mut iface| {
             // kiln's earlier view had `.MAC` on each interface; kept.
-            let mac = iface.pointer("/DHCP/MAC").cloned().unwrap_or_else(|| json!(""));
+            // (lower case, as before; DHCP.MAC is as written, as Tinkerbell has it).
+            let written = iface.pointer("/DHCP/MAC").and_then(Value::as_str).unwrap_or("");
+            let mac = json!(parse_mac(written).unwrap_or_else(|| written.to_string()));
             if let Value::Object(m) = &mut iface {
                 m.insert("MAC".into(), mac);
             }
