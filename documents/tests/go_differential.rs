@@ -286,6 +286,21 @@ const RENDERS: &[&str] = &[
     "{{ floor 2.7 }} {{ ceil 2.1 }} {{ floor -2.5 }} {{ round 3.14159 2 }} {{ round 2.5 0 }} {{ round 2.45 1 0.6 }} {{ ceil \"1.2\" }}",
     // A real Tinkerbell-style template fragment.
     "version: \"0.1\"\nname: ubuntu\ntasks:\n  - name: os\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: net\n        environment:\n          IP: {{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}/{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}\n          DNS: {{ join \",\" (index .Hardware.Interfaces 0).DHCP.NameServers }}\n          {{- with (index .Hardware.Interfaces 0).DHCP.IP.Gateway }}\n          GW: {{ . }}\n          {{- end }}\n          USERDATA: |\n{{ .Hardware.UserData | indent 12 }}\n",
+    // define, template, block.
+    "{{ define \"x\" }}[{{ . }}]{{ end }}{{ template \"x\" .s }} {{ template \"x\" 3 }}",
+    "{{ define \"disk\" }}{{ formatPartition (index .d 0) .n }}{{ end }}a: {{ template \"disk\" (dict \"d\" .Hardware.Disks \"n\" 1) }}\nb: {{ template \"disk\" (dict \"d\" .Hardware.Disks \"n\" 2) }}",
+    "before {{ block \"b\" .s }}<{{ . }}>{{ end }} after",
+    "{{ define \"r\" }}{{ if . }}{{ index . 0 }},{{ template \"r\" (rest .) }}{{ end }}{{ end }}{{ template \"r\" .nums }}",
+    "{{ define \"d\" }}{{ $ }}{{ end }}{{ $x := 5 }}{{ template \"d\" .s }}",
+    "{{ define \"e\" }}{{ end }}{{ template \"e\" }}x",
+    "{{ define \"a\" }}A{{ template \"b\" }}{{ end }}{{ define \"b\" }}B{{ end }}{{ template \"a\" }}",
+    "{{ define \"w\" }}  {{ end }}{{ define \"w\" }}real{{ end }}{{ template \"w\" }}",
+    "{{ define \"w\" }}real{{ end }}{{ define \"w\" }}  {{ end }}{{ template \"w\" }}",
+    "{{ range .nums }}{{ block \"item\" . }}({{ . }}){{ end }}{{ end }}",
+    "{{- define \"t1\" -}}\n  trimmed\n{{- end -}}\n{{ template \"t1\" }}|",
+    "{{ define \"m\" }}{{ .a }}{{ end }}{{ template \"m\" .m }}",
+    "{{ with .m }}{{ template \"n\" . }}{{ end }}{{ define \"n\" }}{{ .a }}{{ end }}",
+    "{{ define `raw` }}r{{ end }}{{ template `raw` }}",
 ];
 
 /// Templates Go refuses (kiln must refuse them too).
@@ -298,6 +313,17 @@ const FAILS: &[&str] = &[
     "{{ nosuchfunction 1 }}",
     "{{ $undefined }}",
     "{{ if .t }}unclosed",
+    "{{ template \"nope\" }}",
+    "{{ define \"x\" }}a{{ end }}{{ define \"x\" }}b{{ end }}",
+    "{{ if .t }}{{ define \"x\" }}{{ end }}{{ end }}",
+    "{{ define \"x\" }}{{ define \"y\" }}{{ end }}{{ end }}",
+    "{{ $v := 1 }}{{ define \"x\" }}{{ $v }}{{ end }}",
+    "{{ define \"x\" }}{{ break }}{{ end }}",
+    "{{ block \"x\" }}{{ end }}",
+    "{{ template .s }}",
+    "{{ define \"x\" }}unclosed",
+    "{{ define \"x\" }}{{ .a }}{{ end }}{{ template \"x\" }}",
+    "{{ template \"x\" 1 2 }}",
     "{{ end }}",
     "{{ break }}",
     "{{ range .l }}{{ end }}{{ continue }}",
@@ -614,6 +640,10 @@ fn template() -> impl Strategy<Value = String> {
             "{{{{ if {c} }}}}1{{{{ else if {d} }}}}2{{{{ else }}}}{{{{ with $w := {a} }}}}{{{{ $w }}}}{{{{ end }}}}{{{{ end }}}}"
         )),
         (e(), e()).prop_map(|(a, b)| format!(" x {{{{- {a} -}}}} y {{{{ {b} -}}}}\n z")),
+        (e(), e()).prop_map(|(a, c)| format!(
+            "{{{{ define \"g\" }}}}<{{{{ {a} }}}}|{{{{ $ }}}}>{{{{ end }}}}{{{{ template \"g\" {c} }}}};{{{{ template \"g\" . }}}}"
+        )),
+        (e(), e()).prop_map(|(a, c)| format!("{{{{ block \"b\" {c} }}}}[{{{{ {a} }}}}]{{{{ end }}}}")),
     ]
 }
 
