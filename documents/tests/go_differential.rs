@@ -301,6 +301,13 @@ const RENDERS: &[&str] = &[
     "{{ define \"m\" }}{{ .a }}{{ end }}{{ template \"m\" .m }}",
     "{{ with .m }}{{ template \"n\" . }}{{ end }}{{ define \"n\" }}{{ .a }}{{ end }}",
     "{{ define `raw` }}r{{ end }}{{ template `raw` }}",
+    // Sprig's semver (Masterminds/semver v3).
+    "{{ semverCompare \">=1.2.3\" \"1.2.3\" }} {{ semverCompare \"^1.2\" \"1.9.0\" }} {{ semverCompare \"~1.2\" \"1.3.0\" }}",
+    "{{ semverCompare \">= 1.2, < 2.0\" \"1.5\" }} {{ semverCompare \"1.2 - 1.4.5\" \"1.4.6\" }} {{ semverCompare \"<1 || >=3\" \"2.0.0\" }}",
+    "{{ semverCompare \">=1.2.0\" \"1.3.0-beta.1\" }} {{ semverCompare \">=1.2.0-0\" \"1.3.0-beta.1\" }} {{ semverCompare \"1.x\" \"1.4\" }}",
+    "{{ semverCompare \"*\" \"0.0.1\" }} {{ semverCompare \"!=1.2.x\" \"1.2.9\" }} {{ semverCompare \"^0.2.3\" \"0.2.9\" }} {{ semverCompare \"^0.0.3\" \"0.0.4\" }}",
+    "{{ semverCompare \">=v1.28\" \"v1.29.3+k3s1\" }} {{ if semverCompare \"<1.25\" \"1.24.9\" }}old{{ else }}new{{ end }}",
+    "{{ (semver \"v1.2.3-rc.1+build.5\").Major }}.{{ (semver \"1.2\").Minor }}.{{ (semver \"1\").Patch }} {{ (semver \"1.2.3-rc.1+b\").Prerelease }} {{ (semver \"1.2.3+b.7\").Metadata }} {{ (semver \"v2\").Original }}",
 ];
 
 /// Templates Go refuses (kiln must refuse them too).
@@ -879,4 +886,74 @@ fn tinkerbell_data_views_match_go() {
     }
     assert!(differences.is_empty(), "{} of {compared} differ:\n{}", differences.len(), differences.join("\n"));
     eprintln!("{compared} view probes agree with Go");
+}
+
+/// A version, with wildcards when it is part of a constraint.
+fn semver_version_with(wildcards: bool) -> impl Strategy<Value = String> {
+    let num = prop_oneof![Just("0".to_string()), Just("1".to_string()), Just("2".to_string()), Just("10".to_string())];
+    let wild = if wildcards {
+        prop_oneof![4 => num, 1 => Just("x".to_string()), 1 => Just("*".to_string())].boxed()
+    } else {
+        num.boxed()
+    };
+    let pre = prop_oneof![
+        Just(String::new()),
+        Just("-beta".to_string()),
+        Just("-beta.2".to_string()),
+        Just("-1".to_string()),
+        Just("-0".to_string()),
+        Just("-alpha.beta".to_string())
+    ];
+    let meta = prop_oneof![Just(String::new()), Just("+b1".to_string())];
+    let pre = if wildcards { prop_oneof![4 => Just(String::new()), 1 => pre].boxed() } else { pre.boxed() };
+    (proptest::bool::ANY, wild.clone(), proptest::option::of(wild.clone()), proptest::option::of(wild), pre, meta)
+        .prop_map(|(v, a, b, c, p, m)| {
+            let mut s = format!("{}{a}", if v { "v" } else { "" });
+            if let Some(b) = b {
+                s.push_str(&format!(".{b}"));
+                if let Some(c) = c {
+                    s.push_str(&format!(".{c}"));
+                }
+            }
+            format!("{s}{p}{m}")
+        })
+}
+
+fn semver_constraint() -> impl Strategy<Value = String> {
+    let op = prop_oneof![
+        Just(""),
+        Just("="),
+        Just("!="),
+        Just(">"),
+        Just("<"),
+        Just(">="),
+        Just("=>"),
+        Just("<="),
+        Just("~"),
+        Just("~>"),
+        Just("^")
+    ];
+    let one = (op, proptest::bool::ANY, semver_version_with(true))
+        .prop_map(|(o, space, v)| format!("{o}{}{v}", if space && !o.is_empty() { " " } else { "" }));
+    let group = prop_oneof![
+        proptest::collection::vec(one, 1..3).prop_map(|cs| cs.join(", ")),
+        (semver_version_with(true), semver_version_with(true)).prop_map(|(a, b)| format!("{a} - {b}")),
+    ];
+    proptest::collection::vec(group, 1..3).prop_map(|gs| gs.join(" || "))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Generated constraints and versions: kiln's semverCompare and
+    /// Masterminds/semver (through Sprig) agree, errors included.
+    #[test]
+    fn generated_semver_comparisons_agree_with_go(c in semver_constraint(), v in semver_version_with(false)) {
+        let Some(oracle) = oracle() else { return Ok(()) };
+        for t in [format!("{{{{ semverCompare {c:?} {v:?} }}}}"), format!("{{{{ (semver {v:?}).Minor }}}}")] {
+            if let Some(diff) = compare(oracle, &t, &json!({})) {
+                prop_assert!(false, "{}", diff);
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ use super::gostd::{
     go_regex_split, go_split, html_escape, js_escape, path_base, path_clean, path_dir, path_ext, query_escape, title,
 };
 use super::printf::{MAX_WIDTH, sprintf};
+use super::semver::{parse_version, semver_compare};
 use super::value::{
     Val, as_int, equal, go_float, go_kind, go_quote, go_type, kind, less, parse_go_int, to_text, truthy,
 };
@@ -88,6 +89,31 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             // Sprig quotes each argument but nil, and joins them with spaces.
             c.string(c.args.iter().filter(|a| !is_nil(a)).map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
+        }),
+    },
+    Function {
+        name: "semverCompare",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            let (constraint, version) = (c.str(0)?, c.str(1)?);
+            probe!(c);
+            semver_compare(&constraint, &version).map_or_else(|m| c.fail(m), |b| Ok(bool_val(b)))
+        }),
+    },
+    Function {
+        name: "semver",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let version = c.str1()?;
+            probe!(c);
+            // Go's *semver.Version, whose methods a template reads like
+            // fields (`(semver .v).Major`); kiln's is a map of them.
+            let v = parse_version(&version).map_err(|m| c.error(m))?;
+            Ok(Val::Json(serde_json::json!({
+                "Major": v.major, "Minor": v.minor, "Patch": v.patch,
+                "Prerelease": v.pre, "Metadata": v.metadata, "Original": v.original,
+            })))
         }),
     },
     Function { name: "lower", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(c.str1()?.to_lowercase())) },

@@ -94,6 +94,7 @@ mod gostd;
 mod lexer;
 mod parser;
 mod printf;
+mod semver;
 mod value;
 
 #[cfg(test)]
