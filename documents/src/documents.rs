@@ -254,7 +254,21 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<crate::tinkerbell::Parse
     {
         return crate::tinkerbell::parse(source, chunk, serde_yaml_ng::Value::Mapping(top));
     }
-    parse_kiln(source, chunk).map(|doc| crate::tinkerbell::Parsed { docs: vec![doc], warnings: Vec::new() })
+    let doc = parse_kiln(source, chunk)?;
+    let mut warnings = Vec::new();
+    // A raw Tinkerbell template's name is mapped like a Tinkerbell object's;
+    // say so, as for those.
+    if let (Document::Template(t), Some(Some(written))) = (&doc, raw_template(chunk.text))
+        && t.name != written
+    {
+        warnings.push(SpecError {
+            object: format!("{source} document {} (Template {written:?})", chunk.number),
+            line: crate::locate::line_of(chunk.text, "name").map(|l| l + chunk.offset),
+            field: Some("name".into()),
+            message: format!("{written:?} is {:?} in kiln (kiln names are 1-63 of [a-z0-9._-])", t.name),
+        });
+    }
+    Ok(crate::tinkerbell::Parsed { docs: vec![doc], warnings })
 }
 
 fn parse_kiln(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {

@@ -70,6 +70,12 @@ fn accepts_a_raw_tinkerbell_template() {
     let docs = parse_documents("f", "version: \"0.1\"\nname: Hello World\ntasks: []\n").unwrap();
     assert!(matches!(&docs[0], Document::Template(t) if t.name == crate::tinkerbell::kiln_name("Hello World")));
     assert!(crate::tinkerbell::kiln_name("Hello World").starts_with("hello-world-"));
+    let (_, warnings) =
+        crate::parse_documents_with_warnings("f", "# a raw template\nversion: \"0.1\"\nname: Hello World\ntasks: []\n")
+            .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!((warnings[0].field.as_deref(), warnings[0].line), (Some("name"), Some(3)), "{}", warnings[0]);
+    assert!(warnings[0].message.contains("\"Hello World\" is \"hello-world-"), "{}", warnings[0]);
     let e = err("version: \"0.1\"\nname: ''\ntasks: []\n");
     assert_eq!(e.field.as_deref(), Some("name"), "{e}");
 }
