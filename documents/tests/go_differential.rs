@@ -308,6 +308,10 @@ const RENDERS: &[&str] = &[
     "{{ semverCompare \"*\" \"0.0.1\" }} {{ semverCompare \"!=1.2.x\" \"1.2.9\" }} {{ semverCompare \"^0.2.3\" \"0.2.9\" }} {{ semverCompare \"^0.0.3\" \"0.0.4\" }}",
     "{{ semverCompare \">=v1.28\" \"v1.29.3+k3s1\" }} {{ if semverCompare \"<1.25\" \"1.24.9\" }}old{{ else }}new{{ end }}",
     "{{ (semver \"v1.2.3-rc.1+build.5\").Major }}.{{ (semver \"1.2\").Minor }}.{{ (semver \"1\").Patch }} {{ (semver \"1.2.3-rc.1+b\").Prerelease }} {{ (semver \"1.2.3+b.7\").Metadata }} {{ (semver \"v2\").Original }}",
+    // Sprig's duration and durationRound, from strings.
+    "{{ duration \"95\" }} {{ duration \"0\" }} {{ duration \"-3600\" }} {{ duration \"90061\" }} {{ duration \"x\" }} {{ duration \"99999999999\" }} {{ duration \"+7\" }}",
+    "{{ durationRound \"2h10m5s\" }} {{ durationRound \"-1.5h\" }} {{ durationRound \"300ms\" }} {{ durationRound \"1s\" }} {{ durationRound \"1.0000001s\" }} {{ durationRound \"800h\" }} {{ durationRound \"9000h\" }} {{ durationRound \"bad\" }}",
+    "{{ durationRound \"1h1m\" }} {{ durationRound \"2562047h\" }} {{ durationRound \".5m\" }} {{ durationRound \"1.5µs\" }} {{ durationRound \"0\" }} {{ durationRound \"\" }} {{ durationRound 1.5 }} {{ duration nil }}",
 ];
 
 /// Templates Go refuses (kiln must refuse them too).
@@ -388,6 +392,9 @@ const DELIBERATE: &[&str] = &[
     "{{ netmaskToPrefixLength \"255.0.255.0\" }}",
     "{{ formatPartition \"/dev/sda\" 0 }}",
     "{{ formatPartition \"\" 1 }}",
+    // An integer is an int or an int64 to Sprig, with different results.
+    "{{ duration 95 }}",
+    "{{ durationRound 60 }}",
 ];
 
 /// Templates both render, differently, on purpose (docs/templates.md,
@@ -1081,6 +1088,25 @@ proptest! {
                 _ => false,
             };
             prop_assert!(agree, "{yaml}\n{probe}\n  go:   {go:?}\n  kiln: {kiln:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Go's Duration.String and ParseDuration, through Sprig's duration and
+    /// durationRound, on generated seconds and duration strings.
+    #[test]
+    fn generated_durations_agree_with_go(
+        seconds in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), (-100_000i64..100_000).prop_map(|n| n.to_string())],
+        text in "[-+]?([0-9]{0,4}(\\.[0-9]{0,3})?(ns|us|µs|ms|s|m|h|x)?){1,3}",
+    ) {
+        let Some(oracle) = oracle() else { return Ok(()) };
+        for t in [format!("{{{{ duration {seconds:?} }}}}"), format!("{{{{ durationRound {text:?} }}}}")] {
+            if let Some(diff) = compare(oracle, &t, &json!({})) {
+                prop_assert!(false, "{}", diff);
+            }
         }
     }
 }

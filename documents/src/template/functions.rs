@@ -16,6 +16,13 @@ use super::value::{
 };
 use crate::SpecError;
 
+/// Why `duration` and `durationRound` refuse an integer: Sprig reads an
+/// `int64` (what its arithmetic returns, and `.Hardware`'s `LeaseTime`) and
+/// gives `0s` for an `int` (a constant, most data); kiln has one integer
+/// type, so either answer could be the wrong one.
+const INT_DURATION: &str = "takes a string here (\"90\", \"1h30m\"): Sprig reads an int64 but gives 0s for an int, \
+     and kiln does not tell them apart";
+
 /// Every function a template may call: its name and its implementation.
 /// The parser resolves a name here (a name not here is refused when the
 /// template is applied) and the evaluator calls what it found, so adding a
@@ -89,6 +96,35 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             // Sprig quotes each argument but nil, and joins them with spaces.
             c.string(c.args.iter().filter(|a| !is_nil(a)).map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
+        }),
+    },
+    Function {
+        name: "duration",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            // Sprig: seconds as a string or an int64; anything else is 0.
+            let seconds = match c.one()? {
+                Val::Probe | Val::Deferred(_) => return Ok(Val::Probe),
+                Val::Json(Value::String(s)) => super::duration::parse_seconds(s),
+                Val::Json(n @ Value::Number(_)) if as_int(n).is_some() => return c.fail(INT_DURATION),
+                Val::Json(_) => 0,
+            };
+            c.string(super::duration::to_string(seconds.wrapping_mul(1_000_000_000)))
+        }),
+    },
+    Function {
+        name: "durationRound",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            // Sprig: a string Go's time.ParseDuration reads (else 0), or
+            // nanoseconds as an int64.
+            let nanos = match c.one()? {
+                Val::Probe | Val::Deferred(_) => return Ok(Val::Probe),
+                Val::Json(Value::String(s)) => super::duration::parse(s).unwrap_or(0),
+                Val::Json(n @ Value::Number(_)) if as_int(n).is_some() => return c.fail(INT_DURATION),
+                Val::Json(_) => 0,
+            };
+            c.string(super::duration::round(nanos))
         }),
     },
     Function {
