@@ -272,10 +272,11 @@ fn syntax_errors_name_the_line() {
         ("a\n{{ env \"HOME\" }}", 2, "unsupported function \"env\""),
         ("{{ with .x }}", 1, "with without {{end}}"),
         ("{{ break }}", 1, "outside {{range}}"),
-        ("{{ define \"x\" }}{{ end }}", 1, "unsupported action \"define\""),
-        ("\n\n{{ define \"x\" }}", 3, "unsupported action \"define\""),
-        ("{{ template \"x\" }}", 1, "unsupported action \"template\""),
-        ("{{ block \"x\" . }}{{ end }}", 1, "unsupported action \"block\""),
+        ("{{ if 1 }}{{ define \"x\" }}{{ end }}{{ end }}", 1, "only allowed at the top level"),
+        ("\n\n{{ define \"x\" }}", 3, "\"x\" without {{end}}"),
+        ("{{ template x }}", 1, "template needs a template name in quotes"),
+        ("{{ block \"x\" }}{{ end }}", 1, "missing value for block clause"),
+        ("{{ define \"x\" }}a{{ end }}\n{{ define \"x\" }}b{{ end }}", 2, "multiple definition of template \"x\""),
         ("x\n{{ .a ", 2, "unterminated action"),
         ("{{ .a }}\n\n{{ end }}\nmore\n", 3, "unexpected {{end}}"),
         ("{{ if .flag }}x\n{{ else }}y\n{{ else }}z{{ end }}", 3, "a second else"),
@@ -620,4 +621,54 @@ fn go_language_features() {
         assert!(err.message.contains(needle), "{t}: {err}");
         assert_eq!(err.line, Some(1));
     }
+}
+
+#[test]
+fn template_calls_are_bounded() {
+    // Doubling calls stop at the step bound, not after 2^100 of them.
+    let doubling = "x\n{{ define \"x\" }}{{ template \"x\" . }}{{ template \"x\" . }}{{ end }}{{ template \"x\" . }}";
+    let e = render(T, doubling, &json!({})).unwrap_err();
+    assert!(e.message.contains("nested more than 100 deep") || e.message.contains("steps"), "{e}");
+    // As deep as allowed, with nesting inside each call, on a small stack
+    // (tokio's and the test harness's threads have 2 MiB).
+    let mut deep = "{{ define \"d\" }}{{ if . }}".to_string();
+    deep.push_str(&"{{ with 1 }}{{ range list 1 }}".repeat(30));
+    deep.push_str("{{ template \"d\" (sub $ 1) }}");
+    deep.push_str(&"{{ end }}{{ end }}".repeat(30));
+    deep.push_str("{{ end }}{{ end }}{{ template \"d\" 99 }}done");
+    let result = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || render(T, &deep, &json!({})))
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    let e = result.unwrap_err();
+    assert!(e.message.contains("nested more than 160 deep"), "{e}");
+    let shallow =
+        "{{ define \"d\" }}{{ if . }}{{ template \"d\" (sub $ 1) }}{{ end }}{{ end }}{{ template \"d\" 70 }}done";
+    assert_eq!(render(T, shallow, &json!({})).unwrap(), "done");
+    let e =
+        render(T, "{{ define \"i\" }}{{ template \"i\" . }}{{ end }}{{ template \"i\" 1 }}", &json!({})).unwrap_err();
+    assert!(e.message.contains("nested more than 100 deep"), "{e}");
+    // Checked at apply time with placeholders too.
+    assert!(render_probe(T, "{{ define \"p\" }}{{ .a.b }}{{ end }}{{ template \"p\" .x }}").is_ok());
+}
+
+#[test]
+fn the_deepest_nesting_with_the_deepest_expression_fits_a_small_stack() {
+    // Close to 160 bodies deep (the bound), then parentheses 60 deep.
+    let parens = format!("{}1{}", "(add 1 ".repeat(60), ")".repeat(60));
+    let mut t = "{{ define \"d\" }}{{ if . }}".to_string();
+    t.push_str("{{ template \"d\" (sub $ 1) }}{{ else }}");
+    t.push_str(&"{{ with 1 }}".repeat(40));
+    t.push_str(&format!("{{{{ {parens} }}}}"));
+    t.push_str(&"{{ end }}".repeat(40));
+    t.push_str("{{ end }}{{ end }}{{ template \"d\" 55 }}");
+    let result = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || render(T, &t, &json!({})))
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(result.unwrap(), "61");
 }

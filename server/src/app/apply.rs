@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kiln_documents::parse_documents;
+use kiln_documents::{parse_documents, parse_documents_with_warnings};
 
 use super::{App, AppError, OpContext};
 use crate::store::Outcome;
@@ -32,10 +32,22 @@ impl App {
     /// Validates every document of `yaml` against each other and the store,
     /// then writes them all in one transaction, or nothing.
     pub async fn apply(&self, opctx: &OpContext, source: &str, yaml: &str) -> Result<Vec<Applied>, AppError> {
+        self.apply_with_warnings(opctx, source, yaml).await.map(|(applied, _)| applied)
+    }
+
+    /// [`App::apply`], with the warnings of the documents: fields of
+    /// Tinkerbell objects that kiln ignores (as Tinkerbell does), each
+    /// naming the field and its line.
+    pub async fn apply_with_warnings(
+        &self,
+        opctx: &OpContext,
+        source: &str,
+        yaml: &str,
+    ) -> Result<(Vec<Applied>, Vec<String>), AppError> {
         self.authorize_write(opctx, "apply", source).await?;
         let result = self.apply_documents(source, yaml).await;
         let names = match &result {
-            Ok(applied) => applied
+            Ok((applied, _)) => applied
                 .iter()
                 .map(|a| format!("{} {} ({})", a.kind, a.name, a.outcome.as_str()))
                 .collect::<Vec<_>>()
@@ -46,8 +58,10 @@ impl App {
         result
     }
 
-    async fn apply_documents(&self, source: &str, yaml: &str) -> Result<Vec<Applied>, AppError> {
-        let docs = parse_documents(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+    async fn apply_documents(&self, source: &str, yaml: &str) -> Result<(Vec<Applied>, Vec<String>), AppError> {
+        let (docs, warnings) =
+            parse_documents_with_warnings(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         if docs.is_empty() {
             return Err(AppError::InvalidArgument(format!("{source}: no documents")));
         }
@@ -92,7 +106,7 @@ impl App {
         for agent in agents {
             self.events.wake_agent(&agent);
         }
-        Ok(names
+        let applied = names
             .into_iter()
             .zip(outcomes)
             .map(|((kind, name), outcome)| {
@@ -102,7 +116,8 @@ impl App {
                 };
                 Applied { kind, name, outcome, agent_token }
             })
-            .collect())
+            .collect();
+        Ok((applied, warnings))
     }
 
     /// The workflow `source` describes, rendered and planned, without
