@@ -489,6 +489,7 @@ fn data_printed_while_outputs_are_deferred_stays_text_at_dispatch() {
 /// memory ran out.)
 #[test]
 fn no_exponential_blow_up() {
+    const BLOW_UP: std::time::Duration = std::time::Duration::from_secs(60);
     let data = json!({"l": [1, 2, 3, 4], "s": "aa", "big": "x".repeat(100_000)});
     let nested = format!("x\n{}.{}", "{{ range .l }}".repeat(40), "{{ end }}".repeat(40));
     let doubling = format!("x\n{{{{ .s{} }}}}", " | replace \"a\" \"aa\"".repeat(60));
@@ -513,12 +514,15 @@ fn no_exponential_blow_up() {
     ] {
         let start = std::time::Instant::now();
         let result = render(T, &text, &data);
-        assert!(start.elapsed() < std::time::Duration::from_secs(3), "{:?} for {text}", start.elapsed());
+        // Not a speed goal (those are benchmarks): a bound that a blow-up
+        // (2^40 and more) would never meet, loose enough for a loaded
+        // machine running a debug build.
+        assert!(start.elapsed() < BLOW_UP, "{:?} for {text}", start.elapsed());
         let e = result.expect_err(&text);
         assert_eq!((e.line, e.field.as_deref()), (Some(2), Some(field)), "{e}");
         let start = std::time::Instant::now();
         let _ = render_probe(T, &text);
-        assert!(start.elapsed() < std::time::Duration::from_secs(3), "probe: {:?} for {text}", start.elapsed());
+        assert!(start.elapsed() < BLOW_UP, "probe: {:?} for {text}", start.elapsed());
     }
 }
 
