@@ -124,6 +124,12 @@ pub struct Action {
     agent_id: String,
     state: &'static str,
     image: String,
+    /// The template's image where the server's --image-rewrite changed it
+    /// (plans only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    template_image: String,
+    /// SUCCESS is recorded before the step fires (kexec, reboot).
+    terminal: bool,
     command: Vec<String>,
     environment: BTreeMap<String, String>,
     volumes: Vec<String>,
@@ -182,6 +188,8 @@ impl From<&v1::Workflow> for Workflow {
                         agent_id: a.agent_id.clone(),
                         state: action_state(a.state),
                         image: spec.image,
+                        template_image: spec.template_image,
+                        terminal: spec.terminal,
                         command: spec.command,
                         environment: spec.environment.into_iter().collect(),
                         volumes: spec.volumes,

@@ -140,7 +140,8 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let images = FileServer::start(image, Faults::default());
     let image_url = images.url("os.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
 
-    let img = |name: &str| format!("{guest_registry}/kiln/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
+    let prefix = crate::image_prefix();
+    let img = |name: &str| format!("{guest_registry}/{prefix}/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
     let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
     let killer = if kill_agent {
         // The agent is killed (by PID, from the host PID namespace) while
@@ -148,7 +149,7 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         // agent must follow this container to its end, not run it again.
         action(
             "agent-killer",
-            &format!("{guest_registry}/kiln/busybox:v1"),
+            &format!("{guest_registry}/{prefix}/busybox:v1"),
             &[],
             "          pid: host\n          command: [\"sh\", \"-c\", \"sleep 1; kill -9 $(pidof kiln-agent); echo agent killed; sleep 6; echo killer finished\"]\n",
         )

@@ -231,16 +231,20 @@ fn wait_agent_exit(m: &mut Machine, n: usize) -> std::process::ExitStatus {
 fn terminal_action_success_is_recorded_before_it_fires_and_the_workflow_continues_after() {
     let mut m = Machine::start("failed_containers: remove\n");
     let agent_pid = m.cluster.agents[0].pid();
-    // A stand-in for kexec (the host kernel here has none): it prepares,
-    // says it is ready, waits for the go, then ends the agent's life as a
-    // kexec would.
+    // A stand-in for kexec (the host kernel here has none), from an image
+    // labelled as speaking the handshake: offered it, it prepares, says it
+    // is ready, waits for the go, then ends the agent's life as a kexec
+    // would.
     let fire = format!(
-        "echo preparing kexec; touch /kiln/terminal-ready; while [ ! -e /kiln/terminal-go ]; do sleep 0.05; done; \
+        "echo preparing kexec; test \"$KILN_TERMINAL_HANDSHAKE\" = /kiln || exit 3; \
+         touch /kiln/terminal-ready; while [ ! -e /kiln/terminal-go ]; do sleep 0.05; done; \
          echo firing; kill -9 {agent_pid}; sleep 30"
     );
+    let handshake_image = m.cluster.env.busybox().replace("/busybox:", "/busybox-handshake:");
     let actions = [
         shell_action("prepare", 60, "echo before", ""),
-        shell_action("kexec", 60, &fire, "          pid: host\n          terminal: true\n"),
+        shell_action("kexec", 60, &fire, "          pid: host\n          terminal: true\n")
+            .replace("image: IMAGE", &format!("image: {handshake_image}")),
         shell_action("after", 60, "echo after the new kernel booted", ""),
     ]
     .concat();

@@ -193,9 +193,13 @@ fn load_failure(err: std::io::Error) -> Failure {
     Failure::new(reason, format!("kexec_file_load: {why} ({err})"))
 }
 
+/// The variable by which kiln's agent offers the handshake: the directory
+/// of its files (`/kiln`).
+pub const HANDSHAKE_ENV: &str = "KILN_TERMINAL_HANDSHAKE";
+
 /// The terminal-step handshake with the agent: say ready, wait for the go,
-/// so the step's success is reported before the machine leaves. Outside
-/// kiln (no `kiln` directory) there is nobody to wait for.
+/// so the step's success is reported before the machine leaves. Without
+/// the directory there is nobody to wait for.
 pub fn handshake(kiln: &Path) -> Result<()> {
     if !kiln.is_dir() {
         return Ok(());
