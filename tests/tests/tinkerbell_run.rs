@@ -53,11 +53,15 @@ fn a_hub_reboot_step_is_rewritten_terminal_and_its_success_is_stored_before_it_f
         "failed_containers: remove\n",
     );
     let agent_pid = m.cluster.agents[0].pid();
-    let actions = format!(
-        "        - name: reboot\n          image: quay.io/tinkerbell/actions/reboot:latest\n          timeout: 60\n          pid: host\n\
-                   command: [\"sh\", \"-c\", \"echo rebooting; kill -9 {agent_pid}; sleep 30\"]\n\
-         \x20       - name: after\n          image: IMAGE\n          timeout: 60\n          command: [\"echo\", \"back after the reboot\"]\n"
-    );
+    let actions = [
+        "        - name: reboot\n".to_string(),
+        "          image: quay.io/tinkerbell/actions/reboot:latest\n".to_string(),
+        "          timeout: 60\n          pid: host\n".to_string(),
+        format!("          command: [\"sh\", \"-c\", \"echo rebooting; kill -9 {agent_pid}; sleep 30\"]\n"),
+        "        - name: after\n          image: IMAGE\n          timeout: 60\n".to_string(),
+        "          command: [\"echo\", \"back after the reboot\"]\n".to_string(),
+    ]
+    .concat();
     let wf = m.run(&actions);
     wait_agent_exit(&mut m, 0);
     let result = m.cluster.workflow(&wf);
@@ -112,15 +116,16 @@ fn the_waitdaemon_pattern_leaves_a_detached_container_that_outlives_the_action()
     let marker_dir = dir.path().display().to_string();
     // A mount point of its own, to find the detached containers by.
     let mount = format!("/{}", unique("marker"));
-    let actions = format!(
-        "        - name: kexec-later\n          image: {waitdaemon}\n          timeout: 60\n\
-         \x20         command: [\"sh\", \"-c\", \"date +%s%3N > {mount}/fired\"]\n\
-         \x20         environment: {{IMAGE: {busybox}, WAIT_TIME: \"2\"}}\n\
-         \x20         volumes: [\"{socket}:/var/run/docker.sock\", \"{marker_dir}:{mount}\"]\n\
-         \x20       - name: after\n          image: {busybox}\n          timeout: 60\n          command: [\"echo\", \"next\"]\n",
-        waitdaemon = env.waitdaemon(),
-        busybox = env.busybox(),
-    );
+    let (waitdaemon, busybox) = (env.waitdaemon(), env.busybox());
+    let actions = [
+        format!("        - name: kexec-later\n          image: {waitdaemon}\n          timeout: 60\n"),
+        format!("          command: [\"sh\", \"-c\", \"echo fired > {mount}/fired\"]\n"),
+        format!("          environment: {{IMAGE: {busybox}, WAIT_TIME: \"2\"}}\n"),
+        format!("          volumes: [\"{socket}:/var/run/docker.sock\", \"{marker_dir}:{mount}\"]\n"),
+        format!("        - name: after\n          image: {busybox}\n          timeout: 60\n"),
+        "          command: [\"echo\", \"next\"]\n".to_string(),
+    ]
+    .concat();
     let wf = apply(&m, &actions);
     let result = m.cluster.wait_finished(&wf, LIMIT);
     let logs = m.logs(&wf);
@@ -134,10 +139,19 @@ fn the_waitdaemon_pattern_leaves_a_detached_container_that_outlives_the_action()
         assert!(start.elapsed() < LIMIT, "the detached container never ran the command");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(100));
-    let fired_ms: u128 = std::fs::read_to_string(&fired).unwrap().trim().parse().unwrap();
-    let finished_ms = finished.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis();
-    assert!(fired_ms > finished_ms, "the detached container ran after the action ended ({fired_ms} > {finished_ms})");
+    // The detached containers: the copy of the action, and IMAGE running
+    // the command, which started after the action's container had ended.
+    let detached: Vec<String> =
+        stdout(&env.docker(&["ps", "-aq", "--filter", &format!("volume={mount}")])).lines().map(String::from).collect();
+    let started = |id: &str| {
+        let out = stdout(&env.docker(&["inspect", "-f", "{{.Config.Image}} {{.State.StartedAt}}", id]));
+        let (image, at) = out.trim().split_once(' ').unwrap();
+        (image.to_string(), humantime::parse_rfc3339_weak(at.trim_end_matches('Z')).unwrap())
+    };
+    let ran: Vec<(String, SystemTime)> = detached.iter().map(|id| started(id)).collect();
+    assert!(ran.iter().any(|(image, _)| *image == waitdaemon), "the action's copy: {ran:?}");
+    let user = ran.iter().find(|(image, _)| *image == busybox).expect("IMAGE ran");
+    assert!(user.1 > finished, "IMAGE started after the action ended: {ran:?}, action finished at {finished:?}");
     for id in stdout(&env.docker(&["ps", "-aq", "--filter", &format!("volume={mount}")])).lines() {
         env.docker(&["rm", "-f", id]);
     }
