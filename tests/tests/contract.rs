@@ -190,18 +190,19 @@ fn kiln_retry_resumes_a_failed_workflow_from_the_failed_action() {
 #[test]
 fn registry_allow_list_is_enforced_at_apply_and_by_the_agent() {
     let env = kiln_tests::TestEnv::from_env();
-    let allowed = format!("{}/kiln", env.registry);
+    let prefix = kiln_tests::image_prefix();
+    let allowed = format!("{}/{prefix}", env.registry);
     let m = Machine::start_with(&["--allow-image", &allowed], "failed_containers: remove\n");
     // An image from elsewhere is refused when the template is applied.
     let elsewhere =
-        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/kiln/busybox:v1", env.auth_registry));
+        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/{prefix}/busybox:v1", env.auth_registry));
     let out = m.try_run(&elsewhere);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("tasks[0].actions[0].image") && err.contains("not from an allowed registry"), "{err}");
     // Look-alike prefixes do not pass.
     let lookalike =
-        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/kiln-evil/busybox:v1", env.registry));
+        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/{prefix}-evil/busybox:v1", env.registry));
     assert_eq!(m.try_run(&lookalike).status.code(), Some(1));
     let wf = m.run(&shell_action("a", 60, "echo allowed", ""));
     assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "SUCCESS");
