@@ -127,14 +127,15 @@ pub(super) fn container_spec(
 
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a
 /// restarted agent finds (and replaces) its own leftovers by name. At most
-/// 63 characters, so that it can be the container's hostname: the
-/// workflow's part is cut to 32 (the labels carry the whole id).
+/// 51 characters, so that it (and a handler's, 11 more) can be a hostname
+/// (63 at most): the workflow's part is cut to 22 (the labels carry the
+/// whole id).
 pub fn container_name(a: &Assignment) -> String {
     let workflow: String = a
         .workflow_id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
-        .take(32)
+        .take(22)
         .collect();
     let attempt: String = a.attempt_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
     format!("kiln-{workflow}-{}-{attempt}", a.action_index)
@@ -178,6 +179,6 @@ mod tests {
         };
         assert_eq!(container_name(&a), "kiln-wf_1_x-2-0b7c44d19a9a");
         let long = Assignment { workflow_id: "w".repeat(200), action_index: u32::MAX, ..a };
-        assert!(container_name(&long).len() <= 63, "a hostname: {}", container_name(&long));
+        assert!(container_name(&long).len() + "-on-timeout".len() <= 63, "a hostname: {}", container_name(&long));
     }
 }
