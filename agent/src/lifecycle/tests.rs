@@ -112,6 +112,11 @@ struct Harness {
 
 impl Harness {
     async fn start(runtime: FakeRuntime) -> Self {
+        Self::start_with(runtime, "").await
+    }
+
+    /// With `extra` appended to the agent's configuration.
+    async fn start_with(runtime: FakeRuntime, extra: &str) -> Self {
         let server = FakeServer::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -124,7 +129,7 @@ impl Harness {
         let state = tempfile::tempdir().unwrap();
         let config = AgentConfig::parse(&format!(
             "server: http://{addr}\ntoken: secret\nagent_id: {AGENT}\nstate_dir: {}\nstop_grace_seconds: 1\n\
-             failed_containers: remove\n",
+             failed_containers: remove\n{extra}",
             state.path().display()
         ))
         .unwrap();
@@ -337,4 +342,24 @@ async fn the_image_label_makes_a_step_terminal_and_only_then_is_the_handshake_of
     let success = heard.iter().position(|h| matches!(h, Heard::Report { state: ActionState::Success, .. }));
     let fired = heard.iter().position(|h| *h == Heard::Log("firing".into()));
     assert!(fired.is_some() && fired < success, "an ordinary action, reported at its exit: {heard:?}");
+}
+
+/// Under the agent's host networking an action's hostname is its
+/// container's name (so `docker inspect $(hostname)` finds it, as under
+/// Tinkerbell's own network namespace); a template's `network: host` keeps
+/// the machine's, and a namespace of its own keeps Docker's default.
+#[tokio::test]
+async fn the_hostname_names_the_container_unless_the_template_asks_for_the_host_network() {
+    let h = Harness::start_with(FakeRuntime::new(Program::exits(0, &[])), "host_network: true\n").await;
+    h.run(action(10)).await;
+    h.run(ActionSpec { network: "host".into(), ..action(10) }).await;
+    let created = h.runtime.created();
+    assert_eq!(created[0].hostname.as_deref(), Some(created[0].name.as_str()));
+    assert!(created[0].host_network);
+    assert_eq!((created[1].hostname.as_deref(), created[1].host_network), (None, true));
+
+    let h = Harness::start(FakeRuntime::new(Program::exits(0, &[]))).await;
+    h.run(action(10)).await;
+    let created = h.runtime.created();
+    assert_eq!((created[0].hostname.as_deref(), created[0].host_network), (None, false));
 }

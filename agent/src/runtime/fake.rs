@@ -95,6 +95,17 @@ impl FakeRuntime {
         self
     }
 
+    /// The specs of the containers it created, in creation order.
+    pub fn created(&self) -> Vec<ContainerSpec> {
+        let containers = self.containers.lock().unwrap();
+        let mut specs: Vec<(usize, ContainerSpec)> = containers
+            .iter()
+            .map(|(id, c)| (id.trim_start_matches('c').parse().unwrap_or(0), c.spec.clone()))
+            .collect();
+        specs.sort_by_key(|(n, _)| *n);
+        specs.into_iter().map(|(_, spec)| spec).collect()
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
