@@ -12,7 +12,7 @@ mod boot;
 mod config;
 mod grub;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kiln_action_kit::env::Env;
@@ -34,9 +34,7 @@ fn main() -> ExitCode {
         let _ = std::fs::remove_dir(&root);
         loaded?;
         unmounted?;
-        if let Some(dir) = std::env::var_os(boot::HANDSHAKE_ENV) {
-            boot::handshake(Path::new(&dir))?;
-        }
+        boot::handshake_if_offered(std::env::var_os(boot::HANDSHAKE_ENV))?;
         log(ACTION, "jumping into the new kernel");
         nix::unistd::sync();
         // Only returns on failure. Needs `pid: host`: in a PID namespace,
