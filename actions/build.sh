@@ -9,14 +9,19 @@
 # registry on the internet.
 #
 # The action library (actions/<name>/) becomes REGISTRY/kiln/actions/<name>
-# tagged with the workspace version and `latest`; the test image busybox
-# becomes REGISTRY/kiln/busybox:v1. Uses the Docker engine of $DOCKER_HOST; pushes to
+# tagged with the workspace version and `latest`; the test images busybox
+# busybox-handshake (busybox labelled as speaking the terminal handshake) and
+# waitdaemon become REGISTRY/kiln/<name>:v1.
+# KILN_IMAGE_PREFIX replaces that `kiln` (e.g. a branch's own images beside
+# main's in a shared registry; the tests read KILN_TEST_IMAGE_PREFIX).
+# Uses the Docker engine of $DOCKER_HOST; pushes to
 # registries that need a login use the credentials in $DOCKER_CONFIG.
 set -euo pipefail
 
 [ $# -ge 1 ] || { echo "usage: $0 REGISTRY[,REGISTRY...]" >&2; exit 2; }
 IFS=, read -r -a REGISTRIES <<<"$1"
 HERE=$(cd "$(dirname "$0")" && pwd)
+PREFIX=${KILN_IMAGE_PREFIX:-kiln}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -32,6 +37,17 @@ busybox_rootfs() {
     cp "$HERE/busybox/passwd" "$root/etc/passwd"
     # Test helpers, static so they need nothing from the image.
     gcc -static -O0 -o "$root/bin/kiln-segfault" "$HERE/testbins/segfault.c"
+    tar -C "$root" -c .
+}
+
+# waitdaemon: a stand-in for Tinkerbell's community waitdaemon (it starts a
+# detached copy of itself through the Docker socket and exits 0), for the
+# test that kiln runs that pattern unchanged.
+waitdaemon_rootfs() {
+    local root=$WORK/waitdaemon
+    mkdir -p "$root"/{bin,etc,dev,proc,sys,tmp}
+    gcc -static -O1 -o "$root/bin/waitdaemon" "$HERE/testbins/waitdaemon.c"
+    cp "$HERE/busybox/passwd" "$root/etc/passwd"
     tar -C "$root" -c .
 }
 
@@ -89,10 +105,17 @@ action_rootfs() { # name
 
 push() { # name, tag, entrypoint, rootfs-command...
     local name=$1 tag=$2 entrypoint=$3; shift 3
-    local first="${REGISTRIES[0]}/kiln/$name:$tag"
-    "$@" | docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c "$entrypoint" - "$first" >/dev/null
+    local first="${REGISTRIES[0]}/$PREFIX/$name:$tag"
+    local changes=(-c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c "$entrypoint")
+    # An action that speaks the terminal handshake says so by this label:
+    # the agent offers the handshake to such images only
+    # (docs/action-contract.md).
+    case $name in
+        actions/kexec | busybox-handshake) changes+=(-c 'LABEL kiln.terminal-handshake=v1') ;;
+    esac
+    "$@" | docker import "${changes[@]}" - "$first" >/dev/null
     for reg in "${REGISTRIES[@]}"; do
-        local ref="$reg/kiln/$name:$tag"
+        local ref="$reg/$PREFIX/$name:$tag"
         [ "$ref" = "$first" ] || docker tag "$first" "$ref"
         docker push -q "$ref" >/dev/null
         echo "pushed $ref"
@@ -102,12 +125,15 @@ push() { # name, tag, entrypoint, rootfs-command...
 # KILN_NO_BUSYBOX=1 leaves the registry's busybox image alone (rebuilding
 # only some actions).
 [ -n "${KILN_NO_BUSYBOX:-}" ] || push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+# The same, labelled as speaking the terminal handshake: for tests of it.
+push busybox-handshake v1 'CMD ["/bin/sh"]' busybox_rootfs
+push waitdaemon v1 'ENTRYPOINT ["/bin/waitdaemon"]' waitdaemon_rootfs
 
 build_actions
 for a in "${ACTIONS[@]}"; do
     push "actions/$a" "$VERSION" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
     for reg in "${REGISTRIES[@]}"; do
-        docker tag "$reg/kiln/actions/$a:$VERSION" "$reg/kiln/actions/$a:latest"
-        docker push -q "$reg/kiln/actions/$a:latest" >/dev/null
+        docker tag "$reg/$PREFIX/actions/$a:$VERSION" "$reg/$PREFIX/actions/$a:latest"
+        docker push -q "$reg/$PREFIX/actions/$a:latest" >/dev/null
     done
 done

@@ -124,6 +124,12 @@ pub struct Action {
     agent_id: String,
     state: &'static str,
     image: String,
+    /// The template's image where the server's --image-rewrite changed it
+    /// (plans only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    template_image: String,
+    /// SUCCESS is recorded before the step fires (kexec, reboot).
+    terminal: bool,
     command: Vec<String>,
     environment: BTreeMap<String, String>,
     volumes: Vec<String>,
@@ -135,8 +141,6 @@ pub struct Action {
     on_timeout: Vec<String>,
     retries: u32,
     retry_backoff_seconds: u64,
-    /// SUCCESS is recorded before the step fires (kexec, reboot).
-    terminal: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     builtin: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -220,6 +224,8 @@ impl From<&v1::Workflow> for Workflow {
                         agent_id: a.agent_id.clone(),
                         state: action_state(a.state),
                         image: spec.image,
+                        template_image: spec.template_image,
+                        terminal: spec.terminal,
                         command: spec.command,
                         environment: spec.environment.into_iter().collect(),
                         volumes: spec.volumes,
@@ -230,7 +236,6 @@ impl From<&v1::Workflow> for Workflow {
                         on_timeout: spec.on_timeout,
                         retries: spec.retries,
                         retry_backoff_seconds: spec.retry_backoff_seconds,
-                        terminal: spec.terminal,
                         builtin: spec.builtin,
                         external: spec.external,
                         definition: spec.definition,

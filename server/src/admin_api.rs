@@ -248,7 +248,7 @@ impl AdminService for AdminApi {
             Some(plan_request::Source::Documents(yaml)) => PlanSource::Documents(yaml),
             None => return Err(Status::invalid_argument("plan needs documents or a workflow id")),
         };
-        let wf = self.app.plan(&opctx, source).await.map_err(status)?;
-        Ok(Response::new(convert::workflow(&wf)))
+        let (wf, template_images) = self.app.plan(&opctx, source).await.map_err(status)?;
+        Ok(Response::new(convert::planned_workflow(&wf, template_images)))
     }
 }

@@ -27,6 +27,14 @@ struct Args {
     /// Allow only images pinned by digest (`...@sha256:...`).
     #[arg(long)]
     digests_only: bool,
+    /// Rewrite action image names: `FROM=TO` replaces the prefix FROM with
+    /// TO when an action is dispatched (and in `kiln plan`), e.g.
+    /// `quay.io/tinkerbell/actions/=registry.local/kiln/actions/` runs the
+    /// Tinkerbell hub's names from kiln's action library or a mirror.
+    /// Repeatable; the longest matching FROM wins. --allow-image applies
+    /// to the rewritten name.
+    #[arg(long = "image-rewrite", value_name = "FROM=TO")]
+    image_rewrites: Vec<String>,
     /// Largest artifact (one file of an action's /out) accepted, in bytes.
     #[arg(long, default_value_t = kiln_server::artifacts::DEFAULT_MAX_ARTIFACT_BYTES)]
     max_artifact_bytes: u64,
@@ -205,6 +213,8 @@ async fn main() -> anyhow::Result<()> {
         }))?;
     let image_policy =
         kiln_documents::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
+    let image_rewrites =
+        kiln_server::app::images::ImageRewrites::parse(&args.image_rewrites).map_err(anyhow::Error::msg)?;
     let database = kiln_server::store::DatabaseUrl::parse(args.database_url.as_deref(), &args.data_dir)
         .map_err(anyhow::Error::msg)?;
     let (tls, signing_ca) = tls_from_args(&args)?;
@@ -222,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         database: database.clone(),
         image_policy,
+        image_rewrites,
         max_artifact_bytes: args.max_artifact_bytes,
         lease: args.attempt_lease.into(),
         netboot: netboot_config(&args, tls.as_ref())?,

@@ -6,7 +6,8 @@
 //! RUNNING   create + start the container                            run.rs
 //!           its output goes to the LogShipper, to the stream's end  logs.rs
 //!           wait for exit, or SIGTERM/SIGKILL it at the timeout     wait.rs
-//!           (terminal actions: SUCCESS reported before they fire)   handshake.rs
+//!           (terminal steps: SUCCESS reported before they fire, by  handshake.rs
+//!           the handshake or before the start)
 //!           on-failure / on-timeout handler                         handlers.rs
 //!           artifacts from /out                                     artifacts.rs
 //! SUCCESS | FAILED | TIMEOUT   after every log line is with the     finish.rs

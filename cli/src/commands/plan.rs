@@ -34,6 +34,9 @@ fn plan_text(w: &v1::Workflow) -> String {
         out.push_str(&format!("{}. {}/{}\n", a.index + 1, s.task, s.name));
         if s.builtin.is_empty() {
             out.push_str(&format!("   image:   {}\n", s.image));
+            if !s.template_image.is_empty() {
+                out.push_str(&format!("            (the template's {}, by --image-rewrite)\n", s.template_image));
+            }
         } else {
             out.push_str(&format!("   builtin: {}\n", s.builtin));
         }
@@ -127,6 +130,26 @@ mod tests {
         assert!(text.contains("\n   on-timeout: [\"echo\",\"late\"]\n"), "{text}");
         let none = plan_text(&planned(&[], &[]));
         assert!(!none.contains("on-failure") && !none.contains("on-timeout"), "{none}");
+    }
+
+    #[test]
+    fn text_and_json_show_a_rewritten_image_and_terminal_steps() {
+        let mut wf = planned(&[], &[]);
+        let spec = wf.actions[0].spec.as_mut().unwrap();
+        spec.template_image = "quay.io/tinkerbell/actions/kexec:latest".into();
+        spec.terminal = true;
+        let text = plan_text(&wf);
+        assert!(
+            text.contains(
+                "   image:   reg.io/a:v1\n            (the template's quay.io/tinkerbell/actions/kexec:latest, by --image-rewrite)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("terminal: SUCCESS is recorded before the step fires"), "{text}");
+        assert!(!plan_text(&planned(&[], &[])).contains("--image-rewrite"));
+        let json = serde_json::to_value(view::Workflow::from(&wf)).unwrap();
+        assert_eq!(json["actions"][0]["template_image"], "quay.io/tinkerbell/actions/kexec:latest", "{json}");
+        assert_eq!(json["actions"][0]["terminal"], true, "{json}");
     }
 
     #[test]

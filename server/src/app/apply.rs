@@ -65,7 +65,7 @@ impl App {
         if docs.is_empty() {
             return Err(AppError::InvalidArgument(format!("{source}: no documents")));
         }
-        let mut batch = admission::admit(&self.store, docs, &self.image_policy).await?;
+        let mut batch = admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
         // A token for every hardware in the batch; the store keeps the hash
         // only for those it creates, and only theirs are shown (once).
         let mut tokens: HashMap<String, String> = HashMap::new();
@@ -122,14 +122,29 @@ impl App {
 
     /// The workflow `source` describes, rendered and planned, without
     /// creating anything.
-    pub async fn plan(&self, opctx: &OpContext, source: PlanSource) -> Result<model::Workflow, AppError> {
+    /// Its actions are shown as they are dispatched (images rewritten by
+    /// `--image-rewrite`, terminal steps inferred from their image); the
+    /// second value holds, per action, the image the template named where
+    /// a rewrite changed it ("" elsewhere).
+    pub async fn plan(
+        &self,
+        opctx: &OpContext,
+        source: PlanSource,
+    ) -> Result<(model::Workflow, Vec<String>), AppError> {
         opctx.require_operator_read()?;
-        Ok(match source {
+        let mut wf = match source {
             PlanSource::Workflow(id) => self.store.get_workflow(&id).await?,
             PlanSource::Documents(yaml) => {
                 let docs = parse_documents("input", &yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
                 admission::plan(&self.store, docs).await?
             }
-        })
+        };
+        let mut template_images = Vec::with_capacity(wf.actions.len());
+        for action in &mut wf.actions {
+            let written = action.spec.image.clone();
+            action.spec = super::images::dispatched(&self.image_rewrites, std::mem::take(&mut action.spec));
+            template_images.push(if action.spec.image == written { String::new() } else { written });
+        }
+        Ok((wf, template_images))
     }
 }
