@@ -129,7 +129,7 @@ mod tests {
             "TARFILE_CHECKSUM: unsupported digest algorithm",
             "DEST_PATH: must be an absolute path",
             "RETRY_DURATION_MINUTES:",
-            "INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION: expected true or false",
+            "INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION: expected a boolean",
         ] {
             assert!(err.message.contains(v), "{v} missing: {}", err.message);
         }
