@@ -58,10 +58,23 @@ fn writes_nested_file_with_modes_and_owner_then_overwrites() {
 #[test]
 fn bad_configuration_touches_nothing_and_names_every_variable() {
     let disk = LoopDisk::new();
-    let out = action(BIN, &[("DEST_DISK", &disk.device), ("DEST_PATH", "/etc/../../escape"), ("MODE", "0899")]);
+    let out = action(
+        BIN,
+        &[
+            ("DEST_DISK", &disk.device),
+            ("DEST_PATH", "/etc/../../escape"),
+            ("MODE", "0899"),
+            ("CONTENTS", "x"),
+            ("BOOTCONFIG_CONTENTS", "kernel {}"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let t = text(&out);
-    for needle in ["DEST_PATH: \"/etc/../../escape\" must not contain '..'", "CONTENTS: is required", "MODE:"] {
+    for needle in [
+        "DEST_PATH: \"/etc/../../escape\" must not contain '..'",
+        "BOOTCONFIG_CONTENTS: only one of CONTENTS, BOOTCONFIG_CONTENTS can be set",
+        "MODE:",
+    ] {
         assert!(t.contains(needle), "{needle} not in {t}");
     }
     assert_eq!(disk.list("/"), ["lost+found"]);
@@ -98,4 +111,91 @@ fn the_helper_waits_for_a_holder_of_the_mount() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(900), "unmounted while held?");
     assert!(!disk.is_mounted());
     assert_eq!(disk.read("/kept").unwrap(), b"yes\n");
+}
+
+/// As the hub: no CONTENTS at all writes an empty file.
+#[test]
+fn unset_contents_writes_an_empty_file() {
+    let disk = LoopDisk::new();
+    let out = action(BIN, &[("DEST_DISK", &disk.device), ("FS_TYPE", "ext4"), ("DEST_PATH", "/etc/cloud/empty")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(disk.read("/etc/cloud/empty").unwrap(), b"");
+}
+
+/// EKS Anywhere's Bottlerocket template: BOOTCONFIG_CONTENTS becomes the
+/// kernel's bootconfig format in /bootconfig.data.
+#[test]
+fn bootconfig_contents_is_written_in_the_kernels_format() {
+    let disk = LoopDisk::new();
+    let text_in = "kernel {\n    console = \"tty0\", \"ttyS0,115200n8\"\n}\n";
+    let out = action(
+        BIN,
+        &[
+            ("DEST_DISK", &disk.device),
+            ("FS_TYPE", "ext4"),
+            ("DEST_PATH", "/bootconfig.data"),
+            ("BOOTCONFIG_CONTENTS", text_in),
+            ("UID", "0"),
+            ("GID", "0"),
+            ("MODE", "0644"),
+            ("DIRMODE", "0700"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let data = disk.read("/bootconfig.data").unwrap();
+    assert!(data.ends_with(b"#BOOTCONFIG\n"));
+    let footer = data.len() - 20;
+    let size = u32::from_le_bytes(data[footer..footer + 4].try_into().unwrap()) as usize;
+    let sum = u32::from_le_bytes(data[footer + 4..footer + 8].try_into().unwrap());
+    assert_eq!(size, footer, "the size counts everything before the footer");
+    assert_eq!(size % 4, 0);
+    assert_eq!(&data[..text_in.len()], text_in.as_bytes());
+    assert!(data[text_in.len()..size].iter().all(|b| *b == 0));
+    assert_eq!(sum, text_in.bytes().map(u32::from).sum::<u32>());
+}
+
+/// HEGEL_URLS: each metadata service in turn until one gives user-data.
+#[test]
+fn hegel_urls_take_the_first_answer() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut req = [0u8; 4096];
+            let n = conn.read(&mut req).unwrap();
+            let line = String::from_utf8_lossy(&req[..n]).lines().next().unwrap_or_default().to_string();
+            seen2.lock().unwrap().push(line.clone());
+            let reply: &[u8] = if line.starts_with("GET /good/2009-04-04/user-data ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 23\r\nConnection: close\r\n\r\n[settings]\nmotd = \"hi\"\n"
+            } else {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = conn.write_all(reply);
+        }
+    });
+    let disk = LoopDisk::new();
+    // Nothing listens on port 9 (discard); then a 404; then the answer.
+    let urls = format!("http://127.0.0.1:9,{base}/missing,{base}/good");
+    let out = action(
+        BIN,
+        &[("DEST_DISK", &disk.device), ("FS_TYPE", "ext4"), ("DEST_PATH", "/user-data.toml"), ("HEGEL_URLS", &urls)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(disk.read("/user-data.toml").unwrap(), b"[settings]\nmotd = \"hi\"\n");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["GET /missing/2009-04-04/user-data HTTP/1.1", "GET /good/2009-04-04/user-data HTTP/1.1"]
+    );
+    // None answers: a failure naming each, and nothing written.
+    let out = action(
+        BIN,
+        &[("DEST_DISK", &disk.device), ("DEST_PATH", "/none.toml"), ("HEGEL_URLS", &format!("{base}/missing"))],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no user-data from HEGEL_URLS"), "{}", text(&out));
+    assert!(disk.read("/none.toml").is_none());
 }
