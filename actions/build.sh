@@ -12,6 +12,11 @@
 # tagged with the workspace version and `latest`; the test image busybox
 # becomes REGISTRY/kiln/busybox:v1. Uses the Docker engine of $DOCKER_HOST; pushes to
 # registries that need a login use the credentials in $DOCKER_CONFIG.
+#
+# KILN_IMAGE_TAG=TAG pushes the actions as REGISTRY/kiln/actions/<name>:TAG
+# only (no `latest`, no busybox), so a branch's images can be tested in a
+# shared registry without replacing anyone's; the integration tests
+# (tests/src/lib.rs) read the same variable to pick them.
 set -euo pipefail
 
 [ $# -ge 1 ] || { echo "usage: $0 REGISTRY[,REGISTRY...]" >&2; exit 2; }
@@ -88,11 +93,13 @@ push() { # name, tag, entrypoint, rootfs-command...
     done
 }
 
-push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+TAG=${KILN_IMAGE_TAG:-$VERSION}
+[ -n "${KILN_IMAGE_TAG:-}" ] || push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
 
 build_actions
 for a in "${ACTIONS[@]}"; do
-    push "actions/$a" "$VERSION" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
+    push "actions/$a" "$TAG" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
+    [ -z "${KILN_IMAGE_TAG:-}" ] || continue
     for reg in "${REGISTRIES[@]}"; do
         docker tag "$reg/kiln/actions/$a:$VERSION" "$reg/kiln/actions/$a:latest"
         docker push -q "$reg/kiln/actions/$a:latest" >/dev/null

@@ -52,9 +52,15 @@ impl TestEnv {
         format!("{}/kiln/busybox:v1", self.registry)
     }
 
-    /// An image of the action library (`actions/build.sh`) in the open registry.
+    /// An image of the action library (`actions/build.sh`) in the open
+    /// registry: the workspace version's, or `KILN_IMAGE_TAG`'s (a branch's
+    /// images pushed with `KILN_IMAGE_TAG=... actions/build.sh`).
     pub fn action(&self, name: &str) -> String {
-        format!("{}/kiln/actions/{name}:{}", self.registry, env!("CARGO_PKG_VERSION"))
+        let tag = std::env::var("KILN_IMAGE_TAG")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+        format!("{}/kiln/actions/{name}:{tag}", self.registry)
     }
 
     /// `docker` against the test engine.
