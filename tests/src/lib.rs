@@ -56,17 +56,19 @@ impl TestEnv {
     /// registry: the workspace version's, or `KILN_IMAGE_TAG`'s (a branch's
     /// images pushed with `KILN_IMAGE_TAG=... actions/build.sh`).
     pub fn action(&self, name: &str) -> String {
-        let tag = std::env::var("KILN_IMAGE_TAG")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-        format!("{}/kiln/actions/{name}:{tag}", self.registry)
+        format!("{}/kiln/actions/{name}:{}", self.registry, action_tag())
     }
 
     /// `docker` against the test engine.
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker").env("DOCKER_HOST", &self.docker_host).args(args).output().expect("run docker")
     }
+}
+
+/// The tag of the action images under test: `KILN_IMAGE_TAG`, or the
+/// workspace version (what `actions/build.sh` pushes by default).
+pub fn action_tag() -> String {
+    std::env::var("KILN_IMAGE_TAG").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| env!("CARGO_PKG_VERSION").into())
 }
 
 /// Directory of the workspace's built binaries (`target/<profile>`), found

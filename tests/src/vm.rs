@@ -140,7 +140,7 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let images = FileServer::start(image, Faults::default());
     let image_url = images.url("os.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
 
-    let img = |name: &str| format!("{guest_registry}/kiln/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
+    let img = |name: &str| format!("{guest_registry}/kiln/actions/{name}:{}", crate::action_tag());
     let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
     let killer = if kill_agent {
         // The agent is killed (by PID, from the host PID namespace) while
@@ -160,7 +160,12 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         action(
             "image2disk",
             &img("image2disk"),
-            &[("IMG_URL", image_url), ("DEST_DISK", "/dev/vda2".into()), ("CHECKSUM", checksum)],
+            &[
+                ("IMG_URL", image_url),
+                ("DEST_DISK", "/dev/vda2".into()),
+                ("CHECKSUM", checksum),
+                ("COMPRESSED", "true".into()),
+            ],
             "",
         ),
         killer,
