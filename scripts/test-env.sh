@@ -25,8 +25,9 @@ install_packages() {
     # (with promtool): the metrics test scrapes a server with a real one and
     # checks docs/monitoring/alerts.yml; golang-go and the Go packages: the
     # Go + Sprig renderer that documents/tests/go_differential.rs compares
-    # kiln's templates with (built offline in GOPATH mode).
-    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl \
+    # kiln's templates with (built offline in GOPATH mode); iproute2: the
+    # writefile test's network namespaces (busybox udhcpd answers DHCP there).
+    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl iproute2 \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
         qemu-system-x86 ipxe-qemu postgresql-15 prometheus \
         golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev; do

@@ -23,6 +23,9 @@ pub enum Source {
     Bytes(Vec<u8>),
     /// HEGEL_URLS: the user-data of the first metadata service that answers.
     Hegel(Vec<String>),
+    /// STATIC_NETPLAN / STATIC_BOTTLEROCKET: a DHCP offer written as
+    /// static configuration (see [`crate::dhcp`]).
+    Dhcp { bottlerocket: bool, ifname: Option<String>, timeout: std::time::Duration },
 }
 
 /// The version path EKS Anywhere's writefile asks Hegel for.
@@ -87,12 +90,15 @@ impl Config {
                 }
             }
             Some("HEGEL_URLS") => env.parse_with("HEGEL_URLS", true, hegel_urls).map(Source::Hegel),
-            Some(other) => {
-                // EKS Anywhere asks the DHCP server for an address and
-                // writes it as static configuration; kiln's writefile does
-                // not do that yet, and writing anything else would be wrong.
-                env.invalid(other, "is not supported by kiln's writefile (it would DHCP for a static address)");
-                None
+            Some(mode) => {
+                let timeout = env
+                    .parse_with("DHCP_TIMEOUT", false, crate::dhcp::parse_go_duration)
+                    .unwrap_or(std::time::Duration::from_secs(120));
+                Some(Source::Dhcp {
+                    bottlerocket: mode == "STATIC_BOTTLEROCKET",
+                    ifname: env.optional("IFNAME"),
+                    timeout,
+                })
             }
         };
         let uid = env.number::<u32>("UID", false).unwrap_or(0);
@@ -266,6 +272,20 @@ mod tests {
         );
         // STATIC_* count only when exactly "true", as EKS Anywhere compares.
         with(&[("STATIC_NETPLAN", "1"), ("STATIC_BOTTLEROCKET", "false"), ("IFNAME", "eno1")], Some("x")).unwrap();
+        let c = with(&[("STATIC_BOTTLEROCKET", "true"), ("IFNAME", "eno1"), ("DHCP_TIMEOUT", "30s")], None).unwrap();
+        let timeout = std::time::Duration::from_secs(30);
+        assert_eq!(c.source, Source::Dhcp { bottlerocket: true, ifname: Some("eno1".into()), timeout });
+        let c = with(&[("STATIC_NETPLAN", "true")], None).unwrap();
+        let timeout = std::time::Duration::from_secs(120);
+        assert_eq!(c.source, Source::Dhcp { bottlerocket: false, ifname: None, timeout });
+        let err = with(&[("STATIC_NETPLAN", "true")], Some("x")).unwrap_err();
+        assert!(
+            err.message.contains("STATIC_NETPLAN: only one of CONTENTS, STATIC_NETPLAN can be set"),
+            "{}",
+            err.message
+        );
+        let err = with(&[("STATIC_NETPLAN", "true"), ("DHCP_TIMEOUT", "2")], None).unwrap_err();
+        assert!(err.message.starts_with("DHCP_TIMEOUT: expected a Go duration"), "{}", err.message);
         // Unset MODE etc. are kiln defaults; malformed ones are named.
         for (var, v) in [("MODE", "rw"), ("DIRMODE", "8"), ("UID", "root"), ("GID", "-1")] {
             let err = with(&[(var, v)], None).unwrap_err();

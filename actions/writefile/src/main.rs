@@ -2,9 +2,12 @@
 //! cloud-init, a machine's identity), with its owner and mode, creating
 //! missing directories, atomically, and unmounting even when it fails. The
 //! contents are CONTENTS, or (EKS Anywhere's writefile) a kernel bootconfig
-//! made from BOOTCONFIG_CONTENTS, or the user-data from HEGEL_URLS.
+//! made from BOOTCONFIG_CONTENTS, or the user-data from HEGEL_URLS, or a
+//! DHCP offer written as static network configuration (STATIC_NETPLAN,
+//! STATIC_BOTTLEROCKET).
 
 mod config;
+mod dhcp;
 mod write;
 
 use std::path::PathBuf;
@@ -29,14 +32,29 @@ fn main() -> ExitCode {
         let config = Config::from_env(env, std::env::var_os("CONTENTS"))?;
         // Fetched before the disk is touched: a metadata service that does
         // not answer leaves nothing half done.
+        let mut dns = None;
         let contents = match &config.source {
             Source::Bytes(b) => b.clone(),
             Source::Hegel(urls) => user_data(urls)?,
+            Source::Dhcp { bottlerocket, ifname, timeout } => {
+                let ifname = dhcp::interface(ifname.as_deref())?;
+                let offer = dhcp::request_offer(&ifname, *timeout)?;
+                log(ACTION, format_args!("DHCP offer on {ifname}: {}/{}", offer.address, offer.prefix));
+                if *bottlerocket {
+                    dns = Some(dhcp::bottlerocket_dns(&offer));
+                    dhcp::bottlerocket_net_toml(&offer).into_bytes()
+                } else {
+                    dhcp::netplan(&offer).into_bytes()
+                }
+            }
         };
         let root = PathBuf::from(format!("/tmp/kiln-{ACTION}-{}", std::process::id()));
         let mut mounts = Mounts::new();
         mounts.mount_device(&config.disk, config.fs_type.as_deref(), &root)?;
-        let written = write::write_into(&root, &config, &contents);
+        let written = write::write_into(&root, &config, &contents).and_then(|()| match &dns {
+            Some(dns) => append_user_data(&root, dns),
+            None => Ok(()),
+        });
         // Unmounted whatever happened; an unmount error is reported because
         // it can mean the write never reached the disk.
         let unmounted = mounts.unmount_all();
@@ -80,4 +98,19 @@ fn user_data(urls: &[String]) -> Result<Vec<u8>> {
         }
     }
     Err(Failure::new("DownloadFailed", format!("no user-data from HEGEL_URLS: {}", tried.join("; "))))
+}
+
+/// Bottlerocket takes its DNS servers from its user-data: EKS Anywhere
+/// appends them to /user-data.toml (creating it, mode 0644).
+fn append_user_data(root: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = kiln_action_kit::mount::inside(root, "/user-data.toml").map_err(|e| Failure::new("WriteFailed", e))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .map_err(|e| Failure::new("WriteFailed", format!("appending the DNS servers to /user-data.toml: {e}")))
 }

@@ -199,3 +199,150 @@ fn hegel_urls_take_the_first_answer() {
     assert!(text(&out).contains("no user-data from HEGEL_URLS"), "{}", text(&out));
     assert!(disk.read("/none.toml").is_none());
 }
+
+/// Two network namespaces joined by a veth pair, a DHCP server (busybox
+/// udhcpd) on one end; removed on drop.
+struct DhcpNet {
+    client_ns: String,
+    server_ns: String,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl DhcpNet {
+    fn new() -> DhcpNet {
+        let id = std::process::id() % 100_000;
+        let (client_ns, server_ns) = (format!("kiln-wf-c{id}"), format!("kiln-wf-s{id}"));
+        let ip = |args: &str| {
+            let ok = std::process::Command::new("ip").args(args.split(' ')).status().unwrap().success();
+            assert!(ok, "ip {args}");
+        };
+        ip(&format!("netns add {client_ns}"));
+        ip(&format!("netns add {server_ns}"));
+        ip(&format!("link add kwfs{id} netns {server_ns} type veth peer name kwfc netns {client_ns}"));
+        ip(&format!("-n {server_ns} addr add 10.77.0.1/24 dev kwfs{id}"));
+        ip(&format!("-n {server_ns} link set kwfs{id} up"));
+        ip(&format!("-n {client_ns} link set kwfc up"));
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("udhcpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "start 10.77.0.50\nend 10.77.0.60\ninterface kwfs{id}\nlease_file {}\npidfile {}\n\
+                 option subnet 255.255.255.0\noption router 10.77.0.1\noption dns 10.77.0.2 10.77.0.3\n",
+                dir.path().join("leases").display(),
+                dir.path().join("pid").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("leases"), b"").unwrap();
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &server_ns, "busybox", "udhcpd", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        DhcpNet { client_ns, server_ns, server, _dir: dir }
+    }
+
+    /// Runs writefile in the client namespace (interface `kwfc`).
+    fn writefile(&self, vars: &[(&str, &str)]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.client_ns, BIN])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    fn stop_server(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+
+    fn client_mac(&self) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.client_ns, "cat", "/sys/class/net/kwfc/address"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for DhcpNet {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        for ns in [&self.client_ns, &self.server_ns] {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// EKS Anywhere's STATIC_NETPLAN and STATIC_BOTTLEROCKET: a real DHCP
+/// server's offer, written as static configuration.
+#[test]
+fn static_netplan_and_bottlerocket_from_a_dhcp_offer() {
+    let mut net = DhcpNet::new();
+    let mac = net.client_mac();
+    let disk = LoopDisk::new();
+    let out = net.writefile(&[
+        ("DEST_DISK", &disk.device),
+        ("FS_TYPE", "ext4"),
+        ("DEST_PATH", "/etc/netplan/config.yaml"),
+        ("STATIC_NETPLAN", "true"),
+        ("IFNAME", "kwfc"),
+        ("DHCP_TIMEOUT", "20s"),
+        ("MODE", "0600"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let netplan = String::from_utf8(disk.read("/etc/netplan/config.yaml").unwrap()).unwrap();
+    let expected = format!(
+        "network:\n    version: 2\n    renderer: networkd\n    ethernets:\n        id0:\n            match:\n                \
+         macaddress: {mac}\n            addresses:\n                - 10.77.0.5X/24\n            nameservers:\n                \
+         addresses: [10.77.0.2, 10.77.0.3]\n            routes:\n                - to: default\n                  via: 10.77.0.1\n"
+    );
+    // The address is the pool's first free one; the rest is exact.
+    let at = expected.find("10.77.0.5X").unwrap();
+    assert_eq!(netplan[..at], expected[..at], "{netplan}");
+    assert!(netplan[at..].starts_with("10.77.0.5"), "{netplan}");
+    assert_eq!(netplan[at + 10..], expected[at + 10..], "{netplan}");
+    assert_eq!(disk.stat("/etc/netplan/config.yaml").unwrap().1, 0o600);
+
+    disk.with_mounted(|m| std::fs::write(m.join("user-data.toml"), "[settings]\n").unwrap());
+    let out = net.writefile(&[
+        ("DEST_DISK", &disk.device),
+        ("DEST_PATH", "/net.toml"),
+        ("STATIC_BOTTLEROCKET", "true"),
+        ("IFNAME", "kwfc"),
+        ("DHCP_TIMEOUT", "20s"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let toml = String::from_utf8(disk.read("/net.toml").unwrap()).unwrap();
+    assert!(toml.starts_with(&format!("# Version is required, it will change as we support\n# additional settings\nversion = 3\n\n[\"{mac}\".static4]\naddresses = [\"10.77.0.5")), "{toml}");
+    assert!(
+        toml.ends_with(&format!(
+            "/24\"]\n\n[[\"{mac}\".route]]\nto = \"default\"\nvia = \"10.77.0.1\"\nroute-metric = 100\n"
+        )),
+        "{toml}"
+    );
+    assert_eq!(
+        disk.read("/user-data.toml").unwrap(),
+        b"[settings]\n\n\n[settings.dns]\nname-servers = [\"10.77.0.2\", \"10.77.0.3\"]\n\n"
+    );
+
+    // No server answering: DHCP_TIMEOUT ends it, nothing written.
+    net.stop_server();
+    let out = net.writefile(&[
+        ("DEST_DISK", &disk.device),
+        ("DEST_PATH", "/none.yaml"),
+        ("STATIC_NETPLAN", "true"),
+        ("IFNAME", "kwfc"),
+        ("DHCP_TIMEOUT", "1s"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no DHCP offer on kwfc within 1s (DHCP_TIMEOUT)"), "{}", text(&out));
+    assert!(disk.read("/none.yaml").is_none());
+}
