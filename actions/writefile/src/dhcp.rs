@@ -3,7 +3,9 @@
 //! DISCOVER, and the OFFER's address, mask, router and DNS servers) on the
 //! machine's interface and write it as static configuration: a netplan file
 //! at DEST_PATH, or Bottlerocket's net.toml at DEST_PATH plus the DNS
-//! servers appended to /user-data.toml. `IFNAME` names the interface
+//! servers appended to /user-data.toml. On a VLAN interface Hook made
+//! (`eth0.N`, from `vlan_id=N` on the kernel command line) the netplan is
+//! EKS Anywhere's VLAN one. `IFNAME` names the interface
 //! (default: the first with a global IPv4 address), `DHCP_TIMEOUT` bounds
 //! the wait (a Go duration, default 2m). kiln's actions run in the host's
 //! network namespace, so the action's own interfaces are the machine's.
@@ -205,6 +207,44 @@ pub fn netplan(o: &Offer) -> String {
     out
 }
 
+/// Hook names a VLAN interface `eth0.5` when `vlan_id=5` is on the kernel
+/// command line; EKS Anywhere then writes the VLAN netplan. Its test:
+/// `eth`, a digit, any one character, and 1 to 4096.
+pub fn is_vlan_interface(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.len() < 6 || !name.starts_with("eth") || !b[3].is_ascii_digit() {
+        return false;
+    }
+    let Some(id) = name.get(5..) else { return false };
+    !id.starts_with('0')
+        && id.bytes().all(|c| c.is_ascii_digit())
+        && id.parse::<u32>().is_ok_and(|n| (1..=4096).contains(&n))
+}
+
+/// `vlan_id=N` from a kernel command line.
+pub fn vlan_id(cmdline: &str) -> Option<u32> {
+    cmdline.split_whitespace().find_map(|w| w.strip_prefix("vlan_id=")?.parse().ok())
+}
+
+/// EKS Anywhere's netplan for a VLAN: the NIC matched by MAC and renamed
+/// `mainif`, the address on `vlanN` over it.
+pub fn netplan_vlan(o: &Offer, vlan: u32) -> String {
+    let mut out = format!(
+        "network:\n    version: 2\n    renderer: networkd\n    ethernets:\n        mainif:\n            match:\n                \
+         macaddress: {}\n            set-name: mainif\n\n    vlans:\n        vlan{vlan}:\n            id: {vlan}\n            \
+         link: mainif\n            addresses:\n            - {}/{}\n            nameservers:\n                addresses: [{}]",
+        mac_text(o.mac),
+        o.address,
+        o.prefix,
+        joined(&o.nameservers, ", ")
+    );
+    if let Some(gw) = o.gateway {
+        out.push_str(&format!("\n            routes:\n                - to: default\n                  via: {gw}"));
+    }
+    out.push('\n');
+    out
+}
+
 /// EKS Anywhere's Bottlerocket net.toml (version 3, the interface named by
 /// its MAC address).
 pub fn bottlerocket_net_toml(o: &Offer) -> String {
@@ -271,6 +311,30 @@ mod tests {
             "# Version is required, it will change as we support\n# additional settings\nversion = 3\n\n[\"52:54:00:12:34:56\".static4]\naddresses = [\"192.168.1.20/24\"]\n\n[[\"52:54:00:12:34:56\".route]]\nto = \"default\"\nvia = \"192.168.1.1\"\nroute-metric = 100\n"
         );
         assert_eq!(bottlerocket_dns(&o), "\n\n[settings.dns]\nname-servers = [\"192.168.1.2\", \"8.8.8.8\"]\n\n");
+    }
+
+    #[test]
+    fn vlan_netplan_like_eks_anywhere() {
+        for (name, vlan) in [("eth0.5", true), ("eth1.4096", true), ("eth0.4097", false), ("eth0.05", false)] {
+            assert_eq!(is_vlan_interface(name), vlan, "{name}");
+        }
+        for name in ["eth0", "eno1.5", "ethx.5", "eth0."] {
+            assert!(!is_vlan_interface(name), "{name}");
+        }
+        assert_eq!(vlan_id("BOOT_IMAGE=/vmlinuz vlan_id=42 console=ttyS0\n"), Some(42));
+        assert_eq!(vlan_id("quiet vlan_id=7\n"), Some(7));
+        assert_eq!(vlan_id("quiet\n"), None);
+        let o = Offer {
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            address: Ipv4Addr::new(10, 1, 2, 3),
+            prefix: 16,
+            gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            nameservers: vec![Ipv4Addr::new(10, 1, 0, 2)],
+        };
+        assert_eq!(
+            netplan_vlan(&o, 42),
+            "network:\n    version: 2\n    renderer: networkd\n    ethernets:\n        mainif:\n            match:\n                macaddress: 52:54:00:12:34:56\n            set-name: mainif\n\n    vlans:\n        vlan42:\n            id: 42\n            link: mainif\n            addresses:\n            - 10.1.2.3/16\n            nameservers:\n                addresses: [10.1.0.2]\n            routes:\n                - to: default\n                  via: 10.1.0.1\n"
+        );
     }
 
     #[test]

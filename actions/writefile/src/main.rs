@@ -43,6 +43,15 @@ fn main() -> ExitCode {
                 if *bottlerocket {
                     dns = Some(dhcp::bottlerocket_dns(&offer));
                     dhcp::bottlerocket_net_toml(&offer).into_bytes()
+                } else if dhcp::is_vlan_interface(&ifname) {
+                    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+                    let Some(vlan) = dhcp::vlan_id(&cmdline) else {
+                        return Err(Failure::new(
+                            "DhcpFailed",
+                            format!("{ifname} is a VLAN interface but /proc/cmdline has no vlan_id="),
+                        ));
+                    };
+                    dhcp::netplan_vlan(&offer, vlan).into_bytes()
                 } else {
                     dhcp::netplan(&offer).into_bytes()
                 }
