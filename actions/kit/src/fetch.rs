@@ -296,7 +296,6 @@ impl Read for Download {
                 Err(e) => error_chain(&e),
             };
             self.body = None;
-            self.check_deadline(&cause).map_err(io::Error::other)?;
             self.connect(Some(cause)).map_err(io::Error::other)?;
         }
     }
