@@ -16,6 +16,11 @@
 # main's in a shared registry; the tests read KILN_TEST_IMAGE_PREFIX).
 # Uses the Docker engine of $DOCKER_HOST; pushes to
 # registries that need a login use the credentials in $DOCKER_CONFIG.
+#
+# KILN_IMAGE_TAG=TAG pushes the actions as REGISTRY/kiln/actions/<name>:TAG
+# only (no `latest`, no busybox), so a branch's images can be tested in a
+# shared registry without replacing anyone's; the integration tests
+# (tests/src/lib.rs) read the same variable to pick them.
 set -euo pipefail
 
 [ $# -ge 1 ] || { echo "usage: $0 REGISTRY[,REGISTRY...]" >&2; exit 2; }
@@ -122,16 +127,20 @@ push() { # name, tag, entrypoint, rootfs-command...
     done
 }
 
-# KILN_NO_BUSYBOX=1 leaves the registry's busybox image alone (rebuilding
-# only some actions).
-[ -n "${KILN_NO_BUSYBOX:-}" ] || push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
-# The same, labelled as speaking the terminal handshake: for tests of it.
-push busybox-handshake v1 'CMD ["/bin/sh"]' busybox_rootfs
-push waitdaemon v1 'ENTRYPOINT ["/bin/waitdaemon"]' waitdaemon_rootfs
+TAG=${KILN_IMAGE_TAG:-$VERSION}
+# KILN_NO_BUSYBOX=1 (or a KILN_IMAGE_TAG of one's own) leaves the
+# registry's test images alone (rebuilding only some actions).
+if [ -z "${KILN_NO_BUSYBOX:-}" ] && [ -z "${KILN_IMAGE_TAG:-}" ]; then
+    push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+    # The same, labelled as speaking the terminal handshake: for tests of it.
+    push busybox-handshake v1 'CMD ["/bin/sh"]' busybox_rootfs
+    push waitdaemon v1 'ENTRYPOINT ["/bin/waitdaemon"]' waitdaemon_rootfs
+fi
 
 build_actions
 for a in "${ACTIONS[@]}"; do
-    push "actions/$a" "$VERSION" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
+    push "actions/$a" "$TAG" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
+    [ -z "${KILN_IMAGE_TAG:-}" ] || continue
     for reg in "${REGISTRIES[@]}"; do
         docker tag "$reg/$PREFIX/actions/$a:$VERSION" "$reg/$PREFIX/actions/$a:latest"
         docker push -q "$reg/$PREFIX/actions/$a:latest" >/dev/null

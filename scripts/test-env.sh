@@ -30,8 +30,9 @@ install_packages() {
     # (qemu-img and its curl module, qemuimg2disk; the test makes qcow2
     # files with it), lvm2 (rootio), syslinux + syslinux-common + mtools
     # (syslinux), grub2-common + grub-common + grub-pc-bin +
-    # grub-efi-amd64-bin + gettext-base (grub2disk), ca-certificates.
-    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl \
+    # grub-efi-amd64-bin + gettext-base (grub2disk), ca-certificates; iproute2: the writefile test's network
+    # namespaces (busybox udhcpd answers DHCP there).
+    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl iproute2 \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
         qemu-system-x86 ipxe-qemu postgresql-15 prometheus \
         golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev \

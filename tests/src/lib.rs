@@ -64,15 +64,23 @@ impl TestEnv {
         format!("{}/{}/waitdaemon:v1", self.registry, image_prefix())
     }
 
-    /// An image of the action library (`actions/build.sh`) in the open registry.
+    /// An image of the action library (`actions/build.sh`) in the open
+    /// registry: the workspace version's, or `KILN_IMAGE_TAG`'s (a branch's
+    /// images pushed with `KILN_IMAGE_TAG=... actions/build.sh`).
     pub fn action(&self, name: &str) -> String {
-        format!("{}/{}/actions/{name}:{}", self.registry, image_prefix(), env!("CARGO_PKG_VERSION"))
+        format!("{}/{}/actions/{name}:{}", self.registry, image_prefix(), action_tag())
     }
 
     /// `docker` against the test engine.
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker").env("DOCKER_HOST", &self.docker_host).args(args).output().expect("run docker")
     }
+}
+
+/// The tag of the action images under test: `KILN_IMAGE_TAG`, or the
+/// workspace version (what `actions/build.sh` pushes by default).
+pub fn action_tag() -> String {
+    std::env::var("KILN_IMAGE_TAG").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| env!("CARGO_PKG_VERSION").into())
 }
 
 /// Directory of the workspace's built binaries (`target/<profile>`), found

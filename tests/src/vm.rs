@@ -149,7 +149,7 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let images = FileServer::start(image, Faults::default());
     let image_url = images.url("os.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
 
-    let img = |name: &str| format!("{guest_registry}/{prefix}/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
+    let img = |name: &str| format!("{guest_registry}/{prefix}/actions/{name}:{}", crate::action_tag());
     let hub = |name: &str| format!("{HUB}{name}:latest");
     let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
     let killer = if kill_agent {

@@ -31,9 +31,9 @@ impl Config {
     pub fn from_env(mut env: Env) -> Result<Config> {
         let reference = env.parse_with("IMG_URL", true, parse_reference);
         let dest = env.parse_with("DEST_DISK", true, kiln_action_kit::disk::resolve);
-        let compressed = env.go_bool("COMPRESSED", false);
-        let skip_verify = env.go_bool("SKIP_VERIFY", false);
-        let plain_http = env.go_bool("PLAIN_HTTP", false);
+        let compressed = env.flag("COMPRESSED", false);
+        let skip_verify = env.flag("SKIP_VERIFY", false);
+        let plain_http = env.flag("PLAIN_HTTP", false);
         // The hub sends credentials only when both are non-empty.
         let credentials = match (env.optional("REGISTRY_USERNAME"), env.raw("REGISTRY_PASSWORD")) {
             (Some(user), Some(password)) if !password.is_empty() => Some((user, password.to_string())),
@@ -152,7 +152,7 @@ mod tests {
             (&[("IMG_URL", "r/os/img:v1"), ("DEST_DISK", "/dev/no-such-disk")], &["DEST_DISK: /dev/no-such-disk"]),
             (
                 &[("IMG_URL", "r/os/img:v1"), ("DEST_DISK", dest), ("COMPRESSED", "yes")],
-                &["COMPRESSED: expected a Go boolean"],
+                &["COMPRESSED: expected a boolean"],
             ),
             (&[("IMG_URL", "r/os/img:v1"), ("DEST_DISK", dest), ("SKIP_VERIFY", "on")], &["SKIP_VERIFY:"]),
             (&[("IMG_URL", "r/os/img:v1.zst"), ("DEST_DISK", dest), ("COMPRESSED", "true")], &["IMG_URL:", "\".zst\""]),

@@ -42,7 +42,7 @@ impl Config {
         let source = env.parse_with("SOURCE_DISK", true, kiln_action_kit::disk::resolve);
         let url = env.parse_with("DEST_URL", true, parse_url);
         let name = env.raw("IMG_NAME").unwrap_or("").to_string();
-        let compressed = env.go_bool("COMPRESSED", false);
+        let compressed = env.flag("COMPRESSED", false);
         env.finish()?;
         Ok(Config { source: source.expect("checked"), url: url.expect("checked"), name, compressed })
     }
@@ -169,7 +169,7 @@ mod tests {
     fn errors_name_the_variable() {
         let err = config(&[("COMPRESSED", "yes")]).unwrap_err();
         assert_eq!(err.exit_code, 2);
-        for n in ["SOURCE_DISK: is required", "DEST_URL: is required", "COMPRESSED: expected a Go boolean"] {
+        for n in ["SOURCE_DISK: is required", "DEST_URL: is required", "COMPRESSED: expected a boolean"] {
             assert!(err.message.contains(n), "{n} not in {}", err.message);
         }
         let err = config(&[("SOURCE_DISK", "/dev/no-such-disk"), ("DEST_URL", "ftp://x/y")]).unwrap_err();
