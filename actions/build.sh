@@ -9,14 +9,24 @@
 # registry on the internet.
 #
 # The action library (actions/<name>/) becomes REGISTRY/kiln/actions/<name>
-# tagged with the workspace version and `latest`; the test image busybox
-# becomes REGISTRY/kiln/busybox:v1. Uses the Docker engine of $DOCKER_HOST; pushes to
+# tagged with the workspace version and `latest`; the test images busybox
+# busybox-handshake (busybox labelled as speaking the terminal handshake) and
+# waitdaemon become REGISTRY/kiln/<name>:v1.
+# KILN_IMAGE_PREFIX replaces that `kiln` (e.g. a branch's own images beside
+# main's in a shared registry; the tests read KILN_TEST_IMAGE_PREFIX).
+# Uses the Docker engine of $DOCKER_HOST; pushes to
 # registries that need a login use the credentials in $DOCKER_CONFIG.
+#
+# KILN_IMAGE_TAG=TAG pushes the actions as REGISTRY/kiln/actions/<name>:TAG
+# only (no `latest`, no busybox), so a branch's images can be tested in a
+# shared registry without replacing anyone's; the integration tests
+# (tests/src/lib.rs) read the same variable to pick them.
 set -euo pipefail
 
 [ $# -ge 1 ] || { echo "usage: $0 REGISTRY[,REGISTRY...]" >&2; exit 2; }
 IFS=, read -r -a REGISTRIES <<<"$1"
 HERE=$(cd "$(dirname "$0")" && pwd)
+PREFIX=${KILN_IMAGE_PREFIX:-kiln}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -35,6 +45,17 @@ busybox_rootfs() {
     tar -C "$root" -c .
 }
 
+# waitdaemon: a stand-in for Tinkerbell's community waitdaemon (it starts a
+# detached copy of itself through the Docker socket and exits 0), for the
+# test that kiln runs that pattern unchanged.
+waitdaemon_rootfs() {
+    local root=$WORK/waitdaemon
+    mkdir -p "$root"/{bin,etc,dev,proc,sys,tmp}
+    gcc -static -O1 -o "$root/bin/waitdaemon" "$HERE/testbins/waitdaemon.c"
+    cp "$HERE/busybox/passwd" "$root/etc/passwd"
+    tar -C "$root" -c .
+}
+
 # Copies a host binary (or plain file) into a root filesystem at the same
 # path, with every shared library it loads and the dynamic loader.
 copy_with_libs() { # root, path
@@ -50,7 +71,7 @@ copy_with_libs() { # root, path
 }
 
 # KILN_ACTIONS="image2disk writefile" rebuilds just those (development).
-read -r -a ACTIONS <<<"${KILN_ACTIONS:-image2disk partition format writefile cexec kexec archive2disk}"
+read -r -a ACTIONS <<<"${KILN_ACTIONS:-image2disk partition format writefile cexec kexec archive2disk oci2disk qemuimg2disk slurp rootio syslinux grub2disk}"
 TARGET=x86_64-unknown-linux-gnu
 VERSION=$(awk -F'"' '/^version *=/{print $2; exit}' "$HERE/../Cargo.toml")
 
@@ -67,34 +88,61 @@ action_rootfs() { # name
     local name=$1 root=$WORK/action-$1 tool
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc}
     cp "$HERE/../target/$TARGET/release/$name" "$root/bin/$name"
+    # image-tools: a host path (or glob) a line; `@busybox-applets` links
+    # every busybox applet the image does not have otherwise into /bin.
+    local applets=
     if [ -f "$HERE/$name/image-tools" ]; then
         while read -r tool; do
-            case $tool in ''|'#'*) continue ;; esac
-            copy_with_libs "$root" "$tool"
+            case $tool in
+                ''|'#'*) continue ;;
+                @busybox-applets) applets=1; continue ;;
+            esac
+            for path in $tool; do copy_with_libs "$root" "$path"; done
         done <"$HERE/$name/image-tools"
+    fi
+    if [ -n "$applets" ]; then
+        for tool in $("$root/bin/busybox" --list); do
+            [ -e "$root/bin/$tool" ] || ln -s busybox "$root/bin/$tool"
+        done
     fi
     tar -C "$root" -c .
 }
 
 push() { # name, tag, entrypoint, rootfs-command...
     local name=$1 tag=$2 entrypoint=$3; shift 3
-    local first="${REGISTRIES[0]}/kiln/$name:$tag"
-    "$@" | docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c "$entrypoint" - "$first" >/dev/null
+    local first="${REGISTRIES[0]}/$PREFIX/$name:$tag"
+    local changes=(-c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c "$entrypoint")
+    # An action that speaks the terminal handshake says so by this label:
+    # the agent offers the handshake to such images only
+    # (docs/action-contract.md).
+    case $name in
+        actions/kexec | busybox-handshake) changes+=(-c 'LABEL kiln.terminal-handshake=v1') ;;
+    esac
+    "$@" | docker import "${changes[@]}" - "$first" >/dev/null
     for reg in "${REGISTRIES[@]}"; do
-        local ref="$reg/kiln/$name:$tag"
+        local ref="$reg/$PREFIX/$name:$tag"
         [ "$ref" = "$first" ] || docker tag "$first" "$ref"
         docker push -q "$ref" >/dev/null
         echo "pushed $ref"
     done
 }
 
-push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+TAG=${KILN_IMAGE_TAG:-$VERSION}
+# KILN_NO_BUSYBOX=1 (or a KILN_IMAGE_TAG of one's own) leaves the
+# registry's test images alone (rebuilding only some actions).
+if [ -z "${KILN_NO_BUSYBOX:-}" ] && [ -z "${KILN_IMAGE_TAG:-}" ]; then
+    push busybox v1 'CMD ["/bin/sh"]' busybox_rootfs
+    # The same, labelled as speaking the terminal handshake: for tests of it.
+    push busybox-handshake v1 'CMD ["/bin/sh"]' busybox_rootfs
+    push waitdaemon v1 'ENTRYPOINT ["/bin/waitdaemon"]' waitdaemon_rootfs
+fi
 
 build_actions
 for a in "${ACTIONS[@]}"; do
-    push "actions/$a" "$VERSION" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
+    push "actions/$a" "$TAG" "ENTRYPOINT [\"/bin/$a\"]" action_rootfs "$a"
+    [ -z "${KILN_IMAGE_TAG:-}" ] || continue
     for reg in "${REGISTRIES[@]}"; do
-        docker tag "$reg/kiln/actions/$a:$VERSION" "$reg/kiln/actions/$a:latest"
-        docker push -q "$reg/kiln/actions/$a:latest" >/dev/null
+        docker tag "$reg/$PREFIX/actions/$a:$VERSION" "$reg/$PREFIX/actions/$a:latest"
+        docker push -q "$reg/$PREFIX/actions/$a:latest" >/dev/null
     done
 done

@@ -23,15 +23,23 @@ install_packages() {
     # postgresql-15: initdb/pg_ctl for the PostgreSQL store tests (each test
     # process starts its own server, tests/src/postgres.rs); prometheus
     # (with promtool): the metrics test scrapes a server with a real one and
-    # checks docs/monitoring/alerts.yml; chromium + chromium-driver: the web
-    # console test drives a headless browser (tests/tests/console.rs);
-    # golang-go and the Go packages: the Go + Sprig renderer that
-    # documents/tests/go_differential.rs compares kiln's templates with
-    # (built offline in GOPATH mode).
-    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl \
+    # checks docs/monitoring/alerts.yml; golang-go and the Go packages: the
+    # Go + Sprig renderer that documents/tests/go_differential.rs compares
+    # kiln's templates with (built offline in GOPATH mode). The hub-compatible
+    # actions' images carry more host tools: qemu-utils + qemu-block-extra
+    # (qemu-img and its curl module, qemuimg2disk; the test makes qcow2
+    # files with it), lvm2 (rootio), syslinux + syslinux-common + mtools
+    # (syslinux), grub2-common + grub-common + grub-pc-bin +
+    # grub-efi-amd64-bin + gettext-base (grub2disk), ca-certificates; iproute2: the writefile test's network
+    # namespaces (busybox udhcpd answers DHCP there); chromium +
+    # chromium-driver: the web console test drives a headless browser
+    # (tests/tests/console.rs).
+    for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl iproute2 \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
         qemu-system-x86 ipxe-qemu postgresql-15 prometheus chromium chromium-driver \
-        golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev; do
+        golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev \
+        qemu-utils qemu-block-extra lvm2 syslinux syslinux-common mtools \
+        grub2-common grub-common grub-pc-bin grub-efi-amd64-bin gettext-base ca-certificates; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then

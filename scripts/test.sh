@@ -15,7 +15,7 @@ source "$STATE/env"
 # The static release binaries (action images, and the agent of the hook
 # image) in one cargo run, so they share their dependencies' builds.
 ACTION_PKGS=()
-for a in image2disk partition format writefile cexec kexec archive2disk; do ACTION_PKGS+=(-p "kiln-action-$a"); done
+for a in image2disk partition format writefile cexec kexec archive2disk oci2disk qemuimg2disk slurp rootio syslinux grub2disk; do ACTION_PKGS+=(-p "kiln-action-$a"); done
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release --target x86_64-unknown-linux-gnu \
     -p kiln-agent "${ACTION_PKGS[@]}"
 actions/build.sh "$KILN_TEST_REGISTRY,$KILN_TEST_AUTH_REGISTRY"

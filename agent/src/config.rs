@@ -45,6 +45,10 @@ pub struct AgentConfig {
     pub failed_containers: FailedContainers,
     #[serde(default)]
     pub registries: Vec<RegistryCredentials>,
+    /// Export this agent's spans (each attempt's pull, run and reports, in
+    /// its workflow's trace) to this OTLP/gRPC endpoint. Off when absent.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
     /// Where the agent keeps per-workflow (`/workflow`) and per-attempt
     /// directories on the host.
     #[serde(default = "default_state_dir")]

@@ -20,16 +20,17 @@ struct Args {
     /// Docker endpoint; overrides the config file.
     #[arg(long, env = "KILN_DOCKER_HOST")]
     docker_host: Option<String>,
+    /// Export this agent's spans (pull, run, report of each attempt, in its
+    /// workflow's trace) to this OTLP/gRPC endpoint. Off by default.
+    #[arg(long, env = "KILN_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    // The configuration may name the trace endpoint: read it first (its
+    // errors are returned before any log output exists, and main prints them).
     let mut config = match &args.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::parse(&format!(
@@ -46,6 +47,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(host) = args.docker_host {
         config.docker_host = host;
     }
+    if args.otlp_endpoint.is_some() {
+        config.otlp_endpoint = args.otlp_endpoint;
+    }
+    let _telemetry =
+        kiln_telemetry::Telemetry::init(config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).map(|endpoint| {
+            kiln_telemetry::TraceExport { endpoint, service: "kiln-agent", span_targets: &["kiln_agent::lifecycle"] }
+        }))?;
     let agent = Agent::new(config).await?;
     agent.run(shutdown_signal()).await;
     Ok(())

@@ -124,6 +124,12 @@ pub struct Action {
     agent_id: String,
     state: &'static str,
     image: String,
+    /// The template's image where the server's --image-rewrite changed it
+    /// (plans only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    template_image: String,
+    /// SUCCESS is recorded before the step fires (kexec, reboot).
+    terminal: bool,
     command: Vec<String>,
     environment: BTreeMap<String, String>,
     volumes: Vec<String>,
@@ -133,7 +139,43 @@ pub struct Action {
     /// Commands run when the action fails / times out (empty: none).
     on_failure: Vec<String>,
     on_timeout: Vec<String>,
+    retries: u32,
+    retry_backoff_seconds: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    builtin: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    external: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    definition: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<Resources>,
     attempts: Vec<Attempt>,
+}
+
+/// An action's resource limits (only those set).
+#[derive(Serialize)]
+pub struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nano_cpus: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pids: Option<u64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    gpus: String,
+}
+
+impl Resources {
+    fn of(r: Option<&v1::Resources>) -> Option<Self> {
+        let r = r.filter(|r| **r != v1::Resources::default())?;
+        let set = |v: u64| (v > 0).then_some(v);
+        Some(Self {
+            memory_bytes: set(r.memory_bytes),
+            nano_cpus: set(r.nano_cpus),
+            pids: set(r.pids),
+            gpus: r.gpus.clone(),
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -182,6 +224,8 @@ impl From<&v1::Workflow> for Workflow {
                         agent_id: a.agent_id.clone(),
                         state: action_state(a.state),
                         image: spec.image,
+                        template_image: spec.template_image,
+                        terminal: spec.terminal,
                         command: spec.command,
                         environment: spec.environment.into_iter().collect(),
                         volumes: spec.volumes,
@@ -190,6 +234,12 @@ impl From<&v1::Workflow> for Workflow {
                         timeout_seconds: spec.timeout_seconds,
                         on_failure: spec.on_failure,
                         on_timeout: spec.on_timeout,
+                        retries: spec.retries,
+                        retry_backoff_seconds: spec.retry_backoff_seconds,
+                        builtin: spec.builtin,
+                        external: spec.external,
+                        definition: spec.definition,
+                        resources: Resources::of(spec.resources.as_ref()),
                         attempts: a
                             .attempts
                             .iter()

@@ -48,6 +48,16 @@ pub struct HardwareDoc {
     /// workflow? (`netboot: false` keeps it on its disk always.)
     #[serde(default = "yes")]
     pub netboot: bool,
+    /// Tinkerbell's `HardwareSpec` as its JSON (known fields only, zero
+    /// `omitempty` fields left out): the interfaces with their DHCP and
+    /// netboot data, userData, Tinkerbell metadata, bmcRef... Templates see
+    /// it as `.hardware.spec` and `.Hardware`. Null for a hardware without.
+    #[serde(default)]
+    pub spec: serde_json::Value,
+    /// A Tinkerbell object's `metadata` (its Kubernetes name, namespace,
+    /// labels, annotations), for `.hardware.metadata`. Null for kiln's own.
+    #[serde(default)]
+    pub object_meta: serde_json::Value,
 }
 
 fn yes() -> bool {
@@ -118,6 +128,8 @@ struct HardwareYaml {
     name: String,
     #[serde(default)]
     agent_id: Option<String>,
+    /// May be left out when `interfaces` give them (`dhcp.mac`).
+    #[serde(default)]
     macs: Vec<String>,
     #[serde(default)]
     disks: Vec<String>,
@@ -125,6 +137,18 @@ struct HardwareYaml {
     metadata: Option<serde_json::Value>,
     #[serde(default)]
     netboot: Option<bool>,
+    // Tinkerbell-shaped data for templates (`.Hardware.Interfaces[].DHCP`,
+    // `.Hardware.UserData`, ...), in Tinkerbell's own field names.
+    #[serde(default)]
+    interfaces: Option<serde_json::Value>,
+    #[serde(default, alias = "userData")]
+    user_data: Option<serde_json::Value>,
+    #[serde(default, alias = "vendorData")]
+    vendor_data: Option<serde_json::Value>,
+    #[serde(default)]
+    tinkerbell_metadata: Option<serde_json::Value>,
+    #[serde(default, alias = "bmcRef")]
+    bmc_ref: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -155,14 +179,14 @@ const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition";
 /// Top-level keys of the template data that a `hardware_map` key would
 /// hide: Tinkerbell's and kiln's views of the hardware, the workflow, and
 /// the outputs of earlier actions.
-const RESERVED_KEYS: &[&str] = &["Hardware", "hardware", "workflow", crate::template::ACTIONS_KEY];
+pub(crate) const RESERVED_KEYS: &[&str] = &["Hardware", "hardware", "workflow", crate::template::ACTIONS_KEY];
 
 /// One document of the stream with where it starts.
-struct Chunk<'a> {
-    text: &'a str,
+pub(crate) struct Chunk<'a> {
+    pub text: &'a str,
     /// Lines before this document in the stream.
-    offset: usize,
-    number: usize,
+    pub offset: usize,
+    pub number: usize,
 }
 
 fn split_stream(yaml: &str) -> Vec<Chunk<'_>> {
@@ -203,11 +227,51 @@ fn raw_template(text: &str) -> Option<Option<String>> {
 }
 
 /// Parses a multi-document YAML stream. `source` names it in errors.
+/// Warnings (unknown fields of Tinkerbell objects) are dropped; see
+/// [`parse_documents_with_warnings`].
 pub fn parse_documents(source: &str, yaml: &str) -> Result<Vec<Document>, SpecError> {
-    split_stream(yaml).into_iter().map(|c| parse_one(source, &c)).collect()
+    parse_documents_with_warnings(source, yaml).map(|(docs, _)| docs)
 }
 
-fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
+/// Parses a multi-document YAML stream of kiln documents and Tinkerbell
+/// objects (`apiVersion: tinkerbell.org/v1alpha1`, `kind: List`). kiln's
+/// own documents are strict; a Tinkerbell object's unknown field is a
+/// warning (Tinkerbell ignores it), returned with the documents.
+pub fn parse_documents_with_warnings(source: &str, yaml: &str) -> Result<(Vec<Document>, Vec<SpecError>), SpecError> {
+    let mut docs = Vec::new();
+    let mut warnings = Vec::new();
+    for chunk in split_stream(yaml) {
+        let parsed = parse_one(source, &chunk)?;
+        docs.extend(parsed.docs);
+        warnings.extend(parsed.warnings);
+    }
+    Ok((docs, warnings))
+}
+
+fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<crate::tinkerbell::Parsed, SpecError> {
+    if let Ok(serde_yaml_ng::Value::Mapping(top)) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(chunk.text)
+        && crate::tinkerbell::is_tinkerbell(&top)
+    {
+        return crate::tinkerbell::parse(source, chunk, serde_yaml_ng::Value::Mapping(top));
+    }
+    let doc = parse_kiln(source, chunk)?;
+    let mut warnings = Vec::new();
+    // A raw Tinkerbell template's name is mapped like a Tinkerbell object's;
+    // say so, as for those.
+    if let (Document::Template(t), Some(Some(written))) = (&doc, raw_template(chunk.text))
+        && t.name != written
+    {
+        warnings.push(SpecError {
+            object: format!("{source} document {} (Template {written:?})", chunk.number),
+            line: crate::locate::line_of(chunk.text, "name").map(|l| l + chunk.offset),
+            field: Some("name".into()),
+            message: format!("{written:?} is {:?} in kiln (kiln names are 1-63 of [a-z0-9._-])", t.name),
+        });
+    }
+    Ok(crate::tinkerbell::Parsed { docs: vec![doc], warnings })
+}
+
+fn parse_kiln(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
     parse_kind(source, chunk).map_err(|mut e| {
         // Checks made after deserialising know the field, not the line.
         if e.line.is_none()
@@ -229,9 +293,15 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
         None => format!("{source} document {}", chunk.number),
     };
     match raw_template(chunk.text) {
+        // A raw template is Tinkerbell's format: its name is mapped as a
+        // Tinkerbell object's is, not refused (`Ubuntu_Focal` is
+        // `ubuntu_focal-<hash>`; see tinkerbell::kiln_name).
         Some(Some(name)) => {
             let object = label("Template", Some(&name));
-            check_name(&object, "name", &name)?;
+            if name.trim().is_empty() {
+                return Err(field_error(&object, "name", "a Tinkerbell template needs a non-empty name"));
+            }
+            let name = crate::tinkerbell::kiln_name(&name);
             return Ok(Document::Template(TemplateDoc { name, data: chunk.text.to_string() }));
         }
         Some(None) => {
@@ -409,12 +479,15 @@ fn field_error(object: &str, field: &str, message: &str) -> SpecError {
 
 /// Names are what URLs, container names and logs carry: `[a-z0-9]` first,
 /// then `[a-z0-9._-]`, at most 63.
-fn check_name(object: &str, field: &str, name: &str) -> Result<(), SpecError> {
-    let ok = !name.is_empty()
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if ok {
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+fn check_name(object: &str, field: &str, name: &str) -> Result<(), SpecError> {
+    if valid_name(name) {
         Ok(())
     } else {
         Err(field_error(
@@ -432,10 +505,30 @@ pub fn parse_mac(s: &str) -> Option<String> {
         .then(|| parts.join(":").to_ascii_lowercase())
 }
 
+/// A disk is a `/dev/` path.
+pub(crate) fn check_disk(d: &str) -> Result<(), String> {
+    if !d.starts_with("/dev/") || d.len() <= 5 || d.contains(char::is_whitespace) {
+        return Err(format!("{d:?} must be a /dev/ path"));
+    }
+    Ok(())
+}
+
 fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
     check_name(object, "name", &h.name)?;
-    if h.macs.is_empty() {
-        return Err(field_error(object, "macs", "at least one MAC address is required"));
+    let mut problems = Vec::new();
+    let spec = crate::tinkerbell::native_spec(
+        &[
+            ("interfaces", "interfaces", h.interfaces),
+            ("user_data", "userData", h.user_data),
+            ("vendor_data", "vendorData", h.vendor_data),
+            ("tinkerbell_metadata", "metadata", h.tinkerbell_metadata),
+            ("bmc_ref", "bmcRef", h.bmc_ref),
+        ],
+        &mut problems,
+    );
+    // kiln's own documents are strict: an unknown field is an error here.
+    if let Some(p) = problems.first() {
+        return Err(field_error(object, &p.path, &p.message.replace(", ignored", "")));
     }
     let mut macs = Vec::new();
     for (i, m) in h.macs.iter().enumerate() {
@@ -446,10 +539,26 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         }
         macs.push(mac);
     }
-    for (i, d) in h.disks.iter().enumerate() {
-        if !d.starts_with("/dev/") || d.len() <= 5 || d.contains(char::is_whitespace) {
-            return Err(field_error(object, &format!("disks[{i}]"), &format!("{d:?} must be a /dev/ path")));
+    // The interfaces' MACs count too, after the listed ones.
+    for (i, iface) in spec.get("interfaces").and_then(|v| v.as_array()).into_iter().flatten().enumerate() {
+        if let Some(m) = iface.pointer("/dhcp/mac").and_then(|m| m.as_str()) {
+            let mac = parse_mac(m).ok_or_else(|| {
+                field_error(object, &format!("interfaces[{i}].dhcp.mac"), &format!("{m:?} is not a MAC address"))
+            })?;
+            if !macs.contains(&mac) {
+                macs.push(mac);
+            }
         }
+    }
+    if macs.is_empty() {
+        return Err(field_error(
+            object,
+            "macs",
+            "at least one MAC address is required (macs, or interfaces[].dhcp.mac)",
+        ));
+    }
+    for (i, d) in h.disks.iter().enumerate() {
+        check_disk(d).map_err(|m| field_error(object, &format!("disks[{i}]"), &m))?;
     }
     let agent_id = match h.agent_id {
         Some(id) => {
@@ -463,7 +572,16 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         None => macs[0].clone(),
     };
     let metadata = h.metadata.unwrap_or_else(|| serde_json::json!({}));
-    Ok(HardwareDoc { id: h.name, agent_id, macs, disks: h.disks, metadata, netboot: h.netboot.unwrap_or(true) })
+    Ok(HardwareDoc {
+        id: h.name,
+        agent_id,
+        macs,
+        disks: h.disks,
+        metadata,
+        netboot: h.netboot.unwrap_or(true),
+        spec,
+        object_meta: serde_json::Value::Null,
+    })
 }
 
 #[cfg(test)]

@@ -19,8 +19,14 @@ pub mod image;
 mod locate;
 pub mod plan;
 pub mod template;
+pub mod tinkerbell;
 
-pub use documents::{ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents, parse_mac};
+pub use documents::{
+    ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents,
+    parse_documents_with_warnings, parse_mac,
+};
 pub use error::SpecError;
 pub use image::{ImagePolicy, ImageRef};
-pub use plan::{Definitions, Plan, PlannedAction, Resources, check_template, plan_workflow, validate_json};
+pub use plan::{
+    Definitions, Plan, PlannedAction, Resources, check_template, plan_workflow, render_data, validate_json,
+};

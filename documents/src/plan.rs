@@ -176,14 +176,24 @@ struct TemplateYaml {
     tasks: Vec<TaskYaml>,
 }
 
+/// `environment:` with nothing after it is an empty map to Go's YAML
+/// decoding (Tinkerbell), and EKS Anywhere writes templates that way.
+fn null_is_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TaskYaml {
     name: String,
     worker: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     volumes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     environment: BTreeMap<String, Scalar>,
     actions: Vec<ActionYaml>,
 }
@@ -210,17 +220,17 @@ struct ActionYaml {
     timeout: Option<Lenient<u64>>,
     #[serde(default)]
     command: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     environment: BTreeMap<String, Scalar>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     volumes: Vec<String>,
     #[serde(default)]
     pid: Option<String>,
     #[serde(default)]
     namespaces: Option<NamespacesYaml>,
-    #[serde(rename = "on-timeout", default)]
+    #[serde(rename = "on-timeout", default, deserialize_with = "null_is_empty")]
     on_timeout: Vec<String>,
-    #[serde(rename = "on-failure", default)]
+    #[serde(rename = "on-failure", default, deserialize_with = "null_is_empty")]
     on_failure: Vec<String>,
     #[serde(default)]
     resources: Option<ResourcesYaml>,
@@ -386,35 +396,20 @@ pub fn plan_workflow(
     build(&obj, &rendered, defs, true)
 }
 
-/// What templates see: Tinkerbell's top-level hardware map keys, its legacy
-/// `.Hardware` view, the hardware document as `.hardware`, and the
-/// workflow's id.
-fn render_data(w: &WorkflowDoc, hw: &HardwareDoc) -> serde_json::Value {
+/// What templates see, as Tinkerbell's workflow controller builds it: the
+/// workflow's hardware map keys at the top, `.Hardware` (its legacy view, a
+/// Go struct), `.hardware` (the hardware object), `.references` (empty:
+/// kiln fetches no referenced objects); and kiln's `.workflow`. Table in
+/// docs/templates.md.
+pub fn render_data(w: &WorkflowDoc, hw: &HardwareDoc) -> serde_json::Value {
     let mut data = serde_json::Map::new();
     for (k, v) in &w.hardware_map {
         data.insert(k.clone(), json!(v));
     }
-    data.insert(
-        "Hardware".into(),
-        json!({
-            "ID": hw.id,
-            "AgentID": hw.agent_id,
-            "Disks": hw.disks,
-            "MACs": hw.macs,
-            "Interfaces": hw.macs.iter().map(|m| json!({"MAC": m})).collect::<Vec<_>>(),
-            "Metadata": hw.metadata,
-        }),
-    );
-    data.insert(
-        "hardware".into(),
-        json!({
-            "id": hw.id,
-            "agent_id": hw.agent_id,
-            "macs": hw.macs,
-            "disks": hw.disks,
-            "metadata": hw.metadata,
-        }),
-    );
+    let (legacy, object) = crate::tinkerbell::hardware_views(hw);
+    data.insert("Hardware".into(), legacy);
+    data.insert("hardware".into(), object);
+    data.entry("references").or_insert_with(|| json!({}));
     data.insert("workflow".into(), json!({"id": w.id}));
     serde_json::Value::Object(data)
 }

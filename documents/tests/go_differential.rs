@@ -47,10 +47,12 @@ fn start_oracle() -> Option<Mutex<Oracle>> {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let bin = dir.join(format!("oracle-{}", std::process::id()));
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-oracle/main.go");
+    let tinkerbell = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-oracle/tinkerbell.go");
     let built = Command::new("go")
         .args(["build", "-o"])
         .arg(&bin)
         .arg(source)
+        .arg(tinkerbell)
         .env("GOPATH", "/usr/share/gocode")
         .env("GO111MODULE", "off")
         .env("GOFLAGS", "")
@@ -284,6 +286,32 @@ const RENDERS: &[&str] = &[
     "{{ floor 2.7 }} {{ ceil 2.1 }} {{ floor -2.5 }} {{ round 3.14159 2 }} {{ round 2.5 0 }} {{ round 2.45 1 0.6 }} {{ ceil \"1.2\" }}",
     // A real Tinkerbell-style template fragment.
     "version: \"0.1\"\nname: ubuntu\ntasks:\n  - name: os\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: net\n        environment:\n          IP: {{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}/{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}\n          DNS: {{ join \",\" (index .Hardware.Interfaces 0).DHCP.NameServers }}\n          {{- with (index .Hardware.Interfaces 0).DHCP.IP.Gateway }}\n          GW: {{ . }}\n          {{- end }}\n          USERDATA: |\n{{ .Hardware.UserData | indent 12 }}\n",
+    // define, template, block.
+    "{{ define \"x\" }}[{{ . }}]{{ end }}{{ template \"x\" .s }} {{ template \"x\" 3 }}",
+    "{{ define \"disk\" }}{{ formatPartition (index .d 0) .n }}{{ end }}a: {{ template \"disk\" (dict \"d\" .Hardware.Disks \"n\" 1) }}\nb: {{ template \"disk\" (dict \"d\" .Hardware.Disks \"n\" 2) }}",
+    "before {{ block \"b\" .s }}<{{ . }}>{{ end }} after",
+    "{{ define \"r\" }}{{ if . }}{{ index . 0 }},{{ template \"r\" (rest .) }}{{ end }}{{ end }}{{ template \"r\" .nums }}",
+    "{{ define \"d\" }}{{ $ }}{{ end }}{{ $x := 5 }}{{ template \"d\" .s }}",
+    "{{ define \"e\" }}{{ end }}{{ template \"e\" }}x",
+    "{{ define \"a\" }}A{{ template \"b\" }}{{ end }}{{ define \"b\" }}B{{ end }}{{ template \"a\" }}",
+    "{{ define \"w\" }}  {{ end }}{{ define \"w\" }}real{{ end }}{{ template \"w\" }}",
+    "{{ define \"w\" }}real{{ end }}{{ define \"w\" }}  {{ end }}{{ template \"w\" }}",
+    "{{ range .nums }}{{ block \"item\" . }}({{ . }}){{ end }}{{ end }}",
+    "{{- define \"t1\" -}}\n  trimmed\n{{- end -}}\n{{ template \"t1\" }}|",
+    "{{ define \"m\" }}{{ .a }}{{ end }}{{ template \"m\" .m }}",
+    "{{ with .m }}{{ template \"n\" . }}{{ end }}{{ define \"n\" }}{{ .a }}{{ end }}",
+    "{{ define `raw` }}r{{ end }}{{ template `raw` }}",
+    // Sprig's semver (Masterminds/semver v3).
+    "{{ semverCompare \">=1.2.3\" \"1.2.3\" }} {{ semverCompare \"^1.2\" \"1.9.0\" }} {{ semverCompare \"~1.2\" \"1.3.0\" }}",
+    "{{ semverCompare \">= 1.2, < 2.0\" \"1.5\" }} {{ semverCompare \"1.2 - 1.4.5\" \"1.4.6\" }} {{ semverCompare \"<1 || >=3\" \"2.0.0\" }}",
+    "{{ semverCompare \">=1.2.0\" \"1.3.0-beta.1\" }} {{ semverCompare \">=1.2.0-0\" \"1.3.0-beta.1\" }} {{ semverCompare \"1.x\" \"1.4\" }}",
+    "{{ semverCompare \"*\" \"0.0.1\" }} {{ semverCompare \"!=1.2.x\" \"1.2.9\" }} {{ semverCompare \"^0.2.3\" \"0.2.9\" }} {{ semverCompare \"^0.0.3\" \"0.0.4\" }}",
+    "{{ semverCompare \">=v1.28\" \"v1.29.3+k3s1\" }} {{ if semverCompare \"<1.25\" \"1.24.9\" }}old{{ else }}new{{ end }}",
+    "{{ (semver \"v1.2.3-rc.1+build.5\").Major }}.{{ (semver \"1.2\").Minor }}.{{ (semver \"1\").Patch }} {{ (semver \"1.2.3-rc.1+b\").Prerelease }} {{ (semver \"1.2.3+b.7\").Metadata }} {{ (semver \"v2\").Original }}",
+    // Sprig's duration and durationRound, from strings.
+    "{{ duration \"95\" }} {{ duration \"0\" }} {{ duration \"-3600\" }} {{ duration \"90061\" }} {{ duration \"x\" }} {{ duration \"99999999999\" }} {{ duration \"+7\" }}",
+    "{{ durationRound \"2h10m5s\" }} {{ durationRound \"-1.5h\" }} {{ durationRound \"300ms\" }} {{ durationRound \"1s\" }} {{ durationRound \"1.0000001s\" }} {{ durationRound \"800h\" }} {{ durationRound \"9000h\" }} {{ durationRound \"bad\" }}",
+    "{{ durationRound \"1h1m\" }} {{ durationRound \"2562047h\" }} {{ durationRound \".5m\" }} {{ durationRound \"1.5µs\" }} {{ durationRound \"0\" }} {{ durationRound \"\" }} {{ durationRound 1.5 }} {{ duration nil }}",
 ];
 
 /// Templates Go refuses (kiln must refuse them too).
@@ -296,6 +324,17 @@ const FAILS: &[&str] = &[
     "{{ nosuchfunction 1 }}",
     "{{ $undefined }}",
     "{{ if .t }}unclosed",
+    "{{ template \"nope\" }}",
+    "{{ define \"x\" }}a{{ end }}{{ define \"x\" }}b{{ end }}",
+    "{{ if .t }}{{ define \"x\" }}{{ end }}{{ end }}",
+    "{{ define \"x\" }}{{ define \"y\" }}{{ end }}{{ end }}",
+    "{{ $v := 1 }}{{ define \"x\" }}{{ $v }}{{ end }}",
+    "{{ define \"x\" }}{{ break }}{{ end }}",
+    "{{ block \"x\" }}{{ end }}",
+    "{{ template .s }}",
+    "{{ define \"x\" }}unclosed",
+    "{{ define \"x\" }}{{ .a }}{{ end }}{{ template \"x\" }}",
+    "{{ template \"x\" 1 2 }}",
     "{{ end }}",
     "{{ break }}",
     "{{ range .l }}{{ end }}{{ continue }}",
@@ -353,6 +392,9 @@ const DELIBERATE: &[&str] = &[
     "{{ netmaskToPrefixLength \"255.0.255.0\" }}",
     "{{ formatPartition \"/dev/sda\" 0 }}",
     "{{ formatPartition \"\" 1 }}",
+    // An integer is an int or an int64 to Sprig, with different results.
+    "{{ duration 95 }}",
+    "{{ durationRound 60 }}",
 ];
 
 /// Templates both render, differently, on purpose (docs/templates.md,
@@ -612,6 +654,10 @@ fn template() -> impl Strategy<Value = String> {
             "{{{{ if {c} }}}}1{{{{ else if {d} }}}}2{{{{ else }}}}{{{{ with $w := {a} }}}}{{{{ $w }}}}{{{{ end }}}}{{{{ end }}}}"
         )),
         (e(), e()).prop_map(|(a, b)| format!(" x {{{{- {a} -}}}} y {{{{ {b} -}}}}\n z")),
+        (e(), e()).prop_map(|(a, c)| format!(
+            "{{{{ define \"g\" }}}}<{{{{ {a} }}}}|{{{{ $ }}}}>{{{{ end }}}}{{{{ template \"g\" {c} }}}};{{{{ template \"g\" . }}}}"
+        )),
+        (e(), e()).prop_map(|(a, c)| format!("{{{{ block \"b\" {c} }}}}[{{{{ {a} }}}}]{{{{ end }}}}")),
     ]
 }
 
@@ -623,6 +669,444 @@ proptest! {
         let Some(oracle) = oracle() else { return Ok(()) };
         if let Some(diff) = compare(oracle, &t, &data()) {
             prop_assert!(false, "{}", diff);
+        }
+    }
+}
+
+/// Go's rendering of `template` with the data Tinkerbell's controller builds
+/// from `hardware` (the object as JSON) and `hardware_map`.
+fn go_render_tinkerbell(
+    oracle: &Mutex<Oracle>,
+    template: &str,
+    hardware: &Value,
+    hardware_map: &std::collections::BTreeMap<String, String>,
+) -> Result<String, String> {
+    let mut o = oracle.lock().unwrap_or_else(|e| e.into_inner());
+    let request = json!({"template": template, "tinkerbell": {"hardware": hardware, "hardwareMap": hardware_map}});
+    writeln!(o.stdin, "{}", serde_json::to_string(&request).expect("json")).expect("write to the oracle");
+    o.stdin.flush().expect("flush");
+    let mut answer = String::new();
+    o.stdout.read_line(&mut answer).expect("read from the oracle");
+    let answer: Value = serde_json::from_str(&answer).expect("the oracle answers JSON");
+    match (answer.get("ok"), answer.get("err")) {
+        (Some(Value::String(s)), _) => Ok(s.clone()),
+        (_, Some(Value::String(e))) => Err(e.clone()),
+        _ => panic!("odd answer from the oracle: {answer}"),
+    }
+}
+
+/// The YAML files of one corpus folder, with their text.
+fn corpus(folder: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tinkerbell-corpus").join(folder);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).expect("read corpus file"))
+        })
+        .collect()
+}
+
+/// `# corpus-<key>: value` lines of a corpus file.
+fn directive<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("# corpus-{key}:");
+    text.lines().filter_map(|l| l.strip_prefix(prefix.as_str())).map(str::trim).collect()
+}
+
+/// Real Tinkerbell templates and hardware from public repositories (each
+/// file names its source): every one applies through the parser `kiln
+/// apply` uses, plans against a corpus hardware, and renders what Go +
+/// Sprig render with the data Tinkerbell's controller builds.
+#[test]
+fn tinkerbell_corpus_applies_plans_and_renders_as_go_does() {
+    use kiln_documents::{Document, check_template, parse_documents_with_warnings, plan_workflow, render_data};
+    let mut hardware = std::collections::BTreeMap::new();
+    for (file, text) in corpus("hardware") {
+        let (docs, warnings) = parse_documents_with_warnings(&file, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        // The objects as Go reads them: the YAML as JSON, without status.
+        let objects: Vec<Value> = text
+            .split("\n---")
+            .filter_map(|d| serde_yaml_ng::from_str::<Value>(d).ok())
+            .filter(|v| v.get("kind").and_then(Value::as_str) == Some("Hardware"))
+            .map(|mut v| {
+                v.as_object_mut().expect("object").remove("status");
+                v
+            })
+            .collect();
+        let hws: Vec<_> = docs
+            .into_iter()
+            .filter_map(|d| match d {
+                Document::Hardware(h) => Some(h),
+                _ => None,
+            })
+            .collect();
+        assert!(!hws.is_empty(), "{file}: no Hardware");
+        assert_eq!(hws.len(), objects.len(), "{file}");
+        // A file's first hardware is the one templates name it by.
+        if let Some((h, o)) = hws.into_iter().zip(objects).next() {
+            hardware.insert(file.trim_end_matches(".yaml").to_string(), (h, o));
+        }
+    }
+    assert!(hardware.len() >= 5, "at least 5 corpus hardware objects, found {}", hardware.len());
+    let oracle = oracle();
+    let mut templates = 0;
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for (file, text) in corpus("templates") {
+        let mut one = || -> Result<(), String> {
+            let (docs, warnings) = parse_documents_with_warnings(&file, &text).map_err(|e| e.to_string())?;
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            let defs = Default::default();
+            let workflow = docs.iter().find_map(|d| match d {
+                Document::Workflow(w) => Some(w.clone()),
+                _ => None,
+            });
+            for doc in &docs {
+                let Document::Template(t) = doc else { continue };
+                templates += 1;
+                check_template(t, &defs).map_err(|e| e.to_string())?;
+                let hw_name = directive(&text, "hardware").first().copied().unwrap_or("playground");
+                let (hw, object) = hardware.get(hw_name).ok_or(format!("no corpus hardware {hw_name}"))?;
+                let mut w = workflow.clone().unwrap_or_else(|| kiln_documents::WorkflowDoc {
+                    id: "corpus".into(),
+                    template: t.name.clone(),
+                    hardware: hw.id.clone(),
+                    hardware_map: Default::default(),
+                });
+                if workflow.is_none() {
+                    w.hardware_map.insert("device_1".into(), hw.macs[0].clone());
+                }
+                for kv in directive(&text, "hardware-map") {
+                    let (k, v) = kv.split_once('=').ok_or("corpus-hardware-map: key=value")?;
+                    w.hardware_map.insert(k.into(), v.into());
+                }
+                let plan = plan_workflow(t, &w, hw, &defs).map_err(|e| e.to_string())?;
+                if plan.actions.is_empty() {
+                    return Err("no actions".into());
+                }
+                let Some(oracle) = oracle else { continue };
+                let kiln =
+                    render(&format!("template {:?}", t.name), &t.data, &render_data(&w, hw)).map_err(|e| e.to_string());
+                let go = go_render_tinkerbell(oracle, &t.data, object, &w.hardware_map);
+                if kiln.as_ref().ok() != go.as_ref().ok() {
+                    return Err(format!("kiln and Go render differently\n go: {go:?}\n kiln: {kiln:?}"));
+                }
+                compared += 1;
+            }
+            Ok(())
+        };
+        if let Err(e) = one() {
+            failures.push(format!("{file}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} corpus files fail:\n{}", failures.len(), failures.join("\n"));
+    assert!(templates >= 15, "at least 15 corpus templates, found {templates}");
+    eprintln!("{templates} corpus templates planned, {compared} compared with Go, {} hardware", hardware.len());
+}
+
+/// Expressions of both hardware views, for comparing them with Go's.
+const VIEW_PROBES: &[&str] = &[
+    "{{ range $i, $n := .Hardware.Interfaces }}{{ $i }} {{ $n.DHCP.MAC }} {{ $n.DHCP.IP.Address }} {{ $n.DHCP.IP.Netmask }} {{ $n.DHCP.IP.Gateway }} {{ $n.DHCP.IP.Family }}|{{ end }}",
+    "{{ range .Hardware.Interfaces }}{{ .DHCP.Hostname }} {{ .DHCP.NameServers }} {{ .DHCP.TimeServers }} {{ .DHCP.VLANID }} {{ .DHCP.Arch }} {{ .DHCP.UEFI }} {{ .DHCP.LeaseTime }} {{ .DHCP.IfaceName }} {{ .DisableDHCP }}|{{ end }}",
+    "{{ range .Hardware.Interfaces }}{{ .Netboot.AllowPXE }} {{ .Netboot.AllowWorkflow }}|{{ end }}",
+    "{{ range .Hardware.Interfaces }}{{ .Netboot.OSIE.BaseURL }}{{ end }}",
+    "{{ range .Hardware.Interfaces }}{{ .Netboot.IPXE.Binary }}{{ end }}",
+    "{{ range .Hardware.Interfaces }}{{ if .Netboot.IPXE }}{{ .Netboot.IPXE.Binary }}{{ else }}none{{ end }}|{{ end }}",
+    "{{ range .Hardware.Interfaces }}{{ .Isoboot }}{{ end }}",
+    "{{ .Hardware.Disks }} {{ len .Hardware.Disks }} {{ .Hardware.UserData }}|{{ .Hardware.VendorData }}",
+    "{{ .Hardware.Metadata.State }} {{ .Hardware.Metadata.BondingMode }}",
+    "{{ .Hardware.Metadata.Instance.Hostname }} {{ .Hardware.Metadata.Instance.ID }} {{ .Hardware.Metadata.Instance.Tags }}",
+    "{{ .Hardware.Metadata.Instance.OperatingSystem.Distro }} {{ .Hardware.Metadata.Instance.OperatingSystem.OsSlug }} {{ .Hardware.Metadata.Instance.OperatingSystem.Version }}",
+    "{{ .Hardware.Metadata.Facility.FacilityCode }}",
+    "{{ .Hardware.Metadata.Manufacturer.Slug }}",
+    "{{ if .Hardware.Metadata.Custom }}custom{{ else }}no custom{{ end }}",
+    "{{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}/{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}",
+    "{{ .hardware.metadata.name }} {{ .hardware.apiVersion }} {{ .hardware.kind }}",
+    "{{ .hardware.metadata.namespace }}",
+    "{{ .hardware.metadata.labels }}",
+    "{{ toJson .hardware.spec }}",
+    "{{ toJson .hardware.status }} {{ toJson .references }}",
+    "{{ .hardware.spec.interfaces | len }} {{ (index .hardware.spec.interfaces 0).dhcp.mac }}",
+    "{{ (index .hardware.spec.interfaces 0).dhcp.uefi }}",
+    "{{ (index .hardware.spec.interfaces 0).netboot.allowPXE }}",
+    "{{ .hardware.spec.metadata.instance.hostname }}",
+    "{{ .hardware.spec.userData }}",
+    "{{ toYaml .hardware.spec.metadata }}",
+    "{{ .hardware.spec.disks }}",
+];
+
+/// The data views themselves, field by field, on every corpus hardware:
+/// kiln's `.Hardware`, `.hardware` and `.references` against the ones Go
+/// builds from the object with Tinkerbell's types (same text, or both fail:
+/// a nil pointer, a key Go's JSON left out).
+#[test]
+fn tinkerbell_data_views_match_go() {
+    use kiln_documents::{Document, WorkflowDoc, parse_documents_with_warnings, render_data};
+    let Some(oracle) = oracle() else { return };
+    let mut compared = 0;
+    let mut differences = Vec::new();
+    for (file, text) in corpus("hardware") {
+        let (docs, _) = parse_documents_with_warnings(&file, &text).expect("corpus hardware applies");
+        let objects: Vec<Value> = text
+            .split("\n---")
+            .filter_map(|d| serde_yaml_ng::from_str::<Value>(d).ok())
+            .filter(|v| v.get("kind").and_then(Value::as_str) == Some("Hardware"))
+            .collect();
+        let hws = docs.into_iter().filter_map(|d| match d {
+            Document::Hardware(h) => Some(h),
+            _ => None,
+        });
+        for (hw, object) in hws.zip(objects) {
+            let w = WorkflowDoc {
+                id: "w".into(),
+                template: "t".into(),
+                hardware: hw.id.clone(),
+                hardware_map: [("device_1".to_string(), hw.macs[0].clone())].into(),
+            };
+            let data = render_data(&w, &hw);
+            for probe in VIEW_PROBES {
+                let go = go_render_tinkerbell(oracle, probe, &object, &w.hardware_map);
+                let kiln = render("template \"t\"", probe, &data).map_err(|e| e.to_string());
+                compared += 1;
+                if std::env::var_os("KILN_SHOW_VIEWS").is_some() {
+                    eprintln!("{file} {probe}\n  go:   {go:?}\n  kiln: {kiln:?}");
+                }
+                match (&go, &kiln) {
+                    (Ok(g), Ok(k)) if g == k => {}
+                    (Err(_), Err(_)) => {}
+                    // Go prints a nil pointer as <nil>, or a zero one as
+                    // <no value>; kiln refuses to print either (deliberate).
+                    (Ok(g), Err(_)) if g.contains("<nil>") || g.contains("<no value>") => {}
+                    _ => differences.push(format!("{file} {}: {probe}\n  go:   {go:?}\n  kiln: {kiln:?}", hw.id)),
+                }
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{} of {compared} differ:\n{}", differences.len(), differences.join("\n"));
+    eprintln!("{compared} view probes agree with Go");
+}
+
+/// A version, with wildcards when it is part of a constraint.
+fn semver_version_with(wildcards: bool) -> impl Strategy<Value = String> {
+    let num = prop_oneof![Just("0".to_string()), Just("1".to_string()), Just("2".to_string()), Just("10".to_string())];
+    let wild = if wildcards {
+        prop_oneof![4 => num, 1 => Just("x".to_string()), 1 => Just("*".to_string())].boxed()
+    } else {
+        num.boxed()
+    };
+    let pre = prop_oneof![
+        Just(String::new()),
+        Just("-beta".to_string()),
+        Just("-beta.2".to_string()),
+        Just("-1".to_string()),
+        Just("-0".to_string()),
+        Just("-alpha.beta".to_string())
+    ];
+    let meta = prop_oneof![Just(String::new()), Just("+b1".to_string())];
+    let pre = if wildcards { prop_oneof![4 => Just(String::new()), 1 => pre].boxed() } else { pre.boxed() };
+    (proptest::bool::ANY, wild.clone(), proptest::option::of(wild.clone()), proptest::option::of(wild), pre, meta)
+        .prop_map(|(v, a, b, c, p, m)| {
+            let mut s = format!("{}{a}", if v { "v" } else { "" });
+            if let Some(b) = b {
+                s.push_str(&format!(".{b}"));
+                if let Some(c) = c {
+                    s.push_str(&format!(".{c}"));
+                }
+            }
+            format!("{s}{p}{m}")
+        })
+}
+
+fn semver_constraint() -> impl Strategy<Value = String> {
+    let op = prop_oneof![
+        Just(""),
+        Just("="),
+        Just("!="),
+        Just(">"),
+        Just("<"),
+        Just(">="),
+        Just("=>"),
+        Just("<="),
+        Just("~"),
+        Just("~>"),
+        Just("^")
+    ];
+    let one = (op, proptest::bool::ANY, semver_version_with(true))
+        .prop_map(|(o, space, v)| format!("{o}{}{v}", if space && !o.is_empty() { " " } else { "" }));
+    let group = prop_oneof![
+        proptest::collection::vec(one, 1..3).prop_map(|cs| cs.join(", ")),
+        (semver_version_with(true), semver_version_with(true)).prop_map(|(a, b)| format!("{a} - {b}")),
+    ];
+    proptest::collection::vec(group, 1..3).prop_map(|gs| gs.join(" || "))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Generated constraints and versions: kiln's semverCompare and
+    /// Masterminds/semver (through Sprig) agree, errors included.
+    #[test]
+    fn generated_semver_comparisons_agree_with_go(c in semver_constraint(), v in semver_version_with(false)) {
+        let Some(oracle) = oracle() else { return Ok(()) };
+        for t in [format!("{{{{ semverCompare {c:?} {v:?} }}}}"), format!("{{{{ (semver {v:?}).Minor }}}}")] {
+            if let Some(diff) = compare(oracle, &t, &json!({})) {
+                prop_assert!(false, "{}", diff);
+            }
+        }
+    }
+}
+
+/// Some of `fields` (a field is left out when its value is `None`).
+fn object_of(fields: Vec<(&'static str, Option<Value>)>) -> Value {
+    Value::Object(fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect())
+}
+
+fn maybe<S: Strategy<Value = Value> + 'static>(s: S) -> BoxedStrategy<Option<Value>> {
+    proptest::option::weighted(0.6, s).boxed()
+}
+
+fn text_value() -> BoxedStrategy<Value> {
+    prop_oneof![Just(json!("")), Just(json!("node-1")), Just(json!("10.0.0.5")), Just(json!("42"))].boxed()
+}
+
+fn bool_value() -> BoxedStrategy<Value> {
+    proptest::bool::ANY.prop_map(Value::Bool).boxed()
+}
+
+fn int_value() -> BoxedStrategy<Value> {
+    prop_oneof![Just(json!(0)), Just(json!(4)), Just(json!(86400))].boxed()
+}
+
+fn list_value() -> BoxedStrategy<Value> {
+    prop_oneof![Just(json!([])), Just(json!(["1.1.1.1"])), Just(json!(["a", "b"]))].boxed()
+}
+
+/// A Tinkerbell Hardware object with a random choice of fields, zero values
+/// included (they are what `omitempty` and nil pointers are about).
+fn tinkerbell_hardware() -> impl Strategy<Value = Value> {
+    // A netmask kiln and Go read alike (a non-contiguous one is a
+    // deliberate difference of netmaskToPrefixLength).
+    let netmask = prop_oneof![Just(json!("")), Just(json!("255.255.255.0")), Just(json!("255.255.0.0"))].boxed();
+    let ip = (maybe(text_value()), maybe(netmask), maybe(text_value()), maybe(int_value()))
+        .prop_map(|(a, n, g, f)| object_of(vec![("address", a), ("netmask", n), ("gateway", g), ("family", f)]));
+    let dhcp = (
+        (maybe(text_value()), maybe(ip), maybe(list_value()), maybe(bool_value())),
+        (maybe(text_value()), maybe(int_value()), maybe(text_value()), maybe(text_value())),
+    )
+        .prop_map(|((hostname, ip, ns, uefi), (vlan, lease, arch, iface))| {
+            object_of(vec![
+                ("hostname", hostname),
+                ("ip", ip),
+                ("name_servers", ns),
+                ("uefi", uefi),
+                ("vlan_id", vlan),
+                ("lease_time", lease),
+                ("arch", arch),
+                ("iface_name", iface),
+            ])
+        });
+    let netboot = (maybe(bool_value()), maybe(bool_value()), maybe(text_value().prop_map(|u| json!({"url": u}))))
+        .prop_map(|(p, w, ipxe)| object_of(vec![("allowPXE", p), ("allowWorkflow", w), ("ipxe", ipxe)]));
+    let interface = (maybe(dhcp), maybe(netboot), maybe(bool_value()))
+        .prop_map(|(d, n, off)| object_of(vec![("dhcp", d), ("netboot", n), ("disableDhcp", off)]));
+    let os = (maybe(text_value()), maybe(text_value()))
+        .prop_map(|(slug, distro)| object_of(vec![("slug", slug), ("distro", distro)]));
+    let instance = (maybe(text_value()), maybe(text_value()), maybe(os), maybe(list_value()), maybe(bool_value()))
+        .prop_map(|(h, id, os, tags, rescue)| {
+            object_of(vec![("hostname", h), ("id", id), ("operating_system", os), ("tags", tags), ("rescue", rescue)])
+        });
+    let metadata = (maybe(instance), maybe(text_value().prop_map(|c| json!({"facility_code": c}))), maybe(int_value()))
+        .prop_map(|(i, f, b)| object_of(vec![("instance", i), ("facility", f), ("bonding_mode", b)]));
+    let spec = (
+        proptest::collection::vec(interface, 0..3),
+        maybe(metadata),
+        maybe(text_value()),
+        maybe(text_value()),
+        maybe(prop_oneof![Just(json!([])), Just(json!([{"device": "/dev/sda"}]))].boxed()),
+        maybe(bool_value().prop_map(|e| json!({"enrollmentEnabled": e}))),
+        proptest::sample::select(vec!["52:54:00:00:00:01", "52:54:00:AB:CD:EF"]),
+    )
+        .prop_map(|(mut interfaces, metadata, user, vendor, disks, auto, mac)| {
+            // kiln knows a machine by a MAC: the first interface has one.
+            let mut first = json!({"dhcp": {"mac": mac}});
+            if let Some(Value::Object(rest)) = interfaces.first().and_then(|i| i.get("dhcp")) {
+                for (k, v) in rest {
+                    first["dhcp"][k] = v.clone();
+                }
+            }
+            if interfaces.is_empty() {
+                interfaces.push(first);
+            } else {
+                interfaces[0]["dhcp"] = first["dhcp"].clone();
+            }
+            object_of(vec![
+                ("interfaces", Some(Value::Array(interfaces))),
+                ("metadata", metadata),
+                ("userData", user),
+                ("vendorData", vendor),
+                ("disks", disks),
+                ("auto", auto),
+            ])
+        });
+    spec.prop_map(|spec| {
+        json!({"apiVersion": "tinkerbell.org/v1alpha1", "kind": "Hardware", "metadata": {"name": "gen", "namespace": "ns"}, "spec": spec})
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Generated Tinkerbell hardware: kiln's views, read through the apply
+    /// parser, print what Go's do (or both fail) for every probe.
+    #[test]
+    fn generated_tinkerbell_hardware_views_match_go(object in tinkerbell_hardware()) {
+        use kiln_documents::{Document, WorkflowDoc, parse_documents_with_warnings, render_data};
+        let Some(oracle) = oracle() else { return Ok(()) };
+        let yaml = serde_yaml_ng::to_string(&object).expect("yaml");
+        let (docs, _) = parse_documents_with_warnings("gen.yaml", &yaml).expect("generated hardware applies");
+        let Some(Document::Hardware(hw)) = docs.into_iter().next() else { panic!("no hardware") };
+        let w = WorkflowDoc { id: "w".into(), template: "t".into(), hardware: hw.id.clone(), hardware_map: Default::default() };
+        let data = render_data(&w, &hw);
+        for probe in VIEW_PROBES {
+            let go = go_render_tinkerbell(oracle, probe, &object, &w.hardware_map);
+            let kiln = render("template \"t\"", probe, &data).map_err(|e| e.to_string());
+            let agree = match (&go, &kiln) {
+                (Ok(g), Ok(k)) => g == k,
+                (Err(_), Err(_)) => true,
+                (Ok(g), Err(_)) => g.contains("<nil>") || g.contains("<no value>"),
+                _ => false,
+            };
+            prop_assert!(agree, "{yaml}\n{probe}\n  go:   {go:?}\n  kiln: {kiln:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Go's Duration.String and ParseDuration, through Sprig's duration and
+    /// durationRound, on generated seconds and duration strings.
+    #[test]
+    fn generated_durations_agree_with_go(
+        seconds in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), (-100_000i64..100_000).prop_map(|n| n.to_string())],
+        text in "[-+]?([0-9]{0,4}(\\.[0-9]{0,3})?(ns|us|µs|ms|s|m|h|x)?){1,3}",
+    ) {
+        let Some(oracle) = oracle() else { return Ok(()) };
+        for t in [format!("{{{{ duration {seconds:?} }}}}"), format!("{{{{ durationRound {text:?} }}}}")] {
+            if let Some(diff) = compare(oracle, &t, &json!({})) {
+                prop_assert!(false, "{}", diff);
+            }
         }
     }
 }

@@ -361,6 +361,8 @@ fn hw(metadata: Value, disks: Vec<String>) -> HardwareDoc {
         disks,
         metadata,
         netboot: true,
+        spec: Value::Null,
+        object_meta: Value::Null,
     }
 }
 

@@ -69,7 +69,8 @@ impl AdminService for AdminApi {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let opctx = operator(&req)?;
         let req = req.into_inner();
-        let applied = self.app.apply(&opctx, source_name(&req.source), &req.yaml).await.map_err(status)?;
+        let (applied, warnings) =
+            self.app.apply_with_warnings(&opctx, source_name(&req.source), &req.yaml).await.map_err(status)?;
         let objects = applied
             .into_iter()
             .map(|a| AppliedObject {
@@ -79,7 +80,7 @@ impl AdminService for AdminApi {
                 agent_token: a.agent_token,
             })
             .collect();
-        Ok(Response::new(ApplyResponse { objects }))
+        Ok(Response::new(ApplyResponse { objects, warnings }))
     }
 
     async fn get_hardware(&self, req: Request<GetRequest>) -> Result<Response<Hardware>, Status> {
@@ -247,7 +248,7 @@ impl AdminService for AdminApi {
             Some(plan_request::Source::Documents(yaml)) => PlanSource::Documents(yaml),
             None => return Err(Status::invalid_argument("plan needs documents or a workflow id")),
         };
-        let wf = self.app.plan(&opctx, source).await.map_err(status)?;
-        Ok(Response::new(convert::workflow(&wf)))
+        let (wf, template_images) = self.app.plan(&opctx, source).await.map_err(status)?;
+        Ok(Response::new(convert::planned_workflow(&wf, template_images)))
     }
 }

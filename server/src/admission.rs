@@ -9,6 +9,7 @@ use kiln_documents::{
     WorkflowDoc, check_template, plan_workflow,
 };
 
+use crate::app::images::ImageRewrites;
 use crate::model::{Action, Workflow, WorkflowState, now_millis};
 use crate::store::{ApplyBatch, DynStore, StoreError};
 
@@ -22,8 +23,15 @@ pub enum AdmissionError {
     Store(#[from] StoreError),
 }
 
-/// Validates `docs` against each other, the store and the image policy.
-pub async fn admit(store: &DynStore, docs: Vec<Document>, policy: &ImagePolicy) -> Result<ApplyBatch, AdmissionError> {
+/// Validates `docs` against each other, the store and the image policy
+/// (which applies to images as `rewrites` turn them into what is pulled).
+pub async fn admit(
+    store: &DynStore,
+    docs: Vec<Document>,
+    policy: &ImagePolicy,
+    rewrites: &ImageRewrites,
+) -> Result<ApplyBatch, AdmissionError> {
+    let policy = &(policy, rewrites);
     let mut seen = HashSet::new();
     for d in &docs {
         if !seen.insert((d.kind(), d.name().to_string())) {
@@ -79,11 +87,22 @@ fn plan_images(plan: &Plan) -> Vec<(&str, String)> {
 }
 
 /// The server's side of the registry allow-list (the agent checks again).
-fn check_images(object: &str, images: &[(&str, String)], policy: &ImagePolicy) -> Result<(), AdmissionError> {
+fn check_images(
+    object: &str,
+    images: &[(&str, String)],
+    (policy, rewrites): &(&ImagePolicy, &ImageRewrites),
+) -> Result<(), AdmissionError> {
     for (image, field) in images {
         let refused = |e: String| AdmissionError::Reference(format!("{object}, field {field}: {e}"));
-        let image = ImageRef::parse(image).map_err(refused)?;
-        policy.check(&image).map_err(refused)?;
+        ImageRef::parse(image).map_err(refused)?;
+        match rewrites.apply(image) {
+            None => policy.check(&ImageRef::parse(image).map_err(refused)?).map_err(refused)?,
+            Some(pulled) => {
+                let refused =
+                    |e: String| refused(format!("{image:?} is rewritten to {pulled:?} (--image-rewrite): {e}"));
+                policy.check(&ImageRef::parse(&pulled).map_err(refused)?).map_err(refused)?;
+            }
+        }
     }
     Ok(())
 }

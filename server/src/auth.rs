@@ -479,6 +479,8 @@ mod tests {
             disks: vec![],
             metadata: serde_json::json!({}),
             netboot: true,
+            spec: serde_json::Value::Null,
+            object_meta: serde_json::Value::Null,
         }
     }
 

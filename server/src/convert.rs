@@ -70,7 +70,20 @@ pub fn action_spec(p: &PlannedAction) -> v1::ActionSpec {
         external: p.external.clone(),
         definition: p.definition.clone(),
         input_json: p.input_json.clone(),
+        template_image: String::new(),
     }
+}
+
+/// A planned workflow, with the image each action's template named where
+/// `--image-rewrite` changed it.
+pub fn planned_workflow(w: &Workflow, template_images: Vec<String>) -> v1::Workflow {
+    let mut out = workflow(w);
+    for (action, template_image) in out.actions.iter_mut().zip(template_images) {
+        if let Some(spec) = action.spec.as_mut() {
+            spec.template_image = template_image;
+        }
+    }
+    out
 }
 
 fn attempt(a: &Attempt) -> v1::Attempt {
@@ -215,5 +228,6 @@ pub fn assignment(a: Assignment) -> v1::Assignment {
         action_token: a.action_token,
         action: Some(action_spec(&a.action)),
         upcoming_images: a.upcoming_images,
+        traceparent: a.traceparent,
     }
 }

@@ -28,6 +28,7 @@ pub mod netboot;
 pub mod state_machine;
 pub mod store;
 pub mod tls;
+pub mod traces;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub database: store::DatabaseUrl,
     /// Which action images templates may name.
     pub image_policy: kiln_documents::ImagePolicy,
+    /// `--image-rewrite` rules for action images (hub names to a mirror).
+    pub image_rewrites: app::images::ImageRewrites,
     /// Largest artifact accepted, in bytes.
     pub max_artifact_bytes: u64,
     /// What machines network-boot (`/boot/...`).
@@ -151,6 +154,7 @@ impl Server {
             AppParts {
                 events,
                 image_policy: config.image_policy.clone(),
+                image_rewrites: config.image_rewrites.clone(),
                 artifacts: artifacts::ArtifactFiles::new(&config.data_dir, config.max_artifact_bytes),
                 token_key,
                 lease: config.lease,

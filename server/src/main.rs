@@ -27,6 +27,14 @@ struct Args {
     /// Allow only images pinned by digest (`...@sha256:...`).
     #[arg(long)]
     digests_only: bool,
+    /// Rewrite action image names: `FROM=TO` replaces the prefix FROM with
+    /// TO when an action is dispatched (and in `kiln plan`), e.g.
+    /// `quay.io/tinkerbell/actions/=registry.local/kiln/actions/` runs the
+    /// Tinkerbell hub's names from kiln's action library or a mirror.
+    /// Repeatable; the longest matching FROM wins. --allow-image applies
+    /// to the rewritten name.
+    #[arg(long = "image-rewrite", value_name = "FROM=TO")]
+    image_rewrites: Vec<String>,
     /// Largest artifact (one file of an action's /out) accepted, in bytes.
     #[arg(long, default_value_t = kiln_server::artifacts::DEFAULT_MAX_ARTIFACT_BYTES)]
     max_artifact_bytes: u64,
@@ -112,6 +120,11 @@ struct Args {
     /// Default: no console.
     #[arg(long, env = "KILN_CONSOLE_LISTEN", value_name = "ADDR")]
     console_listen: Option<SocketAddr>,
+    /// Export workflow traces (OpenTelemetry) to this OTLP/gRPC endpoint
+    /// (`http://collector:4317`): one trace per workflow, its actions'
+    /// attempts and their phases. Off by default.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
@@ -194,14 +207,19 @@ fn tls_from_args(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    // The server's spans are rebuilt from committed transitions
+    // (kiln_server::traces), not from `tracing` spans: none is exported.
+    let _telemetry =
+        kiln_telemetry::Telemetry::init(args.otlp_endpoint.as_deref().map(|endpoint| kiln_telemetry::TraceExport {
+            endpoint,
+            service: "kiln-server",
+            span_targets: &[],
+        }))?;
     let image_policy =
         kiln_documents::ImagePolicy::new(&args.allow_images, args.digests_only).map_err(anyhow::Error::msg)?;
+    let image_rewrites =
+        kiln_server::app::images::ImageRewrites::parse(&args.image_rewrites).map_err(anyhow::Error::msg)?;
     let database = kiln_server::store::DatabaseUrl::parse(args.database_url.as_deref(), &args.data_dir)
         .map_err(anyhow::Error::msg)?;
     let (tls, signing_ca) = tls_from_args(&args)?;
@@ -219,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         database: database.clone(),
         image_policy,
+        image_rewrites,
         max_artifact_bytes: args.max_artifact_bytes,
         lease: args.attempt_lease.into(),
         netboot: netboot_config(&args, tls.as_ref())?,

@@ -105,11 +105,54 @@ pub struct Before {
 }
 
 impl Before {
+    /// The workflow's state before the transition.
+    pub fn state(&self) -> WorkflowState {
+        self.state
+    }
+
+    /// Per action: its number of attempts and the latest one's state.
+    pub fn actions(&self) -> &[(usize, Option<ActionState>)] {
+        &self.actions
+    }
+
+    /// The attempts `after` ended (open before, terminal now): (action
+    /// index, attempt index), in order. Only the attempt that was latest
+    /// before can have changed, and attempts this transition created (which
+    /// may have ended too).
+    pub fn ended_in(&self, after: &Workflow) -> Vec<(usize, usize)> {
+        let mut ended = Vec::new();
+        for (action, &(count_before, last_before)) in after.actions.iter().zip(&self.actions) {
+            for (i, attempt) in action.attempts.iter().enumerate().skip(count_before.saturating_sub(1)) {
+                let was_open = i >= count_before || last_before.is_some_and(|s| !s.is_terminal());
+                if was_open && attempt.state.is_terminal() {
+                    ended.push((action.index as usize, i));
+                }
+            }
+        }
+        ended
+    }
+
     pub fn of(wf: &Workflow) -> Self {
         Self {
             state: wf.state,
             actions: wf.actions.iter().map(|a| (a.attempts.len(), a.attempts.last().map(|t| t.state))).collect(),
         }
+    }
+}
+
+/// When attempt `attempt` of action `index` became due: its predecessor's
+/// end, or for a retry its backoff's end (or the operator's resume). `None`
+/// for the first action's first attempt (due when its agent asks).
+pub fn due_at(wf: &Workflow, index: usize, attempt: usize) -> Option<Millis> {
+    let action = &wf.actions[index];
+    if attempt > 0 {
+        let previous = &action.attempts[attempt - 1];
+        let backoff = (action.spec.retry_backoff_seconds as Millis).saturating_mul(1000);
+        previous.finished_at.map(|f| (f + backoff).max(wf.started_at.unwrap_or(0)))
+    } else if index > 0 {
+        wf.actions[index - 1].attempts.last().and_then(|a| a.finished_at)
+    } else {
+        None
     }
 }
 
@@ -307,20 +350,8 @@ impl Metrics {
     /// no report before it (its machine may still be booting) and is not
     /// counted.
     fn dispatched(&self, wf: &Workflow, index: usize, attempt: usize) {
-        let action = &wf.actions[index];
-        let created = action.attempts[attempt].created_at;
-        let due = if attempt > 0 {
-            // A retry: due when its backoff passed, or when an operator
-            // resumed the workflow.
-            let previous = &action.attempts[attempt - 1];
-            let backoff = (action.spec.retry_backoff_seconds as Millis).saturating_mul(1000);
-            previous.finished_at.map(|f| (f + backoff).max(wf.started_at.unwrap_or(0)))
-        } else if index > 0 {
-            wf.actions[index - 1].attempts.last().and_then(|a| a.finished_at)
-        } else {
-            None
-        };
-        if let Some(due) = due {
+        let created = wf.actions[index].attempts[attempt].created_at;
+        if let Some(due) = due_at(wf, index, attempt) {
             self.dispatch_latency.observe(seconds(created - due));
         }
     }

@@ -30,6 +30,12 @@ pub struct TestEnv {
     pub registry_password: String,
 }
 
+/// The first path segment of the test images: `KILN_TEST_IMAGE_PREFIX`
+/// (actions/build.sh's `KILN_IMAGE_PREFIX`), default `kiln`.
+pub fn image_prefix() -> String {
+    std::env::var("KILN_TEST_IMAGE_PREFIX").unwrap_or_else(|_| "kiln".into())
+}
+
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with scripts/test.sh (it starts dockerd and the registries)")
@@ -49,18 +55,32 @@ impl TestEnv {
 
     /// The busybox action image (built by `actions/build.sh`) in the open registry.
     pub fn busybox(&self) -> String {
-        format!("{}/kiln/busybox:v1", self.registry)
+        format!("{}/{}/busybox:v1", self.registry, image_prefix())
     }
 
-    /// An image of the action library (`actions/build.sh`) in the open registry.
+    /// The waitdaemon stand-in (`actions/testbins/waitdaemon.c`, built by
+    /// `actions/build.sh`) in the open registry.
+    pub fn waitdaemon(&self) -> String {
+        format!("{}/{}/waitdaemon:v1", self.registry, image_prefix())
+    }
+
+    /// An image of the action library (`actions/build.sh`) in the open
+    /// registry: the workspace version's, or `KILN_IMAGE_TAG`'s (a branch's
+    /// images pushed with `KILN_IMAGE_TAG=... actions/build.sh`).
     pub fn action(&self, name: &str) -> String {
-        format!("{}/kiln/actions/{name}:{}", self.registry, env!("CARGO_PKG_VERSION"))
+        format!("{}/{}/actions/{name}:{}", self.registry, image_prefix(), action_tag())
     }
 
     /// `docker` against the test engine.
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker").env("DOCKER_HOST", &self.docker_host).args(args).output().expect("run docker")
     }
+}
+
+/// The tag of the action images under test: `KILN_IMAGE_TAG`, or the
+/// workspace version (what `actions/build.sh` pushes by default).
+pub fn action_tag() -> String {
+    std::env::var("KILN_IMAGE_TAG").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| env!("CARGO_PKG_VERSION").into())
 }
 
 /// Directory of the workspace's built binaries (`target/<profile>`), found

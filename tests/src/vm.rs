@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::http::{Faults, FileServer};
 use crate::{Cluster, TestEnv, hardware_doc, unique};
@@ -23,6 +22,13 @@ const MAC: &str = "52:54:00:4b:49:4c";
 /// The config file the workflow writes and the installed OS prints.
 pub const CONFIG_PATH: &str = "/etc/kiln-test-os.conf";
 pub const CONFIG_TEXT: &str = "greeting=hello from kiln";
+/// The file the template's cexec step writes (in a chroot into the written
+/// OS), which the installed OS prints too.
+pub const CEXEC_PATH: &str = "/etc/kiln-test-os.cexec";
+pub const CEXEC_TEXT: &str = "written by cexec in the chroot";
+/// The prefix of the Tinkerbell hub's image names, which the server's
+/// `--image-rewrite` resolves to kiln's action library.
+pub const HUB: &str = "quay.io/tinkerbell/actions/";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
@@ -120,7 +126,11 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     // machine's token goes onto the hook's kernel command line (a lab
     // shortcut), which needs a server restart once the hardware, and so
     // its token, exists.
-    let mut cluster = Cluster::start_with(&["--hook-dir", hook.to_str().unwrap()])?;
+    // The template names the Tinkerbell hub's images, as Tinkerbell
+    // templates do; the server resolves them to kiln's action library.
+    let prefix = crate::image_prefix();
+    let rewrite = format!("{HUB}={guest_registry}/{prefix}/actions/");
+    let mut cluster = Cluster::start_with(&["--hook-dir", hook.to_str().unwrap(), "--image-rewrite", &rewrite])?;
     let hw = unique("vm");
     cluster.apply(&hardware_doc(&hw, MAC));
     let token = cluster.tokens.lock().unwrap().get(&hw).cloned().context("no agent token printed by kiln apply")?;
@@ -136,11 +146,11 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     ])?;
 
     let image = std::fs::read(os.join("os.img.zst"))?;
-    let checksum = format!("sha256:{}", hex::encode(Sha256::digest(&image)));
     let images = FileServer::start(image, Faults::default());
     let image_url = images.url("os.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
 
-    let img = |name: &str| format!("{guest_registry}/kiln/actions/{name}:{}", env!("CARGO_PKG_VERSION"));
+    let img = |name: &str| format!("{guest_registry}/{prefix}/actions/{name}:{}", crate::action_tag());
+    let hub = |name: &str| format!("{HUB}{name}:latest");
     let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
     let killer = if kill_agent {
         // The agent is killed (by PID, from the host PID namespace) while
@@ -148,39 +158,57 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         // agent must follow this container to its end, not run it again.
         action(
             "agent-killer",
-            &format!("{guest_registry}/kiln/busybox:v1"),
+            &format!("{guest_registry}/{prefix}/busybox:v1"),
             &[],
             "          pid: host\n          command: [\"sh\", \"-c\", \"sleep 1; kill -9 $(pidof kiln-agent); echo agent killed; sleep 6; echo killer finished\"]\n",
         )
     } else {
         String::new()
     };
+    // kiln's partition action (the hub has no plain partitioner) and the
+    // killer, then a Tinkerbell template's steps as Tinkerbell users write
+    // them: hub image names, the hub's variables, no `terminal:` on kexec.
     let actions = [
         action("partition", &img("partition"), &[("DEST_DISK", "/dev/vda".into()), ("LAYOUT", layout.into())], ""),
         action(
             "image2disk",
-            &img("image2disk"),
-            &[("IMG_URL", image_url), ("DEST_DISK", "/dev/vda2".into()), ("CHECKSUM", checksum)],
+            &hub("image2disk"),
+            &[("IMG_URL", image_url), ("DEST_DISK", "/dev/vda2".into()), ("COMPRESSED", "true".into())],
             "",
         ),
         killer,
         action(
             "writefile",
-            &img("writefile"),
+            &hub("writefile"),
             &[
                 ("DEST_DISK", "/dev/vda2".into()),
                 ("FS_TYPE", "ext4".into()),
                 ("DEST_PATH", CONFIG_PATH.into()),
                 ("CONTENTS", CONFIG_TEXT.into()),
+                ("UID", "0".into()),
+                ("GID", "0".into()),
                 ("MODE", "0640".into()),
+                ("DIRMODE", "0755".into()),
+            ],
+            "",
+        ),
+        action(
+            "cexec",
+            &hub("cexec"),
+            &[
+                ("BLOCK_DEVICE", "/dev/vda2".into()),
+                ("FS_TYPE", "ext4".into()),
+                ("CHROOT", "y".into()),
+                ("DEFAULT_INTERPRETER", "/bin/sh -c".into()),
+                ("CMD_LINE", format!("echo '{CEXEC_TEXT}' > {CEXEC_PATH}")),
             ],
             "",
         ),
         action(
             "kexec",
-            &img("kexec"),
+            &hub("kexec"),
             &[("BLOCK_DEVICE", "/dev/vda2".into()), ("FS_TYPE", "ext4".into())],
-            "          pid: host\n          terminal: true\n",
+            "          pid: host\n",
         ),
     ]
     .concat();

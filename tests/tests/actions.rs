@@ -78,13 +78,16 @@ fn image2disk_writes_every_compression_to_a_loop_device_byte_for_byte() {
         let body = if tool == "cat" { image.clone() } else { compress(tool, &image) };
         let checksum = sha256(&body);
         let server = FileServer::start(body, Faults::default());
-        // The URL says nothing about the compression: magic bytes decide.
+        // The URL says nothing about the compression: with COMPRESSED=true
+        // the magic bytes decide (without it the bytes go as they are).
         let url = server.url("disk.img");
         let dest = disk.path.to_str().unwrap();
-        let (wf, logs) = run(&action(
-            "image2disk",
-            &[("IMG_URL", &url), ("DEST_DISK", dest), ("CHECKSUM", &checksum), ("VERIFY", "true")],
-        ));
+        let mut vars =
+            vec![("IMG_URL", url.as_str()), ("DEST_DISK", dest), ("CHECKSUM", &checksum), ("VERIFY", "true")];
+        if tool != "cat" {
+            vars.push(("COMPRESSED", "true"));
+        }
+        let (wf, logs) = run(&action("image2disk", &vars));
         assert_eq!(wf["state"], "SUCCESS", "{tool}: {wf:#}\n{logs}");
         let written = disk.contents();
         assert!(written[..image.len()] == image[..], "{tool}: the disk differs from the image");
@@ -119,7 +122,13 @@ fn image2disk_resumes_after_the_server_drops_and_comes_back() {
     let m = Machine::start("failed_containers: remove\n");
     let id = m.run(&action(
         "image2disk",
-        &[("IMG_URL", &server.url("img")), ("DEST_DISK", disk.path.to_str().unwrap()), ("CHECKSUM", &checksum)],
+        &[
+            ("IMG_URL", &server.url("img")),
+            ("DEST_DISK", disk.path.to_str().unwrap()),
+            ("CHECKSUM", &checksum),
+            ("COMPRESSED", "true"),
+            ("RETRY_ENABLED", "true"),
+        ],
     ));
     // `kiln watch` follows it live and shows the action's progress.
     let watch = m.cluster.kiln(&["watch", &id]);
@@ -157,7 +166,12 @@ fn image2disk_rejects_a_bad_checksum_and_scrubs_the_start() {
     let wrong = sha256(b"another image");
     let (wf, logs) = run(&action(
         "image2disk",
-        &[("IMG_URL", &server.url("img.gz")), ("DEST_DISK", disk.path.to_str().unwrap()), ("CHECKSUM", &wrong)],
+        &[
+            ("IMG_URL", &server.url("img.gz")),
+            ("DEST_DISK", disk.path.to_str().unwrap()),
+            ("CHECKSUM", &wrong),
+            ("COMPRESSED", "true"),
+        ],
     ));
     assert_eq!(wf["state"], "FAILED", "{wf:#}");
     let a = attempt(&wf);
@@ -187,6 +201,7 @@ fn image2disk_fails_a_truncated_download_instead_of_reporting_success() {
         &[
             ("IMG_URL", &server.url("raw.img")),
             ("DEST_DISK", disk.path.to_str().unwrap()),
+            ("RETRY_ENABLED", "true"),
             ("RETRY_DURATION_SECONDS", "2"),
         ],
     ));
@@ -211,7 +226,8 @@ fn image2disk_names_every_missing_or_bad_variable_before_writing() {
     let message = a["message"].as_str().unwrap();
     assert_eq!(
         message,
-        "IMG_URL: is required; DEST_DISK: is required; COMPRESSED: expected true or false, got \"perhaps\"; \
+        "IMG_URL: is required; DEST_DISK: is required; COMPRESSED: expected a boolean (1, t, T, TRUE, true, True, \
+         0, f, F, FALSE, false, False), got \"perhaps\"; \
          CHECKSUM: a sha256 digest has 64 hex digits, got 2"
     );
     // COMPRESSED=true on an uncompressed image: refused before any write.
@@ -222,6 +238,44 @@ fn image2disk_names_every_missing_or_bad_variable_before_writing() {
     ));
     assert_eq!(attempt(&wf)["reason"], "NotCompressed", "{wf:#}");
     assert!(disk.contents().iter().all(|b| *b == 0x55), "nothing may be written");
+}
+
+/// A Tinkerbell hub template's image2disk: COMPRESSED unset writes the
+/// bytes as they are even when they are zstd, Go's `T` is true, retrying
+/// is off unless asked (one drop fails it, one request made), and a
+/// boolean Go would not parse is an error naming the variable.
+#[test]
+fn image2disk_keeps_the_hubs_defaults_and_spellings() {
+    let image = disk_image(2 * MIB as usize);
+    let zst = compress("zstd", &image);
+    let disk = LoopDevice::new(4 * MIB).unwrap();
+    let dest = disk.path.to_str().unwrap();
+    let server = FileServer::start(zst.clone(), Faults::default());
+    let url = server.url("disk.img.zst");
+    let (wf, logs) = run(&action("image2disk", &[("IMG_URL", &url), ("DEST_DISK", dest)]));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    assert!(disk.contents()[..zst.len()] == zst[..], "COMPRESSED unset: the zstd bytes themselves");
+    let (wf, logs) = run(&action("image2disk", &[("IMG_URL", &url), ("DEST_DISK", dest), ("COMPRESSED", "T")]));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    assert!(disk.contents()[..image.len()] == image[..], "COMPRESSED=T: decompressed");
+
+    let cut = FileServer::start(zst.clone(), Faults { cut_after: vec![zst.len() as u64 / 2], ..Faults::default() });
+    let (wf, logs) =
+        run(&action("image2disk", &[("IMG_URL", &cut.url("img")), ("DEST_DISK", dest), ("COMPRESSED", "1")]));
+    let a = attempt(&wf);
+    assert_eq!(a["reason"], "DownloadFailed", "{a:#}\n{logs}");
+    // The URL, the HTTP client's words, then ours.
+    let message = a["message"].as_str().unwrap();
+    let tail = format!("; resuming is off (RETRY_ENABLED=false) after {} bytes of {}", zst.len() / 2, zst.len());
+    assert!(message.starts_with(&cut.url("img")) && message.ends_with(&tail), "{a:#}");
+    assert_eq!(cut.ranges().len(), 1, "no retry without RETRY_ENABLED");
+
+    let (wf, _) = run(&action("image2disk", &[("IMG_URL", &url), ("DEST_DISK", dest), ("COMPRESSED", "yes")]));
+    let a = attempt(&wf);
+    assert_eq!(a["reason"], "InvalidConfig", "{a:#}");
+    let expected =
+        "COMPRESSED: expected a boolean (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False), got \"yes\"";
+    assert_eq!(a["message"], expected, "{a:#}");
 }
 
 /// `sfdisk --json` of a disk image, on the host.
@@ -421,6 +475,18 @@ fn writefile_writes_contents_mode_and_owner_with_new_directories() {
     let (wf, _) =
         run(&action("writefile", &[("DEST_DISK", dev), ("DEST_PATH", "/etc/../../escape"), ("CONTENTS", "x")]));
     assert_eq!(attempt(&wf)["message"], "DEST_PATH: \"/etc/../../escape\" must not contain '..'", "{wf:#}");
+    // The hub: no CONTENTS is an empty file.
+    let (wf, _) = run(&action("writefile", &[("DEST_DISK", dev), ("DEST_PATH", "/etc/kiln/empty")]));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}");
+    assert!(debugfs(&disk, "stat /etc/kiln/empty").contains("Size: 0"));
+    // EKS Anywhere's Bottlerocket bootconfig.
+    let (wf, _) = run(&action(
+        "writefile",
+        &[("DEST_DISK", dev), ("DEST_PATH", "/bootconfig.data"), ("BOOTCONFIG_CONTENTS", "kernel {}\n")],
+    ));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}");
+    let data = debugfs(&disk, "cat /bootconfig.data");
+    assert!(data.starts_with("kernel {}\n\0") && data.ends_with("#BOOTCONFIG\n"), "{data:?}");
 }
 
 #[test]
@@ -429,15 +495,23 @@ fn cexec_runs_in_the_chroot_and_passes_the_exit_code_up() {
     let disk = ext4_with(&[("/bin/busybox", &busybox, 0o755)]);
     let dev = disk.path.to_str().unwrap();
     // /bin/sh inside the target: the test's "installed OS" is one busybox.
-    let (wf, logs) = run(&action(
-        "cexec",
-        &[("BLOCK_DEVICE", dev), ("FS_TYPE", "ext4"), ("CMD_LINE", "/bin/busybox ln -s busybox /bin/sh")],
-    ));
-    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    // Two commands, split on `;` as the hub does, chrooted (CHROOT: y).
     let (wf, logs) = run(&action(
         "cexec",
         &[
             ("BLOCK_DEVICE", dev),
+            ("FS_TYPE", "ext4"),
+            ("CHROOT", "y"),
+            ("CMD_LINE", "/bin/busybox ln -s busybox /bin/sh;/bin/busybox touch /second"),
+        ],
+    ));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    assert!(debugfs(&disk, "ls -l /").contains("second"), "the second command ran in the disk");
+    let (wf, logs) = run(&action(
+        "cexec",
+        &[
+            ("BLOCK_DEVICE", dev),
+            ("CHROOT", "y"),
             (
                 "CMD_LINE",
                 "echo hello from $(/bin/busybox cat /proc/1/comm >/dev/null && echo chroot) > /marker; exit 3",
@@ -445,13 +519,38 @@ fn cexec_runs_in_the_chroot_and_passes_the_exit_code_up() {
             ("DEFAULT_INTERPRETER", "/bin/sh -c"),
         ],
     ));
+    // The hub's exit code for a failed command, 30; the command's own code
+    // is in the message.
     let a = attempt(&wf);
-    assert_eq!((a["exit_code"].as_i64(), a["reason"].as_str()), (Some(3), Some("CommandFailed")), "{a:#}\n{logs}");
+    assert_eq!((a["exit_code"].as_i64(), a["reason"].as_str()), (Some(30), Some("CommandFailed")), "{a:#}\n{logs}");
+    assert!(
+        a["message"].as_str().unwrap().starts_with("/bin/sh -c ")
+            && a["message"].as_str().unwrap().ends_with("' exited with 3"),
+        "{a:#}"
+    );
     assert_eq!(debugfs(&disk, "cat /marker"), "hello from chroot\n", "/proc must be bound into the chroot");
-    // A command missing from the target is 127, named.
-    let (wf, _) = run(&action("cexec", &[("BLOCK_DEVICE", dev), ("CMD_LINE", "/usr/bin/apt-get update")]));
+    // A command missing from the target: 30, named.
+    let (wf, _) =
+        run(&action("cexec", &[("BLOCK_DEVICE", dev), ("CHROOT", "y"), ("CMD_LINE", "/usr/bin/apt-get update")]));
     let a = attempt(&wf);
-    assert_eq!((a["exit_code"].as_i64(), a["reason"].as_str()), (Some(127), Some("CommandNotFound")), "{a:#}");
+    assert_eq!((a["exit_code"].as_i64(), a["reason"].as_str()), (Some(30), Some("CommandNotFound")), "{a:#}");
+    assert_eq!(a["message"], "/usr/bin/apt-get: not found in the disk's root", "{a:#}");
+    // CHROOT unset: the command runs in the action's container, where the
+    // disk is not /.
+    let (wf, logs) = run(&action(
+        "cexec",
+        &[("BLOCK_DEVICE", dev), ("DEFAULT_INTERPRETER", "/bin/busybox sh -c"), ("CMD_LINE", "test ! -e /marker")],
+    ));
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}");
+    // Missing required: 20; malformed: 10.
+    let (wf, _) = run(&action("cexec", &[("BLOCK_DEVICE", dev)]));
+    let a = attempt(&wf);
+    assert_eq!((a["exit_code"].as_i64(), a["message"].as_str()), (Some(20), Some("CMD_LINE: is required")), "{a:#}");
+    let (wf, _) = run(&action("cexec", &[("BLOCK_DEVICE", dev), ("CMD_LINE", "x"), ("UPDATE_RESOLV_CONF", "yes")]));
+    let a = attempt(&wf);
+    let expected = "UPDATE_RESOLV_CONF: expected a boolean (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False), \
+                    got \"yes\"";
+    assert_eq!((a["exit_code"].as_i64(), a["message"].as_str()), (Some(10), Some(expected)), "{a:#}");
 }
 
 fn tar_zst(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
@@ -490,7 +589,7 @@ fn archive2disk_unpacks_only_a_verified_archive() {
     assert!(!root.contains("opt") && !root.contains(".kiln-archive"), "{root}");
     // Without a checksum and without the explicit waiver: refused, named.
     let (wf, _) = run(&action("archive2disk", &[("DEST_DISK", dev), ("ARCHIVE_URL", &url)]));
-    let expected = "TARFILE_CHECKSUM: is required (sha256:HEX or sha512:HEX), \
+    let expected = "TARFILE_CHECKSUM: is required (sha256:HEX, sha384:HEX or sha512:HEX), \
                     or set INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION=true";
     assert_eq!(attempt(&wf)["message"], expected, "{wf:#}");
     // The right one: unpacked with modes, into DEST_PATH.
@@ -511,6 +610,53 @@ fn archive2disk_unpacks_only_a_verified_archive() {
     assert!(!debugfs(&disk, "ls -l /").contains(".kiln-archive"));
 }
 
+/// A hub template's TARFILE_CHECKSUM: the digest of the decompressed tar
+/// stream up to the end-of-archive marker, which is what Tinkerbell's
+/// archive2disk computes. GNU tar itself says where that is: the same files
+/// archived with 512-byte records (`-b 1`) end right after the marker,
+/// while the default 10 KiB records add padding the hub never hashes.
+#[test]
+fn archive2disk_takes_the_hubs_tar_stream_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::write(dir.path().join("etc/motd"), b"from a hub template\n").unwrap();
+    let tar = |blocking: &str| {
+        let out = Command::new("tar")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["--owner=0", "--group=0", "--mtime=@1600000000", "-b", blocking, "-cf", "-", "etc"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let (padded, exact) = (tar("20"), tar("1"));
+    assert!(padded.len() > exact.len() && padded[..exact.len()] == exact[..], "same archive, less padding");
+    let server = FileServer::start(compress("gzip", &padded), Faults::default());
+    let disk = ext4_with(&[]);
+    let dev = disk.path.to_str().unwrap();
+    let sha512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&exact)));
+    for (sum, at) in [(sha256(&exact), "/a"), (sha512, "/b")] {
+        let (wf, logs) = run(&action(
+            "archive2disk",
+            &[
+                ("DEST_DISK", dev),
+                ("FS_TYPE", "ext4"),
+                ("ARCHIVE_URL", &server.url("rootfs.tar.gz")),
+                ("ARCHIVE_TYPE", "targz"),
+                ("TARFILE_CHECKSUM", &sum),
+                ("DEST_PATH", at),
+                ("HTTP_CLIENT_TIMEOUT_MINUTES", "1"),
+            ],
+        ));
+        assert_eq!(wf["state"], "SUCCESS", "{sum}: {wf:#}\n{logs}");
+        let algorithm = sum.split(':').next().unwrap();
+        let verified = format!("[archive2disk] archive2disk: {algorithm} of the decompressed tar stream verified");
+        assert!(kiln_tests::has_line(&logs, &verified), "{logs}");
+        assert_eq!(debugfs(&disk, &format!("cat {at}/etc/motd")), "from a hub template\n");
+    }
+}
+
 #[test]
 fn kexec_finds_the_grub_default_entry_and_calls_kexec_file_load() {
     let grub = "set default=\"1\"\nmenuentry 'old' {\n linux /boot/vmlinuz-old root=/dev/sda2\n}\nmenuentry 'new' {\n linux (hd0,gpt2)/boot/vmlinuz-new root=/dev/vda2 ro quiet\n initrd /boot/initrd.img-new\n}\n";
@@ -527,6 +673,19 @@ fn kexec_finds_the_grub_default_entry_and_calls_kexec_file_load() {
     assert!(a["reason"].as_str().unwrap().starts_with("Kexec"), "{a:#}\n{logs}");
     assert!(a["message"].as_str().unwrap().starts_with("kexec_file_load:"), "{a:#}");
     assert!(kiln_tests::has_line(&logs, "[kexec] kexec: boot/grub/grub.cfg: default entry \"new\""), "{logs}");
+    assert!(
+        kiln_tests::has_line(
+            &logs,
+            "[kexec] kexec: kernel /boot/vmlinuz-new initrd /boot/initrd.img-new cmdline \"root=/dev/vda2 ro quiet\""
+        ),
+        "{logs}"
+    );
+    // INITRD_PATH without KERNEL_PATH: accepted, grub.cfg decides (as the hub).
+    let (wf, logs) = run(&action(
+        "kexec",
+        &[("BLOCK_DEVICE", disk.path.to_str().unwrap()), ("FS_TYPE", "ext4"), ("INITRD_PATH", "/boot/other.img")],
+    ));
+    assert!(attempt(&wf)["reason"].as_str().unwrap().starts_with("Kexec"), "{wf:#}\n{logs}");
     assert!(
         kiln_tests::has_line(
             &logs,

@@ -112,7 +112,7 @@ fn unknown_hardware_and_unknown_worker_write_nothing() {
     assert_eq!(
         err.trim_end(),
         "error: template \"tpl\", line 5, field .device_2: no value for \".device_2\" \
-         (known keys: Hardware, device_1, hardware, workflow)"
+         (known keys: Hardware, device_1, hardware, references, workflow)"
     );
 }
 

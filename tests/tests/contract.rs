@@ -199,11 +199,12 @@ fn kiln_retry_resumes_a_failed_workflow_from_the_failed_action() {
 #[test]
 fn registry_allow_list_is_enforced_at_apply_and_by_the_agent() {
     let env = kiln_tests::TestEnv::from_env();
-    let allowed = format!("{}/kiln", env.registry);
+    let prefix = kiln_tests::image_prefix();
+    let allowed = format!("{}/{prefix}", env.registry);
     let m = Machine::start_with(&["--allow-image", &allowed], "failed_containers: remove\n");
     // An image from elsewhere is refused when the template is applied.
     let elsewhere =
-        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/kiln/busybox:v1", env.auth_registry));
+        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/{prefix}/busybox:v1", env.auth_registry));
     let out = m.try_run(&elsewhere);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -215,7 +216,7 @@ fn registry_allow_list_is_enforced_at_apply_and_by_the_agent() {
     assert!(err.starts_with("error: template \"tpl-") && err.ends_with(&expected), "{err}");
     // Look-alike prefixes do not pass.
     let lookalike =
-        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/kiln-evil/busybox:v1", env.registry));
+        shell_action("a", 60, "true", "").replace("IMAGE", &format!("{}/{prefix}-evil/busybox:v1", env.registry));
     assert_eq!(m.try_run(&lookalike).status.code(), Some(1));
     let wf = m.run(&shell_action("a", 60, "echo allowed", ""));
     assert_eq!(m.cluster.wait_finished(&wf, LIMIT)["state"], "SUCCESS");
@@ -245,16 +246,20 @@ fn wait_agent_exit(m: &mut Machine, n: usize) -> std::process::ExitStatus {
 fn terminal_action_success_is_recorded_before_it_fires_and_the_workflow_continues_after() {
     let mut m = Machine::start("failed_containers: remove\n");
     let agent_pid = m.cluster.agents[0].pid();
-    // A stand-in for kexec (the host kernel here has none): it prepares,
-    // says it is ready, waits for the go, then ends the agent's life as a
-    // kexec would.
+    // A stand-in for kexec (the host kernel here has none), from an image
+    // labelled as speaking the handshake: offered it, it prepares, says it
+    // is ready, waits for the go, then ends the agent's life as a kexec
+    // would.
     let fire = format!(
-        "echo preparing kexec; touch /kiln/terminal-ready; while [ ! -e /kiln/terminal-go ]; do sleep 0.05; done; \
+        "echo preparing kexec; test \"$KILN_TERMINAL_HANDSHAKE\" = /kiln || exit 3; \
+         touch /kiln/terminal-ready; while [ ! -e /kiln/terminal-go ]; do sleep 0.05; done; \
          echo firing; kill -9 {agent_pid}; sleep 30"
     );
+    let handshake_image = m.cluster.env.busybox().replace("/busybox:", "/busybox-handshake:");
     let actions = [
         shell_action("prepare", 60, "echo before", ""),
-        shell_action("kexec", 60, &fire, "          pid: host\n          terminal: true\n"),
+        shell_action("kexec", 60, &fire, "          pid: host\n          terminal: true\n")
+            .replace("image: IMAGE", &format!("image: {handshake_image}")),
         shell_action("after", 60, "echo after the new kernel booted", ""),
     ]
     .concat();

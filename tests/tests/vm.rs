@@ -1,12 +1,16 @@
 //! A real machine, provisioned end to end: a QEMU VM network-boots the hook
 //! image from kiln, partitions and writes its own disk through the action
 //! images, survives its agent being killed, and kexecs into what it wrote.
+//! After the partition step the template is a Tinkerbell one, unchanged:
+//! image2disk, writefile, cexec and kexec by their hub names (resolved by
+//! the server's --image-rewrite) with the hub's variables, and no
+//! `terminal:` on kexec.
 //! (See `kiln_tests::vm` for the scenario; `bench-vm` prints its timings.)
 
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_tests::vm::{self, CONFIG_PATH, CONFIG_TEXT};
+use kiln_tests::vm::{self, CEXEC_PATH, CEXEC_TEXT, CONFIG_PATH, CONFIG_TEXT, HUB};
 
 #[test]
 fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
@@ -20,7 +24,12 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     // running the killer again.
     let actions = wf["actions"].as_array().unwrap();
     let names: Vec<&str> = actions.iter().map(|a| a["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["partition", "image2disk", "agent-killer", "writefile", "kexec"]);
+    assert_eq!(names, ["partition", "image2disk", "agent-killer", "writefile", "cexec", "kexec"]);
+    // The Tinkerbell steps kept their hub names; the server resolved them
+    // (--image-rewrite) and took kexec as terminal without `terminal:`.
+    for i in [1, 3, 4, 5] {
+        assert!(actions[i]["image"].as_str().unwrap().starts_with(HUB), "{:#}", actions[i]);
+    }
     let mut previous_end = String::new();
     for a in actions {
         let attempts = a["attempts"].as_array().unwrap();
@@ -36,13 +45,16 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     assert!(run.console.contains("server CA: http://") && run.console.contains("as pinned"), "{context}");
     assert_eq!(run.logs.matches("agent killed").count(), 1, "{}", run.logs);
     assert_eq!(run.logs.matches("killer finished").count(), 1, "{}", run.logs);
-    for line in ["sha256 verified", "EFI", CONFIG_PATH] {
+    // kiln's kexec was offered the handshake (its image says it speaks
+    // it): its SUCCESS was reported after the kernel was loaded.
+    for line in ["EFI", CONFIG_PATH, "kernel loaded; waiting for the agent's go"] {
         assert!(run.logs.contains(line), "logs lack {line:?}: {}", run.logs);
     }
 
     // After kexec: the installed OS booted and printed what writefile wrote.
     assert!(run.console.contains("KILN-TEST-OS: booted"), "{context}");
     assert!(run.console.contains(&format!("KILN-TEST-OS-CONFIG: {CONFIG_TEXT}")), "{context}");
+    assert!(run.console.contains(&format!("KILN-TEST-OS-CEXEC: {CEXEC_TEXT}")), "{context}");
     // The netboot gate is closed: the machine now boots its disk.
     assert!(run.ipxe_after.contains("no pending workflow") && run.ipxe_after.contains("exit"), "{}", run.ipxe_after);
 
@@ -75,6 +87,7 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(debugfs(&format!("cat {CONFIG_PATH}")), CONFIG_TEXT);
+    assert_eq!(debugfs(&format!("cat {CEXEC_PATH}")), format!("{CEXEC_TEXT}\n"));
     assert!(
         debugfs(&format!("stat {CONFIG_PATH}")).contains("Mode:  0640"),
         "{}",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the "OS" the VM test installs: an ext4 root filesystem image that
 # holds the hook's Debian kernel, a tiny initramfs and a grub.cfg naming
-# them. Booted (by the kexec action, which reads the grub.cfg), it prints
-# a marker and the config file the workflow wrote, then powers off.
+# them, and busybox as /bin/sh (for cexec). Booted (by the kexec action,
+# which reads the grub.cfg), it prints a marker and the files the workflow
+# wrote, then powers off.
 #
 #   tests/vm/build-test-os.sh HOOK_OUT OUT_DIR [SIZE_MIB]
 #
@@ -42,6 +43,7 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda2 ] && break; sleep 0.5; done
 mount -t ext4 -o ro /dev/vda2 /mnt
 echo "KILN-TEST-OS: booted $(uname -r) by kexec"
 echo "KILN-TEST-OS-CONFIG: $(cat /mnt/etc/kiln-test-os.conf)"
+echo "KILN-TEST-OS-CEXEC: $(cat /mnt/etc/kiln-test-os.cexec 2>/dev/null)"
 umount /mnt
 poweroff -f
 INIT
@@ -50,7 +52,10 @@ chmod +x "$I/init"
 
 # The root filesystem, populated without mounting (mkfs -d).
 R=$WORK/root
-mkdir -p "$R"/{boot/grub,etc}
+mkdir -p "$R"/{boot/grub,etc,bin,tmp}
+# A shell, so that a template's cexec step can chroot into the OS.
+cp "$WORK/hook/bin/busybox" "$R/bin/busybox"
+for a in sh echo cat; do ln -s busybox "$R/bin/$a"; done
 cp "$HOOK/vmlinuz" "$R/boot/vmlinuz-$KVER"
 cp "$WORK/initrd.img" "$R/boot/initrd.img-$KVER"
 cat >"$R/boot/grub/grub.cfg" <<GRUB

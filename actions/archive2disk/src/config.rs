@@ -1,8 +1,11 @@
 //! The environment contract: Tinkerbell's archive2disk variables, with more
 //! archive types, ARCHIVE_TYPE optional (the magic bytes decide) and
-//! resumable downloads.
+//! resumable downloads. `HTTP_CLIENT_TIMEOUT_MINUTES` is the hub's: the
+//! whole download must end within it (default 5; 0 or less: no limit, as
+//! Go's `http.Client.Timeout`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kiln_action_kit::Result;
 use kiln_action_kit::checksum::Checksum;
@@ -23,6 +26,9 @@ pub struct Config {
     pub checksum: Option<Checksum>,
     pub retry: RetryPolicy,
 }
+
+/// Tinkerbell's default for HTTP_CLIENT_TIMEOUT_MINUTES.
+pub const DEFAULT_HTTP_TIMEOUT_MINUTES: u64 = 5;
 
 pub fn archive_type(v: &str) -> std::result::Result<Format, String> {
     Ok(match v.to_ascii_lowercase().as_str() {
@@ -54,13 +60,18 @@ impl Config {
             None if !insecure && env.get("TARFILE_CHECKSUM").is_none() => {
                 env.invalid(
                     "TARFILE_CHECKSUM",
-                    "is required (sha256:HEX or sha512:HEX), or set INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION=true",
+                    "is required (sha256:HEX, sha384:HEX or sha512:HEX), or set INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION=true",
                 );
                 None
             }
             c => c,
         };
-        let retry = RetryPolicy::from_env(&mut env);
+        let mut retry = RetryPolicy::from_env(&mut env);
+        retry.total_timeout = match env.number::<i64>("HTTP_CLIENT_TIMEOUT_MINUTES", false) {
+            None => Some(Duration::from_secs(DEFAULT_HTTP_TIMEOUT_MINUTES * 60)),
+            Some(m) if m <= 0 => None,
+            Some(m) => Some(Duration::from_secs(m as u64 * 60)),
+        };
         env.finish()?;
         Ok(Config {
             disk: disk.expect("checked by finish"),
@@ -129,7 +140,7 @@ mod tests {
             "TARFILE_CHECKSUM: unsupported digest algorithm",
             "DEST_PATH: must be an absolute path",
             "RETRY_DURATION_MINUTES:",
-            "INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION: expected true or false",
+            "INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION: expected a boolean",
         ] {
             assert!(err.message.contains(v), "{v} missing: {}", err.message);
         }
@@ -141,6 +152,45 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.message.contains("DEST_PATH: \"/opt/../..\" must not contain '..'"), "{}", err.message);
+    }
+
+    /// The hub's contract: defaults, spellings, errors.
+    #[test]
+    fn environment_contract_table() {
+        let base = [("DEST_DISK", "/"), ("ARCHIVE_URL", "http://h/a.tar.gz"), ("TARFILE_CHECKSUM", SUM)];
+        let with =
+            |extra: &[(&str, &str)]| Config::from_env(env(&base.iter().chain(extra).copied().collect::<Vec<_>>()));
+        let c = with(&[]).unwrap();
+        assert_eq!(c.retry.total_timeout, Some(Duration::from_secs(300)), "5 minutes unless said");
+        assert!(!c.retry.enabled);
+        assert_eq!((c.dest.as_str(), c.format), ("/", None));
+        for (v, want) in [("1", Some(60)), ("30", Some(1800)), ("0", None), ("-1", None)] {
+            let c = with(&[("HTTP_CLIENT_TIMEOUT_MINUTES", v)]).unwrap();
+            assert_eq!(c.retry.total_timeout, want.map(Duration::from_secs), "{v}");
+        }
+        let err = with(&[("HTTP_CLIENT_TIMEOUT_MINUTES", "5m")]).unwrap_err();
+        assert!(err.message.starts_with("HTTP_CLIENT_TIMEOUT_MINUTES: expected a whole number"), "{}", err.message);
+        for sum in [
+            "sha384:cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7",
+            "sha512:ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+        ] {
+            let c = with(&[("TARFILE_CHECKSUM", sum)]).unwrap();
+            assert_eq!(c.checksum.unwrap().to_string(), sum);
+        }
+        for (v, insecure) in [("t", true), ("True", true), ("0", false), ("FALSE", false)] {
+            let c = Config::from_env(env(&[
+                ("DEST_DISK", "/"),
+                ("ARCHIVE_URL", "http://h/a.tar"),
+                ("INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION", v),
+                ("TARFILE_CHECKSUM", if insecure { "" } else { SUM }),
+            ]))
+            .unwrap();
+            assert_eq!(c.checksum.is_none(), insecure, "{v}");
+        }
+        let err = with(&[("INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION", "yes")]).unwrap_err();
+        assert!(err.message.contains("INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION: expected a boolean"));
+        assert_eq!(archive_type("TAR").unwrap(), Format::Raw, "the hub lowercases ARCHIVE_TYPE");
+        assert_eq!(archive_type("TARGZ").unwrap(), Format::Gzip);
     }
 
     #[test]

@@ -54,11 +54,10 @@ pub fn install(root: &Path, c: &Config) -> Result<Unpacked> {
     // and gone with the disk if the machine dies halfway.
     let staged = root.join(format!(".kiln-archive-{}", std::process::id()));
     let result = (|| {
-        let digest = stage(counted, &staged, expected)?;
-        expected.verify(&c.url, &digest)?;
-        log(ACTION, format_args!("{} verified", expected.algorithm.name()));
-        let file = File::open(&staged).or_fail("UnpackFailed", || "reopening the downloaded archive".into())?;
-        unpack(Box::new(file), &real, c.format)
+        let file_digest = stage(counted, &staged, expected)?;
+        let reopen = || File::open(&staged).or_fail("UnpackFailed", || "reopening the downloaded archive".into());
+        verify(expected, &file_digest, || Ok(Box::new(reopen()?)))?;
+        unpack(Box::new(reopen()?), &real, c.format)
     })();
     let _ = std::fs::remove_file(&staged);
     Ok(Unpacked { downloaded: downloaded.load(Ordering::Relaxed), ..result? })
@@ -114,6 +113,91 @@ fn stage(mut input: impl Read, path: &Path, expected: &Checksum) -> Result<Vec<u
     }
     out.sync_all().or_fail("UnpackFailed", || "fsync of the downloaded archive".into())?;
     Ok(hasher.finish())
+}
+
+/// Checks TARFILE_CHECKSUM. Tinkerbell's archive2disk hashes the
+/// decompressed tar stream as its tar reader consumes it: up to and
+/// including the two zero blocks that end the archive, without the padding
+/// `tar` adds after them. A hub template's checksum is that one. Also
+/// accepted: the whole decompressed stream (`gunzip -c a.tgz | sha256sum`,
+/// which differs when tar padded its last record) and the file as
+/// downloaded (what kiln checked before). The file's digest is at hand;
+/// the archive is decompressed again only when it does not match.
+fn verify(
+    expected: &Checksum,
+    file_digest: &[u8],
+    archive: impl FnOnce() -> Result<Box<dyn Read + Send>>,
+) -> Result<()> {
+    let name = expected.algorithm.name();
+    if file_digest == expected.digest.as_slice() {
+        log(ACTION, format_args!("{name} of the downloaded file verified"));
+        return Ok(());
+    }
+    let (tar_stream, whole) = stream_digests(archive()?, expected)?;
+    if tar_stream == expected.digest {
+        log(ACTION, format_args!("{name} of the decompressed tar stream verified"));
+        return Ok(());
+    }
+    if whole == expected.digest {
+        log(ACTION, format_args!("{name} of the whole decompressed stream verified"));
+        return Ok(());
+    }
+    Err(Failure::new(
+        "ChecksumMismatch",
+        format!(
+            "TARFILE_CHECKSUM is {expected}, but the decompressed tar stream has {name}:{}, the whole \
+             decompressed stream {name}:{} and the downloaded file {name}:{}",
+            hex(&tar_stream),
+            hex(&whole),
+            hex(file_digest)
+        ),
+    ))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hashes everything read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: kiln_action_kit::checksum::Hasher,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The digests of the decompressed stream through the end-of-archive
+/// marker (as Go's archive/tar reads it) and of all of it.
+fn stream_digests(input: Box<dyn Read + Send>, expected: &Checksum) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let format = sniff(&mut input).map_err(|e| failure_of(e, "UnpackFailed", "reading the archive"))?;
+    let reader = decoder(format, input).or_fail("UnpackFailed", || "starting the decompressor".into())?;
+    let io_fail = |e: io::Error| failure_of(e, "UnpackFailed", "reading the archive");
+    let mut archive = tar::Archive::new(Hashing { inner: reader, hasher: expected.algorithm.hasher() });
+    // The tar crate reads exactly what Go's reader reads, header by header
+    // and entry by entry (skipped contents are read, not seeked), and stops
+    // after the first zero block; Go reads the second one too.
+    for entry in archive.entries().map_err(io_fail)? {
+        entry.map_err(io_fail)?;
+    }
+    let mut rest = archive.into_inner();
+    let mut second = [0u8; 512];
+    let mut got = 0;
+    while got < second.len() {
+        match rest.read(&mut second[got..]).map_err(io_fail)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    let tar_stream = rest.hasher.clone().finish();
+    io::copy(&mut rest, &mut io::sink()).map_err(io_fail)?;
+    Ok((tar_stream, rest.hasher.finish()))
 }
 
 /// Unpacks a tar (compressed as the magic bytes say) into `dest`, keeping
@@ -287,6 +371,55 @@ mod tests {
         let err = unpack(Box::new(io::Cursor::new(raw)), &dir.path().join("sub"), None).unwrap_err();
         assert_eq!(err.reason, "UnsafeArchive", "{}", err.message);
         assert!(!Path::new("/tmp/kiln-evil").exists());
+    }
+
+    fn sha256(data: &[u8]) -> Vec<u8> {
+        let mut h = kiln_action_kit::checksum::Algorithm::Sha256.hasher();
+        h.update(data);
+        h.finish()
+    }
+
+    /// The hub's digest is of the decompressed stream through the two zero
+    /// blocks; the whole stream, padding included, and the downloaded file
+    /// also pass, anything else is named in the mismatch.
+    #[test]
+    fn tarfile_checksum_forms() {
+        let mut tar_bytes = tar_of(&[("etc/motd", b"hi\n", 0o644)]);
+        // tar::Builder ends with the two zero blocks; GNU tar then pads the
+        // last 10 KiB record with more zeros, which the hub never reads.
+        let end = tar_bytes.len();
+        tar_bytes.resize(10240, 0);
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar_bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let hub = sha256(&tar_bytes[..end]);
+        let whole = sha256(&tar_bytes);
+        let file = sha256(&gz);
+        assert_ne!(hub, whole);
+        let check = |digest: &[u8], algorithm| {
+            let expected = Checksum { algorithm, digest: digest.to_vec() };
+            let gz = gz.clone();
+            let mut h = kiln_action_kit::checksum::Algorithm::hasher(algorithm);
+            h.update(&gz);
+            let file_digest = h.finish();
+            verify(&expected, &file_digest, move || Ok(Box::new(io::Cursor::new(gz))))
+        };
+        let sha256 = kiln_action_kit::checksum::Algorithm::Sha256;
+        for digest in [&hub, &whole, &file] {
+            check(digest, sha256).unwrap();
+        }
+        let err = check(&[0u8; 32], sha256).unwrap_err();
+        assert_eq!(err.reason, "ChecksumMismatch");
+        let hex_hub = hex(&hub);
+        assert!(err.message.contains(&format!("the decompressed tar stream has sha256:{hex_hub}")), "{}", err.message);
+        // sha384 and sha512 of the tar stream, as the hub's go-digest takes.
+        for algorithm in [kiln_action_kit::checksum::Algorithm::Sha384, kiln_action_kit::checksum::Algorithm::Sha512] {
+            let mut h = algorithm.hasher();
+            h.update(&tar_bytes[..end]);
+            check(&h.finish(), algorithm).unwrap();
+        }
     }
 
     #[test]

@@ -161,7 +161,8 @@ fn a_bad_checksum_writes_nothing() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let good = digest("sha256sum", &gz);
-    assert!(text(&out).contains(&format!("expected {wrong}, got sha256:{good}")), "{}", text(&out));
+    assert!(text(&out).contains(&format!("TARFILE_CHECKSUM is {wrong}")), "{}", text(&out));
+    assert!(text(&out).contains(&format!("the downloaded file sha256:{good}")), "{}", text(&out));
     assert!(!disk.is_mounted());
     assert_eq!(disk.list("/"), ["lost+found"], "nothing unpacked and no staged archive left");
 }
@@ -197,4 +198,73 @@ fn a_missing_checksum_is_named_before_anything_happens() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("TARFILE_CHECKSUM: is required"), "{}", text(&out));
     assert_eq!(disk.list("/"), ["lost+found"]);
+}
+
+/// A hub template's TARFILE_CHECKSUM is the digest of the decompressed tar
+/// stream up to its end-of-archive marker (Tinkerbell hashes what its tar
+/// reader reads), not of the .tar.gz and not of GNU tar's record padding.
+#[test]
+fn the_hub_checksum_of_the_decompressed_tar_stream_passes() {
+    let mut tar = sample_tar();
+    // tar::Builder ends with the two zero blocks; pad the last 10 KiB
+    // record with zeros as GNU tar does.
+    let end = tar.len();
+    tar.resize(end.div_ceil(10240) * 10240, 0);
+    let gz = pipe(&["gzip", "-c"], &tar);
+    let base = serve(HashMap::from([("/a.tar.gz".to_string(), gz)]));
+    let disk = LoopDisk::new();
+    for (tool, algorithm) in [("sha256sum", "sha256"), ("sha384sum", "sha384"), ("sha512sum", "sha512")] {
+        let sum = format!("{algorithm}:{}", digest(tool, &tar[..end]));
+        let out = action(
+            BIN,
+            &[
+                ("DEST_DISK", &disk.device),
+                ("FS_TYPE", "ext4"),
+                ("ARCHIVE_URL", &format!("{base}/a.tar.gz")),
+                ("ARCHIVE_TYPE", "targz"),
+                ("DEST_PATH", &format!("/{algorithm}")),
+                ("TARFILE_CHECKSUM", &sum),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(&format!("{algorithm} of the decompressed tar stream verified")), "{}", text(&out));
+        assert_sample_unpacked(&disk, &format!("/{algorithm}"));
+    }
+}
+
+/// HTTP_CLIENT_TIMEOUT_MINUTES bounds the whole download, as Go's
+/// http.Client.Timeout does in the hub (takes a minute: the unit is minutes).
+#[test]
+fn http_client_timeout_minutes_ends_a_slow_download() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/slow.tar", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = std::io::Read::read(&mut conn, &mut request);
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n");
+        // A byte every 5 s: never idle long enough for the idle timeout.
+        for _ in 0..100 {
+            if conn.write_all(&[0]).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+    });
+    let disk = LoopDisk::new();
+    let started = std::time::Instant::now();
+    let out = action(
+        BIN,
+        &[
+            ("DEST_DISK", &disk.device),
+            ("ARCHIVE_URL", &url),
+            ("INSECURE_NO_TARFILE_CHECKSUM_VERIFICATION", "true"),
+            ("HTTP_CLIENT_TIMEOUT_MINUTES", "1"),
+        ],
+    );
+    let took = started.elapsed().as_secs();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("did not finish within 60s"), "{}", text(&out));
+    assert!((59..90).contains(&took), "took {took} s");
+    assert!(!disk.is_mounted());
 }

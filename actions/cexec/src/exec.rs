@@ -11,37 +11,50 @@ use kiln_action_kit::mount::Mounts;
 use kiln_action_kit::{Failure, OrFail, Result, log};
 
 use crate::ACTION;
-use crate::config::Config;
+use crate::config::{Config, EXIT_FAILED};
 
 /// What the command finds in `KILN_MOUNT` without CHROOT: where the
 /// filesystem is mounted in the action's container.
 pub const MOUNT_VAR: &str = "KILN_MOUNT";
 
-/// Runs the command; returns its exit code (128+N for signal N).
-pub fn run_in(root: &Path, c: &Config, mounts: &mut Mounts) -> Result<u8> {
-    let resolv = if c.update_resolv_conf {
+/// Runs the commands in order until one fails: the first failing one's
+/// argv and exit code (128+N for signal N), or None when all succeeded.
+pub fn run_in<'c>(root: &Path, c: &'c Config, mounts: &mut Mounts) -> Result<Option<(&'c [String], u8)>> {
+    // As in Tinkerbell, only a chroot gets the container's resolver: without
+    // one the command already runs with it.
+    let resolv = if c.update_resolv_conf && c.chroot {
         Some(ResolvConf::install(&root.join("etc"), Path::new("/etc/resolv.conf"))?)
     } else {
         None
     };
-    let status = spawn(root, c, mounts);
+    let result = (|| {
+        if c.chroot {
+            // /dev is bound recursively, so /dev/pts, /dev/shm and
+            // /dev/mqueue come with it when the container has them.
+            for fs in ["dev", "proc", "sys"] {
+                mounts.bind(&Path::new("/").join(fs), &root.join(fs))?;
+            }
+        }
+        for argv in &c.commands {
+            let code = exit_code(spawn(root, c.chroot, argv)?);
+            if code != 0 {
+                return Ok(Some((argv.as_slice(), code)));
+            }
+        }
+        Ok(None)
+    })();
     // Restored before reporting, whatever the command did: the image keeps
     // its own resolver configuration (often a systemd-resolved symlink).
     let restored = resolv.map_or(Ok(()), ResolvConf::restore);
-    let status = status?;
+    let result = result?;
     restored?;
-    Ok(exit_code(status))
+    Ok(result)
 }
 
-fn spawn(root: &Path, c: &Config, mounts: &mut Mounts) -> Result<ExitStatus> {
-    let mut cmd = Command::new(&c.argv[0]);
-    cmd.args(&c.argv[1..]);
-    if c.chroot {
-        // /dev is bound recursively, so /dev/pts, /dev/shm and /dev/mqueue
-        // come with it when the container has them.
-        for fs in ["dev", "proc", "sys"] {
-            mounts.bind(&Path::new("/").join(fs), &root.join(fs))?;
-        }
+fn spawn(root: &Path, chroot: bool, argv: &[String]) -> Result<ExitStatus> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    if chroot {
         // Built before fork: the child may only make async-signal-safe
         // calls, and allocating (as turning a Path into a C string does) is
         // not one of them.
@@ -60,24 +73,23 @@ fn spawn(root: &Path, c: &Config, mounts: &mut Mounts) -> Result<ExitStatus> {
     } else {
         cmd.current_dir(root).env(MOUNT_VAR, root);
     }
-    let where_ =
-        if c.chroot { "chrooted into the disk".to_string() } else { format!("{MOUNT_VAR}={}", root.display()) };
-    log(ACTION, format_args!("running {} ({where_})", shell_words::join(&c.argv)));
+    let where_ = if chroot { "chrooted into the disk".to_string() } else { format!("{MOUNT_VAR}={}", root.display()) };
+    log(ACTION, format_args!("running {} ({where_})", shell_words::join(argv)));
     // stdout and stderr are inherited: the command's output is the action's.
     cmd.status().map_err(|e| match e.kind() {
         ErrorKind::NotFound => Failure {
             reason: "CommandNotFound",
             message: format!(
                 "{}: not found {}",
-                c.argv[0],
-                if c.chroot { "in the disk's root" } else { "in the container" }
+                argv[0],
+                if chroot { "in the disk's root" } else { "in the container" }
             ),
-            exit_code: 127,
+            exit_code: EXIT_FAILED,
         },
         ErrorKind::PermissionDenied => {
-            Failure { reason: "CommandNotExecutable", message: format!("{}: {e}", c.argv[0]), exit_code: 126 }
+            Failure { reason: "CommandNotExecutable", message: format!("{}: {e}", argv[0]), exit_code: EXIT_FAILED }
         }
-        _ => Failure::new("CommandFailed", format!("cannot start {}: {e}", c.argv[0])),
+        _ => Failure::new("CommandFailed", format!("cannot start {}: {e}", argv[0])),
     })
 }
 

@@ -51,11 +51,13 @@ fn chrooted_command_exit_code_output_and_environment() {
     let (out, left) = run(&[
         ("BLOCK_DEVICE", &disk.device),
         ("FS_TYPE", "ext4"),
+        ("CHROOT", "y"),
         ("DEFAULT_INTERPRETER", "/bin/sh -c"),
         ("CMD_LINE", script),
         ("DEBIAN_FRONTEND", "noninteractive"),
     ]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // Tinkerbell's code for a failed command; its own code is in the message.
+    assert_eq!(out.status.code(), Some(30), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("to-stdout\n"), "{}", text(&out));
     assert!(text(&out).contains("exited with 3"), "{}", text(&out));
     assert!(!disk.is_mounted(), "left mounted");
@@ -65,24 +67,50 @@ fn chrooted_command_exit_code_output_and_environment() {
     assert_eq!(disk.list("/proc"), Vec::<String>::new());
 }
 
+/// Tinkerbell's split: `;` between commands, spaces between words, quotes
+/// passed on as written; the commands run in order and stop at a failure.
 #[test]
-fn split_command_line_and_success() {
+fn command_line_splits_on_semicolons_and_spaces() {
     let disk = busybox_disk();
-    let out = action(BIN, &[("BLOCK_DEVICE", &disk.device), ("CMD_LINE", "/bin/sh -c 'echo \"two words\" > /split'")]);
+    let out = action(
+        BIN,
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("CHROOT", "y"),
+            ("CMD_LINE", "/bin/busybox mkdir /one; /bin/busybox touch /one/two /one/'q';/bin/busybox touch /three"),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(disk.read("/split").unwrap(), b"two words\n");
+    assert_eq!(disk.list("/one"), ["'q'", "two"]);
+    assert!(disk.stat("/three").is_some());
+    let out = action(
+        BIN,
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("CHROOT", "y"),
+            ("CMD_LINE", "/bin/busybox touch /four;/bin/busybox false;/bin/busybox touch /five"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(30), "{}", text(&out));
+    assert!(text(&out).contains("/bin/busybox false exited with 1"), "{}", text(&out));
+    assert!(disk.stat("/four").is_some() && disk.stat("/five").is_none());
 }
 
 #[test]
-fn a_missing_command_is_127_and_a_signal_is_128_plus() {
+fn a_missing_command_and_a_signal_are_failures_named_in_the_message() {
     let disk = busybox_disk();
-    let out = action(BIN, &[("BLOCK_DEVICE", &disk.device), ("CMD_LINE", "/usr/bin/apt-get update")]);
-    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    let out = action(BIN, &[("BLOCK_DEVICE", &disk.device), ("CHROOT", "y"), ("CMD_LINE", "/usr/bin/apt-get update")]);
+    assert_eq!(out.status.code(), Some(30), "{}", text(&out));
     assert!(text(&out).contains("/usr/bin/apt-get: not found in the disk's root"), "{}", text(&out));
     assert!(!disk.is_mounted());
-    let (out, left) =
-        run(&[("BLOCK_DEVICE", &disk.device), ("DEFAULT_INTERPRETER", "/bin/sh -c"), ("CMD_LINE", "kill -9 $$")]);
-    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+    let (out, left) = run(&[
+        ("BLOCK_DEVICE", &disk.device),
+        ("CHROOT", "y"),
+        ("DEFAULT_INTERPRETER", "/bin/sh -c"),
+        ("CMD_LINE", "kill -9 $$"),
+    ]);
+    assert_eq!(out.status.code(), Some(30), "{}", text(&out));
+    assert!(text(&out).contains("exited with 137"), "{}", text(&out));
     assert!(!disk.is_mounted());
     assert_eq!(left, Vec::<String>::new());
 }
@@ -94,6 +122,7 @@ fn resolv_conf_is_lent_and_given_back() {
         BIN,
         &[
             ("BLOCK_DEVICE", &disk.device),
+            ("CHROOT", "y"),
             ("UPDATE_RESOLV_CONF", "true"),
             ("DEFAULT_INTERPRETER", "/bin/sh -c"),
             ("CMD_LINE", "cat /etc/resolv.conf > /seen"),
@@ -109,11 +138,11 @@ fn resolv_conf_is_lent_and_given_back() {
 #[test]
 fn without_chroot_the_mount_is_in_kiln_mount() {
     let disk = busybox_disk();
+    // CHROOT unset: the command runs in the action's container.
     let out = action(
         BIN,
         &[
             ("BLOCK_DEVICE", &disk.device),
-            ("CHROOT", "false"),
             ("DEFAULT_INTERPRETER", "/bin/busybox sh -c"),
             (
                 "CMD_LINE",
@@ -128,9 +157,11 @@ fn without_chroot_the_mount_is_in_kiln_mount() {
 
 #[test]
 fn bad_configuration_names_the_variables() {
-    let out = action(BIN, &[("CHROOT", "sometimes")]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    for needle in ["BLOCK_DEVICE: is required", "CMD_LINE: is required", "CHROOT: expected true or false"] {
+    let out = action(BIN, &[("UPDATE_RESOLV_CONF", "sometimes")]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    for needle in ["BLOCK_DEVICE: is required", "CMD_LINE: is required", "UPDATE_RESOLV_CONF: expected a boolean"] {
         assert!(text(&out).contains(needle), "{needle} not in {}", text(&out));
     }
+    let out = action(BIN, &[("FS_TYPE", "ext4")]);
+    assert_eq!(out.status.code(), Some(20), "missing only: {}", text(&out));
 }

@@ -345,7 +345,7 @@ mod tests {
             ("DEST_DISK", path),
             ("FS_TYPE", "ext4"),
             ("LABEL", "root"),
-            ("WIPE", "yes"),
+            ("WIPE", "true"),
             ("MKFS_OPTIONS", "-E 'root_owner=0:0' -m 1"),
         ]);
         let c = Config::from_env(&mut env).unwrap();

@@ -1,9 +1,11 @@
 //! image2disk: streams a disk image over HTTP(S) onto a block device or file.
 //!
-//! Tinkerbell-compatible (`IMG_URL`, `DEST_DISK`, `COMPRESSED`), and stricter:
-//! decompression from magic bytes, `CHECKSUM` verified on the stream, a
-//! short download is a failure, drops resume with HTTP Range, and the result
-//! can be read back and compared (`VERIFY=true`).
+//! Tinkerbell's variables with Tinkerbell's defaults (`COMPRESSED` unset
+//! writes the bytes as they are, `RETRY_ENABLED` is off), and stricter:
+//! with `COMPRESSED=true` the format comes from the magic bytes, `CHECKSUM`
+//! is verified on the stream, a short download is a failure, retries resume
+//! with HTTP Range, and the result can be read back and compared
+//! (`VERIFY=true`).
 
 mod config;
 mod pipeline;

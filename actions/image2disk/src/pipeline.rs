@@ -211,16 +211,16 @@ fn fetch(
 /// Decompresses into full blocks for the writer; returns the format seen.
 fn decode(
     mut input: ChunkReader,
-    compressed: Option<bool>,
+    compressed: bool,
     out: SyncSender<Block>,
     recycled: Receiver<Block>,
 ) -> Result<Format> {
     let io_failure = |e: io::Error| failure_of(e, "DecompressFailed", "decompressing the image");
-    let format = match compressed {
-        Some(false) => Format::Raw,
-        _ => sniff(&mut input).map_err(io_failure)?,
-    };
-    if compressed == Some(true) && format == Format::Raw {
+    // As Tinkerbell: without COMPRESSED=true the bytes go to disk as they
+    // are, even when they look compressed (a zstd-compressed filesystem
+    // image written raw on purpose stays raw).
+    let format = if compressed { sniff(&mut input).map_err(io_failure)? } else { Format::Raw };
+    if compressed && format == Format::Raw {
         return Err(Failure::new(
             "NotCompressed",
             "COMPRESSED=true but the image starts with no gzip, xz, zstd or bzip2 magic number",
@@ -425,7 +425,7 @@ mod tests {
         let (full_tx, full_rx) = sync_channel(2);
         let (empty_tx, empty_rx) = channel();
         let writer = thread::spawn(move || write(target, None, true, full_rx, empty_tx));
-        let format = decode(ChunkReader::new(rx), None, full_tx, empty_rx).unwrap();
+        let format = decode(ChunkReader::new(rx), true, full_tx, empty_rx).unwrap();
         let written = join(writer).unwrap();
         assert_eq!(format, Format::Zstd);
         assert_eq!(written.bytes, data.len() as u64);
@@ -439,7 +439,7 @@ mod tests {
         tx.send(Err(Failure::new("DownloadFailed", "gone"))).unwrap();
         let (full_tx, _full_rx) = sync_channel(4);
         let (_empty_tx, empty_rx) = channel();
-        let err = decode(ChunkReader::new(rx), Some(false), full_tx, empty_rx).unwrap_err();
+        let err = decode(ChunkReader::new(rx), false, full_tx, empty_rx).unwrap_err();
         assert_eq!(err, Failure::new("DownloadFailed", "gone"));
     }
 }

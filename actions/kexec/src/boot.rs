@@ -193,9 +193,23 @@ fn load_failure(err: std::io::Error) -> Failure {
     Failure::new(reason, format!("kexec_file_load: {why} ({err})"))
 }
 
+/// The variable by which kiln's agent offers the handshake: the directory
+/// of its files (`/kiln`).
+pub const HANDSHAKE_ENV: &str = "KILN_TERMINAL_HANDSHAKE";
+
+/// The handshake when the agent offered it (`offer`: the value of
+/// [`HANDSHAKE_ENV`]); without the offer nobody would answer, so the
+/// action fires at once, as the hub's kexec does.
+pub fn handshake_if_offered(offer: Option<OsString>) -> Result<()> {
+    match offer.filter(|dir| !dir.is_empty()) {
+        Some(dir) => handshake(Path::new(&dir)),
+        None => Ok(()),
+    }
+}
+
 /// The terminal-step handshake with the agent: say ready, wait for the go,
-/// so the step's success is reported before the machine leaves. Outside
-/// kiln (no `kiln` directory) there is nobody to wait for.
+/// so the step's success is reported before the machine leaves. Without
+/// the directory there is nobody to wait for.
 pub fn handshake(kiln: &Path) -> Result<()> {
     if !kiln.is_dir() {
         return Ok(());
@@ -312,5 +326,22 @@ mod tests {
         std::fs::write(kiln.path().join("terminal-go"), b"").unwrap();
         t.join().unwrap().unwrap();
         handshake(&kiln.path().join("absent")).unwrap();
+    }
+
+    #[test]
+    fn without_the_offer_it_does_not_wait() {
+        let kiln = tempfile::tempdir().unwrap();
+        handshake_if_offered(None).unwrap();
+        handshake_if_offered(Some(OsString::new())).unwrap();
+        assert!(!kiln.path().join("terminal-ready").exists());
+        // Offered: it says it is ready and waits for the go.
+        let offer = kiln.path().as_os_str().to_os_string();
+        let t = std::thread::spawn(move || handshake_if_offered(Some(offer)));
+        while !kiln.path().join("terminal-ready").exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!t.is_finished(), "fired before the go");
+        std::fs::write(kiln.path().join("terminal-go"), b"").unwrap();
+        t.join().unwrap().unwrap();
     }
 }

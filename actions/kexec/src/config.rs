@@ -16,6 +16,8 @@ pub struct Config {
     pub fs_type: Option<String>,
     /// None: the default entry of grub.cfg.
     pub kernel: Option<String>,
+    /// Only with `kernel`: without KERNEL_PATH, Tinkerbell's kexec takes
+    /// the initrds from grub.cfg and ignores INITRD_PATH, and so does kiln.
     pub initrd: Option<String>,
     /// None: the grub entry's arguments (none with KERNEL_PATH).
     pub cmdline: Option<String>,
@@ -32,10 +34,9 @@ impl Config {
         let device = env.parse_with("BLOCK_DEVICE", true, kiln_action_kit::disk::resolve);
         let fs_type = env.optional("FS_TYPE");
         let kernel = env.parse_with("KERNEL_PATH", false, relative_path);
-        let initrd = env.parse_with("INITRD_PATH", false, relative_path);
-        if env.get("INITRD_PATH").is_some() && env.get("KERNEL_PATH").is_none() {
-            env.invalid("INITRD_PATH", "needs KERNEL_PATH (without it, grub.cfg names both)");
-        }
+        // Still checked when it will be ignored: a path leaving the disk is
+        // a mistake whatever happens to it.
+        let initrd = env.parse_with("INITRD_PATH", false, relative_path).filter(|_| kernel.is_some());
         let cmdline = env.optional("CMD_LINE");
         let grub_cfgs = match env.parse_with("GRUBCFG_PATH", false, relative_path) {
             Some(p) => vec![p],
@@ -85,7 +86,23 @@ mod tests {
         {
             assert!(err.message.contains(v), "{v} missing: {}", err.message);
         }
-        let err = Config::from_env(env(&[("BLOCK_DEVICE", "/"), ("INITRD_PATH", "/initrd")])).unwrap_err();
-        assert!(err.message.contains("INITRD_PATH: needs KERNEL_PATH"), "{}", err.message);
+    }
+
+    /// The hub's contract: INITRD_PATH without KERNEL_PATH is accepted and
+    /// grub.cfg decides (the hub ignores it too); empty is unset; the
+    /// first grub.cfg tried is the hub's only one.
+    #[test]
+    fn environment_contract_table() {
+        let c = Config::from_env(env(&[("BLOCK_DEVICE", "/"), ("INITRD_PATH", "/boot/initrd.img")])).unwrap();
+        assert_eq!((c.kernel, c.initrd), (None, None));
+        let c = Config::from_env(env(&[("BLOCK_DEVICE", "/"), ("KERNEL_PATH", "/vmlinuz")])).unwrap();
+        assert_eq!((c.kernel.as_deref(), c.initrd), (Some("vmlinuz"), None));
+        let c = Config::from_env(env(&[("BLOCK_DEVICE", "/"), ("KERNEL_PATH", ""), ("INITRD_PATH", "")])).unwrap();
+        assert_eq!((c.kernel, c.initrd, c.cmdline), (None, None, None));
+        assert_eq!(c.grub_cfgs[0], "boot/grub/grub.cfg");
+        let err = Config::from_env(env(&[("BLOCK_DEVICE", "/"), ("INITRD_PATH", "/../initrd")])).unwrap_err();
+        assert!(err.message.starts_with("INITRD_PATH: "), "{}", err.message);
+        let err = Config::from_env(env(&[])).unwrap_err();
+        assert_eq!(err.message, "BLOCK_DEVICE: is required");
     }
 }

@@ -10,6 +10,9 @@ use crate::{Failure, Result};
 pub struct Env {
     vars: BTreeMap<String, String>,
     errors: Vec<String>,
+    /// How many of `errors` are "is required" (cexec tells them apart by
+    /// exit code, as Tinkerbell's does).
+    missing: usize,
 }
 
 impl Env {
@@ -18,7 +21,7 @@ impl Env {
     }
 
     pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Env { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), errors: Vec::new() }
+        Env { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), errors: Vec::new(), missing: 0 }
     }
 
     /// The raw value; empty counts as unset (templates render missing
@@ -38,11 +41,17 @@ impl Env {
         self.errors.push(format!("{name}: {message}"));
     }
 
+    /// Records that `name` is required and missing.
+    pub fn missing(&mut self, name: &str, message: impl std::fmt::Display) {
+        self.invalid(name, message);
+        self.missing += 1;
+    }
+
     pub fn required(&mut self, name: &str) -> String {
         match self.get(name) {
             Some(v) => v.to_string(),
             None => {
-                self.invalid(name, "is required");
+                self.missing(name, "is required");
                 String::new()
             }
         }
@@ -52,14 +61,18 @@ impl Env {
         self.get(name).map(str::to_string)
     }
 
-    /// A boolean: true/false, yes/no, y/n, on/off, 1/0 (any case).
+    /// A boolean spelled as Go's `strconv.ParseBool` takes it (the hub's
+    /// actions parse theirs with it): `1 t T TRUE true True` and
+    /// `0 f F FALSE false False`, nothing else. `yes` or `on` would be
+    /// false under Tinkerbell (the hub ignores the parse error), so they
+    /// are an error here rather than a silent difference.
     pub fn flag(&mut self, name: &str, default: bool) -> bool {
         let Some(v) = self.get(name) else { return default };
-        match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "y" | "on" => true,
-            "0" | "false" | "no" | "n" | "off" => false,
-            other => {
-                let msg = format!("expected true or false, got {other:?}");
+        match parse_go_bool(v) {
+            Some(b) => b,
+            None => {
+                let msg =
+                    format!("expected a boolean (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False), got {v:?}");
                 self.invalid(name, msg);
                 default
             }
@@ -83,7 +96,7 @@ impl Env {
             },
             None => {
                 if required {
-                    self.invalid(name, "is required");
+                    self.missing(name, "is required");
                 }
                 None
             }
@@ -119,6 +132,26 @@ impl Env {
     pub fn finish(self) -> Result<()> {
         if self.errors.is_empty() { Ok(()) } else { Err(Failure::config(self.errors)) }
     }
+
+    /// Like [`Env::finish`], with Tinkerbell cexec's exit codes: `missing`
+    /// when every error is a missing required variable, `bad` otherwise
+    /// (the hub reports a malformed value before a missing one).
+    pub fn finish_with_codes(self, bad: u8, missing: u8) -> Result<()> {
+        let only_missing = self.missing == self.errors.len();
+        self.finish().map_err(|mut f| {
+            f.exit_code = if only_missing { missing } else { bad };
+            f
+        })
+    }
+}
+
+/// Go's `strconv.ParseBool`: exactly these twelve spellings, no trimming.
+pub fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +173,7 @@ mod tests {
             "EMPTY: is required",
             "MODE: expected an octal number",
             "UID: expected a whole number",
-            "COMPRESSED: expected true or false",
+            "COMPRESSED: expected a boolean",
         ] {
             assert!(err.message.contains(needle), "{needle} not in {}", err.message);
         }
@@ -156,13 +189,66 @@ mod tests {
         assert!(env.finish().unwrap_err().message.contains("D: 17777 is larger than 7777"));
     }
 
+    /// The table of Go's strconv.ParseBool, and what it refuses.
     #[test]
-    fn flags_accept_the_usual_spellings() {
-        let mut env = Env::from_pairs([("A", "Y"), ("B", "off"), ("C", "1")]);
-        assert!(env.flag("A", false));
-        assert!(!env.flag("B", true));
-        assert!(env.flag("C", false));
-        assert!(env.flag("UNSET", true));
+    fn flags_take_go_spellings_only() {
+        for (v, want) in [
+            ("1", true),
+            ("t", true),
+            ("T", true),
+            ("TRUE", true),
+            ("true", true),
+            ("True", true),
+            ("0", false),
+            ("f", false),
+            ("F", false),
+            ("FALSE", false),
+            ("false", false),
+            ("False", false),
+        ] {
+            let mut env = Env::from_pairs([("B", v)]);
+            assert_eq!(env.flag("B", !want), want, "{v}");
+            env.finish().unwrap();
+        }
+        for v in ["yes", "no", "y", "n", "on", "off", "tRUE", "FaLsE", " true", "true\n", "2", "-1"] {
+            let mut env = Env::from_pairs([("RETRY_ENABLED", v)]);
+            assert!(!env.flag("RETRY_ENABLED", false));
+            let err = env.finish().unwrap_err();
+            assert!(err.message.starts_with("RETRY_ENABLED: expected a boolean"), "{v:?}: {}", err.message);
+        }
+        // Unset and empty (a template's missing value) are the default.
+        let mut env = Env::from_pairs([("EMPTY", "")]);
+        assert!(env.flag("UNSET", true) && !env.flag("EMPTY", false));
         env.finish().unwrap();
+    }
+
+    #[test]
+    fn go_bool_takes_exactly_strconv_parse_bool_spellings() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Some(false), "{f}");
+        }
+        for bad in ["yes", "no", "on", "tRUE", "2", "y"] {
+            assert_eq!(parse_go_bool(bad), None, "{bad}");
+        }
+        let mut env = Env::from_pairs([("A", "T"), ("B", "yes"), ("C", "")]);
+        assert!(env.flag("A", false));
+        env.flag("B", false);
+        assert!(env.flag("C", true), "empty is unset: the default");
+        assert!(env.finish().unwrap_err().message.starts_with("B: expected a boolean"));
+    }
+
+    #[test]
+    fn missing_and_malformed_get_their_own_codes() {
+        let mut env = Env::from_pairs([("X", "1")]);
+        env.required("CMD_LINE");
+        assert_eq!(env.finish_with_codes(10, 20).unwrap_err().exit_code, 20);
+        let mut env = Env::from_pairs([("UPDATE_RESOLV_CONF", "yes")]);
+        env.required("CMD_LINE");
+        env.flag("UPDATE_RESOLV_CONF", false);
+        assert_eq!(env.finish_with_codes(10, 20).unwrap_err().exit_code, 10);
+        Env::from_pairs([("X", "1")]).finish_with_codes(10, 20).unwrap();
     }
 }

@@ -26,20 +26,31 @@ pub struct RetryPolicy {
     pub max_outage: Duration,
     /// A read that waits this long for data counts as a drop.
     pub idle_timeout: Duration,
+    /// The whole download, resumes included, must end within this
+    /// (archive2disk's `HTTP_CLIENT_TIMEOUT_MINUTES`, which is Go's
+    /// `http.Client.Timeout`: a limit on the whole exchange, body included).
+    pub total_timeout: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { enabled: true, max_outage: Duration::from_secs(600), idle_timeout: Duration::from_secs(30) }
+        RetryPolicy {
+            enabled: false,
+            max_outage: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(30),
+            total_timeout: None,
+        }
     }
 }
 
 impl RetryPolicy {
     /// Tinkerbell's `RETRY_ENABLED`/`RETRY_DURATION_MINUTES`, kiln's
-    /// `RETRY_DURATION_SECONDS` and `HTTP_IDLE_TIMEOUT_SECONDS`. Unlike
-    /// Tinkerbell, resuming is on unless `RETRY_ENABLED=false`.
+    /// `RETRY_DURATION_SECONDS` and `HTTP_IDLE_TIMEOUT_SECONDS`. As in
+    /// Tinkerbell's image2disk, retrying is off unless `RETRY_ENABLED` says
+    /// true: a dropped connection then fails the action at once. Tinkerbell
+    /// retries by starting again; kiln resumes where the drop happened.
     pub fn from_env(env: &mut crate::env::Env) -> RetryPolicy {
-        let mut p = RetryPolicy { enabled: env.flag("RETRY_ENABLED", true), ..RetryPolicy::default() };
+        let mut p = RetryPolicy { enabled: env.flag("RETRY_ENABLED", false), ..RetryPolicy::default() };
         if let Some(m) = env.number::<u64>("RETRY_DURATION_MINUTES", false) {
             p.max_outage = Duration::from_secs(m * 60);
         }
@@ -83,11 +94,14 @@ pub struct Download {
     /// Since when no byte arrived, and the retry delay reached: a server that
     /// answers every resume and then sends nothing is an outage too.
     outage: Option<(Instant, Duration)>,
+    /// When the whole download must be over (`total_timeout`).
+    deadline: Option<Instant>,
 }
 
 impl Download {
     /// Starts the download; retries the first request like any other.
     pub fn open(url: &str, action: &'static str, policy: RetryPolicy) -> Result<Download> {
+        let policy_deadline = policy.total_timeout.map(|t| Instant::now() + t);
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // The blocking client applies this to each read: an idle timeout.
@@ -105,6 +119,7 @@ impl Download {
             validator: None,
             resumes: 0,
             outage: None,
+            deadline: policy_deadline,
         };
         d.connect(None)?;
         Ok(d)
@@ -130,6 +145,7 @@ impl Download {
     fn connect(&mut self, mut cause: Option<String>) -> Result<()> {
         loop {
             if let Some(c) = &cause {
+                self.check_deadline(c)?;
                 if !self.policy.enabled {
                     return Err(self.failed(c, "resuming is off (RETRY_ENABLED=false)"));
                 }
@@ -162,6 +178,16 @@ impl Download {
         }
     }
 
+    /// Past the deadline, whatever went wrong is the timeout.
+    fn check_deadline(&self, why: &str) -> Result<()> {
+        match (self.deadline, self.policy.total_timeout) {
+            (Some(d), Some(t)) if Instant::now() >= d => {
+                Err(self.failed(why, &format!("the download did not finish within {t:?}, gave up")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn failed(&self, why: &str, what: &str) -> Failure {
         let of = self.total.map(|t| format!(" of {t}")).unwrap_or_default();
         Failure::new("DownloadFailed", format!("{}: {why}; {what} after {} bytes{of}", self.url, self.offset))
@@ -169,6 +195,11 @@ impl Download {
 
     fn request(&mut self) -> std::result::Result<Response, Attempt> {
         let mut req = self.client.get(&self.url);
+        if let Some(d) = self.deadline {
+            // The blocking client's own timeout is per read; this one ends
+            // the request, body included, at the deadline.
+            req = req.timeout(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        }
         if self.offset > 0 {
             req = req.header(RANGE, format!("bytes={}-", self.offset));
             if let Some(v) = &self.validator {
@@ -316,6 +347,63 @@ mod tests {
         assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, Some(1000))));
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    /// A one-shot HTTP server: announces `length` bytes, sends `body` one
+    /// byte every `pace`, then closes.
+    fn trickle(length: usize, body: &'static [u8], pace: Duration) -> String {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = [0u8; 4096];
+            let _ = conn.read(&mut req);
+            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+            for b in body {
+                if conn.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(pace);
+            }
+        });
+        format!("http://{addr}/a.tar")
+    }
+
+    #[test]
+    fn retrying_is_off_unless_asked() {
+        let mut env = crate::env::Env::from_pairs([("X", "")]);
+        let p = RetryPolicy::from_env(&mut env);
+        assert!(!p.enabled && p.total_timeout.is_none());
+        assert_eq!(p.max_outage, Duration::from_secs(600));
+        let url = trickle(10, b"12345", Duration::ZERO);
+        let mut d = Download::open(&url, "test", p).unwrap();
+        let err = io::copy(&mut d, &mut io::sink()).unwrap_err();
+        let f = failure_of(err, "DownloadFailed", "reading");
+        assert_eq!(f.reason, "DownloadFailed");
+        assert!(f.message.contains("resuming is off (RETRY_ENABLED=false)"), "{}", f.message);
+        let mut env = crate::env::Env::from_pairs([("RETRY_ENABLED", "T"), ("RETRY_DURATION_MINUTES", "2")]);
+        let p = RetryPolicy::from_env(&mut env);
+        assert!(p.enabled && p.max_outage == Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_total_timeout_ends_a_slow_download() {
+        let url = trickle(100, &[b'x'; 100], Duration::from_millis(50));
+        let policy = RetryPolicy { total_timeout: Some(Duration::from_millis(700)), ..RetryPolicy::default() };
+        let started = Instant::now();
+        let mut d = Download::open(&url, "test", policy).unwrap();
+        let err = io::copy(&mut d, &mut io::sink()).unwrap_err();
+        let f = failure_of(err, "DownloadFailed", "reading");
+        assert!(f.message.contains("did not finish within 700ms"), "{}", f.message);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(650) && took < Duration::from_secs(4), "{took:?}");
+        // Fast enough: the same limit does not get in the way.
+        let url = trickle(5, b"12345", Duration::ZERO);
+        let policy = RetryPolicy { total_timeout: Some(Duration::from_secs(5)), ..RetryPolicy::default() };
+        let mut body = Vec::new();
+        Download::open(&url, "test", policy).unwrap().read_to_end(&mut body).unwrap();
+        assert_eq!(body, b"12345");
     }
 
     #[test]

@@ -240,8 +240,8 @@ mod tests {
         for needle in [
             "DEST_DISK: is required",
             "LAYOUT.partitions[0].size: \"big\" is not a size",
-            "WIPE: expected true or false",
-            "MBR: expected true or false",
+            "WIPE: expected a boolean",
+            "MBR: expected a boolean",
         ] {
             assert!(msg.contains(needle), "{needle} not in {msg}");
         }

@@ -9,8 +9,10 @@ use kiln_action_kit::mount::inside;
 use kiln_action_kit::{Failure, OrFail, Result};
 
 use crate::config::Config;
+#[cfg(test)]
+use crate::config::Source;
 
-pub fn write_into(root: &Path, c: &Config) -> Result<()> {
+pub fn write_into(root: &Path, c: &Config, contents: &[u8]) -> Result<()> {
     let target = inside(root, &c.dest).map_err(|e| Failure::new("InvalidConfig", format!("DEST_PATH: {e}")))?;
     let parent = target.parent().expect("DEST_PATH has a parent");
     // Only directories created here get DIRMODE and the owner; existing ones
@@ -56,7 +58,7 @@ pub fn write_into(root: &Path, c: &Config) -> Result<()> {
         std::os::unix::fs::fchown(&f, Some(c.uid), Some(c.gid))?;
         // After the chown, which clears setuid/setgid bits.
         f.set_permissions(fs::Permissions::from_mode(c.mode))?;
-        f.write_all(&c.contents)?;
+        f.write_all(contents)?;
         f.sync_all()?;
         fs::rename(&tmp, &target)?;
         fs::File::open(parent)?.sync_all()
@@ -72,12 +74,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    fn config(dest: &str, contents: &[u8]) -> Config {
+    fn config(dest: &str) -> Config {
         Config {
             disk: "/dev/null".into(),
             fs_type: None,
             dest: dest.into(),
-            contents: contents.to_vec(),
+            source: Source::Bytes(Vec::new()),
             uid: 1000,
             gid: 1001,
             mode: 0o4750,
@@ -90,8 +92,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("etc")).unwrap();
         fs::set_permissions(root.path().join("etc"), fs::Permissions::from_mode(0o711)).unwrap();
-        let c = config("/etc/netplan/sub/01.yaml", b"network: {}\n");
-        write_into(root.path(), &c).unwrap();
+        let c = config("/etc/netplan/sub/01.yaml");
+        write_into(root.path(), &c, b"network: {}\n").unwrap();
         let file = root.path().join("etc/netplan/sub/01.yaml");
         assert_eq!(fs::read(&file).unwrap(), b"network: {}\n");
         let m = fs::metadata(&file).unwrap();
@@ -103,7 +105,7 @@ mod tests {
         let etc = fs::metadata(root.path().join("etc")).unwrap();
         assert_eq!((etc.mode() & 0o7777, etc.uid()), (0o711, 0), "existing dirs untouched");
         // Overwrite, and no temporary file left behind.
-        write_into(root.path(), &Config { contents: b"v2".to_vec(), ..c }).unwrap();
+        write_into(root.path(), &c, b"v2").unwrap();
         assert_eq!(fs::read(&file).unwrap(), b"v2");
         assert_eq!(fs::read_dir(root.path().join("etc/netplan/sub")).unwrap().count(), 1);
     }
@@ -114,15 +116,15 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("var")).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("var/run")).unwrap();
-        let err = write_into(root.path(), &config("/var/run/x.pid", b"1")).unwrap_err();
+        let err = write_into(root.path(), &config("/var/run/x.pid"), b"1").unwrap_err();
         assert!(err.message.contains("leaves the filesystem"), "{}", err.message);
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
         // A relative link that stays inside is fine.
         fs::create_dir(root.path().join("run")).unwrap();
         std::os::unix::fs::symlink("../run", root.path().join("var/lock")).unwrap();
-        write_into(root.path(), &config("/var/lock/y", b"2")).unwrap();
+        write_into(root.path(), &config("/var/lock/y"), b"2").unwrap();
         assert_eq!(fs::read(root.path().join("run/y")).unwrap(), b"2");
         fs::create_dir(root.path().join("dir")).unwrap();
-        assert!(write_into(root.path(), &config("/dir", b"")).unwrap_err().message.contains("is a directory"));
+        assert!(write_into(root.path(), &config("/dir"), b"").unwrap_err().message.contains("is a directory"));
     }
 }

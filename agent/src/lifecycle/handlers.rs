@@ -40,6 +40,10 @@ async fn run_handler(
 ) {
     let mut spec = action.clone();
     spec.name = format!("{}-{kind}", action.name);
+    // Named by its own container's name, as the action is.
+    if spec.hostname.is_some() {
+        spec.hostname = Some(spec.name.clone());
+    }
     spec.command = command.to_vec();
     spec.stdin = None;
     let say = |text: String| OutputLine { stderr: true, text };

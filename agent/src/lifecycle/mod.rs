@@ -6,7 +6,8 @@
 //! RUNNING   create + start the container                            run.rs
 //!           its output goes to the LogShipper, to the stream's end  logs.rs
 //!           wait for exit, or SIGTERM/SIGKILL it at the timeout     wait.rs
-//!           (terminal actions: SUCCESS reported before they fire)   handshake.rs
+//!           (terminal steps: SUCCESS reported before they fire, by  handshake.rs
+//!           the handshake or before the start)
 //!           on-failure / on-timeout handler                         handlers.rs
 //!           artifacts from /out                                     artifacts.rs
 //! SUCCESS | FAILED | TIMEOUT   after every log line is with the     finish.rs
@@ -37,6 +38,7 @@ use kiln_documents::ImageRef;
 use kiln_proto::time::to_proto;
 use kiln_proto::v1::{ActionSpec, ActionState, Assignment, StateReport};
 use tonic::Status;
+use tracing::Instrument;
 
 pub use ending::Ending;
 pub use prepare::container_name;
@@ -74,7 +76,13 @@ struct Attempt<'a> {
 pub async fn run_attempt(agent: &Agent, a: &Assignment) -> Result<Next, Abandoned> {
     let spec = a.action.clone().unwrap_or_default();
     let span = tracing::info_span!("attempt", workflow = %a.workflow_id, action = %spec.name, attempt = %a.attempt_id);
-    let _enter = span.enter();
+    // With trace export on, this span (and the pull, run and report spans
+    // inside it) hangs under the attempt's span in the workflow's trace.
+    kiln_telemetry::set_parent(&span, &a.traceparent);
+    attempt(agent, a, spec).instrument(span).await
+}
+
+async fn attempt(agent: &Agent, a: &Assignment, spec: ActionSpec) -> Result<Next, Abandoned> {
     tracing::info!(image = %spec.image, builtin = %spec.builtin, "starting action {}/{}", a.action_index + 1, a.action_count);
     agent.on_workflow(&a.workflow_id).await;
     if !spec.builtin.is_empty() {
@@ -152,5 +160,6 @@ async fn report(agent: &Agent, a: &Assignment, state: ActionState, ending: Optio
     // Transient failures were retried by the client; what is left means the
     // server moved on (workflow finished or timed out, attempt superseded),
     // so nothing this agent does for the attempt matters any more.
-    agent.client.report(report).await.map(|_| ()).map_err(Abandoned)
+    let span = tracing::info_span!("report", state = state.as_str_name());
+    agent.client.report(report).instrument(span).await.map(|_| ()).map_err(Abandoned)
 }

@@ -86,8 +86,18 @@ pub(super) fn container_spec(
 ) -> ContainerSpec {
     let limits = spec.resources.clone().unwrap_or_default();
     let positive = |v: u64| (v > 0).then_some(v as i64);
+    let name = container_name(a);
+    let template_host_network = spec.network == "host";
     ContainerSpec {
-        name: container_name(a),
+        // Under Tinkerbell an action has a network namespace of its own
+        // unless its template asks for the host's, and so a hostname naming
+        // its container: the waitdaemon pattern finds its own container by
+        // it (`docker inspect $(hostname)`). Host networking the agent
+        // chose (the hook image has no bridge) must not take that away, so
+        // the hostname is the container's name; a template's own `network:
+        // host` keeps the machine's hostname, as under Tinkerbell.
+        hostname: (agent.config.host_network && !template_host_network).then(|| name.clone()),
+        name,
         image: image.to_string(),
         command: spec.command.clone(),
         env: environment(agent, a, spec),
@@ -98,7 +108,7 @@ pub(super) fn container_spec(
             .chain(spec.volumes.iter().cloned())
             .collect(),
         pid_host: spec.pid == "host",
-        host_network: agent.config.host_network || spec.network == "host",
+        host_network: agent.config.host_network || template_host_network,
         labels: HashMap::from([
             (labels::WORKFLOW.to_string(), a.workflow_id.clone()),
             (labels::ACTION.to_string(), a.action_index.to_string()),
@@ -116,12 +126,16 @@ pub(super) fn container_spec(
 }
 
 /// `kiln-<workflow>-<action>-<attempt>`: unique per attempt, so a
-/// restarted agent finds (and replaces) its own leftovers by name.
+/// restarted agent finds (and replaces) its own leftovers by name. At most
+/// 51 characters, so that it (and a handler's, 11 more) can be a hostname
+/// (63 at most): the workflow's part is cut to 22 (the labels carry the
+/// whole id).
 pub fn container_name(a: &Assignment) -> String {
     let workflow: String = a
         .workflow_id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .take(22)
         .collect();
     let attempt: String = a.attempt_id.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
     format!("kiln-{workflow}-{}-{attempt}", a.action_index)
@@ -164,5 +178,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(container_name(&a), "kiln-wf_1_x-2-0b7c44d19a9a");
+        let long = Assignment { workflow_id: "w".repeat(200), action_index: u32::MAX, ..a };
+        assert!(container_name(&long).len() + "-on-timeout".len() <= 63, "a hostname: {}", container_name(&long));
     }
 }

@@ -112,6 +112,11 @@ struct Harness {
 
 impl Harness {
     async fn start(runtime: FakeRuntime) -> Self {
+        Self::start_with(runtime, "").await
+    }
+
+    /// With `extra` appended to the agent's configuration.
+    async fn start_with(runtime: FakeRuntime, extra: &str) -> Self {
         let server = FakeServer::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -124,7 +129,7 @@ impl Harness {
         let state = tempfile::tempdir().unwrap();
         let config = AgentConfig::parse(&format!(
             "server: http://{addr}\ntoken: secret\nagent_id: {AGENT}\nstate_dir: {}\nstop_grace_seconds: 1\n\
-             failed_containers: remove\n",
+             failed_containers: remove\n{extra}",
             state.path().display()
         ))
         .unwrap();
@@ -219,6 +224,7 @@ async fn the_running_container_of_the_same_attempt_is_followed_not_created_again
         binds: Vec::new(),
         pid_host: false,
         host_network: false,
+        hostname: None,
         labels: HashMap::from([
             (labels::WORKFLOW.to_string(), WORKFLOW.to_string()),
             (labels::ATTEMPT.to_string(), ATTEMPT.to_string()),
@@ -267,6 +273,7 @@ async fn a_terminal_action_s_last_lines_reach_the_server_before_its_success() {
     };
     let mut runtime = FakeRuntime::new(program);
     runtime.log_latency = Duration::from_millis(200);
+    runtime.image_labels = speaks_handshake();
     let h = Harness::start(runtime).await;
     h.run(ActionSpec { terminal: true, ..action(10) }).await;
     let heard = h.server.heard();
@@ -276,4 +283,83 @@ async fn a_terminal_action_s_last_lines_reach_the_server_before_its_success() {
     // Reported once, before it fired; its output after the go is kept too.
     assert_eq!(h.server.states(), [ActionState::Pulling, ActionState::Running, ActionState::Success]);
     assert_eq!(h.server.logs().last().map(String::as_str), Some("firing"));
+}
+
+fn speaks_handshake() -> HashMap<String, String> {
+    HashMap::from([(labels::TERMINAL_HANDSHAKE.to_string(), "v1".to_string())])
+}
+
+/// A terminal step whose image does not speak the handshake (the hub's
+/// kexec or reboot) fires as soon as it runs: its SUCCESS is with the server
+/// before the container starts, so before anything it prints.
+#[tokio::test]
+async fn a_terminal_step_that_fires_by_itself_is_reported_success_before_it_starts() {
+    let program = Program { lines: vec!["loading the kernel".into()], terminal: true, end: End::Exit(0) };
+    let h = Harness::start(FakeRuntime::new(program)).await;
+    h.run(ActionSpec { terminal: true, ..action(10) }).await;
+    assert_eq!(h.server.states(), [ActionState::Pulling, ActionState::Running, ActionState::Success]);
+    let heard = h.server.heard();
+    let success = heard.iter().position(|h| matches!(h, Heard::Report { state: ActionState::Success, .. }));
+    let first_line = heard.iter().position(|h| *h == Heard::Log("loading the kernel".into()));
+    assert!(success.is_some() && success < first_line, "{heard:?}");
+    assert_eq!(h.server.logs(), ["loading the kernel", "firing"], "its output after the report is kept");
+    let calls = h.runtime.calls();
+    let (create, start) =
+        (calls.iter().position(|c| c.starts_with("create")), calls.iter().position(|c| c.starts_with("start")));
+    assert!(create.is_some() && create < start, "{calls:?}");
+}
+
+/// A failure of such a step after its SUCCESS changes no report: the
+/// server heard SUCCESS once, and the failure is in the logs.
+#[tokio::test]
+async fn a_report_first_step_that_fails_is_not_reported_twice() {
+    let h = Harness::start(FakeRuntime::new(Program::exits(1, &["no kernel here"]))).await;
+    h.run(ActionSpec { terminal: true, ..action(10) }).await;
+    assert_eq!(h.server.states(), [ActionState::Pulling, ActionState::Running, ActionState::Success]);
+    assert_eq!(h.server.logs(), ["no kernel here"]);
+}
+
+/// An image labelled as speaking the handshake is terminal even where the
+/// template did not say so (kiln's kexec under a name the server did not
+/// recognise), and gets the offer; one that is neither runs as any action
+/// and, not offered the handshake, fires by itself as the hub's does.
+#[tokio::test]
+async fn the_image_label_makes_a_step_terminal_and_only_then_is_the_handshake_offered() {
+    let program = Program { lines: vec!["kernel loaded".into()], terminal: true, end: End::Exit(0) };
+    let mut runtime = FakeRuntime::new(program.clone());
+    runtime.image_labels = speaks_handshake();
+    let h = Harness::start(runtime).await;
+    h.run(action(10)).await;
+    let heard = h.server.heard();
+    let success = heard.iter().position(|h| matches!(h, Heard::Report { state: ActionState::Success, .. }));
+    let fired = heard.iter().position(|h| *h == Heard::Log("firing".into()));
+    assert!(success.is_some() && success < fired, "SUCCESS before the go: {heard:?}");
+
+    let h = Harness::start(FakeRuntime::new(program)).await;
+    h.run(action(10)).await;
+    assert_eq!(h.server.states(), [ActionState::Pulling, ActionState::Running, ActionState::Success]);
+    let heard = h.server.heard();
+    let success = heard.iter().position(|h| matches!(h, Heard::Report { state: ActionState::Success, .. }));
+    let fired = heard.iter().position(|h| *h == Heard::Log("firing".into()));
+    assert!(fired.is_some() && fired < success, "an ordinary action, reported at its exit: {heard:?}");
+}
+
+/// Under the agent's host networking an action's hostname is its
+/// container's name (so `docker inspect $(hostname)` finds it, as under
+/// Tinkerbell's own network namespace); a template's `network: host` keeps
+/// the machine's, and a namespace of its own keeps Docker's default.
+#[tokio::test]
+async fn the_hostname_names_the_container_unless_the_template_asks_for_the_host_network() {
+    let h = Harness::start_with(FakeRuntime::new(Program::exits(0, &[])), "host_network: true\n").await;
+    h.run(action(10)).await;
+    h.run(ActionSpec { network: "host".into(), ..action(10) }).await;
+    let created = h.runtime.created();
+    assert_eq!(created[0].hostname.as_deref(), Some(created[0].name.as_str()));
+    assert!(created[0].host_network);
+    assert_eq!((created[1].hostname.as_deref(), created[1].host_network), (None, true));
+
+    let h = Harness::start(FakeRuntime::new(Program::exits(0, &[]))).await;
+    h.run(action(10)).await;
+    let created = h.runtime.created();
+    assert_eq!((created[0].hostname.as_deref(), created[0].host_network), (None, false));
 }

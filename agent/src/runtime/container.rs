@@ -28,6 +28,10 @@ pub struct ContainerSpec {
     pub binds: Vec<String>,
     pub pid_host: bool,
     pub host_network: bool,
+    /// The container's hostname; `None` leaves the engine's default (the
+    /// id's first 12 digits in a network namespace of its own, the
+    /// machine's hostname with host networking).
+    pub hostname: Option<String>,
     pub labels: HashMap<String, String>,
     pub limits: Limits,
     /// Written to the container's stdin, which is then closed (typed actions).

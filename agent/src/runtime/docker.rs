@@ -153,9 +153,16 @@ impl Runtime for DockerRuntime {
         if pull { self.pull(image, credentials).await } else { Ok(()) }
     }
 
+    async fn image_labels(&self, image: &ImageRef) -> Result<HashMap<String, String>, RuntimeError> {
+        let info =
+            self.docker.inspect_image(&image.to_string()).await.map_err(|e| RuntimeError::Other(engine_message(&e)))?;
+        Ok(info.config.and_then(|c| c.labels).unwrap_or_default())
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        let body = ContainerCreateBody {
+        let mut body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            hostname: spec.hostname.clone(),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
@@ -173,12 +180,17 @@ impl Runtime for DockerRuntime {
         // to (it never started): replace it.
         self.remove(&spec.name).await;
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| RuntimeError::Create(engine_message(&e)))?;
-        Ok(created.id)
+        let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
+            // Engines before 20.10 refuse a hostname with host networking;
+            // the action then has the machine's (docs/action-contract.md).
+            Err(e) if body.hostname.is_some() && engine_message(&e).contains("conflicting options: hostname") => {
+                tracing::warn!(error = %engine_message(&e), "this engine refuses a hostname with host networking");
+                body.hostname = None;
+                self.docker.create_container(Some(options), body).await
+            }
+            created => created,
+        };
+        Ok(created.map_err(|e| RuntimeError::Create(engine_message(&e)))?.id)
     }
 
     async fn start(&self, id: &str, stdin: Option<&[u8]>) -> Result<(), RuntimeError> {

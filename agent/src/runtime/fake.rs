@@ -22,8 +22,11 @@ use crate::config::{PullPolicy, RegistryCredentials};
 pub struct Program {
     /// Written to stdout at once.
     pub lines: Vec<String>,
-    /// Then the terminal handshake: creates `/kiln/terminal-ready`, waits
-    /// for `/kiln/terminal-go`, prints "firing".
+    /// Then, when the agent offers the terminal handshake (the variable
+    /// KILN_TERMINAL_HANDSHAKE), as kiln's kexec does: creates
+    /// `/kiln/terminal-ready`, waits for `/kiln/terminal-go`, prints
+    /// "firing". Without the offer it prints "firing" at once, as the
+    /// hub's kexec fires.
     pub terminal: bool,
     pub end: End,
 }
@@ -57,6 +60,8 @@ pub struct FakeRuntime {
     program: Program,
     /// The registry's answer to every pull, if it refuses.
     pub pull_error: Option<String>,
+    /// The labels of every image.
+    pub image_labels: HashMap<String, String>,
     /// How late the log stream delivers each line.
     pub log_latency: Duration,
     containers: Mutex<HashMap<String, Arc<FakeContainer>>>,
@@ -73,6 +78,7 @@ impl FakeRuntime {
         Self {
             program,
             pull_error: None,
+            image_labels: HashMap::new(),
             log_latency: Duration::from_millis(20),
             containers: Mutex::default(),
             calls: Mutex::default(),
@@ -87,6 +93,17 @@ impl FakeRuntime {
         self.run(&id);
         *self.running.lock().unwrap() = Some((attempt_id.to_string(), id, running_for));
         self
+    }
+
+    /// The specs of the containers it created, in creation order.
+    pub fn created(&self) -> Vec<ContainerSpec> {
+        let containers = self.containers.lock().unwrap();
+        let mut specs: Vec<(usize, ContainerSpec)> = containers
+            .iter()
+            .map(|(id, c)| (id.trim_start_matches('c').parse().unwrap_or(0), c.spec.clone()))
+            .collect();
+        specs.sort_by_key(|(n, _)| *n);
+        specs.into_iter().map(|(_, spec)| spec).collect()
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -123,13 +140,16 @@ async fn run_program(container: Arc<FakeContainer>, program: Program) {
     for line in &program.lines {
         print(line);
     }
-    if program.terminal {
+    let offered = container.spec.env.iter().any(|e| e.starts_with("KILN_TERMINAL_HANDSHAKE="));
+    if program.terminal && offered {
         let kiln = container.spec.binds.iter().find_map(|b| b.strip_suffix(":/kiln")).map(PathBuf::from);
         let kiln = kiln.expect("a /kiln bind");
         std::fs::write(kiln.join("terminal-ready"), b"").unwrap();
         while !kiln.join("terminal-go").exists() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        print("firing");
+    } else if program.terminal {
         print("firing");
     }
     let code = match program.end {
@@ -156,6 +176,10 @@ impl Runtime for FakeRuntime {
             Some(message) => Err(RuntimeError::Pull { image: image.to_string(), message: message.clone() }),
             None => Ok(()),
         }
+    }
+
+    async fn image_labels(&self, _image: &ImageRef) -> Result<HashMap<String, String>, RuntimeError> {
+        Ok(self.image_labels.clone())
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {

@@ -13,6 +13,7 @@ mod engine;
 pub mod fake;
 pub mod privileges;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub mod labels {
     pub const ACTION: &str = "kiln.action";
     pub const ATTEMPT: &str = "kiln.attempt";
     pub const AGENT: &str = "kiln.agent";
+    /// On an image (not a container): the image's action speaks the
+    /// terminal handshake (docs/action-contract.md), e.g. kiln's kexec.
+    pub const TERMINAL_HANDSHAKE: &str = "kiln.terminal-handshake";
 }
 
 /// A container engine, as one attempt uses it: the primitives only. What
@@ -49,6 +53,9 @@ pub trait Runtime: Send + Sync {
         policy: PullPolicy,
         credentials: Option<&RegistryCredentials>,
     ) -> Result<(), RuntimeError>;
+
+    /// The labels of a present image (`ensure_image` made it present).
+    async fn image_labels(&self, image: &ImageRef) -> Result<HashMap<String, String>, RuntimeError>;
 
     /// Creates the container `spec.name` (replacing a leftover of that
     /// name, which was never started) and returns its id.

@@ -10,6 +10,9 @@ pub async fn run(c: &mut Client, files: Vec<String>) -> anyhow::Result<()> {
         let yaml = read_file(&f)?;
         let source = if f == "-" { "stdin".to_string() } else { f };
         let res = c.apply(ApplyRequest { yaml, source }).await.map_err(status)?.into_inner();
+        for w in &res.warnings {
+            eprintln!("warning: {w}");
+        }
         for o in res.objects {
             println!("{}/{} {}", o.kind.to_lowercase(), o.name, o.outcome);
             if !o.agent_token.is_empty() {

@@ -52,6 +52,16 @@ fn describe_workflow(w: &v1::Workflow) -> String {
     for a in &w.actions {
         let s = a.spec.clone().unwrap_or_default();
         out.push_str(&format!("  {}. {}/{}  {}  ({})\n", a.index + 1, s.task, s.name, action_state(a.state), s.image));
+        // What happens when it fails: retries, then the handlers (whose
+        // lines are in `kiln logs` under the action's prefix).
+        if s.retries > 0 {
+            out.push_str(&format!("     retries: {} (backoff {}s)\n", s.retries, s.retry_backoff_seconds));
+        }
+        for (handler, argv) in [("on-failure", &s.on_failure), ("on-timeout", &s.on_timeout)] {
+            if !argv.is_empty() {
+                out.push_str(&format!("     {handler}: {}\n", serde_json::to_string(argv).unwrap_or_default()));
+            }
+        }
         for at in &a.attempts {
             out.push_str(&format!(
                 "     attempt {} [{}] {}: created {}, pulling {}, running {}, finished {}",
@@ -78,4 +88,43 @@ fn describe_workflow(w: &v1::Workflow) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workflow_shows_each_actions_retries_and_handlers() {
+        let spec = |retries, on_failure: &[&str]| v1::ActionSpec {
+            task: "t".into(),
+            name: format!("a{retries}"),
+            image: "reg.io/a:v1".into(),
+            retries,
+            retry_backoff_seconds: 3,
+            on_failure: on_failure.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let wf = v1::Workflow {
+            id: "wf".into(),
+            actions: vec![
+                v1::ActionStatus {
+                    index: 0,
+                    state: v1::ActionState::Pending as i32,
+                    spec: Some(spec(2, &["sh", "-c", "cleanup"])),
+                    ..Default::default()
+                },
+                v1::ActionStatus { index: 1, spec: Some(spec(0, &[])), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let text = describe_workflow(&wf);
+        let first = text.find("1. t/a2").unwrap();
+        let second = text.find("2. t/a0").unwrap();
+        assert_eq!(
+            &text[first..second],
+            "1. t/a2  PENDING  (reg.io/a:v1)\n     retries: 2 (backoff 3s)\n     on-failure: [\"sh\",\"-c\",\"cleanup\"]\n  "
+        );
+        assert!(!text[second..].contains("retries") && !text[second..].contains("on-failure"), "{text}");
+    }
 }

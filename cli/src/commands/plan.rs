@@ -34,6 +34,9 @@ fn plan_text(w: &v1::Workflow) -> String {
         out.push_str(&format!("{}. {}/{}\n", a.index + 1, s.task, s.name));
         if s.builtin.is_empty() {
             out.push_str(&format!("   image:   {}\n", s.image));
+            if !s.template_image.is_empty() {
+                out.push_str(&format!("            (the template's {}, by --image-rewrite)\n", s.template_image));
+            }
         } else {
             out.push_str(&format!("   builtin: {}\n", s.builtin));
         }
@@ -130,9 +133,48 @@ mod tests {
     }
 
     #[test]
+    fn text_and_json_show_a_rewritten_image_and_terminal_steps() {
+        let mut wf = planned(&[], &[]);
+        let spec = wf.actions[0].spec.as_mut().unwrap();
+        spec.template_image = "quay.io/tinkerbell/actions/kexec:latest".into();
+        spec.terminal = true;
+        let text = plan_text(&wf);
+        assert!(
+            text.contains(
+                "   image:   reg.io/a:v1\n            (the template's quay.io/tinkerbell/actions/kexec:latest, by --image-rewrite)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("terminal: SUCCESS is recorded before the step fires"), "{text}");
+        assert!(!plan_text(&planned(&[], &[])).contains("--image-rewrite"));
+        let json = serde_json::to_value(view::Workflow::from(&wf)).unwrap();
+        assert_eq!(json["actions"][0]["template_image"], "quay.io/tinkerbell/actions/kexec:latest", "{json}");
+        assert_eq!(json["actions"][0]["terminal"], true, "{json}");
+    }
+
+    #[test]
     fn json_shows_failure_and_timeout_handlers() {
         let json = serde_json::to_value(view::Workflow::from(&planned(&["cleanup"], &["echo", "late"]))).unwrap();
         assert_eq!(json["actions"][0]["on_failure"], serde_json::json!(["cleanup"]), "{json}");
         assert_eq!(json["actions"][0]["on_timeout"], serde_json::json!(["echo", "late"]), "{json}");
+    }
+
+    #[test]
+    fn json_shows_retries_terminal_builtin_and_limits() {
+        let mut wf = planned(&[], &[]);
+        let spec = wf.actions[0].spec.as_mut().unwrap();
+        spec.retries = 2;
+        spec.retry_backoff_seconds = 5;
+        spec.terminal = true;
+        spec.resources = Some(v1::Resources { memory_bytes: 1 << 30, pids: 100, ..Default::default() });
+        let json = serde_json::to_value(view::Workflow::from(&wf)).unwrap();
+        let a = &json["actions"][0];
+        assert_eq!((a["retries"].as_u64(), a["retry_backoff_seconds"].as_u64()), (Some(2), Some(5)), "{a}");
+        assert_eq!(a["terminal"], true);
+        assert_eq!(a["resources"], serde_json::json!({"memory_bytes": 1u64 << 30, "pids": 100}));
+        assert!(a.get("builtin").is_none() && a.get("external").is_none(), "empty ones are left out: {a}");
+        let plain = serde_json::to_value(view::Workflow::from(&planned(&[], &[]))).unwrap();
+        assert!(plain["actions"][0].get("resources").is_none());
+        assert_eq!(plain["actions"][0]["terminal"], false);
     }
 }

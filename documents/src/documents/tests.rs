@@ -66,9 +66,18 @@ fn accepts_a_raw_tinkerbell_template() {
     let e = err("version: \"0.1\"\ntasks:\n  - name: x\n");
     assert_eq!(e.field.as_deref(), Some("name"));
     assert!(e.message.contains("top-level name"), "{e}");
-    let e = err("version: \"0.1\"\nname: Hello World\ntasks: []\n");
-    assert_eq!((e.field.as_deref(), e.line), (Some("name"), Some(2)), "{e}");
-    assert!(e.object.contains("Template \"Hello World\""), "{e}");
+    // A name kiln cannot use is mapped, as a Tinkerbell object's is.
+    let docs = parse_documents("f", "version: \"0.1\"\nname: Hello World\ntasks: []\n").unwrap();
+    assert!(matches!(&docs[0], Document::Template(t) if t.name == crate::tinkerbell::kiln_name("Hello World")));
+    assert!(crate::tinkerbell::kiln_name("Hello World").starts_with("hello-world-"));
+    let (_, warnings) =
+        crate::parse_documents_with_warnings("f", "# a raw template\nversion: \"0.1\"\nname: Hello World\ntasks: []\n")
+            .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!((warnings[0].field.as_deref(), warnings[0].line), (Some("name"), Some(3)), "{}", warnings[0]);
+    assert!(warnings[0].message.contains("\"Hello World\" is \"hello-world-"), "{}", warnings[0]);
+    let e = err("version: \"0.1\"\nname: ''\ntasks: []\n");
+    assert_eq!(e.field.as_deref(), Some("name"), "{e}");
 }
 
 #[test]
@@ -95,7 +104,25 @@ fn errors_name_document_line_and_field() {
             "listed twice",
         ),
         ("kind: Hardware\nname: m\nmacs: []\n", Some("macs"), Some(3), "at least one MAC"),
-        ("kind: Hardware\nname: m\n", None, Some(1), "missing field `macs`"),
+        ("kind: Hardware\nname: m\n", Some("macs"), None, "at least one MAC address is required"),
+        (
+            "kind: Hardware\nname: m\ninterfaces: [{dhcp: {mac: aa:bb:cc:dd:ee:ff, ip: {adress: x}}}]\n",
+            Some("interfaces[0].dhcp.ip.adress"),
+            Some(3),
+            "unknown field",
+        ),
+        (
+            "kind: Hardware\nname: m\ninterfaces:\n- dhcp:\n    mac: aa:bb\n",
+            Some("interfaces[0].dhcp.mac"),
+            Some(5),
+            "\"aa:bb\" is not a MAC address",
+        ),
+        (
+            "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ninterfaces:\n- dhcp:\n    uefi: maybe\n",
+            Some("interfaces[0].dhcp.uefi"),
+            Some(6),
+            "must be true or false, not a string",
+        ),
         (
             "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\ndisks: [sda]\n",
             Some("disks[0]"),
@@ -145,10 +172,10 @@ fn errors_name_document_line_and_field() {
         ("name: g\n", Some("kind"), None, "missing; expected one of"),
         ("kind: [Hardware]\nname: g\n", Some("kind"), Some(1), "must be one of"),
         (
-            "apiVersion: tinkerbell.org/v1alpha1\nkind: Template\nname: t\ndata: x\n",
+            "apiVersion: tinkerbell.dev/v1\nkind: Template\nname: t\ndata: x\n",
             Some("apiVersion"),
             Some(1),
-            "\"tinkerbell.org/v1alpha1\" is not a kiln apiVersion",
+            "\"tinkerbell.dev/v1\" is not a kiln apiVersion",
         ),
         (
             "apiVersion: 1\nkind: Template\nname: t\ndata: x\n",

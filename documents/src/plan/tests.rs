@@ -126,6 +126,8 @@ fn hw() -> HardwareDoc {
         disks: vec!["/dev/nvme0n1".into()],
         metadata: json!({"instance": {"hostname": "m1", "tags": ["a", "b"]}}),
         netboot: true,
+        spec: serde_json::Value::Null,
+        object_meta: serde_json::Value::Null,
     }
 }
 
@@ -284,7 +286,7 @@ fn values_from_hardware_are_checked_when_the_workflow_is_planned() {
     assert!(err.message.contains("invalid image reference \"Bad Image\""), "{err}");
     let err = with(json!({"timeout": 30})).unwrap_err();
     assert_eq!((err.field.as_deref(), err.line), (Some(".hardware.metadata.image"), Some(31)), "{err}");
-    assert!(err.message.contains("known keys: timeout"), "{err}");
+    assert!(err.message.contains("known keys: name, timeout"), "{err}");
 }
 
 /// Every error names the template, the field path, and the template line.

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use serde_json::Value;
 
 use super::functions::{Apply, Call, Function};
-use super::parser::{Arg, Decl, Node, Pipeline, parse};
+use super::parser::{Arg, Decl, MAX_TEMPLATE_CALLS, Node, Pipeline, parse};
 use super::value::{Val, kind, known, sorted, to_text, truthy};
 use super::{ACTIONS_KEY, PROBE, Rendered, error};
 use crate::SpecError;
@@ -30,11 +30,18 @@ const NODES_PER_STEP: usize = 64;
 
 /// Parses `text` and evaluates it with `root` as `.` and `$`.
 pub(super) fn evaluate(object: &str, text: &str, root: &Val) -> Result<Rendered, SpecError> {
-    let nodes = parse(object, text)?;
+    let tree = parse(object, text)?;
     let mut out = Out::default();
-    let eval =
-        Eval { object, root, vars: RefCell::new(vec![("$".into(), root.clone())]), steps: std::cell::Cell::new(0) };
-    eval.nodes(&nodes, root, &mut out)?;
+    let eval = Eval {
+        object,
+        root,
+        vars: RefCell::new(vec![("$".into(), root.clone())]),
+        steps: std::cell::Cell::new(0),
+        defines: &tree.defines,
+        calls: std::cell::Cell::new(0),
+        nesting: std::cell::Cell::new(0),
+    };
+    eval.nodes(&tree.main, root, &mut out)?;
     Ok(Rendered { text: out.text, lines: out.lines, last: text.lines().count().max(1) })
 }
 
@@ -71,7 +78,17 @@ pub(super) struct Eval<'a> {
     vars: RefCell<Vec<(String, Val)>>,
     /// Commands and range iterations evaluated so far (see [`MAX_STEPS`]).
     steps: std::cell::Cell<usize>,
+    /// The templates `define` and `block` named.
+    defines: &'a std::collections::HashMap<String, Vec<Node>>,
+    /// `{{template}}` calls in progress (see [`MAX_TEMPLATE_CALLS`]).
+    calls: std::cell::Cell<usize>,
+    /// Bodies being evaluated inside each other (see [`MAX_NESTING`]).
+    nesting: std::cell::Cell<usize>,
 }
+
+/// Deepest nesting of bodies being evaluated, across `{{template}}` calls:
+/// what fits a 2 MiB stack (tokio's threads) in a debug build.
+const MAX_NESTING: usize = 160;
 
 fn chain_name(prefix: &str, chain: &[String]) -> String {
     if chain.is_empty() && prefix.is_empty() {
@@ -136,9 +153,24 @@ impl Eval<'_> {
     }
 
     fn nodes(&self, nodes: &[Node], dot: &Val, out: &mut Out) -> Result<Flow, SpecError> {
+        // The parser bounds the nesting of one template; calls nest
+        // templates in each other, so the bound is kept here too.
+        if self.nesting.get() >= MAX_NESTING {
+            let line = nodes.iter().find_map(|n| match n {
+                Node::Text { line, .. } | Node::Action { line, .. } | Node::Template { line, .. } => Some(*line),
+                _ => None,
+            });
+            return Err(self.err(
+                line.unwrap_or(1),
+                None,
+                format!("if/range/with and {{{{template}}}} calls nested more than {MAX_NESTING} deep"),
+            ));
+        }
+        self.nesting.set(self.nesting.get() + 1);
         let depth = self.vars.borrow().len();
         let result = self.nodes_in_scope(nodes, dot, out);
         self.vars.borrow_mut().truncate(depth);
+        self.nesting.set(self.nesting.get() - 1);
         result
     }
 
@@ -186,12 +218,48 @@ impl Eval<'_> {
                     self.range(*line, vars, pipe, body, otherwise, dot, out)?;
                     Flow::Next
                 }
+                Node::Template { line, name, pipe } => {
+                    self.call(*line, name, pipe.as_ref(), dot, out)?;
+                    Flow::Next
+                }
             };
             if flow != Flow::Next {
                 return Ok(flow);
             }
         }
         Ok(Flow::Next)
+    }
+
+    /// `{{template "name" pipeline}}`: the named template with the value
+    /// as `.` and `$`, and none of the caller's variables.
+    fn call(
+        &self,
+        line: usize,
+        name: &str,
+        pipe: Option<&Pipeline>,
+        dot: &Val,
+        out: &mut Out,
+    ) -> Result<(), SpecError> {
+        self.step(line, || Some(format!("template {name:?}")))?;
+        let body =
+            self.defines.get(name).ok_or_else(|| self.err(line, None, format!("template {name:?} not defined")))?;
+        let value = match pipe {
+            Some(p) => self.pipe(p, dot)?,
+            None => Val::Json(serde_json::Value::Null),
+        };
+        if self.calls.get() >= MAX_TEMPLATE_CALLS {
+            return Err(self.err(
+                line,
+                None,
+                format!("{{{{template}}}} calls nested more than {MAX_TEMPLATE_CALLS} deep"),
+            ));
+        }
+        self.calls.set(self.calls.get() + 1);
+        let outer = self.vars.replace(vec![("$".into(), value.clone())]);
+        let result = self.nodes(body, &value, out);
+        self.vars.replace(outer);
+        self.calls.set(self.calls.get() - 1);
+        result.map(|_| ())
     }
 
     fn if_node(

@@ -10,10 +10,18 @@ use super::gostd::{
     go_regex_split, go_split, html_escape, js_escape, path_base, path_clean, path_dir, path_ext, query_escape, title,
 };
 use super::printf::{MAX_WIDTH, sprintf};
+use super::semver::{parse_version, semver_compare};
 use super::value::{
     Val, as_int, equal, go_float, go_kind, go_quote, go_type, kind, less, parse_go_int, to_text, truthy,
 };
 use crate::SpecError;
+
+/// Why `duration` and `durationRound` refuse an integer: Sprig reads an
+/// `int64` (what its arithmetic returns, and `.Hardware`'s `LeaseTime`) and
+/// gives `0s` for an `int` (a constant, most data); kiln has one integer
+/// type, so either answer could be the wrong one.
+const INT_DURATION: &str = "takes a string here (\"90\", \"1h30m\"): Sprig reads an int64 but gives 0s for an int, \
+     and kiln does not tell them apart";
 
 /// Every function a template may call: its name and its implementation.
 /// The parser resolves a name here (a name not here is refused when the
@@ -88,6 +96,60 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             // Sprig quotes each argument but nil, and joins them with spaces.
             c.string(c.args.iter().filter(|a| !is_nil(a)).map(|a| go_quote(&text(a))).collect::<Vec<_>>().join(" "))
+        }),
+    },
+    Function {
+        name: "duration",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            // Sprig: seconds as a string or an int64; anything else is 0.
+            let seconds = match c.one()? {
+                Val::Probe | Val::Deferred(_) => return Ok(Val::Probe),
+                Val::Json(Value::String(s)) => super::duration::parse_seconds(s),
+                Val::Json(n @ Value::Number(_)) if as_int(n).is_some() => return c.fail(INT_DURATION),
+                Val::Json(_) => 0,
+            };
+            c.string(super::duration::to_string(seconds.wrapping_mul(1_000_000_000)))
+        }),
+    },
+    Function {
+        name: "durationRound",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            // Sprig: a string Go's time.ParseDuration reads (else 0), or
+            // nanoseconds as an int64.
+            let nanos = match c.one()? {
+                Val::Probe | Val::Deferred(_) => return Ok(Val::Probe),
+                Val::Json(Value::String(s)) => super::duration::parse(s).unwrap_or(0),
+                Val::Json(n @ Value::Number(_)) if as_int(n).is_some() => return c.fail(INT_DURATION),
+                Val::Json(_) => 0,
+            };
+            c.string(super::duration::round(nanos))
+        }),
+    },
+    Function {
+        name: "semverCompare",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            let (constraint, version) = (c.str(0)?, c.str(1)?);
+            probe!(c);
+            semver_compare(&constraint, &version).map_or_else(|m| c.fail(m), |b| Ok(bool_val(b)))
+        }),
+    },
+    Function {
+        name: "semver",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let version = c.str1()?;
+            probe!(c);
+            // Go's *semver.Version, whose methods a template reads like
+            // fields (`(semver .v).Major`); kiln's is a map of them.
+            let v = parse_version(&version).map_err(|m| c.error(m))?;
+            Ok(Val::Json(serde_json::json!({
+                "Major": v.major, "Minor": v.minor, "Patch": v.patch,
+                "Prerelease": v.pre, "Metadata": v.metadata, "Original": v.original,
+            })))
         }),
     },
     Function { name: "lower", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(c.str1()?.to_lowercase())) },

@@ -87,6 +87,7 @@ fn error(object: &str, line: usize, field: Option<String>, message: impl Into<St
 }
 
 mod decimal;
+mod duration;
 mod encoding;
 mod eval;
 mod functions;
@@ -94,6 +95,7 @@ mod gostd;
 mod lexer;
 mod parser;
 mod printf;
+mod semver;
 mod value;
 
 #[cfg(test)]

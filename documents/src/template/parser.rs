@@ -7,9 +7,14 @@ use super::functions::{Function, function};
 use super::lexer::{Piece, Tok, split};
 use crate::SpecError;
 
-/// Go's control words this subset does not implement; named in the error
-/// so that an operator knows it is the word, not its arguments.
-const UNSUPPORTED_ACTIONS: &[&str] = &["define", "template", "block"];
+/// Control words that only start an action.
+const CONTROL_WORDS: &[&str] =
+    &["if", "with", "range", "else", "end", "break", "continue", "define", "template", "block"];
+
+/// Deepest chain of `{{template}}` calls. Go allows 100,000; kiln
+/// evaluates recursively on a thread's stack, and a template that calls
+/// itself that deep is a loop, not a layout (docs/templates.md).
+pub(super) const MAX_TEMPLATE_CALLS: usize = 100;
 
 /// Deepest nesting of `if`/`range` and of parentheses. Go has none, but a
 /// hostile template must not exhaust the stack, which aborts the server
@@ -43,6 +48,24 @@ pub(super) enum Node {
         body: Vec<Node>,
         otherwise: Vec<Node>,
     },
+    /// `{{template "name" pipeline}}` (or the call a `block` makes).
+    Template {
+        line: usize,
+        name: String,
+        pipe: Option<Pipeline>,
+    },
+}
+
+/// A parsed template: its own nodes and those `define` and `block` name.
+pub(super) struct Tree {
+    pub main: Vec<Node>,
+    pub defines: std::collections::HashMap<String, Vec<Node>>,
+}
+
+/// Go's `parse.IsEmptyTree`: only white space. An empty definition never
+/// replaces another, and may be replaced.
+fn is_empty(nodes: &[Node]) -> bool {
+    nodes.iter().all(|n| matches!(n, Node::Text { text, .. } if text.trim().is_empty()))
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +111,10 @@ struct Parser<'a> {
     /// How many `range`s enclose the current node: `break` and `continue`
     /// are refused outside one, as Go does.
     ranges: usize,
+    /// Templates `define` and `block` named so far.
+    defines: std::collections::HashMap<String, Vec<Node>>,
+    /// Inside a `define` or `block` body: `define` is only for the top level.
+    in_definition: bool,
 }
 
 /// How a list of nodes ended.
@@ -97,12 +124,20 @@ enum Closer {
     Else { line: usize, toks: Vec<Tok> },
 }
 
-pub(super) fn parse(object: &str, text: &str) -> Result<Vec<Node>, SpecError> {
+pub(super) fn parse(object: &str, text: &str) -> Result<Tree, SpecError> {
     let pieces = split(object, text)?;
-    let mut p = Parser { object, pieces: pieces.into_iter().peekable(), vars: vec!["$".into()], depth: 0, ranges: 0 };
+    let mut p = Parser {
+        object,
+        pieces: pieces.into_iter().peekable(),
+        vars: vec!["$".into()],
+        depth: 0,
+        ranges: 0,
+        defines: Default::default(),
+        in_definition: false,
+    };
     let (nodes, end) = p.list()?;
     match end {
-        Closer::Eof => Ok(nodes),
+        Closer::Eof => Ok(Tree { main: nodes, defines: p.defines }),
         Closer::End { line } => Err(error(object, line, None, "unexpected {{end}}")),
         Closer::Else { line, .. } => Err(error(object, line, None, "unexpected {{else}}")),
     }
@@ -155,8 +190,37 @@ impl Parser<'_> {
                 Some(Tok::Ident(kw)) if kw == "range" => {
                     nodes.push(self.nested(|p| p.range_node(line, &toks[1..]), line)?)
                 }
-                Some(Tok::Ident(kw)) if UNSUPPORTED_ACTIONS.contains(&kw.as_str()) => {
-                    return Err(error(self.object, line, None, format!("unsupported action {kw:?}")));
+                Some(Tok::Ident(kw)) if kw == "define" => {
+                    if self.depth > 0 || self.in_definition {
+                        return Err(error(self.object, line, None, "{{define}} is only allowed at the top level"));
+                    }
+                    let name = self.template_name(line, &toks, "define")?;
+                    if toks.len() > 2 {
+                        return Err(error(self.object, line, None, "unexpected words after the name in define"));
+                    }
+                    self.definition(line, name)?;
+                }
+                Some(Tok::Ident(kw)) if kw == "template" => {
+                    let name = self.template_name(line, &toks, "template")?;
+                    let pipe = if toks.len() > 2 { Some(self.pipeline(line, &toks[2..], false)?) } else { None };
+                    nodes.push(Node::Template { line, name, pipe });
+                }
+                // `{{block "name" pipeline}}body{{end}}`: defines "name" and
+                // calls it here.
+                Some(Tok::Ident(kw)) if kw == "block" => {
+                    let name = self.template_name(line, &toks, "block")?;
+                    if toks.len() < 3 {
+                        return Err(error(self.object, line, None, "missing value for block clause"));
+                    }
+                    let pipe = self.pipeline(line, &toks[2..], false)?;
+                    if self.depth >= MAX_DEPTH {
+                        return Err(error(self.object, line, None, format!("nested more than {MAX_DEPTH} deep")));
+                    }
+                    self.depth += 1;
+                    let defined = self.definition(line, name.clone());
+                    self.depth -= 1;
+                    defined?;
+                    nodes.push(Node::Template { line, name, pipe: Some(pipe) });
                 }
                 _ => {
                     let pipe = self.pipeline(line, &toks, true)?;
@@ -168,6 +232,41 @@ impl Parser<'_> {
             }
         }
         Ok((nodes, Closer::Eof))
+    }
+
+    /// The quoted name after `define`, `template` or `block`.
+    fn template_name(&self, line: usize, toks: &[Tok], word: &str) -> Result<String, SpecError> {
+        match toks.get(1) {
+            Some(Tok::Str(name)) => Ok(name.clone()),
+            _ => Err(error(self.object, line, None, format!("{word} needs a template name in quotes"))),
+        }
+    }
+
+    /// The body of a `define` or `block` up to its `{{end}}`: a template of
+    /// its own, where only `$` is defined, as in Go.
+    fn definition(&mut self, line: usize, name: String) -> Result<(), SpecError> {
+        let vars = std::mem::replace(&mut self.vars, vec!["$".into()]);
+        let ranges = std::mem::replace(&mut self.ranges, 0);
+        let inside = std::mem::replace(&mut self.in_definition, true);
+        let body = self.list();
+        self.vars = vars;
+        self.ranges = ranges;
+        self.in_definition = inside;
+        let body = match body? {
+            (body, Closer::End { .. }) => body,
+            (_, Closer::Eof) => return Err(error(self.object, line, None, format!("{name:?} without {{{{end}}}}"))),
+            (_, Closer::Else { line, .. }) => return Err(error(self.object, line, None, "unexpected {{else}}")),
+        };
+        match self.defines.get(&name) {
+            Some(old) if !is_empty(old) && !is_empty(&body) => {
+                Err(error(self.object, line, None, format!("template: multiple definition of template {name:?}")))
+            }
+            Some(_) if is_empty(&body) => Ok(()),
+            _ => {
+                self.defines.insert(name, body);
+                Ok(())
+            }
+        }
     }
 
     fn nested(&mut self, f: impl FnOnce(&mut Self) -> Result<Node, SpecError>, line: usize) -> Result<Node, SpecError> {
@@ -333,9 +432,7 @@ impl Parser<'_> {
                 Tok::Ident(w) if w == "nil" => Arg::Nil,
                 Tok::Ident(w) => match function(w) {
                     Some(f) => Arg::Func(f),
-                    None if ["if", "with", "range", "else", "end", "break", "continue"].contains(&w.as_str())
-                        || UNSUPPORTED_ACTIONS.contains(&w.as_str()) =>
-                    {
+                    None if CONTROL_WORDS.contains(&w.as_str()) => {
                         return Err(err(format!("{w:?} can only start an action")));
                     }
                     None => return Err(err(format!("unsupported function {w:?}"))),

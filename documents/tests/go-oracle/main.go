@@ -146,10 +146,30 @@ func main() {
 		var req struct {
 			Template string          `json:"template"`
 			Data     json.RawMessage `json:"data"`
+			// Instead of data: a Tinkerbell Hardware object and a
+			// workflow's hardwareMap, made into data as Tinkerbell does.
+			Tinkerbell *struct {
+				Hardware    json.RawMessage   `json:"hardware"`
+				HardwareMap map[string]string `json:"hardwareMap"`
+			} `json:"tinkerbell"`
 		}
 		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
 			fmt.Fprintln(os.Stderr, "bad request:", err)
 			os.Exit(2)
+		}
+		if req.Tinkerbell != nil {
+			data, err := tinkerbellData(req.Tinkerbell.Hardware, req.Tinkerbell.HardwareMap)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bad hardware:", err)
+				os.Exit(2)
+			}
+			s, err := render(req.Template, data)
+			if err != nil {
+				out.Encode(map[string]string{"err": err.Error()})
+			} else {
+				out.Encode(map[string]string{"ok": s})
+			}
+			continue
 		}
 		dec := json.NewDecoder(bytes.NewReader(req.Data))
 		dec.UseNumber()

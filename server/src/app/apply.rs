@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kiln_documents::parse_documents;
+use kiln_documents::{parse_documents, parse_documents_with_warnings};
 
 use super::{App, AppError, OpContext};
 use crate::store::Outcome;
@@ -32,10 +32,22 @@ impl App {
     /// Validates every document of `yaml` against each other and the store,
     /// then writes them all in one transaction, or nothing.
     pub async fn apply(&self, opctx: &OpContext, source: &str, yaml: &str) -> Result<Vec<Applied>, AppError> {
+        self.apply_with_warnings(opctx, source, yaml).await.map(|(applied, _)| applied)
+    }
+
+    /// [`App::apply`], with the warnings of the documents: fields of
+    /// Tinkerbell objects that kiln ignores (as Tinkerbell does), each
+    /// naming the field and its line.
+    pub async fn apply_with_warnings(
+        &self,
+        opctx: &OpContext,
+        source: &str,
+        yaml: &str,
+    ) -> Result<(Vec<Applied>, Vec<String>), AppError> {
         self.authorize_write(opctx, "apply", source).await?;
         let result = self.apply_documents(source, yaml).await;
         let names = match &result {
-            Ok(applied) => applied
+            Ok((applied, _)) => applied
                 .iter()
                 .map(|a| format!("{} {} ({})", a.kind, a.name, a.outcome.as_str()))
                 .collect::<Vec<_>>()
@@ -46,12 +58,14 @@ impl App {
         result
     }
 
-    async fn apply_documents(&self, source: &str, yaml: &str) -> Result<Vec<Applied>, AppError> {
-        let docs = parse_documents(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+    async fn apply_documents(&self, source: &str, yaml: &str) -> Result<(Vec<Applied>, Vec<String>), AppError> {
+        let (docs, warnings) =
+            parse_documents_with_warnings(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         if docs.is_empty() {
             return Err(AppError::InvalidArgument(format!("{source}: no documents")));
         }
-        let mut batch = admission::admit(&self.store, docs, &self.image_policy).await?;
+        let mut batch = admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
         // A token for every hardware in the batch; the store keeps the hash
         // only for those it creates, and only theirs are shown (once).
         let mut tokens: HashMap<String, String> = HashMap::new();
@@ -70,7 +84,9 @@ impl App {
             .collect();
         let agents: Vec<String> =
             batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
-        let started = std::time::Instant::now();
+        let created: Vec<(String, crate::model::Millis)> =
+            batch.workflows.iter().map(|w| (w.id.clone(), w.created_at)).collect();
+        let (started, wall_clock) = (std::time::Instant::now(), std::time::SystemTime::now());
         let outcomes = self.store.apply(batch).await;
         self.metrics.store_transaction(crate::metrics::StoreOperation::Apply, started.elapsed());
         let outcomes = outcomes?;
@@ -82,12 +98,15 @@ impl App {
         for ((kind, name), outcome) in names.iter().zip(&outcomes) {
             if *kind == "Workflow" && *outcome == Outcome::Created {
                 self.events.workflow_changed(name);
+                if let Some((_, created_at)) = created.iter().find(|(id, _)| id == name) {
+                    crate::traces::applied(name, *created_at, wall_clock);
+                }
             }
         }
         for agent in agents {
             self.events.wake_agent(&agent);
         }
-        Ok(names
+        let applied = names
             .into_iter()
             .zip(outcomes)
             .map(|((kind, name), outcome)| {
@@ -97,19 +116,35 @@ impl App {
                 };
                 Applied { kind, name, outcome, agent_token }
             })
-            .collect())
+            .collect();
+        Ok((applied, warnings))
     }
 
     /// The workflow `source` describes, rendered and planned, without
     /// creating anything.
-    pub async fn plan(&self, opctx: &OpContext, source: PlanSource) -> Result<model::Workflow, AppError> {
+    /// Its actions are shown as they are dispatched (images rewritten by
+    /// `--image-rewrite`, terminal steps inferred from their image); the
+    /// second value holds, per action, the image the template named where
+    /// a rewrite changed it ("" elsewhere).
+    pub async fn plan(
+        &self,
+        opctx: &OpContext,
+        source: PlanSource,
+    ) -> Result<(model::Workflow, Vec<String>), AppError> {
         opctx.require_operator_read()?;
-        Ok(match source {
+        let mut wf = match source {
             PlanSource::Workflow(id) => self.store.get_workflow(&id).await?,
             PlanSource::Documents(yaml) => {
                 let docs = parse_documents("input", &yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
                 admission::plan(&self.store, docs).await?
             }
-        })
+        };
+        let mut template_images = Vec::with_capacity(wf.actions.len());
+        for action in &mut wf.actions {
+            let written = action.spec.image.clone();
+            action.spec = super::images::dispatched(&self.image_rewrites, std::mem::take(&mut action.spec));
+            template_images.push(if action.spec.image == written { String::new() } else { written });
+        }
+        Ok((wf, template_images))
     }
 }

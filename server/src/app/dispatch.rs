@@ -28,6 +28,8 @@ pub struct Assignment {
     pub action: PlannedAction,
     /// Images of this agent's later actions, to pull ahead.
     pub upcoming_images: Vec<String>,
+    /// The attempt's span in the workflow's trace (W3C `traceparent`).
+    pub traceparent: String,
 }
 
 impl App {
@@ -91,7 +93,7 @@ impl App {
                         .await?;
                 }
                 let action = match with_outputs(&wf, index) {
-                    Ok(action) => action,
+                    Ok(action) => super::images::dispatched(&self.image_rewrites, action),
                     Err(e) => {
                         self.fail_unrenderable(&wf.id, index, attempt.id.clone(), e).await?;
                         continue;
@@ -107,7 +109,11 @@ impl App {
                         hardware_id: wf.hardware.clone(),
                         action_token: self.token_key.issue(&wf.id, index, &attempt.id),
                         action,
-                        upcoming_images: upcoming_images(&wf, index, agent),
+                        upcoming_images: upcoming_images(&wf, index, agent)
+                            .iter()
+                            .map(|image| self.image_rewrites.resolve(image))
+                            .collect(),
+                        traceparent: crate::traces::traceparent(&wf, &attempt.id),
                     }),
                     None,
                 ));

@@ -39,6 +39,7 @@ impl App {
             && let Some(before) = before.lock().expect("before slot").take()
         {
             self.metrics.transition(&before, wf);
+            crate::traces::transition(&before, wf);
         }
         result
     }

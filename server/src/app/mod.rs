@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`apply`] | apply documents, plan a workflow without creating it |
 //! | [`dispatch`] | hand an agent its next attempt (the long poll) |
+//! | [`images`] | `--image-rewrite`, and steps terminal by their image |
 //! | [`report`] | an agent's state reports and heartbeats |
 //! | [`logs`] | log lines in (agents), and out (operators, followed live) |
 //! | [`artifacts`] | files actions leave, in (agents, actions) and out |
@@ -41,6 +42,7 @@ mod context;
 pub mod credentials;
 pub mod dispatch;
 mod error;
+pub mod images;
 pub mod inventory;
 pub mod logs;
 mod metrics;
@@ -69,6 +71,8 @@ pub struct App {
     pub(crate) store: DynStore,
     pub(crate) events: Arc<Events>,
     pub(crate) image_policy: kiln_documents::ImagePolicy,
+    /// `--image-rewrite`: applied when an action is dispatched or planned.
+    pub(crate) image_rewrites: images::ImageRewrites,
     pub(crate) artifacts: ArtifactFiles,
     pub(crate) token_key: TokenKey,
     /// How long an open attempt survives without its agent's heartbeat.
@@ -91,6 +95,7 @@ pub struct App {
 pub struct AppParts {
     pub events: Arc<Events>,
     pub image_policy: kiln_documents::ImagePolicy,
+    pub image_rewrites: images::ImageRewrites,
     pub artifacts: ArtifactFiles,
     pub token_key: TokenKey,
     pub lease: Duration,
@@ -106,6 +111,7 @@ impl App {
             store,
             events: parts.events,
             image_policy: parts.image_policy,
+            image_rewrites: parts.image_rewrites,
             artifacts: parts.artifacts,
             token_key: parts.token_key,
             lease: parts.lease,

@@ -47,6 +47,7 @@ pub(crate) fn app(dir: &std::path::Path) -> Arc<App> {
         AppParts {
             events: Arc::default(),
             image_policy: Default::default(),
+            image_rewrites: Default::default(),
             artifacts: ArtifactFiles::new(dir, 1 << 20),
             token_key: crate::action_api::TokenKey::load_or_create(dir).unwrap(),
             lease: Duration::from_secs(30),
@@ -193,7 +194,7 @@ async fn the_read_only_operator_reads_everything_and_changes_nothing() {
     app.read_logs(&viewer, "w", "", false).await.unwrap();
     app.list_artifacts(&viewer, "w").await.unwrap();
     let planned = app.plan(&viewer, apply::PlanSource::Workflow("w".into())).await.unwrap();
-    assert_eq!(planned.actions.len(), 2);
+    assert_eq!(planned.0.actions.len(), 2);
     app.list_events(&viewer, &audit::EventFilter::default()).await.unwrap();
     app.scrape_metrics(&viewer).await.unwrap();
 

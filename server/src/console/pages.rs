@@ -476,7 +476,16 @@ pub fn templates(session: &Session, list: &[StoredTemplate]) -> Markup {
     )
 }
 
-pub fn template(session: &Session, t: &StoredTemplate, choices: &[WorkflowSummary], plan: Option<&Workflow>) -> Markup {
+/// `plan`: the workflow as dispatched, and per action the image its
+/// template named where `--image-rewrite` changed it ("" elsewhere).
+pub fn template(
+    session: &Session,
+    t: &StoredTemplate,
+    choices: &[WorkflowSummary],
+    plan: Option<&(Workflow, Vec<String>)>,
+) -> Markup {
+    let template_images = plan.map(|(_, images)| images.as_slice()).unwrap_or_default();
+    let plan = plan.map(|(wf, _)| wf);
     layout(
         Some(session),
         &format!("Template {}", t.doc.name),
@@ -503,7 +512,12 @@ pub fn template(session: &Session, t: &StoredTemplate, choices: &[WorkflowSummar
                         @for a in &p.actions {
                             tr {
                                 td { (a.index) } td { (a.spec.task) } td { (a.spec.name) } td { (a.spec.worker) }
-                                td { code { @if a.spec.builtin.is_empty() { (a.spec.image) } @else { "builtin " (a.spec.builtin) } } }
+                                td {
+                                    code { @if a.spec.builtin.is_empty() { (a.spec.image) } @else { "builtin " (a.spec.builtin) } }
+                                    @if let Some(written) = template_images.get(a.index as usize).filter(|w| !w.is_empty()) {
+                                        br; "template: " code { (written) }
+                                    }
+                                }
                                 td { code { (a.spec.command.join(" ")) } }
                                 td { @for (k, v) in &a.spec.environment { code { (k) "=" (v) } br; } }
                                 td { (a.spec.timeout_seconds) "s" } td { (a.spec.retries) }

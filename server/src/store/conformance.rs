@@ -115,6 +115,8 @@ fn hardware() -> HardwareDoc {
         disks: vec!["/dev/vda".into()],
         metadata: serde_json::json!({"a": 1}),
         netboot: true,
+        spec: serde_json::Value::Null,
+        object_meta: serde_json::Value::Null,
     }
 }
 

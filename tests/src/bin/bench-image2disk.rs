@@ -106,6 +106,7 @@ fn main() {
                 .env("IMG_URL", &url)
                 .env("DEST_DISK", target)
                 .env("CHECKSUM", &checksum)
+                .env("COMPRESSED", "true")
                 .env("PROGRESS_INTERVAL_SECONDS", "60");
             ours.push(time(kiln));
         }

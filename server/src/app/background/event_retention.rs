@@ -47,6 +47,7 @@ mod tests {
             AppParts {
                 events: Arc::default(),
                 image_policy: Default::default(),
+                image_rewrites: Default::default(),
                 artifacts: crate::artifacts::ArtifactFiles::new(dir, 1 << 20),
                 token_key: crate::action_api::TokenKey::load_or_create(dir).unwrap(),
                 lease: Duration::from_secs(30),
