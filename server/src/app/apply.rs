@@ -36,8 +36,10 @@ impl App {
     }
 
     /// [`App::apply`], with the warnings of the documents: fields of
-    /// Tinkerbell objects that kiln ignores (as Tinkerbell does), each
-    /// naming the field and its line.
+    /// Tinkerbell objects that kiln ignores (as Tinkerbell does), including
+    /// those in the body of a Tinkerbell template (when it is applied, and
+    /// when a workflow applied is created from it), each naming the field
+    /// and its line.
     pub async fn apply_with_warnings(
         &self,
         opctx: &OpContext,
@@ -65,7 +67,10 @@ impl App {
         if docs.is_empty() {
             return Err(AppError::InvalidArgument(format!("{source}: no documents")));
         }
-        let mut batch = admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
+        let (mut batch, template_warnings) =
+            admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
+        let warnings: Vec<String> =
+            warnings.into_iter().chain(template_warnings.iter().map(ToString::to_string)).collect();
         // A token for every hardware in the batch; the store keeps the hash
         // only for those it creates, and only theirs are shown (once).
         let mut tokens: HashMap<String, String> = HashMap::new();
