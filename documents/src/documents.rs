@@ -340,7 +340,9 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
                 return Err(field_error(&object, "name", "a Tinkerbell template needs a non-empty name"));
             }
             let name = crate::tinkerbell::kiln_name(&name);
-            return Ok(Document::Template(TemplateDoc::new(name, chunk.text)));
+            // Its body is read as Tinkerbell reads it, too.
+            let format = crate::TemplateFormat::Tinkerbell;
+            return Ok(Document::Template(TemplateDoc { format, ..TemplateDoc::new(name, chunk.text) }));
         }
         Some(None) => {
             return Err(field_error(
