@@ -1,8 +1,8 @@
 //! A Tinkerbell user's YAML as it is: a `kubectl get -o yaml` export of
 //! Hardware, Template and Workflow (kind: List, server-side fields, a field
-//! kiln does not know, a name kiln cannot use directly) applies with
-//! `kiln apply`, warns about what it ignores, and runs on the real engine
-//! with the values Tinkerbell's template data gives.
+//! kiln does not know, also in the template body, a name kiln cannot use
+//! directly) applies with `kiln apply`, warns about what it ignores, and
+//! runs on the real engine with the values Tinkerbell's template data gives.
 
 use std::time::Duration;
 
@@ -81,6 +81,7 @@ items:
             - name: "show data"
               image: {image}
               timeout: 60
+              args: ["--verbose"]
               command: ["sh", "-c", "echo ip=$IP; echo os=$OS; echo disk=$DISK; echo name=$NAME; echo vlan=$VLAN; echo dns=$DNS; echo user=$USERDATA; echo img=$IMG"]
               environment:
                 OS: {{{{ .Hardware.Metadata.Instance.OperatingSystem.Slug }}}}
@@ -127,6 +128,14 @@ items:
         );
     }
     assert!(!warnings.contains("managedFields") && !warnings.contains("status"), "server-side fields: {warnings}");
+    // A field of the template body kiln does not know (Tinkerbell ignores
+    // it): a warning with its line in the template, said once although the
+    // template is both checked and rendered for the workflow.
+    let body_line = line_of("args: [") - line_of("version: \"0.1\"") + 1;
+    let expected = format!(
+        "warning: template \"{tpl}\", line {body_line}, field tasks[0].actions[0].args: unknown field, ignored"
+    );
+    assert_eq!(warnings.lines().filter(|l| l.starts_with(&expected)).count(), 1, "{expected}: {warnings}");
     let kiln_hw = applied
         .lines()
         .find_map(|l| l.strip_prefix("hardware/").and_then(|rest| rest.strip_suffix(" created")))
