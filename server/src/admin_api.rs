@@ -30,6 +30,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// Bytes per message when streaming an artifact to the CLI.
 const ARTIFACT_CHUNK: usize = 256 << 10;
 
+/// Warnings a plan response carries at most (each at most 512 bytes, 683
+/// in base64), well below the 16 KiB of headers peers accept by default.
+const MAX_PLAN_WARNINGS: usize = 10;
+
 pub struct AdminApi {
     app: Arc<App>,
 }
@@ -248,7 +252,25 @@ impl AdminService for AdminApi {
             Some(plan_request::Source::Documents(yaml)) => PlanSource::Documents(yaml),
             None => return Err(Status::invalid_argument("plan needs documents or a workflow id")),
         };
-        let (wf, template_images) = self.app.plan(&opctx, source).await.map_err(status)?;
-        Ok(Response::new(convert::planned_workflow(&wf, template_images)))
+        let (wf, template_images, warnings) = self.app.plan(&opctx, source).await.map_err(status)?;
+        let mut response = Response::new(convert::planned_workflow(&wf, template_images));
+        // The response is the workflow itself: warnings go beside it, in
+        // metadata (binary, so any text fits), bounded to stay well under
+        // the peers' header size limits.
+        let shown = warnings.len().min(MAX_PLAN_WARNINGS);
+        let more = warnings.len() - shown;
+        let summary = (more > 0).then(|| format!("{more} more warnings not shown; kiln apply shows all"));
+        for w in warnings.iter().take(shown).chain(summary.as_ref()) {
+            let mut end = w.len().min(512);
+            while !w.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = &w[..end];
+            response.metadata_mut().append_bin(
+                kiln_proto::PLAN_WARNING_METADATA,
+                tonic::metadata::MetadataValue::from_bytes(text.as_bytes()),
+            );
+        }
+        Ok(response)
     }
 }

@@ -131,7 +131,8 @@ fn check_images(
 /// Renders one workflow document without admitting anything (`kiln plan`).
 /// Hardware and templates in `docs` take precedence over stored ones, so an
 /// operator can plan before applying.
-pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<Workflow, AdmissionError> {
+/// Also returns the warnings of a Tinkerbell template (see [`admit`]).
+pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<(Workflow, Vec<SpecError>), AdmissionError> {
     let (batch, workflows) = sort(docs);
     let [w] = workflows.as_slice() else {
         return Err(AdmissionError::Reference(format!(
@@ -140,7 +141,8 @@ pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<Workflow, Adm
         )));
     };
     let known = KnownObjects::load(store, &batch).await?;
-    Ok(known.build_workflow(w)?.0)
+    let (workflow, _, warnings) = known.build_workflow(w)?;
+    Ok((workflow, warnings))
 }
 
 /// Hardware and templates visible to an apply: the stored ones overlaid with

@@ -108,6 +108,16 @@ items:
     state: STATE_PENDING
 "#
     );
+    // kiln plan shows the template body's warning too.
+    let line_of = |needle: &str| export.lines().position(|l| l.contains(needle)).expect("needle") + 1;
+    let body_line = line_of("args: [") - line_of("version: \"0.1\"") + 1;
+    let args_warning = format!(
+        "warning: template \"{tpl}\", line {body_line}, field tasks[0].actions[0].args: unknown field, ignored"
+    );
+    let planned = cluster.kiln_with_stdin(&["plan", "-f", "-"], Some(&export));
+    assert!(planned.status.success(), "plan: {}{}", stdout(&planned), stderr(&planned));
+    assert!(stdout(&planned).contains("show data"), "{}", stdout(&planned));
+    assert!(stderr(&planned).lines().any(|l| l.starts_with(&args_warning)), "{args_warning}: {}", stderr(&planned));
     let out = cluster.kiln_with_stdin(&["apply", "-f", "-"], Some(&export));
     assert!(out.status.success(), "apply: {}{}\n{}", stdout(&out), stderr(&out), cluster.logs());
     let applied = stdout(&out);
@@ -115,7 +125,6 @@ items:
     assert!(applied.contains(&format!("workflow/{wf} created")), "{applied}");
     assert!(applied.contains(&format!("template/{tpl} created")), "{applied}");
     // The hardware's name has capitals: mapped, and the mapping is said.
-    let line_of = |needle: &str| export.lines().position(|l| l.contains(needle)).expect("needle") + 1;
     for (field, needle) in [
         ("items[0].metadata.name", format!("name: {hw}")),
         ("items[0].spec.interfaces[0].dhcp.link_speed", "link_speed".to_string()),
@@ -131,11 +140,7 @@ items:
     // A field of the template body kiln does not know (Tinkerbell ignores
     // it): a warning with its line in the template, said once although the
     // template is both checked and rendered for the workflow.
-    let body_line = line_of("args: [") - line_of("version: \"0.1\"") + 1;
-    let expected = format!(
-        "warning: template \"{tpl}\", line {body_line}, field tasks[0].actions[0].args: unknown field, ignored"
-    );
-    assert_eq!(warnings.lines().filter(|l| l.starts_with(&expected)).count(), 1, "{expected}: {warnings}");
+    assert_eq!(warnings.lines().filter(|l| l.starts_with(&args_warning)).count(), 1, "{args_warning}: {warnings}");
     let kiln_hw = applied
         .lines()
         .find_map(|l| l.strip_prefix("hardware/").and_then(|rest| rest.strip_suffix(" created")))

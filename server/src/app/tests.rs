@@ -194,6 +194,7 @@ async fn the_read_only_operator_reads_everything_and_changes_nothing() {
     app.read_logs(&viewer, "w", "", false).await.unwrap();
     app.list_artifacts(&viewer, "w").await.unwrap();
     let planned = app.plan(&viewer, apply::PlanSource::Workflow("w".into())).await.unwrap();
+    assert!(planned.2.is_empty(), "a stored workflow is not rendered again: {:?}", planned.2);
     assert_eq!(planned.0.actions.len(), 2);
     app.list_events(&viewer, &audit::EventFilter::default()).await.unwrap();
     app.scrape_metrics(&viewer).await.unwrap();
