@@ -274,7 +274,7 @@ fn add_warnings(metadata: &mut tonic::metadata::MetadataMap, warnings: &[String]
         }
         metadata.append_bin(
             kiln_proto::PLAN_WARNING_METADATA,
-            tonic::metadata::MetadataValue::from_bytes(w[..end].as_bytes()),
+            tonic::metadata::MetadataValue::from_bytes(&w.as_bytes()[..end]),
         );
     }
 }
