@@ -64,11 +64,49 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateDoc {
     pub name: String,
     /// The template source (a Go-template YAML text), exactly as written.
     pub data: String,
+    /// Where it came from, which decides how strictly its body is read.
+    #[serde(default)]
+    pub format: TemplateFormat,
+}
+
+impl TemplateDoc {
+    /// kiln's own template (`kind: Template`): a strict body.
+    pub fn new(name: impl Into<String>, data: impl Into<String>) -> Self {
+        Self { name: name.into(), data: data.into(), format: TemplateFormat::Kiln }
+    }
+}
+
+/// The kind of document a template was applied as. Tinkerbell ignores
+/// fields of a template body it does not know, so a template applied as a
+/// Tinkerbell object (`apiVersion: tinkerbell.org/v1alpha1`) keeps that
+/// leniency for as long as it is stored: its unknown fields are warnings.
+/// kiln's own templates stay strict: an unknown field is an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateFormat {
+    #[default]
+    Kiln,
+    Tinkerbell,
+}
+
+impl TemplateFormat {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kiln => "kiln",
+            Self::Tinkerbell => "tinkerbell",
+        }
+    }
+
+    /// The stored spelling back; `None` for one this build does not know.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Kiln, Self::Tinkerbell].into_iter().find(|f| f.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,7 +340,9 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
                 return Err(field_error(&object, "name", "a Tinkerbell template needs a non-empty name"));
             }
             let name = crate::tinkerbell::kiln_name(&name);
-            return Ok(Document::Template(TemplateDoc { name, data: chunk.text.to_string() }));
+            // Its body is read as Tinkerbell reads it, too.
+            let format = crate::TemplateFormat::Tinkerbell;
+            return Ok(Document::Template(TemplateDoc { format, ..TemplateDoc::new(name, chunk.text) }));
         }
         Some(None) => {
             return Err(field_error(
@@ -353,7 +393,7 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             if t.data.trim().is_empty() {
                 return Err(field_error(&object, "data", "template source is empty"));
             }
-            Ok(Document::Template(TemplateDoc { name: t.name, data: t.data }))
+            Ok(Document::Template(TemplateDoc::new(t.name, t.data)))
         }
         "Workflow" => {
             let w: WorkflowYaml = strict(&object, chunk)?;

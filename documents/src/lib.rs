@@ -22,11 +22,12 @@ pub mod template;
 pub mod tinkerbell;
 
 pub use documents::{
-    ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, WorkflowDoc, parse_documents,
+    ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, TemplateFormat, WorkflowDoc, parse_documents,
     parse_documents_with_warnings, parse_mac,
 };
 pub use error::SpecError;
 pub use image::{ImagePolicy, ImageRef};
 pub use plan::{
-    Definitions, Plan, PlannedAction, Resources, check_template, plan_workflow, render_data, validate_json,
+    Definitions, Plan, PlannedAction, Resources, check_template, check_template_with_warnings, plan_workflow,
+    plan_workflow_with_warnings, render_data, validate_json,
 };

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::documents::{ActionDefinitionDoc, HardwareDoc, TemplateDoc, WorkflowDoc, parse_mac};
+use crate::documents::{ActionDefinitionDoc, HardwareDoc, TemplateDoc, TemplateFormat, WorkflowDoc, parse_mac};
 use crate::{ImageRef, SpecError, locate, template};
 
 pub const DEFAULT_ACTION_TIMEOUT_SECONDS: u64 = 3600;
@@ -161,8 +161,12 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
     }
 }
 
+// The template body. Unknown fields are not refused by serde here
+// (no `deny_unknown_fields`): [`structure`] collects them, then refuses the
+// first with serde's own message for a kiln template, or warns about each
+// for a Tinkerbell one. `ResourcesYaml` (a kiln extension, shared with
+// ActionDefinition) stays strict either way.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TemplateYaml {
     /// Optional only to serde: [`Scalar`] reads a missing value as empty,
     /// and a missing version must be named as such.
@@ -187,7 +191,6 @@ where
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TaskYaml {
     name: String,
     worker: String,
@@ -199,7 +202,6 @@ struct TaskYaml {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ActionYaml {
     name: String,
     #[serde(default)]
@@ -309,7 +311,6 @@ pub(crate) fn resources(obj: &str, field: &str, r: Option<ResourcesYaml>) -> Res
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct NamespacesYaml {
     #[serde(default)]
     pid: Option<String>,
@@ -326,9 +327,15 @@ fn object(t: &TemplateDoc) -> String {
 /// Values that come from hardware are checked by [`plan_workflow`]; the
 /// returned plan holds [`template::PROBE`] where they will be.
 pub fn check_template(t: &TemplateDoc, defs: &Definitions) -> Result<Plan, SpecError> {
+    check_template_with_warnings(t, defs).map(|(plan, _)| plan)
+}
+
+/// [`check_template`], with the warnings of a Tinkerbell template: each
+/// unknown field of its body, by field path and template line.
+pub fn check_template_with_warnings(t: &TemplateDoc, defs: &Definitions) -> Result<(Plan, Vec<SpecError>), SpecError> {
     let obj = object(t);
     let rendered = template::render_probe_mapped(&obj, &t.data)?;
-    build(&obj, &rendered, defs, false)
+    build(&obj, &rendered, t.format, defs, false)
 }
 
 /// ActionDefinitions by name, for templates that `use` them.
@@ -391,9 +398,20 @@ pub fn plan_workflow(
     hw: &HardwareDoc,
     defs: &Definitions,
 ) -> Result<Plan, SpecError> {
+    plan_workflow_with_warnings(t, w, hw, defs).map(|(plan, _)| plan)
+}
+
+/// [`plan_workflow`], with the warnings of a Tinkerbell template (see
+/// [`check_template_with_warnings`]).
+pub fn plan_workflow_with_warnings(
+    t: &TemplateDoc,
+    w: &WorkflowDoc,
+    hw: &HardwareDoc,
+    defs: &Definitions,
+) -> Result<(Plan, Vec<SpecError>), SpecError> {
     let obj = object(t);
     let rendered = template::render_mapped(&obj, &t.data, &render_data(w, hw))?;
-    build(&obj, &rendered, defs, true)
+    build(&obj, &rendered, t.format, defs, true)
 }
 
 /// What templates see, as Tinkerbell's workflow controller builds it: the
@@ -416,21 +434,66 @@ pub fn render_data(w: &WorkflowDoc, hw: &HardwareDoc) -> serde_json::Value {
 
 /// The structure, then the values, of a rendered template. Errors point at
 /// the template line that produced the offending output line.
-fn build(obj: &str, rendered: &template::Rendered, defs: &Definitions, with_values: bool) -> Result<Plan, SpecError> {
-    let parsed = structure(obj, rendered)?;
-    check(obj, parsed, defs, with_values).map_err(|mut e| {
+fn build(
+    obj: &str,
+    rendered: &template::Rendered,
+    format: TemplateFormat,
+    defs: &Definitions,
+    with_values: bool,
+) -> Result<(Plan, Vec<SpecError>), SpecError> {
+    let (parsed, warnings) = structure(obj, rendered, format)?;
+    let plan = check(obj, parsed, defs, with_values).map_err(|mut e| {
         if e.line.is_none()
             && let Some(line) = e.field.as_deref().and_then(|f| locate::line_of(&rendered.text, f))
         {
             e.line = Some(rendered.source_line(line));
         }
         e
-    })
+    })?;
+    Ok((plan, warnings))
 }
 
-fn structure(obj: &str, rendered: &template::Rendered) -> Result<TemplateYaml, SpecError> {
-    let de = serde_yaml_ng::Deserializer::from_str(&rendered.text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+/// Parses the rendered body. Fields it does not know are collected as they
+/// are met; for a kiln template the first is the error (as
+/// `deny_unknown_fields` would have made it: nothing after it is read), for
+/// a Tinkerbell template each is a warning and the field is ignored, as
+/// Tinkerbell ignores it.
+fn structure(
+    obj: &str,
+    rendered: &template::Rendered,
+    format: TemplateFormat,
+) -> Result<(TemplateYaml, Vec<SpecError>), SpecError> {
+    let mut ignored: Vec<Vec<Seg>> = Vec::new();
+    let parsed = {
+        let mut record = |path: serde_ignored::Path<'_>| ignored.push(segments(&path));
+        let de = serde_yaml_ng::Deserializer::from_str(&rendered.text);
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut record))
+    };
+    let line_of = |field: &str| locate::line_of(&rendered.text, field).map(|l| rendered.source_line(l));
+    if format == TemplateFormat::Kiln
+        && let Some(first) = ignored.first()
+    {
+        let field = field_path(first);
+        return Err(SpecError {
+            object: obj.to_string(),
+            line: line_of(&field),
+            field: Some(field),
+            message: unknown_field_message(first),
+        });
+    }
+    let warnings = ignored
+        .iter()
+        .map(|path| {
+            let field = field_path(path);
+            SpecError {
+                object: obj.to_string(),
+                line: line_of(&field),
+                field: Some(field),
+                message: "unknown field, ignored (as Tinkerbell ignores it)".into(),
+            }
+        })
+        .collect();
+    let parsed = parsed.map_err(|e| {
         let field = crate::documents::field_of(e.path());
         let inner = e.into_inner();
         // serde_yaml_ng places some errors (a type error raised by a
@@ -441,7 +504,95 @@ fn structure(obj: &str, rendered: &template::Rendered) -> Result<TemplateYaml, S
         let located = field.as_deref().and_then(|f| locate::exact_line_of(&rendered.text, f));
         let line = located.max(inner.location().map(|l| l.line())).map(|l| rendered.source_line(l));
         SpecError { object: obj.to_string(), line, field, message: crate::documents::bare_message(&inner) }
-    })
+    })?;
+    Ok((parsed, warnings))
+}
+
+/// One step of the path to an ignored field.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut v = segments(parent);
+            v.push(Seg::Index(*index));
+            v
+        }
+        Path::Map { parent, key } => {
+            let mut v = segments(parent);
+            v.push(Seg::Key(key.clone()));
+            v
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => segments(parent),
+    }
+}
+
+/// `tasks[0].actions[1].args`, as errors name fields.
+fn field_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// serde's own message for an unknown field (what `deny_unknown_fields`
+/// says), with the fields of the struct the path leads into.
+fn unknown_field_message(path: &[Seg]) -> String {
+    let Some((Seg::Key(key), parent)) = path.split_last() else {
+        return "unknown field".into();
+    };
+    let is = |i: usize, k: &str| matches!(parent.get(i), Some(Seg::Key(x)) if x == k);
+    let fields = match parent.len() {
+        0 => fields_of::<TemplateYaml>(),
+        2 if is(0, "tasks") => fields_of::<TaskYaml>(),
+        4 if is(0, "tasks") && is(2, "actions") => fields_of::<ActionYaml>(),
+        5 if is(4, "namespaces") => fields_of::<NamespacesYaml>(),
+        _ => &[],
+    };
+    let e = <serde_yaml_ng::Error as serde::de::Error>::unknown_field(key, fields);
+    crate::documents::bare_message(&e)
+}
+
+/// The field names serde knows for struct `T` (which it lists in an
+/// unknown-field error): a deserializer that only asks.
+fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Ask<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Ask<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("asked"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Ask(&mut fields));
+    fields
 }
 
 fn field_err(obj: &str, field: String, message: String) -> SpecError {

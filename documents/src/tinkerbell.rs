@@ -12,7 +12,7 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::documents::{Chunk, HardwareDoc, TemplateDoc, WorkflowDoc, check_disk, parse_mac};
+use crate::documents::{Chunk, HardwareDoc, TemplateDoc, TemplateFormat, WorkflowDoc, check_disk, parse_mac};
 use crate::{Document, SpecError};
 
 pub(crate) mod schema;
@@ -260,7 +260,11 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
             if data.trim().is_empty() {
                 return Err(ctx.error(&label, &format!("{spec_at}.data"), "is required: the template source"));
             }
-            docs.push(Document::Template(TemplateDoc { name: id, data: data.to_string() }));
+            docs.push(Document::Template(TemplateDoc {
+                name: id,
+                data: data.to_string(),
+                format: TemplateFormat::Tinkerbell,
+            }));
         }
         "Workflow" => {
             check_fields(

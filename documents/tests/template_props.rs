@@ -341,7 +341,7 @@ fn mutate(src: &str, edits: &[Edit]) -> String {
 }
 
 fn tpl(data: &str) -> TemplateDoc {
-    TemplateDoc { name: "t".into(), data: data.into() }
+    TemplateDoc::new("t", data)
 }
 
 fn wf() -> WorkflowDoc {

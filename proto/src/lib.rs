@@ -8,6 +8,10 @@ pub mod v1 {
 /// Request metadata key that carries the agent's id on every agent call.
 pub const AGENT_ID_METADATA: &str = "kiln-agent-id";
 
+/// Response metadata of `Plan`, one value per warning (UTF-8 text), as
+/// `ApplyResponse.warnings` holds them: the response is the workflow itself.
+pub const PLAN_WARNING_METADATA: &str = "kiln-warning-bin";
+
 /// Converts between `SystemTime` and the protobuf timestamp.
 pub mod time {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -30,6 +30,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// Bytes per message when streaming an artifact to the CLI.
 const ARTIFACT_CHUNK: usize = 256 << 10;
 
+/// Warnings a plan response carries at most (each at most 512 bytes, 683
+/// in base64), well below the 16 KiB of headers peers accept by default.
+const MAX_PLAN_WARNINGS: usize = 10;
+
 pub struct AdminApi {
     app: Arc<App>,
 }
@@ -248,7 +252,61 @@ impl AdminService for AdminApi {
             Some(plan_request::Source::Documents(yaml)) => PlanSource::Documents(yaml),
             None => return Err(Status::invalid_argument("plan needs documents or a workflow id")),
         };
-        let (wf, template_images) = self.app.plan(&opctx, source).await.map_err(status)?;
-        Ok(Response::new(convert::planned_workflow(&wf, template_images)))
+        let (wf, template_images, warnings) = self.app.plan(&opctx, source).await.map_err(status)?;
+        let mut response = Response::new(convert::planned_workflow(&wf, template_images));
+        // The response is the workflow itself: warnings go beside it.
+        add_warnings(response.metadata_mut(), &warnings);
+        Ok(response)
+    }
+}
+
+/// Puts `warnings` in response metadata (binary, so any text fits), at most
+/// [`MAX_PLAN_WARNINGS`] of at most 512 bytes and a count of the rest, to
+/// stay well under the peers' header size limits.
+fn add_warnings(metadata: &mut tonic::metadata::MetadataMap, warnings: &[String]) {
+    let shown = warnings.len().min(MAX_PLAN_WARNINGS);
+    let more = warnings.len() - shown;
+    let summary = (more > 0).then(|| format!("{more} more warnings not shown; kiln apply shows all"));
+    for w in warnings.iter().take(shown).chain(summary.as_ref()) {
+        let mut end = w.len().min(512);
+        while !w.is_char_boundary(end) {
+            end -= 1;
+        }
+        metadata.append_bin(
+            kiln_proto::PLAN_WARNING_METADATA,
+            tonic::metadata::MetadataValue::from_bytes(&w.as_bytes()[..end]),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(metadata: &tonic::metadata::MetadataMap) -> Vec<String> {
+        metadata
+            .get_all_bin(kiln_proto::PLAN_WARNING_METADATA)
+            .iter()
+            .map(|v| String::from_utf8(v.to_bytes().unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn plan_warnings_are_bounded_and_keep_utf8_whole() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        add_warnings(&mut m, &[]);
+        assert!(read(&m).is_empty());
+        let long = "é".repeat(400);
+        add_warnings(&mut m, &["line 3: ünknown".to_string(), long]);
+        let got = read(&m);
+        assert_eq!(got[0], "line 3: ünknown");
+        assert_eq!(got[1], "é".repeat(256));
+        let mut m = tonic::metadata::MetadataMap::new();
+        let many: Vec<String> = (0..25).map(|i| format!("w{i}")).collect();
+        add_warnings(&mut m, &many);
+        let got = read(&m);
+        assert_eq!(got.len(), MAX_PLAN_WARNINGS + 1);
+        assert_eq!(got[..MAX_PLAN_WARNINGS], many[..MAX_PLAN_WARNINGS]);
+        assert_eq!(got[MAX_PLAN_WARNINGS], "15 more warnings not shown; kiln apply shows all");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use kiln_documents::{
     Definitions, Document, HardwareDoc, ImagePolicy, ImageRef, Plan, PlannedAction, SpecError, TemplateDoc,
-    WorkflowDoc, check_template, plan_workflow,
+    WorkflowDoc, check_template_with_warnings, plan_workflow_with_warnings,
 };
 
 use crate::app::images::ImageRewrites;
@@ -25,12 +25,15 @@ pub enum AdmissionError {
 
 /// Validates `docs` against each other, the store and the image policy
 /// (which applies to images as `rewrites` turn them into what is pulled).
+/// Also returns the warnings of Tinkerbell templates (their body fields
+/// kiln ignores, as Tinkerbell does), of the templates applied and of
+/// those the workflows applied are created from, each once.
 pub async fn admit(
     store: &DynStore,
     docs: Vec<Document>,
     policy: &ImagePolicy,
     rewrites: &ImageRewrites,
-) -> Result<ApplyBatch, AdmissionError> {
+) -> Result<(ApplyBatch, Vec<SpecError>), AdmissionError> {
     let policy = &(policy, rewrites);
     let mut seen = HashSet::new();
     for d in &docs {
@@ -44,8 +47,10 @@ pub async fn admit(
     for d in &batch.definitions {
         check_images(&format!("ActionDefinition {:?}", d.name), &[(d.image.as_str(), "image".to_string())], policy)?;
     }
+    let mut warnings = Warnings::default();
     for t in &batch.templates {
-        let plan = check_template(t, &known.definitions)?;
+        let (plan, template_warnings) = check_template_with_warnings(t, &known.definitions)?;
+        warnings.extend(template_warnings);
         // Images that come from hardware data are checked when a workflow
         // renders them.
         let images = plan_images(&plan);
@@ -54,11 +59,27 @@ pub async fn admit(
         check_images(&format!("template {:?}", t.name), &literal, policy)?;
     }
     for w in &workflow_docs {
-        let (workflow, plan) = known.build_workflow(w)?;
+        let (workflow, plan, workflow_warnings) = known.build_workflow(w)?;
+        warnings.extend(workflow_warnings);
         check_images(&format!("template {:?}", w.template), &plan_images(&plan), policy)?;
         batch.workflows.push(workflow);
     }
-    Ok(batch)
+    Ok((batch, warnings.0))
+}
+
+/// Warnings in the order met, each once: a template applied with a
+/// workflow is checked, then rendered for it, and both find the same field.
+#[derive(Default)]
+struct Warnings(Vec<SpecError>);
+
+impl Warnings {
+    fn extend(&mut self, more: Vec<SpecError>) {
+        for w in more {
+            if !self.0.iter().any(|seen| seen.to_string() == w.to_string()) {
+                self.0.push(w);
+            }
+        }
+    }
 }
 
 /// Splits documents by kind; workflows are built once the rest is known.
@@ -110,7 +131,8 @@ fn check_images(
 /// Renders one workflow document without admitting anything (`kiln plan`).
 /// Hardware and templates in `docs` take precedence over stored ones, so an
 /// operator can plan before applying.
-pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<Workflow, AdmissionError> {
+/// Also returns the warnings of a Tinkerbell template (see [`admit`]).
+pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<(Workflow, Vec<SpecError>), AdmissionError> {
     let (batch, workflows) = sort(docs);
     let [w] = workflows.as_slice() else {
         return Err(AdmissionError::Reference(format!(
@@ -119,7 +141,8 @@ pub async fn plan(store: &DynStore, docs: Vec<Document>) -> Result<Workflow, Adm
         )));
     };
     let known = KnownObjects::load(store, &batch).await?;
-    Ok(known.build_workflow(w)?.0)
+    let (workflow, _, warnings) = known.build_workflow(w)?;
+    Ok((workflow, warnings))
 }
 
 /// Hardware and templates visible to an apply: the stored ones overlaid with
@@ -170,7 +193,7 @@ impl KnownObjects {
         self.hardware.values().find(|h| h.agent_id == worker || h.macs.contains(&worker)).map(|h| h.agent_id.as_str())
     }
 
-    fn build_workflow(&self, w: &WorkflowDoc) -> Result<(Workflow, Plan), AdmissionError> {
+    fn build_workflow(&self, w: &WorkflowDoc) -> Result<(Workflow, Plan, Vec<SpecError>), AdmissionError> {
         let template = self.templates.get(&w.template).ok_or_else(|| {
             AdmissionError::Reference(format!(
                 "Workflow {:?}: field template: template {:?} not found",
@@ -183,7 +206,7 @@ impl KnownObjects {
                 w.id, w.hardware
             ))
         })?;
-        let plan = plan_workflow(template, w, hardware, &self.definitions)?;
+        let (plan, warnings) = plan_workflow_with_warnings(template, w, hardware, &self.definitions)?;
         let mut actions = Vec::with_capacity(plan.actions.len());
         for (index, spec) in plan.actions.iter().enumerate() {
             let mut spec = spec.clone();
@@ -203,7 +226,7 @@ impl KnownObjects {
             finished_at: None,
             actions,
         };
-        Ok((workflow, plan))
+        Ok((workflow, plan, warnings))
     }
 
     fn resolve_worker(&self, w: &WorkflowDoc, spec: &PlannedAction) -> Result<String, AdmissionError> {

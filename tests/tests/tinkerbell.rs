@@ -1,8 +1,8 @@
 //! A Tinkerbell user's YAML as it is: a `kubectl get -o yaml` export of
 //! Hardware, Template and Workflow (kind: List, server-side fields, a field
-//! kiln does not know, a name kiln cannot use directly) applies with
-//! `kiln apply`, warns about what it ignores, and runs on the real engine
-//! with the values Tinkerbell's template data gives.
+//! kiln does not know, also in the template body, a name kiln cannot use
+//! directly) applies with `kiln apply`, warns about what it ignores, and
+//! runs on the real engine with the values Tinkerbell's template data gives.
 
 use std::time::Duration;
 
@@ -81,6 +81,7 @@ items:
             - name: "show data"
               image: {image}
               timeout: 60
+              args: ["--verbose"]
               command: ["sh", "-c", "echo ip=$IP; echo os=$OS; echo disk=$DISK; echo name=$NAME; echo vlan=$VLAN; echo dns=$DNS; echo user=$USERDATA; echo img=$IMG"]
               environment:
                 OS: {{{{ .Hardware.Metadata.Instance.OperatingSystem.Slug }}}}
@@ -107,6 +108,16 @@ items:
     state: STATE_PENDING
 "#
     );
+    // kiln plan shows the template body's warning too.
+    let line_of = |needle: &str| export.lines().position(|l| l.contains(needle)).expect("needle") + 1;
+    let body_line = line_of("args: [") - line_of("version: \"0.1\"") + 1;
+    let args_warning = format!(
+        "warning: template \"{tpl}\", line {body_line}, field tasks[0].actions[0].args: unknown field, ignored"
+    );
+    let planned = cluster.kiln_with_stdin(&["plan", "-f", "-"], Some(&export));
+    assert!(planned.status.success(), "plan: {}{}", stdout(&planned), stderr(&planned));
+    assert!(stdout(&planned).contains("show data"), "{}", stdout(&planned));
+    assert!(stderr(&planned).lines().any(|l| l.starts_with(&args_warning)), "{args_warning}: {}", stderr(&planned));
     let out = cluster.kiln_with_stdin(&["apply", "-f", "-"], Some(&export));
     assert!(out.status.success(), "apply: {}{}\n{}", stdout(&out), stderr(&out), cluster.logs());
     let applied = stdout(&out);
@@ -114,7 +125,6 @@ items:
     assert!(applied.contains(&format!("workflow/{wf} created")), "{applied}");
     assert!(applied.contains(&format!("template/{tpl} created")), "{applied}");
     // The hardware's name has capitals: mapped, and the mapping is said.
-    let line_of = |needle: &str| export.lines().position(|l| l.contains(needle)).expect("needle") + 1;
     for (field, needle) in [
         ("items[0].metadata.name", format!("name: {hw}")),
         ("items[0].spec.interfaces[0].dhcp.link_speed", "link_speed".to_string()),
@@ -127,6 +137,10 @@ items:
         );
     }
     assert!(!warnings.contains("managedFields") && !warnings.contains("status"), "server-side fields: {warnings}");
+    // A field of the template body kiln does not know (Tinkerbell ignores
+    // it): a warning with its line in the template, said once although the
+    // template is both checked and rendered for the workflow.
+    assert_eq!(warnings.lines().filter(|l| l.starts_with(&args_warning)).count(), 1, "{args_warning}: {warnings}");
     let kiln_hw = applied
         .lines()
         .find_map(|l| l.strip_prefix("hardware/").and_then(|rest| rest.strip_suffix(" created")))

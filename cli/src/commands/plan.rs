@@ -16,7 +16,13 @@ pub async fn run(c: &mut Client, file: Option<String>, workflow: Option<String>,
         (None, Some(w)) => plan_request::Source::WorkflowId(w),
         (None, None) => bail!("plan needs -f FILE or a WORKFLOW id"),
     };
-    let wf = c.plan(PlanRequest { source: Some(source) }).await.map_err(status)?.into_inner();
+    let res = c.plan(PlanRequest { source: Some(source) }).await.map_err(status)?;
+    for w in res.metadata().get_all_bin(kiln_proto::PLAN_WARNING_METADATA) {
+        if let Ok(bytes) = w.to_bytes() {
+            eprintln!("warning: {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+    let wf = res.into_inner();
     if !structured(output, &view::Workflow::from(&wf))? {
         print!("{}", plan_text(&wf));
     }

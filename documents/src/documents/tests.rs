@@ -55,13 +55,25 @@ fn accepts_a_raw_tinkerbell_template() {
     // Unquoted actions are not valid YAML before rendering: detected by text.
     let raw = "version: \"0.1\"\nname: hello_world_workflow  # a comment\nglobal_timeout: 600\ntasks:\n  - name: \"hello world\"\n    worker: {{.device_1}}\n    actions:\n      - name: \"hello_world\"\n        image: hello-world\n        environment:\n          DISK: {{ index .Hardware.Disks 0 }}\n";
     let docs = parse_documents("hello.yaml", raw).unwrap();
-    assert_eq!(docs, vec![Document::Template(TemplateDoc { name: "hello_world_workflow".into(), data: raw.into() })]);
+    assert_eq!(
+        docs,
+        vec![Document::Template(TemplateDoc {
+            format: crate::TemplateFormat::Tinkerbell,
+            ..TemplateDoc::new("hello_world_workflow", raw)
+        })]
+    );
     // In a stream, each keeps its own exact text.
     let stream = format!(
         "kind: Hardware\nname: m\nmacs: [aa:bb:cc:dd:ee:ff]\n---\n{raw}---\nname: 'quoted'\ntasks: []\nversion: '0.1'\n"
     );
     let docs = parse_documents("f", &stream).unwrap();
-    assert_eq!(docs[1], Document::Template(TemplateDoc { name: "hello_world_workflow".into(), data: raw.into() }));
+    assert_eq!(
+        docs[1],
+        Document::Template(TemplateDoc {
+            format: crate::TemplateFormat::Tinkerbell,
+            ..TemplateDoc::new("hello_world_workflow", raw)
+        })
+    );
     assert!(matches!(&docs[2], Document::Template(t) if t.name == "quoted" && t.data.starts_with("name: 'quoted'\n")));
     let e = err("version: \"0.1\"\ntasks:\n  - name: x\n");
     assert_eq!(e.field.as_deref(), Some("name"));

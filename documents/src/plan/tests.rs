@@ -115,7 +115,7 @@ data: |
 "#;
 
 fn tpl(data: &str) -> TemplateDoc {
-    TemplateDoc { name: "ubuntu".into(), data: data.into() }
+    TemplateDoc::new("ubuntu", data)
 }
 
 fn hw() -> HardwareDoc {
@@ -567,4 +567,95 @@ fn never_panics_on_broken_templates() {
         let _ = check_template(&tpl(&input), &defs());
         let _ = plan_workflow(&tpl(&input), &wf(), &hw(), &defs());
     }
+}
+
+/// UBUNTU with an unknown action field (`args:`, line 19), an unknown task
+/// field (`foo:`, line 6) and an unknown top-level field (`kind:`, line 2),
+/// all of which Tinkerbell ignores.
+fn with_unknown_fields() -> String {
+    UBUNTU
+        .replace("timeout: 600", "timeout: 600\n        args: [\"--force\"]")
+        .replace("    worker: \"{{.device_1}}\"", "    foo: bar\n    worker: \"{{.device_1}}\"")
+        .replacen("name: ubuntu_provisioning", "kind: ubuntu\nname: ubuntu_provisioning", 1)
+}
+
+#[test]
+fn a_tinkerbell_template_warns_about_unknown_body_fields_and_plans() {
+    let data = with_unknown_fields();
+    let lines: Vec<&str> = data.lines().collect();
+    assert_eq!((lines[1], lines[6].trim(), lines[18].trim()), ("kind: ubuntu", "foo: bar", "args: [\"--force\"]"));
+    let t = TemplateDoc { format: TemplateFormat::Tinkerbell, ..tpl(&data) };
+    let expected = [("kind", 2), ("tasks[0].foo", 7), ("tasks[0].actions[0].args", 19)];
+    let (checked, warnings) = check_template_with_warnings(&t, &none()).unwrap_or_else(|e| panic!("{e}"));
+    let (planned, plan_warnings) =
+        plan_workflow_with_warnings(&t, &wf(), &hw(), &none()).unwrap_or_else(|e| panic!("{e}"));
+    for w in [&warnings, &plan_warnings] {
+        let got: Vec<(&str, usize)> = w.iter().map(|w| (w.field.as_deref().unwrap(), w.line.unwrap())).collect();
+        assert_eq!(got, expected, "{w:?}");
+        assert!(w.iter().all(|w| w.message.contains("unknown field, ignored") && w.object == "template \"ubuntu\""));
+    }
+    assert_eq!(
+        warnings[2].to_string(),
+        "template \"ubuntu\", line 19, field tasks[0].actions[0].args: unknown field, ignored (as Tinkerbell ignores it)"
+    );
+    // The plan is the one of the template without them.
+    assert_eq!(planned, plan(UBUNTU));
+    assert_eq!(checked.actions.len(), planned.actions.len());
+    // Without unknown fields, no warnings.
+    let clean = TemplateDoc { format: TemplateFormat::Tinkerbell, ..tpl(UBUNTU) };
+    assert!(plan_workflow_with_warnings(&clean, &wf(), &hw(), &none()).unwrap().1.is_empty());
+}
+
+#[test]
+fn a_tinkerbell_template_still_fails_on_what_is_wrong() {
+    // Leniency is about unknown fields only: a wrong type is still an error.
+    let data = with_unknown_fields().replace("timeout: 600", "timeout: soon");
+    let t = TemplateDoc { format: TemplateFormat::Tinkerbell, ..tpl(&data) };
+    let e = check_template_with_warnings(&t, &none()).unwrap_err();
+    assert_eq!((e.field.as_deref(), e.line), (Some("tasks[0].actions[0].timeout"), Some(18)), "{e}");
+    assert!(e.message.contains("invalid type: string \"soon\""), "{e}");
+}
+
+#[test]
+fn a_kiln_template_refuses_unknown_body_fields_as_before() {
+    let data = with_unknown_fields();
+    // The first unknown field, with serde's `deny_unknown_fields` message.
+    let e = plan_err(&data);
+    assert_eq!((e.field.as_deref(), e.line), (Some("kind"), Some(2)), "{e}");
+    assert_eq!(e.message, "unknown field `kind`, expected one of `version`, `name`, `id`, `global_timeout`, `tasks`");
+    let data = data.replacen("kind: ubuntu\n", "", 1);
+    let e = plan_err(&data);
+    assert_eq!((e.field.as_deref(), e.line), (Some("tasks[0].foo"), Some(6)), "{e}");
+    assert_eq!(e.message, "unknown field `foo`, expected one of `name`, `worker`, `volumes`, `environment`, `actions`");
+    let data = data.replacen("    foo: bar\n", "", 1);
+    for e in [
+        plan_err(&data),
+        plan_workflow(&tpl(&data), &wf(), &hw(), &none()).unwrap_err(),
+        // An unknown field before a type error is the error, as serde
+        // stops at the first.
+        plan_err(&data.replace("timeout: 90", "timeout: soon")),
+    ] {
+        assert_eq!(
+            e.to_string(),
+            "template \"ubuntu\", line 17, field tasks[0].actions[0].args: unknown field `args`, expected one of \
+             `name`, `image`, `builtin`, `external`, `use`, `with`, `terminal`, `timeout`, `command`, \
+             `environment`, `volumes`, `pid`, `namespaces`, `on-timeout`, `on-failure`, `resources`, `retries`, \
+             `retry_backoff`"
+        );
+    }
+    // Inside namespaces:, and resources: (strict for both formats: a kiln
+    // extension shared with ActionDefinition).
+    let ns = UBUNTU.replace("pid: host", "namespaces: {pid: host, ipc: host}");
+    let e = plan_err(&ns);
+    assert_eq!(e.message, "unknown field `ipc`, expected `pid` or `network`", "{e}");
+    assert_eq!(e.field.as_deref(), Some("tasks[0].actions[2].namespaces.ipc"));
+    let tink = |d: &str| TemplateDoc { format: TemplateFormat::Tinkerbell, ..tpl(d) };
+    let (_, w) = check_template_with_warnings(&tink(&ns), &none()).unwrap();
+    assert_eq!(
+        w.iter().map(|w| w.field.as_deref().unwrap()).collect::<Vec<_>>(),
+        ["tasks[0].actions[2].namespaces.ipc"]
+    );
+    let res = UBUNTU.replace("pid: host", "resources: {disk: 1}");
+    let e = check_template_with_warnings(&tink(&res), &none()).unwrap_err();
+    assert!(e.message.starts_with("unknown field `disk`, expected one of `memory`"), "{e}");
 }

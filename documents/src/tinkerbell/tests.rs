@@ -110,6 +110,8 @@ fn a_kubectl_export_applies_with_warnings_for_what_kiln_ignores() {
         panic!("{docs:?}")
     };
     assert_eq!(hw.id, hw_name);
+    // Its body is read as Tinkerbell reads it, for as long as it is stored.
+    assert_eq!(t.format, crate::TemplateFormat::Tinkerbell);
     assert_eq!(hw.macs, vec!["52:54:00:aa:bb:01"]);
     assert_eq!(hw.agent_id, "52:54:00:aa:bb:01");
     assert_eq!(hw.disks, vec!["/dev/nvme0n1"]);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kiln_documents::{parse_documents, parse_documents_with_warnings};
+use kiln_documents::parse_documents_with_warnings;
 
 use super::{App, AppError, OpContext};
 use crate::store::Outcome;
@@ -36,8 +36,10 @@ impl App {
     }
 
     /// [`App::apply`], with the warnings of the documents: fields of
-    /// Tinkerbell objects that kiln ignores (as Tinkerbell does), each
-    /// naming the field and its line.
+    /// Tinkerbell objects that kiln ignores (as Tinkerbell does), including
+    /// those in the body of a Tinkerbell template (when it is applied, and
+    /// when a workflow applied is created from it), each naming the field
+    /// and its line.
     pub async fn apply_with_warnings(
         &self,
         opctx: &OpContext,
@@ -65,7 +67,10 @@ impl App {
         if docs.is_empty() {
             return Err(AppError::InvalidArgument(format!("{source}: no documents")));
         }
-        let mut batch = admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
+        let (mut batch, template_warnings) =
+            admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
+        let warnings: Vec<String> =
+            warnings.into_iter().chain(template_warnings.iter().map(ToString::to_string)).collect();
         // A token for every hardware in the batch; the store keeps the hash
         // only for those it creates, and only theirs are shown (once).
         let mut tokens: HashMap<String, String> = HashMap::new();
@@ -125,18 +130,22 @@ impl App {
     /// Its actions are shown as they are dispatched (images rewritten by
     /// `--image-rewrite`, terminal steps inferred from their image); the
     /// second value holds, per action, the image the template named where
-    /// a rewrite changed it ("" elsewhere).
+    /// a rewrite changed it ("" elsewhere); the third, for documents, the
+    /// warnings an apply of them would give (fields kiln ignores, as
+    /// Tinkerbell does, of Tinkerbell objects and template bodies).
     pub async fn plan(
         &self,
         opctx: &OpContext,
         source: PlanSource,
-    ) -> Result<(model::Workflow, Vec<String>), AppError> {
+    ) -> Result<(model::Workflow, Vec<String>, Vec<String>), AppError> {
         opctx.require_operator_read()?;
-        let mut wf = match source {
-            PlanSource::Workflow(id) => self.store.get_workflow(&id).await?,
+        let (mut wf, warnings) = match source {
+            PlanSource::Workflow(id) => (self.store.get_workflow(&id).await?, Vec::new()),
             PlanSource::Documents(yaml) => {
-                let docs = parse_documents("input", &yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
-                admission::plan(&self.store, docs).await?
+                let (docs, warnings) = parse_documents_with_warnings("input", &yaml)
+                    .map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+                let (wf, template_warnings) = admission::plan(&self.store, docs).await?;
+                (wf, warnings.iter().chain(&template_warnings).map(ToString::to_string).collect())
             }
         };
         let mut template_images = Vec::with_capacity(wf.actions.len());
@@ -145,6 +154,6 @@ impl App {
             action.spec = super::images::dispatched(&self.image_rewrites, std::mem::take(&mut action.spec));
             template_images.push(if action.spec.image == written { String::new() } else { written });
         }
-        Ok((wf, template_images))
+        Ok((wf, template_images, warnings))
     }
 }

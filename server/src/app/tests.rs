@@ -194,6 +194,7 @@ async fn the_read_only_operator_reads_everything_and_changes_nothing() {
     app.read_logs(&viewer, "w", "", false).await.unwrap();
     app.list_artifacts(&viewer, "w").await.unwrap();
     let planned = app.plan(&viewer, apply::PlanSource::Workflow("w".into())).await.unwrap();
+    assert!(planned.2.is_empty(), "a stored workflow is not rendered again: {:?}", planned.2);
     assert_eq!(planned.0.actions.len(), 2);
     app.list_events(&viewer, &audit::EventFilter::default()).await.unwrap();
     app.scrape_metrics(&viewer).await.unwrap();
@@ -221,4 +222,53 @@ async fn the_read_only_operator_reads_everything_and_changes_nothing() {
         ["apply", "retry", "delete", "rotate agent token", "revoke agent token", "issue agent certificate"],
         "{events:?}"
     );
+}
+
+/// A Tinkerbell template whose action has `args:` (which Tinkerbell
+/// ignores) on line 9 of its body.
+const TINK_TEMPLATE: &str = r#"apiVersion: tinkerbell.org/v1alpha1
+kind: Template
+metadata:
+  name: t
+spec:
+  data: |
+    version: "0.1"
+    name: t
+    tasks:
+      - name: one
+        worker: "{{.device_1}}"
+        actions:
+          - name: a
+            image: "127.0.0.1:5000/a:v1"
+            args: ["--force"]
+"#;
+
+#[tokio::test]
+async fn unknown_fields_of_a_tinkerbell_template_body_are_warnings_at_apply_and_workflow_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let operator = OpContext::operator();
+    let hardware = DOCS.split("---").next().unwrap();
+    app.apply(&operator, "hw", hardware).await.unwrap();
+    let expected =
+        "template \"t\", line 9, field tasks[0].actions[0].args: unknown field, ignored (as Tinkerbell ignores it)";
+    let (_, warnings) = app.apply_with_warnings(&operator, "tink.yaml", TINK_TEMPLATE).await.unwrap();
+    assert_eq!(warnings, vec![expected.to_string()]);
+    // A workflow created later from the stored template: the same warning
+    // (the store kept the format), and the action runs without the field.
+    let workflow =
+        "kind: Workflow\nname: w\ntemplate: t\nhardware: m1\nhardware_map: {device_1: \"52:54:00:00:00:01\"}\n";
+    let (applied, warnings) = app.apply_with_warnings(&operator, "wf.yaml", workflow).await.unwrap();
+    assert_eq!((applied.len(), warnings), (1, vec![expected.to_string()]));
+    let wf = app.store.get_workflow("w").await.unwrap();
+    assert_eq!(wf.actions[0].spec.image, "127.0.0.1:5000/a:v1");
+    // Template and workflow together: once.
+    let both = format!("{TINK_TEMPLATE}---\n{}", workflow.replace("name: w", "name: w2"));
+    let (_, warnings) = app.apply_with_warnings(&operator, "both.yaml", &both).await.unwrap();
+    assert_eq!(warnings, vec![expected.to_string()]);
+    // The same body as kiln's own template: refused, as before.
+    let body = TINK_TEMPLATE.split_once("  data: |\n").unwrap().1;
+    let own = format!("kind: Template\nname: own\ndata: |\n{}", body.replace("\n  ", "\n").replacen("  ", "", 1));
+    let err = app.apply(&operator, "own.yaml", &own).await.unwrap_err().to_string();
+    assert!(err.contains("field tasks[0].actions[0].args: unknown field `args`, expected one of"), "{err}");
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc, TemplateFormat};
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, DynStore, Event, EventKind, EventOutcome, EventQuery, NewLogLine,
@@ -165,7 +165,7 @@ pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
     let first = ApplyBatch {
         hardware: vec![hardware()],
         definitions: vec![definition("one")],
-        templates: vec![TemplateDoc { name: "tpl".into(), data: "x".into() }],
+        templates: vec![TemplateDoc::new("tpl", "x")],
         workflows: vec![workflow("wf1")],
         ..Default::default()
     };
@@ -195,7 +195,7 @@ pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
     let again = ApplyBatch {
         hardware: vec![hw.clone()],
         definitions: vec![definition("one")],
-        templates: vec![TemplateDoc { name: "tpl".into(), data: "y".into() }],
+        templates: vec![TemplateDoc::new("tpl", "y")],
         workflows: vec![workflow("wf1")],
         ..Default::default()
     };
@@ -222,6 +222,34 @@ pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
     assert!(matches!(store.get_template("nope").await, Err(StoreError::NotFound { kind: "template", .. })));
 }
 
+/// A template keeps the format it was applied as (which decides how its
+/// body is read when a workflow is created from it later), through updates
+/// and a restart.
+pub async fn templates_keep_their_format(b: &dyn Backend) {
+    let store = b.open().await;
+    let tink = |data: &str| TemplateDoc { format: TemplateFormat::Tinkerbell, ..TemplateDoc::new("tink", data) };
+    let batch = |templates| ApplyBatch { templates, ..Default::default() };
+    let created = store.apply(batch(vec![tink("x"), TemplateDoc::new("own", "x")])).await.unwrap();
+    assert_eq!(created, vec![Outcome::Created; 2]);
+    assert_eq!(store.get_template("tink").await.unwrap().doc, tink("x"));
+    assert_eq!(store.get_template("own").await.unwrap().doc.format, TemplateFormat::Kiln);
+    // The same text applied in the other format is a change, and is kept.
+    let own_as_tink = TemplateDoc { format: TemplateFormat::Tinkerbell, ..TemplateDoc::new("own", "x") };
+    let outcomes = store.apply(batch(vec![tink("x"), own_as_tink.clone()])).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Unchanged, Outcome::Updated]);
+    let back = store.apply(batch(vec![TemplateDoc::new("tink", "y")])).await.unwrap();
+    assert_eq!(back, vec![Outcome::Updated]);
+    drop(store);
+    let store = b.open().await;
+    let formats: Vec<(String, TemplateFormat)> =
+        store.list_templates().await.unwrap().into_iter().map(|t| (t.doc.name, t.doc.format)).collect();
+    assert_eq!(
+        formats,
+        vec![("own".to_string(), TemplateFormat::Tinkerbell), ("tink".to_string(), TemplateFormat::Kiln)]
+    );
+    assert_eq!(store.get_template("own").await.unwrap().doc, own_as_tink);
+}
+
 /// `workflow(id)` with the stored workflow's creation time (set at build).
 fn workflow_with_times(id: &str, stored: &Workflow) -> Workflow {
     Workflow { created_at: stored.created_at, ..workflow(id) }
@@ -230,7 +258,7 @@ fn workflow_with_times(id: &str, stored: &Workflow) -> Workflow {
 pub async fn update_workflow_persists_and_in_use_blocks_delete(b: &dyn Backend) {
     let store = b.open().await;
     let mut apply = batch(vec![workflow("wf1")]);
-    apply.templates.push(TemplateDoc { name: "tpl".into(), data: "x".into() });
+    apply.templates.push(TemplateDoc::new("tpl", "x"));
     store.apply(apply).await.unwrap();
     let counts = |store: DynStore| async move { store.workflow_counts().await.unwrap() };
     assert_eq!(counts(store.clone()).await, vec![("tpl".to_string(), "PENDING".to_string(), 1)]);
@@ -762,6 +790,11 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn apply_is_atomic_and_reports_outcomes() {
             c::apply_is_atomic_and_reports_outcomes(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn templates_keep_their_format() {
+            c::templates_keep_their_format(&$backend).await
         }
 
         #[tokio::test]

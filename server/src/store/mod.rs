@@ -91,6 +91,12 @@ pub struct StoredHardware {
     pub updated_at: Millis,
 }
 
+/// A stored template format. One this build does not know (written by a
+/// newer server) is read as kiln's own: strict, the safe side.
+pub(crate) fn template_format(stored: &str) -> kiln_documents::TemplateFormat {
+    kiln_documents::TemplateFormat::parse(stored).unwrap_or_default()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredTemplate {
     pub doc: TemplateDoc,

@@ -34,6 +34,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
+
+use super::template_format;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -48,8 +50,11 @@ use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState
 use crate::state_machine::sql;
 
 /// Versioned migrations, applied in order in one transaction at open.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("postgres_migrations/0001_init.sql")), (2, include_str!("postgres_migrations/0002_events.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("postgres_migrations/0001_init.sql")),
+    (2, include_str!("postgres_migrations/0002_events.sql")),
+    (3, include_str!("postgres_migrations/0003_template_format.sql")),
+];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
 /// on in-process events), so a few cover many agents; PostgreSQL's default
@@ -243,13 +248,13 @@ async fn load_hardware(c: &mut PgConnection, id: &str) -> Result<Option<StoredHa
 }
 
 async fn load_template(c: &mut PgConnection, name: &str) -> Result<Option<StoredTemplate>, StoreError> {
-    let row: Option<(String, String, i64, i64)> =
-        sqlx::query_as("SELECT name, data, created_at, updated_at FROM templates WHERE name = $1")
+    let row: Option<(String, String, String, i64, i64)> =
+        sqlx::query_as("SELECT name, data, format, created_at, updated_at FROM templates WHERE name = $1")
             .bind(name)
             .fetch_optional(c)
             .await?;
-    Ok(row.map(|(name, data, created_at, updated_at)| StoredTemplate {
-        doc: TemplateDoc { name, data },
+    Ok(row.map(|(name, data, format, created_at, updated_at)| StoredTemplate {
+        doc: TemplateDoc { name, data, format: template_format(&format) },
         created_at,
         updated_at,
     }))
@@ -534,21 +539,25 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
         let outcome = match load_template(tx, &t.name).await? {
             Some(old) if old.doc == *t => Outcome::Unchanged,
             Some(_) => {
-                sqlx::query("UPDATE templates SET data = $2, updated_at = $3 WHERE name = $1")
+                sqlx::query("UPDATE templates SET data = $2, updated_at = $3, format = $4 WHERE name = $1")
                     .bind(&t.name)
                     .bind(&t.data)
                     .bind(now)
+                    .bind(t.format.as_str())
                     .execute(&mut *tx)
                     .await?;
                 Outcome::Updated
             }
             None => {
-                sqlx::query("INSERT INTO templates (name, data, created_at, updated_at) VALUES ($1, $2, $3, $3)")
-                    .bind(&t.name)
-                    .bind(&t.data)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO templates (name, data, created_at, updated_at, format) VALUES ($1, $2, $3, $3, $4)",
+                )
+                .bind(&t.name)
+                .bind(&t.data)
+                .bind(now)
+                .bind(t.format.as_str())
+                .execute(&mut *tx)
+                .await?;
                 Outcome::Created
             }
         };
@@ -621,14 +630,14 @@ impl Store for PostgresStore {
     }
 
     async fn list_templates(&self) -> Result<Vec<StoredTemplate>, StoreError> {
-        let rows: Vec<(String, String, i64, i64)> =
-            sqlx::query_as("SELECT name, data, created_at, updated_at FROM templates ORDER BY name")
+        let rows: Vec<(String, String, String, i64, i64)> =
+            sqlx::query_as("SELECT name, data, format, created_at, updated_at FROM templates ORDER BY name")
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, data, created_at, updated_at)| StoredTemplate {
-                doc: TemplateDoc { name, data },
+            .map(|(name, data, format, created_at, updated_at)| StoredTemplate {
+                doc: TemplateDoc { name, data, format: template_format(&format) },
                 created_at,
                 updated_at,
             })

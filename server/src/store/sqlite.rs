@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
+
+use super::template_format;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
@@ -40,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("sqlite_migrations/0005_leases.sql")),
     (6, include_str!("sqlite_migrations/0006_agent_tokens.sql")),
     (7, include_str!("sqlite_migrations/0007_events.sql")),
+    (8, include_str!("sqlite_migrations/0008_template_format.sql")),
 ];
 
 pub struct SqliteStore {
@@ -186,11 +189,11 @@ fn load_hardware(tx: &Connection, id: &str) -> Result<Option<StoredHardware>, St
 
 fn load_template(tx: &Connection, name: &str) -> Result<Option<StoredTemplate>, StoreError> {
     Ok(tx
-        .query_row("SELECT name, data, created_at, updated_at FROM templates WHERE name = ?1", [name], |r| {
+        .query_row("SELECT name, data, format, created_at, updated_at FROM templates WHERE name = ?1", [name], |r| {
             Ok(StoredTemplate {
-                doc: TemplateDoc { name: r.get(0)?, data: r.get(1)? },
-                created_at: r.get(2)?,
-                updated_at: r.get(3)?,
+                doc: TemplateDoc { name: r.get(0)?, data: r.get(1)?, format: template_format(&r.get::<_, String>(2)?) },
+                created_at: r.get(3)?,
+                updated_at: r.get(4)?,
             })
         })
         .optional()?)
@@ -403,15 +406,15 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
             Some(old) if old.doc == *t => Outcome::Unchanged,
             Some(_) => {
                 tx.execute(
-                    "UPDATE templates SET data = ?2, updated_at = ?3 WHERE name = ?1",
-                    params![t.name, t.data, now],
+                    "UPDATE templates SET data = ?2, format = ?4, updated_at = ?3 WHERE name = ?1",
+                    params![t.name, t.data, now, t.format.as_str()],
                 )?;
                 Outcome::Updated
             }
             None => {
                 tx.execute(
-                    "INSERT INTO templates (name, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-                    params![t.name, t.data, now],
+                    "INSERT INTO templates (name, data, format, created_at, updated_at) VALUES (?1, ?2, ?4, ?3, ?3)",
+                    params![t.name, t.data, now, t.format.as_str()],
                 )?;
                 Outcome::Created
             }
