@@ -424,7 +424,12 @@ async fn template(
         let choices = c.app.workflow_page(&s.opctx(), query).await?;
         let plan = match p.workflow.trim() {
             "" => None,
-            id => Some(c.app.plan(&s.opctx(), crate::app::apply::PlanSource::Workflow(id.to_string())).await?),
+            // A stored workflow is not rendered again: no warnings.
+            id => {
+                let source = crate::app::apply::PlanSource::Workflow(id.to_string());
+                let (wf, template_images, _) = c.app.plan(&s.opctx(), source).await?;
+                Some((wf, template_images))
+            }
         };
         Ok::<_, AppError>(pages::template(&s, &template, &choices.rows, plan.as_ref()))
     };
