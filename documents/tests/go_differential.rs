@@ -283,6 +283,22 @@ const RENDERS: &[&str] = &[
     "{{ addf .f \"1.5\" .n }} {{ mulf 0.1 0.2 0.3 }} {{ divf -1 3 }} {{ maxf 1 2.5 \"3\" }} {{ minf 1 -2.5 }} {{ divf 1e10 3 }}",
     "{{ repeat 2e0 \"ab\" }} {{ round 2.567 1e0 }} {{ untitle \"Hello World  X\" }} {{ swapcase \"hello World x\" }}",
     "{{ initials \"Émile  zola\" }} {{ untitle \"ÉCOLE\" }}",
+    // Case conversion (xstrings): acronyms, digits, unicode, separators at the edges.
+    "{{ snakecase \"FirstName\" }} {{ snakecase \"HTTPServer\" }} {{ snakecase \"NoHTTPS\" }} {{ snakecase \"GO_PATH\" }} {{ snakecase \"GO PATH\" }} {{ snakecase \"http2xx\" }} {{ snakecase \"HTTP20xOK\" }} {{ snakecase \"Duration2m3s\" }} {{ snakecase \"Bld4Floor3rd\" }}",
+    "{{ kebabcase \"FirstName\" }} {{ kebabcase \"HTTPServer\" }} {{ kebabcase \"__a__b__\" }} {{ kebabcase \"-x-\" }} {{ kebabcase \"a.b,c\" }} {{ kebabcase \"ÉcoleNormale\" }} {{ kebabcase \"ΑβΓδ\" }} {{ kebabcase \"日本Go語\" }}",
+    "[{{ snakecase \"\" }}][{{ snakecase \" \" }}][{{ snakecase \"a\" }}][{{ snakecase \"A\" }}][{{ snakecase \"9\" }}][{{ snakecase \"a1\" }}][{{ snakecase \"A1b\" }}][{{ snakecase \"1A\" }}][{{ snakecase \"x1.2y\" }}][{{ snakecase \"$money+Sign\" }}][{{ snakecase \"a  b\\tc\" }}]",
+    "[{{ snakecase \"ABC\" }}][{{ snakecase \"ABc\" }}][{{ snakecase \"aBC\" }}][{{ snakecase \"a_1_B\" }}][{{ snakecase \"v1.2.3\" }}][{{ snakecase \"Ⅻpart\" }}][{{ snakecase \"½cup\" }}][{{ snakecase \"IPv4Address\" }}][{{ snakecase .s }}]",
+    "[{{ camelcase \"some_words\" }}][{{ camelcase \"http_server\" }}][{{ camelcase \"_complex__case_\" }}][{{ camelcase \"some words\" }}][{{ camelcase \"FooBar\" }}][{{ camelcase \"a\" }}][{{ camelcase \"_\" }}][{{ camelcase \"--\" }}][{{ camelcase \"\" }}]",
+    "[{{ camelcase \"élan-vital\" }}][{{ camelcase \"straße_ß\" }}][{{ camelcase \"x1_2y\" }}][{{ camelcase \"a b\\tc\\nd\" }}][{{ camelcase \"-a\" }}][{{ camelcase \"a-\" }}][{{ camelcase .s }}]",
+    // wrap and wrapWith (goutils): widths below 1, long words, spaces at the edges, bytes not characters.
+    "[{{ wrap 20 \"Here is one line of text that is going to be wrapped after 20 columns.\" }}][{{ wrap 5 \"\" }}][{{ wrap 0 \"ab cd\" }}][{{ wrap 1 \"ab cd\" }}][{{ wrap -3 \"a b\" }}]",
+    "[{{ wrap 3 \"  lead and trail  \" }}][{{ wrap 4 \"averylongword and short\" }}][{{ wrap 4 \"éé éé\" }}][{{ wrap 100 \"short\" }}][{{ wrap 2 \"a  b   c\" }}]",
+    "[{{ wrapWith 5 \"\\t\" \"Hello World\" }}][{{ wrapWith 3 \"<br>\" \"averylongword x\" }}][{{ wrapWith 0 \"|\" \"abc\" }}][{{ wrapWith 4 \"\" \"abcdefgh ij\" }}][{{ wrapWith 1 \"-\" \" a b \" }}]",
+    // A cut inside a two-byte character: Go prints the lone bytes, which the oracle's JSON and kiln both show as U+FFFD each.
+    "[{{ wrapWith 3 \"|\" \"ééé\" }}][{{ abbrevboth 5 8 \"ééééééé\" }}]",
+    // abbrevboth (goutils AbbreviateFull): offsets at and past each end, widths 3, 4, 6, 7.
+    "[{{ abbrevboth 5 10 \"1234 5678 9123\" }}][{{ abbrevboth 10 10 \"abcdefghijklmno\" }}][{{ abbrevboth 5 10 \"abcdefghijklmno\" }}][{{ abbrevboth 0 10 \"abcdefghijklmno\" }}][{{ abbrevboth 1 10 \"abcdefghijklmno\" }}]",
+    "[{{ abbrevboth 0 3 \"abcdefg\" }}][{{ abbrevboth 0 4 \"abcdefg\" }}][{{ abbrevboth 1 6 \"abcdefghij\" }}][{{ abbrevboth 8 7 \"abcdefghijklmnopqrstuv\" }}][{{ abbrevboth 99 7 \"abcdefghijklmno\" }}][{{ abbrevboth -5 5 \"abcdefghij\" }}][{{ abbrevboth 3 8 \"\" }}][{{ abbrevboth 12 7 \"abcdefghijklmnopqrstuvwxyz\" }}]",
     "{{ floor 2.7 }} {{ ceil 2.1 }} {{ floor -2.5 }} {{ round 3.14159 2 }} {{ round 2.5 0 }} {{ round 2.45 1 0.6 }} {{ ceil \"1.2\" }}",
     // A real Tinkerbell-style template fragment.
     "version: \"0.1\"\nname: ubuntu\ntasks:\n  - name: os\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: net\n        environment:\n          IP: {{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}/{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}\n          DNS: {{ join \",\" (index .Hardware.Interfaces 0).DHCP.NameServers }}\n          {{- with (index .Hardware.Interfaces 0).DHCP.IP.Gateway }}\n          GW: {{ . }}\n          {{- end }}\n          USERDATA: |\n{{ .Hardware.UserData | indent 12 }}\n",
@@ -373,6 +389,11 @@ const FAILS: &[&str] = &[
     "{{ formatPartition 3 1 }}",
     "{{ formatPartition \"/dev/sda\" \"1\" }}",
     "{{ /* unclosed }}",
+    "{{ wrap \"3\" \"abc\" }}",
+    "{{ wrapWith 3 1 \"abc\" }}",
+    "{{ abbrevboth 1 \"a\" \"abc\" }}",
+    "{{ camelcase 1 }}",
+    "{{ snakecase }}",
 ];
 
 /// Templates Go renders and kiln refuses on purpose (docs/templates.md,
@@ -403,6 +424,15 @@ const DIFFERENT: &[(&str, &str, &str)] = &[
     // fromYaml reads YAML 1.2, where `no`, `on` and `y` are strings;
     // sigs.k8s.io/yaml reads YAML 1.1, where they are booleans.
     ("{{ fromYaml \"no\" }} {{ (fromYaml \"a: on\").a }}", "false true", "no on"),
+    // Go cuts by bytes and prints the piece of a character it cut; kiln's
+    // output is text, with one U+FFFD for each broken sequence (the
+    // oracle's JSON shows one per byte).
+    (
+        "{{ wrapWith 2 \"|\" \"日本\" }}",
+        "\u{FFFD}\u{FFFD}|\u{FFFD}\u{FFFD}|\u{FFFD}\u{FFFD}",
+        "\u{FFFD}|\u{FFFD}\u{FFFD}|\u{FFFD}\u{FFFD}",
+    ),
+    ("{{ trunc 2 \"日本\" }}", "\u{FFFD}\u{FFFD}", "\u{FFFD}"),
 ];
 
 #[test]
@@ -611,6 +641,12 @@ fn expression() -> impl Strategy<Value = String> {
             "plural \"a\" \"b\"",
             "initials",
             "swapcase",
+            "camelcase",
+            "snakecase",
+            "kebabcase",
+            "wrap 3",
+            "wrapWith 2 \"|\"",
+            "abbrevboth 5 7",
             "untitle",
             "untilStep 1",
             "addf",

@@ -14,6 +14,7 @@ use super::semver::{parse_version, semver_compare};
 use super::value::{
     Val, as_int, equal, go_float, go_kind, go_quote, go_type, kind, less, parse_go_int, to_text, truthy,
 };
+use super::words;
 use crate::SpecError;
 
 /// Why `duration` and `durationRound` refuse an integer: Sprig reads an
@@ -369,6 +370,48 @@ const TABLE: &[Function] = &[
                 return c.string(s);
             }
             c.string(format!("{}...", String::from_utf8_lossy(&s.as_bytes()[..(width - 3) as usize])))
+        }),
+    },
+    Function {
+        name: "abbrevboth",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            probe!(c);
+            c.string(words::abbrev_both(c.int(0)?, c.int(1)?, &c.str(2)?))
+        }),
+    },
+    Function {
+        name: "camelcase",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(words::camel_case(&c.str1()?))),
+    },
+    Function {
+        name: "snakecase",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(words::snake_case(&c.str1()?))),
+    },
+    Function {
+        name: "kebabcase",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| c.string(words::kebab_case(&c.str1()?))),
+    },
+    Function {
+        name: "wrap",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            c.arity(2)?;
+            probe!(c);
+            c.string(words::wrap(&c.str(1)?, c.int(0)?, "", false))
+        }),
+    },
+    Function {
+        name: "wrapWith",
+        arity: Arity::Exactly(3),
+        apply: Apply::Values(|c| {
+            c.arity(3)?;
+            probe!(c);
+            c.string(words::wrap(&c.str(2)?, c.int(0)?, &c.str(1)?, true))
         }),
     },
     Function {

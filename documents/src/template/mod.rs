@@ -97,6 +97,7 @@ mod parser;
 mod printf;
 mod semver;
 mod value;
+mod words;
 
 #[cfg(test)]
 mod tests;
