@@ -9,6 +9,7 @@ use super::eval::Eval;
 use super::gostd::{
     go_regex_split, go_split, html_escape, js_escape, path_base, path_clean, path_dir, path_ext, query_escape, title,
 };
+use super::gourl;
 use super::printf::{MAX_WIDTH, sprintf};
 use super::semver::{parse_version, semver_compare};
 use super::value::{
@@ -412,6 +413,44 @@ const TABLE: &[Function] = &[
             c.arity(3)?;
             probe!(c);
             c.string(words::wrap(&c.str(2)?, c.int(0)?, &c.str(1)?, true))
+        }),
+    },
+    Function {
+        name: "urlParse",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let raw = c.str1()?;
+            probe!(c);
+            let parts = gourl::url_parse(&raw).map_err(|e| c.error(e))?;
+            Ok(Val::Json(Value::Object(parts.into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect())))
+        }),
+    },
+    Function {
+        name: "urlJoin",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            c.arity(1)?;
+            probe!(c);
+            let d = c.map(0)?;
+            // Sprig's dictGetOrEmpty: a missing key is "", any other kind
+            // than a string (nil too) an error.
+            let part = |key: &str| match d.get(key) {
+                None => Ok(""),
+                Some(Value::String(s)) => Ok(s.as_str()),
+                Some(other) => {
+                    c.fail(format!("unable to parse {key} key, must be of type string, but {} found", go_kind(other)))
+                }
+            };
+            let parts = gourl::Parts {
+                scheme: part("scheme")?,
+                host: part("host")?,
+                path: part("path")?,
+                query: part("query")?,
+                opaque: part("opaque")?,
+                fragment: part("fragment")?,
+                userinfo: part("userinfo")?,
+            };
+            c.string(gourl::url_join(&parts).map_err(|e| c.error(e))?)
         }),
     },
     Function {

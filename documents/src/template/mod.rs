@@ -92,6 +92,7 @@ mod encoding;
 mod eval;
 mod functions;
 mod gostd;
+mod gourl;
 mod lexer;
 mod parser;
 mod printf;
