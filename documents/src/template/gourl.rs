@@ -155,7 +155,7 @@ struct Url {
     fragment: Vec<u8>,
 }
 
-fn cut<'a>(s: &'a [u8], sep: u8) -> (&'a [u8], Option<&'a [u8]>) {
+fn cut(s: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
     match s.iter().position(|&c| c == sep) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
@@ -287,10 +287,10 @@ fn parse_host(host: &[u8]) -> Result<Vec<u8>, String> {
             out.extend(unescape(&host[close..], Mode::Host)?);
             return Ok(out);
         }
-    } else if let Some(colon) = host.iter().rposition(|&c| c == b':') {
-        if !valid_optional_port(&host[colon..]) {
-            return Err(bad_port(&host[colon..]));
-        }
+    } else if let Some(colon) = host.iter().rposition(|&c| c == b':')
+        && !valid_optional_port(&host[colon..])
+    {
+        return Err(bad_port(&host[colon..]));
     }
     unescape(host, Mode::Host)
 }
@@ -298,10 +298,10 @@ fn parse_host(host: &[u8]) -> Result<Vec<u8>, String> {
 /// Go's `URL.Hostname`: the host without a numeric port or IPv6 brackets.
 fn hostname(host: &[u8]) -> &[u8] {
     let mut h = host;
-    if let Some(colon) = h.iter().rposition(|&c| c == b':') {
-        if valid_optional_port(&h[colon..]) {
-            h = &h[..colon];
-        }
+    if let Some(colon) = h.iter().rposition(|&c| c == b':')
+        && valid_optional_port(&h[colon..])
+    {
+        h = &h[..colon];
     }
     if h.len() >= 2 && h.starts_with(b"[") && h.ends_with(b"]") {
         h = &h[1..h.len() - 1];
