@@ -675,6 +675,8 @@ fn expression() -> impl Strategy<Value = String> {
             "wrap 3",
             "wrapWith 2 \"|\"",
             "abbrevboth 5 7",
+            "urlParse",
+            "urlJoin",
             "untitle",
             "untilStep 1",
             "addf",
