@@ -290,6 +290,8 @@ const RENDERS: &[&str] = &[
     "[{{ snakecase \"ABC\" }}][{{ snakecase \"ABc\" }}][{{ snakecase \"aBC\" }}][{{ snakecase \"a_1_B\" }}][{{ snakecase \"v1.2.3\" }}][{{ snakecase \"Ⅻpart\" }}][{{ snakecase \"½cup\" }}][{{ snakecase \"IPv4Address\" }}][{{ snakecase .s }}]",
     "[{{ camelcase \"some_words\" }}][{{ camelcase \"http_server\" }}][{{ camelcase \"_complex__case_\" }}][{{ camelcase \"some words\" }}][{{ camelcase \"FooBar\" }}][{{ camelcase \"a\" }}][{{ camelcase \"_\" }}][{{ camelcase \"--\" }}][{{ camelcase \"\" }}]",
     "[{{ camelcase \"élan-vital\" }}][{{ camelcase \"straße_ß\" }}][{{ camelcase \"x1_2y\" }}][{{ camelcase \"a b\\tc\\nd\" }}][{{ camelcase \"-a\" }}][{{ camelcase \"a-\" }}][{{ camelcase .s }}]",
+    // Go's simple case mappings and categories (not Rust's derived properties): ᾳ is ᾼ, ß stays, İ is i; Ⓐ is no capital.
+    "{{ camelcase \"_ᾳ_ﬁ_ß_İX_ᾀ\" }}|{{ snakecase \"ⒶBcǅX\" }}|{{ kebabcase \"ʰHello٣World\" }}",
     // wrap and wrapWith (goutils): widths below 1, long words, spaces at the edges, bytes not characters.
     "[{{ wrap 20 \"Here is one line of text that is going to be wrapped after 20 columns.\" }}][{{ wrap 5 \"\" }}][{{ wrap 0 \"ab cd\" }}][{{ wrap 1 \"ab cd\" }}][{{ wrap -3 \"a b\" }}]",
     "[{{ wrap 3 \"  lead and trail  \" }}][{{ wrap 4 \"averylongword and short\" }}][{{ wrap 4 \"éé éé\" }}][{{ wrap 100 \"short\" }}][{{ wrap 2 \"a  b   c\" }}]",
@@ -308,7 +310,7 @@ const RENDERS: &[&str] = &[
     "[{{ wrapWith 3 \"|\" \"ééé\" }}][{{ abbrevboth 5 8 \"ééééééé\" }}]",
     // abbrevboth (goutils AbbreviateFull): offsets at and past each end, widths 3, 4, 6, 7.
     "[{{ abbrevboth 5 10 \"1234 5678 9123\" }}][{{ abbrevboth 10 10 \"abcdefghijklmno\" }}][{{ abbrevboth 5 10 \"abcdefghijklmno\" }}][{{ abbrevboth 0 10 \"abcdefghijklmno\" }}][{{ abbrevboth 1 10 \"abcdefghijklmno\" }}]",
-    "[{{ abbrevboth 0 3 \"abcdefg\" }}][{{ abbrevboth 0 4 \"abcdefg\" }}][{{ abbrevboth 1 6 \"abcdefghij\" }}][{{ abbrevboth 8 7 \"abcdefghijklmnopqrstuv\" }}][{{ abbrevboth 99 7 \"abcdefghijklmno\" }}][{{ abbrevboth -5 5 \"abcdefghij\" }}][{{ abbrevboth 3 8 \"\" }}][{{ abbrevboth 12 7 \"abcdefghijklmnopqrstuvwxyz\" }}]",
+    "[{{ abbrevboth 0 3 \"abcdefg\" }}][{{ abbrevboth 0 4 \"abcdefg\" }}][{{ abbrevboth 1 6 \"abcdefghij\" }}][{{ abbrevboth 8 7 \"abcdefghijklmnopqrstuv\" }}][{{ abbrevboth 99 7 \"abcdefghijklmno\" }}][{{ abbrevboth -5 5 \"abcdefghij\" }}][{{ abbrevboth 3 8 \"\" }}][{{ abbrevboth 12 7 \"abcdefghijklmnopqrstuvwxyz\" }}][{{ abbrevboth -9223372036854775808 8 \"abcdefghijklmnopqrstuvwxyz\" }}][{{ abbrevboth 9223372036854775807 9223372036854775807 \"abc\" }}][{{ wrap 9223372036854775807 \"a b\" }}]",
     "{{ floor 2.7 }} {{ ceil 2.1 }} {{ floor -2.5 }} {{ round 3.14159 2 }} {{ round 2.5 0 }} {{ round 2.45 1 0.6 }} {{ ceil \"1.2\" }}",
     // A real Tinkerbell-style template fragment.
     "version: \"0.1\"\nname: ubuntu\ntasks:\n  - name: os\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: net\n        environment:\n          IP: {{ (index .Hardware.Interfaces 0).DHCP.IP.Address }}/{{ netmaskToPrefixLength (index .Hardware.Interfaces 0).DHCP.IP.Netmask }}\n          DNS: {{ join \",\" (index .Hardware.Interfaces 0).DHCP.NameServers }}\n          {{- with (index .Hardware.Interfaces 0).DHCP.IP.Gateway }}\n          GW: {{ . }}\n          {{- end }}\n          USERDATA: |\n{{ .Hardware.UserData | indent 12 }}\n",
@@ -1199,7 +1201,7 @@ proptest! {
     /// xstrings skips as an invalid rune).
     #[test]
     fn generated_word_functions_agree_with_go(
-        s in "[aZbY09_ \\-\t.,$+éÉßǅΣσ日½Ⅻ\u{FFFD}]{0,16}",
+        s in "[aZbY09_ \\-\t.,$+éÉßǅΣσ日½Ⅻ\u{FFFD}Ⓐʰªİﬁᾳᾀᾈ٣\u{301}\u{3000}«]{0,16}",
         width in -1i64..8,
         left in -2i64..20,
         right in 2i64..16,

@@ -44,12 +44,21 @@ fn is_number(c: char) -> bool {
     c.is_numeric()
 }
 
-/// Go's `unicode.ToUpper`: the simple (one rune) mapping.
+/// Go's `unicode.ToUpper`: the simple (one rune) mapping. Rust gives the
+/// full one; where that is more than one rune the simple one is the rune
+/// itself (ß), but for Greek letters with a iota subscript, whose simple
+/// upper case is the title-case letter (ᾳ is ᾼ, not ΑΙ).
 fn to_upper(c: char) -> char {
     let mut up = c.to_uppercase();
     match (up.next(), up.next()) {
         (Some(u), None) => u,
-        _ => c,
+        _ => match u32::from(c) {
+            n @ (0x1F80..=0x1F87 | 0x1F90..=0x1F97 | 0x1FA0..=0x1FA7) => char::from_u32(n + 8).unwrap_or(c),
+            0x1FB3 => '\u{1FBC}',
+            0x1FC3 => '\u{1FCC}',
+            0x1FF3 => '\u{1FFC}',
+            _ => c,
+        },
     }
 }
 
@@ -385,7 +394,8 @@ fn abbreviate_full(s: &[u8], offset: i64, max_width: i64) -> Vec<u8> {
         return s.to_vec();
     }
     let mut offset = offset.min(len);
-    if len - offset < max_width - 3 {
+    // Go's int arithmetic wraps (an offset of math.MinInt64 included).
+    if len.wrapping_sub(offset) < max_width - 3 {
         offset = len - (max_width - 3);
     }
     let marker = b"...";
