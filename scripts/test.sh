@@ -26,7 +26,7 @@ tests/vm/build-test-os.sh hook-image/out target/kiln-test-os
 cargo build --workspace --bins
 LOG=$STATE/cargo-test.log
 status=0
-cargo test --workspace "$@" 2>&1 | tee "$LOG" || status=$?
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$LOG" || status=$?
 # One closing line for the whole run: cargo prints one per test binary,
 # and the last of those (doc tests) is usually "0 passed".
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

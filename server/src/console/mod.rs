@@ -183,10 +183,12 @@ struct LoginForm {
 
 async fn login(State(c): State<Arc<Console>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    // Read before any refusal (see `retry`).
+    let form = Form::<LoginForm>::from_request(Request::from_parts(parts.clone(), body), &()).await;
     if let Err(r) = check_post(&c, &parts.uri, &parts.headers, None) {
         return r;
     }
-    let Ok(Form(form)) = Form::<LoginForm>::from_request(Request::from_parts(parts.clone(), body), &()).await else {
+    let Ok(Form(form)) = form else {
         return (StatusCode::BAD_REQUEST, pages::login(Some("the form needs a token field"))).into_response();
     };
     // The one mapping of a credential to an actor: the same as for the CLI.
@@ -331,12 +333,17 @@ async fn workflow(State(c): State<Arc<Console>>, headers: HeaderMap, Path(id): P
 }
 
 async fn retry(State(c): State<Arc<Console>>, headers: HeaderMap, Path(id): Path<String>, req: Request) -> Response {
+    let peer = peer(req.extensions());
+    let uri = req.uri().clone();
+    // The (small, bounded) form is read before any refusal: answering
+    // while the client's body is still unread lets the connection close
+    // with data pending, and the TCP reset can destroy the 403 before the
+    // client reads it (seen in CI under load).
+    let form = Form::<CsrfForm>::from_request(req, &()).await;
     let Some(s) = c.sessions.of_request(&headers) else {
         return (StatusCode::FORBIDDEN, "forbidden: not logged in\n").into_response();
     };
-    let peer = peer(req.extensions());
-    let uri = req.uri().clone();
-    let Ok(Form(form)) = Form::<CsrfForm>::from_request(req, &()).await else {
+    let Ok(Form(form)) = form else {
         return (StatusCode::BAD_REQUEST, "the form needs a csrf field\n").into_response();
     };
     if let Err(r) = check_post(&c, &uri, &headers, Some((&s, &form.csrf))) {
