@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod library;
 pub mod postgres;
 pub mod proxy;
 pub mod sim;

@@ -5,51 +5,17 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kiln_tests::http::{Faults, FileServer};
-use kiln_tests::{LoopDevice, Machine, TestEnv};
+use kiln_tests::library::{self, LIMIT, action, attempt, run};
+use kiln_tests::{LoopDevice, Machine};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const LIMIT: Duration = Duration::from_secs(120);
 const MIB: u64 = 1 << 20;
 
-/// One action of the library, as template YAML (8-space indent).
-fn action(name: &str, env: &[(&str, &str)]) -> String {
-    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
-    format!(
-        "        - name: {name}\n          image: {}\n          timeout: 90\n          environment: {{{}}}\n",
-        TestEnv::from_env().action(name),
-        vars.join(", ")
-    )
-}
-
-/// Runs one action to its end on a fresh machine; returns (workflow, logs).
-fn run(actions: &str) -> (Value, String) {
-    let m = Machine::start("failed_containers: remove\n");
-    let wf = m.run(actions);
-    let result = m.cluster.wait_finished(&wf, LIMIT);
-    (result, m.logs(&wf))
-}
-
-fn attempt(wf: &Value) -> &Value {
-    let attempts = wf["actions"][0]["attempts"].as_array().expect("attempts");
-    &attempts[attempts.len() - 1]
-}
-
-/// An image with random and repetitive stretches, like a real disk.
+/// The image data of this file's tests (its own seed, so the two suites'
+/// images differ).
 fn disk_image(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while out.len() < len {
-        for _ in 0..4096 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.extend(std::iter::repeat_n(b'k', 64 * 1024));
-    }
-    out.truncate(len);
-    out
+    library::disk_image(len, 0x9e37_79b9_7f4a_7c15)
 }
 
 /// Compresses with the host's command-line tool, as an image publisher would.
