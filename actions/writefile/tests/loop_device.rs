@@ -304,11 +304,14 @@ fn static_netplan_and_bottlerocket_from_a_dhcp_offer() {
          macaddress: {mac}\n            addresses:\n                - 10.77.0.5X/24\n            nameservers:\n                \
          addresses: [10.77.0.2, 10.77.0.3]\n            routes:\n                - to: default\n                  via: 10.77.0.1\n"
     );
-    // The address is the pool's first free one; the rest is exact.
+    // The address is whichever the server picked from its pool
+    // (10.77.0.50-60: udhcpd may offer any free one); the rest is exact.
     let at = expected.find("10.77.0.5X").unwrap();
     assert_eq!(netplan[..at], expected[..at], "{netplan}");
-    assert!(netplan[at..].starts_with("10.77.0.5"), "{netplan}");
-    assert_eq!(netplan[at + 10..], expected[at + 10..], "{netplan}");
+    let end = at + netplan[at..].find('/').expect("a prefix length after the address");
+    let offered: std::net::Ipv4Addr = netplan[at..end].parse().expect("an address");
+    assert!((50..=60).contains(&offered.octets()[3]) && offered.octets()[..3] == [10, 77, 0], "{netplan}");
+    assert_eq!(netplan[end..], expected[at + 10..], "{netplan}");
     assert_eq!(disk.stat("/etc/netplan/config.yaml").unwrap().1, 0o600);
 
     disk.with_mounted(|m| std::fs::write(m.join("user-data.toml"), "[settings]\n").unwrap());
@@ -321,7 +324,7 @@ fn static_netplan_and_bottlerocket_from_a_dhcp_offer() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let toml = String::from_utf8(disk.read("/net.toml").unwrap()).unwrap();
-    assert!(toml.starts_with(&format!("# Version is required, it will change as we support\n# additional settings\nversion = 3\n\n[\"{mac}\".static4]\naddresses = [\"10.77.0.5")), "{toml}");
+    assert!(toml.starts_with(&format!("# Version is required, it will change as we support\n# additional settings\nversion = 3\n\n[\"{mac}\".static4]\naddresses = [\"10.77.0.")), "{toml}");
     assert!(
         toml.ends_with(&format!(
             "/24\"]\n\n[[\"{mac}\".route]]\nto = \"default\"\nvia = \"10.77.0.1\"\nroute-metric = 100\n"

@@ -1125,6 +1125,11 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             let message = c.str1()?;
             probe!(c);
+            // An empty message would leave the operator an error that says
+            // nothing; name the call instead (Go prints "error calling fail: ").
+            if message.trim().is_empty() {
+                return c.fail("fail was called with an empty message");
+            }
             c.fail(message)
         }),
     },
