@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::http::{Faults, FileServer};
-use crate::{Cluster, TestEnv, hardware_doc, unique};
+use crate::{Cluster, TestEnv, unique};
 
 /// The guest reaches the host's loopback here (QEMU user networking).
 const HOST_FROM_GUEST: &str = "10.0.2.2";
@@ -22,6 +22,9 @@ const MAC: &str = "52:54:00:4b:49:4c";
 /// The config file the workflow writes and the installed OS prints.
 pub const CONFIG_PATH: &str = "/etc/kiln-test-os.conf";
 pub const CONFIG_TEXT: &str = "greeting=hello from kiln";
+/// The machine's hostname in its Hardware object, which the template puts
+/// into the config file (CONFIG_TEXT).
+const HOSTNAME: &str = "kiln";
 /// The file the template's cexec step writes (in a chroot into the written
 /// OS), which the installed OS prints too.
 pub const CEXEC_PATH: &str = "/etc/kiln-test-os.cexec";
@@ -69,7 +72,10 @@ pub enum Boot {
 
 /// What one run produced.
 pub struct Outcome {
+    /// The Tinkerbell workflow that installs the OS.
     pub workflow: Value,
+    /// The kiln workflow before it whose step kills the agent, if asked for.
+    pub resilience: Option<Value>,
     pub logs: String,
     pub console: String,
     pub disk: PathBuf,
@@ -98,12 +104,119 @@ impl Drop for Qemu {
     }
 }
 
-fn action(name: &str, image: &str, env: &[(&str, String)], extra: &str) -> String {
-    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+/// The machine as a Tinkerbell Hardware object, as `kubectl get -o yaml`
+/// prints it (server-side fields included; kiln ignores them).
+fn tinkerbell_hardware(name: &str) -> String {
     format!(
-        "        - name: {name}\n          image: {image}\n          timeout: 180\n          environment: {{{}}}\n{extra}",
-        vars.join(", ")
+        r#"apiVersion: tinkerbell.org/v1alpha1
+kind: Hardware
+metadata:
+  name: {name}
+  namespace: tink-system
+  resourceVersion: "4242"
+  uid: 0b4c9c5e-0000-4000-8000-00000000aa01
+spec:
+  disks:
+    - device: /dev/vda
+  interfaces:
+    - dhcp:
+        arch: x86_64
+        hostname: {HOSTNAME}
+        mac: {MAC}
+        uefi: false
+      netboot:
+        allowPXE: true
+        allowWorkflow: true
+  metadata:
+    instance:
+      hostname: {HOSTNAME}
+      operating_system:
+        slug: kiln-test-os
+status: {{}}
+"#
     )
+}
+
+/// A Tinkerbell Template and Workflow installing the test OS the way the
+/// Tinkerbell playground installs Ubuntu: stream a whole-disk image, write
+/// a file into its root partition, run a command chrooted into it, kexec.
+/// Hub image names, the hub's variables, the data read as Tinkerbell's
+/// renderer offers it, and nothing kiln-only.
+fn tinkerbell_install(hw: &str, image_url: &str) -> String {
+    let tpl = unique("vm-tpl");
+    let wf = unique("vm-wf");
+    format!(
+        r#"apiVersion: tinkerbell.org/v1alpha1
+kind: Template
+metadata:
+  name: {tpl}
+  namespace: tink-system
+spec:
+  data: |
+    version: "0.1"
+    name: {tpl}
+    global_timeout: 1800
+    tasks:
+      - name: "os-installation"
+        worker: "{{{{.device_1}}}}"
+        actions:
+          - name: "stream-image"
+            image: {HUB}image2disk:latest
+            timeout: 600
+            environment:
+              DEST_DISK: {{{{ index .Hardware.Disks 0 }}}}
+              IMG_URL: {{{{ .img_url }}}}
+              COMPRESSED: true
+          - name: "write-config"
+            image: {HUB}writefile:latest
+            timeout: 90
+            environment:
+              DEST_DISK: {{{{ formatPartition ( index .Hardware.Disks 0 ) 2 }}}}
+              FS_TYPE: ext4
+              DEST_PATH: {CONFIG_PATH}
+              CONTENTS: "greeting=hello from {{{{ (index .Hardware.Interfaces 0).DHCP.Hostname }}}}"
+              UID: 0
+              GID: 0
+              MODE: 0640
+              DIRMODE: 0755
+          - name: "run-in-chroot"
+            image: {HUB}cexec:latest
+            timeout: 90
+            environment:
+              BLOCK_DEVICE: {{{{ formatPartition ( index .Hardware.Disks 0 ) 2 }}}}
+              FS_TYPE: ext4
+              CHROOT: y
+              DEFAULT_INTERPRETER: "/bin/sh -c"
+              CMD_LINE: "echo '{CEXEC_TEXT}' > {CEXEC_PATH}"
+          - name: "kexec-into-os"
+            image: {HUB}kexec:latest
+            timeout: 90
+            pid: host
+            environment:
+              BLOCK_DEVICE: {{{{ formatPartition ( index .Hardware.Disks 0 ) 2 }}}}
+              FS_TYPE: ext4
+---
+apiVersion: tinkerbell.org/v1alpha1
+kind: Workflow
+metadata:
+  name: {wf}
+  namespace: tink-system
+spec:
+  templateRef: {tpl}
+  hardwareRef: {hw}
+  hardwareMap:
+    device_1: {MAC}
+    img_url: {image_url}
+"#
+    )
+}
+
+/// The id of the workflow `kiln apply` printed it made.
+fn workflow_id(applied: &str) -> Result<String> {
+    applied
+        .lines()
+        .find_map(|l| l.strip_prefix("workflow/")?.split(' ').next().map(str::to_string))
+        .with_context(|| format!("no workflow in kiln apply's output: {applied}"))
 }
 
 /// Runs the whole scenario; `limit` bounds it. With `kill_agent`, an action
@@ -131,8 +244,11 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let prefix = crate::image_prefix();
     let rewrite = format!("{HUB}={guest_registry}/{prefix}/actions/");
     let mut cluster = Cluster::start_with(&["--hook-dir", hook.to_str().unwrap(), "--image-rewrite", &rewrite])?;
+    // The machine, as Tinkerbell describes it (a `kubectl get -o yaml`
+    // style object): kiln maps it; its interface's DHCP data is the
+    // template's to read.
     let hw = unique("vm");
-    cluster.apply(&hardware_doc(&hw, MAC));
+    cluster.apply(&tinkerbell_hardware(&hw));
     let token = cluster.tokens.lock().unwrap().get(&hw).cloned().context("no agent token printed by kiln apply")?;
     let tls_port = cluster.server_url.rsplit(':').next().context("server port")?.to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -145,82 +261,34 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         &format!("{cmdline} kiln.token={token}"),
     ])?;
 
-    let image = std::fs::read(os.join("os.img.zst"))?;
+    let image = std::fs::read(os.join("disk.img.zst"))?;
     let images = FileServer::start(image, Faults::default());
-    let image_url = images.url("os.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
+    let image_url = images.url("disk.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
 
-    let img = |name: &str| format!("{guest_registry}/{prefix}/actions/{name}:{}", crate::action_tag());
-    let hub = |name: &str| format!("{HUB}{name}:latest");
-    let layout = r#"{"table":"gpt","partitions":[{"name":"efi","size":"64MiB","type":"efi","filesystem":"vfat","label":"EFI"},{"name":"root","size":"rest","type":"linux"}]}"#;
-    let killer = if kill_agent {
-        // The agent is killed (by PID, from the host PID namespace) while
-        // this action runs; the hook's supervisor restarts it and the new
-        // agent must follow this container to its end, not run it again.
-        action(
-            "agent-killer",
-            &format!("{guest_registry}/{prefix}/busybox:v1"),
-            &[],
-            "          pid: host\n          command: [\"sh\", \"-c\", \"sleep 1; kill -9 $(pidof kiln-agent); echo agent killed; sleep 6; echo killer finished\"]\n",
-        )
+    let resilience = if kill_agent {
+        // First, a kiln workflow of one step: the agent is killed (by PID,
+        // from the host PID namespace) while it runs; the hook's supervisor
+        // restarts the agent, which must follow this container to its end,
+        // not run it again. The server hands the machine its workflows in
+        // the order they were made, so the Tinkerbell one runs next, on
+        // the restarted agent.
+        let tpl = unique("vm-killer");
+        let wf = unique("vm-killer-wf");
+        let killer = format!(
+            "        - name: agent-killer\n          image: {guest_registry}/{prefix}/busybox:v1\n          timeout: 180\n          pid: host\n          command: [\"sh\", \"-c\", \"sleep 1; kill -9 $(pidof kiln-agent); echo agent killed; sleep 6; echo killer finished\"]\n"
+        );
+        let out = cluster.apply(&format!(
+            "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: resilience\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{killer}---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{MAC}\"}}\n"
+        ));
+        Some(workflow_id(&out)?)
     } else {
-        String::new()
+        None
     };
-    // kiln's partition action (the hub has no plain partitioner) and the
-    // killer, then a Tinkerbell template's steps as Tinkerbell users write
-    // them: hub image names, the hub's variables, no `terminal:` on kexec.
-    let actions = [
-        action("partition", &img("partition"), &[("DEST_DISK", "/dev/vda".into()), ("LAYOUT", layout.into())], ""),
-        action(
-            "image2disk",
-            &hub("image2disk"),
-            &[("IMG_URL", image_url), ("DEST_DISK", "/dev/vda2".into()), ("COMPRESSED", "true".into())],
-            "",
-        ),
-        killer,
-        action(
-            "writefile",
-            &hub("writefile"),
-            &[
-                ("DEST_DISK", "/dev/vda2".into()),
-                ("FS_TYPE", "ext4".into()),
-                ("DEST_PATH", CONFIG_PATH.into()),
-                ("CONTENTS", CONFIG_TEXT.into()),
-                ("UID", "0".into()),
-                ("GID", "0".into()),
-                ("MODE", "0640".into()),
-                ("DIRMODE", "0755".into()),
-            ],
-            "",
-        ),
-        action(
-            "cexec",
-            &hub("cexec"),
-            &[
-                ("BLOCK_DEVICE", "/dev/vda2".into()),
-                ("FS_TYPE", "ext4".into()),
-                ("CHROOT", "y".into()),
-                ("DEFAULT_INTERPRETER", "/bin/sh -c".into()),
-                ("CMD_LINE", format!("echo '{CEXEC_TEXT}' > {CEXEC_PATH}")),
-            ],
-            "",
-        ),
-        action(
-            "kexec",
-            &hub("kexec"),
-            &[("BLOCK_DEVICE", "/dev/vda2".into()), ("FS_TYPE", "ext4".into())],
-            "          pid: host\n",
-        ),
-    ]
-    .concat();
-    let tpl = unique("vm-tpl");
-    let wf_name = unique("vm-wf");
-    let out = cluster.apply(&format!(
-        "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: install\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{actions}---\nkind: Workflow\nname: {wf_name}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{MAC}\"}}\n"
-    ));
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("workflow/")?.split(' ').next().map(str::to_string))
-        .context("workflow id")?;
+    // Then a Tinkerbell Template and Workflow, unchanged from what a
+    // Tinkerbell user applies: hub image names, the hub's variables, the
+    // machine's data read the Tinkerbell way, no `terminal:` on kexec.
+    let out = cluster.apply(&tinkerbell_install(&hw, &image_url));
+    let id = workflow_id(&out)?;
 
     let dir = tempfile::tempdir()?;
     let disk = dir.path().join("disk.img");
@@ -298,17 +366,22 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     phases.extend(console.stop());
     let console = String::from_utf8_lossy(&std::fs::read(&console_path).unwrap_or_default()).into_owned();
     let workflow = workflow_done.unwrap_or_else(|| cluster.workflow(&id));
-    let logs = crate::stdout(&cluster.kiln(&["logs", &id]));
+    let resilience = resilience.map(|id| cluster.workflow(&id));
+    let mut logs = String::new();
+    for wf in resilience.iter().chain([&workflow]) {
+        let id = wf["id"].as_str().unwrap_or_default();
+        logs.push_str(&crate::stdout(&cluster.kiln(&["logs", id])));
+    }
     let ipxe_after = boot_script(port);
     // The agent's first poll is when the server assigned it the first
     // action: the creation time of that action's first attempt.
-    let first_poll =
-        workflow["actions"][0]["attempts"][0]["created_at"].as_str().and_then(|t| seconds_since(started, t));
+    let first = resilience.as_ref().unwrap_or(&workflow);
+    let first_poll = first["actions"][0]["attempts"][0]["created_at"].as_str().and_then(|t| seconds_since(started, t));
     if let Some(t) = first_poll {
         phases.push((AGENT_CONNECTED.to_string(), t));
     }
     phases.sort_by(|a, b| a.1.total_cmp(&b.1));
-    Ok(Outcome { workflow, logs, console, disk, ipxe_after, phases, started, _dir: dir, _cluster: cluster })
+    Ok(Outcome { workflow, resilience, logs, console, disk, ipxe_after, phases, started, _dir: dir, _cluster: cluster })
 }
 
 /// The machine's iPXE script from the netboot listener on `port`, as the

@@ -1,10 +1,11 @@
 //! A real machine, provisioned end to end: a QEMU VM network-boots the hook
-//! image from kiln, partitions and writes its own disk through the action
-//! images, survives its agent being killed, and kexecs into what it wrote.
-//! After the partition step the template is a Tinkerbell one, unchanged:
-//! image2disk, writefile, cexec and kexec by their hub names (resolved by
-//! the server's --image-rewrite) with the hub's variables, and no
-//! `terminal:` on kexec.
+//! image from kiln, survives its agent being killed in a first (kiln)
+//! workflow, then runs an unchanged Tinkerbell Template and Workflow,
+//! applied with their Hardware as `tinkerbell.org/v1alpha1` objects:
+//! image2disk streams a whole-disk image, writefile and cexec change its
+//! root partition, kexec boots it. The hub's image names (resolved by the
+//! server's --image-rewrite), the hub's variables, Tinkerbell's data views,
+//! and no `terminal:` on kexec.
 //! (See `kiln_tests::vm` for the scenario; `bench-vm` prints its timings.)
 
 use std::process::Command;
@@ -17,21 +18,25 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     let run = vm::run(Duration::from_secs(240), true, vm::Boot::Network).expect("VM scenario");
     run.print_phases();
     let wf = &run.workflow;
-    let context = format!("{wf:#}\n--- console (tail)\n{}\n--- logs\n{}", run.console_tail(60), run.logs);
+    let killer = run.resilience.as_ref().expect("the resilience workflow");
+    let context = format!("{killer:#}\n{wf:#}\n--- console (tail)\n{}\n--- logs\n{}", run.console_tail(60), run.logs);
+    assert_eq!(killer["state"], "SUCCESS", "{context}");
     assert_eq!(wf["state"], "SUCCESS", "{context}");
 
     // Every action once, in order: the agent restart re-attached instead of
     // running the killer again.
-    let actions = wf["actions"].as_array().unwrap();
+    let mut actions: Vec<&serde_json::Value> = killer["actions"].as_array().unwrap().iter().collect();
+    let tinkerbell = wf["actions"].as_array().unwrap();
+    actions.extend(tinkerbell);
     let names: Vec<&str> = actions.iter().map(|a| a["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["partition", "image2disk", "agent-killer", "writefile", "cexec", "kexec"]);
+    assert_eq!(names, ["agent-killer", "stream-image", "write-config", "run-in-chroot", "kexec-into-os"]);
     // The Tinkerbell steps kept their hub names; the server resolved them
     // (--image-rewrite) and took kexec as terminal without `terminal:`.
-    for i in [1, 3, 4, 5] {
-        assert!(actions[i]["image"].as_str().unwrap().starts_with(HUB), "{:#}", actions[i]);
+    for a in tinkerbell {
+        assert!(a["image"].as_str().unwrap().starts_with(HUB), "{a:#}");
     }
     let mut previous_end = String::new();
-    for a in actions {
+    for a in &actions {
         let attempts = a["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 1, "{} ran more than once: {a:#}", a["name"]);
         assert_eq!(attempts[0]["state"], "SUCCESS", "{a:#}");
@@ -47,9 +52,11 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     assert_eq!(run.logs.matches("killer finished").count(), 1, "{}", run.logs);
     // kiln's kexec was offered the handshake (its image says it speaks
     // it): its SUCCESS was reported after the kernel was loaded.
-    for line in ["EFI", CONFIG_PATH, "kernel loaded; waiting for the agent's go"] {
+    // image2disk wrote the whole disk and the kernel took its new table.
+    for line in ["disk.img.zst", "to /dev/vda (", CONFIG_PATH, "kernel loaded; waiting for the agent's go"] {
         assert!(run.logs.contains(line), "logs lack {line:?}: {}", run.logs);
     }
+    assert!(!run.logs.contains("did not re-read the partition table"), "{}", run.logs);
 
     // After kexec: the installed OS booted and printed what writefile wrote.
     assert!(run.console.contains("KILN-TEST-OS: booted"), "{context}");
@@ -58,7 +65,8 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     // The netboot gate is closed: the machine now boots its disk.
     assert!(run.ipxe_after.contains("no pending workflow") && run.ipxe_after.contains("exit"), "{}", run.ipxe_after);
 
-    // The disk, read back on the host: a GPT with the two partitions...
+    // The disk, read back on the host: the image's GPT with its two
+    // partitions...
     let table = Command::new("sfdisk").arg("--json").arg(&run.disk).output().unwrap();
     let table: serde_json::Value = serde_json::from_slice(&table.stdout).expect("sfdisk --json");
     let parts = table["partitiontable"]["partitions"].as_array().expect("partitions");

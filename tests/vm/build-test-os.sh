@@ -5,6 +5,11 @@
 # which reads the grub.cfg), it prints a marker and the files the workflow
 # wrote, then powers off.
 #
+# Two forms: os.img.zst, the root filesystem alone (for a partition), and
+# disk.img.zst, a whole disk as OS vendors ship them (GPT: an EFI system
+# partition and the root filesystem), which a Tinkerbell template writes
+# to the disk with image2disk before it touches the root partition.
+#
 #   tests/vm/build-test-os.sh HOOK_OUT OUT_DIR [SIZE_MIB]
 #
 # HOOK_OUT is hook-image/build.sh's output (vmlinuz, initramfs.img,
@@ -74,4 +79,20 @@ GRUB
 rm -f "$OUT/os.img"
 mkfs.ext4 -q -F -L kiln-test-os -d "$R" "$OUT/os.img" "${SIZE}M"
 zstd -q -f -T0 -3 "$OUT/os.img" -o "$OUT/os.img.zst"
+
+# The whole disk: 1 MiB of GPT, a 64 MiB FAT EFI partition, the root
+# filesystem, 1 MiB for the backup GPT. Built in a file; sfdisk and
+# mkfs.fat --offset need no kernel partition support.
+EFI_START=2048 EFI_SECTORS=$((64 * 2048)) ROOT_START=$((2048 + 64 * 2048)) ROOT_SECTORS=$((SIZE * 2048))
+rm -f "$OUT/disk.img"
+truncate -s $(((ROOT_START + ROOT_SECTORS + 2048) * 512)) "$OUT/disk.img"
+sfdisk -q "$OUT/disk.img" <<SFDISK
+label: gpt
+start=$EFI_START, size=$EFI_SECTORS, type=uefi, name=efi
+start=$ROOT_START, size=$ROOT_SECTORS, type=linux, name=root
+SFDISK
+mkfs.fat -F 32 -n EFI --offset "$EFI_START" "$OUT/disk.img" $((EFI_SECTORS / 2)) >/dev/null
+dd if="$OUT/os.img" of="$OUT/disk.img" bs=1M seek=$((ROOT_START / 2048)) conv=notrunc,sparse status=none
+zstd -q -f -T0 -3 "$OUT/disk.img" -o "$OUT/disk.img.zst"
+rm -f "$OUT/disk.img"
 ls -la "$OUT"

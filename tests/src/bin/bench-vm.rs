@@ -1,7 +1,7 @@
 //! Times the VM scenario (`kiln_tests::vm`): QEMU start to workflow SUCCESS,
 //! and each phase (boot, pulls, actions, kexec), for the provisioning
-//! workflow alone (partition, image2disk of a 256 MiB image, writefile,
-//! kexec; the agent-kill scenario of the test adds about 10 s). Goals, with
+//! Tinkerbell workflow alone (image2disk of a 322 MiB whole-disk image,
+//! writefile, cexec, kexec; the agent-kill workflow of the test adds about 10 s). Goals, with
 //! TCG on our 2-core machines: SUCCESS under 60 s; the hook image's boot to
 //! agent connected under 15 s.
 //!
