@@ -65,8 +65,14 @@ fn start_oracle() -> Option<Mutex<Oracle>> {
          installed?):\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let mut child =
-        Command::new(&bin).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start the Go oracle");
+    // Local time is UTC, as in Tinkerbell's controller container (no TZ,
+    // no /etc/localtime) and in kiln's renderer.
+    let mut child = Command::new(&bin)
+        .env("TZ", "UTC")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the Go oracle");
     // The running process keeps its binary; the name can go now.
     let _ = std::fs::remove_file(&bin);
     let stdin = child.stdin.take().expect("stdin");
@@ -339,6 +345,19 @@ const RENDERS: &[&str] = &[
     // Sprig's duration and durationRound, from strings.
     "{{ duration \"95\" }} {{ duration \"0\" }} {{ duration \"-3600\" }} {{ duration \"90061\" }} {{ duration \"x\" }} {{ duration \"99999999999\" }} {{ duration \"+7\" }}",
     "{{ durationRound \"2h10m5s\" }} {{ durationRound \"-1.5h\" }} {{ durationRound \"300ms\" }} {{ durationRound \"1s\" }} {{ durationRound \"1.0000001s\" }} {{ durationRound \"800h\" }} {{ durationRound \"9000h\" }} {{ durationRound \"bad\" }}",
+    // Go's time.Time (toDate, mustToDate, unixEpoch, mustDateModify).
+    "{{ toDate \"2006-01-02\" \"2024-01-15\" }} {{ toDate \"2006-01-02\" \"bad\" }} {{ toDate \"2006\" \"1999\" | toString | upper }}",
+    "{{ toDate \"2006-01-02T15:04:05Z07:00\" \"2023-03-04T05:06:07+02:00\" }} {{ unixEpoch (toDate \"2006-01-02T15:04:05Z07:00\" \"2023-03-04T05:06:07+02:00\") }}",
+    "{{ toDate \"2006-01-02T15:04:05Z07:00\" \"2023-03-04T05:06:07Z\" }} {{ toDate \"2006-01-02T15:04:05.999999999Z07:00\" \"2023-03-04T05:06:07.250-08:30\" }}",
+    "{{ toDate \"Jan _2 15:04:05.000 MST 2006\" \"feb  3 04:05:06.789 PST 2021\" }} {{ toDate \"2006-01-02 15:04 MST\" \"2024-01-15 10:00 GMT+3\" }}",
+    "{{ toDate \"2006-01-02 15:04:05.999999999 -0700 MST\" \"2024-01-15 10:00:00.123 -0700 MST\" }} {{ toDate \"02 Jan 06 15:04 -0700\" \"05 Mar 99 23:59 +0530\" }}",
+    "{{ toDate \"3:04PM\" \"12:30AM\" }} {{ toDate \"2006-002\" \"2024-060\" }} {{ toDate \"Monday, 02-Jan-06\" \"friday, 31-Dec-99\" }} {{ toDate \"15:04:05\" \"23:59:59,5\" }}",
+    "{{ mustDateModify \"1h30m\" (toDate \"2006-01-02\" \"2024-01-15\") }} {{ mustDateModify \"-48h\" (toDate \"2006-01-02\" \"2024-03-01\") | unixEpoch }} {{ mustDateModify \"1.5h\" (toDate \"2006-01-02 15:04 -0700\" \"2024-01-15 10:00 +0100\") }}",
+    "{{ $t := toDate \"2006-01-02 15:04:05\" \"2024-02-29 13:14:15.5\" }}{{ $t.Year }} {{ $t.Month }} {{ $t.Day }} {{ $t.Hour }} {{ $t.Minute }} {{ $t.Second }} {{ $t.Nanosecond }} {{ $t.YearDay }} {{ $t.Weekday }} {{ $t.Unix }} {{ $t.UnixNano }} {{ $t.IsZero }}",
+    "{{ (toDate \"2006\" \"x\").IsZero }} {{ (toDate \"2006-01-02T15:04Z07:00\" \"2024-01-15T10:00+05:00\").UTC }} {{ (toDate \"2006\" \"2001\").String }}",
+    "{{ $t := toDate \"2006-01-02\" \"2024-01-15\" }}{{ toJson $t }} {{ typeOf $t }} {{ kindOf $t }} {{ printf \"%v|%s|%T|%q\" $t $t $t $t }} {{ if $t }}true{{ end }} {{ empty $t }}",
+    "{{ toJson (toDate \"2006-01-02T15:04:05.999Z07:00\" \"2024-01-15T10:00:00.5+01:00\") }} {{ toYaml (toDate \"2006-01-02\" \"2024-01-15\") }}",
+    "{{ mustToDate \"2006-01-02\" \"2024-01-15\" }} {{ toDate \"2006-01-02 MST\" \"2024-01-15 UTC\" }} {{ toDate \"2006-01-02 MST\" \"2024-01-15 CEST\" }} {{ toDate \"2006-01-02 -07\" \"2024-01-15 +00\" }}",
     "{{ durationRound \"1h1m\" }} {{ durationRound \"2562047h\" }} {{ durationRound \".5m\" }} {{ durationRound \"1.5µs\" }} {{ durationRound \"0\" }} {{ durationRound \"\" }} {{ durationRound 1.5 }} {{ duration nil }}",
 ];
 
@@ -421,6 +440,16 @@ const FAILS: &[&str] = &[
     "{{ urlJoin (dict \"path\" .nil) }}",
     "{{ urlJoin (dict \"userinfo\" \"a%zz\") }}",
     "{{ urlJoin \"x\" }}",
+    "{{ mustToDate \"2006-01-02\" \"2024-02-30\" }}",
+    "{{ mustToDate \"2006-01-02\" \"2024-13-01\" }}",
+    "{{ mustToDate \"15:04\" \"24:00\" }}",
+    "{{ unixEpoch \"2024\" }}",
+    "{{ mustDateModify \"bad\" (toDate \"2006\" \"2000\") }}",
+    "{{ mustDateModify \"1h\" \"2000\" }}",
+    "{{ (toDate \"2006\" \"2000\").Nope }}",
+    "{{ len (toDate \"2006\" \"2000\") }}",
+    "{{ range (toDate \"2006\" \"2000\") }}{{ end }}",
+    "{{ toDate 2006 \"2000\" }}",
 ];
 
 /// Templates Go renders and kiln refuses on purpose (docs/templates.md,
@@ -1259,6 +1288,83 @@ proptest! {
                 _ => false,
             };
             prop_assert!(same, "template {:?} with .u = {:?}, .d = {:?}\n  go:   {:?}\n  kiln: {:?}", t, url, data["d"], go, kiln);
+        }
+    }
+}
+
+/// One element of a Go time layout and a strategy for text that element
+/// reads: mostly well formed, sometimes out of range or malformed.
+fn layout_element() -> impl Strategy<Value = (&'static str, BoxedStrategy<String>)> {
+    let digits = |n: usize| proptest::string::string_regex(&format!("[0-9]{{{n}}}")).unwrap().boxed();
+    let pick = |items: &'static [&'static str]| proptest::sample::select(items).prop_map(str::to_string).boxed();
+    let range = |lo: u32, hi: u32, width: usize| (lo..=hi).prop_map(move |n| format!("{n:0width$}")).boxed();
+    prop_oneof![
+        Just(("2006", prop_oneof![range(1, 9999, 4), digits(4)].boxed())),
+        Just(("06", digits(2))),
+        Just(("01", range(0, 13, 2))),
+        Just(("1", range(1, 12, 1))),
+        Just(("Jan", pick(&["Jan", "feb", "MAR", "Sep", "Dec", "Foo"]))),
+        Just(("January", pick(&["January", "february", "May", "December", "Janu"]))),
+        Just(("02", range(0, 32, 2))),
+        Just(("2", range(1, 31, 1))),
+        Just(("_2", prop_oneof![(1u32..=9).prop_map(|d| format!(" {d}")), range(10, 31, 2)].boxed())),
+        Just(("002", range(0, 367, 3))),
+        Just(("15", range(0, 24, 2))),
+        Just(("03", range(0, 13, 2))),
+        Just(("3", range(1, 12, 1))),
+        Just(("04", range(0, 60, 2))),
+        Just(("05", range(0, 60, 2))),
+        Just(("5", range(0, 59, 1))),
+        Just(("PM", pick(&["AM", "PM", "pm", "XM"]))),
+        Just(("Mon", pick(&["Mon", "tue", "SUN", "Fri", "Xyz"]))),
+        Just(("Monday", pick(&["Monday", "saturday", "Wed"]))),
+        Just((
+            "MST",
+            pick(&["UTC", "PST", "CEST", "GMT", "GMT+3", "GMT-11", "ChST", "+07", "-03", "XY", "WITA", "ABCDT"])
+        )),
+        Just(("-0700", pick(&["+0000", "-0700", "+0530", "+1400", "0700", "+07"]))),
+        Just(("-07:00", pick(&["+00:00", "-07:00", "+05:30", "+0530", "-12:45"]))),
+        Just(("-07", pick(&["+00", "-07", "+14", "07"]))),
+        Just(("Z07:00", pick(&["Z", "+00:00", "-07:00", "+05:30", "z"]))),
+        Just(("Z0700", pick(&["Z", "+0000", "-0330"]))),
+        Just((".000", digits(3).prop_map(|d| format!(".{d}")).boxed())),
+        Just((",000", digits(3).prop_map(|d| format!(",{d}")).boxed())),
+        Just((".999999999", prop_oneof![Just(String::new()), "[0-9]{1,12}".prop_map(|d| format!(".{d}"))].boxed())),
+        Just((" ", pick(&[" ", "  ", ""]))),
+        Just(("-", pick(&["-", "/"]))),
+        Just((":", pick(&[":"]))),
+        Just(("T", pick(&["T", "t"]))),
+    ]
+}
+
+/// A layout of 1 to 7 elements and a value written for it.
+fn layout_and_value() -> impl Strategy<Value = (String, String)> {
+    prop::collection::vec(layout_element(), 1..8).prop_flat_map(|elements| {
+        let layout: String = elements.iter().map(|(l, _)| *l).collect();
+        let values: Vec<BoxedStrategy<String>> = elements.into_iter().map(|(_, v)| v).collect();
+        (Just(layout), values).prop_map(|(layout, parts)| (layout, parts.concat()))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Go's layout language, both ways: kiln parses what Go parses into
+    /// the same instant and zone, refuses what Go refuses, and prints the
+    /// result as Go prints it (String, Unix, JSON, and each method).
+    #[test]
+    fn time_layouts_parse_and_print_as_go_does((layout, value) in layout_and_value()) {
+        let Some(oracle) = oracle() else { return Ok(()) };
+        let data = data();
+        let (l, v) = (format!("{layout:?}"), format!("{value:?}"));
+        for t in [
+            format!("{{{{ $t := toDate {l} {v} }}}}{{{{ $t }}}}|{{{{ $t.Unix }}}}|{{{{ toJson $t }}}}|{{{{ $t.YearDay }}}} {{{{ $t.Weekday }}}}"),
+            format!("{{{{ mustToDate {l} {v} }}}}"),
+            format!("{{{{ mustDateModify \"-36h15m\" (toDate {l} {v}) | unixEpoch }}}}"),
+        ] {
+            if let Some(diff) = compare(oracle, &t, &data) {
+                prop_assert!(false, "{}", diff);
+            }
         }
     }
 }

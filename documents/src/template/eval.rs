@@ -302,6 +302,9 @@ impl Eval<'_> {
         let v = self.pipe(pipe, dot)?;
         let items: Vec<(Val, Val)> = match &v {
             Val::Probe | Val::Deferred(_) => vec![(Val::Probe, Val::Probe)],
+            Val::Time(_) => {
+                return Err(self.err(line, describe_pipe(pipe), "range can't iterate over a time value (time.Time)"));
+            }
             Val::Json(Value::Array(a)) => {
                 a.iter().enumerate().map(|(i, x)| (Val::Json(i.into()), Val::Json(x.clone()))).collect()
             }
@@ -342,6 +345,7 @@ impl Eval<'_> {
         Ok(match v {
             Val::Probe => PROBE.to_string(),
             Val::Deferred(expr) => expr.clone(),
+            Val::Time(t) => t.string(),
             // Go prints `<no value>`; in a machine's configuration that is a bug.
             Val::Json(Value::Null) => {
                 let what = describe_pipe(pipe);
@@ -515,8 +519,15 @@ impl Eval<'_> {
     }
 
     fn walk(&self, line: usize, base: &Val, chain: &[String], prefix: &str, at_root: bool) -> Result<Val, SpecError> {
+        if let (Val::Time(t), Some((method, rest))) = (base, chain.split_first()) {
+            let here = chain_name(prefix, &chain[..1]);
+            let value = super::functions::time_method(t, method)
+                .map_err(|m| self.err(line, Some(here.clone()), format!("{here}: {m}")))?;
+            return self.walk(line, &value, rest, &here, false);
+        }
         let Val::Json(data) = base else {
-            // A probe stands for any data, and a deferred value for data to come.
+            // A probe stands for any data, and a deferred value for data to
+            // come; a time value is itself when no method is called.
             return Ok(base.clone());
         };
         let mut cur = data;

@@ -68,6 +68,7 @@ const TABLE: &[Function] = &[
             c.arity(1)?;
             Ok(match &c.args[0] {
                 Val::Probe | Val::Deferred(_) => Val::Json(1.into()),
+                Val::Time(_) => return c.fail("len of type time.Time"),
                 Val::Json(Value::Array(a)) => Val::Json(a.len().into()),
                 Val::Json(Value::Object(m)) => Val::Json(m.len().into()),
                 // Go's len counts bytes.
@@ -107,6 +108,7 @@ const TABLE: &[Function] = &[
             // Sprig: seconds as a string or an int64; anything else is 0.
             let seconds = match c.one()? {
                 Val::Probe | Val::Deferred(_) => return Ok(Val::Probe),
+                Val::Time(_) => 0,
                 Val::Json(Value::String(s)) => super::duration::parse_seconds(s),
                 Val::Json(n @ Value::Number(_)) if as_int(n).is_some() => return c.fail(INT_DURATION),
                 Val::Json(_) => 0,
@@ -122,6 +124,8 @@ const TABLE: &[Function] = &[
             // nanoseconds as an int64.
             let nanos = match c.one()? {
                 Val::Probe | Val::Deferred(_) => return Ok(Val::Probe),
+                // Sprig takes the time since then: the clock decides.
+                Val::Time(_) => return c.fail("durationRound of a time depends on the clock: kiln refuses it"),
                 Val::Json(Value::String(s)) => super::duration::parse(s).unwrap_or(0),
                 Val::Json(n @ Value::Number(_)) if as_int(n).is_some() => return c.fail(INT_DURATION),
                 Val::Json(_) => 0,
@@ -786,12 +790,22 @@ const TABLE: &[Function] = &[
     Function {
         name: "toJson",
         arity: Arity::Exactly(1),
-        apply: Apply::Values(|c| c.string(go_json(&c.json1()?, None))),
+        apply: Apply::Values(|c| {
+            if c.time_json_fails() {
+                return c.string(String::new());
+            }
+            c.string(go_json(&c.json1()?, None))
+        }),
     },
     Function {
         name: "toPrettyJson",
         arity: Arity::Exactly(1),
-        apply: Apply::Values(|c| c.string(go_json(&c.json1()?, Some(0)))),
+        apply: Apply::Values(|c| {
+            if c.time_json_fails() {
+                return c.string(String::new());
+            }
+            c.string(go_json(&c.json1()?, Some(0)))
+        }),
     },
     Function {
         name: "fromJson",
@@ -810,6 +824,9 @@ const TABLE: &[Function] = &[
         apply: Apply::Values(|c| {
             let v = c.json1()?;
             probe!(c);
+            if c.time_json_fails() {
+                return c.string(String::new());
+            }
             c.string(to_yaml(&v).map_err(|e| c.error(format!("toYaml: {e}")))?)
         }),
     },
@@ -826,14 +843,14 @@ const TABLE: &[Function] = &[
             Ok(Val::Json(floats(v)))
         }),
     },
-    Function { name: "typeOf", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(go_type(&c.json1()?))) },
-    Function { name: "kindOf", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(go_kind(&c.json1()?))) },
+    Function { name: "typeOf", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(c.go_type(0))) },
+    Function { name: "kindOf", arity: Arity::Exactly(1), apply: Apply::Values(|c| c.string(c.go_kind(0))) },
     Function {
         name: "kindIs",
         arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
             c.arity(2)?;
-            Ok(bool_val(c.str(0)? == go_kind(&c.json(1))))
+            Ok(bool_val(c.str(0)? == c.go_kind(1)))
         }),
     },
     // Sprig's must* forms: kiln refuses where they return an error and
@@ -951,7 +968,12 @@ const TABLE: &[Function] = &[
     Function {
         name: "toRawJson",
         arity: Arity::Exactly(1),
-        apply: Apply::Values(|c| c.string(go_json_raw(&c.json1()?))),
+        apply: Apply::Values(|c| {
+            if c.time_json_fails() {
+                return c.string(String::new());
+            }
+            c.string(go_json_raw(&c.json1()?))
+        }),
     },
     Function {
         name: "toStrings",
@@ -964,13 +986,13 @@ const TABLE: &[Function] = &[
     Function {
         name: "typeIs",
         arity: Arity::Exactly(2),
-        apply: Apply::Values(|c| Ok(bool_val(c.str(0)? == go_type(&c.json(1))))),
+        apply: Apply::Values(|c| Ok(bool_val(c.str(0)? == c.go_type(1)))),
     },
     Function {
         name: "typeIsLike",
         arity: Arity::Exactly(2),
         apply: Apply::Values(|c| {
-            let (target, t) = (c.str(0)?, go_type(&c.json(1)));
+            let (target, t) = (c.str(0)?, c.go_type(1));
             Ok(bool_val(target == t || format!("*{target}") == t))
         }),
     },
@@ -1134,6 +1156,51 @@ const TABLE: &[Function] = &[
         }),
     },
     Function { name: "hello", arity: Arity::Exactly(0), apply: Apply::Values(|c| c.string("Hello!".into())) },
+    // Go's time.Time (see gotime.rs); the renderer's local zone is UTC.
+    Function {
+        name: "toDate",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            let (layout, value) = (c.str(0)?, c.str(1)?);
+            probe!(c);
+            // Sprig drops the error: what does not parse is the zero time.
+            Ok(Val::Time(super::gotime::parse(&layout, &value).unwrap_or_else(|_| super::gotime::zero())))
+        }),
+    },
+    Function {
+        name: "mustToDate",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            let (layout, value) = (c.str(0)?, c.str(1)?);
+            probe!(c);
+            super::gotime::parse(&layout, &value).map(Val::Time).or_else(|e| c.fail(e))
+        }),
+    },
+    Function {
+        name: "unixEpoch",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            let t = c.time(0)?;
+            probe!(c);
+            c.string(t.unix.to_string())
+        }),
+    },
+    Function {
+        name: "mustDateModify",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            let (change, t) = (c.str(0)?, c.time(1)?);
+            probe!(c);
+            let d = super::duration::parse(&change)
+                .ok_or_else(|| c.error(format!("time: invalid duration {}", go_quote(&change))))?;
+            Ok(Val::Time(t.add_nanos(d)))
+        }),
+    },
+    Function {
+        name: "must_date_modify",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| alias(c, "mustDateModify")),
+    },
     Function {
         name: "toDecimal",
         arity: Arity::Exactly(1),
@@ -1419,6 +1486,7 @@ impl Call<'_, '_> {
 fn text(v: &Val) -> String {
     match v {
         Val::Json(j) => to_text(j),
+        Val::Time(t) => t.string(),
         Val::Probe | Val::Deferred(_) => PROBE.to_string(),
     }
 }
@@ -1444,10 +1512,12 @@ macro_rules! probe {
 use probe;
 
 impl Call<'_, '_> {
-    /// Argument `i` as data (a probe reads as null).
+    /// Argument `i` as data (a probe reads as null; a time as the text
+    /// Go's JSON encoder gives it, RFC 3339).
     fn json(&self, i: usize) -> Value {
         match self.args.get(i) {
             Some(Val::Json(v)) => v.clone(),
+            Some(Val::Time(t)) => Value::String(t.rfc3339_nano()),
             _ => Value::Null,
         }
     }
@@ -1466,8 +1536,54 @@ impl Call<'_, '_> {
         match &self.args[i] {
             Val::Json(Value::String(s)) => Ok(s.clone()),
             Val::Probe | Val::Deferred(_) => Ok(PROBE.to_string()),
+            Val::Time(_) => self.fail("wrong type for value; expected string; got time.Time"),
             Val::Json(other) => self.fail(format!("wrong type for value; expected string; got {}", go_type(other))),
         }
+    }
+
+    /// Go's JSON encoder refuses a time whose year has not four digits;
+    /// Sprig's encoders then give "" (not an error).
+    fn time_json_fails(&self) -> bool {
+        matches!(self.args.first(), Some(Val::Time(t)) if !(0..=9999).contains(&t.year()))
+    }
+
+    /// The Go type of argument `i`, as `%T` prints it.
+    fn go_type(&self, i: usize) -> String {
+        match self.args.get(i) {
+            Some(Val::Time(_)) => "time.Time".into(),
+            _ => go_type(&self.json(i)),
+        }
+    }
+
+    /// The reflect kind of argument `i`.
+    fn go_kind(&self, i: usize) -> String {
+        match self.args.get(i) {
+            Some(Val::Time(_)) => "struct".into(),
+            _ => go_kind(&self.json(i)),
+        }
+    }
+
+    /// Argument `i` for a Go `time.Time` parameter (the zero time for a
+    /// probe, which stands for any value).
+    fn time(&self, i: usize) -> Result<super::gotime::GoTime, SpecError> {
+        match &self.args[i] {
+            Val::Time(t) => Ok(t.clone()),
+            Val::Probe | Val::Deferred(_) => Ok(super::gotime::zero()),
+            Val::Json(other) => self.fail(format!("wrong type for value; expected time.Time; got {}", go_type(other))),
+        }
+    }
+
+    /// Go compares a time.Time with `==` on its internals (the same
+    /// instant in two zones, or two zones of one name, may differ): kiln
+    /// does not guess, it refuses.
+    fn no_time_comparison(&self) -> Result<(), SpecError> {
+        if self.args.iter().any(|a| matches!(a, Val::Time(_))) {
+            return self.fail(format!(
+                "{} of a time value: kiln does not compare times as Go does (compare their unixEpoch)",
+                self.name
+            ));
+        }
+        Ok(())
     }
 
     fn str1(&self) -> Result<String, SpecError> {
@@ -1486,6 +1602,7 @@ impl Call<'_, '_> {
                 as_int(v).ok_or_else(|| self.error(format!("{n} does not fit an int")))
             }
             Val::Probe | Val::Deferred(_) => Ok(1),
+            Val::Time(_) => self.fail("wrong type for value; expected int; got time.Time"),
             Val::Json(other) => self.fail(format!("wrong type for value; expected int; got {}", go_type(other))),
         }
     }
@@ -1759,6 +1876,7 @@ fn indent(c: &Call<'_, '_>, n: i64, s: &str) -> Result<String, SpecError> {
 fn order(c: &Call<'_, '_>, f: fn(bool, bool) -> bool) -> Result<Val, SpecError> {
     c.arity(2)?;
     probe!(c);
+    c.no_time_comparison()?;
     let (a, b) = (c.json(0), c.json(1));
     let lt = less(&a, &b).map_err(|m| c.error(m))?;
     let eq = equal(&a, &b).map_err(|m| c.error(m))?;
@@ -1865,6 +1983,8 @@ fn index(c: &Call<'_, '_>) -> Result<Val, SpecError> {
     for key in &c.args[1..] {
         cur = match (cur, key) {
             (Val::Probe | Val::Deferred(_), _) | (_, Val::Probe | Val::Deferred(_)) => Val::Probe,
+            (Val::Time(_), _) => return Err(c.err(Some(path), "can't index item of type time.Time")),
+            (_, Val::Time(_)) => return Err(c.err(Some(path), "an index must be a number or a string, not a time")),
             (Val::Json(Value::Array(a)), Val::Json(k)) => {
                 let Some(i) = as_int(k).filter(|_| !k.as_number().is_some_and(serde_json::Number::is_f64)) else {
                     return Err(c.err(Some(path), format!("index of a list must be an integer, got {}", kind(k))));
@@ -1922,9 +2042,11 @@ fn compare(c: &Call<'_, '_>, eq: bool) -> Result<Val, SpecError> {
         .iter()
         .filter_map(|v| match v {
             Val::Json(j) => Some(j),
+            Val::Time(_) => None,
             Val::Probe | Val::Deferred(_) => None,
         })
         .collect();
+    c.no_time_comparison()?;
     if values.len() < c.args.len() {
         return Ok(Val::Probe);
     }
@@ -1960,4 +2082,34 @@ fn prefix_length(mask: &str) -> Option<u32> {
     }
     let bits = u32::from_be_bytes(bytes);
     (bits.leading_ones() + bits.trailing_zeros() == 32).then(|| bits.leading_ones())
+}
+
+/// A method of Go's time.Time that takes no argument, called as a field
+/// (`(toDate "2006-01-02" .d).Year`).
+pub(super) fn time_method(t: &super::gotime::GoTime, name: &str) -> Result<Val, String> {
+    let int = |n: i64| Ok(Val::Json(n.into()));
+    match name {
+        "Year" => int(t.year()),
+        // time.Month and time.Weekday print as their names.
+        "Month" => Ok(Val::Json(t.month_name().into())),
+        "Weekday" => Ok(Val::Json(t.weekday_name().into())),
+        "Day" => int(t.day()),
+        "Hour" => int(t.hour()),
+        "Minute" => int(t.minute()),
+        "Second" => int(t.second()),
+        "Nanosecond" => int(i64::from(t.nanos)),
+        "YearDay" => int(t.year_day()),
+        "Unix" => int(t.unix),
+        "UnixMilli" => int(t.unix_nano() / 1_000_000),
+        "UnixMicro" => int(t.unix_nano() / 1_000),
+        "UnixNano" => int(t.unix_nano()),
+        "IsZero" => Ok(Val::Json(t.is_zero().into())),
+        "String" => Ok(Val::Json(t.string().into())),
+        // Local is UTC for the renderer.
+        "UTC" | "Local" => Ok(Val::Time(t.utc())),
+        _ => Err(format!(
+            "can't evaluate field {name} in type time.Time (kiln offers Year, Month, Day, Hour, Minute, Second, \
+             Nanosecond, YearDay, Weekday, Unix, UnixMilli, UnixMicro, UnixNano, IsZero, String, UTC, Local)"
+        )),
+    }
 }

@@ -92,6 +92,7 @@ mod encoding;
 mod eval;
 mod functions;
 mod gostd;
+mod gotime;
 mod gourl;
 mod lexer;
 mod parser;

@@ -60,6 +60,20 @@ pub(super) fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
         }
         let arg = args.next().ok_or_else(|| format!("%{verb} has no argument"))?;
         used += 1;
+        let as_text;
+        let arg = match arg {
+            // Go prints a time.Time through its String method.
+            Val::Time(t) if matches!(verb, 'v' | 's' | 'q') => {
+                as_text = Val::Json(Value::String(t.string()));
+                &as_text
+            }
+            Val::Time(_) if verb == 'T' => {
+                out.push_str("time.Time");
+                continue;
+            }
+            Val::Time(_) => return Err(format!("%{verb} can't print a time value (print it with %v, %s or %q)")),
+            other => other,
+        };
         let Val::Json(v) = arg else {
             out.push_str(PROBE);
             continue;

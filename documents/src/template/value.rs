@@ -12,6 +12,9 @@ pub(super) enum Val {
     /// outputs of earlier actions exist only when the workflow runs, so the
     /// expression is kept as written and rendered again at dispatch time.
     Deferred(String),
+    /// A Go `time.Time`, made by `toDate`, `mustToDate` and
+    /// `mustDateModify`: data has no such values.
+    Time(super::gotime::GoTime),
 }
 
 pub(super) fn sorted(m: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
@@ -42,7 +45,8 @@ pub(super) fn kind(v: &Value) -> &'static str {
 
 pub(super) fn truthy(v: &Val) -> bool {
     match v {
-        Val::Probe | Val::Deferred(_) => true,
+        // A struct is always true in Go.
+        Val::Probe | Val::Deferred(_) | Val::Time(_) => true,
         Val::Json(j) => match j {
             Value::Null => false,
             Value::Bool(b) => *b,
