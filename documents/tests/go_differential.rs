@@ -358,6 +358,9 @@ const RENDERS: &[&str] = &[
     "{{ $t := toDate \"2006-01-02\" \"2024-01-15\" }}{{ toJson $t }} {{ typeOf $t }} {{ kindOf $t }} {{ printf \"%v|%s|%T|%q\" $t $t $t $t }} {{ if $t }}true{{ end }} {{ empty $t }}",
     "{{ toJson (toDate \"2006-01-02T15:04:05.999Z07:00\" \"2024-01-15T10:00:00.5+01:00\") }} {{ toYaml (toDate \"2006-01-02\" \"2024-01-15\") }}",
     "{{ mustToDate \"2006-01-02\" \"2024-01-15\" }} {{ toDate \"2006-01-02 MST\" \"2024-01-15 UTC\" }} {{ toDate \"2006-01-02 MST\" \"2024-01-15 CEST\" }} {{ toDate \"2006-01-02 -07\" \"2024-01-15 +00\" }}",
+    // Sprig's deterministic cryptography.
+    "{{ derivePassword 1 \"long\" \"banana colored duckling\" \"Robert Lee Mitchell\" \"masterpasswordapp.com\" }} {{ derivePassword 3 \"pin\" \"p\" \"u\" \"s\" }} {{ derivePassword 0 \"maximum\" \"\" \"\" \"\" }} {{ derivePassword 1 \"nope\" \"p\" \"u\" \"s\" }}",
+    "{{ decryptAES \"secret\" \"AAECAwQFBgcICQoLDA0OD4efO3gyWxvpZLrIUPxS4tc1YN+nGY6de2XiyrH3bZJo\" }}|{{ decryptAES \"secret\" \"AAECAwQFBgcICQoLDA0OD/KaX2aU8jLAiN4zSeEnUMhgglvzUPtmXRW+WcdBUO1h\" }}|{{ decryptAES \"x\" \"\" }}",
     "{{ durationRound \"1h1m\" }} {{ durationRound \"2562047h\" }} {{ durationRound \".5m\" }} {{ durationRound \"1.5µs\" }} {{ durationRound \"0\" }} {{ durationRound \"\" }} {{ durationRound 1.5 }} {{ duration nil }}",
 ];
 
@@ -450,6 +453,11 @@ const FAILS: &[&str] = &[
     "{{ len (toDate \"2006\" \"2000\") }}",
     "{{ range (toDate \"2006\" \"2000\") }}{{ end }}",
     "{{ toDate 2006 \"2000\" }}",
+    "{{ decryptAES \"secret\" \"AAAA\" }}",
+    "{{ decryptAES \"secret\" \"!!\" }}",
+    "{{ decryptAES \"secret\" \"AAECAwQFBgcICQoLDA0ODw==\" }}",
+    "{{ decryptAES \"secret\" \"AAECAwQFBgcICQoLDA0OD4efO3gyWxvpZLrIUPxS4tc1YN+nGY6de2XiyrH3bQ==\" }}",
+    "{{ derivePassword \"1\" \"long\" \"p\" \"u\" \"s\" }}",
 ];
 
 /// Templates Go renders and kiln refuses on purpose (docs/templates.md,

@@ -1197,6 +1197,29 @@ const TABLE: &[Function] = &[
         }),
     },
     Function {
+        name: "derivePassword",
+        arity: Arity::Exactly(5),
+        apply: Apply::Values(|c| {
+            let counter = c.int(0)?;
+            let counter =
+                u32::try_from(counter).or_else(|_| c.fail(format!("the counter {counter} does not fit a uint32")))?;
+            let (kind, password, user, site) = (c.str(1)?, c.str(2)?, c.str(3)?, c.str(4)?);
+            probe!(c);
+            c.string(super::crypto::derive_password(counter, &kind, &password, &user, &site))
+        }),
+    },
+    Function {
+        name: "decryptAES",
+        arity: Arity::Exactly(2),
+        apply: Apply::Values(|c| {
+            let (password, crypt) = (c.str(0)?, c.str(1)?);
+            probe!(c);
+            let plain =
+                super::crypto::decrypt_aes(&password, &crypt).or_else(|e| c.fail(format!("decryptAES: {e}")))?;
+            c.string(plain)
+        }),
+    },
+    Function {
         name: "must_date_modify",
         arity: Arity::Exactly(2),
         apply: Apply::Values(|c| alias(c, "mustDateModify")),

@@ -86,6 +86,7 @@ fn error(object: &str, line: usize, field: Option<String>, message: impl Into<St
     SpecError { object: object.to_string(), line: Some(line), field, message: message.into() }
 }
 
+mod crypto;
 mod decimal;
 mod duration;
 mod encoding;
