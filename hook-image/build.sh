@@ -207,8 +207,9 @@ MODS_HW="virtio_pci virtio_net virtio_blk virtio_scsi nvme ahci ata_piix libata 
 # Always loaded before the agent starts (/etc/modules).
 MODS="crc32c_generic overlay loop sd_mod squashfs"
 # Loaded right after the agent starts (/etc/modules.late); mounts with an
-# explicit type load them on demand anyway.
-MODS_LATE="ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 xfs isofs"
+# explicit type load them on demand anyway. dm-mod is device-mapper, for
+# LVM's logical volumes (rootio).
+MODS_LATE="ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 xfs isofs dm-mod"
 # Loaded only with kiln.docker_bridge=1 (/etc/modules.bridge): Docker's bridge network + NAT.
 MODS_BRIDGE="bridge br_netfilter veth nf_tables nft_compat nft_chain_nat nft_masq nft_ct nf_nat nf_conntrack
  nf_conntrack_netlink xt_MASQUERADE xt_addrtype xt_conntrack xt_nat xt_tcpudp xt_mark xt_comment xt_multiport

@@ -79,6 +79,8 @@ pub struct Outcome {
     pub logs: String,
     pub console: String,
     pub disk: PathBuf,
+    /// The second disk, laid out by rootio.
+    pub disk2: PathBuf,
     /// The iPXE script the machine gets after the run.
     pub ipxe_after: String,
     /// Seconds from QEMU start to each console milestone / event.
@@ -211,6 +213,29 @@ spec:
     )
 }
 
+/// The second disk's size: 256 MiB.
+pub const SECOND_DISK_SECTORS: u64 = 524_288;
+/// The volume group and logical volume rootio makes on it.
+pub const VOLUME_GROUP: &str = "kilnvg";
+pub const LOGICAL_VOLUME: &str = "data";
+
+/// CPR storage metadata (the hub's test/standard.json shape) for the second
+/// disk: a GPT with a BIOS boot partition, an ext4 root and an LVM physical
+/// volume holding a volume group with one ext4 logical volume.
+fn second_disk_metadata() -> Value {
+    serde_json::json!({"metadata": {"instance": {"hostname": HOSTNAME, "storage": {
+        "disks": [{"device": "/dev/vdb", "wipe_table": true, "partitions": [
+            {"label": "BIOS", "number": 1, "size": 4096},
+            {"label": "ROOT", "number": 2, "size": 131072},
+            {"label": "LVM", "number": 3, "size": 0}]}],
+        "volume_groups": [{"name": VOLUME_GROUP, "physical_volumes": ["/dev/vdb3"], "tags": ["kiln"],
+            "logical_volumes": [{"name": LOGICAL_VOLUME, "size": 0, "tags": ["kiln"]}]}],
+        "filesystems": [
+            {"mount": {"create": {"options": ["-L", "ROOT"]}, "device": "/dev/vdb2", "format": "ext4", "point": "/"}},
+            {"mount": {"create": {"options": ["-L", "DATA"]}, "device": format!("/dev/{VOLUME_GROUP}/{LOGICAL_VOLUME}"),
+                "format": "ext4", "point": "/data"}}]}}}})
+}
+
 /// The id of the workflow `kiln apply` printed it made.
 fn workflow_id(applied: &str) -> Result<String> {
     applied
@@ -265,6 +290,9 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let images = FileServer::start(image, Faults::default());
     let image_url = images.url("disk.img.zst").replace("127.0.0.1", HOST_FROM_GUEST);
 
+    // The CPR storage metadata rootio reads (the hub's format), for the
+    // second disk.
+    let metadata = FileServer::start(serde_json::to_vec(&second_disk_metadata())?, Faults::default());
     let resilience = if kill_agent {
         // First, a kiln workflow of one step: the agent is killed (by PID,
         // from the host PID namespace) while it runs; the hook's supervisor
@@ -272,13 +300,23 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         // not run it again. The server hands the machine its workflows in
         // the order they were made, so the Tinkerbell one runs next, on
         // the restarted agent.
+        // Then the hub's rootio lays out the machine's second disk from
+        // CPR storage metadata, where the hook's kernel has what the host's
+        // lacks: partition tables and device-mapper (LVM).
         let tpl = unique("vm-killer");
         let wf = unique("vm-killer-wf");
         let killer = format!(
             "        - name: agent-killer\n          image: {guest_registry}/{prefix}/busybox:v1\n          timeout: 180\n          pid: host\n          command: [\"sh\", \"-c\", \"sleep 1; kill -9 $(pidof kiln-agent); echo agent killed; sleep 6; echo killer finished\"]\n"
         );
+        let mirror = metadata.url("").trim_end_matches('/').rsplit(':').next().unwrap_or_default().to_string();
+        let rootio = |step: &str| {
+            format!(
+                "        - name: rootio-{step}\n          image: {HUB}rootio:latest\n          timeout: 180\n          command: [\"{step}\"]\n          environment: {{MIRROR_HOST: \"{HOST_FROM_GUEST}\", METADATA_SERVICE_PORT: \"{mirror}\"}}\n"
+            )
+        };
+        let actions = [killer, rootio("partition"), rootio("format")].concat();
         let out = cluster.apply(&format!(
-            "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: resilience\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{killer}---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{MAC}\"}}\n"
+            "kind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: kiln-steps\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n{actions}---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{MAC}\"}}\n"
         ));
         Some(workflow_id(&out)?)
     } else {
@@ -293,6 +331,8 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let disk = dir.path().join("disk.img");
     std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    let disk2 = dir.path().join("disk2.img");
+    std::fs::File::create(&disk2)?.set_len(SECOND_DISK_SECTORS * 512)?;
     let console_path = dir.path().join("console.log");
     let bootfile = format!("http://{HOST_FROM_GUEST}:{port}/boot/ipxe/{MAC}");
     let mut qemu = Command::new("qemu-system-x86_64");
@@ -302,6 +342,8 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         .arg(format!("file:{}", console_path.display()))
         .arg("-drive")
         .arg(format!("file={},if=virtio,format=raw", disk.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", disk2.display()))
         .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC}")]);
     match boot {
         Boot::Network => {
@@ -381,7 +423,19 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         phases.push((AGENT_CONNECTED.to_string(), t));
     }
     phases.sort_by(|a, b| a.1.total_cmp(&b.1));
-    Ok(Outcome { workflow, resilience, logs, console, disk, ipxe_after, phases, started, _dir: dir, _cluster: cluster })
+    Ok(Outcome {
+        workflow,
+        resilience,
+        logs,
+        console,
+        disk,
+        disk2,
+        ipxe_after,
+        phases,
+        started,
+        _dir: dir,
+        _cluster: cluster,
+    })
 }
 
 /// The machine's iPXE script from the netboot listener on `port`, as the

@@ -5,13 +5,15 @@
 //! image2disk streams a whole-disk image, writefile and cexec change its
 //! root partition, kexec boots it. The hub's image names (resolved by the
 //! server's --image-rewrite), the hub's variables, Tinkerbell's data views,
-//! and no `terminal:` on kexec.
+//! and no `terminal:` on kexec. Between the two, the hub's rootio lays out
+//! a second disk from CPR metadata: partitions, filesystems and an LVM
+//! logical volume, which only the VM's kernel can make.
 //! (See `kiln_tests::vm` for the scenario; `bench-vm` prints its timings.)
 
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_tests::vm::{self, CEXEC_PATH, CEXEC_TEXT, CONFIG_PATH, CONFIG_TEXT, HUB};
+use kiln_tests::vm::{self, CEXEC_PATH, CEXEC_TEXT, CONFIG_PATH, CONFIG_TEXT, HUB, LOGICAL_VOLUME, VOLUME_GROUP};
 
 #[test]
 fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
@@ -29,7 +31,18 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     let tinkerbell = wf["actions"].as_array().unwrap();
     actions.extend(tinkerbell);
     let names: Vec<&str> = actions.iter().map(|a| a["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["agent-killer", "stream-image", "write-config", "run-in-chroot", "kexec-into-os"]);
+    assert_eq!(
+        names,
+        [
+            "agent-killer",
+            "rootio-partition",
+            "rootio-format",
+            "stream-image",
+            "write-config",
+            "run-in-chroot",
+            "kexec-into-os"
+        ]
+    );
     // The Tinkerbell steps kept their hub names; the server resolved them
     // (--image-rewrite) and took kexec as terminal without `terminal:`.
     for a in tinkerbell {
@@ -102,4 +115,53 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
         debugfs(&format!("stat {CONFIG_PATH}"))
     );
     assert!(debugfs("ls -l /boot").contains("vmlinuz-"));
+    check_second_disk(&run);
+}
+
+/// The bytes of `len` from `offset` of `file`.
+fn read_range(file: &std::path::Path, offset: u64, len: u64) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(file).unwrap();
+    f.seek(std::io::SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0; len as usize];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// `blkid -p` of `bytes` (a filesystem image).
+fn blkid(bytes: &[u8]) -> String {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), bytes).unwrap();
+    let out = Command::new("blkid").arg("-p").arg(f.path()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The second disk as rootio left it, read on the host: the GPT of the
+/// metadata, ext4 labelled ROOT in partition 2, and in partition 3 an LVM
+/// physical volume whose volume group holds the logical volume with an
+/// ext4 labelled DATA.
+fn check_second_disk(run: &vm::Outcome) {
+    let out = Command::new("sfdisk").arg("--json").arg(&run.disk2).output().unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sfdisk --json of the second disk");
+    let parts = table["partitiontable"]["partitions"].as_array().expect("partitions");
+    assert_eq!(table["partitiontable"]["label"], "gpt", "{table:#}");
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap_or_default()).collect();
+    assert_eq!(names, ["BIOS", "ROOT", "LVM"], "{table:#}");
+    assert_eq!(parts[0]["type"], "21686148-6449-6E6F-744E-656564454649", "{table:#}");
+    let range = |p: &serde_json::Value| (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512);
+    let (start, size) = range(&parts[1]);
+    let root = blkid(&read_range(&run.disk2, start, size));
+    assert!(root.contains("TYPE=\"ext4\"") && root.contains("LABEL=\"ROOT\""), "{root}");
+    let (start, size) = range(&parts[2]);
+    let pv = read_range(&run.disk2, start, size);
+    assert_eq!(&pv[512 + 24..512 + 32], b"LVM2 001", "an LVM physical volume label");
+    let text = String::from_utf8_lossy(&pv[..1 << 20]);
+    assert!(text.contains(&format!("{VOLUME_GROUP} {{")), "the volume group's metadata");
+    assert!(
+        text.contains(&format!("{LOGICAL_VOLUME} {{")) && text.contains("\"kiln\""),
+        "the logical volume and its tag"
+    );
+    // The logical volume is the rest of the PV after LVM's 1 MiB header.
+    let data = blkid(&pv[1 << 20..]);
+    assert!(data.contains("TYPE=\"ext4\"") && data.contains("LABEL=\"DATA\""), "{data}");
 }

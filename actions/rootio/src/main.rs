@@ -82,12 +82,23 @@ fn metadata(source: &Source) -> Result<Instance> {
 /// Runs a command, its output passed through; an error names the command.
 fn run(cmd: &[String]) -> std::result::Result<(), String> {
     log(ACTION, format!("+ {}", cmd.join(" ")));
-    let status = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("[{}]: cannot run: {e}", cmd.join(" ")))?;
+    let mut command = Command::new(&cmd[0]);
+    command.args(&cmd[1..]).stdin(Stdio::null());
+    if !udev_is_running() {
+        // An in-memory OS such as kiln's hook runs no udev: LVM would wait
+        // for it to make /dev/VG/LV and then fail ("not found: device not
+        // cleared"). This tells device-mapper to make the nodes itself.
+        command.env("DM_DISABLE_UDEV", "1");
+    }
+    let status = command.status().map_err(|e| format!("[{}]: cannot run: {e}", cmd.join(" ")))?;
     if status.success() { Ok(()) } else { Err(format!("[{}]: {status}", cmd.join(" "))) }
+}
+
+/// udev's control socket: present only where udevd runs (the host's /run
+/// is not the container's, so this sees the action's own view: kiln binds
+/// /dev, not /run).
+fn udev_is_running() -> bool {
+    std::path::Path::new("/run/udev/control").exists()
 }
 
 fn verify_block_device(device: &str) -> std::result::Result<(), String> {
