@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod config;
+pub mod enrol;
 pub mod external;
 pub mod identity;
 pub mod lease;
@@ -43,17 +44,22 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Resolves the agent id and reads the TLS material. The server
-    /// connection is made by the first call, the engine's by the first use
-    /// (see [`Engine`]).
+    /// Resolves the agent id, enrols when the agent has an enrolment
+    /// credential instead of a token ([`enrol`]), and reads the TLS
+    /// material. The server connection is made by the first call, the
+    /// engine's by the first use (see [`Engine`]).
     pub async fn new(config: AgentConfig) -> anyhow::Result<Self> {
         let id = match &config.agent_id {
             Some(id) => id.trim().to_ascii_lowercase(),
             None => identity::first_nic_mac()
                 .ok_or_else(|| anyhow::anyhow!("no agent_id configured and no network interface with a MAC found"))?,
         };
-        let tls = config.client_tls()?;
-        let client = ServerClient::new(&config.server, &id, config.token_source()?, &tls)?;
+        let (token, enrolled_identity) = enrol::credentials(&config, &id).await?;
+        let mut tls = config.client_tls()?;
+        if tls.identity.is_none() {
+            tls.identity = enrolled_identity;
+        }
+        let client = ServerClient::new(&config.server, &id, token, &tls)?;
         let api_ca_pem = tls.ca_pem.clone();
         let engine = Engine::new(&config.docker_host, Duration::from_secs(config.engine_wait_seconds));
         let image_policy = config.image_policy().map_err(anyhow::Error::msg)?;

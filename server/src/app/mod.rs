@@ -16,6 +16,7 @@
 //! | [`workflows`] | read, watch, retry and delete workflows |
 //! | [`inventory`] | read hardware, templates and action definitions |
 //! | [`credentials`] | agent tokens and certificates |
+//! | [`enrol`] | one-time enrolment credentials in boot scripts, exchanged for agent credentials |
 //! | [`action_data`] | the workflow data actions read and write |
 //! | [`boot`] | what a network-booting machine should boot |
 //! | [`audit`] | the audit trail: operator writes and refused credentials |
@@ -41,6 +42,7 @@ pub mod console;
 mod context;
 pub mod credentials;
 pub mod dispatch;
+pub mod enrol;
 mod error;
 pub mod images;
 pub mod inventory;
