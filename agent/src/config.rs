@@ -31,6 +31,14 @@ pub struct AgentConfig {
     /// sent at enrolment: the credential is bound to it.
     #[serde(default)]
     pub boot_mac: Option<String>,
+    /// Where the in-band inventory is read from (`/sys`, `/proc`, `/dev`
+    /// below it): `/` on a machine; tests point it at a fake tree.
+    #[serde(default = "default_inventory_root")]
+    pub inventory_root: PathBuf,
+    /// How often the inventory is collected again (it is reported at start
+    /// and then only when it changed); 0: only at start.
+    #[serde(default = "default_inventory_interval")]
+    pub inventory_interval_seconds: u64,
     /// CA (PEM) that signed the server's certificate: needed for `https://`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -94,6 +102,14 @@ pub struct AgentConfig {
     /// an action that finds no engine fails with `EngineUnavailable`.
     #[serde(default = "default_engine_wait")]
     pub engine_wait_seconds: u64,
+}
+
+fn default_inventory_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+fn default_inventory_interval() -> u64 {
+    300
 }
 
 fn default_engine_wait() -> u64 {

@@ -12,8 +12,8 @@ use kiln_proto::time::proto_to_millis;
 use kiln_proto::v1::agent_service_server::AgentService;
 use kiln_proto::v1::enrolment_service_server::EnrolmentService;
 use kiln_proto::v1::{
-    ArtifactChunk, ArtifactInfo, EnrolRequest, EnrolResponse, HeartbeatRequest, HeartbeatResponse, LogAck, LogBatch,
-    NextActionRequest, NextActionResponse, ReportAck, StateReport, artifact_chunk,
+    ArtifactChunk, ArtifactInfo, EnrolRequest, EnrolResponse, HeartbeatRequest, HeartbeatResponse, InventoryAck,
+    InventoryReport, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport, artifact_chunk,
 };
 use tonic::{Request, Response, Status};
 
@@ -119,6 +119,12 @@ impl AgentService for AgentApi {
         };
         let artifact = self.app.upload_artifact(&opctx, target, header.size, body).await.map_err(status)?;
         Ok(Response::new(convert::artifact(&artifact)))
+    }
+
+    async fn report_inventory(&self, req: Request<InventoryReport>) -> Result<Response<InventoryAck>, Status> {
+        let opctx = caller(&req)?;
+        let changed = self.app.report_inventory(&opctx, &req.get_ref().inventory_json).await.map_err(status)?;
+        Ok(Response::new(InventoryAck { changed }))
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {

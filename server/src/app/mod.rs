@@ -15,6 +15,7 @@
 //! | [`artifacts`] | files actions leave, in (agents, actions) and out |
 //! | [`workflows`] | read, watch, retry and delete workflows |
 //! | [`inventory`] | read hardware, templates and action definitions |
+//! | [`hardware_inventory`] | in-band inventory: what agents found on their machines |
 //! | [`credentials`] | agent tokens and certificates |
 //! | [`enrol`] | one-time enrolment credentials in boot scripts, exchanged for agent credentials |
 //! | [`action_data`] | the workflow data actions read and write |
@@ -44,6 +45,7 @@ pub mod credentials;
 pub mod dispatch;
 pub mod enrol;
 mod error;
+pub mod hardware_inventory;
 pub mod images;
 pub mod inventory;
 pub mod logs;
