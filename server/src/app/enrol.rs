@@ -42,7 +42,7 @@ pub const DEFAULT_ENROLMENT_TTL: Duration = Duration::from_secs(5 * 60);
 const KEEP_EXPIRED: Duration = Duration::from_secs(24 * 3600);
 
 /// What an agent asks for at enrolment.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EnrolRequest {
     /// The credential from `kiln.enrol=`: a secret, never logged.
     pub credential: String,
@@ -52,9 +52,13 @@ pub struct EnrolRequest {
 }
 
 // Hand-written: the credential must not reach a log through `{:?}`.
-impl std::fmt::Display for EnrolRequest {
+impl std::fmt::Debug for EnrolRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "enrolment of agent {} (mac {:?})", self.agent_id, self.mac)
+        f.debug_struct("EnrolRequest")
+            .field("credential", &"<redacted>")
+            .field("agent_id", &self.agent_id)
+            .field("mac", &self.mac)
+            .finish()
     }
 }
 
@@ -381,6 +385,19 @@ mod tests {
         }
         let expired_reasons: Vec<String> = security_events(&expired_app).await.into_iter().map(|e| e.reason).collect();
         assert!(expired_reasons.iter().any(|r| r.contains("expired")), "{expired_reasons:?}");
+    }
+
+    #[test]
+    fn requests_and_results_never_print_their_secrets() {
+        let r = req("kiln_enrol_sekrit", "a", "");
+        assert!(!format!("{r:?}").contains("sekrit"), "{r:?}");
+        let e = Enrolled {
+            hardware_id: "h".into(),
+            agent_id: "a".into(),
+            token: "kiln_tok".into(),
+            cert: Some(("c".into(), "KEY".into(), "ca".into())),
+        };
+        assert!(!format!("{e:?}").contains("kiln_tok") && !format!("{e:?}").contains("KEY"), "{e:?}");
     }
 
     #[tokio::test]
