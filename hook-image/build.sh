@@ -197,6 +197,15 @@ exit 0
 EOF
 chmod 0755 "$R/etc/udhcpc.script"
 
+# ---------------------------------------------------------------- inventory
+# The agent's in-band inventory (kiln-inventory) needs no extra files: it
+# reads sysfs, /proc, /sys/firmware/dmi/tables (root only: the agent runs as
+# root), efivarfs (mounted by /init) and the disks' first sectors itself.
+# Not in the image yet, so absent from its reports: udev, hence no
+# /dev/disk/by-id and by-path names (disks still report serial and WWN);
+# and TPM drivers other than built-in ones (tpm_tis/tpm_crb are not
+# coldplugged: they sit on the ACPI/platform bus, not in COLDPLUG_BUSES).
+
 # ---------------------------------------------------------------- modules
 # Hardware drivers (/etc/modules.hw): in the image, loaded by /init's
 # modalias coldplug for the devices present (or all with kiln.modules=all).

@@ -7,8 +7,8 @@ use crate::config::TokenSource;
 use kiln_proto::connect::ClientTls;
 use kiln_proto::v1::agent_service_client::AgentServiceClient;
 use kiln_proto::v1::{
-    ArtifactChunk, ArtifactHeader, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse, LogBatch,
-    NextActionRequest, StateReport, artifact_chunk,
+    ArtifactChunk, ArtifactHeader, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse, InventoryReport,
+    LogBatch, NextActionRequest, StateReport, artifact_chunk,
 };
 use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use tonic::metadata::AsciiMetadataValue;
@@ -118,6 +118,14 @@ impl ServerClient {
         let mut request = tonic::Request::new(HeartbeatRequest { attempt_ids });
         request.set_timeout(timeout);
         Ok(self.inner.clone().heartbeat(request).await?.into_inner())
+    }
+
+    /// Reports the machine's inventory (one call: the caller tries again
+    /// later). Returns whether the server's copy changed.
+    pub async fn report_inventory(&self, inventory_json: String) -> Result<bool, Status> {
+        let mut request = tonic::Request::new(InventoryReport { inventory_json });
+        request.set_timeout(Duration::from_secs(30));
+        Ok(self.inner.clone().report_inventory(request).await?.into_inner().changed)
     }
 
     /// Sends log lines, retrying transient failures; resends are

@@ -20,6 +20,25 @@ pub struct AgentConfig {
     /// A file holding the token instead (first line).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// A file holding a one-time enrolment credential (first line): the
+    /// hook writes the `kiln.enrol=` of the machine's boot script here.
+    /// When the agent has no token (no `token`, or an empty `token_file`)
+    /// it exchanges the credential for one at start (see `enrol.rs`),
+    /// written to `token_file` when there is one, and deletes this file.
+    #[serde(default)]
+    pub enrolment_file: Option<PathBuf>,
+    /// The MAC of the NIC the machine booted from (the hook's `kiln.mac=`),
+    /// sent at enrolment: the credential is bound to it.
+    #[serde(default)]
+    pub boot_mac: Option<String>,
+    /// Where the in-band inventory is read from (`/sys`, `/proc`, `/dev`
+    /// below it): `/` on a machine; tests point it at a fake tree.
+    #[serde(default = "default_inventory_root")]
+    pub inventory_root: PathBuf,
+    /// How often the inventory is collected again (it is reported at start
+    /// and then only when it changed); 0: only at start.
+    #[serde(default = "default_inventory_interval")]
+    pub inventory_interval_seconds: u64,
     /// CA (PEM) that signed the server's certificate: needed for `https://`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -83,6 +102,14 @@ pub struct AgentConfig {
     /// an action that finds no engine fails with `EngineUnavailable`.
     #[serde(default = "default_engine_wait")]
     pub engine_wait_seconds: u64,
+}
+
+fn default_inventory_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+fn default_inventory_interval() -> u64 {
+    300
 }
 
 fn default_engine_wait() -> u64 {
@@ -224,6 +251,17 @@ impl AgentConfig {
         }
     }
 
+    /// The server's CA only, without a client identity (for enrolment,
+    /// which happens before the agent has one).
+    pub fn client_tls_ca(&self) -> anyhow::Result<kiln_proto::connect::ClientTls> {
+        let ca_pem = self
+            .ca_file
+            .as_deref()
+            .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("field ca_file: {}: {e}", p.display())))
+            .transpose()?;
+        Ok(kiln_proto::connect::ClientTls { ca_pem, identity: None })
+    }
+
     /// TLS material for the server connection.
     pub fn client_tls(&self) -> anyhow::Result<kiln_proto::connect::ClientTls> {
         let read = |field: &str, p: &Path| {
@@ -246,6 +284,11 @@ impl AgentConfig {
         let config = Self::deserialize(serde_yaml_ng::Deserializer::from_str(text))?;
         if config.server.is_empty() {
             anyhow::bail!("field server: must not be empty");
+        }
+        if let Some(mac) = &config.boot_mac
+            && kiln_documents::parse_mac(mac).is_none()
+        {
+            anyhow::bail!("field boot_mac: {mac:?} is not a MAC address");
         }
         config.image_policy().map_err(|e| anyhow::anyhow!("field allowed_images: {e}"))?;
         for (kind, e) in &config.external_actions {

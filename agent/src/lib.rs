@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod config;
+pub mod enrol;
 pub mod external;
 pub mod identity;
 pub mod lease;
@@ -43,17 +44,22 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Resolves the agent id and reads the TLS material. The server
-    /// connection is made by the first call, the engine's by the first use
-    /// (see [`Engine`]).
+    /// Resolves the agent id, enrols when the agent has an enrolment
+    /// credential instead of a token ([`enrol`]), and reads the TLS
+    /// material. The server connection is made by the first call, the
+    /// engine's by the first use (see [`Engine`]).
     pub async fn new(config: AgentConfig) -> anyhow::Result<Self> {
         let id = match &config.agent_id {
             Some(id) => id.trim().to_ascii_lowercase(),
             None => identity::first_nic_mac()
                 .ok_or_else(|| anyhow::anyhow!("no agent_id configured and no network interface with a MAC found"))?,
         };
-        let tls = config.client_tls()?;
-        let client = ServerClient::new(&config.server, &id, config.token_source()?, &tls)?;
+        let (token, enrolled_identity) = enrol::credentials(&config, &id).await?;
+        let mut tls = config.client_tls()?;
+        if tls.identity.is_none() {
+            tls.identity = enrolled_identity;
+        }
+        let client = ServerClient::new(&config.server, &id, token, &tls)?;
         let api_ca_pem = tls.ca_pem.clone();
         let engine = Engine::new(&config.docker_host, Duration::from_secs(config.engine_wait_seconds));
         let image_policy = config.image_policy().map_err(anyhow::Error::msg)?;
@@ -83,8 +89,61 @@ impl Agent {
         }
     }
 
-    /// Asks for work and runs it, one attempt at a time, until `shutdown`.
+    /// Asks for work and runs it, one attempt at a time, until `shutdown`;
+    /// meanwhile reports the machine's inventory, at start and whenever it
+    /// changes.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::select! {
+            () = self.run_work(shutdown) => {}
+            () = self.report_inventory() => {}
+        }
+    }
+
+    /// Collects the inventory and reports it when it differs from the last
+    /// one the server acknowledged: at start, then every
+    /// `inventory_interval_seconds` (a failed report is retried sooner).
+    /// Never returns.
+    async fn report_inventory(&self) {
+        let mut reported: Option<String> = None;
+        let mut failures = 0;
+        loop {
+            let root = self.config.inventory_root.clone();
+            let collected =
+                tokio::task::spawn_blocking(move || serde_json::to_string(&kiln_inventory::collect(&root))).await;
+            let mut next = Duration::from_secs(self.config.inventory_interval_seconds);
+            match collected {
+                Ok(Ok(json)) if reported.as_ref() != Some(&json) => {
+                    match self.client.report_inventory(json.clone()).await {
+                        Ok(changed) => {
+                            tracing::info!(changed, "inventory reported");
+                            reported = Some(json);
+                            failures = 0;
+                        }
+                        Err(status) => {
+                            tracing::warn!(code = ?status.code(), error = %status.message(), "reporting the inventory failed");
+                            // Soon when the server may answer next time;
+                            // a refusal is not retried in a hurry.
+                            next = if client::is_transient(&status) {
+                                backoff(failures).max(Duration::from_secs(2))
+                            } else {
+                                Duration::from_secs(60)
+                            };
+                            failures += 1;
+                        }
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "encoding the inventory failed"),
+                Err(e) => tracing::warn!(error = %e, "collecting the inventory failed"),
+            }
+            if next.is_zero() && reported.is_some() {
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(next.max(Duration::from_secs(1))).await;
+        }
+    }
+
+    async fn run_work(&self, shutdown: impl Future<Output = ()>) {
         tracing::info!(agent_id = %self.id, server = %self.config.server, "agent started");
         tokio::pin!(shutdown);
         let mut failures = 0;

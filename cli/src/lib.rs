@@ -52,8 +52,15 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Show one object in detail.
-    Describe { kind: Kind, name: String },
+    /// Show one object in detail (hardware: with the inventory its agent
+    /// reported).
+    Describe {
+        kind: Kind,
+        name: String,
+        /// Everything, as JSON or YAML, instead of the readable summary.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
     /// Delete one object.
     Delete { kind: Kind, name: String },
     /// Show the actions a workflow runs, rendered, without running anything.
@@ -193,7 +200,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Apply { files } => cmd::apply::run(&mut c, files).await?,
         Command::Get { kind, name, output } => cmd::get::run(&mut c, kind, name, output).await?,
-        Command::Describe { kind, name } => cmd::describe::run(&mut c, kind, &name).await?,
+        Command::Describe { kind, name, output } => cmd::describe::run(&mut c, kind, &name, output).await?,
         Command::Delete { kind, name } => cmd::delete::run(&mut c, kind, name).await?,
         Command::Plan { file, workflow, output } => cmd::plan::run(&mut c, file, workflow, output).await?,
         Command::Artifacts { command: ArtifactsCommand::List { workflow, output } } => {

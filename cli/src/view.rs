@@ -54,6 +54,40 @@ impl From<&v1::Hardware> for Hardware {
     }
 }
 
+/// `kiln describe hardware -o json|yaml`: the hardware, and everything its
+/// agent reported (absent until it reported).
+#[derive(Serialize)]
+pub struct DescribedHardware {
+    #[serde(flatten)]
+    hardware: Hardware,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inventory: Option<ReportedInventory>,
+}
+
+#[derive(Serialize)]
+pub struct ReportedInventory {
+    agent_id: String,
+    reported_at: Option<String>,
+    seen_at: Option<String>,
+    /// The `kiln_inventory::Inventory` document as stored.
+    #[serde(flatten)]
+    inventory: serde_json::Value,
+}
+
+impl DescribedHardware {
+    pub fn new(h: &v1::Hardware, inventory: Option<&v1::HardwareInventory>) -> Self {
+        Self {
+            hardware: Hardware::from(h),
+            inventory: inventory.map(|i| ReportedInventory {
+                agent_id: i.agent_id.clone(),
+                reported_at: time(&i.reported_at),
+                seen_at: time(&i.seen_at),
+                inventory: serde_json::from_str(&i.inventory_json).unwrap_or(serde_json::Value::Null),
+            }),
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct ActionDefinition {
     name: String,

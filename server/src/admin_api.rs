@@ -11,8 +11,8 @@ use kiln_proto::v1::admin_service_server::AdminService;
 use kiln_proto::v1::{
     ActionDefinitionList, AgentCert, AgentToken, AppliedObject, ApplyRequest, ApplyResponse, ArtifactData,
     ArtifactList, ArtifactRequest, DeleteRequest, DeleteResponse, Event, EventList, EventsRequest, GetRequest,
-    Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, RevokeResponse, Template,
-    TemplateList, Workflow, WorkflowList, plan_request,
+    Hardware, HardwareInventory, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest,
+    RevokeResponse, Template, TemplateList, Workflow, WorkflowList, plan_request,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -90,6 +90,11 @@ impl AdminService for AdminApi {
     async fn get_hardware(&self, req: Request<GetRequest>) -> Result<Response<Hardware>, Status> {
         let h = self.app.get_hardware(&operator(&req)?, &req.get_ref().name).await.map_err(status)?;
         Ok(Response::new(convert::hardware(&h)))
+    }
+
+    async fn get_hardware_inventory(&self, req: Request<GetRequest>) -> Result<Response<HardwareInventory>, Status> {
+        let inv = self.app.hardware_inventory(&operator(&req)?, &req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(convert::hardware_inventory(inv)))
     }
 
     async fn list_hardware(&self, req: Request<ListRequest>) -> Result<Response<HardwareList>, Status> {

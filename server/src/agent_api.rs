@@ -10,9 +10,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kiln_proto::time::proto_to_millis;
 use kiln_proto::v1::agent_service_server::AgentService;
+use kiln_proto::v1::enrolment_service_server::EnrolmentService;
 use kiln_proto::v1::{
-    ArtifactChunk, ArtifactInfo, HeartbeatRequest, HeartbeatResponse, LogAck, LogBatch, NextActionRequest,
-    NextActionResponse, ReportAck, StateReport, artifact_chunk,
+    ArtifactChunk, ArtifactInfo, EnrolRequest, EnrolResponse, HeartbeatRequest, HeartbeatResponse, InventoryAck,
+    InventoryReport, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport, artifact_chunk,
 };
 use tonic::{Request, Response, Status};
 
@@ -120,12 +121,50 @@ impl AgentService for AgentApi {
         Ok(Response::new(convert::artifact(&artifact)))
     }
 
+    async fn report_inventory(&self, req: Request<InventoryReport>) -> Result<Response<InventoryAck>, Status> {
+        let opctx = caller(&req)?;
+        let changed = self.app.report_inventory(&opctx, &req.get_ref().inventory_json).await.map_err(status)?;
+        Ok(Response::new(InventoryAck { changed }))
+    }
+
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let opctx = caller(&req)?;
         let beat = self.app.heartbeat(&opctx, req.into_inner().attempt_ids).await.map_err(status)?;
         Ok(Response::new(HeartbeatResponse {
             ended_attempt_ids: beat.ended_attempt_ids,
             renew_interval_ms: beat.renew_interval_ms,
+        }))
+    }
+}
+
+/// The enrolment service over gRPC: translation only. Mounted without the
+/// agent authentication layer (the caller has no agent credential yet): the
+/// enrolment credential in the request is checked by [`App::enrol`].
+pub struct EnrolmentApi {
+    app: Arc<App>,
+}
+
+impl EnrolmentApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl EnrolmentService for EnrolmentApi {
+    async fn enrol(&self, req: Request<EnrolRequest>) -> Result<Response<EnrolResponse>, Status> {
+        let opctx = OpContext::system("enrolment").with_peer(crate::auth::peer_addr(req.extensions()));
+        let r = req.into_inner();
+        let request = crate::app::enrol::EnrolRequest { credential: r.credential, agent_id: r.agent_id, mac: r.mac };
+        let enrolled = self.app.enrol(&opctx, request).await.map_err(status)?;
+        let (client_cert_pem, client_key_pem, client_ca_pem) = enrolled.cert.unwrap_or_default();
+        Ok(Response::new(EnrolResponse {
+            hardware_id: enrolled.hardware_id,
+            agent_id: enrolled.agent_id,
+            token: enrolled.token,
+            client_cert_pem,
+            client_key_pem,
+            client_ca_pem,
         }))
     }
 }

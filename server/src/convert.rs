@@ -144,6 +144,16 @@ pub fn hardware(h: &StoredHardware) -> v1::Hardware {
     }
 }
 
+pub fn hardware_inventory(i: crate::store::StoredInventory) -> v1::HardwareInventory {
+    v1::HardwareInventory {
+        hardware_id: i.hardware_id,
+        agent_id: i.agent_id,
+        inventory_json: i.inventory_json,
+        reported_at: Some(millis_to_proto(i.reported_at)),
+        seen_at: Some(millis_to_proto(i.seen_at)),
+    }
+}
+
 pub fn definition(d: &crate::store::StoredDefinition) -> v1::ActionDefinition {
     v1::ActionDefinition {
         name: d.doc.name.clone(),

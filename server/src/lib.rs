@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use kiln_proto::v1::admin_service_server::AdminServiceServer;
 use kiln_proto::v1::agent_service_server::AgentServiceServer;
+use kiln_proto::v1::enrolment_service_server::EnrolmentServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -215,8 +216,10 @@ impl Server {
             admin_api::AdminApi::new(app.clone()),
             auth::AdminAuth::new(&self.admin_token, self.read_only_token.as_deref(), app.refusal_log().clone()),
         );
+        // Enrolment: no agent authentication layer (see agent_api::EnrolmentApi).
+        let enrolment = EnrolmentServiceServer::new(agent_api::EnrolmentApi::new(app.clone()));
         let mut routes = tonic::service::Routes::builder();
-        routes.add_service(agent).add_service(admin);
+        routes.add_service(agent).add_service(admin).add_service(enrolment);
         // The action API is plain HTTP beside the gRPC services, on the same
         // port: actions reach it at the address their agent uses.
         let router = routes

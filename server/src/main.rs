@@ -49,6 +49,12 @@ struct Args {
     /// their request).
     #[arg(long)]
     public_url: Option<String>,
+    /// How long the one-time enrolment credential in a machine's boot
+    /// script (`kiln.enrol=`) stays valid: long enough for the hook image
+    /// to download and boot, short enough that a copied script is soon
+    /// worthless.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_enrolment_ttl)]
+    enrolment_ttl: humantime::Duration,
     /// How long an open attempt survives without a heartbeat from its agent
     /// (agents renew every third of it). When it runs out the attempt is
     /// FAILED with reason AgentLost and the action's retries apply.
@@ -143,6 +149,7 @@ fn netboot_config(
         public_url: if split { None } else { args.public_url.clone() },
         agent_url: if split { args.public_url.clone() } else { None },
         ca_pem: tls.and_then(|t| t.ca_pem.clone()),
+        enrolment_ttl: Some(args.enrolment_ttl.into()),
     })
 }
 
@@ -274,6 +281,14 @@ async fn main() -> anyhow::Result<()> {
         std::fs::rename(&tmp, path)?;
     }
     server.serve(shutdown_signal()).await
+}
+
+fn parse_enrolment_ttl(s: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = s.parse().map_err(|e| format!("{e} (e.g. 5m, 90s)"))?;
+    if std::time::Duration::from(d).is_zero() {
+        return Err("must be more than 0 (a machine needs time to boot the hook image)".into());
+    }
+    Ok(d)
 }
 
 fn parse_lease(s: &str) -> Result<humantime::Duration, String> {

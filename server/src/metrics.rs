@@ -72,6 +72,14 @@ pub struct RefusalLabels {
 /// [`crate::app::audit::RefusalLog`], which sees every refusal.
 pub type RefusalCounter = Family<RefusalLabels, Counter>;
 
+/// Enrolment credentials by what became of them: `issued` (a boot script
+/// carried one), `enrolled`, or the refusal (`unknown`, `expired`,
+/// `replayed`, `wrong_machine`): a closed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnrolmentLabels {
+    pub outcome: &'static str,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum ArtifactSource {
     /// An action's `/out`, uploaded by its agent.
@@ -171,6 +179,7 @@ pub struct Metrics {
     log_lines: Counter,
     artifact_bytes: Family<SourceLabels, Counter>,
     refusals: RefusalCounter,
+    enrolments: Family<EnrolmentLabels, Counter>,
     agents: Mutex<HashMap<String, Presence>>,
     /// Per (attempt, progress kind): the last `done` seen, so that repeated
     /// or resent lines add nothing to the byte counter.
@@ -286,9 +295,17 @@ impl Metrics {
              the audit trail (kiln events --kind security) says who and why",
             refusals.clone(),
         );
+        let enrolments = Family::<EnrolmentLabels, Counter>::default();
+        registry.register(
+            "enrolments",
+            "Enrolment credentials issued in boot scripts, exchanged (enrolled), and refused, by outcome \
+             (issued, enrolled, unknown, expired, replayed, wrong_machine)",
+            enrolments.clone(),
+        );
         Self {
             registry,
             refusals,
+            enrolments,
             workflows,
             workflows_finished,
             attempts,
@@ -354,6 +371,11 @@ impl Metrics {
         if let Some(due) = due_at(wf, index, attempt) {
             self.dispatch_latency.observe(seconds(created - due));
         }
+    }
+
+    /// Counts one enrolment credential issued, exchanged or refused.
+    pub fn enrolment(&self, outcome: &'static str) {
+        self.enrolments.get_or_create(&EnrolmentLabels { outcome }).inc();
     }
 
     pub fn lease_expired(&self, count: u64) {

@@ -9,7 +9,8 @@
 //! (Tinkerbell machines that keep `allowPXE` loop through provisioning
 //! forever). `GET /boot/ipxe` is the entry point for DHCP: it chains to the
 //! per-MAC script with iPXE's own `${net0/mac}`. The hook kernel and
-//! initramfs are served from `--hook-dir`.
+//! initramfs are served from `--hook-dir`. A hook script carries the boot's
+//! one-time enrolment credential (`kiln.enrol=`, see [`crate::app::enrol`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub struct NetbootConfig {
     /// source of, makes the unauthenticated download safe to trust as far
     /// as the script itself is.
     pub ca_pem: Option<Vec<u8>>,
+    /// How long an enrolment credential in a boot script stays valid
+    /// (`--enrolment-ttl`); `None`: [`crate::app::enrol::DEFAULT_ENROLMENT_TTL`].
+    pub enrolment_ttl: Option<std::time::Duration>,
 }
 
 struct Netboot {
@@ -86,12 +90,14 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
             tracing::warn!(%mac, "a machine wants the hook image, but the server has no --hook-dir");
             local("this server has no hook image (--hook-dir)")
         }
-        Decision::Hook { agent_id, workflow } => {
+        Decision::Hook { agent_id, workflow, enrolment } => {
             tracing::info!(%mac, %workflow, "netboot: hook image");
+            // `kiln.enrol=`: this boot's one-time enrolment credential (the
+            // script is its only carrier: never logged).
             format!(
                 "#!ipxe\n\
                  echo kiln: {mac} boots the hook image for workflow {workflow}\n\
-                 kernel {base}/boot/hook/vmlinuz kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}}{ca} {}\n\
+                 kernel {base}/boot/hook/vmlinuz kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}}{ca} kiln.enrol={enrolment} {}\n\
                  initrd {base}/boot/hook/initramfs\n\
                  boot\n",
                 n.config.cmdline,

@@ -65,13 +65,17 @@ fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
     let s = script(&c, &mac.to_uppercase());
     let host = c.server_url.trim_start_matches("http://");
     let upper = mac.to_uppercase();
+    // With this boot's one-time enrolment credential (tests/tests/enrolment.rs).
+    let enrol = s.split_whitespace().find_map(|w| w.strip_prefix("kiln.enrol=")).expect("kiln.enrol=").to_string();
+    assert!(enrol.starts_with("kiln_enrol_") && enrol.len() == 11 + 43, "{enrol}");
     let expected = format!(
         "#!ipxe\necho kiln: {upper} boots the hook image for workflow {id}\n\
          kernel http://{host}/boot/hook/vmlinuz kiln.server=http://{host} kiln.agent_id={mac} kiln.mac=${{net0/mac}} \
-         console=ttyS0 kiln.insecure_registries=10.0.2.2:5000\n\
+         kiln.enrol={enrol} console=ttyS0 kiln.insecure_registries=10.0.2.2:5000\n\
          initrd http://{host}/boot/hook/initramfs\nboot\n"
     );
     assert_eq!(s, expected);
+    assert!(!script(&c, &mac).contains(&enrol), "every boot script has its own credential");
     // DHCP's entry point chains to the per-machine script.
     let (_, chain) = get(&format!("{}/boot/ipxe", c.server_url));
     assert_eq!(String::from_utf8(chain).unwrap(), format!("#!ipxe\nchain http://{host}/boot/ipxe/${{net0/mac}}\n"));

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use kiln_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use kiln_proto::v1::{
-    ActionSpec, ActionState, ArtifactChunk, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse, LogAck,
-    LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport,
+    ActionSpec, ActionState, ArtifactChunk, ArtifactInfo, Assignment, HeartbeatRequest, HeartbeatResponse,
+    InventoryAck, InventoryReport, LogAck, LogBatch, NextActionRequest, NextActionResponse, ReportAck, StateReport,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -56,6 +56,10 @@ impl AgentService for FakeServer {
 
     async fn heartbeat(&self, _: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         Ok(Response::new(HeartbeatResponse::default()))
+    }
+
+    async fn report_inventory(&self, _: Request<InventoryReport>) -> Result<Response<InventoryAck>, Status> {
+        Ok(Response::new(InventoryAck { changed: true }))
     }
 }
 

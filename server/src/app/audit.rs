@@ -209,7 +209,7 @@ impl App {
         allowed
     }
 
-    async fn record_events(&self, events: Vec<Event>) {
+    pub(crate) async fn record_events(&self, events: Vec<Event>) {
         let n = events.len();
         match self.store.record_events(events).await {
             Ok(()) => self.events.audit_recorded(),

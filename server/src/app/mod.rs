@@ -15,7 +15,9 @@
 //! | [`artifacts`] | files actions leave, in (agents, actions) and out |
 //! | [`workflows`] | read, watch, retry and delete workflows |
 //! | [`inventory`] | read hardware, templates and action definitions |
+//! | [`hardware_inventory`] | in-band inventory: what agents found on their machines |
 //! | [`credentials`] | agent tokens and certificates |
+//! | [`enrol`] | one-time enrolment credentials in boot scripts, exchanged for agent credentials |
 //! | [`action_data`] | the workflow data actions read and write |
 //! | [`boot`] | what a network-booting machine should boot |
 //! | [`audit`] | the audit trail: operator writes and refused credentials |
@@ -41,7 +43,9 @@ pub mod console;
 mod context;
 pub mod credentials;
 pub mod dispatch;
+pub mod enrol;
 mod error;
+pub mod hardware_inventory;
 pub mod images;
 pub mod inventory;
 pub mod logs;

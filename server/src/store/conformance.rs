@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc, TemplateFormat};
 
 use super::{
-    AgentCredential, Appended, ApplyBatch, Artifact, DynStore, Event, EventKind, EventOutcome, EventQuery, NewLogLine,
-    ObjectKind, Outcome, StoreError,
+    AgentCredential, Appended, ApplyBatch, Artifact, DynStore, Enrolment, Event, EventKind, EventOutcome, EventQuery,
+    NewLogLine, ObjectKind, Outcome, StoreError, StoredInventory,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Millis, Workflow, WorkflowState, now_millis};
@@ -619,6 +619,104 @@ pub async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked
     assert_eq!((none.hardware_id.as_str(), none.token_hash), ("hw2", None));
 }
 
+fn enrolment(hash: &str, hardware_id: &str, expires_at: Millis) -> Enrolment {
+    Enrolment {
+        credential_hash: hash.into(),
+        hardware_id: hardware_id.into(),
+        agent_id: "agent-1".into(),
+        mac: "52:54:00:00:00:01".into(),
+        workflow: "wf1".into(),
+        created_at: 1_000,
+        expires_at,
+        used_at: None,
+    }
+}
+
+pub async fn enrolments_are_used_once_superseded_pruned_and_deleted_with_hardware(b: &dyn Backend) {
+    let store = b.open().await;
+    let far = now_millis() + 3_600_000;
+    // Only for hardware that exists.
+    let unknown = store.issue_enrolment(enrolment("h0", "hw", far), 0).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound { .. })), "{unknown:?}");
+    store.apply(ApplyBatch { hardware: vec![hardware()], ..Default::default() }).await.unwrap();
+    store.issue_enrolment(enrolment("h1", "hw", far), 0).await.unwrap();
+    assert_eq!(store.take_enrolment("nope", 5_000).await.unwrap(), None);
+    // The first take sees it unused (and uses it); every later one, on any
+    // instance, sees when it was used.
+    assert_eq!(store.take_enrolment("h1", 5_000).await.unwrap(), Some(enrolment("h1", "hw", far)));
+    let other = b.open().await;
+    let again = other.take_enrolment("h1", 6_000).await.unwrap().unwrap();
+    assert_eq!(again.used_at, Some(5_000), "used once, at the first take");
+    // A new boot supersedes the unused credential of the same machine, not
+    // the used one (kept to tell a replay from garbage).
+    store.issue_enrolment(enrolment("h2", "hw", far), 0).await.unwrap();
+    store.issue_enrolment(enrolment("h3", "hw", far), 0).await.unwrap();
+    assert_eq!(store.take_enrolment("h2", 7_000).await.unwrap(), None, "superseded");
+    assert!(store.take_enrolment("h1", 7_000).await.unwrap().is_some());
+    // Issuing prunes what expired before the given time.
+    store.issue_enrolment(enrolment("h4", "hw", 2_000), 0).await.unwrap();
+    let mut hw2 = hardware();
+    hw2.id = "hw2".into();
+    hw2.agent_id = "agent-2".into();
+    store.apply(ApplyBatch { hardware: vec![hw2], ..Default::default() }).await.unwrap();
+    store.issue_enrolment(enrolment("h5", "hw2", far), 3_000).await.unwrap();
+    assert_eq!(store.take_enrolment("h4", 7_000).await.unwrap(), None, "pruned");
+    assert_eq!(store.take_enrolment("h1", 7_000).await.unwrap().map(|e| e.used_at), Some(Some(5_000)));
+    // Deleting the hardware deletes its credentials.
+    store.delete(ObjectKind::Hardware, "hw2").await.unwrap();
+    assert_eq!(store.take_enrolment("h5", 7_000).await.unwrap(), None);
+}
+
+pub async fn concurrent_takes_of_one_enrolment_see_it_unused_once(b: &dyn Backend) {
+    let store = b.open().await;
+    store.apply(ApplyBatch { hardware: vec![hardware()], ..Default::default() }).await.unwrap();
+    store.issue_enrolment(enrolment("h1", "hw", now_millis() + 60_000), 0).await.unwrap();
+    let mut takes = Vec::new();
+    for i in 0..8_i64 {
+        // Replicas of a shared store race too; SQLite has one server.
+        let store = if i % 2 == 1 && b.shared() { b.open().await } else { store.clone() };
+        takes.push(tokio::spawn(async move { store.take_enrolment("h1", 10_000 + i).await.unwrap().unwrap() }));
+    }
+    let mut unused = 0;
+    for t in takes {
+        if t.await.unwrap().used_at.is_none() {
+            unused += 1;
+        }
+    }
+    assert_eq!(unused, 1, "exactly one caller may use the credential");
+}
+
+pub async fn inventory_is_replaced_when_it_changes_and_deleted_with_hardware(b: &dyn Backend) {
+    let store = b.open().await;
+    let inv = |json: &str, digest: &str, at: Millis| StoredInventory {
+        hardware_id: "hw".into(),
+        agent_id: "agent-1".into(),
+        inventory_json: json.into(),
+        digest: digest.into(),
+        reported_at: at,
+        seen_at: at,
+    };
+    let missing = store.put_inventory(inv("{}", "d0", 1)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    store.apply(ApplyBatch { hardware: vec![hardware()], ..Default::default() }).await.unwrap();
+    assert_eq!(store.get_inventory("hw").await.unwrap(), None);
+    assert!(store.put_inventory(inv(r#"{"a":1}"#, "d1", 1_000)).await.unwrap(), "first report");
+    assert_eq!(store.get_inventory("hw").await.unwrap(), Some(inv(r#"{"a":1}"#, "d1", 1_000)));
+    // The same again: only seen_at moves.
+    assert!(!store.put_inventory(inv(r#"{"a":1}"#, "d1", 2_000)).await.unwrap());
+    let same = b.open().await.get_inventory("hw").await.unwrap().unwrap();
+    assert_eq!((same.reported_at, same.seen_at), (1_000, 2_000));
+    assert!(store.put_inventory(inv(r#"{"a":2}"#, "d2", 3_000)).await.unwrap(), "changed");
+    assert_eq!(store.get_inventory("hw").await.unwrap(), Some(inv(r#"{"a":2}"#, "d2", 3_000)));
+    // Updating the hardware keeps it; deleting the hardware deletes it.
+    let mut changed = hardware();
+    changed.disks.push("/dev/vdb".into());
+    store.apply(ApplyBatch { hardware: vec![changed], ..Default::default() }).await.unwrap();
+    assert!(store.get_inventory("hw").await.unwrap().is_some());
+    store.delete(ObjectKind::Hardware, "hw").await.unwrap();
+    assert_eq!(store.get_inventory("hw").await.unwrap(), None);
+}
+
 fn event(time: Millis, kind: EventKind, actor: &str) -> Event {
     Event {
         cursor: 0,
@@ -830,6 +928,21 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked() {
             c::token_hashes_are_set_at_creation_kept_on_update_rotated_and_revoked(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn enrolments_are_used_once_superseded_pruned_and_deleted_with_hardware() {
+            c::enrolments_are_used_once_superseded_pruned_and_deleted_with_hardware(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_takes_of_one_enrolment_see_it_unused_once() {
+            c::concurrent_takes_of_one_enrolment_see_it_unused_once(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn inventory_is_replaced_when_it_changes_and_deleted_with_hardware() {
+            c::inventory_is_replaced_when_it_changes_and_deleted_with_hardware(&$backend).await
         }
 
         #[tokio::test]

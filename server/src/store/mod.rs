@@ -134,6 +134,39 @@ pub struct AgentCredential {
     pub token_hash: Option<String>,
 }
 
+/// One enrolment credential as stored: what it is bound to, never the
+/// credential itself (only its sha256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolment {
+    /// sha256 (hex) of the credential.
+    pub credential_hash: String,
+    pub hardware_id: String,
+    /// The agent id and the MAC it is bound to.
+    pub agent_id: String,
+    pub mac: String,
+    /// The workflow of the boot it was issued for.
+    pub workflow: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// When it was presented first (it works only that time); `None`: never.
+    pub used_at: Option<Millis>,
+}
+
+/// A machine's inventory as stored: the JSON document its agent reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInventory {
+    pub hardware_id: String,
+    pub agent_id: String,
+    pub inventory_json: String,
+    /// sha256 (hex) of `inventory_json`: a report that repeats it changes
+    /// only `seen_at`.
+    pub digest: String,
+    /// When the stored document last changed.
+    pub reported_at: Millis,
+    /// When it was last reported, changed or not.
+    pub seen_at: Millis,
+}
+
 /// One attempt as seen by [`Store::attempt_access`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptAccess {
@@ -554,6 +587,27 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the token hash of a hardware (rotate: a new hash; revoke:
     /// `None`). [`StoreError::NotFound`] for unknown hardware.
     async fn set_token_hash(&self, hardware_id: &str, token_hash: Option<String>) -> Result<(), StoreError>;
+
+    /// Stores a new enrolment credential (`enrolment.used_at` is ignored),
+    /// deleting in the same transaction the unused credentials of the same
+    /// hardware (a later boot supersedes an earlier one) and every
+    /// credential that expired before `prune_before`.
+    async fn issue_enrolment(&self, enrolment: Enrolment, prune_before: Millis) -> Result<(), StoreError>;
+
+    /// Marks the credential whose hash is `credential_hash` used at `now`
+    /// (unless it already was) and returns it as it was before: one
+    /// transaction, so of two callers presenting the same credential at
+    /// once exactly one sees it unused. `None`: no such credential.
+    async fn take_enrolment(&self, credential_hash: &str, now: Millis) -> Result<Option<Enrolment>, StoreError>;
+
+    /// Stores a hardware's inventory, replacing the previous one. Returns
+    /// whether it changed (its digest differs from the stored one's);
+    /// `seen_at` moves either way. [`StoreError::NotFound`] for unknown
+    /// hardware.
+    async fn put_inventory(&self, inventory: StoredInventory) -> Result<bool, StoreError>;
+
+    /// The stored inventory of a hardware, if its agent reported one.
+    async fn get_inventory(&self, hardware_id: &str) -> Result<Option<StoredInventory>, StoreError>;
 
     /// Appends events to the audit trail, all in one transaction, and
     /// tells the other servers on this store.

@@ -41,9 +41,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
-    WorkflowListQuery, WorkflowPage, summary_from_row,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Enrolment, Event, EventQuery, Mutation, NewLogLine,
+    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredInventory, StoredLogLine,
+    StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("postgres_migrations/0001_init.sql")),
     (2, include_str!("postgres_migrations/0002_events.sql")),
     (3, include_str!("postgres_migrations/0003_template_format.sql")),
+    (4, include_str!("postgres_migrations/0004_enrolment_inventory.sql")),
 ];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
@@ -1036,6 +1037,122 @@ impl Store for PostgresStore {
                 text,
             })
             .collect())
+    }
+
+    async fn issue_enrolment(&self, e: Enrolment, prune_before: Millis) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM enrolments WHERE hardware_id = $1 AND used_at IS NULL")
+            .bind(&e.hardware_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM enrolments WHERE expires_at < $1").bind(prune_before).execute(&mut *tx).await?;
+        let done = sqlx::query(
+            "INSERT INTO enrolments (credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM hardware WHERE id = $2)",
+        )
+        .bind(&e.credential_hash)
+        .bind(&e.hardware_id)
+        .bind(&e.agent_id)
+        .bind(&e.mac)
+        .bind(&e.workflow)
+        .bind(e.created_at)
+        .bind(e.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("hardware", &e.hardware_id));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_enrolment(&self, credential_hash: &str, now: Millis) -> Result<Option<Enrolment>, StoreError> {
+        type Row = (String, String, String, String, String, i64, i64, Option<i64>);
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: a second replica presenting the same credential waits
+        // for this transaction and then reads it used.
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at
+             FROM enrolments WHERE credential_hash = $1 FOR UPDATE",
+        )
+        .bind(credential_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let found =
+            row.map(|(credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at)| {
+                Enrolment { credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at }
+            });
+        if found.as_ref().is_some_and(|e| e.used_at.is_none()) {
+            sqlx::query("UPDATE enrolments SET used_at = $2 WHERE credential_hash = $1")
+                .bind(credential_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn put_inventory(&self, inv: StoredInventory) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the hardware row: two reports of one machine apply in turn,
+        // and a concurrent delete of the hardware waits (or wins: NotFound).
+        let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM hardware WHERE id = $1 FOR UPDATE")
+            .bind(&inv.hardware_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(not_found("hardware", &inv.hardware_id));
+        }
+        let stored: Option<(String,)> = sqlx::query_as("SELECT digest FROM hardware_inventory WHERE hardware_id = $1")
+            .bind(&inv.hardware_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let changed = stored.map(|(d,)| d).as_deref() != Some(inv.digest.as_str());
+        if changed {
+            sqlx::query(
+                "INSERT INTO hardware_inventory (hardware_id, agent_id, inventory, digest, reported_at, seen_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (hardware_id) DO UPDATE SET agent_id = $2, inventory = $3, digest = $4,
+                   reported_at = $5, seen_at = $6",
+            )
+            .bind(&inv.hardware_id)
+            .bind(&inv.agent_id)
+            .bind(&inv.inventory_json)
+            .bind(&inv.digest)
+            .bind(inv.reported_at)
+            .bind(inv.seen_at)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("UPDATE hardware_inventory SET seen_at = $2, agent_id = $3 WHERE hardware_id = $1")
+                .bind(&inv.hardware_id)
+                .bind(inv.seen_at)
+                .bind(&inv.agent_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn get_inventory(&self, hardware_id: &str) -> Result<Option<StoredInventory>, StoreError> {
+        type Row = (String, String, String, String, i64, i64);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT hardware_id, agent_id, inventory, digest, reported_at, seen_at
+             FROM hardware_inventory WHERE hardware_id = $1",
+        )
+        .bind(hardware_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(hardware_id, agent_id, inventory_json, digest, reported_at, seen_at)| StoredInventory {
+            hardware_id,
+            agent_id,
+            inventory_json,
+            digest,
+            reported_at,
+            seen_at,
+        }))
     }
 
     async fn record_events(&self, events: Vec<Event>) -> Result<(), StoreError> {

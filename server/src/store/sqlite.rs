@@ -26,9 +26,9 @@ use super::template_format;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
-    WorkflowListQuery, WorkflowPage, summary_from_row,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Enrolment, Event, EventQuery, Mutation, NewLogLine,
+    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredInventory, StoredLogLine,
+    StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("sqlite_migrations/0006_agent_tokens.sql")),
     (7, include_str!("sqlite_migrations/0007_events.sql")),
     (8, include_str!("sqlite_migrations/0008_template_format.sql")),
+    (9, include_str!("sqlite_migrations/0009_enrolment_inventory.sql")),
 ];
 
 pub struct SqliteStore {
@@ -874,6 +875,123 @@ impl Store for SqliteStore {
         self.with_conn(move |c| {
             let n = c.execute("UPDATE hardware SET token_hash = ?2 WHERE id = ?1", params![id, token_hash])?;
             if n == 0 { Err(not_found("hardware", &id)) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn issue_enrolment(&self, e: Enrolment, prune_before: Millis) -> Result<(), StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM enrolments WHERE hardware_id = ?1 AND used_at IS NULL", [&e.hardware_id])?;
+            tx.execute("DELETE FROM enrolments WHERE expires_at < ?1", [prune_before])?;
+            let n = tx.execute(
+                "INSERT INTO enrolments (credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM hardware WHERE id = ?2)",
+                params![e.credential_hash, e.hardware_id, e.agent_id, e.mac, e.workflow, e.created_at, e.expires_at],
+            )?;
+            if n == 0 {
+                return Err(not_found("hardware", &e.hardware_id));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_enrolment(&self, credential_hash: &str, now: Millis) -> Result<Option<Enrolment>, StoreError> {
+        let hash = credential_hash.to_string();
+        self.with_conn(move |c| {
+            // IMMEDIATE: the write lock before the read, so that the check
+            // and the mark are one step even for another connection.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let found = tx
+                .query_row(
+                    "SELECT credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at
+                     FROM enrolments WHERE credential_hash = ?1",
+                    [&hash],
+                    |r| {
+                        Ok(Enrolment {
+                            credential_hash: r.get(0)?,
+                            hardware_id: r.get(1)?,
+                            agent_id: r.get(2)?,
+                            mac: r.get(3)?,
+                            workflow: r.get(4)?,
+                            created_at: r.get(5)?,
+                            expires_at: r.get(6)?,
+                            used_at: r.get(7)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if found.as_ref().is_some_and(|e| e.used_at.is_none()) {
+                tx.execute("UPDATE enrolments SET used_at = ?2 WHERE credential_hash = ?1", params![hash, now])?;
+            }
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn put_inventory(&self, inv: StoredInventory) -> Result<bool, StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            let exists: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM hardware WHERE id = ?1)", [&inv.hardware_id], |r| r.get(0))?;
+            if !exists {
+                return Err(not_found("hardware", &inv.hardware_id));
+            }
+            let stored: Option<String> = tx
+                .query_row("SELECT digest FROM hardware_inventory WHERE hardware_id = ?1", [&inv.hardware_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let changed = stored.as_deref() != Some(inv.digest.as_str());
+            if changed {
+                tx.execute(
+                    "INSERT INTO hardware_inventory (hardware_id, agent_id, inventory, digest, reported_at, seen_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (hardware_id) DO UPDATE SET agent_id = ?2, inventory = ?3, digest = ?4,
+                       reported_at = ?5, seen_at = ?6",
+                    params![
+                        inv.hardware_id,
+                        inv.agent_id,
+                        inv.inventory_json,
+                        inv.digest,
+                        inv.reported_at,
+                        inv.seen_at
+                    ],
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE hardware_inventory SET seen_at = ?2, agent_id = ?3 WHERE hardware_id = ?1",
+                    params![inv.hardware_id, inv.seen_at, inv.agent_id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn get_inventory(&self, hardware_id: &str) -> Result<Option<StoredInventory>, StoreError> {
+        let id = hardware_id.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT hardware_id, agent_id, inventory, digest, reported_at, seen_at
+                 FROM hardware_inventory WHERE hardware_id = ?1",
+                [&id],
+                |r| {
+                    Ok(StoredInventory {
+                        hardware_id: r.get(0)?,
+                        agent_id: r.get(1)?,
+                        inventory_json: r.get(2)?,
+                        digest: r.get(3)?,
+                        reported_at: r.get(4)?,
+                        seen_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
         })
         .await
     }
