@@ -1,9 +1,13 @@
 //! Read-only TFTP of the iPXE directory, with `async-tftp` (RFC 1350 and
 //! the blksize, tsize, timeout and windowsize options). kiln's own handler
-//! replaces the crate's directory handler: it refuses every path that is
-//! not a plain file name under the directory, and also one that escapes
-//! it through a symbolic link (the crate's follows them), and it logs what
-//! it serves and refuses.
+//! replaces the crate's directory handler: it refuses every request that
+//! is not a plain relative name under the directory, refuses writes, reads
+//! files whole with a size cap, and logs what it serves and refuses.
+//!
+//! Symbolic links inside the directory are followed: they are the
+//! directory owner's, not the client's (Debian's `/usr/lib/ipxe/ipxe.efi`
+//! is a link to `/boot/ipxe.efi`), and a client can only name entries of
+//! the directory, never leave it by `..` or an absolute path.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -66,17 +70,13 @@ pub fn confine(requested: &str) -> Result<PathBuf, Refused> {
     Ok(path.to_path_buf())
 }
 
-/// The file to send: confined by name, then by where it really is.
+/// The file to send: a regular file (or a link to one) named under `root`.
 fn resolve(root: &Path, requested: &str) -> Result<PathBuf, Refused> {
-    let rel = confine(requested)?;
-    let real = root.join(rel).canonicalize().map_err(|_| Refused::NotFound)?;
-    if !real.starts_with(root) {
-        return Err(Refused::Escape);
-    }
-    if !real.is_file() {
+    let path = root.join(confine(requested)?);
+    if !path.is_file() {
         return Err(Refused::NotFound);
     }
-    Ok(real)
+    Ok(path)
 }
 
 /// Serves the files of one directory, read-only.
@@ -119,7 +119,7 @@ impl Handler for IpxeDir {
                 Ok((futures_lite::io::Cursor::new(bytes), Some(len)))
             }
             Err(why) => {
-                tracing::warn!(%client, file = %requested, %why, "tftp: refused");
+                tracing::warn!(%client, file = ?requested, %why, "tftp: refused");
                 Err(why.into())
             }
         }
