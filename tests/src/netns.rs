@@ -167,3 +167,77 @@ impl NsServer {
         self.dir.path().join("data").join("admin-token")
     }
 }
+
+/// A site network: a bridge in its own namespace with a DHCP server that
+/// hands out addresses only (dnsmasq, `PREFIX.100-150`, router `PREFIX.1`),
+/// and a second namespace joined to the bridge by a veth, at `PREFIX.2`, for
+/// kiln's ProxyDHCP (two DHCP servers cannot share port 67 in one
+/// namespace). With `ra`, the bridge also sends IPv6 router advertisements:
+/// without them iPXE waits ~13 s for IPv6 autoconfiguration.
+pub struct Site {
+    // Declared first, so dropped first: dnsmasq ends before its namespace.
+    _dnsmasq: Proc,
+    pub site: Netns,
+    pub proxy: Netns,
+    pub bridge: String,
+    /// The proxy's interface in `proxy`.
+    pub proxy_if: String,
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn start(id: &str, prefix: &str, ra: bool) -> Result<Self> {
+        let site = Netns::new(&format!("kb-site-{id}"))?;
+        let proxy = Netns::new(&format!("kb-prx-{id}"))?;
+        let bridge = format!("kbbr{id}");
+        site.ip(&["link", "add", &bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
+        site.ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge])?;
+        site.ip(&["link", "set", &bridge, "up"])?;
+        let proxy_if = format!("kbp{id}");
+        veth(&proxy, &proxy_if, &site, &format!("kbpb{id}"))?;
+        site.ip(&["link", "set", &format!("kbpb{id}"), "master", &bridge])?;
+        proxy.ip(&["addr", "add", &format!("{prefix}.2/24"), "dev", &proxy_if])?;
+        let dir = tempfile::tempdir()?;
+        let log_path = dir.path().join("dnsmasq.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut args = vec![
+            "--keep-in-foreground".to_string(),
+            "--conf-file=/dev/null".into(),
+            "--port=0".into(),
+            format!("--interface={bridge}"),
+            "--bind-interfaces".into(),
+            // No ping before an offer: it delays each by seconds.
+            "--no-ping".into(),
+            format!("--dhcp-range={prefix}.100,{prefix}.150,255.255.255.0,1h"),
+            format!("--dhcp-option=option:router,{prefix}.1"),
+            format!("--dhcp-leasefile={}", dir.path().join("leases").display()),
+            format!("--pid-file={}", dir.path().join("pid").display()),
+            "--log-dhcp".into(),
+            "--log-facility=-".into(),
+        ];
+        if ra {
+            site.ip(&["addr", "add", "fd00:6b62::1/64", "dev", &bridge, "nodad"])?;
+            args.extend(["--enable-ra".into(), "--dhcp-range=fd00:6b62::,ra-only,64".into()]);
+        }
+        let child = site
+            .command("dnsmasq")
+            .args(&args)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("dnsmasq (apt-get install dnsmasq-base)")?;
+        let dnsmasq = Proc { child, name: "dnsmasq".into() };
+        let started = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log_path).unwrap_or_default().contains("DHCP, IP range")
+        });
+        let s = Self { _dnsmasq: dnsmasq, site, proxy, bridge, proxy_if, dir };
+        if started.is_err() {
+            bail!("dnsmasq did not start: {}", s.dnsmasq_log());
+        }
+        Ok(s)
+    }
+
+    pub fn dnsmasq_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dnsmasq.log")).unwrap_or_default()
+    }
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use dhcproto::v4::{Architecture, DhcpOption, Flags, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
-use kiln_tests::netns::{Netns, NsServer, run, short_id, veth};
+use kiln_tests::netns::{Netns, NsServer, Site, run, short_id, veth};
 use kiln_tests::stdout;
 
 const IPXE_DIR: &str = "/usr/lib/ipxe";
@@ -237,77 +237,32 @@ fn file(m: &Message) -> String {
     String::from_utf8_lossy(m.fname().unwrap_or_default()).trim_end_matches('\0').to_string()
 }
 
-/// The site network: dnsmasq on a bridge in its own namespace, kiln's
-/// ProxyDHCP in a second namespace joined by a veth, clients in a third.
-struct Site {
-    _site: Netns,
-    proxy: Netns,
-    client: Netns,
-    client_if: String,
-    _dnsmasq: kiln_tests::Proc,
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn dnsmasq_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dnsmasq.log")).unwrap_or_default()
-    }
-}
-
-fn site(id: &str) -> Site {
-    let site = Netns::new(&format!("kb-site-{id}")).unwrap();
-    let proxy = Netns::new(&format!("kb-prx-{id}")).unwrap();
+/// The site network with a client namespace on its bridge.
+fn site(id: &str) -> (Site, Netns, String) {
+    let site = Site::start(id, "10.72.0", false).unwrap();
     let client = Netns::new(&format!("kb-pcli-{id}")).unwrap();
-    let br = format!("kbbr{id}");
-    site.ip(&["link", "add", &br, "type", "bridge", "forward_delay", "0", "stp_state", "0"]).unwrap();
-    site.ip(&["addr", "add", "10.72.0.1/24", "dev", &br]).unwrap();
-    site.ip(&["link", "set", &br, "up"]).unwrap();
-    for (ns, inner, port) in
-        [(&proxy, format!("kbp{id}"), format!("kbpb{id}")), (&client, format!("kbc{id}"), format!("kbcb{id}"))]
-    {
-        veth(ns, &inner, &site, &port).unwrap();
-        site.ip(&["link", "set", &port, "master", &br]).unwrap();
-    }
-    proxy.ip(&["addr", "add", "10.72.0.2/24", "dev", &format!("kbp{id}")]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("dnsmasq.log")).unwrap();
-    let child = site
-        .command("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--port=0",
-            &format!("--interface={br}"),
-            "--bind-interfaces",
-            // No ping before an offer: it delays each by seconds.
-            "--no-ping",
-            "--dhcp-range=10.72.0.100,10.72.0.150,255.255.255.0,1h",
-            "--dhcp-option=option:router,10.72.0.1",
-            &format!("--dhcp-leasefile={}", dir.path().join("leases").display()),
-            &format!("--pid-file={}", dir.path().join("pid").display()),
-            "--log-dhcp",
-            "--log-facility=-",
-        ])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("dnsmasq (apt-get install dnsmasq-base)");
-    let dnsmasq = kiln_tests::Proc { child, name: "dnsmasq".into() };
-    let log = dir.path().join("dnsmasq.log");
-    kiln_tests::wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("DHCP, IP range")
-    })
-    .unwrap_or_else(|_| panic!("dnsmasq did not start: {}", std::fs::read_to_string(&log).unwrap_or_default()));
-    Site { _site: site, proxy, client, client_if: format!("kbc{id}"), _dnsmasq: dnsmasq, dir }
+    let client_if = format!("kbc{id}");
+    veth(&client, &client_if, &site.site, &format!("kbcb{id}")).unwrap();
+    site.site.ip(&["link", "set", &format!("kbcb{id}"), "master", &site.bridge]).unwrap();
+    (site, client, client_if)
+}
+
+/// The namespaces of the ProxyDHCP test, by role.
+struct Sites<'a> {
+    site: &'a Site,
+    proxy: &'a Netns,
+    client: &'a Netns,
+    client_if: &'a str,
 }
 
 #[test]
 fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
     let id = short_id();
-    let s = site(&id);
+    let (site, client, client_if) = site(&id);
+    let s = Sites { site: &site, proxy: &site.proxy, client: &client, client_if: &client_if };
     let hook = hook_dir();
     let server = NsServer::start(
-        &s.proxy,
+        s.proxy,
         &[
             "--proxy-dhcp-listen",
             &format!("kbp{id}"),
@@ -337,11 +292,11 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
 
     // A UEFI PXE DISCOVER: an address from the site, the boot file from kiln.
     let discover = request(&booting, MessageType::Discover, client_opts("PXEClient:Arch:00007:UNDI:003000", 7));
-    let replies = exchange(&s.client, &s.client_if, bcast, &discover, wait);
+    let replies = exchange(s.client, s.client_if, bcast, &discover, wait);
     let site_offer = replies
         .iter()
         .find(|m| !from_proxy(m))
-        .unwrap_or_else(|| panic!("no offer from dnsmasq: {replies:?}\n{}", s.dnsmasq_log()));
+        .unwrap_or_else(|| panic!("no offer from dnsmasq: {replies:?}\n{}", s.site.dnsmasq_log()));
     let addr = site_offer.yiaddr();
     assert!(addr.octets()[..3] == [10, 72, 0] && addr.octets()[3] >= 100, "{site_offer:?}");
     let proxy_offer = replies.iter().find(from_proxy).unwrap_or_else(|| panic!("no proxy offer:\n{}", server.log()));
@@ -354,10 +309,10 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
     );
 
     // With the site's address, the client asks the proxy on 4011.
-    s.client.ip(&["addr", "add", &format!("{addr}/24"), "dev", &s.client_if]).unwrap();
+    s.client.ip(&["addr", "add", &format!("{addr}/24"), "dev", s.client_if]).unwrap();
     let mut req = request(&booting, MessageType::Request, client_opts("PXEClient:Arch:00007:UNDI:003000", 7));
     req.set_ciaddr(addr);
-    let acks = exchange(&s.client, &s.client_if, "10.72.0.2:4011".parse().unwrap(), &req, wait);
+    let acks = exchange(s.client, s.client_if, "10.72.0.2:4011".parse().unwrap(), &req, wait);
     assert_eq!(acks.len(), 1, "{acks:?}");
     assert_eq!((acks[0].opts().msg_type(), file(&acks[0])), (Some(MessageType::Ack), "ipxe.efi".to_string()));
 
@@ -381,13 +336,13 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
 
     // A legacy BIOS PXE client: undionly.kpxe.
     let bios = request(&booting, MessageType::Discover, client_opts("PXEClient:Arch:00000:UNDI:002001", 0));
-    let replies = exchange(&s.client, &s.client_if, bcast, &bios, wait);
+    let replies = exchange(s.client, s.client_if, bcast, &bios, wait);
     assert_eq!(replies.iter().find(from_proxy).map(file).as_deref(), Some("undionly.kpxe"));
 
     // The iPXE it loaded: the boot script's URL, which serves the hook.
     let mut opts = client_opts("PXEClient:Arch:00007:UNDI:003010", 7);
     opts.push(DhcpOption::UserClass(b"iPXE".to_vec()));
-    let replies = exchange(&s.client, &s.client_if, bcast, &request(&booting, MessageType::Discover, opts), wait);
+    let replies = exchange(s.client, s.client_if, bcast, &request(&booting, MessageType::Discover, opts), wait);
     let url = replies.iter().find(from_proxy).map(file).expect("proxy offer to iPXE");
     assert_eq!(url, "http://10.72.0.2:7100/boot/ipxe");
     let chain = stdout(&s.client.output(&["curl", "-sS", &url]));
@@ -398,7 +353,7 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
     // UEFI HTTP boot: the EFI binary's URL, vendor class HTTPClient back;
     // the URL serves the binary.
     let http = request(&booting, MessageType::Discover, client_opts("HTTPClient:Arch:00016:UNDI:003001", 16));
-    let replies = exchange(&s.client, &s.client_if, bcast, &http, wait);
+    let replies = exchange(s.client, s.client_if, bcast, &http, wait);
     let offer = replies.iter().find(from_proxy).expect("proxy offer to HTTP boot");
     assert_eq!(file(offer), "http://10.72.0.2:7100/boot/ipxe-bin/ipxe.efi");
     assert_eq!(
@@ -416,7 +371,7 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
     let arm = request(&booting, MessageType::Discover, client_opts("PXEClient:Arch:00011:UNDI:003000", 11));
     let plain = request(&booting, MessageType::Discover, vec![]);
     for (what, m) in [("idle machine", &idle_discover), ("arm64", &arm), ("plain client", &plain)] {
-        let replies = exchange(&s.client, &s.client_if, bcast, m, wait);
+        let replies = exchange(s.client, s.client_if, bcast, m, wait);
         assert!(replies.iter().any(|m| !from_proxy(&m)), "{what}: the site still answers");
         assert!(!replies.iter().any(|m| from_proxy(&m)), "{what}: the proxy answered");
     }
@@ -424,8 +379,8 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
     server.wait_log(&["unsupported architecture", "arch=11"], Duration::from_secs(5)).unwrap();
 
     // A real client beside the proxy: busybox udhcpc gets the site's lease.
-    s.client.ip(&["addr", "flush", "dev", &s.client_if]).unwrap();
-    let lease = udhcpc(&s.client, &s.client_if, &["-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007"])
+    s.client.ip(&["addr", "flush", "dev", s.client_if]).unwrap();
+    let lease = udhcpc(s.client, s.client_if, &["-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007"])
         .expect("a lease from the site");
     assert_eq!(field(&lease, "serverid"), "10.72.0.1", "{lease}");
 }
