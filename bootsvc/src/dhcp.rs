@@ -130,7 +130,7 @@ fn reply_to(req: &Message, msg_type: MessageType, server_ip: Ipv4Addr) -> Messag
 }
 
 /// The boot file and what the client needs to recognise it.
-fn add_boot(m: &mut Message, req: &Message, client: Client, files: &BootFiles, proxy: bool) {
+fn add_boot(m: &mut Message, req: &Message, client: Client, files: &BootFiles) {
     let file = files.boot_file(client);
     m.set_siaddr(files.tftp_server);
     if file.len() < FILE_FIELD {
@@ -145,9 +145,13 @@ fn add_boot(m: &mut Message, req: &Message, client: Client, files: &BootFiles, p
     if let Some(DhcpOption::ClientMachineIdentifier(uuid)) = req.opts().get(OptionCode::ClientMachineIdentifier) {
         m.opts_mut().insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
     }
-    if proxy && matches!(client, Client::Pxe(_) | Client::Ipxe) {
+    if matches!(client, Client::Pxe(_) | Client::Ipxe) {
         // PXE vendor options: discovery control (6) = 8, "boot the file
         // in this packet, no boot server discovery" (PXE 2.1, 2.4.7.1).
+        // Without it an offer with vendor class PXEClient is a "BINL"
+        // offer, and OVMF asks for the boot file again on port 4011 of
+        // the server (found by tests/tests/vm_pxe.rs: with kiln as the
+        // only DHCP server, OVMF's PXE gave up and fell back to HTTP boot).
         m.opts_mut().insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
     }
 }
@@ -186,7 +190,7 @@ pub fn proxy_reply(
         _ => return None,
     };
     let mut m = reply_to(&req.msg, reply_type, server_ip);
-    add_boot(&mut m, &req.msg, client, files, true);
+    add_boot(&mut m, &req.msg, client, files);
     Some(m)
 }
 
@@ -269,7 +273,7 @@ pub fn dhcp_reply(
         m.opts_mut().insert(DhcpOption::DomainName(d.clone()));
     }
     if let Some(client) = boot {
-        add_boot(&mut m, &req.msg, client, files, false);
+        add_boot(&mut m, &req.msg, client, files);
     }
     Answer::Reply(m)
 }
@@ -353,8 +357,9 @@ pub async fn handle_dhcp(ctx: &Context, bytes: &[u8], from: SocketAddr) -> Optio
     match dhcp_reply(&req, &res, boot, &ctx.files, ctx.server_ip) {
         Answer::Reply(m) => {
             let reply_type = m.opts().msg_type().unwrap_or(MessageType::Ack);
+            let file = boot.map(|c| ctx.files.boot_file(c));
             tracing::info!(mac = %req.mac, hardware = %res.hardware, request = ?req.msg_type, reply = ?reply_type,
-                address = %res.address, boot = ?boot, "dhcp: answered");
+                address = %res.address, boot = ?boot, file = %file.as_deref().unwrap_or(""), "dhcp: answered");
             Some((encode(&m), destination(&req.msg, reply_type)))
         }
         Answer::Silent { why, warn: true } => {

@@ -173,7 +173,8 @@ impl NsServer {
 /// and a second namespace joined to the bridge by a veth, at `PREFIX.2`, for
 /// kiln's ProxyDHCP (two DHCP servers cannot share port 67 in one
 /// namespace). With `ra`, the bridge also sends IPv6 router advertisements:
-/// without them iPXE waits ~13 s for IPv6 autoconfiguration.
+/// without them iPXE waits ~13 s for IPv6 autoconfiguration. Without
+/// `dhcp4`, dnsmasq does no DHCPv4 at all (kiln is the DHCP server).
 pub struct Site {
     // Declared first, so dropped first: dnsmasq ends before its namespace.
     _dnsmasq: Proc,
@@ -186,7 +187,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn start(id: &str, prefix: &str, ra: bool) -> Result<Self> {
+    pub fn start(id: &str, prefix: &str, ra: bool, dhcp4: bool) -> Result<Self> {
         let site = Netns::new(&format!("kb-site-{id}"))?;
         let proxy = Netns::new(&format!("kb-prx-{id}"))?;
         let bridge = format!("kbbr{id}");
@@ -208,13 +209,15 @@ impl Site {
             "--bind-interfaces".into(),
             // No ping before an offer: it delays each by seconds.
             "--no-ping".into(),
-            format!("--dhcp-range={prefix}.100,{prefix}.150,255.255.255.0,1h"),
-            format!("--dhcp-option=option:router,{prefix}.1"),
             format!("--dhcp-leasefile={}", dir.path().join("leases").display()),
             format!("--pid-file={}", dir.path().join("pid").display()),
             "--log-dhcp".into(),
             "--log-facility=-".into(),
         ];
+        if dhcp4 {
+            args.push(format!("--dhcp-range={prefix}.100,{prefix}.150,255.255.255.0,1h"));
+            args.push(format!("--dhcp-option=option:router,{prefix}.1"));
+        }
         if ra {
             site.ip(&["addr", "add", "fd00:6b62::1/64", "dev", &bridge, "nodad"])?;
             args.extend(["--enable-ra".into(), "--dhcp-range=fd00:6b62::,ra-only,64".into()]);
@@ -228,7 +231,7 @@ impl Site {
             .context("dnsmasq (apt-get install dnsmasq-base)")?;
         let dnsmasq = Proc { child, name: "dnsmasq".into() };
         let started = wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log_path).unwrap_or_default().contains("DHCP, IP range")
+            std::fs::read_to_string(&log_path).unwrap_or_default().contains("started, version")
         });
         let s = Self { _dnsmasq: dnsmasq, site, proxy, bridge, proxy_if, dir };
         if started.is_err() {

@@ -239,7 +239,7 @@ fn file(m: &Message) -> String {
 
 /// The site network with a client namespace on its bridge.
 fn site(id: &str) -> (Site, Netns, String) {
-    let site = Site::start(id, "10.72.0", false).unwrap();
+    let site = Site::start(id, "10.72.0", false, true).unwrap();
     let client = Netns::new(&format!("kb-pcli-{id}")).unwrap();
     let client_if = format!("kbc{id}");
     veth(&client, &client_if, &site.site, &format!("kbcb{id}")).unwrap();

@@ -1,10 +1,14 @@
-//! A UEFI machine boots through kiln's ProxyDHCP and TFTP the way a real
-//! server does: OVMF's own PXE client (the NIC has no option ROM, so no
-//! iPXE is there before kiln hands it one) gets its address from the site's
-//! DHCP server (dnsmasq, addresses only) and its boot file from kiln's
-//! ProxyDHCP in a second namespace, loads ipxe.efi over TFTP, and that iPXE
-//! fetches the machine's boot script. The test stops there (the workflow
-//! itself is the other VM tests' subject). TCG only.
+//! A UEFI machine boots through kiln's boot services the way a real server
+//! does: OVMF's own PXE client (the NIC has no option ROM, so no iPXE is
+//! there before kiln hands it one) loads ipxe.efi over kiln's TFTP, and that
+//! iPXE fetches the machine's boot script. Two networks:
+//! - the site's DHCP server (dnsmasq, addresses only) beside kiln's
+//!   ProxyDHCP in a second namespace;
+//! - kiln as the only DHCP server, the address from the Hardware's
+//!   reservation.
+//!
+//! The tests stop at the boot script (the workflow itself is the other VM
+//! tests' subject). TCG only, bounded waits.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,32 +18,42 @@ use kiln_tests::{Proc, random_mac, wait_until};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const LIMIT: Duration = Duration::from_secs(180);
 
-#[test]
-fn ovmf_pxe_loads_ipxe_from_kiln_and_ipxe_fetches_the_boot_script() {
+/// Who hands out addresses.
+#[derive(Clone, Copy, PartialEq)]
+enum Dhcp {
+    /// The site's dnsmasq; kiln runs ProxyDHCP.
+    SiteAndProxy,
+    /// kiln alone, from the Hardware's reservation.
+    KilnOnly,
+}
+
+/// Boots the VM until iPXE has fetched its script; returns the server log
+/// and the site's DHCP log.
+fn boot(prefix: &str, dhcp: Dhcp) -> (String, String) {
     let id = short_id();
-    let site = Site::start(&id, "10.73.0", true).unwrap();
+    let site = Site::start(&id, prefix, true, dhcp == Dhcp::SiteAndProxy).unwrap();
     let hook = tempfile::tempdir().unwrap();
     std::fs::write(hook.path().join("vmlinuz"), b"not a kernel").unwrap();
     std::fs::write(hook.path().join("initramfs.img"), b"not an initramfs").unwrap();
+    let dhcp_flag = match dhcp {
+        Dhcp::SiteAndProxy => "--proxy-dhcp-listen",
+        Dhcp::KilnOnly => "--dhcp-listen",
+    };
+    let (tftp, http) = (format!("{prefix}.2:69"), format!("{prefix}.2:7100"));
+    let hook_dir = hook.path().to_str().unwrap();
     let server = NsServer::start(
         &site.proxy,
-        &[
-            "--proxy-dhcp-listen",
-            &site.proxy_if,
-            "--tftp-listen",
-            "10.73.0.2:69",
-            "--netboot-listen",
-            "10.73.0.2:7100",
-            "--hook-dir",
-            hook.path().to_str().unwrap(),
-        ],
+        &[dhcp_flag, &site.proxy_if, "--tftp-listen", &tftp, "--netboot-listen", &http, "--hook-dir", hook_dir],
     )
     .unwrap();
     let mac = random_mac();
     server
         .apply(&format!(
-            "kind: Hardware\nname: uefi1\nmacs: [\"{mac}\"]\n---\nkind: Template\nname: t\ndata: |\n  version: \"0.1\"\n  \
+            "kind: Hardware\nname: uefi1\ninterfaces:\n- dhcp:\n    mac: {mac}\n    hostname: uefi1\n    \
+             ip: {{address: {prefix}.60, netmask: 255.255.255.0, gateway: {prefix}.1}}\n\
+             ---\nkind: Template\nname: t\ndata: |\n  version: \"0.1\"\n  \
              name: t\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n        - \
              {{name: a, image: \"127.0.0.1:5000/a:v1\"}}\n---\nkind: Workflow\nname: w\ntemplate: t\nhardware: uefi1\n\
              hardware_map: {{device_1: \"{mac}\"}}\n"
@@ -70,7 +84,7 @@ fn ovmf_pxe_loads_ipxe_from_kiln_and_ipxe_fetches_the_boot_script() {
         .args(["-boot", "n", "-serial"])
         .arg(format!("file:{}", serial.display()))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("qemu-system-x86_64");
     let mut qemu = Proc { child, name: "qemu".into() };
@@ -79,27 +93,41 @@ fn ovmf_pxe_loads_ipxe_from_kiln_and_ipxe_fetches_the_boot_script() {
         format!("{what}\n--- console\n{}\n--- server\n{}\n--- dnsmasq\n{}", console(), server.log(), site.dnsmasq_log())
     };
 
-    let limit = Duration::from_secs(180);
-    wait_until(limit, || console().contains("iPXE initialising devices") || qemu.exited())
+    wait_until(LIMIT, || console().contains("iPXE initialising devices") || qemu.exited())
         .unwrap_or_else(|_| panic!("{}", context("no iPXE banner on the console")));
     assert!(!qemu.exited(), "{}", context("QEMU exited"));
     let banner = start.elapsed();
     server
-        .wait_log(&["netboot: hook image", "workflow=w"], limit)
+        .wait_log(&["netboot: hook image", "workflow=w"], LIMIT)
         .unwrap_or_else(|_| panic!("{}", context("iPXE did not fetch the boot script")));
     let script = start.elapsed();
+    qemu.kill();
     let log = server.log();
-    assert!(log.contains("proxydhcp: boot file offered") && log.contains("file=ipxe.efi"), "{log}");
-    assert!(log.contains("tftp: sending") && log.contains("ipxe.efi"), "{log}");
-    assert!(log.contains("file=http://10.73.0.2:7100/boot/ipxe"), "iPXE got the script URL from the proxy: {log}");
-    // OVMF took its address from the site, not from kiln.
-    assert!(site.dnsmasq_log().contains(&format!("DHCPACK(kbbr{id}) 10.73.0.")), "{}", site.dnsmasq_log());
     // The exchange, for whoever reads the test output.
-    for l in log.lines().filter(|l| ["proxydhcp", "tftp:", "netboot:"].iter().any(|w| l.contains(w))) {
+    for l in log.lines().filter(|l| ["dhcp:", "proxydhcp", "tftp:", "netboot:"].iter().any(|w| l.contains(w))) {
         println!("{l}");
     }
-    println!(
-        "OVMF PXE -> ProxyDHCP -> TFTP ipxe.efi: iPXE banner {banner:.1?}, boot script {script:.1?} after QEMU start"
-    );
-    qemu.kill();
+    println!("OVMF PXE ({dhcp_flag}): iPXE banner {banner:.1?}, boot script {script:.1?} after QEMU start");
+    assert!(log.contains("tftp: sending") && log.contains("file=ipxe.efi"), "{log}");
+    assert!(log.contains(&format!("file=http://{prefix}.2:7100/boot/ipxe")), "iPXE got the script URL: {log}");
+    (log, site.dnsmasq_log())
+}
+
+#[test]
+fn ovmf_pxe_beside_the_site_dhcp_server_through_kiln_proxy_dhcp() {
+    let (log, dnsmasq) = boot("10.73.0", Dhcp::SiteAndProxy);
+    assert!(log.contains("proxydhcp: boot file offered") && log.contains("client=Pxe(Uefi64)"), "{log}");
+    // OVMF took its address from the site, not from kiln.
+    assert!(dnsmasq.contains("DHCPACK(") && dnsmasq.contains(" 10.73.0.1"), "{dnsmasq}");
+}
+
+#[test]
+fn ovmf_pxe_with_kiln_as_the_only_dhcp_server() {
+    let (log, dnsmasq) = boot("10.74.0", Dhcp::KilnOnly);
+    // Firmware and iPXE both got the reserved address, with their boot
+    // file (and the firmware's PXE, not its HTTP boot fallback, loaded it).
+    assert!(log.contains("reply=Ack address=10.74.0.60 boot=Some(Pxe(Uefi64)) file=ipxe.efi"), "{log}");
+    assert!(log.contains("reply=Ack address=10.74.0.60 boot=Some(Ipxe)"), "{log}");
+    assert!(!log.contains("HttpBoot"), "{log}");
+    assert!(!dnsmasq.contains("DHCPOFFER"), "only router advertisements from the site: {dnsmasq}");
 }

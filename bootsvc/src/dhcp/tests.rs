@@ -180,9 +180,9 @@ fn dhcp_adds_the_boot_file_for_a_booting_pxe_client() {
     assert_eq!(m.fname_str().unwrap().unwrap(), "ipxe.efi");
     assert_eq!(m.siaddr(), SERVER);
     assert_eq!(opt(&m, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec())));
-    // Only a proxy sends PXE discovery control; a full server's offer is
-    // a plain BINL offer.
-    assert!(!m.opts().contains(OptionCode::VendorExtensions));
+    // Discovery control "use this file" for a full server too: without it
+    // OVMF asks again on port 4011.
+    assert_eq!(opt(&m, OptionCode::VendorExtensions), Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255])));
 }
 
 #[test]
