@@ -7,6 +7,8 @@
 //! - kiln as the only DHCP server, the address from the Hardware's
 //!   reservation.
 //!
+//! and UEFI HTTP boot (the firmware's PXE off) beside the site's server.
+//!
 //! The tests stop at the boot script (the workflow itself is the other VM
 //! tests' subject). TCG only, bounded waits.
 
@@ -31,7 +33,9 @@ enum Dhcp {
 
 /// Boots the VM until iPXE has fetched its script; returns the server log
 /// and the site's DHCP log.
-fn boot(prefix: &str, dhcp: Dhcp) -> (String, String) {
+/// `http_boot`: the firmware's PXE is off (as on a server set to UEFI HTTP
+/// boot), so OVMF's HTTP boot client asks instead.
+fn boot(prefix: &str, dhcp: Dhcp, http_boot: bool) -> (String, String) {
     let id = short_id();
     let site = Site::start(&id, prefix, true, dhcp == Dhcp::SiteAndProxy).unwrap();
     let hook = tempfile::tempdir().unwrap();
@@ -81,6 +85,12 @@ fn boot(prefix: &str, dhcp: Dhcp) -> (String, String) {
         // No option ROM: OVMF's own PXE client runs, so an iPXE banner
         // means the ipxe.efi kiln served is running.
         .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")])
+        .args(if http_boot {
+            ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]
+        } else {
+            ["-fw_cfg", "name=opt/org.tianocore/IPv4HTTPSupport,string=n"]
+        })
+        .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"])
         .args(["-boot", "n", "-serial"])
         .arg(format!("file:{}", serial.display()))
         .stdout(Stdio::null())
@@ -107,15 +117,20 @@ fn boot(prefix: &str, dhcp: Dhcp) -> (String, String) {
     for l in log.lines().filter(|l| ["dhcp:", "proxydhcp", "tftp:", "netboot:"].iter().any(|w| l.contains(w))) {
         println!("{l}");
     }
-    println!("OVMF PXE ({dhcp_flag}): iPXE banner {banner:.1?}, boot script {script:.1?} after QEMU start");
-    assert!(log.contains("tftp: sending") && log.contains("file=ipxe.efi"), "{log}");
+    println!(
+        "OVMF {} ({dhcp_flag}): iPXE banner {banner:.1?}, boot script {script:.1?} after QEMU start",
+        if http_boot { "HTTP boot" } else { "PXE" }
+    );
+    if !http_boot {
+        assert!(log.contains("tftp: sending") && log.contains("file=ipxe.efi"), "{log}");
+    }
     assert!(log.contains(&format!("file=http://{prefix}.2:7100/boot/ipxe")), "iPXE got the script URL: {log}");
     (log, site.dnsmasq_log())
 }
 
 #[test]
 fn ovmf_pxe_beside_the_site_dhcp_server_through_kiln_proxy_dhcp() {
-    let (log, dnsmasq) = boot("10.73.0", Dhcp::SiteAndProxy);
+    let (log, dnsmasq) = boot("10.73.0", Dhcp::SiteAndProxy, false);
     assert!(log.contains("proxydhcp: boot file offered") && log.contains("client=Pxe(Uefi64)"), "{log}");
     // OVMF took its address from the site, not from kiln.
     assert!(dnsmasq.contains("DHCPACK(") && dnsmasq.contains(" 10.73.0.1"), "{dnsmasq}");
@@ -123,11 +138,22 @@ fn ovmf_pxe_beside_the_site_dhcp_server_through_kiln_proxy_dhcp() {
 
 #[test]
 fn ovmf_pxe_with_kiln_as_the_only_dhcp_server() {
-    let (log, dnsmasq) = boot("10.74.0", Dhcp::KilnOnly);
+    let (log, dnsmasq) = boot("10.74.0", Dhcp::KilnOnly, false);
     // Firmware and iPXE both got the reserved address, with their boot
     // file (and the firmware's PXE, not its HTTP boot fallback, loaded it).
     assert!(log.contains("reply=Ack address=10.74.0.60 boot=Some(Pxe(Uefi64)) file=ipxe.efi"), "{log}");
     assert!(log.contains("reply=Ack address=10.74.0.60 boot=Some(Ipxe)"), "{log}");
     assert!(!log.contains("HttpBoot"), "{log}");
     assert!(!dnsmasq.contains("DHCPOFFER"), "only router advertisements from the site: {dnsmasq}");
+}
+
+#[test]
+fn ovmf_http_boot_beside_the_site_dhcp_server_through_kiln_proxy_dhcp() {
+    let (log, _) = boot("10.75.0", Dhcp::SiteAndProxy, true);
+    assert!(
+        log.contains("client=HttpBoot(Uefi64)") && log.contains("file=http://10.75.0.2:7100/boot/ipxe-bin/ipxe.efi"),
+        "{log}"
+    );
+    assert!(log.contains("netboot: iPXE binary over HTTP file=ipxe.efi"), "{log}");
+    assert!(!log.contains("tftp: sending"), "HTTP boot uses no TFTP: {log}");
 }
