@@ -24,7 +24,8 @@ pub fn interface_ipv4(iface: &str) -> io::Result<(Ipv4Addr, Ipv4Addr)> {
 /// A UDP socket on `0.0.0.0:port` that sees and sends only on `iface`.
 pub fn dhcp_socket(iface: &str, port: u16) -> io::Result<tokio::net::UdpSocket> {
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_reuse_address(true)?;
+    // No SO_REUSEADDR: a second DHCP server on the interface (another
+    // kiln, dnsmasq) is an error at start, not two servers answering.
     sock.set_broadcast(true)?;
     sock.bind_device(Some(iface.as_bytes()))
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind to interface {iface:?}: {e}")))?;

@@ -82,10 +82,18 @@ impl BoundBootServices {
         if !config.any_dhcp() {
             return Ok(Self { ctx: None, proxy: None, dhcp: None, tftp });
         }
-        let iface = config.proxy_dhcp.as_deref().or(config.dhcp.as_deref()).unwrap_or_default();
+        let (flag, iface) = match (&config.proxy_dhcp, &config.dhcp) {
+            (Some(i), _) => ("--proxy-dhcp-listen", i.as_str()),
+            (None, Some(i)) => ("--dhcp-listen", i.as_str()),
+            (None, None) => unreachable!("any_dhcp"),
+        };
         let server_ip = match config.server_ip {
             Some(ip) => ip,
-            None => net::interface_ipv4(iface).map_err(|e| anyhow::anyhow!("--boot-server-ip: not given, and {e}"))?.0,
+            None => {
+                net::interface_ipv4(iface)
+                    .map_err(|e| anyhow::anyhow!("{flag} {iface}: {e} (give it one, or --boot-server-ip)"))?
+                    .0
+            }
         };
         let http_base = match (&config.http_base, netboot_port) {
             (Some(url), _) => url.trim_end_matches('/').to_string(),
