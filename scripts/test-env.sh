@@ -33,10 +33,13 @@ install_packages() {
     # grub-efi-amd64-bin + gettext-base (grub2disk), ca-certificates; iproute2: the writefile test's network
     # namespaces (busybox udhcpd answers DHCP there); chromium +
     # chromium-driver: the web console test drives a headless browser
-    # (tests/tests/console.rs).
+    # (tests/tests/console.rs); ipxe (the iPXE binaries kiln serves), tftp-hpa
+    # and dnsmasq-base: the boot services test (tests/tests/boot_services.rs)
+    # fetches over TFTP and runs a site DHCP server beside kiln's ProxyDHCP;
+    # ovmf: the UEFI firmware whose own PXE client tests/tests/vm_pxe.rs boots.
     for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl iproute2 \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
-        qemu-system-x86 ipxe-qemu postgresql-15 prometheus chromium chromium-driver \
+        qemu-system-x86 ipxe-qemu ipxe tftp-hpa dnsmasq-base ovmf postgresql-15 prometheus chromium chromium-driver \
         golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev \
         qemu-utils qemu-block-extra lvm2 syslinux syslinux-common mtools \
         grub2-common grub-common grub-pc-bin grub-efi-amd64-bin gettext-base ca-certificates; do

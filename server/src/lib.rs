@@ -18,6 +18,7 @@ pub mod agent_api;
 pub mod app;
 pub mod artifacts;
 pub mod auth;
+pub mod boot_services;
 pub mod console;
 pub mod convert;
 pub mod events;
@@ -81,6 +82,8 @@ pub struct ServerConfig {
     /// Address of the web console (its own port; TLS like the main port
     /// when that has TLS). `None`: no console.
     pub console_listen: Option<SocketAddr>,
+    /// ProxyDHCP, DHCP with reservations and TFTP; all off by default.
+    pub boot_services: boot_services::BootServicesConfig,
 }
 
 /// The default attempt lease: agents renew it every 10 s, so a lost agent
@@ -104,6 +107,7 @@ pub struct Server {
     console_rustls: Option<Arc<rustls::ServerConfig>>,
     /// Built (and so checked) when binding, before anything is served.
     rustls: Option<Arc<rustls::ServerConfig>>,
+    boot_services: boot_services::BoundBootServices,
 }
 
 impl Server {
@@ -150,7 +154,7 @@ impl Server {
             }
             _ => None,
         };
-        let app = App::new(
+        let app = Arc::new(App::new(
             store,
             AppParts {
                 events,
@@ -163,10 +167,13 @@ impl Server {
                 netboot: config.netboot.clone(),
                 event_retention: config.event_retention,
             },
-        );
+        ));
+        let netboot_port = netboot_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+        let boot_services = boot_services::BoundBootServices::bind(&config.boot_services, &app, netboot_port)?;
         Ok(Self {
             listener,
-            app: Arc::new(app),
+            app,
+            boot_services,
             forwarder,
             tls: config.tls.clone(),
             admin_token: config.admin_token.clone(),
@@ -194,6 +201,11 @@ impl Server {
         self.console_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The bound `--tftp-listen` address, if any.
+    pub fn tftp_addr(&self) -> Option<SocketAddr> {
+        self.boot_services.tftp_addr()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -203,6 +215,7 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let app = self.app;
         let background = app::background::start(&app);
+        let boot_tasks = self.boot_services.spawn();
         let agent = auth::AgentAuthService::new(
             AgentServiceServer::new(agent_api::AgentApi::new(app.clone())),
             Arc::new(auth::AgentAuth {
@@ -292,6 +305,9 @@ impl Server {
             None => server.serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown).await,
         };
         background.stop();
+        for task in boot_tasks {
+            task.abort();
+        }
         if let Some(forwarder) = self.forwarder {
             forwarder.abort();
         }

@@ -131,6 +131,54 @@ struct Args {
     /// attempts and their phases. Off by default.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Answer PXE and UEFI HTTP boot clients as a ProxyDHCP server on this
+    /// interface (UDP 67 and 4011), beside the site's DHCP server: a boot
+    /// file for machines the server boots, never an address. Off by default.
+    #[arg(long, value_name = "IFACE", help_heading = "Boot services")]
+    proxy_dhcp_listen: Option<String>,
+    /// Be the DHCP server on this interface (UDP 67): addresses only for
+    /// MACs whose Hardware reserves one (`interfaces[].dhcp.ip`), with a
+    /// boot file for machines the server boots. Off by default.
+    #[arg(long, value_name = "IFACE", help_heading = "Boot services", conflicts_with = "proxy_dhcp_listen")]
+    dhcp_listen: Option<String>,
+    /// Serve the iPXE binaries over read-only TFTP here (e.g. 0.0.0.0:69).
+    #[arg(long, value_name = "ADDR", help_heading = "Boot services")]
+    tftp_listen: Option<SocketAddr>,
+    /// Directory with ipxe.efi, snponly.efi and undionly.kpxe (default:
+    /// Debian's `ipxe` package, /usr/lib/ipxe).
+    #[arg(long, value_name = "DIR", help_heading = "Boot services")]
+    ipxe_dir: Option<PathBuf>,
+    /// The UEFI iPXE handed out: ipxe.efi (iPXE's NIC drivers) or
+    /// snponly.efi (the firmware's).
+    #[arg(long, value_name = "FILE", default_value = "ipxe.efi", help_heading = "Boot services")]
+    ipxe_efi: String,
+    /// The address machines are sent to for TFTP and HTTP (default: the
+    /// DHCP interface's IPv4 address).
+    #[arg(long, value_name = "IP", help_heading = "Boot services")]
+    boot_server_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// The boot services' settings; the iPXE directory is checked here, so a
+/// missing binary stops the server at start rather than a machine at boot.
+fn boot_services_config(args: &Args) -> anyhow::Result<kiln_server::boot_services::BootServicesConfig> {
+    let wanted = args.proxy_dhcp_listen.is_some() || args.dhcp_listen.is_some() || args.tftp_listen.is_some();
+    let ipxe_dir = match (wanted, &args.ipxe_dir) {
+        (true, dir) | (false, dir @ Some(_)) => {
+            Some(kiln_boot_services::ipxe::locate(dir.as_deref(), &args.ipxe_efi).map_err(anyhow::Error::msg)?)
+        }
+        (false, None) => None,
+    };
+    Ok(kiln_server::boot_services::BootServicesConfig {
+        proxy_dhcp: args.proxy_dhcp_listen.clone(),
+        dhcp: args.dhcp_listen.clone(),
+        tftp_listen: args.tftp_listen,
+        ipxe_dir,
+        efi: args.ipxe_efi.clone(),
+        server_ip: args.boot_server_ip,
+        // A plain-HTTP --public-url is what machines reach; otherwise
+        // --netboot-listen's port on the boot server address.
+        http_base: args.public_url.clone().filter(|u| u.starts_with("http://")),
+    })
 }
 
 /// With TLS and `--netboot-listen`, iPXE fetches over plain HTTP (from the
@@ -150,6 +198,7 @@ fn netboot_config(
         agent_url: if split { args.public_url.clone() } else { None },
         ca_pem: tls.and_then(|t| t.ca_pem.clone()),
         enrolment_ttl: Some(args.enrolment_ttl.into()),
+        ipxe_dir: None,
     })
 }
 
@@ -230,6 +279,9 @@ async fn main() -> anyhow::Result<()> {
     let database = kiln_server::store::DatabaseUrl::parse(args.database_url.as_deref(), &args.data_dir)
         .map_err(anyhow::Error::msg)?;
     let (tls, signing_ca) = tls_from_args(&args)?;
+    let boot_services = boot_services_config(&args)?;
+    let mut netboot = netboot_config(&args, tls.as_ref())?;
+    netboot.ipxe_dir = boot_services.ipxe_dir.clone();
     let (admin_token, admin_token_path) =
         kiln_server::auth::load_or_create_admin_token(&args.data_dir, args.admin_token_file.as_deref())?;
     let (read_only_token, _) =
@@ -247,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
         image_rewrites,
         max_artifact_bytes: args.max_artifact_bytes,
         lease: args.attempt_lease.into(),
-        netboot: netboot_config(&args, tls.as_ref())?,
+        netboot,
         tls,
         admin_token,
         read_only_token: Some(read_only_token),
@@ -259,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics_listen: args.metrics_listen,
         console_listen: args.console_listen,
+        boot_services,
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
@@ -267,6 +320,9 @@ async fn main() -> anyhow::Result<()> {
         admin_token_file = %admin_token_path.display(), "kiln-server listening");
     if let Some(netboot) = server.netboot_addr() {
         tracing::info!(addr = %netboot, "netboot over plain HTTP");
+    }
+    if let Some(tftp) = server.tftp_addr() {
+        tracing::info!(addr = %tftp, "TFTP of the iPXE binaries");
     }
     if let Some(metrics) = server.metrics_addr() {
         tracing::info!(addr = %metrics, "metrics over plain HTTP, unauthenticated");

@@ -47,6 +47,9 @@ pub struct NetbootConfig {
     /// How long an enrolment credential in a boot script stays valid
     /// (`--enrolment-ttl`); `None`: [`crate::app::enrol::DEFAULT_ENROLMENT_TTL`].
     pub enrolment_ttl: Option<std::time::Duration>,
+    /// The iPXE binaries (`--ipxe-dir`, or Debian's), served as
+    /// `/boot/ipxe-bin/FILE` for UEFI HTTP boot.
+    pub ipxe_dir: Option<PathBuf>,
 }
 
 struct Netboot {
@@ -63,6 +66,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .route("/boot/ipxe/{mac}", get(script))
         .route("/boot/hook/{file}", get(hook_file))
         .route("/boot/ca.pem", get(ca_pem))
+        .route("/boot/ipxe-bin/{file}", get(ipxe_binary))
         .with_state(Arc::new(Netboot { app, config }))
 }
 
@@ -134,7 +138,18 @@ async fn hook_file(State(n): State<Arc<Netboot>>, Path(file): Path<String>) -> R
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let Some(dir) = &n.config.hook_dir else { return StatusCode::NOT_FOUND.into_response() };
-    let path = dir.join(name);
+    send_file(dir.join(name)).await
+}
+
+/// An iPXE binary for UEFI HTTP boot: only the names kiln hands out.
+async fn ipxe_binary(State(n): State<Arc<Netboot>>, Path(file): Path<String>) -> Response {
+    let known = kiln_boot_services::ipxe::EFI_FILES.contains(&file.as_str()) || file == kiln_boot_services::BIOS_FILE;
+    let Some(dir) = n.config.ipxe_dir.as_ref().filter(|_| known) else { return StatusCode::NOT_FOUND.into_response() };
+    tracing::info!(%file, "netboot: iPXE binary over HTTP");
+    send_file(dir.join(file)).await
+}
+
+async fn send_file(path: PathBuf) -> Response {
     let f = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) => {

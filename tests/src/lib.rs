@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod http;
 pub mod library;
+pub mod netns;
 pub mod postgres;
 pub mod proxy;
 pub mod sim;
