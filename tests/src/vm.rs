@@ -261,9 +261,8 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     // TLS as in production: iPXE fetches over plain HTTP from the netboot
     // listener; the hook's agent talks to the TLS port with the CA it
     // fetched from there, pinned by the script (kiln.ca_sha256=). The
-    // machine's token goes onto the hook's kernel command line (a lab
-    // shortcut), which needs a server restart once the hardware, and so
-    // its token, exists.
+    // agent has no credential of its own: it exchanges the one-time
+    // enrolment credential of its boot script (kiln.enrol=) for one.
     // The template names the Tinkerbell hub's images, as Tinkerbell
     // templates do; the server resolves them to kiln's action library.
     let prefix = crate::image_prefix();
@@ -274,7 +273,6 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
     // template's to read.
     let hw = unique("vm");
     cluster.apply(&tinkerbell_hardware(&hw));
-    let token = cluster.tokens.lock().unwrap().get(&hw).cloned().context("no agent token printed by kiln apply")?;
     let tls_port = cluster.server_url.rsplit(':').next().context("server port")?.to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     cluster.restart_server(&[
@@ -283,7 +281,7 @@ pub fn run(limit: Duration, kill_agent: bool, boot: Boot) -> Result<Outcome> {
         "--public-url",
         &format!("https://{HOST_FROM_GUEST}:{tls_port}"),
         "--hook-cmdline",
-        &format!("{cmdline} kiln.token={token}"),
+        &cmdline,
     ])?;
 
     let image = std::fs::read(os.join("disk.img.zst"))?;

@@ -61,6 +61,10 @@ fn a_vm_netboots_provisions_its_disk_and_kexecs_into_it() {
     // Over TLS, verified with the CA the hook fetched and checked against
     // the pin in its boot script.
     assert!(run.console.contains("server CA: http://") && run.console.contains("as pinned"), "{context}");
+    // Enrolled with the boot script's one-time credential, once: the
+    // restarted agent kept the credential it got.
+    assert!(run.console.contains("agent credential: enrolment"), "{context}");
+    assert_eq!(run.console.matches(" enrolled ").count(), 1, "{context}");
     assert_eq!(run.logs.matches("agent killed").count(), 1, "{}", run.logs);
     assert_eq!(run.logs.matches("killer finished").count(), 1, "{}", run.logs);
     // kiln's kexec was offered the handshake (its image says it speaks
