@@ -1,8 +1,10 @@
 //! IPMI 2.0 over LAN (RMCP+), on the `ipmi-rs` crate.
 //!
-//! `ipmi-rs` does the session work (RMCP presence ping, RAKP key exchange,
-//! HMAC integrity, AES confidentiality) and holds up against virtualbmc, so
-//! kiln uses it. It has no chassis commands (its command set is app,
+//! `ipmi-rs` does the session work (RAKP key exchange, HMAC integrity, AES
+//! confidentiality), so kiln uses it, with one patch (third_party/ipmi-rs):
+//! unpatched it sent an ASF presence ping before every session and waited
+//! for the pong, which virtualbmc never sends, so it did not hold up
+//! against the emulator. It has no chassis commands (its command set is app,
 //! storage and sensor commands), so the three kiln needs are defined here
 //! on its `IpmiCommand` trait: Get Chassis Status (netfn 0x00, cmd 0x01),
 //! Chassis Control (0x02) and Set System Boot Options (0x08), per the IPMI
@@ -15,7 +17,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use ipmi_rs::connection::{IpmiCommand, Message, NetFn};
+use ipmi_rs::connection::{CompletionErrorCode, IpmiCommand, Message, NetFn};
 use ipmi_rs::rmcp::{ActivationError, Rmcp, RmcpIpmiError, RmcpIpmiReceiveError, V2_0ActivationError};
 use ipmi_rs::{Ipmi, IpmiError};
 
@@ -114,7 +116,17 @@ impl IpmiClient {
         };
         let timeout = self.timeout;
         self.session(&format!("power {action}"), move |ipmi| {
-            ipmi.send_recv(ChassisControl(control)).map_err(|e| command_kind(e, timeout))
+            match ipmi.send_recv(ChassisControl(control)) {
+                // Power cycle is optional in the specification; virtualbmc and
+                // some BMCs refuse it (0xCC). Off then on is the same thing.
+                Err(IpmiError::Failed { completion_code: CompletionErrorCode::InvalidDataFieldInRequest, .. })
+                    if action == PowerAction::Cycle =>
+                {
+                    ipmi.send_recv(ChassisControl(0x00)).map_err(|e| command_kind(e, timeout))?;
+                    ipmi.send_recv(ChassisControl(0x01)).map_err(|e| command_kind(e, timeout))
+                }
+                other => other.map_err(|e| command_kind(e, timeout)),
+            }
         })
         .await
     }
@@ -171,8 +183,23 @@ fn activation_kind(e: ActivationError, timeout: Duration) -> ErrorKind {
         ActivationError::BindSocket(io) | ActivationError::PingSend(io) | ActivationError::PongReceive(io) => {
             io_kind(&io, timeout)
         }
+        // The first packet of the session: nothing there, or nothing answering.
+        ActivationError::GetChannelAuthenticationCapabilities(IpmiError::Connection(RmcpIpmiError::Receive(r))) => {
+            receive_kind(&r, timeout)
+        }
         ActivationError::V2_0(v2) => match v2 {
             V2_0ActivationError::Io(io) => io_kind(&io, timeout),
+            // The BMC answered Open Session a moment ago, then went silent at
+            // RAKP 1, the message that carries the user name: that is how
+            // virtualbmc (and some BMCs) treat an unknown user, where the
+            // specification asks for RAKP 2 with status 0x0D.
+            V2_0ActivationError::RakpMessage2Receive(RmcpIpmiReceiveError::Io(io))
+                if matches!(io_kind(&io, timeout), ErrorKind::Timeout(_)) =>
+            {
+                ErrorKind::Unauthorized(
+                    "no answer to RAKP 1 after the session opened: the BMC does not know this user name".into(),
+                )
+            }
             V2_0ActivationError::OpenSessionResponseReceive(r)
             | V2_0ActivationError::RakpMessage2Receive(r)
             | V2_0ActivationError::RakpMessage4Receive(r) => receive_kind(&r, timeout),

@@ -1,0 +1,308 @@
+//! kiln's BMC clients (crate kiln-bmc) against real BMC emulators driving
+//! real libvirt/QEMU domains (tests/src/bmc_lab.rs), and against BMCs that
+//! misbehave: refused, hung, failing with 500, answering garbage.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use kiln_bmc::{
+    BootDevice, BootMode, BootOverride, Client, Config, Credentials, ErrorKind, PowerAction, PowerState, Protocol, Tls,
+};
+use kiln_tests::bmc_lab::{self, Lab};
+
+const USER: &str = "admin";
+const PASSWORD: &str = "bmc-s3cret";
+
+fn config(protocol: Protocol, address: &str, password: &str, tls: Tls, timeout: Duration) -> Config {
+    Config {
+        protocol,
+        address: address.to_string(),
+        credentials: Credentials { username: USER.into(), password: password.into() },
+        tls,
+        timeout,
+    }
+}
+
+fn client(protocol: Protocol, address: &str, tls: Tls) -> Client {
+    Client::new(config(protocol, address, PASSWORD, tls, Duration::from_secs(30))).unwrap()
+}
+
+/// Serves `body` at any path, `count` times, on a loopback port: the ISO
+/// sushy-tools downloads for virtual media.
+fn serve_file(body: Vec<u8>, count: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            read_request(&mut stream);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}/boot.iso")
+}
+
+fn read_request(stream: &mut std::net::TcpStream) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A BMC that answers every request with `status` and `body`.
+fn answering_bmc(status: &'static str, body: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            read_request(&mut stream);
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redfish_over_tls_drives_a_libvirt_domain() {
+    let mut lab = Lab::start().unwrap();
+    lab.define_domain("node1").unwrap();
+    let (ca, cert, key) = bmc_lab::test_ca_and_server_cert();
+    let url = lab.start_sushy(bmc_lab::free_port(), USER, PASSWORD, Some((&cert, &key))).unwrap();
+    assert!(url.starts_with("https://"));
+    let bmc = client(Protocol::Redfish, &url, Tls::Ca(ca.clone()));
+
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(lab.domstate("node1"), "shut off");
+
+    // One-time PXE in UEFI mode: the NIC comes first in the boot order.
+    let boot =
+        bmc.set_boot(BootOverride { device: BootDevice::Pxe, once: true, mode: Some(BootMode::Uefi) }).await.unwrap();
+    assert_eq!(boot.target.as_deref(), Some("Pxe"));
+    assert_eq!(boot.mode.as_deref(), Some("UEFI"));
+    let xml = lab.dumpxml("node1");
+    let nic = &xml[xml.find("<interface").unwrap()..xml.find("</interface>").unwrap()];
+    assert!(nic.contains("<boot order='1'/>"), "NIC is not first to boot:\n{xml}");
+
+    // Disk, every boot: the disk comes first and the NIC loses its place.
+    bmc.set_boot(BootOverride { device: BootDevice::Disk, once: false, mode: None }).await.unwrap();
+    let xml = lab.dumpxml("node1");
+    let disk = &xml[xml.find("<disk type='file' device='disk'>").unwrap()..];
+    let disk = &disk[..disk.find("</disk>").unwrap()];
+    assert!(disk.contains("<boot order='1'/>"), "disk is not first to boot:\n{xml}");
+    let nic = &xml[xml.find("<interface").unwrap()..xml.find("</interface>").unwrap()];
+    assert!(!nic.contains("<boot order='1'/>"), "NIC still first:\n{xml}");
+
+    // Power on: the domain runs.
+    assert_eq!(bmc.power(PowerAction::On).await.unwrap(), PowerState::On);
+    lab.wait_domstate("node1", "running", Duration::from_secs(20)).unwrap();
+    let first = lab.domid("node1").expect("running domain has an id");
+
+    // Cycle: a new QEMU (libvirt gives every start a new domain id).
+    assert_eq!(bmc.power(PowerAction::Cycle).await.unwrap(), PowerState::On);
+    lab.wait_domstate("node1", "running", Duration::from_secs(20)).unwrap();
+    let second = lab.domid("node1").expect("running after cycle");
+    assert_ne!(first, second, "cycle did not restart the domain");
+
+    // Reset (ForceRestart on sushy-tools): restarted again.
+    bmc.power(PowerAction::Reset).await.unwrap();
+    lab.wait_domstate("node1", "running", Duration::from_secs(20)).unwrap();
+    assert_ne!(lab.domid("node1"), Some(second), "reset did not restart the domain");
+
+    // Virtual media: sushy-tools downloads the ISO and attaches it to the CD drive.
+    let iso_url = serve_file(vec![0u8; 64 * 1024], 4);
+    bmc.insert_media(&iso_url).await.unwrap();
+    let kiln_bmc::Client::Redfish(redfish) = &bmc else { unreachable!() };
+    let (image, inserted) = redfish.media_state().await.unwrap();
+    assert!(inserted, "BMC reports no media");
+    assert_eq!(image.as_deref(), Some(iso_url.as_str()));
+    // sushy-tools changes the persistent definition (the next boot sees it).
+    let xml = lab.dumpxml("node1");
+    let cdrom = &xml[xml.find("device='cdrom'").unwrap()..];
+    let cdrom = &cdrom[..cdrom.find("</disk>").unwrap()];
+    assert!(cdrom.contains("<source file="), "no ISO in the CD drive:\n{xml}");
+    bmc.eject_media().await.unwrap();
+    assert!(!redfish.media_state().await.unwrap().1, "BMC still reports media after eject");
+
+    // Off.
+    assert_eq!(bmc.power(PowerAction::Off).await.unwrap(), PowerState::Off);
+    lab.wait_domstate("node1", "shut off", Duration::from_secs(20)).unwrap();
+    // Cycle of a machine that is off powers it on.
+    assert_eq!(bmc.power(PowerAction::Cycle).await.unwrap(), PowerState::On);
+    lab.wait_domstate("node1", "running", Duration::from_secs(20)).unwrap();
+    bmc.power(PowerAction::Off).await.unwrap();
+
+    // Wrong password: the documented error, naming the BMC and the step.
+    let wrong =
+        Client::new(config(Protocol::Redfish, &url, "nope", Tls::Ca(ca.clone()), Duration::from_secs(30))).unwrap();
+    let err = wrong.power(PowerAction::On).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unauthorized(_)), "{err}");
+    assert_eq!(err.to_string(), format!("BMC {url}: power on: wrong credentials: HTTP 401"));
+    assert_eq!(lab.domstate("node1"), "shut off", "a refused request changed the domain");
+
+    // The test CA is not in the system roots: TLS fails, and says so.
+    let err = client(Protocol::Redfish, &url, Tls::SystemRoots).power_state().await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err}");
+    assert!(err.to_string().starts_with(&format!("BMC {url}: read power state: TLS failed:")), "{err}");
+    // Explicitly insecure: works.
+    assert_eq!(client(Protocol::Redfish, &url, Tls::Insecure).power_state().await.unwrap(), PowerState::Off);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipmi_drives_a_libvirt_domain() {
+    let mut lab = Lab::start().unwrap();
+    lab.define_domain("node2").unwrap();
+    let address = lab.start_vbmc("node2", bmc_lab::free_udp_port(), USER, PASSWORD).unwrap();
+    let bmc = client(Protocol::Ipmi, &address, Tls::SystemRoots);
+
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+
+    // chassis bootdev pxe, persistent: the domain's boot order says network.
+    bmc.set_boot(BootOverride { device: BootDevice::Pxe, once: false, mode: None }).await.unwrap();
+    let xml = lab.dumpxml("node2");
+    assert!(xml.contains("<boot dev='network'/>"), "boot order is not network:\n{xml}");
+    bmc.set_boot(BootOverride { device: BootDevice::Disk, once: false, mode: None }).await.unwrap();
+    let xml = lab.dumpxml("node2");
+    assert!(
+        xml.contains("<boot dev='hd'/>") && !xml.contains("<boot dev='network'/>"),
+        "boot order is not disk:\n{xml}"
+    );
+
+    assert_eq!(bmc.power(PowerAction::On).await.unwrap(), PowerState::On);
+    lab.wait_domstate("node2", "running", Duration::from_secs(20)).unwrap();
+    let first = lab.domid("node2").unwrap();
+
+    // Reset keeps QEMU (a system reset); the domain stays running.
+    bmc.power(PowerAction::Reset).await.unwrap();
+    assert_eq!(lab.domstate("node2"), "running");
+
+    // Cycle: off then on, a new QEMU.
+    assert_eq!(bmc.power(PowerAction::Cycle).await.unwrap(), PowerState::On);
+    lab.wait_domstate("node2", "running", Duration::from_secs(20)).unwrap();
+    assert_ne!(lab.domid("node2"), Some(first), "cycle did not restart the domain");
+
+    assert_eq!(bmc.power(PowerAction::Off).await.unwrap(), PowerState::Off);
+    lab.wait_domstate("node2", "shut off", Duration::from_secs(20)).unwrap();
+
+    // HTTP boot does not exist in IPMI; virtual media neither.
+    let err = bmc.set_boot(BootOverride { device: BootDevice::Http, once: true, mode: None }).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unsupported(_)), "{err}");
+    assert!(matches!(bmc.insert_media("http://x/y.iso").await.unwrap_err().kind, ErrorKind::Unsupported(_)));
+
+    // Wrong password, then wrong user: refused, named.
+    let wrong =
+        Client::new(config(Protocol::Ipmi, &address, "nope", Tls::SystemRoots, Duration::from_secs(5))).unwrap();
+    let err = wrong.power(PowerAction::On).await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unauthorized(_)), "{err}");
+    assert!(err.to_string().starts_with(&format!("BMC {address}: power on: wrong credentials:")), "{err}");
+    let mut bad_user = config(Protocol::Ipmi, &address, PASSWORD, Tls::SystemRoots, Duration::from_secs(5));
+    bad_user.credentials.username = "nobody".into();
+    let err = Client::new(bad_user).unwrap().power_state().await.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unauthorized(_)), "{err}");
+    assert_eq!(lab.domstate("node2"), "shut off", "a refused session changed the domain");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_bmcs_give_the_documented_errors() {
+    let quick = Duration::from_secs(2);
+
+    // Nothing listening: unreachable, at once.
+    let closed = bmc_lab::free_port();
+    let address = format!("http://127.0.0.1:{closed}");
+    let err = Client::new(config(Protocol::Redfish, &address, PASSWORD, Tls::SystemRoots, quick))
+        .unwrap()
+        .power_state()
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unreachable(_)), "{err}");
+    assert!(err.to_string().starts_with(&format!("BMC {address}: read power state: unreachable:")), "{err}");
+
+    // Accepts the connection and never answers: a timeout, bounded.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", hung.local_addr().unwrap());
+    let held = std::thread::spawn(move || hung.incoming().take(4).filter_map(|s| s.ok()).collect::<Vec<_>>());
+    let started = Instant::now();
+    let err = Client::new(config(Protocol::Redfish, &address, PASSWORD, Tls::SystemRoots, quick))
+        .unwrap()
+        .power(PowerAction::On)
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Timeout(_)), "{err}");
+    assert_eq!(err.to_string(), format!("BMC {address}: power on: timed out: no answer within 2s"));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    drop(held);
+
+    // 500 with a Redfish error body: a server error carrying the BMC's message.
+    let address = answering_bmc(
+        "500 Internal Server Error",
+        r#"{"error":{"code":"Base.1.0.GeneralError","message":"power controller on fire"}}"#,
+    );
+    let err = Client::new(config(Protocol::Redfish, &address, PASSWORD, Tls::SystemRoots, quick))
+        .unwrap()
+        .power_state()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ServerError { status: 500, message: "power controller on fire".into() });
+    assert!(err.kind.is_transient());
+    assert_eq!(
+        err.to_string(),
+        format!("BMC {address}: read power state: BMC failed the request: HTTP 500: power controller on fire")
+    );
+
+    // 200 with something that is not JSON: garbage.
+    let address = answering_bmc("200 OK", "<html>welcome to the BMC</html>");
+    let err = Client::new(config(Protocol::Redfish, &address, PASSWORD, Tls::SystemRoots, quick))
+        .unwrap()
+        .power_state()
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Garbage(_)), "{err}");
+    assert!(!err.kind.is_transient());
+
+    // JSON without the fields Redfish requires: garbage, saying which.
+    let address = answering_bmc("200 OK", r#"{"hello":"world"}"#);
+    let err = Client::new(config(Protocol::Redfish, &address, PASSWORD, Tls::SystemRoots, quick))
+        .unwrap()
+        .power_state()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Garbage("service root has no Systems link".into()));
+
+    // IPMI: a UDP port that swallows everything: a timeout, bounded.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let err = Client::new(config(Protocol::Ipmi, &address, PASSWORD, Tls::SystemRoots, quick))
+        .unwrap()
+        .power_state()
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Timeout(_)), "{err}");
+    assert!(err.to_string().starts_with(&format!("BMC {address}: read power state: timed out")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    // IPMI: nothing bound on the port (loopback answers ICMP port unreachable).
+    let address = format!("127.0.0.1:{}", bmc_lab::free_udp_port());
+    let err = Client::new(config(Protocol::Ipmi, &address, PASSWORD, Tls::SystemRoots, quick))
+        .unwrap()
+        .power_state()
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::Unreachable(_)), "{err}");
+}
