@@ -97,6 +97,24 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// A machine's power, through its BMC (the hardware's bmc: section);
+    /// prints the state the BMC reports after the action.
+    Power { action: PowerAction, hardware: String },
+    /// Set the device a machine boots from, through its BMC.
+    Boot {
+        hardware: String,
+        #[arg(long, value_enum)]
+        device: BootDevice,
+        /// Next boot only (otherwise every boot).
+        #[arg(long)]
+        once: bool,
+        /// Boot in UEFI mode.
+        #[arg(long, conflicts_with = "legacy")]
+        uefi: bool,
+        /// Boot in legacy (BIOS) mode.
+        #[arg(long)]
+        legacy: bool,
+    },
     /// The audit trail: operator writes and refused credentials, oldest first.
     Events {
         /// Keep following: print each new event as it is stored.
@@ -115,6 +133,32 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PowerAction {
+    /// Read the power state.
+    Status,
+    On,
+    /// Hard off.
+    Off,
+    /// Off then on (on when off).
+    Cycle,
+    /// Hard reset.
+    Reset,
+    /// Ask the OS to shut down.
+    SoftOff,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BootDevice {
+    /// Network boot (PXE).
+    Pxe,
+    /// UEFI HTTP boot (Redfish only).
+    Http,
+    Disk,
+    /// CD/DVD, virtual media included.
+    Cd,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -211,6 +255,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch { workflow } => return cmd::watch::run(&mut c, workflow).await,
         Command::Logs { workflow, action, follow, output } => {
             cmd::logs::run(&mut c, workflow, action, follow, output).await?
+        }
+        Command::Power { action, hardware } => {
+            let action = action.to_possible_value().expect("no skipped values");
+            cmd::power::power(&mut c, action.get_name(), hardware).await?
+        }
+        Command::Boot { hardware, device, once, uefi, legacy } => {
+            let device = device.to_possible_value().expect("no skipped values");
+            let mode = if uefi {
+                "uefi"
+            } else if legacy {
+                "legacy"
+            } else {
+                ""
+            };
+            cmd::power::boot(&mut c, hardware, device.get_name(), once, mode).await?
         }
         Command::Events { follow, since, kind, limit, output } => {
             let kind = kind.map(|k| if k == EventKind::Write { "write" } else { "security" }.to_string());

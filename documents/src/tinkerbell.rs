@@ -252,6 +252,9 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
                 netboot: true,
                 spec: spec_json,
                 object_meta: Value::Object(object_meta),
+                // bmcRef names a Rufio Machine object, which kiln does not
+                // read yet: it stays data in `spec` (docs/bmc.md).
+                bmc: None,
             }));
         }
         "Template" => {

@@ -14,6 +14,7 @@ use kiln_proto::v1::{
     Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, RevokeResponse, Template,
     TemplateList, Workflow, WorkflowList, plan_request,
 };
+use kiln_proto::v1::{BootDeviceRequest, BootDeviceResponse, PowerRequest, PowerResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -88,8 +89,14 @@ impl AdminService for AdminApi {
     }
 
     async fn get_hardware(&self, req: Request<GetRequest>) -> Result<Response<Hardware>, Status> {
-        let h = self.app.get_hardware(&operator(&req)?, &req.get_ref().name).await.map_err(status)?;
-        Ok(Response::new(convert::hardware(&h)))
+        let opctx = operator(&req)?;
+        let h = self.app.get_hardware(&opctx, &req.get_ref().name).await.map_err(status)?;
+        let mut hardware = convert::hardware(&h);
+        if let Some(reading) = self.app.power_reading(&opctx, &h.doc.id).await.map_err(status)? {
+            hardware.power_state = reading.state;
+            hardware.power_read_at = Some(millis_to_proto(reading.read_at));
+        }
+        Ok(Response::new(hardware))
     }
 
     async fn list_hardware(&self, req: Request<ListRequest>) -> Result<Response<HardwareList>, Status> {
@@ -257,6 +264,43 @@ impl AdminService for AdminApi {
         // The response is the workflow itself: warnings go beside it.
         add_warnings(response.metadata_mut(), &warnings);
         Ok(response)
+    }
+
+    async fn power(&self, req: Request<PowerRequest>) -> Result<Response<PowerResponse>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let action = match req.action.as_str() {
+            "status" | "" => None,
+            other => Some(other.parse::<kiln_bmc::PowerAction>().map_err(Status::invalid_argument)?),
+        };
+        let reading = self.app.bmc_power(&opctx, &req.hardware, action).await.map_err(status)?;
+        Ok(Response::new(PowerResponse {
+            hardware: req.hardware,
+            power_state: reading.state,
+            read_at: Some(millis_to_proto(reading.read_at)),
+        }))
+    }
+
+    async fn set_boot_device(&self, req: Request<BootDeviceRequest>) -> Result<Response<BootDeviceResponse>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let device = req.device.parse::<kiln_bmc::BootDevice>().map_err(Status::invalid_argument)?;
+        let mode = match req.mode.as_str() {
+            "" => None,
+            "uefi" => Some(kiln_bmc::BootMode::Uefi),
+            "legacy" => Some(kiln_bmc::BootMode::Legacy),
+            other => {
+                return Err(Status::invalid_argument(format!("unknown boot mode {other:?} (expected uefi or legacy)")));
+            }
+        };
+        let boot = kiln_bmc::BootOverride { device, once: req.once, mode };
+        let state = self.app.bmc_boot(&opctx, &req.hardware, boot).await.map_err(status)?;
+        Ok(Response::new(BootDeviceResponse {
+            hardware: req.hardware,
+            target: state.target.unwrap_or_default(),
+            enabled: state.enabled.unwrap_or_default(),
+            mode: state.mode.unwrap_or_default(),
+        }))
     }
 }
 

@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// Address of the web console (its own port; TLS like the main port
     /// when that has TLS). `None`: no console.
     pub console_listen: Option<SocketAddr>,
+    /// `--bmc-secret-key-file`: the key BmcSecrets are sealed with (default
+    /// `DATA_DIR/bmc-secret.key`, created at the first start).
+    pub bmc_secret_key_file: Option<PathBuf>,
 }
 
 /// The default attempt lease: agents renew it every 10 s, so a lost agent
@@ -149,7 +152,9 @@ impl Server {
             }
             _ => None,
         };
-        let app = App::new(
+        let (bmc_key, _) =
+            app::bmc::SecretKey::load_or_create(&config.data_dir, config.bmc_secret_key_file.as_deref())?;
+        let mut app = App::new(
             store,
             AppParts {
                 events,
@@ -163,6 +168,7 @@ impl Server {
                 event_retention: config.event_retention,
             },
         );
+        app.set_bmc_secret_key(bmc_key);
         Ok(Self {
             listener,
             app: Arc::new(app),

@@ -306,3 +306,100 @@ async fn misbehaving_bmcs_give_the_documented_errors() {
         .unwrap_err();
     assert!(matches!(err.kind, ErrorKind::Unreachable(_)), "{err}");
 }
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines().map(|l| format!("{by}{l}\n")).collect()
+}
+
+fn kiln_ok(cluster: &kiln_tests::Cluster, args: &[&str]) -> String {
+    let out = cluster.kiln(args);
+    assert!(out.status.success(), "kiln {args:?} failed: {}\n{}", kiln_tests::stderr(&out), cluster.logs());
+    kiln_tests::stdout(&out)
+}
+
+/// Everything through the CLI and the server: a Hardware with a bmc:
+/// section and a BmcSecret applied, `kiln power` and `kiln boot` drive the
+/// domain through sushy-tools (HTTPS, basic auth, the test CA), `kiln
+/// describe hardware` shows the last reading, the password is nowhere to
+/// be read back, and applying the secret again rotates it.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_power_and_boot_through_the_server() {
+    let mut lab = Lab::start().unwrap();
+    lab.define_domain("node3").unwrap();
+    let (ca, cert, key) = bmc_lab::test_ca_and_server_cert();
+    let url = lab.start_sushy(bmc_lab::free_port(), USER, PASSWORD, Some((&cert, &key))).unwrap();
+    let cluster = kiln_tests::Cluster::start().unwrap();
+    let secret = |password: &str| format!("kind: BmcSecret\nname: node3-bmc\nusername: {USER}\npassword: {password}\n");
+    let hardware = format!(
+        "kind: Hardware\nname: node3\nmacs: [\"52:54:00:00:03:01\"]\nbmc:\n  address: {url}\n  protocol: redfish\n  credentials: node3-bmc\n  tls:\n    ca: |\n{}",
+        indent(&ca, "      ")
+    );
+    let applied = cluster.apply(&format!("{hardware}---\n{}", secret(PASSWORD)));
+    assert!(
+        applied.contains("hardware/node3 created\n") && applied.contains("bmcsecret/node3-bmc created\n"),
+        "{applied}"
+    );
+    assert!(!applied.contains(PASSWORD), "apply printed the password: {applied}");
+
+    let described = kiln_ok(&cluster, &["describe", "hardware", "node3"]);
+    assert!(described.contains("power_state: unknown"), "{described}");
+
+    let out = kiln_ok(&cluster, &["power", "status", "node3"]);
+    assert!(out.starts_with("hardware/node3: power off (read from the BMC at "), "{out}");
+    let out = kiln_ok(&cluster, &["power", "on", "node3"]);
+    assert!(out.starts_with("hardware/node3: power on"), "{out}");
+    lab.wait_domstate("node3", "running", Duration::from_secs(20)).unwrap();
+    let described = kiln_ok(&cluster, &["describe", "hardware", "node3"]);
+    assert!(described.contains("power_state: on") && described.contains("power_read_at: "), "{described}");
+    assert!(described.contains(&format!("address: {url}")) && !described.contains(PASSWORD), "{described}");
+
+    let out = kiln_ok(&cluster, &["boot", "node3", "--device", "pxe", "--once", "--uefi"]);
+    assert!(out.contains("BMC reports target Pxe"), "{out}");
+    let xml = lab.dumpxml("node3");
+    let nic = &xml[xml.find("<interface").unwrap()..xml.find("</interface>").unwrap()];
+    assert!(nic.contains("<boot order='1'/>"), "NIC is not first to boot:\n{xml}");
+
+    let before = lab.domid("node3");
+    kiln_ok(&cluster, &["power", "cycle", "node3"]);
+    lab.wait_domstate("node3", "running", Duration::from_secs(20)).unwrap();
+    assert_ne!(lab.domid("node3"), before, "cycle did not restart the domain");
+    let out = kiln_ok(&cluster, &["power", "off", "node3"]);
+    assert!(out.starts_with("hardware/node3: power off"), "{out}");
+    lab.wait_domstate("node3", "shut off", Duration::from_secs(20)).unwrap();
+
+    // Rotation: a wrong password applied again replaces the old one...
+    assert_eq!(cluster.apply(&secret("not-the-password")), "bmcsecret/node3-bmc updated\n");
+    let out = cluster.kiln(&["power", "on", "node3"]);
+    assert!(!out.status.success());
+    let err = kiln_tests::stderr(&out);
+    assert!(err.contains(&format!("hardware \"node3\": BMC {url}: power on: wrong credentials: HTTP 401")), "{err}");
+    assert_eq!(lab.domstate("node3"), "shut off");
+    // ...and the right one again works.
+    cluster.apply(&secret(PASSWORD));
+    kiln_ok(&cluster, &["power", "status", "node3"]);
+
+    // A BMC without TLS verification is applied with a warning.
+    let insecure =
+        hardware.replace("  tls:\n    ca: |\n", "  tls:\n    insecure: true\n").replace(&indent(&ca, "      "), "");
+    let out = cluster.kiln_with_stdin(&["apply", "-f", "-"], Some(&insecure));
+    assert!(out.status.success(), "{}", kiln_tests::stderr(&out));
+    let warned = format!("{}{}", kiln_tests::stdout(&out), kiln_tests::stderr(&out));
+    assert!(warned.contains("bmc.tls.insecure: true"), "{warned}");
+
+    // The password is not in the store, the server's log, the audit trail
+    // or anything the CLI prints.
+    let data = cluster.dir.path().join("data");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "password in {}", path.display());
+        }
+    }
+    assert!(!cluster.logs().contains(PASSWORD), "password in the server log");
+    let everything =
+        [kiln_ok(&cluster, &["get", "hardware", "node3", "-o", "yaml"]), kiln_ok(&cluster, &["events", "-o", "json"])]
+            .concat();
+    assert!(!everything.contains(PASSWORD), "password printed: {everything}");
+    assert!(everything.contains("power on"), "power actions are audited: {everything}");
+}

@@ -117,6 +117,7 @@ fn hardware() -> HardwareDoc {
         netboot: true,
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
+        bmc: None,
     }
 }
 
@@ -778,6 +779,50 @@ pub async fn workflow_pages_filter_sort_and_count(b: &dyn Backend) {
     assert_eq!(seen.len(), 25, "pages neither overlap nor skip");
 }
 
+/// BmcSecrets are written with the batch (after templates, before
+/// workflows; atomically with them), rewritten on every apply, and read
+/// back sealed as written; power readings keep the latest read and need
+/// the hardware.
+pub async fn bmc_secrets_and_power_readings(b: &dyn Backend) {
+    use super::{PowerReading, SealedBmcSecret};
+    let store = b.open().await;
+    let sealed = |v: &str| SealedBmcSecret { name: "hw-bmc".into(), sealed: v.into() };
+    let batch = ApplyBatch {
+        hardware: vec![hardware()],
+        templates: vec![TemplateDoc::new("tpl", "x")],
+        bmc_secrets: vec![sealed("v1:first")],
+        workflows: vec![workflow("wf1")],
+        ..Default::default()
+    };
+    assert_eq!(store.apply(batch).await.unwrap(), vec![Outcome::Created; 4]);
+    assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:first")));
+    assert_eq!(store.bmc_secret("nope").await.unwrap(), None);
+    // A batch that fails writes no secret.
+    let mut changed = workflow("wf1");
+    changed.hardware_map.insert("device_1".into(), "bb".into());
+    let failed = ApplyBatch { bmc_secrets: vec![sealed("v1:lost")], workflows: vec![changed], ..Default::default() };
+    assert!(matches!(store.apply(failed).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:first")));
+    // Applied again: rotated.
+    let rotate = ApplyBatch { bmc_secrets: vec![sealed("v1:second")], ..Default::default() };
+    assert_eq!(store.apply(rotate).await.unwrap(), vec![Outcome::Updated]);
+
+    assert_eq!(store.power_reading("hw").await.unwrap(), None);
+    let reading = |state: &str, read_at| PowerReading { state: state.into(), read_at };
+    store.set_power_reading("hw", reading("on", 2_000)).await.unwrap();
+    // An older reading that commits later does not win.
+    store.set_power_reading("hw", reading("off", 1_000)).await.unwrap();
+    assert_eq!(store.power_reading("hw").await.unwrap(), Some(reading("on", 2_000)));
+    store.set_power_reading("hw", reading("off", 3_000)).await.unwrap();
+    let err = store.set_power_reading("nope", reading("on", 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { kind: "hardware", .. }), "{err}");
+    // A restart finds both.
+    drop(store);
+    let store = b.open().await;
+    assert_eq!(store.power_reading("hw").await.unwrap(), Some(reading("off", 3_000)));
+    assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:second")));
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
 }
@@ -790,6 +835,11 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn apply_is_atomic_and_reports_outcomes() {
             c::apply_is_atomic_and_reports_outcomes(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn bmc_secrets_and_power_readings() {
+            c::bmc_secrets_and_power_readings(&$backend).await
         }
 
         #[tokio::test]

@@ -118,10 +118,35 @@ pub struct ApplyBatch {
     pub definitions: Vec<ActionDefinitionDoc>,
     pub templates: Vec<TemplateDoc>,
     pub workflows: Vec<Workflow>,
+    /// BMC credentials, sealed by the app ([`crate::app::bmc`]); written
+    /// after the templates, before the workflows (and so are their outcomes).
+    pub bmc_secrets: Vec<SealedBmcSecret>,
     /// sha256 (hex) of the agent token of each hardware id, used only when
     /// that hardware is *created* by this batch: an update keeps the stored
     /// hash, so re-applying a document never changes a machine's credential.
     pub token_hashes: HashMap<String, String>,
+}
+
+/// A BmcSecret as the store keeps it: sealed (encrypted and authenticated)
+/// by the server; the store never sees the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedBmcSecret {
+    pub name: String,
+    pub sealed: String,
+}
+
+impl std::fmt::Debug for SealedBmcSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedBmcSecret").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The last power state a hardware's BMC reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerReading {
+    /// As kiln_bmc::PowerState displays it: "on", "off", ...
+    pub state: String,
+    pub read_at: Millis,
 }
 
 /// What the server checks an agent's token against.
@@ -572,6 +597,17 @@ pub trait Store: Send + Sync + 'static {
     async fn shared_secret(&self, _name: &str, _candidate: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(None)
     }
+
+    /// The sealed BmcSecret `name`, if applied.
+    async fn bmc_secret(&self, name: &str) -> Result<Option<SealedBmcSecret>, StoreError>;
+
+    /// Records the power state a hardware's BMC reported (replacing the
+    /// previous one unless that was read later). [`StoreError::NotFound`]
+    /// for unknown hardware.
+    async fn set_power_reading(&self, hardware_id: &str, reading: PowerReading) -> Result<(), StoreError>;
+
+    /// The last recorded power state of a hardware.
+    async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError>;
 
     /// Starts forwarding changes committed by *other* servers on this store
     /// into `events` (a store only one server uses has none: `None`).

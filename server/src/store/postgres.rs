@@ -42,8 +42,8 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
-    WorkflowListQuery, WorkflowPage, summary_from_row,
+    ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition, StoredHardware,
+    StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("postgres_migrations/0001_init.sql")),
     (2, include_str!("postgres_migrations/0002_events.sql")),
     (3, include_str!("postgres_migrations/0003_template_format.sql")),
+    (5, include_str!("postgres_migrations/0005_bmc.sql")),
 ];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
@@ -562,6 +563,21 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
             }
         };
         outcomes.push(outcome);
+    }
+    for secret in &batch.bmc_secrets {
+        // Sealed with a fresh nonce every time: an apply always rewrites it
+        // (that is how an operator rotates it).
+        let (created,): (bool,) = sqlx::query_as(
+            "INSERT INTO bmc_secrets (name, sealed, created_at, updated_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at
+             RETURNING (xmax = 0)",
+        )
+        .bind(&secret.name)
+        .bind(&secret.sealed)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        outcomes.push(if created { Outcome::Created } else { Outcome::Updated });
     }
     for wf in &batch.workflows {
         let outcome = match load_workflow(tx, &wf.id).await? {
@@ -1115,6 +1131,46 @@ impl Store for PostgresStore {
         let (value,): (Vec<u8>,) =
             sqlx::query_as("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
         Ok(Some(value))
+    }
+
+    async fn bmc_secret(&self, name: &str) -> Result<Option<SealedBmcSecret>, StoreError> {
+        let sealed: Option<(String,)> = sqlx::query_as("SELECT sealed FROM bmc_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(sealed.map(|(sealed,)| SealedBmcSecret { name: name.to_string(), sealed }))
+    }
+
+    async fn set_power_reading(&self, hardware_id: &str, reading: PowerReading) -> Result<(), StoreError> {
+        // Two readings racing: the later read wins, whatever the commit order.
+        let done = sqlx::query(
+            "INSERT INTO bmc_power (hardware_id, state, read_at) SELECT id, $2, $3 FROM hardware WHERE id = $1
+             ON CONFLICT (hardware_id) DO UPDATE SET state = EXCLUDED.state, read_at = EXCLUDED.read_at
+             WHERE EXCLUDED.read_at >= bmc_power.read_at",
+        )
+        .bind(hardware_id)
+        .bind(&reading.state)
+        .bind(reading.read_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let known: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM hardware WHERE id = $1")
+                .bind(hardware_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            if known.is_none() {
+                return Err(not_found("hardware", hardware_id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as("SELECT state, read_at FROM bmc_power WHERE hardware_id = $1")
+            .bind(hardware_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(state, read_at)| PowerReading { state, read_at }))
     }
 
     fn forward_changes(&self, events: Arc<Events>) -> Option<tokio::task::JoinHandle<()>> {

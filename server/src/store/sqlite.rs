@@ -27,8 +27,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredLogLine, StoredTemplate,
-    WorkflowListQuery, WorkflowPage, summary_from_row,
+    ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition, StoredHardware,
+    StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("sqlite_migrations/0006_agent_tokens.sql")),
     (7, include_str!("sqlite_migrations/0007_events.sql")),
     (8, include_str!("sqlite_migrations/0008_template_format.sql")),
+    (10, include_str!("sqlite_migrations/0010_bmc.sql")),
 ];
 
 pub struct SqliteStore {
@@ -420,6 +421,21 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
             }
         };
         outcomes.push(outcome);
+    }
+    for secret in &batch.bmc_secrets {
+        // Sealed with a fresh nonce every time: an apply always rewrites it
+        // (that is how an operator rotates it).
+        let updated = tx.execute(
+            "UPDATE bmc_secrets SET sealed = ?2, updated_at = ?3 WHERE name = ?1",
+            params![secret.name, secret.sealed, now],
+        )?;
+        if updated == 0 {
+            tx.execute(
+                "INSERT INTO bmc_secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                params![secret.name, secret.sealed, now],
+            )?;
+        }
+        outcomes.push(if updated == 0 { Outcome::Created } else { Outcome::Updated });
     }
     for wf in &batch.workflows {
         let outcome = match load_workflow(tx, &wf.id)? {
@@ -948,6 +964,47 @@ impl Store for SqliteStore {
                 params![before, keep as i64],
             )?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn bmc_secret(&self, name: &str) -> Result<Option<SealedBmcSecret>, StoreError> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let sealed: Option<String> =
+                c.query_row("SELECT sealed FROM bmc_secrets WHERE name = ?1", [&name], |r| r.get(0)).optional()?;
+            Ok(sealed.map(|sealed| SealedBmcSecret { name, sealed }))
+        })
+        .await
+    }
+
+    async fn set_power_reading(&self, hardware_id: &str, reading: PowerReading) -> Result<(), StoreError> {
+        let id = hardware_id.to_string();
+        self.with_conn(move |c| {
+            let known: Option<i64> =
+                c.query_row("SELECT 1 FROM hardware WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
+            if known.is_none() {
+                return Err(not_found("hardware", &id));
+            }
+            // Two readings racing: the later read wins, whatever the commit order.
+            c.execute(
+                "INSERT INTO bmc_power (hardware_id, state, read_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hardware_id) DO UPDATE SET state = excluded.state, read_at = excluded.read_at
+                 WHERE excluded.read_at >= bmc_power.read_at",
+                params![id, reading.state, reading.read_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError> {
+        let id = hardware_id.to_string();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT state, read_at FROM bmc_power WHERE hardware_id = ?1", [&id], |r| {
+                Ok(PowerReading { state: r.get(0)?, read_at: r.get(1)? })
+            })
+            .optional()?)
         })
         .await
     }

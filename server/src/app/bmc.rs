@@ -1,0 +1,322 @@
+//! Out-of-band control: a machine's power and next boot device through its
+//! BMC (docs/bmc.md), and the BMC credentials those calls use.
+//!
+//! Credentials arrive as `kind: BmcSecret` documents in `kiln apply`. They
+//! are sealed here, before the store sees them (ChaCha20-Poly1305 with the
+//! server's BMC secret key, bound to the secret's name), and are opened
+//! only to build a BMC client. Nothing returns, logs or audits them: the
+//! apply response and the audit trail name the secret, never its content.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kiln_bmc::{BmcError, BootOverride, BootState, Client, PowerAction};
+use kiln_documents::{BmcSecretDoc, Document};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::{App, AppError, OpContext};
+use crate::model::now_millis;
+use crate::store::{PowerReading, SealedBmcSecret};
+
+/// BMC calls one server runs at once; more wait their turn. A BMC call is
+/// mostly waiting on a slow embedded web server; this bounds sockets and
+/// blocking IPMI threads, not CPU.
+pub const MAX_CONCURRENT_BMC_CALLS: usize = 64;
+
+/// The file name of the key in the data directory.
+const KEY_FILE: &str = "bmc-secret.key";
+
+/// What every BMC call of the server shares.
+pub struct BmcRuntime {
+    /// `None`: the server was built without one (some tests); applying a
+    /// BmcSecret then fails instead of storing it unsealed.
+    pub(crate) key: Option<Arc<SecretKey>>,
+    pub(crate) permits: tokio::sync::Semaphore,
+    /// Bound on each BMC call.
+    pub(crate) timeout: Duration,
+}
+
+impl Default for BmcRuntime {
+    fn default() -> Self {
+        Self {
+            key: None,
+            permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_BMC_CALLS),
+            timeout: kiln_bmc::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// The 256-bit key BmcSecrets are sealed with. `Debug` shows nothing.
+pub struct SecretKey {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+/// The plaintext inside a sealed secret.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Plain {
+    username: String,
+    password: String,
+}
+
+impl SecretKey {
+    /// Reads the key from `explicit` (`--bmc-secret-key-file`; replicas on
+    /// one PostgreSQL store must all be given the same file), else from
+    /// `DATA_DIR/bmc-secret.key`, created (random, mode 0600) at the first
+    /// start. The file holds the key in base64. The key never goes into the
+    /// store: a copy of the database alone does not open the secrets.
+    pub fn load_or_create(data_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<(Self, PathBuf)> {
+        let path = explicit.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
+        let bytes = match std::fs::read_to_string(&path) {
+            Ok(text) => B64
+                .decode(text.trim())
+                .map_err(|e| anyhow::anyhow!("BMC secret key {}: not base64: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+                let mut key = [0u8; 32];
+                SystemRandom::new()
+                    .fill(&mut key)
+                    .map_err(|_| anyhow::anyhow!("no randomness for the BMC secret key"))?;
+                crate::auth::write_secret(&path, B64.encode(key).as_bytes())?;
+                key.to_vec()
+            }
+            Err(e) => anyhow::bail!("--bmc-secret-key-file {}: {e}", path.display()),
+        };
+        Ok((Self::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("BMC secret key {}: {e}", path.display()))?, path))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes)
+            .map_err(|_| format!("must be {} bytes, not {}", CHACHA20_POLY1305.key_len(), bytes.len()))?;
+        Ok(Self { key: LessSafeKey::new(unbound) })
+    }
+
+    fn aad(name: &str) -> Aad<Vec<u8>> {
+        // Bound to the name: a sealed value moved to another row does not open.
+        Aad::from(format!("kiln-bmc-secret/v1/{name}").into_bytes())
+    }
+
+    pub(crate) fn seal(&self, secret: &BmcSecretDoc) -> Result<SealedBmcSecret, AppError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| AppError::Internal { context: "no randomness to seal a BMC secret".into(), source: None })?;
+        let plain = Plain { username: secret.username.clone(), password: secret.password.clone() };
+        let mut data = serde_json::to_vec(&plain).map_err(|e| AppError::internal("seal a BMC secret", e))?;
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Self::aad(&secret.name), &mut data)
+            .map_err(|_| AppError::Internal { context: "seal a BMC secret".into(), source: None })?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Ok(SealedBmcSecret { name: secret.name.clone(), sealed: format!("v1:{}", B64.encode(out)) })
+    }
+
+    fn open(&self, sealed: &SealedBmcSecret) -> Result<kiln_bmc::Credentials, AppError> {
+        let failed = || {
+            AppError::FailedPrecondition(format!(
+                "BmcSecret {:?} cannot be opened with this server's BMC secret key (another key sealed it: \
+                 give every server the same --bmc-secret-key-file, or apply the BmcSecret again)",
+                sealed.name
+            ))
+        };
+        let bytes = sealed.sealed.strip_prefix("v1:").and_then(|b| B64.decode(b).ok()).ok_or_else(failed)?;
+        if bytes.len() < NONCE_LEN {
+            return Err(failed());
+        }
+        let (nonce, data) = bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| failed())?;
+        let mut data = data.to_vec();
+        let plain = self.key.open_in_place(nonce, Self::aad(&sealed.name), &mut data).map_err(|_| failed())?;
+        let plain: Plain = serde_json::from_slice(plain).map_err(|_| failed())?;
+        Ok(kiln_bmc::Credentials { username: plain.username, password: plain.password })
+    }
+}
+
+/// A BMC error for the caller: transient ones (unreachable, timed out, 5xx)
+/// are UNAVAILABLE, the rest FAILED_PRECONDITION; the message names the
+/// hardware, the BMC and the step.
+fn bmc_error(hardware_id: &str, e: BmcError) -> AppError {
+    let message = format!("hardware {hardware_id:?}: {e}");
+    if e.kind.is_transient() { AppError::Unavailable(message) } else { AppError::FailedPrecondition(message) }
+}
+
+impl App {
+    /// Takes the BmcSecrets out of `docs` and seals them (called by apply
+    /// before anything else sees the documents).
+    pub(crate) fn seal_bmc_secrets(&self, docs: &mut Vec<Document>) -> Result<Vec<SealedBmcSecret>, AppError> {
+        let mut sealed = Vec::new();
+        let mut rest = Vec::with_capacity(docs.len());
+        for doc in docs.drain(..) {
+            match doc {
+                Document::BmcSecret(secret) => {
+                    let key = self.bmc.key.as_ref().ok_or_else(|| {
+                        AppError::FailedPrecondition(
+                            "this server has no BMC secret key: it cannot store BmcSecrets".into(),
+                        )
+                    })?;
+                    if sealed.iter().any(|s: &SealedBmcSecret| s.name == secret.name) {
+                        return Err(AppError::InvalidArgument(format!("BmcSecret {:?} appears twice", secret.name)));
+                    }
+                    sealed.push(key.seal(&secret)?);
+                }
+                other => rest.push(other),
+            }
+        }
+        *docs = rest;
+        Ok(sealed)
+    }
+
+    /// Warnings an apply of `docs` gives about BMCs: TLS verification off.
+    pub(crate) fn bmc_warnings(docs: &[Document]) -> Vec<String> {
+        docs.iter()
+            .filter_map(|d| match d {
+                Document::Hardware(h) if h.bmc.as_ref().is_some_and(|b| b.insecure) => Some(format!(
+                    "Hardware {:?}: bmc.tls.insecure: true: kiln will not verify the BMC's TLS certificate \
+                     (anyone on the path can read its credentials); give bmc.tls.ca instead",
+                    h.id
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A client for the BMC of `hardware_id`.
+    async fn bmc_client(&self, hardware_id: &str) -> Result<Client, AppError> {
+        let hardware = self.store.get_hardware(hardware_id).await?;
+        let spec = hardware.doc.bmc.ok_or_else(|| {
+            AppError::FailedPrecondition(format!("hardware {hardware_id:?} has no bmc section (docs/bmc.md)"))
+        })?;
+        let sealed = self.store.bmc_secret(&spec.credentials).await?.ok_or_else(|| {
+            AppError::FailedPrecondition(format!(
+                "hardware {hardware_id:?}: bmc.credentials names BmcSecret {:?}, which is not applied",
+                spec.credentials
+            ))
+        })?;
+        let key = self.bmc.key.as_ref().ok_or_else(|| {
+            AppError::FailedPrecondition("this server has no BMC secret key: it cannot open BmcSecrets".into())
+        })?;
+        let credentials = key.open(&sealed)?;
+        let protocol = spec.protocol.parse().map_err(AppError::FailedPrecondition)?;
+        let tls = match (spec.tls_ca, spec.insecure) {
+            (_, true) => kiln_bmc::Tls::Insecure,
+            (Some(ca), false) => kiln_bmc::Tls::Ca(ca),
+            (None, false) => kiln_bmc::Tls::SystemRoots,
+        };
+        let config = kiln_bmc::Config { protocol, address: spec.address, credentials, tls, timeout: self.bmc.timeout };
+        Client::new(config).map_err(|e| bmc_error(hardware_id, e))
+    }
+
+    /// Reads the machine's power state from its BMC (`action: None`) or
+    /// performs `action` and reads it after; records the reading.
+    pub async fn bmc_power(
+        &self,
+        opctx: &OpContext,
+        hardware_id: &str,
+        action: Option<PowerAction>,
+    ) -> Result<PowerReading, AppError> {
+        let result = async {
+            let client = self.bmc_client(hardware_id).await?;
+            let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+            let state = match action {
+                None => client.power_state().await,
+                Some(action) => client.power(action).await,
+            }
+            .map_err(|e| bmc_error(hardware_id, e))?;
+            let reading = PowerReading { state: state.to_string(), read_at: now_millis() };
+            self.store.set_power_reading(hardware_id, reading.clone()).await?;
+            Ok(reading)
+        };
+        match action {
+            None => {
+                opctx.require_operator_read()?;
+                result.await
+            }
+            Some(action) => {
+                let verb = format!("power {action}");
+                self.authorize_write(opctx, &verb, hardware_id).await?;
+                let result = result.await;
+                self.audit(opctx, &verb, hardware_id, &result.as_ref().map(|_| ())).await;
+                result
+            }
+        }
+    }
+
+    /// Sets the machine's boot device override through its BMC; returns
+    /// what the BMC reports after (Redfish; IPMI reports nothing back).
+    pub async fn bmc_boot(
+        &self,
+        opctx: &OpContext,
+        hardware_id: &str,
+        boot: BootOverride,
+    ) -> Result<BootState, AppError> {
+        let verb = format!("boot {}{}", boot.device, if boot.once { " once" } else { "" });
+        self.authorize_write(opctx, &verb, hardware_id).await?;
+        let result = async {
+            let client = self.bmc_client(hardware_id).await?;
+            let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+            client.set_boot(boot).await.map_err(|e| bmc_error(hardware_id, e))
+        }
+        .await;
+        self.audit(opctx, &verb, hardware_id, &result.as_ref().map(|_| ())).await;
+        result
+    }
+
+    /// The last power state recorded for a hardware (no BMC call).
+    pub async fn power_reading(&self, opctx: &OpContext, hardware_id: &str) -> Result<Option<PowerReading>, AppError> {
+        opctx.require_operator_read()?;
+        Ok(self.store.power_reading(hardware_id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(password: &str) -> BmcSecretDoc {
+        BmcSecretDoc { name: "n1-bmc".into(), username: "admin".into(), password: password.into() }
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_key_and_name() {
+        let key = SecretKey::from_bytes(&[7u8; 32]).unwrap();
+        let sealed = key.seal(&secret("hunter2-pw")).unwrap();
+        assert!(sealed.sealed.starts_with("v1:"));
+        assert!(!sealed.sealed.contains("hunter2"), "plaintext in the sealed value");
+        assert!(!format!("{sealed:?}").contains(&sealed.sealed), "Debug shows the sealed value");
+        let open = key.open(&sealed).unwrap();
+        assert_eq!((open.username.as_str(), open.password.as_str()), ("admin", "hunter2-pw"));
+        // A fresh nonce every time: sealing twice gives two values.
+        assert_ne!(key.seal(&secret("hunter2-pw")).unwrap().sealed, sealed.sealed);
+        // Another key, another name, or a flipped bit: refused, saying why.
+        let other = SecretKey::from_bytes(&[8u8; 32]).unwrap();
+        let err = other.open(&sealed).unwrap_err().to_string();
+        assert!(err.contains("cannot be opened") && err.contains("n1-bmc"), "{err}");
+        let moved = SealedBmcSecret { name: "other".into(), ..sealed.clone() };
+        assert!(key.open(&moved).is_err());
+        let mut bytes = B64.decode(&sealed.sealed[3..]).unwrap();
+        bytes[20] ^= 1;
+        let flipped = SealedBmcSecret { sealed: format!("v1:{}", B64.encode(bytes)), ..sealed };
+        assert!(key.open(&flipped).is_err());
+        assert!(SecretKey::from_bytes(&[1u8; 16]).unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn the_key_file_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, path) = SecretKey::load_or_create(dir.path(), None).unwrap();
+        assert_eq!(path, dir.path().join(KEY_FILE));
+        let sealed = a.seal(&secret("pw")).unwrap();
+        let (b, _) = SecretKey::load_or_create(dir.path(), None).unwrap();
+        assert_eq!(b.open(&sealed).unwrap().password, "pw");
+        let missing = dir.path().join("nope");
+        assert!(SecretKey::load_or_create(dir.path(), Some(&missing)).unwrap_err().to_string().contains("nope"));
+    }
+}
