@@ -289,11 +289,14 @@ pub fn parse_documents(source: &str, yaml: &str) -> Result<Vec<Document>, SpecEr
 pub fn parse_documents_with_warnings(source: &str, yaml: &str) -> Result<(Vec<Document>, Vec<SpecError>), SpecError> {
     let mut docs = Vec::new();
     let mut warnings = Vec::new();
+    let mut rufio = crate::tinkerbell::rufio::Found::default();
     for chunk in split_stream(yaml) {
         let parsed = parse_one(source, &chunk)?;
         docs.extend(parsed.docs);
         warnings.extend(parsed.warnings);
+        rufio.extend(parsed.rufio);
     }
+    crate::tinkerbell::rufio::resolve(&mut docs, rufio, &mut warnings);
     Ok((docs, warnings))
 }
 
@@ -317,7 +320,7 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<crate::tinkerbell::Parse
             message: format!("{written:?} is {:?} in kiln (kiln names are 1-63 of [a-z0-9._-])", t.name),
         });
     }
-    Ok(crate::tinkerbell::Parsed { docs: vec![doc], warnings })
+    Ok(crate::tinkerbell::Parsed { docs: vec![doc], warnings, rufio: Default::default() })
 }
 
 fn parse_kiln(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
