@@ -823,6 +823,67 @@ pub async fn bmc_secrets_and_power_readings(b: &dyn Backend) {
     assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:second")));
 }
 
+/// BMC jobs: a submission is idempotent by key; two instances claiming at
+/// once never get the same job; only the lease holder finishes it; a retry
+/// waits for its time; a job whose lease ran out is claimed again and its
+/// old holder can no longer finish it.
+pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
+    use super::{BmcJob, JobEnd};
+    let (a, b2) = (b.open().await, b.open().await);
+    let job = |id: &str, key: &str, created_at| BmcJob {
+        id: id.into(),
+        key: key.into(),
+        hardware_id: "hw".into(),
+        operation: "power on".into(),
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt_at: 0,
+        lease_owner: String::new(),
+        lease_until: 0,
+        deadline: 1_000_000,
+        result: String::new(),
+        error: String::new(),
+        created_at,
+        updated_at: created_at,
+    };
+    let (first, outcome) = a.create_bmc_job(job("j1", "k1", 10)).await.unwrap();
+    assert_eq!((first.id.as_str(), outcome), ("j1", Outcome::Created));
+    let (again, outcome) = b2.create_bmc_job(job("j1-dup", "k1", 11)).await.unwrap();
+    assert_eq!((again.id.as_str(), outcome), ("j1", Outcome::Unchanged), "same key, same job");
+    a.create_bmc_job(job("j2", "k2", 20)).await.unwrap();
+
+    // Two instances claim at once: two different jobs, then nothing.
+    let (x, y) = tokio::join!(a.claim_bmc_job("server-a", 100, 1_000), b2.claim_bmc_job("server-b", 100, 1_000));
+    let (x, y) = (x.unwrap().unwrap(), y.unwrap().unwrap());
+    assert_ne!(x.id, y.id, "one job claimed twice");
+    assert_eq!((x.state.as_str(), x.attempts), ("running", 1));
+    assert!(a.claim_bmc_job("server-a", 150, 1_000).await.unwrap().is_none(), "both leases hold");
+    let (j1_owner, j2_owner) = if x.id == "j1" { ("server-a", "server-b") } else { ("server-b", "server-a") };
+
+    // Only the holder finishes; a retry waits for its time.
+    assert!(!a.finish_bmc_job("j1", "intruder", JobEnd::Failed { error: "x".into() }).await.unwrap());
+    let retry = JobEnd::Retry { error: "BMC failed: HTTP 500".into(), at: 300 };
+    assert!(a.finish_bmc_job("j1", j1_owner, retry).await.unwrap());
+    assert!(a.claim_bmc_job("server-a", 250, 400).await.unwrap().is_none(), "retried before its time");
+    let retried = a.claim_bmc_job("server-a", 300, 400).await.unwrap().unwrap();
+    assert_eq!((retried.id.as_str(), retried.attempts, retried.error.as_str()), ("j1", 2, "BMC failed: HTTP 500"));
+    assert!(a.finish_bmc_job("j1", "server-a", JobEnd::Succeeded { result: "on".into() }).await.unwrap());
+
+    // j2's holder dies: after its lease another server claims it, and the
+    // old holder's late finish is refused.
+    let reclaimed = a.claim_bmc_job("server-c", 1_001, 2_000).await.unwrap().unwrap();
+    assert_eq!((reclaimed.id.as_str(), reclaimed.attempts), ("j2", 2));
+    assert!(!b2.finish_bmc_job("j2", j2_owner, JobEnd::Succeeded { result: "on".into() }).await.unwrap());
+    assert!(b2.finish_bmc_job("j2", "server-c", JobEnd::Failed { error: "timed out".into() }).await.unwrap());
+
+    let jobs = b2.list_bmc_jobs(10).await.unwrap();
+    let states: Vec<(&str, &str, &str)> =
+        jobs.iter().map(|j| (j.id.as_str(), j.state.as_str(), j.result.as_str())).collect();
+    assert_eq!(states, [("j2", "failed", ""), ("j1", "succeeded", "on")]);
+    assert_eq!(jobs[0].error, "timed out");
+    assert_eq!(b2.list_bmc_jobs(1).await.unwrap().len(), 1);
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
 }
@@ -840,6 +901,11 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn bmc_secrets_and_power_readings() {
             c::bmc_secrets_and_power_readings(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bmc_jobs_are_idempotent_claimed_once_and_leased() {
+            c::bmc_jobs_are_idempotent_claimed_once_and_leased(&$backend).await
         }
 
         #[tokio::test]

@@ -149,6 +149,59 @@ pub struct PowerReading {
     pub read_at: Millis,
 }
 
+/// A BMC operation as a durable job (see [`crate::app::background::bmc_jobs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcJob {
+    pub id: String,
+    /// Submissions with the same key are one job.
+    pub key: String,
+    pub hardware_id: String,
+    /// "power on", "power cycle", "boot pxe once uefi", ...
+    pub operation: String,
+    /// "pending", "running", "succeeded" or "failed".
+    pub state: String,
+    /// Runs started so far.
+    pub attempts: u32,
+    /// A pending job is not claimed before this.
+    pub next_attempt_at: Millis,
+    /// The server running it (empty when none) and until when.
+    pub lease_owner: String,
+    pub lease_until: Millis,
+    /// A job not done by then fails ("timed out") instead of retrying.
+    pub deadline: Millis,
+    /// What the BMC reported (succeeded), e.g. "on".
+    pub result: String,
+    /// The last error (retried or final).
+    pub error: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// How a job's run ended, as [`Store::finish_bmc_job`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    Succeeded {
+        result: String,
+    },
+    /// Pending again, not before `at`.
+    Retry {
+        error: String,
+        at: Millis,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// A job end as stored: (state, result, error, next_attempt_at).
+pub(crate) fn job_end(end: &JobEnd) -> (&'static str, &str, &str, Millis) {
+    match end {
+        JobEnd::Succeeded { result } => ("succeeded", result.as_str(), "", 0),
+        JobEnd::Retry { error, at } => ("pending", "", error.as_str(), *at),
+        JobEnd::Failed { error } => ("failed", "", error.as_str(), 0),
+    }
+}
+
 /// What the server checks an agent's token against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentCredential {
@@ -608,6 +661,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// The last recorded power state of a hardware.
     async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError>;
+
+    /// Stores a new job, or returns the one with the same key
+    /// ([`Outcome::Created`] or [`Outcome::Unchanged`]).
+    async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError>;
+
+    /// Claims the oldest job that is due (pending and past its
+    /// `next_attempt_at`, or running with its lease run out) for `owner`
+    /// until `lease_until`, counting an attempt. Two servers never claim
+    /// one job at once.
+    async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError>;
+
+    /// Ends the run of a job `owner` holds; `false` (nothing written) when
+    /// it no longer holds it.
+    async fn finish_bmc_job(&self, id: &str, owner: &str, end: JobEnd) -> Result<bool, StoreError>;
+
+    /// The newest `limit` jobs, newest first.
+    async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError>;
 
     /// Starts forwarding changes committed by *other* servers on this store
     /// into `events` (a store only one server uses has none: `None`).

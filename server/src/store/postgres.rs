@@ -41,9 +41,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition, StoredHardware,
-    StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Event, EventQuery, JobEnd, Mutation,
+    NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition,
+    StoredHardware, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, job_end, summary_from_row,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -597,6 +597,37 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// A bmc_jobs row (by hand: sqlx's derive macros are not built here).
+struct JobRow(BmcJob);
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for JobRow {
+    fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self(BmcJob {
+            id: r.try_get("id")?,
+            key: r.try_get("key")?,
+            hardware_id: r.try_get("hardware_id")?,
+            operation: r.try_get("operation")?,
+            state: r.try_get("state")?,
+            attempts: r.try_get::<i64, _>("attempts")?.max(0) as u32,
+            next_attempt_at: r.try_get("next_attempt_at")?,
+            lease_owner: r.try_get("lease_owner")?,
+            lease_until: r.try_get("lease_until")?,
+            deadline: r.try_get("deadline")?,
+            result: r.try_get("result")?,
+            error: r.try_get("error")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        }))
+    }
+}
+
+impl From<JobRow> for BmcJob {
+    fn from(r: JobRow) -> Self {
+        r.0
+    }
 }
 
 fn not_found(kind: &'static str, name: &str) -> StoreError {
@@ -1163,6 +1194,76 @@ impl Store for PostgresStore {
             }
         }
         Ok(())
+    }
+
+    async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(&job.key)
+        .bind(&job.hardware_id)
+        .bind(&job.operation)
+        .bind(&job.state)
+        .bind(job.attempts as i64)
+        .bind(job.next_attempt_at)
+        .bind(&job.lease_owner)
+        .bind(job.lease_until)
+        .bind(job.deadline)
+        .bind(&job.result)
+        .bind(&job.error)
+        .bind(job.created_at)
+        .bind(job.updated_at)
+        .execute(&self.pool)
+        .await?;
+        let row: JobRow =
+            sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE key = $1").bind(&job.key).fetch_one(&self.pool).await?;
+        Ok((row.into(), if done.rows_affected() == 1 { Outcome::Created } else { Outcome::Unchanged }))
+    }
+
+    async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError> {
+        // SKIP LOCKED: replicas claiming at once take different jobs, never one twice.
+        let row: Option<JobRow> = sqlx::query_as(
+            "UPDATE bmc_jobs SET state = 'running', lease_owner = $2, lease_until = $3, attempts = attempts + 1,
+             updated_at = $1
+             WHERE id = (SELECT id FROM bmc_jobs WHERE (state = 'pending' AND next_attempt_at <= $1)
+                         OR (state = 'running' AND lease_until < $1)
+                         ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at",
+        )
+        .bind(now)
+        .bind(owner)
+        .bind(lease_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn finish_bmc_job(&self, id: &str, owner: &str, end: JobEnd) -> Result<bool, StoreError> {
+        let (state, result, error, next) = job_end(&end);
+        let done = sqlx::query(
+            "UPDATE bmc_jobs SET state = $3, result = $4, error = $5, next_attempt_at = $6, lease_owner = '',
+             lease_until = 0, updated_at = $7 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(state)
+        .bind(result)
+        .bind(error)
+        .bind(next)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs ORDER BY created_at DESC, id DESC LIMIT $1")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError> {

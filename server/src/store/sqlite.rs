@@ -26,9 +26,9 @@ use super::template_format;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition, StoredHardware,
-    StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Event, EventQuery, JobEnd, Mutation,
+    NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition,
+    StoredHardware, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, job_end, summary_from_row,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -455,6 +455,25 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BmcJob> {
+    Ok(BmcJob {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        hardware_id: r.get(2)?,
+        operation: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        lease_owner: r.get(7)?,
+        lease_until: r.get(8)?,
+        deadline: r.get(9)?,
+        result: r.get(10)?,
+        error: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
 }
 
 fn not_found(kind: &'static str, name: &str) -> StoreError {
@@ -994,6 +1013,86 @@ impl Store for SqliteStore {
                 params![id, reading.state, reading.read_at],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT (key) DO NOTHING",
+                params![
+                    job.id,
+                    job.key,
+                    job.hardware_id,
+                    job.operation,
+                    job.state,
+                    job.attempts,
+                    job.next_attempt_at,
+                    job.lease_owner,
+                    job.lease_until,
+                    job.deadline,
+                    job.result,
+                    job.error,
+                    job.created_at,
+                    job.updated_at
+                ],
+            )?;
+            let stored = tx.query_row("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE key = ?1", [&job.key], job_from_row)?;
+            tx.commit()?;
+            Ok((stored, if inserted == 1 { Outcome::Created } else { Outcome::Unchanged }))
+        })
+        .await
+    }
+
+    async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError> {
+        let owner = owner.to_string();
+        self.with_conn(move |c| {
+            // One writer at a time (SQLite): the select and update cannot interleave with another claim.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let id: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM bmc_jobs WHERE (state = 'pending' AND next_attempt_at <= ?1)
+                     OR (state = 'running' AND lease_until < ?1) ORDER BY created_at, id LIMIT 1",
+                    [now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            tx.execute(
+                "UPDATE bmc_jobs SET state = 'running', lease_owner = ?2, lease_until = ?3, attempts = attempts + 1,
+                 updated_at = ?4 WHERE id = ?1",
+                params![id, owner, lease_until, now],
+            )?;
+            let job = tx.query_row("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE id = ?1", [&id], job_from_row)?;
+            tx.commit()?;
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn finish_bmc_job(&self, id: &str, owner: &str, end: JobEnd) -> Result<bool, StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.with_conn(move |c| {
+            let now = now_millis();
+            let (state, result, error, next) = job_end(&end);
+            let n = c.execute(
+                "UPDATE bmc_jobs SET state = ?3, result = ?4, error = ?5, next_attempt_at = ?6, lease_owner = '',
+                 lease_until = 0, updated_at = ?7 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                params![id, owner, state, result, error, next, now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs ORDER BY created_at DESC, id DESC LIMIT ?1")?
+                .query_map([limit], job_from_row)?
+                .collect::<Result<_, _>>()?)
         })
         .await
     }
