@@ -99,7 +99,17 @@ enum Command {
     },
     /// A machine's power, through its BMC (the hardware's bmc: section);
     /// prints the state the BMC reports after the action.
-    Power { action: PowerAction, hardware: String },
+    Power {
+        action: PowerAction,
+        hardware: String,
+        /// Submit it as a durable job (retried, survives a server restart;
+        /// see kiln get bmc-jobs) instead of waiting for the BMC.
+        #[arg(long)]
+        job: bool,
+        /// With --job: submitting again with this key returns the first job.
+        #[arg(long, requires = "job")]
+        key: Option<String>,
+    },
     /// Set the device a machine boots from, through its BMC.
     Boot {
         hardware: String,
@@ -114,6 +124,12 @@ enum Command {
         /// Boot in legacy (BIOS) mode.
         #[arg(long)]
         legacy: bool,
+        /// Submit it as a durable job instead of waiting for the BMC.
+        #[arg(long)]
+        job: bool,
+        /// With --job: submitting again with this key returns the first job.
+        #[arg(long, requires = "job")]
+        key: Option<String>,
     },
     /// The audit trail: operator writes and refused credentials, oldest first.
     Events {
@@ -219,6 +235,9 @@ enum Kind {
     Template,
     #[value(alias = "workflows", alias = "wf")]
     Workflow,
+    /// BMC jobs (kiln power/boot --job); get only.
+    #[value(name = "bmc-jobs", alias = "bmc-job", alias = "bmcjobs")]
+    BmcJobs,
 }
 
 impl Kind {
@@ -228,6 +247,7 @@ impl Kind {
             Self::Hardware => "hardware",
             Self::Template => "template",
             Self::Workflow => "workflow",
+            Self::BmcJobs => "bmc-job",
         }
     }
 }
@@ -256,11 +276,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs { workflow, action, follow, output } => {
             cmd::logs::run(&mut c, workflow, action, follow, output).await?
         }
-        Command::Power { action, hardware } => {
+        Command::Power { action, hardware, job, key } => {
             let action = action.to_possible_value().expect("no skipped values");
-            cmd::power::power(&mut c, action.get_name(), hardware).await?
+            if job {
+                let request = kiln_proto::v1::BmcJobRequest {
+                    hardware,
+                    power_action: action.get_name().to_string(),
+                    key: key.unwrap_or_default(),
+                    ..Default::default()
+                };
+                cmd::power::submit(&mut c, request).await?
+            } else {
+                cmd::power::power(&mut c, action.get_name(), hardware).await?
+            }
         }
-        Command::Boot { hardware, device, once, uefi, legacy } => {
+        Command::Boot { hardware, device, once, uefi, legacy, job, key } => {
             let device = device.to_possible_value().expect("no skipped values");
             let mode = if uefi {
                 "uefi"
@@ -269,7 +299,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             };
-            cmd::power::boot(&mut c, hardware, device.get_name(), once, mode).await?
+            if job {
+                let request = kiln_proto::v1::BmcJobRequest {
+                    hardware,
+                    boot_device: device.get_name().to_string(),
+                    once,
+                    mode: mode.to_string(),
+                    key: key.unwrap_or_default(),
+                    ..Default::default()
+                };
+                cmd::power::submit(&mut c, request).await?
+            } else {
+                cmd::power::boot(&mut c, hardware, device.get_name(), once, mode).await?
+            }
         }
         Command::Events { follow, since, kind, limit, output } => {
             let kind = kind.map(|k| if k == EventKind::Write { "write" } else { "security" }.to_string());

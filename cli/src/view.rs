@@ -75,6 +75,39 @@ impl From<&v1::Hardware> for Hardware {
 }
 
 #[derive(Serialize)]
+pub struct BmcJob {
+    id: String,
+    key: String,
+    hardware: String,
+    operation: String,
+    state: String,
+    attempts: u32,
+    result: String,
+    error: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    deadline: Option<String>,
+}
+
+impl From<&v1::BmcJob> for BmcJob {
+    fn from(j: &v1::BmcJob) -> Self {
+        Self {
+            id: j.id.clone(),
+            key: j.key.clone(),
+            hardware: j.hardware.clone(),
+            operation: j.operation.clone(),
+            state: j.state.clone(),
+            attempts: j.attempts,
+            result: j.result.clone(),
+            error: j.error.clone(),
+            created_at: time(&j.created_at),
+            updated_at: time(&j.updated_at),
+            deadline: time(&j.deadline),
+        }
+    }
+}
+
+#[derive(Serialize)]
 pub struct ActionDefinition {
     name: String,
     description: String,

@@ -14,7 +14,10 @@ use kiln_proto::v1::{
     Hardware, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest, RevokeResponse, Template,
     TemplateList, Workflow, WorkflowList, plan_request,
 };
-use kiln_proto::v1::{BootDeviceRequest, BootDeviceResponse, PowerRequest, PowerResponse};
+use kiln_proto::v1::{
+    BmcJob, BmcJobList, BmcJobRequest, BootDeviceRequest, BootDeviceResponse, ListBmcJobsRequest, PowerRequest,
+    PowerResponse,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -63,6 +66,23 @@ fn event_filter(req: &EventsRequest) -> Result<EventFilter, Status> {
     };
     let since = req.since.as_ref().map_or(0, kiln_proto::time::proto_to_millis);
     Ok(EventFilter { since, kind, limit: req.limit })
+}
+
+fn bmc_job(j: crate::store::BmcJob, created: bool) -> BmcJob {
+    BmcJob {
+        id: j.id,
+        key: j.key,
+        hardware: j.hardware_id,
+        operation: j.operation,
+        state: j.state,
+        attempts: j.attempts,
+        result: j.result,
+        error: j.error,
+        created_at: Some(millis_to_proto(j.created_at)),
+        updated_at: Some(millis_to_proto(j.updated_at)),
+        deadline: Some(millis_to_proto(j.deadline)),
+        created,
+    }
 }
 
 fn source_name(source: &str) -> &str {
@@ -301,6 +321,41 @@ impl AdminService for AdminApi {
             enabled: state.enabled.unwrap_or_default(),
             mode: state.mode.unwrap_or_default(),
         }))
+    }
+
+    async fn submit_bmc_job(&self, req: Request<BmcJobRequest>) -> Result<Response<BmcJob>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let operation = match (req.power_action.as_str(), req.boot_device.as_str()) {
+            (action, "") if !action.is_empty() => {
+                crate::app::bmc::BmcOperation::Power(action.parse().map_err(Status::invalid_argument)?)
+            }
+            ("", device) if !device.is_empty() => {
+                let mode = match req.mode.as_str() {
+                    "" => None,
+                    "uefi" => Some(kiln_bmc::BootMode::Uefi),
+                    "legacy" => Some(kiln_bmc::BootMode::Legacy),
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "unknown boot mode {other:?} (expected uefi or legacy)"
+                        )));
+                    }
+                };
+                let device = device.parse().map_err(Status::invalid_argument)?;
+                crate::app::bmc::BmcOperation::Boot(kiln_bmc::BootOverride { device, once: req.once, mode })
+            }
+            _ => return Err(Status::invalid_argument("give exactly one of power_action and boot_device")),
+        };
+        let key = (!req.key.is_empty()).then_some(req.key);
+        let (job, outcome) = self.app.submit_bmc_job(&opctx, &req.hardware, operation, key).await.map_err(status)?;
+        Ok(Response::new(bmc_job(job, outcome == crate::store::Outcome::Created)))
+    }
+
+    async fn list_bmc_jobs(&self, req: Request<ListBmcJobsRequest>) -> Result<Response<BmcJobList>, Status> {
+        let opctx = operator(&req)?;
+        let limit = if req.get_ref().limit == 0 { 100 } else { req.get_ref().limit };
+        let jobs = self.app.list_bmc_jobs(&opctx, limit).await.map_err(status)?;
+        Ok(Response::new(BmcJobList { items: jobs.into_iter().map(|j| bmc_job(j, false)).collect() }))
     }
 }
 

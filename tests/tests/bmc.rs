@@ -403,3 +403,84 @@ async fn cli_power_and_boot_through_the_server() {
     assert!(!everything.contains(PASSWORD), "password printed: {everything}");
     assert!(everything.contains("power on"), "power actions are audited: {everything}");
 }
+
+fn jobs(cluster: &kiln_tests::Cluster) -> Vec<serde_json::Value> {
+    serde_json::from_str(&kiln_ok(cluster, &["get", "bmc-jobs", "-o", "json"])).expect("bmc-jobs JSON")
+}
+
+fn wait_job(cluster: &kiln_tests::Cluster, id: &str, limit: Duration) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let job = jobs(cluster).into_iter().find(|j| j["id"] == id).expect("job listed");
+        if job["state"] == "succeeded" || job["state"] == "failed" {
+            return job;
+        }
+        assert!(start.elapsed() < limit, "job still {} after {limit:?}: {job}\n{}", job["state"], cluster.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// BMC operations as durable jobs: a submission with a key is idempotent,
+/// the job runs in the background and changes the domain, and one against
+/// a BMC that keeps failing with 500 is retried with backoff until it
+/// fails with the BMC's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn bmc_jobs_are_idempotent_retried_and_visible() {
+    let mut lab = Lab::start().unwrap();
+    lab.define_domain("node4").unwrap();
+    let url = lab.start_sushy(bmc_lab::free_port(), USER, PASSWORD, None).unwrap();
+    let failing = answering_bmc("500 Internal Server Error", r#"{"error":{"message":"controller busy"}}"#);
+    let cluster = kiln_tests::Cluster::start().unwrap();
+    let hw = |name: &str, address: &str| {
+        format!(
+            "kind: Hardware\nname: {name}\nmacs: [\"{}\"]\nbmc:\n  address: {address}\n  protocol: redfish\n  credentials: lab-bmc\n---\n",
+            if name == "node4" { "52:54:00:00:04:01" } else { "52:54:00:00:04:02" }
+        )
+    };
+    cluster.apply(&format!(
+        "{}{}kind: BmcSecret\nname: lab-bmc\nusername: {USER}\npassword: {PASSWORD}\n",
+        hw("node4", &url),
+        hw("broken", &failing)
+    ));
+
+    let out = kiln_ok(&cluster, &["power", "on", "node4", "--job", "--key", "first-boot"]);
+    assert!(out.starts_with("bmc-job/bmcjob-") && out.contains(" created: power on on hardware/node4"), "{out}");
+    let id = out["bmc-job/".len()..].split(' ').next().unwrap().to_string();
+    let again = kiln_ok(&cluster, &["power", "on", "node4", "--job", "--key", "first-boot"]);
+    assert!(again.starts_with(&format!("bmc-job/{id} unchanged")), "{again}");
+    // The same key for another operation is refused.
+    let out = cluster.kiln(&["power", "off", "node4", "--job", "--key", "first-boot"]);
+    assert!(!out.status.success() && kiln_tests::stderr(&out).contains("is job"), "{}", kiln_tests::stderr(&out));
+
+    let job = wait_job(&cluster, &id, Duration::from_secs(30));
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str(), job["attempts"].as_u64()),
+        (Some("succeeded"), Some("on"), Some(1)),
+        "{job}"
+    );
+    lab.wait_domstate("node4", "running", Duration::from_secs(20)).unwrap();
+    assert!(kiln_ok(&cluster, &["describe", "hardware", "node4"]).contains("power_state: on"));
+
+    // A boot job reports what the BMC read back.
+    let out = kiln_ok(&cluster, &["boot", "node4", "--device", "pxe", "--once", "--job"]);
+    let boot_id = out["bmc-job/".len()..].split(' ').next().unwrap().to_string();
+    let job = wait_job(&cluster, &boot_id, Duration::from_secs(30));
+    assert_eq!(job["result"], "target Pxe", "{job}");
+    assert_eq!(job["operation"], "boot pxe once", "{job}");
+
+    // 500 every time: 5 attempts 1 + 2 + 4 + 8 s apart, then failed with the BMC's message.
+    let started = Instant::now();
+    let out = kiln_ok(&cluster, &["power", "cycle", "broken", "--job"]);
+    let failing_id = out["bmc-job/".len()..].split(' ').next().unwrap().to_string();
+    let job = wait_job(&cluster, &failing_id, Duration::from_secs(60));
+    assert_eq!((job["state"].as_str(), job["attempts"].as_u64()), (Some("failed"), Some(5)), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("HTTP 500: controller busy"), "{job}");
+    assert!(started.elapsed() >= Duration::from_secs(15), "retried without backoff: {:?}", started.elapsed());
+    let table = kiln_ok(&cluster, &["get", "bmc-jobs"]);
+    assert!(table.contains(&failing_id) && table.contains("failed"), "{table}");
+
+    // A job for a hardware without a BMC is refused at once.
+    cluster.apply("kind: Hardware\nname: plain\nmacs: [\"52:54:00:00:04:03\"]\n");
+    let out = cluster.kiln(&["power", "on", "plain", "--job"]);
+    assert!(kiln_tests::stderr(&out).contains("has no bmc section"), "{}", kiln_tests::stderr(&out));
+}

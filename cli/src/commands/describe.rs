@@ -10,7 +10,7 @@ use crate::view::{self, action_state, workflow_state};
 pub async fn run(c: &mut Client, kind: Kind, name: &str) -> anyhow::Result<()> {
     let name = name.to_string();
     match kind {
-        Kind::Action => return super::get::run(c, kind, Some(name), Format::Yaml).await,
+        Kind::Action | Kind::BmcJobs => return super::get::run(c, kind, Some(name), Format::Yaml).await,
         Kind::Hardware => {
             let h = c.get_hardware(GetRequest { name }).await.map_err(status)?.into_inner();
             print!("{}", serde_yaml_ng::to_string(&view::Hardware::from(&h))?);

@@ -1,7 +1,7 @@
 //! `kiln power` and `kiln boot`: a machine's power and boot device through
 //! its BMC, answered with what the BMC reports after the change.
 
-use kiln_proto::v1::{BootDeviceRequest, PowerRequest};
+use kiln_proto::v1::{BmcJobRequest, BootDeviceRequest, PowerRequest};
 
 use crate::connection::{Client, status};
 use crate::view;
@@ -26,5 +26,13 @@ pub async fn boot(c: &mut Client, hardware: String, device: &str, once: bool, mo
             r.hardware, r.target, r.enabled
         );
     }
+    Ok(())
+}
+
+/// Submits a BMC job; prints its id (and whether this submission made it).
+pub async fn submit(c: &mut Client, request: BmcJobRequest) -> anyhow::Result<()> {
+    let j = c.submit_bmc_job(request).await.map_err(status)?.into_inner();
+    let outcome = if j.created { "created" } else { "unchanged (submitted before with this key)" };
+    println!("bmc-job/{} {outcome}: {} on hardware/{}, {}", j.id, j.operation, j.hardware, j.state);
     Ok(())
 }

@@ -20,7 +20,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{App, AppError, OpContext};
 use crate::model::now_millis;
-use crate::store::{PowerReading, SealedBmcSecret};
+use crate::store::{BmcJob, Outcome, PowerReading, SealedBmcSecret};
+
+/// A job not done this long after it was submitted fails instead of retrying.
+pub const JOB_DEADLINE: Duration = Duration::from_secs(600);
 
 /// BMC calls one server runs at once; more wait their turn. A BMC call is
 /// mostly waiting on a slow embedded web server; this bounds sockets and
@@ -38,6 +41,10 @@ pub struct BmcRuntime {
     pub(crate) permits: tokio::sync::Semaphore,
     /// Bound on each BMC call.
     pub(crate) timeout: Duration,
+    /// Jobs this server runs at once (background/bmc_jobs.rs).
+    pub(crate) job_slots: Arc<tokio::sync::Semaphore>,
+    /// Wakes the job runner when a job is submitted.
+    pub(crate) job_submitted: tokio::sync::Notify,
 }
 
 impl Default for BmcRuntime {
@@ -46,6 +53,55 @@ impl Default for BmcRuntime {
             key: None,
             permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_BMC_CALLS),
             timeout: kiln_bmc::DEFAULT_TIMEOUT,
+            job_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BMC_CALLS)),
+            job_submitted: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// A BMC operation, as a job stores it ("power on", "boot pxe once uefi").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BmcOperation {
+    Power(PowerAction),
+    Boot(BootOverride),
+}
+
+impl std::fmt::Display for BmcOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Power(action) => write!(f, "power {action}"),
+            Self::Boot(boot) => {
+                write!(f, "boot {} {}", boot.device, if boot.once { "once" } else { "always" })?;
+                match boot.mode {
+                    Some(mode) => write!(f, " {mode}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for BmcOperation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        match words.as_slice() {
+            ["power", action] => Ok(Self::Power(action.parse()?)),
+            ["boot", device, when, rest @ ..] if rest.len() <= 1 => {
+                let once = match *when {
+                    "once" => true,
+                    "always" => false,
+                    other => return Err(format!("{other:?} must be once or always")),
+                };
+                let mode = match rest.first() {
+                    None => None,
+                    Some(&"uefi") => Some(kiln_bmc::BootMode::Uefi),
+                    Some(&"legacy") => Some(kiln_bmc::BootMode::Legacy),
+                    Some(other) => return Err(format!("unknown boot mode {other:?}")),
+                };
+                Ok(Self::Boot(BootOverride { device: device.parse()?, once, mode }))
+            }
+            _ => Err(format!("unknown BMC operation {s:?}")),
         }
     }
 }
@@ -214,6 +270,31 @@ impl App {
         Client::new(config).map_err(|e| bmc_error(hardware_id, e))
     }
 
+    /// Runs one power call (or a read) and records the reading.
+    pub(crate) async fn run_power(
+        &self,
+        hardware_id: &str,
+        action: Option<PowerAction>,
+    ) -> Result<PowerReading, AppError> {
+        let client = self.bmc_client(hardware_id).await?;
+        let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+        let state = match action {
+            None => client.power_state().await,
+            Some(action) => client.power(action).await,
+        }
+        .map_err(|e| bmc_error(hardware_id, e))?;
+        let reading = PowerReading { state: state.to_string(), read_at: now_millis() };
+        self.store.set_power_reading(hardware_id, reading.clone()).await?;
+        Ok(reading)
+    }
+
+    /// Sets the boot override; what the BMC reports after.
+    pub(crate) async fn run_boot(&self, hardware_id: &str, boot: BootOverride) -> Result<BootState, AppError> {
+        let client = self.bmc_client(hardware_id).await?;
+        let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+        client.set_boot(boot).await.map_err(|e| bmc_error(hardware_id, e))
+    }
+
     /// Reads the machine's power state from its BMC (`action: None`) or
     /// performs `action` and reads it after; records the reading.
     pub async fn bmc_power(
@@ -222,18 +303,7 @@ impl App {
         hardware_id: &str,
         action: Option<PowerAction>,
     ) -> Result<PowerReading, AppError> {
-        let result = async {
-            let client = self.bmc_client(hardware_id).await?;
-            let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
-            let state = match action {
-                None => client.power_state().await,
-                Some(action) => client.power(action).await,
-            }
-            .map_err(|e| bmc_error(hardware_id, e))?;
-            let reading = PowerReading { state: state.to_string(), read_at: now_millis() };
-            self.store.set_power_reading(hardware_id, reading.clone()).await?;
-            Ok(reading)
-        };
+        let result = self.run_power(hardware_id, action);
         match action {
             None => {
                 opctx.require_operator_read()?;
@@ -259,14 +329,68 @@ impl App {
     ) -> Result<BootState, AppError> {
         let verb = format!("boot {}{}", boot.device, if boot.once { " once" } else { "" });
         self.authorize_write(opctx, &verb, hardware_id).await?;
+        let result = self.run_boot(hardware_id, boot).await;
+        self.audit(opctx, &verb, hardware_id, &result.as_ref().map(|_| ())).await;
+        result
+    }
+
+    /// Submits `operation` as a durable job (background/bmc_jobs.rs runs
+    /// it, retried on transient errors until its deadline). With a `key`,
+    /// submitting again returns the first job ([`Outcome::Unchanged`]).
+    pub async fn submit_bmc_job(
+        &self,
+        opctx: &OpContext,
+        hardware_id: &str,
+        operation: BmcOperation,
+        key: Option<String>,
+    ) -> Result<(BmcJob, Outcome), AppError> {
+        let verb = format!("bmc job {operation}");
+        self.authorize_write(opctx, &verb, hardware_id).await?;
         let result = async {
-            let client = self.bmc_client(hardware_id).await?;
-            let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
-            client.set_boot(boot).await.map_err(|e| bmc_error(hardware_id, e))
+            // Refused now rather than failed later: no such hardware, no BMC.
+            let hardware = self.store.get_hardware(hardware_id).await?;
+            if hardware.doc.bmc.is_none() {
+                return Err(AppError::FailedPrecondition(format!(
+                    "hardware {hardware_id:?} has no bmc section (docs/bmc.md)"
+                )));
+            }
+            let id = format!("bmcjob-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let now = now_millis();
+            let job = BmcJob {
+                key: key.filter(|k| !k.is_empty()).unwrap_or_else(|| id.clone()),
+                id,
+                hardware_id: hardware_id.to_string(),
+                operation: operation.to_string(),
+                state: "pending".into(),
+                attempts: 0,
+                next_attempt_at: now,
+                lease_owner: String::new(),
+                lease_until: 0,
+                deadline: now + JOB_DEADLINE.as_millis() as i64,
+                result: String::new(),
+                error: String::new(),
+                created_at: now,
+                updated_at: now,
+            };
+            let (job, outcome) = self.store.create_bmc_job(job).await?;
+            if job.hardware_id != hardware_id || job.operation != operation.to_string() {
+                return Err(AppError::Conflict(format!(
+                    "job key {:?} is job {} ({} on hardware {:?}), not this one",
+                    job.key, job.id, job.operation, job.hardware_id
+                )));
+            }
+            self.bmc.job_submitted.notify_one();
+            Ok((job, outcome))
         }
         .await;
         self.audit(opctx, &verb, hardware_id, &result.as_ref().map(|_| ())).await;
         result
+    }
+
+    /// The newest BMC jobs, newest first.
+    pub async fn list_bmc_jobs(&self, opctx: &OpContext, limit: u32) -> Result<Vec<BmcJob>, AppError> {
+        opctx.require_operator_read()?;
+        Ok(self.store.list_bmc_jobs(limit.clamp(1, 10_000)).await?)
     }
 
     /// The last power state recorded for a hardware (no BMC call).
@@ -306,6 +430,17 @@ mod tests {
         let flipped = SealedBmcSecret { sealed: format!("v1:{}", B64.encode(bytes)), ..sealed };
         assert!(key.open(&flipped).is_err());
         assert!(SecretKey::from_bytes(&[1u8; 16]).unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn operations_read_back_as_written() {
+        for text in ["power on", "power soft-off", "boot pxe once uefi", "boot disk always", "boot cd once legacy"] {
+            let op: BmcOperation = text.parse().unwrap();
+            assert_eq!(op.to_string(), text);
+        }
+        for bad in ["power", "power sideways", "boot pxe", "boot pxe sometimes", "boot pxe once bios", "reboot"] {
+            assert!(bad.parse::<BmcOperation>().is_err(), "{bad}");
+        }
     }
 
     #[test]
