@@ -364,3 +364,104 @@ pub fn test_ca_and_server_cert() -> (String, String, String) {
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// A fake Redfish service for load only (not a substitute for sushy-tools):
+/// `systems` ComputerSystems at `/redfish/v1/Systems/0..systems`, all On,
+/// that count every Reset they get. One tokio runtime of its own, HTTP/1.1
+/// keep-alive, no authentication. `delay` is how long a Reset takes, as a
+/// slow BMC's would.
+pub struct FakeRedfish {
+    pub url: String,
+    /// Resets received per system, by index.
+    pub resets: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+}
+
+impl FakeRedfish {
+    pub fn start(systems: usize, delay: Duration) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake BMC");
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let resets = std::sync::Arc::new(std::sync::Mutex::new(vec![0u32; systems]));
+        let counted = resets.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    tokio::spawn(fake_connection(stream, counted.clone(), delay));
+                }
+            });
+        });
+        Self { url, resets }
+    }
+}
+
+async fn fake_connection(
+    mut stream: tokio::net::TcpStream,
+    resets: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // One request: the head, then Content-Length bytes of body.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+        buf.drain(..head_end + length);
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let index = path
+            .strip_prefix("/redfish/v1/Systems/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n < resets.lock().unwrap().len());
+        let (status, reply) = match (method, index, path.ends_with("/Actions/ComputerSystem.Reset")) {
+            ("GET", Some(n), false) => (
+                "200 OK",
+                serde_json::json!({
+                    "Id": n.to_string(),
+                    "PowerState": "On",
+                    "Actions": {"#ComputerSystem.Reset": {
+                        "target": format!("/redfish/v1/Systems/{n}/Actions/ComputerSystem.Reset"),
+                        "ResetType@Redfish.AllowableValues": ["On", "ForceOff", "ForceRestart", "GracefulShutdown"]
+                    }}
+                })
+                .to_string(),
+            ),
+            ("POST", Some(n), true) if body.contains("ResetType") => {
+                tokio::time::sleep(delay).await;
+                resets.lock().unwrap()[n] += 1;
+                ("204 No Content", String::new())
+            }
+            _ => ("404 Not Found", r#"{"error":{"message":"no such resource"}}"#.to_string()),
+        };
+        // A 204 has no body and so no Content-Length.
+        let length =
+            if status.starts_with("204") { String::new() } else { format!("Content-Length: {}\r\n", reply.len()) };
+        let response = format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{length}\r\n{reply}");
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
