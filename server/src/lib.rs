@@ -169,6 +169,7 @@ impl Server {
             },
         );
         app.set_bmc_secret_key(bmc_key);
+        app.set_bmc_job_owner(app::bmc::load_or_create_runner_id(&config.data_dir)?);
         Ok(Self {
             listener,
             app: Arc::new(app),

@@ -570,3 +570,33 @@ async fn replicas_never_run_a_bmc_job_twice() {
     assert!(by_a > 0 && by_b > 0, "one replica ran every job: {by_a} / {by_b}");
     println!("{n} BMCs power-cycled by two replicas (PostgreSQL) in {elapsed:.1?}: {by_a} + {by_b}");
 }
+
+/// A server killed (SIGKILL) while running a BMC job runs it again as soon
+/// as it is back, not when the job's 5-minute lease runs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_server_resumes_its_bmc_jobs() {
+    let fake = bmc_lab::FakeRedfish::start(1, Duration::from_secs(3));
+    let mut cluster = kiln_tests::Cluster::start().unwrap();
+    cluster.apply(&format!(
+        "kind: Hardware\nname: slow\nmacs: [\"52:54:00:00:05:01\"]\nbmc:\n  address: {}/redfish/v1/Systems/0\n  protocol: redfish\n  credentials: s\n---\nkind: BmcSecret\nname: s\nusername: u\npassword: p\n",
+        fake.url
+    ));
+    let out = kiln_ok(&cluster, &["power", "cycle", "slow", "--job"]);
+    let id = out["bmc-job/".len()..].split(' ').next().unwrap().to_string();
+    let start = Instant::now();
+    while jobs(&cluster).iter().find(|j| j["id"] == id.as_str()).unwrap()["state"] != "running" {
+        assert!(start.elapsed() < Duration::from_secs(20), "job never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The Reset is in flight (the fake takes 3 s): kill the server now.
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.restart_server(&[]).unwrap();
+    let restarted = Instant::now();
+    let job = wait_job(&cluster, &id, Duration::from_secs(30));
+    assert_eq!((job["state"].as_str(), job["attempts"].as_u64()), (Some("succeeded"), Some(2)), "{job}");
+    assert!(restarted.elapsed() < Duration::from_secs(30), "resumed only after {:?}", restarted.elapsed());
+    assert!(cluster.logs().contains("BMC jobs this server was running when it stopped are due again"));
+    // The interrupted Reset may have reached the BMC too: at least one, at most two.
+    let resets = fake.resets.lock().unwrap()[0];
+    assert!((1..=2).contains(&resets), "{resets} resets");
+}

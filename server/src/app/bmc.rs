@@ -45,6 +45,9 @@ pub struct BmcRuntime {
     pub(crate) job_slots: Arc<tokio::sync::Semaphore>,
     /// Wakes the job runner when a job is submitted.
     pub(crate) job_submitted: tokio::sync::Notify,
+    /// Who this server is when it claims jobs: kept in the data directory,
+    /// so a restarted server knows the jobs it held died with it.
+    pub(crate) job_owner: String,
 }
 
 impl Default for BmcRuntime {
@@ -55,6 +58,7 @@ impl Default for BmcRuntime {
             timeout: kiln_bmc::DEFAULT_TIMEOUT,
             job_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BMC_CALLS)),
             job_submitted: tokio::sync::Notify::new(),
+            job_owner: format!("server-{}", uuid::Uuid::new_v4().simple()),
         }
     }
 }
@@ -103,6 +107,26 @@ impl std::str::FromStr for BmcOperation {
             }
             _ => Err(format!("unknown BMC operation {s:?}")),
         }
+    }
+}
+
+/// This server's name as a BMC job runner: `DATA_DIR/bmc-runner-id`,
+/// created at the first start. Replicas have data directories of their own
+/// and so names of their own.
+pub fn load_or_create_runner_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("bmc-runner-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => anyhow::bail!("{}: empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("server-{}", uuid::Uuid::new_v4().simple());
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, &id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
     }
 }
 

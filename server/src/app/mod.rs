@@ -149,6 +149,11 @@ impl App {
         self.bmc.key = Some(Arc::new(key));
     }
 
+    /// Names the server as a BMC job runner (see [`bmc::load_or_create_runner_id`]).
+    pub fn set_bmc_job_owner(&mut self, owner: String) {
+        self.bmc.job_owner = owner;
+    }
+
     pub fn lease(&self) -> Duration {
         self.lease
     }

@@ -876,11 +876,20 @@ pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
     assert!(!b2.finish_bmc_job("j2", j2_owner, JobEnd::Succeeded { result: "on".into() }).await.unwrap());
     assert!(b2.finish_bmc_job("j2", "server-c", JobEnd::Failed { error: "timed out".into() }).await.unwrap());
 
+    // A restarted server releases what it held: due again at once.
+    b2.create_bmc_job(job("j3", "k3", 30)).await.unwrap();
+    assert_eq!(a.claim_bmc_job("server-d", 2_000, 9_000).await.unwrap().unwrap().id, "j3");
+    assert_eq!(a.release_bmc_jobs("server-x").await.unwrap(), 0);
+    assert_eq!(a.release_bmc_jobs("server-d").await.unwrap(), 1);
+    let again = b2.claim_bmc_job("server-d", 2_001, 9_000).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), ("j3", 2));
+    assert!(a.finish_bmc_job("j3", "server-d", JobEnd::Succeeded { result: "on".into() }).await.unwrap());
+
     let jobs = b2.list_bmc_jobs(10).await.unwrap();
     let states: Vec<(&str, &str, &str)> =
         jobs.iter().map(|j| (j.id.as_str(), j.state.as_str(), j.result.as_str())).collect();
-    assert_eq!(states, [("j2", "failed", ""), ("j1", "succeeded", "on")]);
-    assert_eq!(jobs[0].error, "timed out");
+    assert_eq!(states, [("j3", "succeeded", "on"), ("j2", "failed", ""), ("j1", "succeeded", "on")]);
+    assert_eq!(jobs[1].error, "timed out");
     assert_eq!(b2.list_bmc_jobs(1).await.unwrap().len(), 1);
 }
 

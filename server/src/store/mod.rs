@@ -679,6 +679,11 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `limit` jobs, newest first.
     async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError>;
 
+    /// Makes the jobs `owner` holds due again at once (a server restarting
+    /// with the same owner: whatever it was running died with it). Returns
+    /// how many.
+    async fn release_bmc_jobs(&self, owner: &str) -> Result<u64, StoreError>;
+
     /// Starts forwarding changes committed by *other* servers on this store
     /// into `events` (a store only one server uses has none: `None`).
     fn forward_changes(&self, _events: Arc<Events>) -> Option<tokio::task::JoinHandle<()>> {

@@ -1266,6 +1266,17 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    async fn release_bmc_jobs(&self, owner: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE bmc_jobs SET state = 'pending', lease_owner = '', lease_until = 0, next_attempt_at = 0
+             WHERE state = 'running' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError> {
         let row: Option<(String, i64)> = sqlx::query_as("SELECT state, read_at FROM bmc_power WHERE hardware_id = $1")
             .bind(hardware_id)

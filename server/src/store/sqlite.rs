@@ -1097,6 +1097,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_bmc_jobs(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.with_conn(move |c| {
+            let n = c.execute(
+                "UPDATE bmc_jobs SET state = 'pending', lease_owner = '', lease_until = 0, next_attempt_at = 0
+                 WHERE state = 'running' AND lease_owner = ?1",
+                [&owner],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError> {
         let id = hardware_id.to_string();
         self.read(move |c| {

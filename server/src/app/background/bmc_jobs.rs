@@ -3,7 +3,9 @@
 //! runs each, and records how it ended: succeeded, retried with backoff on a
 //! transient error (unreachable, timed out, 5xx), or failed (anything else,
 //! or its deadline passed). A server that dies mid-job leaves its lease to
-//! run out; another server (or this one restarted) claims the job again.
+//! run out, after which another server claims the job again; the same
+//! server restarted (its name is kept in the data directory) releases the
+//! jobs it held at once.
 //! Power and boot operations are safe to run twice (on, off, boot device
 //! are idempotent; a cycle run twice cycles twice, which leaves the machine
 //! in the state asked for).
@@ -29,7 +31,14 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 pub async fn run(app: Arc<App>) {
-    let owner = format!("server-{}", uuid::Uuid::new_v4().simple());
+    let owner = app.bmc.job_owner.clone();
+    // Jobs this server held when it stopped died with it: run them again
+    // now rather than when their lease runs out.
+    match app.store.release_bmc_jobs(&owner).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(jobs = n, "BMC jobs this server was running when it stopped are due again"),
+        Err(e) => tracing::error!(error = %e.detailed(), "cannot release this server's BMC jobs"),
+    }
     loop {
         loop {
             let Ok(slot) = app.bmc.job_slots.clone().try_acquire_owned() else { break };
