@@ -298,6 +298,15 @@ impl Client {
         }
     }
 
+    /// The virtual CD drive's image URL and whether it is inserted, as the
+    /// BMC reports them.
+    pub async fn media_state(&self) -> Result<(Option<String>, bool)> {
+        match self {
+            Self::Redfish(c) => c.media_state().await,
+            Self::Ipmi(c) => Err(c.unsupported("read virtual media", "IPMI has no virtual media")),
+        }
+    }
+
     /// Ejects whatever the virtual CD drive holds.
     pub async fn eject_media(&self) -> Result<()> {
         match self {

@@ -131,6 +131,11 @@ enum Command {
         #[arg(long, requires = "job")]
         key: Option<String>,
     },
+    /// A machine's virtual CD drive, through its BMC (Redfish).
+    Media {
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
     /// The audit trail: operator writes and refused credentials, oldest first.
     Events {
         /// Keep following: print each new event as it is stored.
@@ -183,6 +188,14 @@ enum EventKind {
     Write,
     /// Refused credentials (agents, the operator credential, action tokens).
     Security,
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Insert the ISO at URL (the BMC downloads it) into MACHINE's virtual CD drive.
+    Insert { hardware: String, url: String },
+    /// Eject MACHINE's virtual CD.
+    Eject { hardware: String },
 }
 
 #[derive(Subcommand)]
@@ -312,6 +325,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 cmd::power::boot(&mut c, hardware, device.get_name(), once, mode).await?
             }
+        }
+        Command::Media { command: MediaCommand::Insert { hardware, url } } => {
+            cmd::power::media(&mut c, hardware, url).await?
+        }
+        Command::Media { command: MediaCommand::Eject { hardware } } => {
+            cmd::power::media(&mut c, hardware, String::new()).await?
         }
         Command::Events { follow, since, kind, limit, output } => {
             let kind = kind.map(|k| if k == EventKind::Write { "write" } else { "security" }.to_string());

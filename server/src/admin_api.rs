@@ -16,7 +16,7 @@ use kiln_proto::v1::{
 };
 use kiln_proto::v1::{
     BmcJob, BmcJobList, BmcJobRequest, BootDeviceRequest, BootDeviceResponse, ListBmcJobsRequest, PowerRequest,
-    PowerResponse,
+    PowerResponse, VirtualMediaRequest, VirtualMediaResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -356,6 +356,14 @@ impl AdminService for AdminApi {
         let limit = if req.get_ref().limit == 0 { 100 } else { req.get_ref().limit };
         let jobs = self.app.list_bmc_jobs(&opctx, limit).await.map_err(status)?;
         Ok(Response::new(BmcJobList { items: jobs.into_iter().map(|j| bmc_job(j, false)).collect() }))
+    }
+
+    async fn virtual_media(&self, req: Request<VirtualMediaRequest>) -> Result<Response<VirtualMediaResponse>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let url = (!req.image_url.is_empty()).then_some(req.image_url.as_str());
+        let (image, inserted) = self.app.bmc_media(&opctx, &req.hardware, url).await.map_err(status)?;
+        Ok(Response::new(VirtualMediaResponse { hardware: req.hardware, image: image.unwrap_or_default(), inserted }))
     }
 }
 

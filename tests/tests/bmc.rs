@@ -359,6 +359,17 @@ async fn cli_power_and_boot_through_the_server() {
     let nic = &xml[xml.find("<interface").unwrap()..xml.find("</interface>").unwrap()];
     assert!(nic.contains("<boot order='1'/>"), "NIC is not first to boot:\n{xml}");
 
+    // Virtual media: the ISO is in the domain's CD drive, then gone.
+    let iso_url = serve_file(vec![0u8; 64 * 1024], 4);
+    let out = kiln_ok(&cluster, &["media", "insert", "node3", &iso_url]);
+    assert_eq!(out, format!("hardware/node3: virtual CD holds {iso_url}\n"));
+    let xml = lab.dumpxml("node3");
+    let cdrom = &xml[xml.find("device='cdrom'").unwrap()..];
+    assert!(cdrom[..cdrom.find("</disk>").unwrap()].contains("<source file="), "no ISO in the CD drive:\n{xml}");
+    assert_eq!(kiln_ok(&cluster, &["media", "eject", "node3"]), "hardware/node3: virtual CD empty\n");
+    let out = cluster.kiln(&["media", "insert", "node3", "ftp://x/y.iso"]);
+    assert!(kiln_tests::stderr(&out).contains("must be an http:// or https:// URL"), "{}", kiln_tests::stderr(&out));
+
     let before = lab.domid("node3");
     kiln_ok(&cluster, &["power", "cycle", "node3"]);
     lab.wait_domstate("node3", "running", Duration::from_secs(20)).unwrap();

@@ -1,7 +1,7 @@
 //! `kiln power` and `kiln boot`: a machine's power and boot device through
 //! its BMC, answered with what the BMC reports after the change.
 
-use kiln_proto::v1::{BmcJobRequest, BootDeviceRequest, PowerRequest};
+use kiln_proto::v1::{BmcJobRequest, BootDeviceRequest, PowerRequest, VirtualMediaRequest};
 
 use crate::connection::{Client, status};
 use crate::view;
@@ -34,5 +34,16 @@ pub async fn submit(c: &mut Client, request: BmcJobRequest) -> anyhow::Result<()
     let j = c.submit_bmc_job(request).await.map_err(status)?.into_inner();
     let outcome = if j.created { "created" } else { "unchanged (submitted before with this key)" };
     println!("bmc-job/{} {outcome}: {} on hardware/{}, {}", j.id, j.operation, j.hardware, j.state);
+    Ok(())
+}
+
+/// Inserts (a URL) or ejects (empty) the virtual CD; prints what the BMC reports after.
+pub async fn media(c: &mut Client, hardware: String, image_url: String) -> anyhow::Result<()> {
+    let r = c.virtual_media(VirtualMediaRequest { hardware, image_url }).await.map_err(status)?.into_inner();
+    if r.inserted {
+        println!("hardware/{}: virtual CD holds {}", r.hardware, r.image);
+    } else {
+        println!("hardware/{}: virtual CD empty", r.hardware);
+    }
     Ok(())
 }

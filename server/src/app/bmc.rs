@@ -417,6 +417,36 @@ impl App {
         Ok(self.store.list_bmc_jobs(limit.clamp(1, 10_000)).await?)
     }
 
+    /// Inserts the ISO at `image_url` into the machine's virtual CD drive
+    /// (`None`: ejects it); returns what the BMC reports after.
+    pub async fn bmc_media(
+        &self,
+        opctx: &OpContext,
+        hardware_id: &str,
+        image_url: Option<&str>,
+    ) -> Result<(Option<String>, bool), AppError> {
+        let verb = if image_url.is_some() { "virtual media insert" } else { "virtual media eject" };
+        self.authorize_write(opctx, verb, hardware_id).await?;
+        let result = async {
+            if let Some(url) = image_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(AppError::InvalidArgument(format!("image_url {url:?} must be an http:// or https:// URL")));
+            }
+            let client = self.bmc_client(hardware_id).await?;
+            let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+            match image_url {
+                Some(url) => client.insert_media(url).await,
+                None => client.eject_media().await,
+            }
+            .map_err(|e| bmc_error(hardware_id, e))?;
+            client.media_state().await.map_err(|e| bmc_error(hardware_id, e))
+        }
+        .await;
+        self.audit(opctx, verb, hardware_id, &result.as_ref().map(|_| ())).await;
+        result
+    }
+
     /// The last power state recorded for a hardware (no BMC call).
     pub async fn power_reading(&self, opctx: &OpContext, hardware_id: &str) -> Result<Option<PowerReading>, AppError> {
         opctx.require_operator_read()?;
