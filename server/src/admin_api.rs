@@ -120,8 +120,21 @@ impl AdminService for AdminApi {
     }
 
     async fn list_hardware(&self, req: Request<ListRequest>) -> Result<Response<HardwareList>, Status> {
-        let items = self.app.list_hardware(&operator(&req)?).await.map_err(status)?;
-        Ok(Response::new(HardwareList { items: items.iter().map(convert::hardware).collect() }))
+        let opctx = operator(&req)?;
+        let items = self.app.list_hardware(&opctx).await.map_err(status)?;
+        let mut list = Vec::with_capacity(items.len());
+        for h in &items {
+            let mut hardware = convert::hardware(h);
+            // Only machines with a BMC have readings: one indexed read each.
+            if h.doc.bmc.is_some()
+                && let Some(reading) = self.app.power_reading(&opctx, &h.doc.id).await.map_err(status)?
+            {
+                hardware.power_state = reading.state;
+                hardware.power_read_at = Some(millis_to_proto(reading.read_at));
+            }
+            list.push(hardware);
+        }
+        Ok(Response::new(HardwareList { items: list }))
     }
 
     async fn list_action_definitions(

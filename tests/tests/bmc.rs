@@ -352,6 +352,9 @@ async fn cli_power_and_boot_through_the_server() {
     let described = kiln_ok(&cluster, &["describe", "hardware", "node3"]);
     assert!(described.contains("power_state: on") && described.contains("power_read_at: "), "{described}");
     assert!(described.contains(&format!("address: {url}")) && !described.contains(PASSWORD), "{described}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&kiln_ok(&cluster, &["get", "hardware", "-o", "json"])).unwrap();
+    assert_eq!(listed[0]["bmc"]["power_state"], "on", "{listed}");
 
     let out = kiln_ok(&cluster, &["boot", "node3", "--device", "pxe", "--once", "--uefi"]);
     assert!(out.contains("BMC reports target Pxe"), "{out}");
