@@ -36,13 +36,18 @@ install_packages() {
     # (tests/tests/console.rs); ipxe (the iPXE binaries kiln serves), tftp-hpa
     # and dnsmasq-base: the boot services test (tests/tests/boot_services.rs)
     # fetches over TFTP and runs a site DHCP server beside kiln's ProxyDHCP;
-    # ovmf: the UEFI firmware whose own PXE client tests/tests/vm_pxe.rs boots.
+    # ovmf: the UEFI firmware whose own PXE client tests/tests/vm_pxe.rs boots;
+    # libvirt-daemon + libvirt-daemon-driver-qemu
+    # + libvirt-clients + python3-libvirt + python3-venv (and ovmf): the BMC
+    # tests' private libvirtd and the emulators' venv (tests/src/bmc_lab.rs;
+    # never libvirt-daemon-system, which brings a NAT network and services).
     for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl iproute2 \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
         qemu-system-x86 ipxe-qemu ipxe tftp-hpa dnsmasq-base ovmf postgresql-15 prometheus chromium chromium-driver \
         golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev \
         qemu-utils qemu-block-extra lvm2 syslinux syslinux-common mtools \
-        grub2-common grub-common grub-pc-bin grub-efi-amd64-bin gettext-base ca-certificates; do
+        grub2-common grub-common grub-pc-bin grub-efi-amd64-bin gettext-base ca-certificates \
+        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-libvirt python3-venv; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -50,6 +55,21 @@ install_packages() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# The BMC tests (tests/tests/bmc.rs) drive libvirt domains through the
+# emulators Ironic and Metal3 test against: sushy-tools (Redfish) and
+# virtualbmc (IPMI), from PyPI (not in Debian) into a venv that sees
+# Debian's python3-libvirt. Each test starts its own libvirtd as the
+# unprivileged kiln-libvirt user (a session daemon: private sockets and
+# domains, nothing under /etc or /var/lib/libvirt).
+install_bmc_emulators() {
+    getent passwd kiln-libvirt >/dev/null || useradd -r -d /nonexistent -M -s /usr/sbin/nologin kiln-libvirt
+    if [ ! -x "$STATE/bmc-venv/bin/sushy-emulator" ] || [ ! -x "$STATE/bmc-venv/bin/vbmcd" ]; then
+        rm -rf "$STATE/bmc-venv"
+        /usr/bin/python3 -m venv --system-site-packages "$STATE/bmc-venv"
+        "$STATE/bmc-venv/bin/pip" install -q 'sushy-tools==2.2.0' 'virtualbmc==3.3.0' 'pyghmi==1.6.19'
     fi
 }
 
@@ -67,6 +87,7 @@ up() {
     install_packages
     down quiet
     mkdir -p "$STATE"/{docker,registry-open,registry-auth}
+    install_bmc_emulators
     dockerd --data-root "$STATE/docker/root" --exec-root "$STATE/docker/exec" \
         -H "unix://$STATE/docker.sock" --pidfile "$STATE/docker.pid" \
         --bridge=none --iptables=false --ip6tables=false >"$STATE/dockerd.log" 2>&1 &
@@ -105,6 +126,7 @@ export KILN_TEST_REGISTRY=127.0.0.1:$REG_PORT
 export KILN_TEST_AUTH_REGISTRY=127.0.0.1:$AUTH_PORT
 export KILN_TEST_REGISTRY_USER=$REG_USER
 export KILN_TEST_REGISTRY_PASSWORD=$REG_PASS
+export KILN_TEST_BMC_VENV=$STATE/bmc-venv
 ENV
     echo "test services up; source $STATE/env"
 }

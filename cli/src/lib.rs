@@ -104,6 +104,45 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// A machine's power, through its BMC (the hardware's bmc: section);
+    /// prints the state the BMC reports after the action.
+    Power {
+        action: PowerAction,
+        hardware: String,
+        /// Submit it as a durable job (retried, survives a server restart;
+        /// see kiln get bmc-jobs) instead of waiting for the BMC.
+        #[arg(long)]
+        job: bool,
+        /// With --job: submitting again with this key returns the first job.
+        #[arg(long, requires = "job")]
+        key: Option<String>,
+    },
+    /// Set the device a machine boots from, through its BMC.
+    Boot {
+        hardware: String,
+        #[arg(long, value_enum)]
+        device: BootDevice,
+        /// Next boot only (otherwise every boot).
+        #[arg(long)]
+        once: bool,
+        /// Boot in UEFI mode.
+        #[arg(long, conflicts_with = "legacy")]
+        uefi: bool,
+        /// Boot in legacy (BIOS) mode.
+        #[arg(long)]
+        legacy: bool,
+        /// Submit it as a durable job instead of waiting for the BMC.
+        #[arg(long)]
+        job: bool,
+        /// With --job: submitting again with this key returns the first job.
+        #[arg(long, requires = "job")]
+        key: Option<String>,
+    },
+    /// A machine's virtual CD drive, through its BMC (Redfish).
+    Media {
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
     /// The audit trail: operator writes and refused credentials, oldest first.
     Events {
         /// Keep following: print each new event as it is stored.
@@ -125,11 +164,45 @@ enum Command {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PowerAction {
+    /// Read the power state.
+    Status,
+    On,
+    /// Hard off.
+    Off,
+    /// Off then on (on when off).
+    Cycle,
+    /// Hard reset.
+    Reset,
+    /// Ask the OS to shut down.
+    SoftOff,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BootDevice {
+    /// Network boot (PXE).
+    Pxe,
+    /// UEFI HTTP boot (Redfish only).
+    Http,
+    Disk,
+    /// CD/DVD, virtual media included.
+    Cd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EventKind {
     /// Operator writes (apply, delete, retry, tokens, certificates).
     Write,
     /// Refused credentials (agents, the operator credential, action tokens).
     Security,
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Insert the ISO at URL (the BMC downloads it) into MACHINE's virtual CD drive.
+    Insert { hardware: String, url: String },
+    /// Eject MACHINE's virtual CD.
+    Eject { hardware: String },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +255,9 @@ enum Kind {
     Template,
     #[value(alias = "workflows", alias = "wf")]
     Workflow,
+    /// BMC jobs (kiln power/boot --job); get only.
+    #[value(name = "bmc-jobs", alias = "bmc-job", alias = "bmcjobs")]
+    BmcJobs,
 }
 
 impl Kind {
@@ -191,6 +267,7 @@ impl Kind {
             Self::Hardware => "hardware",
             Self::Template => "template",
             Self::Workflow => "workflow",
+            Self::BmcJobs => "bmc-job",
         }
     }
 }
@@ -218,6 +295,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch { workflow } => return cmd::watch::run(&mut c, workflow).await,
         Command::Logs { workflow, action, follow, output } => {
             cmd::logs::run(&mut c, workflow, action, follow, output).await?
+        }
+        Command::Power { action, hardware, job, key } => {
+            let action = action.to_possible_value().expect("no skipped values");
+            if job {
+                let request = kiln_proto::v1::BmcJobRequest {
+                    hardware,
+                    power_action: action.get_name().to_string(),
+                    key: key.unwrap_or_default(),
+                    ..Default::default()
+                };
+                cmd::power::submit(&mut c, request).await?
+            } else {
+                cmd::power::power(&mut c, action.get_name(), hardware).await?
+            }
+        }
+        Command::Boot { hardware, device, once, uefi, legacy, job, key } => {
+            let device = device.to_possible_value().expect("no skipped values");
+            let mode = if uefi {
+                "uefi"
+            } else if legacy {
+                "legacy"
+            } else {
+                ""
+            };
+            if job {
+                let request = kiln_proto::v1::BmcJobRequest {
+                    hardware,
+                    boot_device: device.get_name().to_string(),
+                    once,
+                    mode: mode.to_string(),
+                    key: key.unwrap_or_default(),
+                    ..Default::default()
+                };
+                cmd::power::submit(&mut c, request).await?
+            } else {
+                cmd::power::boot(&mut c, hardware, device.get_name(), once, mode).await?
+            }
+        }
+        Command::Media { command: MediaCommand::Insert { hardware, url } } => {
+            cmd::power::media(&mut c, hardware, url).await?
+        }
+        Command::Media { command: MediaCommand::Eject { hardware } } => {
+            cmd::power::media(&mut c, hardware, String::new()).await?
         }
         Command::Events { follow, since, kind, limit, output } => {
             let kind = kind.map(|k| if k == EventKind::Write { "write" } else { "security" }.to_string());

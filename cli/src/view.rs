@@ -38,6 +38,19 @@ pub struct Hardware {
     metadata: serde_json::Value,
     created_at: Option<String>,
     updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bmc: Option<Bmc>,
+}
+
+/// A hardware's BMC and its last known power state.
+#[derive(Serialize)]
+pub struct Bmc {
+    address: String,
+    protocol: String,
+    credentials: String,
+    /// "unknown" until a `kiln power` call read it.
+    power_state: String,
+    power_read_at: Option<String>,
 }
 
 impl From<&v1::Hardware> for Hardware {
@@ -50,6 +63,46 @@ impl From<&v1::Hardware> for Hardware {
             metadata: serde_json::from_str(&h.metadata_json).unwrap_or(serde_json::Value::Null),
             created_at: time(&h.created_at),
             updated_at: time(&h.updated_at),
+            bmc: (!h.bmc_address.is_empty()).then(|| Bmc {
+                address: h.bmc_address.clone(),
+                protocol: h.bmc_protocol.clone(),
+                credentials: h.bmc_credentials.clone(),
+                power_state: if h.power_state.is_empty() { "unknown".into() } else { h.power_state.clone() },
+                power_read_at: time(&h.power_read_at),
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BmcJob {
+    id: String,
+    key: String,
+    hardware: String,
+    operation: String,
+    state: String,
+    attempts: u32,
+    result: String,
+    error: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    deadline: Option<String>,
+}
+
+impl From<&v1::BmcJob> for BmcJob {
+    fn from(j: &v1::BmcJob) -> Self {
+        Self {
+            id: j.id.clone(),
+            key: j.key.clone(),
+            hardware: j.hardware.clone(),
+            operation: j.operation.clone(),
+            state: j.state.clone(),
+            attempts: j.attempts,
+            result: j.result.clone(),
+            error: j.error.clone(),
+            created_at: time(&j.created_at),
+            updated_at: time(&j.updated_at),
+            deadline: time(&j.deadline),
         }
     }
 }

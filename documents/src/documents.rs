@@ -13,6 +13,8 @@ pub enum Document {
     Template(TemplateDoc),
     Workflow(WorkflowDoc),
     ActionDefinition(ActionDefinitionDoc),
+    /// BMC credentials (write-only; see [`crate::bmc`]).
+    BmcSecret(crate::bmc::BmcSecretDoc),
 }
 
 impl Document {
@@ -22,6 +24,7 @@ impl Document {
             Self::Template(_) => "Template",
             Self::Workflow(_) => "Workflow",
             Self::ActionDefinition(_) => "ActionDefinition",
+            Self::BmcSecret(_) => "BmcSecret",
         }
     }
 
@@ -31,6 +34,7 @@ impl Document {
             Self::Template(t) => &t.name,
             Self::Workflow(w) => &w.id,
             Self::ActionDefinition(d) => &d.name,
+            Self::BmcSecret(s) => &s.name,
         }
     }
 }
@@ -58,6 +62,11 @@ pub struct HardwareDoc {
     /// labels, annotations), for `.hardware.metadata`. Null for kiln's own.
     #[serde(default)]
     pub object_meta: serde_json::Value,
+    /// The machine's BMC, for out-of-band power and boot control.
+    /// Left out of the stored JSON when absent, so hardware stored before
+    /// it existed compares unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<crate::bmc::BmcSpec>,
 }
 
 fn yes() -> bool {
@@ -187,6 +196,8 @@ struct HardwareYaml {
     tinkerbell_metadata: Option<serde_json::Value>,
     #[serde(default, alias = "bmcRef")]
     bmc_ref: Option<serde_json::Value>,
+    #[serde(default)]
+    bmc: Option<crate::bmc::BmcYaml>,
 }
 
 #[derive(Deserialize)]
@@ -212,7 +223,7 @@ struct WorkflowYaml {
     hardware_map: BTreeMap<String, String>,
 }
 
-const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition";
+const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition, BmcSecret";
 
 /// Top-level keys of the template data that a `hardware_map` key would
 /// hide: Tinkerbell's and kiln's views of the hardware, the workflow, and
@@ -278,11 +289,14 @@ pub fn parse_documents(source: &str, yaml: &str) -> Result<Vec<Document>, SpecEr
 pub fn parse_documents_with_warnings(source: &str, yaml: &str) -> Result<(Vec<Document>, Vec<SpecError>), SpecError> {
     let mut docs = Vec::new();
     let mut warnings = Vec::new();
+    let mut rufio = crate::tinkerbell::rufio::Found::default();
     for chunk in split_stream(yaml) {
         let parsed = parse_one(source, &chunk)?;
         docs.extend(parsed.docs);
         warnings.extend(parsed.warnings);
+        rufio.extend(parsed.rufio);
     }
+    crate::tinkerbell::rufio::resolve(&mut docs, rufio, &mut warnings);
     Ok((docs, warnings))
 }
 
@@ -306,7 +320,7 @@ fn parse_one(source: &str, chunk: &Chunk<'_>) -> Result<crate::tinkerbell::Parse
             message: format!("{written:?} is {:?} in kiln (kiln names are 1-63 of [a-z0-9._-])", t.name),
         });
     }
-    Ok(crate::tinkerbell::Parsed { docs: vec![doc], warnings })
+    Ok(crate::tinkerbell::Parsed { docs: vec![doc], warnings, rufio: Default::default() })
 }
 
 fn parse_kiln(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
@@ -437,6 +451,13 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
                 output_schema,
                 resources,
             }))
+        }
+        "BmcSecret" => {
+            let y: crate::bmc::BmcSecretYaml = strict(&object, chunk)?;
+            debug_assert_eq!(y.kind, "BmcSecret");
+            check_name(&object, "name", &y.name)?;
+            let secret = crate::bmc::bmc_secret(y).map_err(|(field, m)| field_error(&object, &field, &m))?;
+            Ok(Document::BmcSecret(secret))
         }
         "" => Err(field_error(&object, "kind", &format!("missing; expected one of {KINDS}"))),
         "?" => Err(field_error(&object, "kind", &format!("must be one of {KINDS}"))),
@@ -612,6 +633,10 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         None => macs[0].clone(),
     };
     let metadata = h.metadata.unwrap_or_else(|| serde_json::json!({}));
+    let bmc = match h.bmc {
+        Some(b) => Some(crate::bmc::bmc_spec(b).map_err(|(field, m)| field_error(object, &field, &m))?),
+        None => None,
+    };
     Ok(HardwareDoc {
         id: h.name,
         agent_id,
@@ -621,6 +646,7 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         netboot: h.netboot.unwrap_or(true),
         spec,
         object_meta: serde_json::Value::Null,
+        bmc,
     })
 }
 

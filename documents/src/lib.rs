@@ -13,6 +13,7 @@
 //! Every error is a [`SpecError`] naming the document, the line when known,
 //! and the field path.
 
+pub mod bmc;
 pub mod documents;
 pub mod error;
 pub mod image;
@@ -21,6 +22,7 @@ pub mod plan;
 pub mod template;
 pub mod tinkerbell;
 
+pub use bmc::{BmcSecretDoc, BmcSpec};
 pub use documents::{
     ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, TemplateFormat, WorkflowDoc, parse_documents,
     parse_documents_with_warnings, parse_mac,

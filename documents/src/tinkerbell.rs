@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::documents::{Chunk, HardwareDoc, TemplateDoc, TemplateFormat, WorkflowDoc, check_disk, parse_mac};
 use crate::{Document, SpecError};
 
+pub(crate) mod rufio;
 pub(crate) mod schema;
 
 use schema::{Problem, Views};
@@ -41,7 +42,7 @@ const SERVER_METADATA: &[&str] = &[
 pub(crate) fn is_tinkerbell(top: &serde_yaml_ng::Mapping) -> bool {
     let api = top.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
     let kind = top.get("kind").and_then(|v| v.as_str()).unwrap_or("");
-    api.starts_with(GROUP) || (api == "v1" && kind == "List")
+    api.starts_with(GROUP) || (api == "v1" && kind == "List") || rufio::is_rufio(api, kind)
 }
 
 /// The kiln name of a Kubernetes name. A name kiln takes as it is (1-63 of
@@ -71,12 +72,15 @@ pub fn kiln_name(name: &str) -> String {
 pub(crate) struct Parsed {
     pub docs: Vec<Document>,
     pub warnings: Vec<SpecError>,
+    /// Rufio Machines and Secrets, for the Hardware of any document that names them.
+    pub rufio: rufio::Found,
 }
 
 struct Ctx<'a> {
     source: &'a str,
     chunk: &'a Chunk<'a>,
     warnings: Vec<SpecError>,
+    rufio: rufio::Found,
 }
 
 impl Ctx<'_> {
@@ -122,10 +126,10 @@ pub(crate) fn parse(source: &str, chunk: &Chunk<'_>, top: serde_yaml_ng::Value) 
         field: None,
         message: format!("not a Kubernetes object: {e}"),
     })?;
-    let mut ctx = Ctx { source, chunk, warnings: Vec::new() };
+    let mut ctx = Ctx { source, chunk, warnings: Vec::new(), rufio: rufio::Found::default() };
     let mut docs = Vec::new();
     object(&mut ctx, &top, "", &mut docs)?;
-    Ok(Parsed { docs, warnings: ctx.warnings })
+    Ok(Parsed { docs, warnings: ctx.warnings, rufio: ctx.rufio })
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -153,6 +157,12 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
         for (i, item) in items.iter().enumerate() {
             object(ctx, item, &at(&format!("items[{i}]")), docs)?;
         }
+        return Ok(());
+    }
+    let mut found = std::mem::take(&mut ctx.rufio);
+    let rufio = rufio::object(ctx, obj, &label, &at, &name, &api, &kind, &mut found);
+    ctx.rufio = found;
+    if rufio? {
         return Ok(());
     }
     if !api.starts_with(GROUP) {
@@ -252,6 +262,9 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
                 netboot: true,
                 spec: spec_json,
                 object_meta: Value::Object(object_meta),
+                // bmcRef names a Rufio Machine object, which kiln does not
+                // read yet: it stays data in `spec` (docs/bmc.md).
+                bmc: None,
             }));
         }
         "Template" => {

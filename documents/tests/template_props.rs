@@ -363,6 +363,7 @@ fn hw(metadata: Value, disks: Vec<String>) -> HardwareDoc {
         netboot: true,
         spec: Value::Null,
         object_meta: Value::Null,
+        bmc: None,
     }
 }
 

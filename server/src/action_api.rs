@@ -127,6 +127,7 @@ impl IntoResponse for ApiError {
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             AppError::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::DataLoss(_) => StatusCode::BAD_REQUEST,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (code, Json(serde_json::json!({ "error": e.to_string() }))).into_response()

@@ -14,6 +14,10 @@ use kiln_proto::v1::{
     Hardware, HardwareInventory, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest,
     RevokeResponse, Template, TemplateList, Workflow, WorkflowList, plan_request,
 };
+use kiln_proto::v1::{
+    BmcJob, BmcJobList, BmcJobRequest, BootDeviceRequest, BootDeviceResponse, ListBmcJobsRequest, PowerRequest,
+    PowerResponse, VirtualMediaRequest, VirtualMediaResponse,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -64,6 +68,23 @@ fn event_filter(req: &EventsRequest) -> Result<EventFilter, Status> {
     Ok(EventFilter { since, kind, limit: req.limit })
 }
 
+fn bmc_job(j: crate::store::BmcJob, created: bool) -> BmcJob {
+    BmcJob {
+        id: j.id,
+        key: j.key,
+        hardware: j.hardware_id,
+        operation: j.operation,
+        state: j.state,
+        attempts: j.attempts,
+        result: j.result,
+        error: j.error,
+        created_at: Some(millis_to_proto(j.created_at)),
+        updated_at: Some(millis_to_proto(j.updated_at)),
+        deadline: Some(millis_to_proto(j.deadline)),
+        created,
+    }
+}
+
 fn source_name(source: &str) -> &str {
     if source.is_empty() { "input" } else { source }
 }
@@ -88,8 +109,14 @@ impl AdminService for AdminApi {
     }
 
     async fn get_hardware(&self, req: Request<GetRequest>) -> Result<Response<Hardware>, Status> {
-        let h = self.app.get_hardware(&operator(&req)?, &req.get_ref().name).await.map_err(status)?;
-        Ok(Response::new(convert::hardware(&h)))
+        let opctx = operator(&req)?;
+        let h = self.app.get_hardware(&opctx, &req.get_ref().name).await.map_err(status)?;
+        let mut hardware = convert::hardware(&h);
+        if let Some(reading) = self.app.power_reading(&opctx, &h.doc.id).await.map_err(status)? {
+            hardware.power_state = reading.state;
+            hardware.power_read_at = Some(millis_to_proto(reading.read_at));
+        }
+        Ok(Response::new(hardware))
     }
 
     async fn get_hardware_inventory(&self, req: Request<GetRequest>) -> Result<Response<HardwareInventory>, Status> {
@@ -98,8 +125,21 @@ impl AdminService for AdminApi {
     }
 
     async fn list_hardware(&self, req: Request<ListRequest>) -> Result<Response<HardwareList>, Status> {
-        let items = self.app.list_hardware(&operator(&req)?).await.map_err(status)?;
-        Ok(Response::new(HardwareList { items: items.iter().map(convert::hardware).collect() }))
+        let opctx = operator(&req)?;
+        let items = self.app.list_hardware(&opctx).await.map_err(status)?;
+        let mut list = Vec::with_capacity(items.len());
+        for h in &items {
+            let mut hardware = convert::hardware(h);
+            // Only machines with a BMC have readings: one indexed read each.
+            if h.doc.bmc.is_some()
+                && let Some(reading) = self.app.power_reading(&opctx, &h.doc.id).await.map_err(status)?
+            {
+                hardware.power_state = reading.state;
+                hardware.power_read_at = Some(millis_to_proto(reading.read_at));
+            }
+            list.push(hardware);
+        }
+        Ok(Response::new(HardwareList { items: list }))
     }
 
     async fn list_action_definitions(
@@ -262,6 +302,86 @@ impl AdminService for AdminApi {
         // The response is the workflow itself: warnings go beside it.
         add_warnings(response.metadata_mut(), &warnings);
         Ok(response)
+    }
+
+    async fn power(&self, req: Request<PowerRequest>) -> Result<Response<PowerResponse>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let action = match req.action.as_str() {
+            "status" | "" => None,
+            other => Some(other.parse::<kiln_bmc::PowerAction>().map_err(Status::invalid_argument)?),
+        };
+        let reading = self.app.bmc_power(&opctx, &req.hardware, action).await.map_err(status)?;
+        Ok(Response::new(PowerResponse {
+            hardware: req.hardware,
+            power_state: reading.state,
+            read_at: Some(millis_to_proto(reading.read_at)),
+        }))
+    }
+
+    async fn set_boot_device(&self, req: Request<BootDeviceRequest>) -> Result<Response<BootDeviceResponse>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let device = req.device.parse::<kiln_bmc::BootDevice>().map_err(Status::invalid_argument)?;
+        let mode = match req.mode.as_str() {
+            "" => None,
+            "uefi" => Some(kiln_bmc::BootMode::Uefi),
+            "legacy" => Some(kiln_bmc::BootMode::Legacy),
+            other => {
+                return Err(Status::invalid_argument(format!("unknown boot mode {other:?} (expected uefi or legacy)")));
+            }
+        };
+        let boot = kiln_bmc::BootOverride { device, once: req.once, mode };
+        let state = self.app.bmc_boot(&opctx, &req.hardware, boot).await.map_err(status)?;
+        Ok(Response::new(BootDeviceResponse {
+            hardware: req.hardware,
+            target: state.target.unwrap_or_default(),
+            enabled: state.enabled.unwrap_or_default(),
+            mode: state.mode.unwrap_or_default(),
+        }))
+    }
+
+    async fn submit_bmc_job(&self, req: Request<BmcJobRequest>) -> Result<Response<BmcJob>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let operation = match (req.power_action.as_str(), req.boot_device.as_str()) {
+            (action, "") if !action.is_empty() => {
+                crate::app::bmc::BmcOperation::Power(action.parse().map_err(Status::invalid_argument)?)
+            }
+            ("", device) if !device.is_empty() => {
+                let mode = match req.mode.as_str() {
+                    "" => None,
+                    "uefi" => Some(kiln_bmc::BootMode::Uefi),
+                    "legacy" => Some(kiln_bmc::BootMode::Legacy),
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "unknown boot mode {other:?} (expected uefi or legacy)"
+                        )));
+                    }
+                };
+                let device = device.parse().map_err(Status::invalid_argument)?;
+                crate::app::bmc::BmcOperation::Boot(kiln_bmc::BootOverride { device, once: req.once, mode })
+            }
+            _ => return Err(Status::invalid_argument("give exactly one of power_action and boot_device")),
+        };
+        let key = (!req.key.is_empty()).then_some(req.key);
+        let (job, outcome) = self.app.submit_bmc_job(&opctx, &req.hardware, operation, key).await.map_err(status)?;
+        Ok(Response::new(bmc_job(job, outcome == crate::store::Outcome::Created)))
+    }
+
+    async fn list_bmc_jobs(&self, req: Request<ListBmcJobsRequest>) -> Result<Response<BmcJobList>, Status> {
+        let opctx = operator(&req)?;
+        let limit = if req.get_ref().limit == 0 { 100 } else { req.get_ref().limit };
+        let jobs = self.app.list_bmc_jobs(&opctx, limit).await.map_err(status)?;
+        Ok(Response::new(BmcJobList { items: jobs.into_iter().map(|j| bmc_job(j, false)).collect() }))
+    }
+
+    async fn virtual_media(&self, req: Request<VirtualMediaRequest>) -> Result<Response<VirtualMediaResponse>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let url = (!req.image_url.is_empty()).then_some(req.image_url.as_str());
+        let (image, inserted) = self.app.bmc_media(&opctx, &req.hardware, url).await.map_err(status)?;
+        Ok(Response::new(VirtualMediaResponse { hardware: req.hardware, image: image.unwrap_or_default(), inserted }))
     }
 }
 

@@ -481,6 +481,7 @@ mod tests {
             netboot: true,
             spec: serde_json::Value::Null,
             object_meta: serde_json::Value::Null,
+            bmc: None,
         }
     }
 

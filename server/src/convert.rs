@@ -141,6 +141,11 @@ pub fn hardware(h: &StoredHardware) -> v1::Hardware {
         metadata_json: h.doc.metadata.to_string(),
         created_at: Some(millis_to_proto(h.created_at)),
         updated_at: Some(millis_to_proto(h.updated_at)),
+        bmc_address: h.doc.bmc.as_ref().map(|b| b.address.clone()).unwrap_or_default(),
+        bmc_protocol: h.doc.bmc.as_ref().map(|b| b.protocol.clone()).unwrap_or_default(),
+        bmc_credentials: h.doc.bmc.as_ref().map(|b| b.credentials.clone()).unwrap_or_default(),
+        power_state: String::new(),
+        power_read_at: None,
     }
 }
 
@@ -218,6 +223,7 @@ pub fn status(e: AppError) -> Status {
         AppError::Unauthenticated(_) => Status::unauthenticated(message),
         AppError::ResourceExhausted(_) => Status::resource_exhausted(message),
         AppError::DataLoss(_) => Status::data_loss(message),
+        AppError::Unavailable(_) => Status::unavailable(message),
         AppError::Internal { .. } => Status::internal(message),
     }
 }

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub console_listen: Option<SocketAddr>,
     /// ProxyDHCP, DHCP with reservations and TFTP; all off by default.
     pub boot_services: boot_services::BootServicesConfig,
+    /// `--bmc-secret-key-file`: the key BmcSecrets are sealed with (default
+    /// `DATA_DIR/bmc-secret.key`, created at the first start).
+    pub bmc_secret_key_file: Option<PathBuf>,
 }
 
 /// The default attempt lease: agents renew it every 10 s, so a lost agent
@@ -154,7 +157,9 @@ impl Server {
             }
             _ => None,
         };
-        let app = Arc::new(App::new(
+        let (bmc_key, _) =
+            app::bmc::SecretKey::load_or_create(&config.data_dir, config.bmc_secret_key_file.as_deref())?;
+        let mut app = App::new(
             store,
             AppParts {
                 events,
@@ -167,7 +172,10 @@ impl Server {
                 netboot: config.netboot.clone(),
                 event_retention: config.event_retention,
             },
-        ));
+        );
+        app.set_bmc_secret_key(bmc_key);
+        app.set_bmc_job_owner(app::bmc::load_or_create_runner_id(&config.data_dir)?);
+        let app = Arc::new(app);
         let netboot_port = netboot_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
         let boot_services = boot_services::BoundBootServices::bind(&config.boot_services, &app, netboot_port)?;
         Ok(Self {

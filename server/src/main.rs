@@ -126,6 +126,11 @@ struct Args {
     /// Default: no console.
     #[arg(long, env = "KILN_CONSOLE_LISTEN", value_name = "ADDR")]
     console_listen: Option<SocketAddr>,
+    /// The key BmcSecrets are sealed with (32 bytes, base64). Default:
+    /// DATA_DIR/bmc-secret.key, created at the first start. Servers sharing
+    /// a PostgreSQL store must all be given the same file (docs/bmc.md).
+    #[arg(long, env = "KILN_BMC_SECRET_KEY_FILE", value_name = "FILE")]
+    bmc_secret_key_file: Option<PathBuf>,
     /// Export workflow traces (OpenTelemetry) to this OTLP/gRPC endpoint
     /// (`http://collector:4317`): one trace per workflow, its actions'
     /// attempts and their phases. Off by default.
@@ -312,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         console_listen: args.console_listen,
         boot_services,
+        bmc_secret_key_file: args.bmc_secret_key_file.clone(),
     };
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;

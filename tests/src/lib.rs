@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod bmc_lab;
 pub mod http;
 pub mod library;
 pub mod netns;

@@ -24,7 +24,9 @@ pub async fn run(c: &mut Client, kind: Kind, name: &str, output: Option<Format>)
                 print!("{}", describe_inventory(inventory.as_ref()));
             }
         }
-        (Kind::Action, _) => return super::get::run(c, kind, Some(name), output.unwrap_or(Format::Yaml)).await,
+        (Kind::Action | Kind::BmcJobs, _) => {
+            return super::get::run(c, kind, Some(name), output.unwrap_or(Format::Yaml)).await;
+        }
         (_, Some(format)) if format != Format::Table => return super::get::run(c, kind, Some(name), format).await,
         (Kind::Template, _) => {
             let t = c.get_template(GetRequest { name }).await.map_err(status)?.into_inner();

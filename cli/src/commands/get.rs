@@ -60,6 +60,42 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
                 print!("{}", workflow_table(std::slice::from_ref(&w)));
             }
         }
+        (Kind::BmcJobs, name) => {
+            let mut items =
+                c.list_bmc_jobs(v1::ListBmcJobsRequest { limit: 1000 }).await.map_err(status)?.into_inner().items;
+            if let Some(name) = &name {
+                items.retain(|j| j.id == *name);
+                if items.is_empty() {
+                    bail!("bmc job {name:?} not found (among the newest 1000)");
+                }
+            }
+            let views: Vec<_> = items.iter().map(view::BmcJob::from).collect();
+            let done = match (&name, views.as_slice()) {
+                (Some(_), [one]) => structured(output, one)?,
+                _ => structured(output, &views)?,
+            };
+            if !done {
+                let rows: Vec<_> = items
+                    .iter()
+                    .map(|j| {
+                        let outcome = if j.state == "succeeded" { &j.result } else { &j.error };
+                        vec![
+                            j.id.clone(),
+                            j.hardware.clone(),
+                            j.operation.clone(),
+                            j.state.clone(),
+                            j.attempts.to_string(),
+                            outcome.clone(),
+                            age(&j.created_at),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["ID", "HARDWARE", "OPERATION", "STATE", "ATTEMPTS", "RESULT/ERROR", "AGE"], &rows)
+                );
+            }
+        }
         (Kind::Workflow, None) => {
             let items = c.list_workflows(ListRequest {}).await.map_err(status)?.into_inner().items;
             if !structured(output, &items.iter().map(view::Workflow::from).collect::<Vec<_>>())? {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod get;
 pub mod logs;
 pub mod plan;
+pub mod power;
 pub mod retry;
 pub mod token;
 pub mod watch;

@@ -263,3 +263,59 @@ fn two_documents_in_one_part_say_where() {
     let e = err("kind: Workflow\nname: w\n...\nkind: Template\n");
     assert_eq!(e.line, Some(3), "{e}");
 }
+
+const HW: &str = "kind: Hardware\nname: n1\nmacs: [\"52:54:00:00:00:01\"]\n";
+
+#[test]
+fn hardware_bmc_section_is_checked_and_stored() {
+    let docs = parse_documents(
+        "f.yaml",
+        &format!(
+            "{HW}bmc:\n  address: https://10.0.0.5/redfish/v1/Systems/1\n  protocol: Redfish\n  credentials: n1-bmc\n  tls:\n    ca: |\n      -----BEGIN CERTIFICATE-----\n      MIIB\n      -----END CERTIFICATE-----\n"
+        ),
+    )
+    .unwrap();
+    let Document::Hardware(h) = &docs[0] else { panic!() };
+    let bmc = h.bmc.as_ref().unwrap();
+    assert_eq!((bmc.protocol.as_str(), bmc.credentials.as_str(), bmc.insecure), ("redfish", "n1-bmc", false));
+    assert!(bmc.tls_ca.as_deref().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    // Without a bmc section the stored JSON has no bmc key (hardware stored
+    // before BMCs existed reads back equal).
+    let Document::Hardware(plain) = &parse_documents("f.yaml", HW).unwrap()[0] else { panic!() };
+    assert!(!serde_json::to_string(plain).unwrap().contains("bmc"));
+
+    let cases = [
+        ("  address: 10.0.0.5\n  protocol: snmp\n  credentials: c\n", "bmc.protocol", "redfish or ipmi"),
+        ("  address: ftp://10.0.0.5\n  protocol: redfish\n  credentials: c\n", "bmc.address", "http:// or https://"),
+        ("  address: https://10.0.0.5\n  protocol: ipmi\n  credentials: c\n", "bmc.address", "not a URL"),
+        ("  address: 10.0.0.5\n  protocol: redfish\n  credentials: Bad_Name\n", "bmc.credentials", "BmcSecret"),
+        (
+            "  address: 10.0.0.5\n  protocol: redfish\n  credentials: c\n  tls: {ca: x, insecure: true}\n",
+            "bmc.tls",
+            "not both",
+        ),
+        ("  address: 10.0.0.5\n  protocol: redfish\n  credentials: c\n  tls: {ca: nope}\n", "bmc.tls.ca", "PEM"),
+        ("  address: 10.0.0.5\n  protocol: ipmi\n  credentials: c\n  tls: {insecure: true}\n", "bmc.tls", "no TLS"),
+        ("  address: 10.0.0.5\n  protocol: redfish\n  credentials: c\n  pasword: x\n", "bmc.pasword", "unknown field"),
+    ];
+    for (bmc, field, message) in cases {
+        let e = err(&format!("{HW}bmc:\n{bmc}"));
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+        assert!(e.message.contains(message), "{e}");
+    }
+}
+
+#[test]
+fn bmc_secret_documents_never_show_the_password() {
+    let docs =
+        parse_documents("f.yaml", "kind: BmcSecret\nname: n1-bmc\nusername: admin\npassword: hunter2-pw\n").unwrap();
+    let Document::BmcSecret(s) = &docs[0] else { panic!() };
+    assert_eq!((s.name.as_str(), s.username.as_str(), s.password.as_str()), ("n1-bmc", "admin", "hunter2-pw"));
+    assert!(!format!("{docs:?}").contains("hunter2-pw"), "Debug shows the password");
+    // A password YAML reads as a number is refused without quoting it.
+    let e = err("kind: BmcSecret\nname: s\nusername: admin\npassword: 90210417\n");
+    assert_eq!(e.field.as_deref(), Some("password"));
+    assert!(!e.to_string().contains("90210417"), "{e}");
+    let e = err("kind: BmcSecret\nname: s\nusername: admin\n");
+    assert!(e.to_string().contains("password"), "{e}");
+}

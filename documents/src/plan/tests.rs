@@ -128,6 +128,7 @@ fn hw() -> HardwareDoc {
         netboot: true,
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
+        bmc: None,
     }
 }
 

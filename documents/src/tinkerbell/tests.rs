@@ -143,7 +143,9 @@ fn a_kubectl_export_applies_with_warnings_for_what_kiln_ignores() {
             line(needle)
         );
     }
-    assert_eq!(warnings.len(), 6, "server-side fields and status are ignored silently: {warnings:#?}");
+    // The seventh: the Hardware's bmcRef names a Machine kiln could not use.
+    assert!(warnings.iter().any(|w| w.message.contains("names Machine \"bmc-one\"")), "{warnings:#?}");
+    assert_eq!(warnings.len(), 7, "server-side fields and status are ignored silently: {warnings:#?}");
     // A warning reads like an error: object, line, field, message.
     let speed = warnings.iter().find(|w| w.field.as_deref() == Some("items[0].spec.interfaces[0].dhcp.speed")).unwrap();
     assert!(speed.to_string().contains("unknown field, ignored"), "{speed}");
@@ -269,4 +271,74 @@ fn what_kiln_cannot_take_is_an_error_naming_the_field() {
     assert_eq!(e.field.as_deref(), Some("spec.hardwareRef"), "{e}");
     let e = err("apiVersion: tinkerbell.org/v1alpha1\nkind: Workflow\nmetadata: {}\nspec: {}\n");
     assert_eq!(e.field.as_deref(), Some("metadata.name"), "{e}");
+}
+
+/// A Tinkerbell Hardware's bmcRef names a Rufio Machine of the same apply,
+/// whose authSecretRef names a Kubernetes Secret: they become the
+/// Hardware's bmc: section and a BmcSecret.
+#[test]
+fn rufio_machines_and_secrets_give_hardware_its_bmc() {
+    let yaml = r#"apiVersion: tinkerbell.org/v1alpha1
+kind: Hardware
+metadata: {name: m1}
+spec:
+  bmcRef: {apiGroup: bmc.tinkerbell.org, kind: Machine, name: bmc-m1}
+  interfaces: [{dhcp: {mac: "52:54:00:00:00:01"}}]
+---
+apiVersion: bmc.tinkerbell.org/v1alpha1
+kind: Machine
+metadata: {name: bmc-m1, namespace: tink-system}
+spec:
+  connection:
+    host: 10.0.0.5
+    port: 443
+    insecureTLS: true
+    authSecretRef: {name: BMC_Creds, namespace: tink-system}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: BMC_Creds}
+type: kubernetes.io/basic-auth
+data: {username: YWRtaW4=, password: aHVudGVyMg==}
+---
+apiVersion: bmc.tinkerbell.org/v1alpha1
+kind: Machine
+metadata: {name: ipmi-m2}
+spec:
+  connection: {host: 10.0.0.6, port: 623, authSecretRef: {name: other}}
+---
+apiVersion: tinkerbell.org/v1alpha1
+kind: Hardware
+metadata: {name: m3}
+spec:
+  bmcRef: {kind: Machine, name: missing}
+  interfaces: [{dhcp: {mac: "52:54:00:00:00:03"}}]
+"#;
+    let (docs, warnings) = parse_documents_with_warnings("f.yaml", yaml).unwrap();
+    let Document::Hardware(m1) = &docs[0] else { panic!("{docs:?}") };
+    let bmc = m1.bmc.as_ref().expect("m1 has a BMC");
+    assert_eq!((bmc.address.as_str(), bmc.protocol.as_str(), bmc.insecure), ("https://10.0.0.5:443", "redfish", true));
+    assert_eq!(bmc.credentials, kiln_name("BMC_Creds"));
+    let Document::BmcSecret(secret) = docs.last().unwrap() else { panic!("{docs:?}") };
+    assert_eq!(
+        (secret.name.as_str(), secret.username.as_str(), secret.password.as_str()),
+        (bmc.credentials.as_str(), "admin", "hunter2")
+    );
+    let Document::Hardware(m3) = &docs[1] else { panic!("{docs:?}") };
+    assert!(m3.bmc.is_none());
+    assert!(warnings.iter().any(|w| w.message.contains("Machine \"missing\"")), "{warnings:?}");
+    // IPMI at 623: host:port, no TLS.
+    let ipmi = yaml.replace("name: bmc-m1}", "name: ipmi-m2}");
+    let (docs, _) = parse_documents_with_warnings("f.yaml", &ipmi).unwrap();
+    let Document::Hardware(m1) = &docs[0] else { panic!() };
+    let bmc = m1.bmc.as_ref().unwrap();
+    assert_eq!((bmc.address.as_str(), bmc.protocol.as_str(), bmc.insecure), ("10.0.0.6:623", "ipmi", false));
+    // A Secret with a username and no password is an error naming the
+    // field; one that no Machine names is ignored with a warning.
+    let err = parse_documents("f.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {username: YQ==}\n")
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("data.password"), "{err}");
+    let lone = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {username: a, password: b}\n";
+    let (docs, warnings) = parse_documents_with_warnings("f.yaml", lone).unwrap();
+    assert!(docs.is_empty() && warnings[0].message.contains("no Rufio Machine"), "{warnings:?}");
 }

@@ -61,14 +61,18 @@ impl App {
     }
 
     async fn apply_documents(&self, source: &str, yaml: &str) -> Result<(Vec<Applied>, Vec<String>), AppError> {
-        let (docs, warnings) =
+        let (mut docs, warnings) =
             parse_documents_with_warnings(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
-        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         if docs.is_empty() {
             return Err(AppError::InvalidArgument(format!("{source}: no documents")));
         }
+        warnings.extend(Self::bmc_warnings(&docs));
+        // BmcSecrets are sealed first and go no further as plaintext.
+        let bmc_secrets = self.seal_bmc_secrets(&mut docs)?;
         let (mut batch, template_warnings) =
             admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
+        batch.bmc_secrets = bmc_secrets;
         let warnings: Vec<String> =
             warnings.into_iter().chain(template_warnings.iter().map(ToString::to_string)).collect();
         // A token for every hardware in the batch; the store keeps the hash
@@ -85,6 +89,7 @@ impl App {
             .map(|h| ("Hardware", h.id.clone()))
             .chain(batch.definitions.iter().map(|d| ("ActionDefinition", d.name.clone())))
             .chain(batch.templates.iter().map(|t| ("Template", t.name.clone())))
+            .chain(batch.bmc_secrets.iter().map(|s| ("BmcSecret", s.name.clone())))
             .chain(batch.workflows.iter().map(|w| ("Workflow", w.id.clone())))
             .collect();
         let agents: Vec<String> =

@@ -26,6 +26,10 @@ pub enum AppError {
     /// Data went missing on the way (an upload shorter than announced).
     #[error("{0}")]
     DataLoss(String),
+    /// Something kiln depends on (a BMC) is unreachable, timed out or
+    /// failed; trying again later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// The server failed. The message says what it was doing and nothing of
     /// its internals; the source goes to the server log (see
     /// [`AppError::log_internal`]).

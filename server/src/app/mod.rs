@@ -21,6 +21,7 @@
 //! | [`action_data`] | the workflow data actions read and write |
 //! | [`boot`] | what a network-booting machine should boot |
 //! | [`audit`] | the audit trail: operator writes and refused credentials |
+//! | [`bmc`] | power and boot device through a machine's BMC; BMC credentials |
 //! | [`console`] | the web console's lists and its shared feed of workflow changes |
 //! | `metrics` | the Prometheus scrape; timed, recorded workflow transitions |
 //!
@@ -38,6 +39,7 @@ pub mod apply;
 pub mod artifacts;
 pub mod audit;
 pub mod background;
+pub mod bmc;
 pub mod boot;
 pub mod console;
 mod context;
@@ -93,6 +95,8 @@ pub struct App {
     pub(crate) metrics: Metrics,
     /// The console's shared feed of workflow changes.
     pub(crate) feed: console::WorkflowFeed,
+    /// BMC calls: the secret key, the concurrency limit, the timeout.
+    pub(crate) bmc: bmc::BmcRuntime,
 }
 
 /// What [`App::new`] needs besides the store.
@@ -126,6 +130,7 @@ impl App {
             event_retention: parts.event_retention,
             metrics,
             feed: console::WorkflowFeed::default(),
+            bmc: bmc::BmcRuntime::default(),
         }
     }
 
@@ -141,6 +146,16 @@ impl App {
     /// authentication layer.
     pub fn verified_tokens(&self) -> &Arc<VerifiedTokens> {
         &self.verified
+    }
+
+    /// Gives the server its BMC secret key (see [`bmc::SecretKey`]).
+    pub fn set_bmc_secret_key(&mut self, key: bmc::SecretKey) {
+        self.bmc.key = Some(Arc::new(key));
+    }
+
+    /// Names the server as a BMC job runner (see [`bmc::load_or_create_runner_id`]).
+    pub fn set_bmc_job_owner(&mut self, owner: String) {
+        self.bmc.job_owner = owner;
     }
 
     pub fn lease(&self) -> Duration {

@@ -117,6 +117,7 @@ fn hardware() -> HardwareDoc {
         netboot: true,
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
+        bmc: None,
     }
 }
 
@@ -876,6 +877,120 @@ pub async fn workflow_pages_filter_sort_and_count(b: &dyn Backend) {
     assert_eq!(seen.len(), 25, "pages neither overlap nor skip");
 }
 
+/// BmcSecrets are written with the batch (after templates, before
+/// workflows; atomically with them), rewritten on every apply, and read
+/// back sealed as written; power readings keep the latest read and need
+/// the hardware.
+pub async fn bmc_secrets_and_power_readings(b: &dyn Backend) {
+    use super::{PowerReading, SealedBmcSecret};
+    let store = b.open().await;
+    let sealed = |v: &str| SealedBmcSecret { name: "hw-bmc".into(), sealed: v.into() };
+    let batch = ApplyBatch {
+        hardware: vec![hardware()],
+        templates: vec![TemplateDoc::new("tpl", "x")],
+        bmc_secrets: vec![sealed("v1:first")],
+        workflows: vec![workflow("wf1")],
+        ..Default::default()
+    };
+    assert_eq!(store.apply(batch).await.unwrap(), vec![Outcome::Created; 4]);
+    assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:first")));
+    assert_eq!(store.bmc_secret("nope").await.unwrap(), None);
+    // A batch that fails writes no secret.
+    let mut changed = workflow("wf1");
+    changed.hardware_map.insert("device_1".into(), "bb".into());
+    let failed = ApplyBatch { bmc_secrets: vec![sealed("v1:lost")], workflows: vec![changed], ..Default::default() };
+    assert!(matches!(store.apply(failed).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:first")));
+    // Applied again: rotated.
+    let rotate = ApplyBatch { bmc_secrets: vec![sealed("v1:second")], ..Default::default() };
+    assert_eq!(store.apply(rotate).await.unwrap(), vec![Outcome::Updated]);
+
+    assert_eq!(store.power_reading("hw").await.unwrap(), None);
+    let reading = |state: &str, read_at| PowerReading { state: state.into(), read_at };
+    store.set_power_reading("hw", reading("on", 2_000)).await.unwrap();
+    // An older reading that commits later does not win.
+    store.set_power_reading("hw", reading("off", 1_000)).await.unwrap();
+    assert_eq!(store.power_reading("hw").await.unwrap(), Some(reading("on", 2_000)));
+    store.set_power_reading("hw", reading("off", 3_000)).await.unwrap();
+    let err = store.set_power_reading("nope", reading("on", 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { kind: "hardware", .. }), "{err}");
+    // A restart finds both.
+    drop(store);
+    let store = b.open().await;
+    assert_eq!(store.power_reading("hw").await.unwrap(), Some(reading("off", 3_000)));
+    assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:second")));
+}
+
+/// BMC jobs: a submission is idempotent by key; two instances claiming at
+/// once never get the same job; only the lease holder finishes it; a retry
+/// waits for its time; a job whose lease ran out is claimed again and its
+/// old holder can no longer finish it.
+pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
+    use super::{BmcJob, JobEnd};
+    let (a, b2) = (b.open().await, b.open().await);
+    let job = |id: &str, key: &str, created_at| BmcJob {
+        id: id.into(),
+        key: key.into(),
+        hardware_id: "hw".into(),
+        operation: "power on".into(),
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt_at: 0,
+        lease_owner: String::new(),
+        lease_until: 0,
+        deadline: 1_000_000,
+        result: String::new(),
+        error: String::new(),
+        created_at,
+        updated_at: created_at,
+    };
+    let (first, outcome) = a.create_bmc_job(job("j1", "k1", 10)).await.unwrap();
+    assert_eq!((first.id.as_str(), outcome), ("j1", Outcome::Created));
+    let (again, outcome) = b2.create_bmc_job(job("j1-dup", "k1", 11)).await.unwrap();
+    assert_eq!((again.id.as_str(), outcome), ("j1", Outcome::Unchanged), "same key, same job");
+    a.create_bmc_job(job("j2", "k2", 20)).await.unwrap();
+
+    // Two instances claim at once: two different jobs, then nothing.
+    let (x, y) = tokio::join!(a.claim_bmc_job("server-a", 100, 1_000), b2.claim_bmc_job("server-b", 100, 1_000));
+    let (x, y) = (x.unwrap().unwrap(), y.unwrap().unwrap());
+    assert_ne!(x.id, y.id, "one job claimed twice");
+    assert_eq!((x.state.as_str(), x.attempts), ("running", 1));
+    assert!(a.claim_bmc_job("server-a", 150, 1_000).await.unwrap().is_none(), "both leases hold");
+    let (j1_owner, j2_owner) = if x.id == "j1" { ("server-a", "server-b") } else { ("server-b", "server-a") };
+
+    // Only the holder finishes; a retry waits for its time.
+    assert!(!a.finish_bmc_job("j1", "intruder", JobEnd::Failed { error: "x".into() }).await.unwrap());
+    let retry = JobEnd::Retry { error: "BMC failed: HTTP 500".into(), at: 300 };
+    assert!(a.finish_bmc_job("j1", j1_owner, retry).await.unwrap());
+    assert!(a.claim_bmc_job("server-a", 250, 400).await.unwrap().is_none(), "retried before its time");
+    let retried = a.claim_bmc_job("server-a", 300, 400).await.unwrap().unwrap();
+    assert_eq!((retried.id.as_str(), retried.attempts, retried.error.as_str()), ("j1", 2, "BMC failed: HTTP 500"));
+    assert!(a.finish_bmc_job("j1", "server-a", JobEnd::Succeeded { result: "on".into() }).await.unwrap());
+
+    // j2's holder dies: after its lease another server claims it, and the
+    // old holder's late finish is refused.
+    let reclaimed = a.claim_bmc_job("server-c", 1_001, 2_000).await.unwrap().unwrap();
+    assert_eq!((reclaimed.id.as_str(), reclaimed.attempts), ("j2", 2));
+    assert!(!b2.finish_bmc_job("j2", j2_owner, JobEnd::Succeeded { result: "on".into() }).await.unwrap());
+    assert!(b2.finish_bmc_job("j2", "server-c", JobEnd::Failed { error: "timed out".into() }).await.unwrap());
+
+    // A restarted server releases what it held: due again at once.
+    b2.create_bmc_job(job("j3", "k3", 30)).await.unwrap();
+    assert_eq!(a.claim_bmc_job("server-d", 2_000, 9_000).await.unwrap().unwrap().id, "j3");
+    assert_eq!(a.release_bmc_jobs("server-x").await.unwrap(), 0);
+    assert_eq!(a.release_bmc_jobs("server-d").await.unwrap(), 1);
+    let again = b2.claim_bmc_job("server-d", 2_001, 9_000).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), ("j3", 2));
+    assert!(a.finish_bmc_job("j3", "server-d", JobEnd::Succeeded { result: "on".into() }).await.unwrap());
+
+    let jobs = b2.list_bmc_jobs(10).await.unwrap();
+    let states: Vec<(&str, &str, &str)> =
+        jobs.iter().map(|j| (j.id.as_str(), j.state.as_str(), j.result.as_str())).collect();
+    assert_eq!(states, [("j3", "succeeded", "on"), ("j2", "failed", ""), ("j1", "succeeded", "on")]);
+    assert_eq!(jobs[1].error, "timed out");
+    assert_eq!(b2.list_bmc_jobs(1).await.unwrap().len(), 1);
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
 }
@@ -888,6 +1003,16 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn apply_is_atomic_and_reports_outcomes() {
             c::apply_is_atomic_and_reports_outcomes(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn bmc_secrets_and_power_readings() {
+            c::bmc_secrets_and_power_readings(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bmc_jobs_are_idempotent_claimed_once_and_leased() {
+            c::bmc_jobs_are_idempotent_claimed_once_and_leased(&$backend).await
         }
 
         #[tokio::test]

@@ -118,10 +118,88 @@ pub struct ApplyBatch {
     pub definitions: Vec<ActionDefinitionDoc>,
     pub templates: Vec<TemplateDoc>,
     pub workflows: Vec<Workflow>,
+    /// BMC credentials, sealed by the app ([`crate::app::bmc`]); written
+    /// after the templates, before the workflows (and so are their outcomes).
+    pub bmc_secrets: Vec<SealedBmcSecret>,
     /// sha256 (hex) of the agent token of each hardware id, used only when
     /// that hardware is *created* by this batch: an update keeps the stored
     /// hash, so re-applying a document never changes a machine's credential.
     pub token_hashes: HashMap<String, String>,
+}
+
+/// A BmcSecret as the store keeps it: sealed (encrypted and authenticated)
+/// by the server; the store never sees the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedBmcSecret {
+    pub name: String,
+    pub sealed: String,
+}
+
+impl std::fmt::Debug for SealedBmcSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedBmcSecret").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The last power state a hardware's BMC reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerReading {
+    /// As kiln_bmc::PowerState displays it: "on", "off", ...
+    pub state: String,
+    pub read_at: Millis,
+}
+
+/// A BMC operation as a durable job (see [`crate::app::background::bmc_jobs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcJob {
+    pub id: String,
+    /// Submissions with the same key are one job.
+    pub key: String,
+    pub hardware_id: String,
+    /// "power on", "power cycle", "boot pxe once uefi", ...
+    pub operation: String,
+    /// "pending", "running", "succeeded" or "failed".
+    pub state: String,
+    /// Runs started so far.
+    pub attempts: u32,
+    /// A pending job is not claimed before this.
+    pub next_attempt_at: Millis,
+    /// The server running it (empty when none) and until when.
+    pub lease_owner: String,
+    pub lease_until: Millis,
+    /// A job not done by then fails ("timed out") instead of retrying.
+    pub deadline: Millis,
+    /// What the BMC reported (succeeded), e.g. "on".
+    pub result: String,
+    /// The last error (retried or final).
+    pub error: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// How a job's run ended, as [`Store::finish_bmc_job`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    Succeeded {
+        result: String,
+    },
+    /// Pending again, not before `at`.
+    Retry {
+        error: String,
+        at: Millis,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// A job end as stored: (state, result, error, next_attempt_at).
+pub(crate) fn job_end(end: &JobEnd) -> (&'static str, &str, &str, Millis) {
+    match end {
+        JobEnd::Succeeded { result } => ("succeeded", result.as_str(), "", 0),
+        JobEnd::Retry { error, at } => ("pending", "", error.as_str(), *at),
+        JobEnd::Failed { error } => ("failed", "", error.as_str(), 0),
+    }
 }
 
 /// What the server checks an agent's token against.
@@ -626,6 +704,39 @@ pub trait Store: Send + Sync + 'static {
     async fn shared_secret(&self, _name: &str, _candidate: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(None)
     }
+
+    /// The sealed BmcSecret `name`, if applied.
+    async fn bmc_secret(&self, name: &str) -> Result<Option<SealedBmcSecret>, StoreError>;
+
+    /// Records the power state a hardware's BMC reported (replacing the
+    /// previous one unless that was read later). [`StoreError::NotFound`]
+    /// for unknown hardware.
+    async fn set_power_reading(&self, hardware_id: &str, reading: PowerReading) -> Result<(), StoreError>;
+
+    /// The last recorded power state of a hardware.
+    async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError>;
+
+    /// Stores a new job, or returns the one with the same key
+    /// ([`Outcome::Created`] or [`Outcome::Unchanged`]).
+    async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError>;
+
+    /// Claims the oldest job that is due (pending and past its
+    /// `next_attempt_at`, or running with its lease run out) for `owner`
+    /// until `lease_until`, counting an attempt. Two servers never claim
+    /// one job at once.
+    async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError>;
+
+    /// Ends the run of a job `owner` holds; `false` (nothing written) when
+    /// it no longer holds it.
+    async fn finish_bmc_job(&self, id: &str, owner: &str, end: JobEnd) -> Result<bool, StoreError>;
+
+    /// The newest `limit` jobs, newest first.
+    async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError>;
+
+    /// Makes the jobs `owner` holds due again at once (a server restarting
+    /// with the same owner: whatever it was running died with it). Returns
+    /// how many.
+    async fn release_bmc_jobs(&self, owner: &str) -> Result<u64, StoreError>;
 
     /// Starts forwarding changes committed by *other* servers on this store
     /// into `events` (a store only one server uses has none: `None`).

@@ -41,9 +41,10 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
-    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Enrolment, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredInventory, StoredLogLine,
-    StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Enrolment, Event, EventQuery, JobEnd,
+    Mutation, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition,
+    StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, job_end,
+    summary_from_row,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("postgres_migrations/0002_events.sql")),
     (3, include_str!("postgres_migrations/0003_template_format.sql")),
     (4, include_str!("postgres_migrations/0004_enrolment_inventory.sql")),
+    (5, include_str!("postgres_migrations/0005_bmc.sql")),
 ];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
@@ -564,6 +566,21 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
         };
         outcomes.push(outcome);
     }
+    for secret in &batch.bmc_secrets {
+        // Sealed with a fresh nonce every time: an apply always rewrites it
+        // (that is how an operator rotates it).
+        let (created,): (bool,) = sqlx::query_as(
+            "INSERT INTO bmc_secrets (name, sealed, created_at, updated_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at
+             RETURNING (xmax = 0)",
+        )
+        .bind(&secret.name)
+        .bind(&secret.sealed)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        outcomes.push(if created { Outcome::Created } else { Outcome::Updated });
+    }
     for wf in &batch.workflows {
         let outcome = match load_workflow(tx, &wf.id).await? {
             Some(old) if same_definition(&old, wf) => Outcome::Unchanged,
@@ -582,6 +599,37 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// A bmc_jobs row (by hand: sqlx's derive macros are not built here).
+struct JobRow(BmcJob);
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for JobRow {
+    fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self(BmcJob {
+            id: r.try_get("id")?,
+            key: r.try_get("key")?,
+            hardware_id: r.try_get("hardware_id")?,
+            operation: r.try_get("operation")?,
+            state: r.try_get("state")?,
+            attempts: r.try_get::<i64, _>("attempts")?.max(0) as u32,
+            next_attempt_at: r.try_get("next_attempt_at")?,
+            lease_owner: r.try_get("lease_owner")?,
+            lease_until: r.try_get("lease_until")?,
+            deadline: r.try_get("deadline")?,
+            result: r.try_get("result")?,
+            error: r.try_get("error")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        }))
+    }
+}
+
+impl From<JobRow> for BmcJob {
+    fn from(r: JobRow) -> Self {
+        r.0
+    }
 }
 
 fn not_found(kind: &'static str, name: &str) -> StoreError {
@@ -1232,6 +1280,127 @@ impl Store for PostgresStore {
         let (value,): (Vec<u8>,) =
             sqlx::query_as("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
         Ok(Some(value))
+    }
+
+    async fn bmc_secret(&self, name: &str) -> Result<Option<SealedBmcSecret>, StoreError> {
+        let sealed: Option<(String,)> = sqlx::query_as("SELECT sealed FROM bmc_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(sealed.map(|(sealed,)| SealedBmcSecret { name: name.to_string(), sealed }))
+    }
+
+    async fn set_power_reading(&self, hardware_id: &str, reading: PowerReading) -> Result<(), StoreError> {
+        // Two readings racing: the later read wins, whatever the commit order.
+        let done = sqlx::query(
+            "INSERT INTO bmc_power (hardware_id, state, read_at) SELECT id, $2, $3 FROM hardware WHERE id = $1
+             ON CONFLICT (hardware_id) DO UPDATE SET state = EXCLUDED.state, read_at = EXCLUDED.read_at
+             WHERE EXCLUDED.read_at >= bmc_power.read_at",
+        )
+        .bind(hardware_id)
+        .bind(&reading.state)
+        .bind(reading.read_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let known: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM hardware WHERE id = $1")
+                .bind(hardware_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            if known.is_none() {
+                return Err(not_found("hardware", hardware_id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(&job.key)
+        .bind(&job.hardware_id)
+        .bind(&job.operation)
+        .bind(&job.state)
+        .bind(job.attempts as i64)
+        .bind(job.next_attempt_at)
+        .bind(&job.lease_owner)
+        .bind(job.lease_until)
+        .bind(job.deadline)
+        .bind(&job.result)
+        .bind(&job.error)
+        .bind(job.created_at)
+        .bind(job.updated_at)
+        .execute(&self.pool)
+        .await?;
+        let row: JobRow =
+            sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE key = $1").bind(&job.key).fetch_one(&self.pool).await?;
+        Ok((row.into(), if done.rows_affected() == 1 { Outcome::Created } else { Outcome::Unchanged }))
+    }
+
+    async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError> {
+        // SKIP LOCKED: replicas claiming at once take different jobs, never one twice.
+        let row: Option<JobRow> = sqlx::query_as(
+            "UPDATE bmc_jobs SET state = 'running', lease_owner = $2, lease_until = $3, attempts = attempts + 1,
+             updated_at = $1
+             WHERE id = (SELECT id FROM bmc_jobs WHERE (state = 'pending' AND next_attempt_at <= $1)
+                         OR (state = 'running' AND lease_until < $1)
+                         ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at",
+        )
+        .bind(now)
+        .bind(owner)
+        .bind(lease_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn finish_bmc_job(&self, id: &str, owner: &str, end: JobEnd) -> Result<bool, StoreError> {
+        let (state, result, error, next) = job_end(&end);
+        let done = sqlx::query(
+            "UPDATE bmc_jobs SET state = $3, result = $4, error = $5, next_attempt_at = $6, lease_owner = '',
+             lease_until = 0, updated_at = $7 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(state)
+        .bind(result)
+        .bind(error)
+        .bind(next)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs ORDER BY created_at DESC, id DESC LIMIT $1")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn release_bmc_jobs(&self, owner: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE bmc_jobs SET state = 'pending', lease_owner = '', lease_until = 0, next_attempt_at = 0
+             WHERE state = 'running' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as("SELECT state, read_at FROM bmc_power WHERE hardware_id = $1")
+            .bind(hardware_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(state, read_at)| PowerReading { state, read_at }))
     }
 
     fn forward_changes(&self, events: Arc<Events>) -> Option<tokio::task::JoinHandle<()>> {

@@ -26,9 +26,10 @@ use super::template_format;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, Enrolment, Event, EventQuery, Mutation, NewLogLine,
-    ObjectKind, Outcome, Store, StoreError, StoredDefinition, StoredHardware, StoredInventory, StoredLogLine,
-    StoredTemplate, WorkflowListQuery, WorkflowPage, summary_from_row,
+    AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Enrolment, Event, EventQuery, JobEnd,
+    Mutation, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition,
+    StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, job_end,
+    summary_from_row,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("sqlite_migrations/0007_events.sql")),
     (8, include_str!("sqlite_migrations/0008_template_format.sql")),
     (9, include_str!("sqlite_migrations/0009_enrolment_inventory.sql")),
+    (10, include_str!("sqlite_migrations/0010_bmc.sql")),
 ];
 
 pub struct SqliteStore {
@@ -422,6 +424,21 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
         };
         outcomes.push(outcome);
     }
+    for secret in &batch.bmc_secrets {
+        // Sealed with a fresh nonce every time: an apply always rewrites it
+        // (that is how an operator rotates it).
+        let updated = tx.execute(
+            "UPDATE bmc_secrets SET sealed = ?2, updated_at = ?3 WHERE name = ?1",
+            params![secret.name, secret.sealed, now],
+        )?;
+        if updated == 0 {
+            tx.execute(
+                "INSERT INTO bmc_secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                params![secret.name, secret.sealed, now],
+            )?;
+        }
+        outcomes.push(if updated == 0 { Outcome::Created } else { Outcome::Updated });
+    }
     for wf in &batch.workflows {
         let outcome = match load_workflow(tx, &wf.id)? {
             Some(old) if same_definition(&old, wf) => Outcome::Unchanged,
@@ -440,6 +457,25 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BmcJob> {
+    Ok(BmcJob {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        hardware_id: r.get(2)?,
+        operation: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        lease_owner: r.get(7)?,
+        lease_until: r.get(8)?,
+        deadline: r.get(9)?,
+        result: r.get(10)?,
+        error: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
 }
 
 fn not_found(kind: &'static str, name: &str) -> StoreError {
@@ -1066,6 +1102,140 @@ impl Store for SqliteStore {
                 params![before, keep as i64],
             )?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn bmc_secret(&self, name: &str) -> Result<Option<SealedBmcSecret>, StoreError> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let sealed: Option<String> =
+                c.query_row("SELECT sealed FROM bmc_secrets WHERE name = ?1", [&name], |r| r.get(0)).optional()?;
+            Ok(sealed.map(|sealed| SealedBmcSecret { name, sealed }))
+        })
+        .await
+    }
+
+    async fn set_power_reading(&self, hardware_id: &str, reading: PowerReading) -> Result<(), StoreError> {
+        let id = hardware_id.to_string();
+        self.with_conn(move |c| {
+            let known: Option<i64> =
+                c.query_row("SELECT 1 FROM hardware WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
+            if known.is_none() {
+                return Err(not_found("hardware", &id));
+            }
+            // Two readings racing: the later read wins, whatever the commit order.
+            c.execute(
+                "INSERT INTO bmc_power (hardware_id, state, read_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hardware_id) DO UPDATE SET state = excluded.state, read_at = excluded.read_at
+                 WHERE excluded.read_at >= bmc_power.read_at",
+                params![id, reading.state, reading.read_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError> {
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT (key) DO NOTHING",
+                params![
+                    job.id,
+                    job.key,
+                    job.hardware_id,
+                    job.operation,
+                    job.state,
+                    job.attempts,
+                    job.next_attempt_at,
+                    job.lease_owner,
+                    job.lease_until,
+                    job.deadline,
+                    job.result,
+                    job.error,
+                    job.created_at,
+                    job.updated_at
+                ],
+            )?;
+            let stored = tx.query_row("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE key = ?1", [&job.key], job_from_row)?;
+            tx.commit()?;
+            Ok((stored, if inserted == 1 { Outcome::Created } else { Outcome::Unchanged }))
+        })
+        .await
+    }
+
+    async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError> {
+        let owner = owner.to_string();
+        self.with_conn(move |c| {
+            // One writer at a time (SQLite): the select and update cannot interleave with another claim.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let id: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM bmc_jobs WHERE (state = 'pending' AND next_attempt_at <= ?1)
+                     OR (state = 'running' AND lease_until < ?1) ORDER BY created_at, id LIMIT 1",
+                    [now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            tx.execute(
+                "UPDATE bmc_jobs SET state = 'running', lease_owner = ?2, lease_until = ?3, attempts = attempts + 1,
+                 updated_at = ?4 WHERE id = ?1",
+                params![id, owner, lease_until, now],
+            )?;
+            let job = tx.query_row("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE id = ?1", [&id], job_from_row)?;
+            tx.commit()?;
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn finish_bmc_job(&self, id: &str, owner: &str, end: JobEnd) -> Result<bool, StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.with_conn(move |c| {
+            let now = now_millis();
+            let (state, result, error, next) = job_end(&end);
+            let n = c.execute(
+                "UPDATE bmc_jobs SET state = ?3, result = ?4, error = ?5, next_attempt_at = ?6, lease_owner = '',
+                 lease_until = 0, updated_at = ?7 WHERE id = ?1 AND lease_owner = ?2 AND state = 'running'",
+                params![id, owner, state, result, error, next, now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs ORDER BY created_at DESC, id DESC LIMIT ?1")?
+                .query_map([limit], job_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn release_bmc_jobs(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.with_conn(move |c| {
+            let n = c.execute(
+                "UPDATE bmc_jobs SET state = 'pending', lease_owner = '', lease_until = 0, next_attempt_at = 0
+                 WHERE state = 'running' AND lease_owner = ?1",
+                [&owner],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn power_reading(&self, hardware_id: &str) -> Result<Option<PowerReading>, StoreError> {
+        let id = hardware_id.to_string();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT state, read_at FROM bmc_power WHERE hardware_id = ?1", [&id], |r| {
+                Ok(PowerReading { state: r.get(0)?, read_at: r.get(1)? })
+            })
+            .optional()?)
         })
         .await
     }

@@ -7,7 +7,9 @@
 //! | [`credential_cache`] | forgets verified agent tokens when another server changed credentials |
 //! | [`refusals`] | stores the refused credentials noted since its last run (audit trail) |
 //! | [`event_retention`] | prunes the audit trail to its age and size bounds |
+//! | [`bmc_jobs`] | runs BMC jobs: claimed with a lease, retried with backoff, ended by their deadline |
 
+pub mod bmc_jobs;
 pub mod credential_cache;
 pub mod deadlines;
 pub mod event_retention;
@@ -45,6 +47,7 @@ pub fn start(app: &Arc<App>) -> Tasks {
         tokio::spawn(credential_cache::run(app.clone())),
         tokio::spawn(refusals::run(app.clone())),
         tokio::spawn(event_retention::run(app.clone())),
+        tokio::spawn(bmc_jobs::run(app.clone())),
     ])
 }
 
