@@ -73,6 +73,20 @@ impl App {
         let (mut batch, template_warnings) =
             admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
         batch.bmc_secrets = bmc_secrets;
+        // A discovered machine runs nothing until it is adopted.
+        let discovered = self.store.list_discovered().await?;
+        for w in &batch.workflows {
+            // `hardware_map` values are agent ids, a discovered machine's is its MAC.
+            for hw in std::iter::once(&w.hardware).chain(w.hardware_map.values()) {
+                if let Some((mac, _)) = discovered.iter().find(|(mac, id)| id == hw || mac == hw) {
+                    return Err(AppError::FailedPrecondition(format!(
+                        "workflow {}: hardware {hw} is a discovered machine (MAC {mac}) and runs nothing until \
+                         it is adopted (kiln adopt {hw} --as NAME)",
+                        w.id
+                    )));
+                }
+            }
+        }
         let warnings: Vec<String> =
             warnings.into_iter().chain(template_warnings.iter().map(ToString::to_string)).collect();
         // A token for every hardware in the batch; the store keeps the hash

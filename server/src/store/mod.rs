@@ -684,6 +684,16 @@ pub trait Store: Send + Sync + 'static {
     /// hardware.
     async fn put_inventory(&self, inventory: StoredInventory) -> Result<bool, StoreError>;
 
+    /// Creates the discovered hardware `hw` for `mac` (server
+    /// `--discovery`) unless that MAC already has a discovered record, and
+    /// returns the id of the record that MAC has. One transaction keyed by
+    /// the MAC's unique constraint: two boots of one machine at once, on
+    /// one replica or two, get the same record.
+    async fn discover_hardware(&self, mac: &str, hw: HardwareDoc, now: Millis) -> Result<String, StoreError>;
+
+    /// The discovered (not yet adopted) hardware: (MAC, hardware id), by MAC.
+    async fn list_discovered(&self) -> Result<Vec<(String, String)>, StoreError>;
+
     /// The stored inventory of a hardware, if its agent reported one.
     async fn get_inventory(&self, hardware_id: &str) -> Result<Option<StoredInventory>, StoreError>;
 
