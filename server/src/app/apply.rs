@@ -47,7 +47,7 @@ impl App {
         yaml: &str,
     ) -> Result<(Vec<Applied>, Vec<String>), AppError> {
         self.authorize_write(opctx, "apply", source).await?;
-        let result = self.apply_documents(source, yaml).await;
+        let result = self.apply_documents(opctx, source, yaml).await;
         let names = match &result {
             Ok((applied, _)) => applied
                 .iter()
@@ -60,7 +60,12 @@ impl App {
         result
     }
 
-    async fn apply_documents(&self, source: &str, yaml: &str) -> Result<(Vec<Applied>, Vec<String>), AppError> {
+    async fn apply_documents(
+        &self,
+        opctx: &OpContext,
+        source: &str,
+        yaml: &str,
+    ) -> Result<(Vec<Applied>, Vec<String>), AppError> {
         let (mut docs, warnings) =
             parse_documents_with_warnings(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
         let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
@@ -97,6 +102,17 @@ impl App {
             batch.token_hashes.insert(h.id.clone(), auth::token_hash(&token));
             tokens.insert(h.id.clone(), token);
         }
+        // An adopted machine's enrolled agent keeps working (its agent id
+        // is its MAC: when the adopting Hardware keeps that agent id, it
+        // keeps that token, and no new one is shown) and its inventory is
+        // kept.
+        let adoptions = self.adoptions(&batch).await?;
+        for a in &adoptions {
+            if let Some(hash) = &a.token_hash {
+                batch.token_hashes.insert(a.new_id.clone(), hash.clone());
+                tokens.remove(&a.new_id);
+            }
+        }
         let names: Vec<(&'static str, String)> = batch
             .hardware
             .iter()
@@ -114,6 +130,7 @@ impl App {
         let outcomes = self.store.apply(batch).await;
         self.metrics.store_transaction(crate::metrics::StoreOperation::Apply, started.elapsed());
         let outcomes = outcomes?;
+        self.adopted(opctx, adoptions).await;
         // An updated hardware may have a new agent id: its token now
         // answers for that one only.
         if names.iter().zip(&outcomes).any(|((kind, _), o)| *kind == "Hardware" && *o == Outcome::Updated) {

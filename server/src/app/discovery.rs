@@ -10,10 +10,11 @@
 
 use kiln_documents::HardwareDoc;
 
+use super::apply::Applied;
 use super::boot::Decision;
-use super::{App, AppError};
+use super::{App, AppError, OpContext};
 use crate::model::now_millis;
-use crate::store::{Event, EventKind, EventOutcome};
+use crate::store::{ApplyBatch, Event, EventKind, EventOutcome, StoredInventory};
 
 /// Id prefix of discovered hardware records.
 pub const DISCOVERED_PREFIX: &str = "discovered-";
@@ -83,6 +84,93 @@ impl App {
     }
 }
 
+/// A discovered machine a batch adopts, and what it keeps.
+pub(crate) struct Adoption {
+    old_id: String,
+    pub(crate) new_id: String,
+    mac: String,
+    /// The enrolled agent's token (hash), kept when the new Hardware keeps
+    /// its agent id.
+    pub(crate) token_hash: Option<String>,
+    inventory: Option<StoredInventory>,
+}
+
+impl App {
+    /// Turns discovered machine `name` into the Hardware `new_name` with
+    /// the discovered MAC (an apply of that Hardware, see [`App::apply`]).
+    pub async fn adopt(&self, opctx: &OpContext, name: &str, new_name: &str) -> Result<Vec<Applied>, AppError> {
+        let discovered = self.store.list_discovered().await?;
+        let Some((mac, _)) = discovered.iter().find(|(_, id)| id == name) else {
+            return Err(match self.store.get_hardware(name).await {
+                Ok(_) => AppError::FailedPrecondition(format!("hardware {name} is not a discovered machine")),
+                Err(e) => e.into(),
+            });
+        };
+        if new_name.trim().is_empty() {
+            return Err(AppError::InvalidArgument("field as: the new name must not be empty".into()));
+        }
+        let doc = serde_json::json!({"kind": "Hardware", "name": new_name, "macs": [mac]});
+        self.apply(opctx, &format!("adopt {name}"), &doc.to_string()).await
+    }
+
+    /// The adoptions of `batch`, read before the apply deletes their
+    /// discovered records.
+    pub(crate) async fn adoptions(&self, batch: &ApplyBatch) -> Result<Vec<Adoption>, AppError> {
+        let discovered = self.store.list_discovered().await?;
+        let mut out = Vec::new();
+        for old_id in &batch.adopt {
+            let Some((mac, _)) = discovered.iter().find(|(_, id)| id == old_id) else { continue };
+            let Some(new) = batch.hardware.iter().find(|h| h.macs.contains(mac)) else { continue };
+            let token_hash = if new.agent_id == *mac {
+                self.store.agent_credential(mac).await?.and_then(|c| c.token_hash)
+            } else {
+                None
+            };
+            out.push(Adoption {
+                old_id: old_id.clone(),
+                new_id: new.id.clone(),
+                mac: mac.clone(),
+                token_hash,
+                inventory: self.store.get_inventory(old_id).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// After the apply: the inventory moves to the new Hardware, the
+    /// agent's cached verdicts go (it is no longer discovered), and each
+    /// adoption is audited.
+    pub(crate) async fn adopted(&self, opctx: &OpContext, adoptions: Vec<Adoption>) {
+        if adoptions.is_empty() {
+            return;
+        }
+        self.verified.invalidate();
+        let mut events = Vec::new();
+        for a in adoptions {
+            if let Some(mut inv) = a.inventory {
+                inv.hardware_id = a.new_id.clone();
+                if let Err(e) = self.store.put_inventory(inv).await {
+                    tracing::warn!(hardware = %a.new_id, error = %e, "adopted machine's inventory not kept");
+                }
+            }
+            tracing::info!(target: "kiln::audit", mac = %a.mac, from = %a.old_id, to = %a.new_id, "machine adopted");
+            events.push(Event {
+                cursor: 0,
+                time: now_millis(),
+                kind: EventKind::Write,
+                actor: opctx.actor.to_string(),
+                peer: opctx.peer.map(|p| p.to_string()).unwrap_or_default(),
+                action: "adopt".into(),
+                object: format!("hardware {} (MAC {}) as hardware {}", a.old_id, a.mac, a.new_id),
+                outcome: EventOutcome::Ok,
+                reason: String::new(),
+                count: 1,
+            });
+        }
+        self.record_events(events).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +225,64 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(&e, AppError::FailedPrecondition(m) if m.contains("discovered machine")), "{e:?}");
+
+        // Adoption keeps the MAC, the enrolled agent's token and the
+        // inventory; the discovered record goes, and it is audited.
+        let id = "discovered-525400000701";
+        let inv = StoredInventory {
+            hardware_id: id.into(),
+            agent_id: MAC.into(),
+            inventory_json: "{}".into(),
+            digest: "d".into(),
+            reported_at: 1,
+            seen_at: 1,
+        };
+        app.store.put_inventory(inv.clone()).await.unwrap();
+        let token = app.store.agent_credential(MAC).await.unwrap().unwrap().token_hash;
+        assert!(token.is_some());
+        let viewer = OpContext::read_only_operator();
+        assert!(matches!(app.adopt(&viewer, id, "web1").await, Err(AppError::PermissionDenied(_))));
+        assert!(matches!(app.adopt(&op, "m1", "web1").await, Err(AppError::FailedPrecondition(_))));
+        let applied = app.adopt(&op, id, "web1").await.unwrap();
+        assert_eq!((applied[0].name.as_str(), applied[0].agent_token.as_str()), ("web1", ""));
+        assert_eq!(app.store.list_discovered().await.unwrap(), vec![]);
+        let web1 = app.store.get_hardware("web1").await.unwrap().doc;
+        assert_eq!((web1.agent_id.as_str(), web1.macs.clone()), (MAC, vec![MAC.to_string()]));
+        assert!(app.store.get_hardware(id).await.is_err());
+        assert_eq!(app.store.agent_credential(MAC).await.unwrap().unwrap().token_hash, token);
+        assert_eq!(app.store.get_inventory("web1").await.unwrap().unwrap().inventory_json, "{}");
+        let events = app
+            .store
+            .list_events(crate::store::EventQuery { after: 0, since: 0, kind: None, limit: 100, newest: false })
+            .await
+            .unwrap();
+        assert!(events.iter().any(|e| e.action == "adopt" && e.object.contains("as hardware web1")), "{events:?}");
+        // Now a workflow may target it.
+        app.apply(
+            &op,
+            "wf",
+            "kind: Workflow\nname: w9\ntemplate: t\nhardware: web1\nhardware_map: {device_1: \"52:54:00:00:07:01\"}\n",
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn applying_hardware_with_a_discovered_mac_adopts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_netboot(dir.path(), crate::netboot::NetbootConfig { discovery: true, ..Default::default() });
+        let ctx = OpContext::system("test");
+        assert!(matches!(app.boot_decision(&ctx, MAC).await, Decision::Hook { .. }));
+        let doc = format!("kind: Hardware\nname: db1\nmacs: [\"{MAC}\"]\n");
+        let applied = app.apply(&OpContext::operator(), "hw", &doc).await.unwrap();
+        // Never enrolled: no token to keep, so the new one is shown.
+        assert!(!applied[0].agent_token.is_empty());
+        let ids: Vec<String> = app.store.list_hardware().await.unwrap().into_iter().map(|h| h.doc.id).collect();
+        assert_eq!(ids, ["db1"]);
+        assert_eq!(app.store.list_discovered().await.unwrap(), vec![]);
+        // Known now: it boots for work, not discovery.
+        assert!(
+            matches!(app.boot_decision(&ctx, MAC).await, Decision::Local(why) if why.contains("no pending workflow"))
+        );
     }
 }

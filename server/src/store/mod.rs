@@ -125,6 +125,9 @@ pub struct ApplyBatch {
     /// that hardware is *created* by this batch: an update keeps the stored
     /// hash, so re-applying a document never changes a machine's credential.
     pub token_hashes: HashMap<String, String>,
+    /// Discovered hardware this batch adopts (a Hardware of the batch names
+    /// its MAC): deleted first, in the same transaction, if still discovered.
+    pub adopt: Vec<String>,
 }
 
 /// A BmcSecret as the store keeps it: sealed (encrypted and authenticated)

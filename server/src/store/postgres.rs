@@ -477,6 +477,12 @@ fn agents_to_wake(wf: &Workflow) -> Vec<String> {
 async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::new();
+    for id in &batch.adopt {
+        sqlx::query("DELETE FROM hardware WHERE id = $1 AND id IN (SELECT hardware_id FROM discovered_hardware)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     for hw in &batch.hardware {
         let doc = serde_json::to_string(hw)?;
         let outcome = match load_hardware(tx, &hw.id).await? {

@@ -361,6 +361,9 @@ fn same_definition(a: &Workflow, b: &Workflow) -> bool {
 fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::new();
+    for id in &batch.adopt {
+        tx.execute("DELETE FROM hardware WHERE id = ?1 AND id IN (SELECT hardware_id FROM discovered_hardware)", [id])?;
+    }
     for hw in &batch.hardware {
         let doc = serde_json::to_string(hw)?;
         let outcome = match load_hardware(tx, &hw.id)? {
