@@ -95,7 +95,37 @@ pub(crate) struct Adoption {
     inventory: Option<StoredInventory>,
 }
 
+/// What `kiln get hardware` shows of a machine besides its document.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HardwareStatus {
+    pub discovered: bool,
+    /// From its last inventory report: (CPU threads, or cores, or sockets;
+    /// memory bytes; disks). `None`: no report yet.
+    pub inventory: Option<(u32, u64, u32)>,
+}
+
 impl App {
+    /// The status of each hardware in `ids`, in that order.
+    pub async fn hardware_status(&self, opctx: &OpContext, ids: &[&str]) -> Result<Vec<HardwareStatus>, AppError> {
+        opctx.require_operator_read()?;
+        let discovered = self.store.list_discovered().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let inventory = match self.store.get_inventory(id).await? {
+                // A report this server cannot read shows as none.
+                Some(stored) => {
+                    serde_json::from_str::<kiln_inventory::Inventory>(&stored.inventory_json).ok().map(|i| {
+                        let cpus = i.cpu.threads.or(i.cpu.cores).or(i.cpu.sockets).unwrap_or(0);
+                        (cpus, i.memory.total_bytes.unwrap_or(0), i.disks.len() as u32)
+                    })
+                }
+                None => None,
+            };
+            out.push(HardwareStatus { discovered: discovered.iter().any(|(_, h)| h == id), inventory });
+        }
+        Ok(out)
+    }
+
     /// Turns discovered machine `name` into the Hardware `new_name` with
     /// the discovered MAC (an apply of that Hardware, see [`App::apply`]).
     pub async fn adopt(&self, opctx: &OpContext, name: &str, new_name: &str) -> Result<Vec<Applied>, AppError> {
