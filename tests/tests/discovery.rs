@@ -9,6 +9,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use kiln_proto::connect::{ClientTls, endpoint};
+use kiln_proto::v1::agent_service_client::AgentServiceClient;
+use kiln_proto::v1::{LogBatch, NextActionRequest};
+use kiln_proto::{AGENT_ID_METADATA, AUTHORIZATION_METADATA};
 use kiln_tests::{Cluster, random_mac, stderr, stdout, unique, wait_until};
 use serde_json::Value;
 
@@ -106,6 +110,23 @@ async fn an_unknown_machine_is_discovered_reports_inventory_runs_nothing_and_wor
     let out = c.kiln_with_stdin(&["apply", "-f", "-"], Some(&yaml));
     assert!(!out.status.success(), "a workflow for a discovered machine was accepted");
     assert!(stderr(&out).contains("discovered machine"), "{}", stderr(&out));
+
+    // Its agent credential works for polling (no work), nothing else.
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let tls = ClientTls { ca_pem: c.ca_file.as_ref().map(|p| std::fs::read(p).unwrap()), identity: None };
+    let channel = endpoint(&c.server_url, &tls).unwrap().connect().await.unwrap();
+    let mut agent_api = AgentServiceClient::new(channel);
+    fn authed<T>(msg: T, mac: &str, token: &str) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert(AGENT_ID_METADATA, mac.parse().unwrap());
+        r.metadata_mut().insert(AUTHORIZATION_METADATA, format!("Bearer {token}").parse().unwrap());
+        r
+    }
+    let next = agent_api.next_action(authed(NextActionRequest { wait_ms: 0 }, &mac, &token)).await.unwrap();
+    assert!(next.into_inner().assignment.is_none(), "a discovered machine got work");
+    let refused = agent_api.push_logs(authed(LogBatch::default(), &mac, &token)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("discovered machine"), "{refused:?}");
 
     // Adopted: a Hardware with its MAC; the running agent keeps working.
     let out = c.kiln(&["adopt", &id, "--as", "web-1"]);
