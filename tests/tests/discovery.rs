@@ -1,4 +1,5 @@
-//! Discovery against the real binaries: a server with `--discovery` boots
+//! Discovery against the real binaries: a server with `--discovery` (and
+//! `--netboot-listen`) boots
 //! a MAC no Hardware has into the hook as a discovered machine; a real
 //! agent enrols with the boot script's credential, reports its inventory
 //! and is listed as `discovered`; no workflow may target it and the agent
@@ -25,13 +26,11 @@ fn hook_dir() -> tempfile::TempDir {
     hook
 }
 
-fn boot_script(c: &Cluster, mac: &str) -> String {
-    let mut curl = Command::new("curl");
-    curl.args(["-sS", "--fail", "--max-time", "30"]);
-    if let Some(ca) = &c.ca_file {
-        curl.arg("--cacert").arg(ca);
-    }
-    let out = curl.arg(format!("{}/boot/ipxe/{mac}", c.server_url)).output().expect("curl");
+/// The machine's boot script, fetched as iPXE would: plain HTTP on
+/// `--netboot-listen`.
+fn boot_script(port: u16, mac: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}/boot/ipxe/{mac}");
+    let out = Command::new("curl").args(["-sS", "--fail", "--max-time", "30", &url]).output().expect("curl");
     assert!(out.status.success(), "boot script of {mac}: {}", stderr(&out));
     stdout(&out)
 }
@@ -63,17 +62,24 @@ fn workflow_yaml(c: &Cluster, hw: &str, mac: &str) -> (String, String) {
 async fn an_unknown_machine_is_discovered_reports_inventory_runs_nothing_and_works_once_adopted() {
     let hook = hook_dir();
     let mut c = Cluster::start_with(&["--hook-dir", hook.path().to_str().unwrap(), "--discovery"]).unwrap();
+    // Netboot over plain HTTP beside TLS, as a site serves it (a port of
+    // this test's range: 7300-7399, free now).
+    let port = (7300..7400)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 7300-7399");
+    let public = c.server_url.clone();
+    c.restart_server(&["--netboot-listen", &format!("127.0.0.1:{port}"), "--public-url", &public]).unwrap();
     let mac = random_mac();
     let id = format!("discovered-{}", mac.replace(':', ""));
 
     // The unknown machine powers on: the hook, with a credential.
-    let script = boot_script(&c, &mac.to_uppercase());
+    let script = boot_script(port, &mac.to_uppercase());
     assert!(script.contains("boots the hook image"), "{script}");
     assert_eq!(kernel_arg(&script, "kiln.agent_id"), mac);
     let secret = kernel_arg(&script, "kiln.enrol");
     // A second boot reuses the record (and supersedes the credential).
     let secret = {
-        let again = boot_script(&c, &mac);
+        let again = boot_script(port, &mac);
         assert_ne!(kernel_arg(&again, "kiln.enrol"), secret);
         kernel_arg(&again, "kiln.enrol")
     };
