@@ -90,6 +90,14 @@ enum Command {
     },
     /// Resume a FAILED or TIMEOUT workflow from its failed action.
     Retry { workflow: String },
+    /// Turn a discovered machine (server --discovery) into a normal Hardware
+    /// named NEWNAME that keeps its MAC (and its enrolled agent and inventory).
+    Adopt {
+        /// The discovered machine (`kiln get hardware` shows its state).
+        name: String,
+        #[arg(long = "as", value_name = "NEWNAME")]
+        new_name: String,
+    },
     /// Follow a workflow until it ends; exits 0 on SUCCESS, 1 otherwise.
     Watch { workflow: String },
     /// Print a workflow's action output (stdout and stderr, in order).
@@ -292,6 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd::cert::issue(&mut c, hardware, &out).await?
         }
         Command::Retry { workflow } => cmd::retry::run(&mut c, workflow).await?,
+        Command::Adopt { name, new_name } => cmd::apply::adopt(&mut c, name, new_name).await?,
         Command::Watch { workflow } => return cmd::watch::run(&mut c, workflow).await,
         Command::Logs { workflow, action, follow, output } => {
             cmd::logs::run(&mut c, workflow, action, follow, output).await?

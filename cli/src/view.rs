@@ -40,6 +40,11 @@ pub struct Hardware {
     updated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bmc: Option<Bmc>,
+    /// "discovered" (runs nothing until adopted) or "ready".
+    state: String,
+    /// The last inventory report's summary; absent before the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inventory: Option<serde_json::Value>,
 }
 
 /// A hardware's BMC and its last known power state.
@@ -69,6 +74,14 @@ impl From<&v1::Hardware> for Hardware {
                 credentials: h.bmc_credentials.clone(),
                 power_state: if h.power_state.is_empty() { "unknown".into() } else { h.power_state.clone() },
                 power_read_at: time(&h.power_read_at),
+            }),
+            state: h.state.clone(),
+            inventory: h.inventory_known.then(|| {
+                serde_json::json!({
+                    "cpus": h.inventory_cpus,
+                    "memory_bytes": h.inventory_memory_bytes,
+                    "disks": h.inventory_disks,
+                })
             }),
         }
     }

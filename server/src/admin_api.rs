@@ -9,9 +9,9 @@ use futures_util::{Stream, StreamExt};
 use kiln_proto::time::millis_to_proto;
 use kiln_proto::v1::admin_service_server::AdminService;
 use kiln_proto::v1::{
-    ActionDefinitionList, AgentCert, AgentToken, AppliedObject, ApplyRequest, ApplyResponse, ArtifactData,
-    ArtifactList, ArtifactRequest, DeleteRequest, DeleteResponse, Event, EventList, EventsRequest, GetRequest,
-    Hardware, HardwareInventory, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest,
+    ActionDefinitionList, AdoptRequest, AgentCert, AgentToken, AppliedObject, ApplyRequest, ApplyResponse,
+    ArtifactData, ArtifactList, ArtifactRequest, DeleteRequest, DeleteResponse, Event, EventList, EventsRequest,
+    GetRequest, Hardware, HardwareInventory, HardwareList, ListRequest, LogEntry, LogLine, LogsRequest, PlanRequest,
     RevokeResponse, Template, TemplateList, Workflow, WorkflowList, plan_request,
 };
 use kiln_proto::v1::{
@@ -108,10 +108,29 @@ impl AdminService for AdminApi {
         Ok(Response::new(ApplyResponse { objects, warnings }))
     }
 
+    async fn adopt(&self, req: Request<AdoptRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let applied = self.app.adopt(&opctx, &req.name, &req.new_name).await.map_err(status)?;
+        let objects = applied
+            .into_iter()
+            .map(|a| AppliedObject {
+                kind: a.kind.into(),
+                name: a.name,
+                outcome: a.outcome.as_str().into(),
+                agent_token: a.agent_token,
+            })
+            .collect();
+        Ok(Response::new(ApplyResponse { objects, warnings: Vec::new() }))
+    }
+
     async fn get_hardware(&self, req: Request<GetRequest>) -> Result<Response<Hardware>, Status> {
         let opctx = operator(&req)?;
         let h = self.app.get_hardware(&opctx, &req.get_ref().name).await.map_err(status)?;
         let mut hardware = convert::hardware(&h);
+        if let Some(s) = self.app.hardware_status(&opctx, &[h.doc.id.as_str()]).await.map_err(status)?.first() {
+            convert::hardware_status(&mut hardware, s);
+        }
         if let Some(reading) = self.app.power_reading(&opctx, &h.doc.id).await.map_err(status)? {
             hardware.power_state = reading.state;
             hardware.power_read_at = Some(millis_to_proto(reading.read_at));
@@ -138,6 +157,11 @@ impl AdminService for AdminApi {
                 hardware.power_read_at = Some(millis_to_proto(reading.read_at));
             }
             list.push(hardware);
+        }
+        let ids: Vec<&str> = items.iter().map(|h| h.doc.id.as_str()).collect();
+        let statuses = self.app.hardware_status(&opctx, &ids).await.map_err(status)?;
+        for (hardware, s) in list.iter_mut().zip(statuses) {
+            convert::hardware_status(hardware, &s);
         }
         Ok(Response::new(HardwareList { items: list }))
     }

@@ -42,6 +42,14 @@ pub async fn admit(
         }
     }
     let (mut batch, workflow_docs) = sort(docs);
+    // A Hardware naming a discovered machine's MAC adopts it: the
+    // discovered record goes (in the apply's transaction), so it clashes
+    // with nothing.
+    for (mac, id) in store.list_discovered().await? {
+        if batch.hardware.iter().any(|h| h.id != id && h.macs.contains(&mac)) {
+            batch.adopt.push(id);
+        }
+    }
     let known = KnownObjects::load(store, &batch).await?;
     known.check_hardware_identities(&batch.hardware)?;
     for d in &batch.definitions {
@@ -162,6 +170,7 @@ impl KnownObjects {
             store.list_hardware().await?.into_iter().map(|h| (h.doc.id.clone(), h.doc)).collect();
         let mut templates: BTreeMap<_, _> =
             store.list_templates().await?.into_iter().map(|t| (t.doc.name.clone(), t.doc)).collect();
+        hardware.retain(|id, _| !batch.adopt.contains(id));
         hardware.extend(batch.hardware.iter().map(|h| (h.id.clone(), h.clone())));
         templates.extend(batch.templates.iter().map(|t| (t.name.clone(), t.clone())));
         let mut definitions: Definitions =

@@ -165,7 +165,37 @@ pub struct AgentAuth {
     pub refusals: Arc<RefusalLog>,
 }
 
+/// The agent calls a discovered (not adopted) machine may make: it reports
+/// what it is and that it is alive, and asks for work (it gets none).
+const DISCOVERED_MAY_CALL: [&str; 3] = ["/Heartbeat", "/ReportInventory", "/NextAction"];
+
 impl AgentAuth {
+    /// Refuses a discovered machine's agent every call but those of
+    /// [`DISCOVERED_MAY_CALL`] (`path`: the gRPC method's). Looked up in the
+    /// store only for the other calls, which such a machine has no reason
+    /// to make.
+    pub async fn check_discovered(&self, agent: &AgentIdentity, path: &str) -> Result<(), Status> {
+        if DISCOVERED_MAY_CALL.iter().any(|m| path.ends_with(m)) {
+            return Ok(());
+        }
+        let discovered = self.store.list_discovered().await.map_err(crate::convert::store_status)?;
+        if let Some((mac, id)) = discovered.iter().find(|(mac, _)| *mac == agent.0) {
+            tracing::warn!(agent = %agent.0, %path, "agent call rejected: discovered machine");
+            self.refusals.refused(
+                format!("agent {}", agent.0),
+                None,
+                path,
+                "agent service",
+                "discovered machine, not adopted",
+            );
+            return Err(Status::permission_denied(format!(
+                "hardware {id} (MAC {mac}) is a discovered machine: it may only heartbeat and report its \
+                 inventory until an operator adopts it (kiln adopt {id} --as NAME)"
+            )));
+        }
+        Ok(())
+    }
+
     /// The caller's identity, or the status that rejects the call.
     pub async fn authenticate(
         &self,
@@ -290,7 +320,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         Box::pin(async move {
-            match auth.authenticate(req.headers(), req.extensions()).await {
+            let identity = match auth.authenticate(req.headers(), req.extensions()).await {
+                Ok(identity) => auth.check_discovered(&identity, req.uri().path()).await.map(|()| identity),
+                Err(status) => Err(status),
+            };
+            match identity {
                 Ok(identity) => {
                     req.extensions_mut().insert(identity);
                     inner.call(req).await

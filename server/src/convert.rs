@@ -132,6 +132,17 @@ pub fn workflow(w: &Workflow) -> v1::Workflow {
     }
 }
 
+/// Adds a hardware's discovery state and inventory summary.
+pub fn hardware_status(hardware: &mut v1::Hardware, s: &crate::app::discovery::HardwareStatus) {
+    hardware.state = if s.discovered { "discovered" } else { "ready" }.into();
+    if let Some((cpus, memory, disks)) = s.inventory {
+        hardware.inventory_known = true;
+        hardware.inventory_cpus = cpus;
+        hardware.inventory_memory_bytes = memory;
+        hardware.inventory_disks = disks;
+    }
+}
+
 pub fn hardware(h: &StoredHardware) -> v1::Hardware {
     v1::Hardware {
         id: h.doc.id.clone(),
@@ -146,6 +157,7 @@ pub fn hardware(h: &StoredHardware) -> v1::Hardware {
         bmc_credentials: h.doc.bmc.as_ref().map(|b| b.credentials.clone()).unwrap_or_default(),
         power_state: String::new(),
         power_read_at: None,
+        ..Default::default()
     }
 }
 

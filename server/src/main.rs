@@ -55,6 +55,11 @@ struct Args {
     /// worthless.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_enrolment_ttl)]
     enrolment_ttl: humantime::Duration,
+    /// Discovery: a machine whose MAC no Hardware has that network-boots
+    /// gets the hook image, enrols as a *discovered* machine and reports
+    /// its inventory, but runs nothing until an operator adopts it (docs/network-boot.md).
+    #[arg(long)]
+    discovery: bool,
     /// How long an open attempt survives without a heartbeat from its agent
     /// (agents renew every third of it). When it runs out the attempt is
     /// FAILED with reason AgentLost and the action's retries apply.
@@ -204,6 +209,7 @@ fn netboot_config(
         ca_pem: tls.and_then(|t| t.ca_pem.clone()),
         enrolment_ttl: Some(args.enrolment_ttl.into()),
         ipxe_dir: None,
+        discovery: args.discovery,
     })
 }
 

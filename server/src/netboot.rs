@@ -50,6 +50,10 @@ pub struct NetbootConfig {
     /// The iPXE binaries (`--ipxe-dir`, or Debian's), served as
     /// `/boot/ipxe-bin/FILE` for UEFI HTTP boot.
     pub ipxe_dir: Option<PathBuf>,
+    /// `--discovery`: a machine whose MAC no Hardware has boots the hook
+    /// as a discovered machine ([`crate::app::discovery`]) instead of its
+    /// disk.
+    pub discovery: bool,
 }
 
 struct Netboot {
@@ -96,6 +100,8 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
         }
         Decision::Hook { agent_id, workflow, enrolment } => {
             tracing::info!(%mac, %workflow, "netboot: hook image");
+            // A discovered machine boots for no workflow.
+            let workflow = if workflow.is_empty() { "none (discovery)".to_string() } else { workflow };
             // `kiln.enrol=`: this boot's one-time enrolment credential (the
             // script is its only carrier: never logged).
             format!(

@@ -109,9 +109,28 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
 fn hardware_table(items: &[v1::Hardware]) -> String {
     let rows: Vec<_> = items
         .iter()
-        .map(|h| vec![h.id.clone(), h.agent_id.clone(), h.macs.join(","), h.disks.join(","), age(&h.created_at)])
+        .map(|h| {
+            vec![
+                h.id.clone(),
+                h.agent_id.clone(),
+                h.macs.join(","),
+                h.disks.join(","),
+                h.state.clone(),
+                inventory_summary(h),
+                age(&h.created_at),
+            ]
+        })
         .collect();
-    table(&["ID", "AGENT ID", "MACS", "DISKS", "AGE"], &rows)
+    table(&["ID", "AGENT ID", "MACS", "DISKS", "STATE", "INVENTORY", "AGE"], &rows)
+}
+
+/// "4 CPUs, 7.8 GiB, 2 disks"; "-" before the agent's first report.
+fn inventory_summary(h: &v1::Hardware) -> String {
+    if !h.inventory_known {
+        return "-".into();
+    }
+    let gib = h.inventory_memory_bytes as f64 / (1u64 << 30) as f64;
+    format!("{} CPUs, {gib:.1} GiB, {} disks", h.inventory_cpus, h.inventory_disks)
 }
 
 fn workflow_table(items: &[v1::Workflow]) -> String {

@@ -47,7 +47,7 @@ impl App {
         yaml: &str,
     ) -> Result<(Vec<Applied>, Vec<String>), AppError> {
         self.authorize_write(opctx, "apply", source).await?;
-        let result = self.apply_documents(source, yaml).await;
+        let result = self.apply_documents(opctx, source, yaml).await;
         let names = match &result {
             Ok((applied, _)) => applied
                 .iter()
@@ -60,7 +60,12 @@ impl App {
         result
     }
 
-    async fn apply_documents(&self, source: &str, yaml: &str) -> Result<(Vec<Applied>, Vec<String>), AppError> {
+    async fn apply_documents(
+        &self,
+        opctx: &OpContext,
+        source: &str,
+        yaml: &str,
+    ) -> Result<(Vec<Applied>, Vec<String>), AppError> {
         let (mut docs, warnings) =
             parse_documents_with_warnings(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
         let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
@@ -73,6 +78,20 @@ impl App {
         let (mut batch, template_warnings) =
             admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
         batch.bmc_secrets = bmc_secrets;
+        // A discovered machine runs nothing until it is adopted.
+        let discovered = self.store.list_discovered().await?;
+        for w in &batch.workflows {
+            // `hardware_map` values are agent ids, a discovered machine's is its MAC.
+            for hw in std::iter::once(&w.hardware).chain(w.hardware_map.values()) {
+                if let Some((mac, _)) = discovered.iter().find(|(mac, id)| id == hw || mac == hw) {
+                    return Err(AppError::FailedPrecondition(format!(
+                        "workflow {}: hardware {hw} is a discovered machine (MAC {mac}) and runs nothing until \
+                         it is adopted (kiln adopt {hw} --as NAME)",
+                        w.id
+                    )));
+                }
+            }
+        }
         let warnings: Vec<String> =
             warnings.into_iter().chain(template_warnings.iter().map(ToString::to_string)).collect();
         // A token for every hardware in the batch; the store keeps the hash
@@ -82,6 +101,17 @@ impl App {
             let token = auth::new_token();
             batch.token_hashes.insert(h.id.clone(), auth::token_hash(&token));
             tokens.insert(h.id.clone(), token);
+        }
+        // An adopted machine's enrolled agent keeps working (its agent id
+        // is its MAC: when the adopting Hardware keeps that agent id, it
+        // keeps that token, and no new one is shown) and its inventory is
+        // kept.
+        let adoptions = self.adoptions(&batch).await?;
+        for a in &adoptions {
+            if let Some(hash) = &a.token_hash {
+                batch.token_hashes.insert(a.new_id.clone(), hash.clone());
+                tokens.remove(&a.new_id);
+            }
         }
         let names: Vec<(&'static str, String)> = batch
             .hardware
@@ -100,6 +130,7 @@ impl App {
         let outcomes = self.store.apply(batch).await;
         self.metrics.store_transaction(crate::metrics::StoreOperation::Apply, started.elapsed());
         let outcomes = outcomes?;
+        self.adopted(opctx, adoptions).await;
         // An updated hardware may have a new agent id: its token now
         // answers for that one only.
         if names.iter().zip(&outcomes).any(|((kind, _), o)| *kind == "Hardware" && *o == Outcome::Updated) {

@@ -43,10 +43,20 @@ impl App {
             Err(e) => return Decision::Local(format!("store error: {e}")),
         };
         let Some(hw) = hardware.into_iter().find(|h| h.doc.macs.contains(&mac)) else {
+            if self.netboot.discovery {
+                return self.discovery_boot(&mac).await;
+            }
             return Decision::Local(format!("no hardware has MAC {mac}"));
         };
         if !hw.doc.netboot {
             return Decision::Local(format!("hardware {} has netboot off", hw.doc.id));
+        }
+        if hw.doc.id.starts_with(super::discovery::DISCOVERED_PREFIX) && self.netboot.discovery {
+            match self.is_discovered(&hw.doc.id).await {
+                Ok(true) => return self.discovery_boot(&mac).await,
+                Ok(false) => {}
+                Err(e) => return Decision::Local(format!("store error: {e}")),
+            }
         }
         match self.store.active_workflows_for_agent(&hw.doc.agent_id).await {
             Ok(ids) if !ids.is_empty() => match self.issue_enrolment(&hw.doc, &mac, &ids[0]).await {

@@ -44,6 +44,7 @@ pub mod boot;
 pub mod console;
 mod context;
 pub mod credentials;
+pub mod discovery;
 pub mod dispatch;
 pub mod enrol;
 mod error;

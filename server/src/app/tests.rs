@@ -41,6 +41,10 @@ hardware_map: {device_1: "52:54:00:00:00:01"}
 
 /// An application on an in-memory store, for tests of the use cases.
 pub(crate) fn app(dir: &std::path::Path) -> Arc<App> {
+    app_with_netboot(dir, Default::default())
+}
+
+pub(crate) fn app_with_netboot(dir: &std::path::Path, netboot: crate::netboot::NetbootConfig) -> Arc<App> {
     let store: crate::store::DynStore = Arc::new(SqliteStore::open_in_memory().unwrap());
     Arc::new(App::new(
         store,
@@ -52,7 +56,7 @@ pub(crate) fn app(dir: &std::path::Path) -> Arc<App> {
             token_key: crate::action_api::TokenKey::load_or_create(dir).unwrap(),
             lease: Duration::from_secs(30),
             signing_ca: None,
-            netboot: Default::default(),
+            netboot,
             event_retention: Default::default(),
         },
     ))

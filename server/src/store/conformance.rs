@@ -687,6 +687,40 @@ pub async fn concurrent_takes_of_one_enrolment_see_it_unused_once(b: &dyn Backen
     assert_eq!(unused, 1, "exactly one caller may use the credential");
 }
 
+pub async fn discovered_hardware_is_created_once_per_mac_and_deleted_with_hardware(b: &dyn Backend) {
+    let store = b.open().await;
+    let doc = |mac: &str| {
+        let mut hw = hardware();
+        hw.id = format!("discovered-{}", mac.replace(':', ""));
+        hw.agent_id = mac.into();
+        hw.macs = vec![mac.into()];
+        hw
+    };
+    let mac = "52:54:00:00:07:01";
+    assert_eq!(store.list_discovered().await.unwrap(), vec![]);
+    // Many boots at once, on two instances: one record.
+    let other = b.open().await;
+    let ids = futures_util::future::join_all((0..8).map(|i| {
+        let s = if i % 2 == 0 { store.clone() } else { other.clone() };
+        let d = doc(mac);
+        async move { s.discover_hardware(mac, d, 1_000 + i).await }
+    }))
+    .await;
+    for id in ids {
+        assert_eq!(id.unwrap(), "discovered-525400000701");
+    }
+    let rows = vec![(mac.to_string(), "discovered-525400000701".to_string())];
+    assert_eq!(other.list_discovered().await.unwrap(), rows);
+    let hw = store.get_hardware("discovered-525400000701").await.unwrap();
+    assert_eq!((hw.doc.agent_id.as_str(), hw.doc.macs.clone()), (mac, vec![mac.to_string()]));
+    assert_eq!(store.list_hardware().await.unwrap().len(), 1);
+    // No token until it enrols.
+    assert_eq!(store.agent_credential(mac).await.unwrap().and_then(|c| c.token_hash), None);
+    // Deleting the hardware (adoption) deletes the mark.
+    store.delete(ObjectKind::Hardware, "discovered-525400000701").await.unwrap();
+    assert_eq!(store.list_discovered().await.unwrap(), vec![]);
+}
+
 pub async fn inventory_is_replaced_when_it_changes_and_deleted_with_hardware(b: &dyn Backend) {
     let store = b.open().await;
     let inv = |json: &str, digest: &str, at: Millis| StoredInventory {
@@ -1063,6 +1097,11 @@ macro_rules! conformance_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn concurrent_takes_of_one_enrolment_see_it_unused_once() {
             c::concurrent_takes_of_one_enrolment_see_it_unused_once(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn discovered_hardware_is_created_once_per_mac_and_deleted_with_hardware() {
+            c::discovered_hardware_is_created_once_per_mac_and_deleted_with_hardware(&$backend).await
         }
 
         #[tokio::test]

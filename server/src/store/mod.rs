@@ -125,6 +125,9 @@ pub struct ApplyBatch {
     /// that hardware is *created* by this batch: an update keeps the stored
     /// hash, so re-applying a document never changes a machine's credential.
     pub token_hashes: HashMap<String, String>,
+    /// Discovered hardware this batch adopts (a Hardware of the batch names
+    /// its MAC): deleted first, in the same transaction, if still discovered.
+    pub adopt: Vec<String>,
 }
 
 /// A BmcSecret as the store keeps it: sealed (encrypted and authenticated)
@@ -683,6 +686,16 @@ pub trait Store: Send + Sync + 'static {
     /// `seen_at` moves either way. [`StoreError::NotFound`] for unknown
     /// hardware.
     async fn put_inventory(&self, inventory: StoredInventory) -> Result<bool, StoreError>;
+
+    /// Creates the discovered hardware `hw` for `mac` (server
+    /// `--discovery`) unless that MAC already has a discovered record, and
+    /// returns the id of the record that MAC has. One transaction keyed by
+    /// the MAC's unique constraint: two boots of one machine at once, on
+    /// one replica or two, get the same record.
+    async fn discover_hardware(&self, mac: &str, hw: HardwareDoc, now: Millis) -> Result<String, StoreError>;
+
+    /// The discovered (not yet adopted) hardware: (MAC, hardware id), by MAC.
+    async fn list_discovered(&self) -> Result<Vec<(String, String)>, StoreError>;
 
     /// The stored inventory of a hardware, if its agent reported one.
     async fn get_inventory(&self, hardware_id: &str) -> Result<Option<StoredInventory>, StoreError>;

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
 use super::template_format;
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("postgres_migrations/0003_template_format.sql")),
     (4, include_str!("postgres_migrations/0004_enrolment_inventory.sql")),
     (5, include_str!("postgres_migrations/0005_bmc.sql")),
+    (6, include_str!("postgres_migrations/0006_discovery.sql")),
 ];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
@@ -476,6 +477,12 @@ fn agents_to_wake(wf: &Workflow) -> Vec<String> {
 async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::new();
+    for id in &batch.adopt {
+        sqlx::query("DELETE FROM hardware WHERE id = $1 AND id IN (SELECT hardware_id FROM discovered_hardware)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     for hw in &batch.hardware {
         let doc = serde_json::to_string(hw)?;
         let outcome = match load_hardware(tx, &hw.id).await? {
@@ -1182,6 +1189,49 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(changed)
+    }
+
+    async fn discover_hardware(&self, mac: &str, hw: HardwareDoc, now: Millis) -> Result<String, StoreError> {
+        let doc = serde_json::to_string(&hw)?;
+        let mut tx = self.pool.begin().await?;
+        // The MAC's unique constraint decides between concurrent boots: the
+        // loser's insert does nothing and it reads the winner's record.
+        let inserted = sqlx::query(
+            "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at, token_hash)
+             VALUES ($1, $2, $3, $4, $4, NULL) ON CONFLICT DO NOTHING",
+        )
+        .bind(&hw.id)
+        .bind(&hw.agent_id)
+        .bind(doc)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            sqlx::query(
+                "INSERT INTO discovered_hardware (mac, hardware_id, discovered_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(mac)
+            .bind(&hw.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row: Option<(String,)> = sqlx::query_as("SELECT hardware_id FROM discovered_hardware WHERE mac = $1")
+            .bind(mac)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.map(|(id,)| id).ok_or_else(|| {
+            StoreError::Conflict(format!("hardware {} exists and is not the discovered record of MAC {mac}", hw.id))
+        })
+    }
+
+    async fn list_discovered(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT mac, hardware_id FROM discovered_hardware ORDER BY mac")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn get_inventory(&self, hardware_id: &str) -> Result<Option<StoredInventory>, StoreError> {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use kiln_documents::{ActionDefinitionDoc, PlannedAction, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
 
 use super::template_format;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("sqlite_migrations/0008_template_format.sql")),
     (9, include_str!("sqlite_migrations/0009_enrolment_inventory.sql")),
     (10, include_str!("sqlite_migrations/0010_bmc.sql")),
+    (11, include_str!("sqlite_migrations/0011_discovery.sql")),
 ];
 
 pub struct SqliteStore {
@@ -360,6 +361,9 @@ fn same_definition(a: &Workflow, b: &Workflow) -> bool {
 fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::new();
+    for id in &batch.adopt {
+        tx.execute("DELETE FROM hardware WHERE id = ?1 AND id IN (SELECT hardware_id FROM discovered_hardware)", [id])?;
+    }
     for hw in &batch.hardware {
         let doc = serde_json::to_string(hw)?;
         let outcome = match load_hardware(tx, &hw.id)? {
@@ -1005,6 +1009,45 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(changed)
+        })
+        .await
+    }
+
+    async fn discover_hardware(&self, mac: &str, hw: HardwareDoc, now: Millis) -> Result<String, StoreError> {
+        let mac = mac.to_string();
+        self.with_conn(move |c| {
+            let tx = c.transaction()?;
+            // The MAC's unique constraint decides between concurrent boots:
+            // the loser's insert does nothing and it reads the winner's record.
+            let doc = serde_json::to_string(&hw)?;
+            let inserted = tx.execute(
+                "INSERT INTO hardware (id, agent_id, doc, created_at, updated_at, token_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?4, NULL) ON CONFLICT DO NOTHING",
+                params![hw.id, hw.agent_id, doc, now],
+            )?;
+            if inserted == 1 {
+                tx.execute(
+                    "INSERT INTO discovered_hardware (mac, hardware_id, discovered_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                    params![mac, hw.id, now],
+                )?;
+            }
+            let id: Option<String> = tx
+                .query_row("SELECT hardware_id FROM discovered_hardware WHERE mac = ?1", [&mac], |r| r.get(0))
+                .optional()?;
+            tx.commit()?;
+            id.ok_or_else(|| {
+                StoreError::Conflict(format!("hardware {} exists and is not the discovered record of MAC {mac}", hw.id))
+            })
+        })
+        .await
+    }
+
+    async fn list_discovered(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare("SELECT mac, hardware_id FROM discovered_hardware ORDER BY mac")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?)
         })
         .await
     }
