@@ -378,12 +378,12 @@ fn tinkerbell_boot_options(
         Some(Some(mode @ ("iso" | "isoboot"))) => Err(ctx.error(
             label,
             &format!("{at}.bootMode"),
-            &format!("{mode:?}: ISO boot through virtual media is not supported yet; use netboot"),
+            format!("{mode:?}: ISO boot through virtual media is not supported yet; use netboot"),
         )),
         Some(other) => Err(ctx.error(
             label,
             &format!("{at}.bootMode"),
-            &format!(
+            format!(
                 "{} must be netboot (iso is not supported yet)",
                 other.map_or("not a string".into(), |s| format!("{s:?}"))
             ),

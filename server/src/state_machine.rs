@@ -707,7 +707,10 @@ mod tests {
         let mut wf = workflow(2);
         dispatch_one(&mut wf, "x1");
         assert!(fail_for_bmc(&mut wf, "BMC step start failed", false, 2_000));
-        assert_eq!((wf.state, wf.reason.as_str(), wf.finished_at), (WorkflowState::Failed, "BMC step start failed", Some(2_000)));
+        assert_eq!(
+            (wf.state, wf.reason.as_str(), wf.finished_at),
+            (WorkflowState::Failed, "BMC step start failed", Some(2_000))
+        );
         let attempt = &wf.actions[0].attempts[0];
         assert_eq!((attempt.state, attempt.reason.as_str()), (ActionState::Failed, "BmcStepFailed"));
         // Ended is ended: a second failure changes nothing.

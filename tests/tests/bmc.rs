@@ -665,12 +665,17 @@ async fn workflow_boot_options_drive_the_machine_through_its_bmc() {
     assert_eq!(wf["state"], "SUCCESS", "{wf}\n{}", cluster.logs());
     lab.wait_domstate("node5", "shut off", Duration::from_secs(30)).unwrap();
 
-    let steps: Vec<serde_json::Value> =
-        jobs(&cluster).into_iter().filter(|j| j["key"].as_str().unwrap_or("").starts_with("workflow/wf-node5/")).collect();
+    let steps: Vec<serde_json::Value> = jobs(&cluster)
+        .into_iter()
+        .filter(|j| j["key"].as_str().unwrap_or("").starts_with("workflow/wf-node5/"))
+        .collect();
     let step = |name: &str| {
         steps.iter().find(|j| j["key"] == format!("workflow/wf-node5/{name}")).unwrap_or_else(|| panic!("{steps:?}"))
     };
-    assert_eq!((step("start")["operation"].as_str(), step("start")["state"].as_str()), (Some("start pxe cycle"), Some("succeeded")));
+    assert_eq!(
+        (step("start")["operation"].as_str(), step("start")["state"].as_str()),
+        (Some("start pxe cycle"), Some("succeeded"))
+    );
     assert!(step("start")["result"].as_str().unwrap().contains("pxe once, power on"), "{steps:?}");
     let finish = wait_job(&cluster, step("finish")["id"].as_str().unwrap(), Duration::from_secs(30));
     assert_eq!((finish["operation"].as_str(), finish["state"].as_str()), (Some("power off"), Some("succeeded")));

@@ -195,10 +195,10 @@ fn describe_bmc_steps(id: &str, jobs: &[v1::BmcJob]) -> String {
             t(&j.created_at),
             t(&j.updated_at)
         ));
-        if j.state == "succeeded" || j.state == "failed" {
-            if let Some(d) = between(&j.created_at, &j.updated_at) {
-                out.push_str(&format!(", took {}", elapsed(d)));
-            }
+        if (j.state == "succeeded" || j.state == "failed")
+            && let Some(d) = between(&j.created_at, &j.updated_at)
+        {
+            out.push_str(&format!(", took {}", elapsed(d)));
         }
         out.push('\n');
         let outcome = if j.state == "succeeded" { &j.result } else { &j.error };

@@ -100,7 +100,10 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
                     .collect();
                 print!(
                     "{}",
-                    table(&["ID", "WORKFLOW", "HARDWARE", "OPERATION", "STATE", "ATTEMPTS", "RESULT/ERROR", "AGE"], &rows)
+                    table(
+                        &["ID", "WORKFLOW", "HARDWARE", "OPERATION", "STATE", "ATTEMPTS", "RESULT/ERROR", "AGE"],
+                        &rows
+                    )
                 );
             }
         }

@@ -118,9 +118,10 @@ impl App {
             }
         }
         for wf in &with_bmc_steps {
-            let created = names.iter().zip(&outcomes).any(|((kind, name), o)| {
-                *kind == "Workflow" && *name == wf.id && *o == Outcome::Created
-            });
+            let created = names
+                .iter()
+                .zip(&outcomes)
+                .any(|((kind, name), o)| *kind == "Workflow" && *name == wf.id && *o == Outcome::Created);
             if created && let Err(e) = self.start_workflow_bmc_steps(wf).await {
                 // Not lost: dispatch submits it again before the first action.
                 tracing::error!(workflow = %wf.id, error = %e, "cannot submit the workflow's BMC start step");

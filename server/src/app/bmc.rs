@@ -71,7 +71,10 @@ pub enum BmcOperation {
     /// A workflow's first BMC step ("start pxe cycle", "start none on"):
     /// the one-time boot device, if any, then a power cycle (`cycle`) or
     /// power on; a machine that is off is powered on either way.
-    Start { device: Option<kiln_bmc::BootDevice>, cycle: bool },
+    Start {
+        device: Option<kiln_bmc::BootDevice>,
+        cycle: bool,
+    },
 }
 
 impl std::fmt::Display for BmcOperation {
@@ -373,7 +376,11 @@ impl App {
         } else if cycle {
             PowerAction::Cycle
         } else {
-            return Ok(format!("boot {}, already {}", device.map_or("unchanged".into(), |d| d.to_string()), before.state));
+            return Ok(format!(
+                "boot {}, already {}",
+                device.map_or("unchanged".into(), |d| d.to_string()),
+                before.state
+            ));
         };
         let after = self.run_power(hardware_id, Some(action)).await.map_err(step(format!("power {action}")))?;
         Ok(format!(
@@ -424,7 +431,12 @@ impl App {
 
     /// Fails workflow `workflow_id` because its BMC step failed (the job
     /// runner calls this; `reason` names the step, the BMC and the error).
-    pub(crate) async fn fail_workflow_for_bmc(&self, workflow_id: &str, step: &str, reason: &str) -> Result<(), AppError> {
+    pub(crate) async fn fail_workflow_for_bmc(
+        &self,
+        workflow_id: &str,
+        step: &str,
+        reason: &str,
+    ) -> Result<(), AppError> {
         let (reason, after_success) = (reason.to_string(), step == "finish");
         let (wf, changed) = self
             .update_workflow(
@@ -442,7 +454,10 @@ impl App {
     /// Sets up the BMC steps of workflows just created: the start job of
     /// each with boot options. Also called by dispatch, so a server that
     /// stopped between creating the workflow and submitting it catches up.
-    pub(crate) async fn start_workflow_bmc_steps(&self, wf: &crate::model::Workflow) -> Result<Option<BmcJob>, AppError> {
+    pub(crate) async fn start_workflow_bmc_steps(
+        &self,
+        wf: &crate::model::Workflow,
+    ) -> Result<Option<BmcJob>, AppError> {
         let Some(options) = wf.boot_options else { return Ok(None) };
         let device = match options.network_boot {
             kiln_documents::NetworkBoot::Pxe => Some(kiln_bmc::BootDevice::Pxe),
@@ -464,11 +479,9 @@ impl App {
             kiln_documents::AfterSuccess::Off => BmcOperation::Power(PowerAction::Off),
             // Persistent: the installed system boots from disk from now on
             // (the one-time network boot was used up by the start step).
-            kiln_documents::AfterSuccess::Disk => BmcOperation::Boot(BootOverride {
-                device: kiln_bmc::BootDevice::Disk,
-                once: false,
-                mode: None,
-            }),
+            kiln_documents::AfterSuccess::Disk => {
+                BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None })
+            }
         };
         self.ensure_workflow_bmc_job(&wf.id, &wf.hardware, "finish", operation).await.map(|_| ())
     }

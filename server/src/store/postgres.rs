@@ -290,7 +290,8 @@ async fn load_workflow(c: &mut PgConnection, id: &str) -> Result<Option<Workflow
     .bind(id)
     .fetch_optional(&mut *c)
     .await?;
-    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at, boot_options)) = row
+    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at, boot_options)) =
+        row
     else {
         return Ok(None);
     };

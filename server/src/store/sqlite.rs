@@ -225,7 +225,8 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
             },
         )
         .optional()?;
-    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at, boot_options)) = row
+    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at, boot_options)) =
+        row
     else {
         return Ok(None);
     };
