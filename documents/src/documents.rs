@@ -124,6 +124,86 @@ pub struct WorkflowDoc {
     pub template: String,
     pub hardware: String,
     pub hardware_map: BTreeMap<String, String>,
+    /// What the server does through the machine's BMC around the workflow
+    /// (docs/bmc.md); `None`: nothing.
+    pub boot_options: Option<BootOptions>,
+}
+
+/// A workflow's boot options (Tinkerbell's `bootOptions`): before the first
+/// action, set a one-time boot device and power-cycle; after SUCCESS, power
+/// off or boot from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootOptions {
+    pub network_boot: NetworkBoot,
+    pub power_cycle: bool,
+    pub after_success: AfterSuccess,
+}
+
+/// The one-time boot device set before the first action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkBoot {
+    Pxe,
+    Http,
+    None,
+}
+
+/// What happens to the machine after the workflow succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterSuccess {
+    None,
+    Off,
+    Disk,
+}
+
+impl BootOptions {
+    /// Nothing to do: no BMC job is needed.
+    pub fn is_noop(&self) -> bool {
+        self.network_boot == NetworkBoot::None && !self.power_cycle && self.after_success == AfterSuccess::None
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootOptionsYaml {
+    #[serde(default)]
+    network_boot: Option<String>,
+    #[serde(default)]
+    power_cycle: Option<bool>,
+    #[serde(default)]
+    after_success: Option<String>,
+}
+
+fn boot_options(object: &str, b: BootOptionsYaml) -> Result<BootOptions, SpecError> {
+    let network_boot = match b.network_boot.as_deref() {
+        None | Some("none") => NetworkBoot::None,
+        Some("pxe") => NetworkBoot::Pxe,
+        Some("http") => NetworkBoot::Http,
+        Some(other) => {
+            return Err(field_error(
+                object,
+                "boot_options.network_boot",
+                &format!("{other:?} must be pxe, http or none"),
+            ));
+        }
+    };
+    let after_success = match b.after_success.as_deref() {
+        None | Some("none") => AfterSuccess::None,
+        Some("off") => AfterSuccess::Off,
+        Some("disk") => AfterSuccess::Disk,
+        Some(other) => {
+            return Err(field_error(
+                object,
+                "boot_options.after_success",
+                &format!("{other:?} must be none, off or disk"),
+            ));
+        }
+    };
+    // Network boot without a power cycle would wait for someone to
+    // reboot the machine: the cycle is the point of setting it.
+    let power_cycle = b.power_cycle.unwrap_or(network_boot != NetworkBoot::None);
+    Ok(BootOptions { network_boot, power_cycle, after_success })
 }
 
 /// A typed action (the generic container plugin contract): an image whose
@@ -221,6 +301,8 @@ struct WorkflowYaml {
     hardware: String,
     #[serde(default, alias = "hardwareMap")]
     hardware_map: BTreeMap<String, String>,
+    #[serde(default)]
+    boot_options: Option<BootOptionsYaml>,
 }
 
 const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition, BmcSecret";
@@ -430,7 +512,14 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
                 .into_iter()
                 .map(|(k, v)| (k, if parse_mac(&v).is_some() { v.to_ascii_lowercase().replace('-', ":") } else { v }))
                 .collect();
-            Ok(Document::Workflow(WorkflowDoc { id: w.name, template: w.template, hardware: w.hardware, hardware_map }))
+            let boot_options = w.boot_options.map(|b| boot_options(&object, b)).transpose()?;
+            Ok(Document::Workflow(WorkflowDoc {
+                id: w.name,
+                template: w.template,
+                hardware: w.hardware,
+                hardware_map,
+                boot_options,
+            }))
         }
         "ActionDefinition" => {
             let d: ActionDefinitionYaml = strict(&object, chunk)?;

@@ -24,8 +24,8 @@ pub mod tinkerbell;
 
 pub use bmc::{BmcSecretDoc, BmcSpec};
 pub use documents::{
-    ActionDefinitionDoc, Document, HardwareDoc, TemplateDoc, TemplateFormat, WorkflowDoc, parse_documents,
-    parse_documents_with_warnings, parse_mac,
+    ActionDefinitionDoc, AfterSuccess, BootOptions, Document, HardwareDoc, NetworkBoot, TemplateDoc, TemplateFormat,
+    WorkflowDoc, parse_documents, parse_documents_with_warnings, parse_mac,
 };
 pub use error::SpecError;
 pub use image::{ImagePolicy, ImageRef};

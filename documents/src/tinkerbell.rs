@@ -287,13 +287,7 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
                 &spec_at,
                 &["templateRef", "hardwareRef", "hardwareMap", "disabled", "bootOptions"],
             );
-            if spec.get("bootOptions").is_some_and(|b| b.as_object().is_some_and(|m| !m.is_empty())) {
-                ctx.warn(
-                    &label,
-                    &format!("{spec_at}.bootOptions"),
-                    "ignored: kiln network-boots a machine while it has a pending workflow, and power is not managed here",
-                );
-            }
+            let boot_options = tinkerbell_boot_options(ctx, &label, &spec, &spec_at)?;
             if spec.get("disabled").and_then(Value::as_bool) == Some(true) {
                 ctx.warn(&label, &format!("{spec_at}.disabled"), "ignored: kiln runs every applied workflow");
             }
@@ -329,11 +323,72 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
                 template: kiln_name(template),
                 hardware: kiln_name(hardware),
                 hardware_map,
+                boot_options,
             }));
         }
         _ => unreachable!("kinds checked above"),
     }
     Ok(())
+}
+
+/// Tinkerbell's `spec.bootOptions` as kiln's boot options: `bootMode:
+/// netboot` is a one-time PXE boot and a power cycle before the first
+/// action. `toggleAllowNetboot` is what kiln does anyway (a machine
+/// network-boots the hook while it has a pending workflow). ISO boot is
+/// not supported yet: refused, naming the field, rather than run without.
+fn tinkerbell_boot_options(
+    ctx: &mut Ctx<'_>,
+    label: &str,
+    spec: &Value,
+    spec_at: &str,
+) -> Result<Option<crate::documents::BootOptions>, SpecError> {
+    use crate::documents::{AfterSuccess, BootOptions, NetworkBoot};
+    let Some(options) = spec.get("bootOptions").filter(|b| !b.is_null()) else { return Ok(None) };
+    let at = format!("{spec_at}.bootOptions");
+    let Some(map) = options.as_object() else {
+        return Err(ctx.error(label, &at, "must be a mapping"));
+    };
+    for key in map.keys() {
+        if !["toggleAllowNetboot", "bootMode", "isoURL"].contains(&key.as_str()) {
+            ctx.warn(label, &format!("{at}.{key}"), "ignored: not a field kiln knows");
+        }
+    }
+    if let Some(toggle) = map.get("toggleAllowNetboot")
+        && !toggle.is_boolean()
+    {
+        return Err(ctx.error(label, &format!("{at}.toggleAllowNetboot"), "must be true or false"));
+    }
+    match map.get("bootMode").map(|m| m.as_str()) {
+        None | Some(Some("")) => {
+            if !map.is_empty() {
+                ctx.warn(
+                    label,
+                    &at,
+                    "ignored without bootMode: kiln network-boots a machine while it has a pending workflow; \
+                     give bootMode: netboot to have kiln power-cycle it into network boot through its BMC",
+                );
+            }
+            Ok(None)
+        }
+        Some(Some("netboot")) => Ok(Some(BootOptions {
+            network_boot: NetworkBoot::Pxe,
+            power_cycle: true,
+            after_success: AfterSuccess::None,
+        })),
+        Some(Some(mode @ ("iso" | "isoboot"))) => Err(ctx.error(
+            label,
+            &format!("{at}.bootMode"),
+            format!("{mode:?}: ISO boot through virtual media is not supported yet; use netboot"),
+        )),
+        Some(other) => Err(ctx.error(
+            label,
+            &format!("{at}.bootMode"),
+            format!(
+                "{} must be netboot (iso is not supported yet)",
+                other.map_or("not a string".into(), |s| format!("{s:?}"))
+            ),
+        )),
+    }
 }
 
 fn check_fields(ctx: &mut Ctx<'_>, label: &str, spec: &Value, spec_at: &str, known: &[&str]) {

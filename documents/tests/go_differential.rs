@@ -888,6 +888,7 @@ fn tinkerbell_corpus_applies_plans_and_renders_as_go_does() {
                     template: t.name.clone(),
                     hardware: hw.id.clone(),
                     hardware_map: Default::default(),
+                    boot_options: None,
                 });
                 if workflow.is_none() {
                     w.hardware_map.insert("device_1".into(), hw.macs[0].clone());
@@ -978,6 +979,7 @@ fn tinkerbell_data_views_match_go() {
                 template: "t".into(),
                 hardware: hw.id.clone(),
                 hardware_map: [("device_1".to_string(), hw.macs[0].clone())].into(),
+                boot_options: None,
             };
             let data = render_data(&w, &hw);
             for probe in VIEW_PROBES {
@@ -1181,7 +1183,7 @@ proptest! {
         let yaml = serde_yaml_ng::to_string(&object).expect("yaml");
         let (docs, _) = parse_documents_with_warnings("gen.yaml", &yaml).expect("generated hardware applies");
         let Some(Document::Hardware(hw)) = docs.into_iter().next() else { panic!("no hardware") };
-        let w = WorkflowDoc { id: "w".into(), template: "t".into(), hardware: hw.id.clone(), hardware_map: Default::default() };
+        let w = WorkflowDoc { id: "w".into(), template: "t".into(), hardware: hw.id.clone(), hardware_map: Default::default() ,    boot_options: None,};
         let data = render_data(&w, &hw);
         for probe in VIEW_PROBES {
             let go = go_render_tinkerbell(oracle, probe, &object, &w.hardware_map);

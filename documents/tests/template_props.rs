@@ -350,6 +350,7 @@ fn wf() -> WorkflowDoc {
         template: "t".into(),
         hardware: "m1".into(),
         hardware_map: BTreeMap::from([("device_1".to_string(), "52:54:00:12:34:56".to_string())]),
+        boot_options: None,
     }
 }
 

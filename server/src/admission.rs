@@ -218,6 +218,13 @@ impl KnownObjects {
                 w.id, w.hardware
             ))
         })?;
+        // Refused now rather than failed when the workflow starts.
+        if w.boot_options.is_some_and(|b| !b.is_noop()) && hardware.bmc.is_none() {
+            return Err(AdmissionError::Reference(format!(
+                "Workflow {:?}: field boot_options: hardware {:?} has no bmc section to carry them out (docs/bmc.md)",
+                w.id, w.hardware
+            )));
+        }
         let (plan, warnings) = plan_workflow_with_warnings(template, w, hardware, &self.definitions)?;
         let mut actions = Vec::with_capacity(plan.actions.len());
         for (index, spec) in plan.actions.iter().enumerate() {
@@ -237,6 +244,7 @@ impl KnownObjects {
             started_at: None,
             finished_at: None,
             actions,
+            boot_options: w.boot_options.filter(|b| !b.is_noop()),
         };
         Ok((workflow, plan, warnings))
     }

@@ -563,6 +563,7 @@ mod tests {
             state: WorkflowState::Running,
             reason: String::new(),
             global_timeout_seconds: None,
+            boot_options: None,
             created_at: 0,
             started_at: Some(0),
             finished_at: None,

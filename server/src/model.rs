@@ -121,6 +121,8 @@ pub struct Workflow {
     pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     pub actions: Vec<Action>,
+    /// BMC steps around the workflow (docs/bmc.md); `None`: none.
+    pub boot_options: Option<kiln_documents::BootOptions>,
 }
 
 impl Workflow {

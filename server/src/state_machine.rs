@@ -396,6 +396,31 @@ fn failure_reason(action: &str, report: &Report) -> String {
     reason
 }
 
+/// Fails a workflow whose BMC step failed (docs/bmc.md), and its open
+/// attempt with it. A workflow that already ended keeps its end, except a
+/// SUCCESS whose finishing step (power off, boot from disk) failed: the
+/// machine is not in the state asked for, and the operator must see that.
+/// Returns true when it changed the workflow.
+pub fn fail_for_bmc(wf: &mut Workflow, reason: &str, after_success: bool, now: Millis) -> bool {
+    let may_end = !wf.state.is_terminal() || (after_success && wf.state == WorkflowState::Success);
+    if !may_end {
+        return false;
+    }
+    if let Some(index) = wf.current_action().map(|a| a.index as usize)
+        && let Some(attempt) = wf.actions[index].attempts.last_mut().filter(|a| !a.state.is_terminal())
+    {
+        attempt.state = ActionState::Failed;
+        attempt.finished_at = Some(now);
+        attempt.lease_expires_at = None;
+        attempt.reason = "BmcStepFailed".into();
+        attempt.message = reason.to_string();
+    }
+    wf.state = WorkflowState::Failed;
+    wf.reason = reason.to_string();
+    wf.finished_at = Some(now);
+    true
+}
+
 /// Ends a running workflow whose `global_timeout` has passed, and its open
 /// attempt with it. Returns true when it changed the workflow.
 pub fn expire(wf: &mut Workflow, now: Millis) -> bool {
@@ -448,6 +473,7 @@ mod tests {
             state: WorkflowState::Pending,
             reason: String::new(),
             global_timeout_seconds: None,
+            boot_options: None,
             created_at: 0,
             started_at: None,
             finished_at: None,
@@ -674,6 +700,30 @@ mod tests {
         assert_eq!(wf.actions[0].attempts[0].state, ActionState::Timeout);
         let err = apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 12_000, LEASE).unwrap_err();
         assert!(matches!(err, TransitionError::Illegal { .. } | TransitionError::WorkflowFinished(_)), "{err}");
+    }
+
+    #[test]
+    fn a_failed_bmc_step_fails_the_workflow_and_its_open_attempt() {
+        let mut wf = workflow(2);
+        dispatch_one(&mut wf, "x1");
+        assert!(fail_for_bmc(&mut wf, "BMC step start failed", false, 2_000));
+        assert_eq!(
+            (wf.state, wf.reason.as_str(), wf.finished_at),
+            (WorkflowState::Failed, "BMC step start failed", Some(2_000))
+        );
+        let attempt = &wf.actions[0].attempts[0];
+        assert_eq!((attempt.state, attempt.reason.as_str()), (ActionState::Failed, "BmcStepFailed"));
+        // Ended is ended: a second failure changes nothing.
+        assert!(!fail_for_bmc(&mut wf, "again", false, 3_000));
+        assert_eq!(wf.reason, "BMC step start failed");
+
+        // A SUCCESS whose finishing step failed becomes FAILED; its
+        // start step failing late (it cannot) would not.
+        let mut done = workflow(1);
+        done.state = WorkflowState::Success;
+        assert!(!fail_for_bmc(&mut done, "late start", false, 4_000));
+        assert!(fail_for_bmc(&mut done, "power off failed", true, 4_000));
+        assert_eq!((done.state, done.reason.as_str()), (WorkflowState::Failed, "power off failed"));
     }
 
     #[test]

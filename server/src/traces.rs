@@ -165,6 +165,7 @@ mod tests {
             state: WorkflowState::Running,
             reason: String::new(),
             global_timeout_seconds: None,
+            boot_options: None,
             created_at: 100,
             started_at: Some(150),
             finished_at: None,

@@ -614,3 +614,95 @@ async fn a_restarted_server_resumes_its_bmc_jobs() {
     let resets = fake.resets.lock().unwrap()[0];
     assert!((1..=2).contains(&resets), "{resets} resets");
 }
+
+/// Workflow boot options carried out through the BMC: applying a workflow
+/// with `boot_options` for a machine that is off sets its one-time PXE
+/// boot and powers it on (sushy-tools, a real libvirt domain) before the
+/// agent gets the first action; after SUCCESS the machine is powered off.
+/// `kiln get bmc-jobs` and `kiln describe workflow` show both steps. A
+/// workflow whose BMC rejects the credentials fails naming the step and
+/// the BMC.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_boot_options_drive_the_machine_through_its_bmc() {
+    let mut lab = Lab::start().unwrap();
+    lab.define_domain("node5").unwrap();
+    let url = lab.start_sushy(bmc_lab::free_port(), USER, PASSWORD, None).unwrap();
+    let rejecting = answering_bmc("401 Unauthorized", r#"{"error":{"message":"bad credentials"}}"#);
+    let mut cluster = kiln_tests::Cluster::start().unwrap();
+    let (mac, other_mac) = (kiln_tests::random_mac(), kiln_tests::random_mac());
+    let image = cluster.env.busybox();
+    let hardware = |name: &str, mac: &str, address: &str| {
+        format!(
+            "kind: Hardware\nname: {name}\nmacs: [\"{mac}\"]\nbmc:\n  address: {address}\n  protocol: redfish\n  credentials: lab-bmc\n---\n"
+        )
+    };
+    let template = format!(
+        "kind: Template\nname: install\ndata: |\n  version: \"0.1\"\n  name: install\n  global_timeout: 600\n  tasks:\n    - name: provision\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n        - name: install\n          image: {image}\n          timeout: 60\n          command: [\"sh\", \"-c\", \"echo installed\"]\n---\n"
+    );
+    let workflow = |name: &str, hw: &str, mac: &str| {
+        format!(
+            "kind: Workflow\nname: {name}\ntemplate: install\nhardware: {hw}\nhardware_map: {{device_1: \"{mac}\"}}\nboot_options: {{network_boot: pxe, power_cycle: true, after_success: off}}\n---\n"
+        )
+    };
+    cluster.apply(&format!(
+        "{}{}{template}kind: BmcSecret\nname: lab-bmc\nusername: {USER}\npassword: {PASSWORD}\n",
+        hardware("node5", &mac, &url),
+        hardware("locked", &other_mac, &rejecting),
+    ));
+    assert_eq!(lab.domstate("node5"), "shut off");
+
+    // The agent runs from the start: it must get nothing until the BMC
+    // start step succeeded.
+    cluster.start_agent(&mac, "").unwrap();
+    let applied = cluster.apply(&workflow("wf-node5", "node5", &mac));
+    assert!(applied.contains("workflow/wf-node5 created"), "{applied}");
+    lab.wait_domstate("node5", "running", Duration::from_secs(30)).unwrap();
+    let xml = lab.dumpxml("node5");
+    let nic = &xml[xml.find("<interface").unwrap()..xml.find("</interface>").unwrap()];
+    assert!(nic.contains("<boot order='1'/>"), "NIC is not first to boot:\n{xml}");
+
+    let wf = cluster.wait_finished("wf-node5", Duration::from_secs(120));
+    assert_eq!(wf["state"], "SUCCESS", "{wf}\n{}", cluster.logs());
+    lab.wait_domstate("node5", "shut off", Duration::from_secs(30)).unwrap();
+
+    let steps: Vec<serde_json::Value> = jobs(&cluster)
+        .into_iter()
+        .filter(|j| j["key"].as_str().unwrap_or("").starts_with("workflow/wf-node5/"))
+        .collect();
+    let step = |name: &str| {
+        steps.iter().find(|j| j["key"] == format!("workflow/wf-node5/{name}")).unwrap_or_else(|| panic!("{steps:?}"))
+    };
+    assert_eq!(
+        (step("start")["operation"].as_str(), step("start")["state"].as_str()),
+        (Some("start pxe cycle"), Some("succeeded"))
+    );
+    assert!(step("start")["result"].as_str().unwrap().contains("pxe once, power on"), "{steps:?}");
+    let finish = wait_job(&cluster, step("finish")["id"].as_str().unwrap(), Duration::from_secs(30));
+    assert_eq!((finish["operation"].as_str(), finish["state"].as_str()), (Some("power off"), Some("succeeded")));
+    // The first action started only after the start step ended.
+    let started = wf["actions"][0]["attempts"][0]["created_at"].as_str().unwrap().to_string();
+    let start_done = step("start")["updated_at"].as_str().unwrap().to_string();
+    assert!(started >= start_done, "action at {started} before the BMC start step ended at {start_done}");
+    let described = kiln_ok(&cluster, &["describe", "workflow", "wf-node5"]);
+    assert!(described.contains("bmc steps:\n  start: start pxe cycle  succeeded"), "{described}");
+    assert!(described.contains("  finish: power off  succeeded"), "{described}");
+    let table = kiln_ok(&cluster, &["get", "bmc-jobs"]);
+    assert!(table.contains("wf-node5 (start)") && table.contains("wf-node5 (finish)"), "{table}");
+
+    // A BMC that rejects the credentials fails the workflow, saying which.
+    cluster.apply(&workflow("wf-locked", "locked", &other_mac));
+    let wf = cluster.wait_finished("wf-locked", Duration::from_secs(60));
+    assert_eq!(wf["state"], "FAILED", "{wf}");
+    let reason = wf["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("BMC step start") && reason.contains("hardware \"locked\"") && reason.contains(&rejecting),
+        "{reason}"
+    );
+    assert!(wf["actions"][0]["attempts"].as_array().is_none_or(Vec::is_empty), "an action ran: {wf}");
+
+    // Boot options for a hardware without a BMC are refused at apply.
+    cluster.apply(&kiln_tests::hardware_doc("plain", "52:54:00:00:05:09"));
+    let out = cluster.kiln_with_stdin(&["apply", "-f", "-"], Some(&workflow("wf-plain", "plain", "52:54:00:00:05:09")));
+    assert!(!out.status.success());
+    assert!(kiln_tests::stderr(&out).contains("field boot_options"), "{}", kiln_tests::stderr(&out));
+}

@@ -35,6 +35,11 @@ pub async fn run(c: &mut Client, kind: Kind, name: &str, output: Option<Format>)
         (Kind::Workflow, _) => {
             let w = c.get_workflow(GetRequest { name }).await.map_err(status)?.into_inner();
             print!("{}", describe_workflow(&w));
+            // Its BMC steps (boot options, docs/bmc.md): the jobs keyed by it.
+            match c.list_bmc_jobs(v1::ListBmcJobsRequest { limit: 1000 }).await {
+                Ok(jobs) => print!("{}", describe_bmc_steps(&w.id, &jobs.into_inner().items)),
+                Err(s) => println!("bmc steps: cannot list them: {}", s.message()),
+            }
         }
     }
     Ok(())
@@ -165,6 +170,42 @@ fn describe_inventory(inventory: Option<&v1::HardwareInventory>) -> String {
             Some(t) => t.version.clone().unwrap_or_else(|| "present (version unknown)".into()),
         }
     ));
+    out
+}
+
+/// One line per BMC step of workflow `id` (the jobs keyed
+/// `workflow/ID/STEP`), oldest first, with state, timing and outcome.
+fn describe_bmc_steps(id: &str, jobs: &[v1::BmcJob]) -> String {
+    let prefix = format!("workflow/{id}/");
+    let mut steps: Vec<&v1::BmcJob> = jobs.iter().filter(|j| j.key.starts_with(&prefix)).collect();
+    if steps.is_empty() {
+        return String::new();
+    }
+    steps.sort_by_key(|j| j.created_at.as_ref().map(|t| (t.seconds, t.nanos)));
+    let t = |ts: &Option<prost_types::Timestamp>| view::time(ts).unwrap_or_else(|| "-".into());
+    let mut out = String::from("bmc steps:\n");
+    for j in steps {
+        let step = &j.key[prefix.len()..];
+        out.push_str(&format!(
+            "  {step}: {}  {} [{}] attempts {}: submitted {}, updated {}",
+            j.operation,
+            j.state,
+            j.id,
+            j.attempts,
+            t(&j.created_at),
+            t(&j.updated_at)
+        ));
+        if (j.state == "succeeded" || j.state == "failed")
+            && let Some(d) = between(&j.created_at, &j.updated_at)
+        {
+            out.push_str(&format!(", took {}", elapsed(d)));
+        }
+        out.push('\n');
+        let outcome = if j.state == "succeeded" { &j.result } else { &j.error };
+        if !outcome.is_empty() {
+            out.push_str(&format!("       {outcome}\n"));
+        }
+    }
     out
 }
 

@@ -79,8 +79,16 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
                     .iter()
                     .map(|j| {
                         let outcome = if j.state == "succeeded" { &j.result } else { &j.error };
+                        // Jobs a workflow's boot options submitted are
+                        // keyed workflow/ID/STEP.
+                        let workflow = j
+                            .key
+                            .strip_prefix("workflow/")
+                            .and_then(|k| k.rsplit_once('/'))
+                            .map_or_else(|| "-".to_string(), |(w, step)| format!("{w} ({step})"));
                         vec![
                             j.id.clone(),
+                            workflow,
                             j.hardware.clone(),
                             j.operation.clone(),
                             j.state.clone(),
@@ -92,7 +100,10 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
                     .collect();
                 print!(
                     "{}",
-                    table(&["ID", "HARDWARE", "OPERATION", "STATE", "ATTEMPTS", "RESULT/ERROR", "AGE"], &rows)
+                    table(
+                        &["ID", "WORKFLOW", "HARDWARE", "OPERATION", "STATE", "ATTEMPTS", "RESULT/ERROR", "AGE"],
+                        &rows
+                    )
                 );
             }
         }

@@ -319,3 +319,33 @@ fn bmc_secret_documents_never_show_the_password() {
     let e = err("kind: BmcSecret\nname: s\nusername: admin\n");
     assert!(e.to_string().contains("password"), "{e}");
 }
+
+#[test]
+fn workflow_boot_options_parse_and_errors_name_the_field() {
+    let wf = |extra: &str| format!("kind: Workflow\nname: w\ntemplate: t\nhardware: m1\n{extra}");
+    let parse = |extra: &str| match parse_documents("f.yaml", &wf(extra)).unwrap().remove(0) {
+        Document::Workflow(w) => w.boot_options,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(parse(""), None);
+    assert_eq!(
+        parse("boot_options: {network_boot: pxe, power_cycle: true, after_success: off}\n"),
+        Some(BootOptions { network_boot: NetworkBoot::Pxe, power_cycle: true, after_success: AfterSuccess::Off })
+    );
+    // Network boot implies the power cycle unless it is turned off.
+    assert_eq!(
+        parse("boot_options: {network_boot: http, after_success: disk}\n"),
+        Some(BootOptions { network_boot: NetworkBoot::Http, power_cycle: true, after_success: AfterSuccess::Disk })
+    );
+    let none = parse("boot_options: {}\n").unwrap();
+    assert!(none.is_noop(), "{none:?}");
+    for (extra, field, says) in [
+        ("boot_options: {network_boot: usb}\n", "boot_options.network_boot", "pxe, http or none"),
+        ("boot_options: {after_success: reboot}\n", "boot_options.after_success", "none, off or disk"),
+        ("boot_options: {power_cycle: maybe}\n", "power_cycle", ""),
+        ("boot_options: {netboot: pxe}\n", "netboot", ""),
+    ] {
+        let e = err(&wf(extra)).to_string();
+        assert!(e.contains(field) && e.contains(says), "{extra}: {e}");
+    }
+}

@@ -138,6 +138,7 @@ fn wf() -> WorkflowDoc {
         template: "ubuntu".into(),
         hardware: "m1".into(),
         hardware_map: [("device_1".to_string(), "52:54:00:12:34:56".to_string())].into(),
+        boot_options: None,
     }
 }
 

@@ -198,6 +198,7 @@ fn kiln_hardware_takes_tinkerbell_fields_strictly() {
         template: "t".into(),
         hardware: "m".into(),
         hardware_map: Default::default(),
+        boot_options: None,
     };
     let data = render_data(&w, hw);
     assert_eq!(data["Hardware"]["Interfaces"][0]["DHCP"]["IP"]["Address"], "10.0.0.9");
@@ -227,6 +228,7 @@ fn kiln_hardware_without_interfaces_is_seen_as_one_with_them() {
         template: "t".into(),
         hardware: "m".into(),
         hardware_map: Default::default(),
+        boot_options: None,
     };
     let data = render_data(&w, hw);
     assert_eq!(data["Hardware"]["Interfaces"][0]["DHCP"]["MAC"], "52:54:00:00:00:01");
@@ -341,4 +343,33 @@ spec:
     let lone = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {username: a, password: b}\n";
     let (docs, warnings) = parse_documents_with_warnings("f.yaml", lone).unwrap();
     assert!(docs.is_empty() && warnings[0].message.contains("no Rufio Machine"), "{warnings:?}");
+}
+
+#[test]
+fn tinkerbell_boot_options_map_onto_kilns() {
+    let wf = |options: &str| {
+        format!(
+            "apiVersion: tinkerbell.org/v1alpha1\nkind: Workflow\nmetadata: {{name: wf-1}}\nspec:\n  templateRef: t\n  hardwareRef: m1\n  bootOptions:\n{options}"
+        )
+    };
+    let (docs, warnings) =
+        parse_documents_with_warnings("w.yaml", &wf("    toggleAllowNetboot: true\n    bootMode: netboot\n")).unwrap();
+    let [Document::Workflow(w)] = docs.as_slice() else { panic!("{docs:?}") };
+    assert_eq!(
+        w.boot_options,
+        Some(crate::BootOptions {
+            network_boot: crate::NetworkBoot::Pxe,
+            power_cycle: true,
+            after_success: crate::AfterSuccess::None
+        })
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for (options, field, says) in [
+        ("    bootMode: iso\n    isoURL: http://x/hook.iso\n", "spec.bootOptions.bootMode", "not supported yet"),
+        ("    bootMode: floppy\n", "spec.bootOptions.bootMode", "must be netboot"),
+        ("    toggleAllowNetboot: yes please\n", "spec.bootOptions.toggleAllowNetboot", "true or false"),
+    ] {
+        let e = parse_documents("w.yaml", &wf(options)).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains(says), "{options}: {e}");
+    }
 }

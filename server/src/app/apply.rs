@@ -126,6 +126,10 @@ impl App {
             batch.workflows.iter().filter_map(|w| w.current_action().map(|a| a.agent_id().to_string())).collect();
         let created: Vec<(String, crate::model::Millis)> =
             batch.workflows.iter().map(|w| (w.id.clone(), w.created_at)).collect();
+        // Workflows with BMC steps: their start step is submitted once
+        // they are stored.
+        let with_bmc_steps: Vec<crate::model::Workflow> =
+            batch.workflows.iter().filter(|w| w.boot_options.is_some()).cloned().collect();
         let (started, wall_clock) = (std::time::Instant::now(), std::time::SystemTime::now());
         let outcomes = self.store.apply(batch).await;
         self.metrics.store_transaction(crate::metrics::StoreOperation::Apply, started.elapsed());
@@ -142,6 +146,16 @@ impl App {
                 if let Some((_, created_at)) = created.iter().find(|(id, _)| id == name) {
                     crate::traces::applied(name, *created_at, wall_clock);
                 }
+            }
+        }
+        for wf in &with_bmc_steps {
+            let created = names
+                .iter()
+                .zip(&outcomes)
+                .any(|((kind, name), o)| *kind == "Workflow" && *name == wf.id && *o == Outcome::Created);
+            if created && let Err(e) = self.start_workflow_bmc_steps(wf).await {
+                // Not lost: dispatch submits it again before the first action.
+                tracing::error!(workflow = %wf.id, error = %e, "cannot submit the workflow's BMC start step");
             }
         }
         for agent in agents {

@@ -68,6 +68,13 @@ impl Default for BmcRuntime {
 pub enum BmcOperation {
     Power(PowerAction),
     Boot(BootOverride),
+    /// A workflow's first BMC step ("start pxe cycle", "start none on"):
+    /// the one-time boot device, if any, then a power cycle (`cycle`) or
+    /// power on; a machine that is off is powered on either way.
+    Start {
+        device: Option<kiln_bmc::BootDevice>,
+        cycle: bool,
+    },
 }
 
 impl std::fmt::Display for BmcOperation {
@@ -81,6 +88,12 @@ impl std::fmt::Display for BmcOperation {
                     None => Ok(()),
                 }
             }
+            Self::Start { device, cycle } => write!(
+                f,
+                "start {} {}",
+                device.map_or_else(|| "none".to_string(), |d| d.to_string()),
+                if *cycle { "cycle" } else { "on" }
+            ),
         }
     }
 }
@@ -105,6 +118,14 @@ impl std::str::FromStr for BmcOperation {
                 };
                 Ok(Self::Boot(BootOverride { device: device.parse()?, once, mode }))
             }
+            ["start", device, power] => Ok(Self::Start {
+                device: if *device == "none" { None } else { Some(device.parse()?) },
+                cycle: match *power {
+                    "cycle" => true,
+                    "on" => false,
+                    other => return Err(format!("{other:?} must be cycle or on")),
+                },
+            }),
             _ => Err(format!("unknown BMC operation {s:?}")),
         }
     }
@@ -220,6 +241,22 @@ impl SecretKey {
     }
 }
 
+/// The key of a workflow's BMC step `step` (`start`, `finish`).
+pub fn workflow_job_key(workflow_id: &str, step: &str) -> String {
+    format!("workflow/{workflow_id}/{step}")
+}
+
+/// The workflow and step a job key names, for jobs a workflow submitted.
+pub fn workflow_of_job_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("workflow/")?;
+    rest.rsplit_once('/')
+}
+
+/// Why a workflow failed when its BMC step `step` (job `job`) failed.
+pub fn workflow_step_failure(job: &BmcJob, step: &str, error: &str) -> String {
+    format!("BMC step {step} ({}) on hardware {:?} failed: {error}", job.operation, job.hardware_id)
+}
+
 /// A BMC error for the caller: transient ones (unreachable, timed out, 5xx)
 /// are UNAVAILABLE, the rest FAILED_PRECONDITION; the message names the
 /// hardware, the BMC and the step.
@@ -317,6 +354,136 @@ impl App {
         let client = self.bmc_client(hardware_id).await?;
         let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
         client.set_boot(boot).await.map_err(|e| bmc_error(hardware_id, e))
+    }
+
+    /// A workflow's first BMC step ([`BmcOperation::Start`]); each failure
+    /// names the step.
+    pub(crate) async fn run_start(
+        &self,
+        hardware_id: &str,
+        device: Option<kiln_bmc::BootDevice>,
+        cycle: bool,
+    ) -> Result<String, AppError> {
+        let step = |step: String| move |e: AppError| e.with_context(&step);
+        if let Some(device) = device {
+            self.run_boot(hardware_id, BootOverride { device, once: true, mode: None })
+                .await
+                .map_err(step(format!("set one-time boot to {device}")))?;
+        }
+        let before = self.run_power(hardware_id, None).await.map_err(step("read power state".into()))?;
+        let action = if before.state == kiln_bmc::PowerState::Off.to_string() {
+            PowerAction::On
+        } else if cycle {
+            PowerAction::Cycle
+        } else {
+            return Ok(format!(
+                "boot {}, already {}",
+                device.map_or("unchanged".into(), |d| d.to_string()),
+                before.state
+            ));
+        };
+        let after = self.run_power(hardware_id, Some(action)).await.map_err(step(format!("power {action}")))?;
+        Ok(format!(
+            "boot {}, power {action}: {}",
+            device.map_or("unchanged".into(), |d| format!("{d} once")),
+            after.state
+        ))
+    }
+
+    /// Ensures the BMC job `key` of workflow `workflow_id` exists (submits
+    /// it the first time, else returns the one there): the workflow's BMC
+    /// steps are keyed `workflow/ID/start` and `workflow/ID/finish`, so a
+    /// repeat (a second report, another replica) never runs one twice, and
+    /// `kiln get bmc-jobs` shows which workflow a job serves.
+    pub(crate) async fn ensure_workflow_bmc_job(
+        &self,
+        workflow_id: &str,
+        hardware_id: &str,
+        step: &str,
+        operation: BmcOperation,
+    ) -> Result<BmcJob, AppError> {
+        let key = workflow_job_key(workflow_id, step);
+        let id = format!("bmcjob-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let now = now_millis();
+        let job = BmcJob {
+            key,
+            id,
+            hardware_id: hardware_id.to_string(),
+            operation: operation.to_string(),
+            state: "pending".into(),
+            attempts: 0,
+            next_attempt_at: now,
+            lease_owner: String::new(),
+            lease_until: 0,
+            deadline: now + JOB_DEADLINE.as_millis() as i64,
+            result: String::new(),
+            error: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        let (job, outcome) = self.store.create_bmc_job(job).await?;
+        if outcome == Outcome::Created {
+            tracing::info!(workflow = %workflow_id, job = %job.id, operation = %job.operation, "workflow BMC step submitted");
+            self.bmc.job_submitted.notify_one();
+        }
+        Ok(job)
+    }
+
+    /// Fails workflow `workflow_id` because its BMC step failed (the job
+    /// runner calls this; `reason` names the step, the BMC and the error).
+    pub(crate) async fn fail_workflow_for_bmc(
+        &self,
+        workflow_id: &str,
+        step: &str,
+        reason: &str,
+    ) -> Result<(), AppError> {
+        let (reason, after_success) = (reason.to_string(), step == "finish");
+        let (wf, changed) = self
+            .update_workflow(
+                workflow_id,
+                Box::new(move |wf| Ok(crate::state_machine::fail_for_bmc(wf, &reason, after_success, now_millis()))),
+            )
+            .await?;
+        if changed {
+            tracing::warn!(workflow = %wf.id, reason = %wf.reason, "workflow failed: BMC step failed");
+            self.events.workflow_changed(&wf.id);
+        }
+        Ok(())
+    }
+
+    /// Sets up the BMC steps of workflows just created: the start job of
+    /// each with boot options. Also called by dispatch, so a server that
+    /// stopped between creating the workflow and submitting it catches up.
+    pub(crate) async fn start_workflow_bmc_steps(
+        &self,
+        wf: &crate::model::Workflow,
+    ) -> Result<Option<BmcJob>, AppError> {
+        let Some(options) = wf.boot_options else { return Ok(None) };
+        let device = match options.network_boot {
+            kiln_documents::NetworkBoot::Pxe => Some(kiln_bmc::BootDevice::Pxe),
+            kiln_documents::NetworkBoot::Http => Some(kiln_bmc::BootDevice::Http),
+            kiln_documents::NetworkBoot::None => None,
+        };
+        if device.is_none() && !options.power_cycle {
+            return Ok(None);
+        }
+        let operation = BmcOperation::Start { device, cycle: options.power_cycle };
+        self.ensure_workflow_bmc_job(&wf.id, &wf.hardware, "start", operation).await.map(Some)
+    }
+
+    /// Submits the finishing BMC step of a workflow that just succeeded.
+    pub(crate) async fn finish_workflow_bmc_steps(&self, wf: &crate::model::Workflow) -> Result<(), AppError> {
+        let Some(options) = wf.boot_options else { return Ok(()) };
+        let operation = match options.after_success {
+            kiln_documents::AfterSuccess::None => return Ok(()),
+            kiln_documents::AfterSuccess::Off => BmcOperation::Power(PowerAction::Off),
+            // Persistent: the installed system boots from disk from now on
+            // (the one-time network boot was used up by the start step).
+            kiln_documents::AfterSuccess::Disk => {
+                BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None })
+            }
+        };
+        self.ensure_workflow_bmc_job(&wf.id, &wf.hardware, "finish", operation).await.map(|_| ())
     }
 
     /// Reads the machine's power state from its BMC (`action: None`) or
@@ -488,13 +655,38 @@ mod tests {
 
     #[test]
     fn operations_read_back_as_written() {
-        for text in ["power on", "power soft-off", "boot pxe once uefi", "boot disk always", "boot cd once legacy"] {
+        for text in [
+            "power on",
+            "power soft-off",
+            "boot pxe once uefi",
+            "boot disk always",
+            "boot cd once legacy",
+            "start pxe cycle",
+            "start none on",
+        ] {
             let op: BmcOperation = text.parse().unwrap();
             assert_eq!(op.to_string(), text);
         }
-        for bad in ["power", "power sideways", "boot pxe", "boot pxe sometimes", "boot pxe once bios", "reboot"] {
+        for bad in [
+            "power",
+            "power sideways",
+            "boot pxe",
+            "boot pxe sometimes",
+            "boot pxe once bios",
+            "reboot",
+            "start pxe",
+            "start usb cycle",
+            "start pxe twice",
+        ] {
             assert!(bad.parse::<BmcOperation>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn workflow_job_keys_name_their_workflow() {
+        let key = workflow_job_key("wf/1", "start");
+        assert_eq!(workflow_of_job_key(&key), Some(("wf/1", "start")));
+        assert_eq!(workflow_of_job_key("bmcjob-1"), None);
     }
 
     #[test]

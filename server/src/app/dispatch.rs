@@ -71,6 +71,10 @@ impl App {
     async fn assignment_for(&self, agent: &str) -> Result<(Option<Assignment>, Option<Millis>), AppError> {
         let mut retry_due: Option<Millis> = None;
         for id in self.store.active_workflows_for_agent(agent).await? {
+            if let Some(due) = self.waits_for_bmc_start(&id).await? {
+                retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
+                continue;
+            }
             let who = agent.to_string();
             let lease = self.lease_millis();
             let (wf, changed) = self
@@ -125,6 +129,28 @@ impl App {
         Ok((None, retry_due))
     }
 
+    /// A workflow with boot options gets no action before its BMC start
+    /// step (one-time boot device, power cycle) succeeded: `Some(when to
+    /// look again)` while it is pending. A failed step fails the workflow
+    /// (the job runner does that), which takes it out of the agent's list.
+    async fn waits_for_bmc_start(&self, workflow_id: &str) -> Result<Option<Millis>, AppError> {
+        let wf = self.store.get_workflow(workflow_id).await?;
+        if wf.state != crate::model::WorkflowState::Pending {
+            return Ok(None);
+        }
+        match self.start_workflow_bmc_steps(&wf).await? {
+            Some(job) if job.state == "failed" => {
+                // The job runner fails the workflow when the job fails; this
+                // covers a runner that could not (its store write failed).
+                let reason = super::bmc::workflow_step_failure(&job, "start", &job.error);
+                self.fail_workflow_for_bmc(&wf.id, "start", &reason).await?;
+                Ok(Some(now_millis() + BMC_START_POLL_MILLIS))
+            }
+            Some(job) if job.state != "succeeded" => Ok(Some(now_millis() + BMC_START_POLL_MILLIS)),
+            _ => Ok(None),
+        }
+    }
+
     /// An action whose references to earlier outputs cannot be rendered
     /// fails at once, with the reason, instead of running with a hole.
     async fn fail_unrenderable(
@@ -144,6 +170,10 @@ impl App {
         Ok(())
     }
 }
+
+/// How often an agent's poll looks again at a workflow waiting for its BMC
+/// start step.
+const BMC_START_POLL_MILLIS: Millis = 1_000;
 
 /// Container images of `agent`'s actions after `index`, first use order.
 fn upcoming_images(wf: &Workflow, index: u32, agent: &str) -> Vec<String> {

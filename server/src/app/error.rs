@@ -46,6 +46,24 @@ impl AppError {
         Self::Internal { context: context.into(), source: Some(source.into()) }
     }
 
+    /// The same error, its message prefixed with `context` (the step that
+    /// failed); the kind, and so whether it is retried, is kept.
+    pub fn with_context(self, context: &str) -> Self {
+        let prefix = |m: String| format!("{context}: {m}");
+        match self {
+            Self::InvalidArgument(m) => Self::InvalidArgument(prefix(m)),
+            Self::NotFound(m) => Self::NotFound(prefix(m)),
+            Self::Conflict(m) => Self::Conflict(prefix(m)),
+            Self::FailedPrecondition(m) => Self::FailedPrecondition(prefix(m)),
+            Self::PermissionDenied(m) => Self::PermissionDenied(prefix(m)),
+            Self::Unauthenticated(m) => Self::Unauthenticated(prefix(m)),
+            Self::ResourceExhausted(m) => Self::ResourceExhausted(prefix(m)),
+            Self::DataLoss(m) => Self::DataLoss(prefix(m)),
+            Self::Unavailable(m) => Self::Unavailable(prefix(m)),
+            Self::Internal { context: c, source } => Self::Internal { context: prefix(c), source },
+        }
+    }
+
     /// Logs an internal error with its whole chain of causes (the caller
     /// only gets the context).
     pub fn log_internal(&self) {

@@ -40,6 +40,11 @@ impl App {
         if changed {
             tracing::info!(agent = %agent, workflow = %wf.id, action = action_index, state = state.as_str(), "state");
             self.events.workflow_changed(&wf.id);
+            if wf.state == crate::model::WorkflowState::Success
+                && let Err(e) = self.finish_workflow_bmc_steps(&wf).await
+            {
+                tracing::error!(workflow = %wf.id, error = %e, "cannot submit the workflow's BMC finishing step");
+            }
             if state == ActionState::Success
                 && let Some(next) = wf.current_action()
             {

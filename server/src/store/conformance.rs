@@ -97,6 +97,11 @@ fn workflow(id: &str) -> Workflow {
         state: WorkflowState::Pending,
         reason: String::new(),
         global_timeout_seconds: Some(30),
+        boot_options: Some(kiln_documents::BootOptions {
+            network_boot: kiln_documents::NetworkBoot::Pxe,
+            power_cycle: true,
+            after_success: kiln_documents::AfterSuccess::Off,
+        }),
         created_at: now_millis(),
         started_at: None,
         finished_at: None,
@@ -218,6 +223,7 @@ pub async fn apply_is_atomic_and_reports_outcomes(b: &dyn Backend) {
     assert_eq!(wf, workflow_with_times("wf1", &wf));
     assert_eq!(wf.actions[1].spec.name, "two");
     assert_eq!(wf.global_timeout_seconds, Some(30));
+    assert_eq!(wf.boot_options, workflow("x").boot_options, "boot options read back as written");
     assert_eq!(store.list_workflows().await.unwrap(), vec![wf]);
     assert!(matches!(store.get_workflow("nope").await, Err(StoreError::NotFound { kind: "workflow", .. })));
     assert!(matches!(store.get_template("nope").await, Err(StoreError::NotFound { kind: "template", .. })));

@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("postgres_migrations/0004_enrolment_inventory.sql")),
     (5, include_str!("postgres_migrations/0005_bmc.sql")),
     (6, include_str!("postgres_migrations/0006_discovery.sql")),
+    (7, include_str!("postgres_migrations/0007_boot_options.sql")),
 ];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
@@ -264,7 +265,7 @@ async fn load_template(c: &mut PgConnection, name: &str) -> Result<Option<Stored
     }))
 }
 
-type WorkflowRow = (String, String, String, String, String, Option<i64>, i64, Option<i64>, Option<i64>);
+type WorkflowRow = (String, String, String, String, String, Option<i64>, i64, Option<i64>, Option<i64>, Option<String>);
 type AttemptRow = (
     i32,
     String,
@@ -284,13 +285,15 @@ type AttemptRow = (
 
 async fn load_workflow(c: &mut PgConnection, id: &str) -> Result<Option<Workflow>, StoreError> {
     let row: Option<WorkflowRow> = sqlx::query_as(
-        "SELECT template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at
+        "SELECT template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at, boot_options
          FROM workflows WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *c)
     .await?;
-    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at)) = row else {
+    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at, boot_options)) =
+        row
+    else {
         return Ok(None);
     };
     let mut actions = Vec::new();
@@ -359,13 +362,14 @@ async fn load_workflow(c: &mut PgConnection, id: &str) -> Result<Option<Workflow
         started_at,
         finished_at,
         actions,
+        boot_options: boot_options.map(|b| serde_json::from_str(&b)).transpose()?,
     }))
 }
 
 async fn insert_workflow(tx: &mut PgConnection, wf: &Workflow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO workflows (id, template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO workflows (id, template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at, boot_options)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&wf.id)
     .bind(&wf.template)
@@ -377,6 +381,7 @@ async fn insert_workflow(tx: &mut PgConnection, wf: &Workflow) -> Result<(), Sto
     .bind(wf.created_at)
     .bind(wf.started_at)
     .bind(wf.finished_at)
+    .bind(wf.boot_options.map(|b| serde_json::to_string(&b)).transpose()?)
     .execute(&mut *tx)
     .await?;
     for action in &wf.actions {

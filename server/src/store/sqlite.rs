@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("sqlite_migrations/0009_enrolment_inventory.sql")),
     (10, include_str!("sqlite_migrations/0010_bmc.sql")),
     (11, include_str!("sqlite_migrations/0011_discovery.sql")),
+    (12, include_str!("sqlite_migrations/0012_boot_options.sql")),
 ];
 
 pub struct SqliteStore {
@@ -206,7 +207,7 @@ fn load_template(tx: &Connection, name: &str) -> Result<Option<StoredTemplate>, 
 fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreError> {
     let row = tx
         .query_row(
-            "SELECT template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at
+            "SELECT template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at, boot_options
              FROM workflows WHERE id = ?1",
             [id],
             |r| {
@@ -220,11 +221,14 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
                     r.get::<_, i64>(6)?,
                     r.get::<_, Option<i64>>(7)?,
                     r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
                 ))
             },
         )
         .optional()?;
-    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at)) = row else {
+    let Some((template, hardware, map, state, reason, timeout, created_at, started_at, finished_at, boot_options)) =
+        row
+    else {
         return Ok(None);
     };
     let mut actions = Vec::new();
@@ -279,13 +283,14 @@ fn load_workflow(tx: &Connection, id: &str) -> Result<Option<Workflow>, StoreErr
         started_at,
         finished_at,
         actions,
+        boot_options: boot_options.map(|b| serde_json::from_str(&b)).transpose()?,
     }))
 }
 
 fn insert_workflow(tx: &Transaction<'_>, wf: &Workflow) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO workflows (id, template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO workflows (id, template, hardware, hardware_map, state, reason, global_timeout_seconds, created_at, started_at, finished_at, boot_options)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             wf.id,
             wf.template,
@@ -296,7 +301,8 @@ fn insert_workflow(tx: &Transaction<'_>, wf: &Workflow) -> Result<(), StoreError
             wf.global_timeout_seconds.map(|t| t as i64),
             wf.created_at,
             wf.started_at,
-            wf.finished_at
+            wf.finished_at,
+            wf.boot_options.map(|b| serde_json::to_string(&b)).transpose()?
         ],
     )?;
     for action in &wf.actions {

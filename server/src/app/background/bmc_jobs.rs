@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::bmc::BmcOperation;
+use crate::app::bmc::{BmcOperation, workflow_of_job_key, workflow_step_failure};
 use crate::app::{App, AppError};
 use crate::model::{Millis, now_millis};
 use crate::store::{BmcJob, JobEnd};
@@ -80,8 +80,21 @@ async fn run_one(app: &App, owner: &str, job: BmcJob) {
         }
         JobEnd::Failed { error } => tracing::warn!(job = %job.id, attempt = job.attempts, %error, "BMC job failed"),
     }
+    let failed = match &end {
+        JobEnd::Failed { error } => Some(error.clone()),
+        _ => None,
+    };
     match app.store.finish_bmc_job(&job.id, owner, end).await {
-        Ok(true) => {}
+        Ok(true) => {
+            // A workflow's BMC step that failed fails the workflow, saying
+            // which step on which BMC, rather than leaving it waiting.
+            if let (Some(error), Some((workflow, step))) = (failed, workflow_of_job_key(&job.key)) {
+                let reason = workflow_step_failure(&job, step, &error);
+                if let Err(e) = app.fail_workflow_for_bmc(workflow, step, &reason).await {
+                    tracing::error!(workflow, error = %e, "cannot fail the workflow of a failed BMC step");
+                }
+            }
+        }
         Ok(false) => tracing::warn!(job = %job.id, "BMC job: lease lost before it ended; another server owns it"),
         Err(e) => tracing::error!(job = %job.id, error = %e.detailed(), "BMC job: cannot record its end"),
     }
@@ -100,6 +113,7 @@ async fn end_of(app: &App, job: &BmcJob) -> Result<JobEnd, AppError> {
             .run_boot(&job.hardware_id, boot)
             .await
             .map(|b| b.target.map_or_else(|| "set".to_string(), |t| format!("target {t}"))),
+        BmcOperation::Start { device, cycle } => app.run_start(&job.hardware_id, device, cycle).await,
     };
     Ok(match result {
         Ok(result) => JobEnd::Succeeded { result },
