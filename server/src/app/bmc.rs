@@ -403,24 +403,7 @@ impl App {
         operation: BmcOperation,
     ) -> Result<BmcJob, AppError> {
         let key = workflow_job_key(workflow_id, step);
-        let id = format!("bmcjob-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let now = now_millis();
-        let job = BmcJob {
-            key,
-            id,
-            hardware_id: hardware_id.to_string(),
-            operation: operation.to_string(),
-            state: "pending".into(),
-            attempts: 0,
-            next_attempt_at: now,
-            lease_owner: String::new(),
-            lease_until: 0,
-            deadline: now + JOB_DEADLINE.as_millis() as i64,
-            result: String::new(),
-            error: String::new(),
-            created_at: now,
-            updated_at: now,
-        };
+        let job = pending_job(Some(key), hardware_id, &operation);
         let (job, outcome) = self.store.create_bmc_job(job).await?;
         if outcome == Outcome::Created {
             tracing::info!(workflow = %workflow_id, job = %job.id, operation = %job.operation, "workflow BMC step submitted");
@@ -545,24 +528,7 @@ impl App {
                     "hardware {hardware_id:?} has no bmc section (docs/bmc.md)"
                 )));
             }
-            let id = format!("bmcjob-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            let now = now_millis();
-            let job = BmcJob {
-                key: key.filter(|k| !k.is_empty()).unwrap_or_else(|| id.clone()),
-                id,
-                hardware_id: hardware_id.to_string(),
-                operation: operation.to_string(),
-                state: "pending".into(),
-                attempts: 0,
-                next_attempt_at: now,
-                lease_owner: String::new(),
-                lease_until: 0,
-                deadline: now + JOB_DEADLINE.as_millis() as i64,
-                result: String::new(),
-                error: String::new(),
-                created_at: now,
-                updated_at: now,
-            };
+            let job = pending_job(key, hardware_id, &operation);
             let (job, outcome) = self.store.create_bmc_job(job).await?;
             if job.hardware_id != hardware_id || job.operation != operation.to_string() {
                 return Err(AppError::Conflict(format!(
@@ -618,6 +584,29 @@ impl App {
     pub async fn power_reading(&self, opctx: &OpContext, hardware_id: &str) -> Result<Option<PowerReading>, AppError> {
         opctx.require_operator_read()?;
         Ok(self.store.power_reading(hardware_id).await?)
+    }
+}
+
+/// A new job, due now: `key` names it for idempotency (none or empty: the
+/// job's own id).
+fn pending_job(key: Option<String>, hardware_id: &str, operation: &BmcOperation) -> BmcJob {
+    let id = format!("bmcjob-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let now = now_millis();
+    BmcJob {
+        key: key.filter(|k| !k.is_empty()).unwrap_or_else(|| id.clone()),
+        id,
+        hardware_id: hardware_id.to_string(),
+        operation: operation.to_string(),
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt_at: now,
+        lease_owner: String::new(),
+        lease_until: 0,
+        deadline: now + JOB_DEADLINE.as_millis() as i64,
+        result: String::new(),
+        error: String::new(),
+        created_at: now,
+        updated_at: now,
     }
 }
 
