@@ -68,23 +68,6 @@ fn event_filter(req: &EventsRequest) -> Result<EventFilter, Status> {
     Ok(EventFilter { since, kind, limit: req.limit })
 }
 
-fn bmc_job(j: crate::store::BmcJob, created: bool) -> BmcJob {
-    BmcJob {
-        id: j.id,
-        key: j.key,
-        hardware: j.hardware_id,
-        operation: j.operation,
-        state: j.state,
-        attempts: j.attempts,
-        result: j.result,
-        error: j.error,
-        created_at: Some(millis_to_proto(j.created_at)),
-        updated_at: Some(millis_to_proto(j.updated_at)),
-        deadline: Some(millis_to_proto(j.deadline)),
-        created,
-    }
-}
-
 fn source_name(source: &str) -> &str {
     if source.is_empty() { "input" } else { source }
 }
@@ -189,7 +172,7 @@ impl AdminService for AdminApi {
         Ok(Response::new(Workflow {
             data_json: w.data_json,
             data_version: w.data_version,
-            ..convert::workflow(&w.workflow)
+            ..convert::workflow_with_steps(&w.workflow, &w.bmc_steps)
         }))
     }
 
@@ -212,7 +195,8 @@ impl AdminService for AdminApi {
 
     async fn watch_workflow(&self, req: Request<GetRequest>) -> Result<Response<Self::WatchWorkflowStream>, Status> {
         let changes = self.app.watch_workflow(&operator(&req)?, &req.get_ref().name).await.map_err(status)?;
-        let stream = changes.map(|change| change.map(|wf| convert::workflow(&wf)).map_err(status));
+        let stream = changes
+            .map(|change| change.map(|w| convert::workflow_with_steps(&w.workflow, &w.bmc_steps)).map_err(status));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -390,14 +374,14 @@ impl AdminService for AdminApi {
         };
         let key = (!req.key.is_empty()).then_some(req.key);
         let (job, outcome) = self.app.submit_bmc_job(&opctx, &req.hardware, operation, key).await.map_err(status)?;
-        Ok(Response::new(bmc_job(job, outcome == crate::store::Outcome::Created)))
+        Ok(Response::new(convert::bmc_job(job, outcome == crate::store::Outcome::Created)))
     }
 
     async fn list_bmc_jobs(&self, req: Request<ListBmcJobsRequest>) -> Result<Response<BmcJobList>, Status> {
         let opctx = operator(&req)?;
         let limit = if req.get_ref().limit == 0 { 100 } else { req.get_ref().limit };
         let jobs = self.app.list_bmc_jobs(&opctx, limit).await.map_err(status)?;
-        Ok(Response::new(BmcJobList { items: jobs.into_iter().map(|j| bmc_job(j, false)).collect() }))
+        Ok(Response::new(BmcJobList { items: jobs.into_iter().map(|j| convert::bmc_job(j, false)).collect() }))
     }
 
     async fn virtual_media(&self, req: Request<VirtualMediaRequest>) -> Result<Response<VirtualMediaResponse>, Status> {

@@ -129,6 +129,30 @@ pub fn workflow(w: &Workflow) -> v1::Workflow {
             .collect(),
         data_json: String::new(),
         data_version: 0,
+        bmc_steps: Vec::new(),
+    }
+}
+
+/// A workflow with its BMC steps (GetWorkflow, WatchWorkflow).
+pub fn workflow_with_steps(w: &Workflow, steps: &[crate::store::BmcJob]) -> v1::Workflow {
+    v1::Workflow { bmc_steps: steps.iter().map(|j| bmc_job(j.clone(), false)).collect(), ..workflow(w) }
+}
+
+/// `created`: whether this submission created the job.
+pub fn bmc_job(j: crate::store::BmcJob, created: bool) -> v1::BmcJob {
+    v1::BmcJob {
+        id: j.id,
+        key: j.key,
+        hardware: j.hardware_id,
+        operation: j.operation,
+        state: j.state,
+        attempts: j.attempts,
+        result: j.result,
+        error: j.error,
+        created_at: Some(millis_to_proto(j.created_at)),
+        updated_at: Some(millis_to_proto(j.updated_at)),
+        deadline: Some(millis_to_proto(j.deadline)),
+        created,
     }
 }
 

@@ -182,14 +182,29 @@ pub fn retry_due_at(wf: &Workflow, agent: &str) -> Option<Millis> {
 
 /// Resumes a FAILED or TIMEOUT workflow (`kiln retry`): the failed action
 /// gets a new attempt at the next dispatch. The global timeout starts over.
+/// What failed may also be a BMC step (docs/bmc.md), and the workflow goes
+/// back to where that step runs:
+/// - no action ever ran (its start step failed): PENDING, to run the start
+///   step again before its first action;
+/// - every action succeeded (its finishing step failed): SUCCESS again,
+///   with the finishing step to run again.
 pub fn resume(wf: &mut Workflow, now: Millis) -> Result<bool, TransitionError> {
     if !matches!(wf.state, WorkflowState::Failed | WorkflowState::Timeout) {
         return Err(TransitionError::NotResumable(wf.state.as_str()));
     }
-    wf.state = WorkflowState::Running;
     wf.reason.clear();
-    wf.finished_at = None;
-    wf.started_at = Some(now);
+    if wf.current_action().is_none() {
+        wf.state = WorkflowState::Success;
+        wf.finished_at = Some(now);
+    } else if wf.actions.iter().all(|a| a.attempts.is_empty()) {
+        wf.state = WorkflowState::Pending;
+        wf.started_at = None;
+        wf.finished_at = None;
+    } else {
+        wf.state = WorkflowState::Running;
+        wf.finished_at = None;
+        wf.started_at = Some(now);
+    }
     Ok(true)
 }
 
@@ -679,6 +694,22 @@ mod tests {
         apply_report(&mut wf, "agent", &report(1, "x3", ActionState::Success), 6, LEASE).unwrap();
         assert_eq!(wf.state, WorkflowState::Success);
         assert!(matches!(resume(&mut wf, 7), Err(TransitionError::NotResumable("SUCCESS"))));
+    }
+
+    #[test]
+    fn resume_goes_back_to_the_failed_bmc_step() {
+        // The start step failed: nothing ran, the workflow waits again.
+        let mut wf = workflow(1);
+        assert!(fail_for_bmc(&mut wf, "BMC step start failed", false, 2));
+        assert!(resume(&mut wf, 3).unwrap());
+        assert_eq!((wf.state, wf.started_at, wf.finished_at), (WorkflowState::Pending, None, None));
+        // The finishing step failed after SUCCESS: SUCCESS again.
+        dispatch_one(&mut wf, "x1");
+        apply_report(&mut wf, "agent", &report(0, "x1", ActionState::Success), 4, LEASE).unwrap();
+        assert!(fail_for_bmc(&mut wf, "BMC step finish failed", true, 5));
+        assert_eq!(wf.state, WorkflowState::Failed);
+        assert!(resume(&mut wf, 6).unwrap());
+        assert_eq!((wf.state, wf.finished_at, wf.reason.as_str()), (WorkflowState::Success, Some(6), ""));
     }
 
     #[test]

@@ -688,6 +688,12 @@ async fn workflow_boot_options_drive_the_machine_through_its_bmc() {
     assert!(described.contains("  finish: power off  succeeded"), "{described}");
     let table = kiln_ok(&cluster, &["get", "bmc-jobs"]);
     assert!(table.contains("wf-node5 (start)") && table.contains("wf-node5 (finish)"), "{table}");
+    // `kiln watch` shows the steps like actions, and follows the finishing
+    // step to its end (it may still run when the workflow has succeeded).
+    let watched = kiln_ok(&cluster, &["watch", "wf-node5"]);
+    assert!(watched.contains("bmc start (start pxe cycle) SUCCEEDED after"), "{watched}");
+    assert!(watched.contains("bmc finish (power off) SUCCEEDED after"), "{watched}");
+    assert!(watched.contains("workflow wf-node5 SUCCESS in"), "{watched}");
 
     // A BMC that rejects the credentials fails the workflow, saying which.
     cluster.apply(&workflow("wf-locked", "locked", &other_mac));
@@ -699,6 +705,19 @@ async fn workflow_boot_options_drive_the_machine_through_its_bmc() {
         "{reason}"
     );
     assert!(wf["actions"][0]["attempts"].as_array().is_none_or(Vec::is_empty), "an action ran: {wf}");
+
+    // Once the BMC is fixed, `kiln retry` runs the failed start step again
+    // (the failed job stays listed under another key), then the workflow.
+    cluster.apply(&hardware("locked", &other_mac, &url));
+    cluster.start_agent(&other_mac, "").unwrap();
+    kiln_ok(&cluster, &["retry", "wf-locked"]);
+    let wf = cluster.wait_finished("wf-locked", Duration::from_secs(120));
+    assert_eq!(wf["state"], "SUCCESS", "{wf}\n{}", cluster.logs());
+    let watched = kiln_ok(&cluster, &["watch", "wf-locked"]);
+    assert!(watched.contains("bmc start (earlier run) (start pxe cycle) FAILED"), "{watched}");
+    assert!(watched.contains("bmc start (start pxe cycle) SUCCEEDED"), "{watched}");
+    assert!(watched.contains("bmc finish (power off) SUCCEEDED"), "{watched}");
+    lab.wait_domstate("node5", "shut off", Duration::from_secs(30)).unwrap();
 
     // Boot options for a hardware without a BMC are refused at apply.
     cluster.apply(&kiln_tests::hardware_doc("plain", "52:54:00:00:05:09"));

@@ -35,11 +35,8 @@ pub async fn run(c: &mut Client, kind: Kind, name: &str, output: Option<Format>)
         (Kind::Workflow, _) => {
             let w = c.get_workflow(GetRequest { name }).await.map_err(status)?.into_inner();
             print!("{}", describe_workflow(&w));
-            // Its BMC steps (boot options, docs/bmc.md): the jobs keyed by it.
-            match c.list_bmc_jobs(v1::ListBmcJobsRequest { limit: 1000 }).await {
-                Ok(jobs) => print!("{}", describe_bmc_steps(&w.id, &jobs.into_inner().items)),
-                Err(s) => println!("bmc steps: cannot list them: {}", s.message()),
-            }
+            // Its BMC steps (boot options, docs/bmc.md).
+            print!("{}", describe_bmc_steps(&w.id, &w.bmc_steps));
         }
     }
     Ok(())

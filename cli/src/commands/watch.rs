@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use kiln_proto::v1::{GetRequest, LogEntry, LogsRequest, Workflow};
+use kiln_proto::v1::{BmcJob, GetRequest, LogEntry, LogsRequest, Workflow};
 use serde::Deserialize;
 
 use crate::connection::{Client, status};
@@ -66,6 +66,7 @@ pub async fn watch(
     let tty = std::io::stdout().is_terminal();
     let mut last: Option<Workflow> = None;
     let mut seen: HashMap<(u32, u32), &'static str> = HashMap::new();
+    let mut seen_steps: HashMap<String, String> = HashMap::new();
     let mut progress: HashMap<u32, Progress> = HashMap::new();
     // Plain mode: the quarter last printed per action.
     let mut quarters: HashMap<u32, u64> = HashMap::new();
@@ -79,6 +80,7 @@ pub async fn watch(
                     if tty {
                         drawn = redraw(&wf, &progress, drawn);
                     } else {
+                        print!("{}", step_changes(&wf, &mut seen_steps));
                         print!("{}", changes(&wf, &mut seen));
                     }
                     last = Some(wf);
@@ -119,6 +121,7 @@ pub async fn watch(
     if let Some(wf) = &last {
         if !tty {
             print!("{}", changes(wf, &mut seen));
+            print!("{}", step_changes(wf, &mut seen_steps));
         }
         println!("{}", summary(wf));
     }
@@ -164,6 +167,75 @@ fn changes(wf: &Workflow, seen: &mut HashMap<(u32, u32), &'static str>) -> Strin
         }
     }
     out
+}
+
+/// A workflow's BMC steps (docs/bmc.md), split into those that run before
+/// its first action (`start`) and those after its SUCCESS (`finish`), with
+/// the step name each shows (`start`, `start (earlier run)`).
+fn bmc_steps(wf: &Workflow) -> (Vec<(String, &BmcJob)>, Vec<(String, &BmcJob)>) {
+    let prefix = format!("workflow/{}/", wf.id);
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for job in &wf.bmc_steps {
+        let step = job.key.strip_prefix(&prefix).unwrap_or(&job.key);
+        let (name, earlier) = match step.split_once('/') {
+            Some((name, _)) => (name, true),
+            None => (step, false),
+        };
+        let label = if earlier { format!("{name} (earlier run)") } else { name.to_string() };
+        if name == "finish" { after.push((label, job)) } else { before.push((label, job)) }
+    }
+    (before, after)
+}
+
+/// How long a BMC step took (ended) or has taken so far.
+fn step_took(job: &BmcJob, now: SystemTime) -> Option<Duration> {
+    let start = kiln_proto::time::from_proto(job.created_at.as_ref()?);
+    let end = match job.state.as_str() {
+        "succeeded" | "failed" => kiln_proto::time::from_proto(job.updated_at.as_ref()?),
+        _ => now,
+    };
+    end.duration_since(start).ok()
+}
+
+/// Plain mode: a line for each BMC step whose state was not printed yet.
+fn step_changes(wf: &Workflow, seen: &mut HashMap<String, String>) -> String {
+    let (before, after) = bmc_steps(wf);
+    let mut out = String::new();
+    for (label, job) in before.into_iter().chain(after) {
+        if seen.insert(job.id.clone(), job.state.clone()).as_deref() == Some(job.state.as_str()) {
+            continue;
+        }
+        let mut line =
+            format!("{} bmc {label} ({}) {}", clock(SystemTime::now()), job.operation, job.state.to_uppercase());
+        if job.attempts > 1 {
+            line.push_str(&format!(" (attempt {})", job.attempts));
+        }
+        let ended = job.state == "succeeded" || job.state == "failed";
+        if ended && let Some(d) = step_took(job, SystemTime::now()) {
+            line.push_str(&format!(" after {}", elapsed(d)));
+        }
+        let outcome = if job.state == "succeeded" { &job.result } else { &job.error };
+        if !outcome.is_empty() {
+            line.push_str(&format!(": {outcome}"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn step_row(label: &str, job: &BmcJob, now: SystemTime) -> String {
+    let mut line = format!(
+        "  bmc {:<32} {:<8} {}",
+        format!("{label}: {}", job.operation),
+        job.state.to_uppercase(),
+        step_took(job, now).map(elapsed).unwrap_or_default()
+    );
+    let outcome = if job.state == "succeeded" { &job.result } else { &job.error };
+    if !outcome.is_empty() {
+        line.push_str(&format!("  {outcome}"));
+    }
+    line
 }
 
 pub fn summary(wf: &Workflow) -> String {
@@ -226,6 +298,8 @@ pub fn render(wf: &Workflow, progress: &HashMap<u32, Progress>, now: SystemTime)
         bar(done as f64 / total as f64, BAR_WIDTH),
         wf.actions.len()
     )];
+    let (before, after) = bmc_steps(wf);
+    lines.extend(before.iter().map(|(label, job)| step_row(label, job, now)));
     for a in &wf.actions {
         let spec = a.spec.clone().unwrap_or_default();
         let took = a.attempts.last().and_then(|t| {
@@ -251,6 +325,7 @@ pub fn render(wf: &Workflow, progress: &HashMap<u32, Progress>, now: SystemTime)
         }
         lines.push(line);
     }
+    lines.extend(after.iter().map(|(label, job)| step_row(label, job, now)));
     lines
 }
 
@@ -322,6 +397,51 @@ mod tests {
             "{}",
             lines[2]
         );
+    }
+
+    fn job(id: &str, key: &str, state: &str, result: &str, error: &str) -> BmcJob {
+        BmcJob {
+            id: id.into(),
+            key: key.into(),
+            operation: "start pxe cycle".into(),
+            state: state.into(),
+            attempts: 1,
+            result: result.into(),
+            error: error.into(),
+            created_at: Some(prost_types::Timestamp { seconds: 100, nanos: 0 }),
+            updated_at: Some(prost_types::Timestamp { seconds: 102, nanos: 500_000_000 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bmc_steps_show_before_and_after_the_actions() {
+        let mut w = wf(&[ActionState::Success]);
+        w.bmc_steps = vec![
+            job("j0", "workflow/wf1/start/failed-j0", "failed", "", "BMC 10.0.0.9: HTTP 500"),
+            job("j1", "workflow/wf1/start", "succeeded", "on", ""),
+            BmcJob { operation: "power off".into(), ..job("j2", "workflow/wf1/finish", "running", "", "") },
+        ];
+        let lines = render(&w, &HashMap::new(), SystemTime::UNIX_EPOCH + Duration::from_secs(110));
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(lines[1].contains("bmc start (earlier run): start pxe cycle") && lines[1].contains("FAILED"));
+        assert!(lines[1].contains("2.5s") && lines[1].contains("HTTP 500"), "{}", lines[1]);
+        assert!(lines[2].contains("bmc start: start pxe cycle") && lines[2].contains("SUCCEEDED"), "{}", lines[2]);
+        assert!(lines[3].contains("t/a0"), "actions between the steps: {}", lines[3]);
+        assert!(lines[4].contains("bmc finish: power off") && lines[4].contains("RUNNING  10.0s"), "{}", lines[4]);
+
+        let mut seen = HashMap::new();
+        let plain = step_changes(&w, &mut seen);
+        let plain: Vec<&str> = plain.lines().collect();
+        assert_eq!(plain.len(), 3, "{plain:#?}");
+        assert!(
+            plain[0].ends_with("bmc start (earlier run) (start pxe cycle) FAILED after 2.5s: BMC 10.0.0.9: HTTP 500")
+        );
+        assert!(plain[1].ends_with("bmc start (start pxe cycle) SUCCEEDED after 2.5s: on"), "{}", plain[1]);
+        assert!(plain[2].ends_with("bmc finish (power off) RUNNING"), "{}", plain[2]);
+        assert_eq!(step_changes(&w, &mut seen), "", "each state printed once");
+        w.bmc_steps[2].state = "succeeded".into();
+        assert!(step_changes(&w, &mut seen).contains("bmc finish (power off) SUCCEEDED after 2.5s"));
     }
 
     #[test]

@@ -241,7 +241,10 @@ impl SecretKey {
     }
 }
 
-/// The key of a workflow's BMC step `step` (`start`, `finish`).
+/// The key of a workflow's BMC step `step` (`start`, `finish`): one job per
+/// key, so a repeat (a second report, another replica) never runs a step
+/// twice, and `kiln get bmc-jobs` shows which workflow a job serves. A step
+/// run again by `kiln retry` renames the failed job `KEY/failed-JOBID`.
 pub fn workflow_job_key(workflow_id: &str, step: &str) -> String {
     format!("workflow/{workflow_id}/{step}")
 }
@@ -249,7 +252,7 @@ pub fn workflow_job_key(workflow_id: &str, step: &str) -> String {
 /// The workflow and step a job key names, for jobs a workflow submitted.
 pub fn workflow_of_job_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix("workflow/")?;
-    rest.rsplit_once('/')
+    rest.split_once('/')
 }
 
 /// Why a workflow failed when its BMC step `step` (job `job`) failed.
@@ -390,28 +393,6 @@ impl App {
         ))
     }
 
-    /// Ensures the BMC job `key` of workflow `workflow_id` exists (submits
-    /// it the first time, else returns the one there): the workflow's BMC
-    /// steps are keyed `workflow/ID/start` and `workflow/ID/finish`, so a
-    /// repeat (a second report, another replica) never runs one twice, and
-    /// `kiln get bmc-jobs` shows which workflow a job serves.
-    pub(crate) async fn ensure_workflow_bmc_job(
-        &self,
-        workflow_id: &str,
-        hardware_id: &str,
-        step: &str,
-        operation: BmcOperation,
-    ) -> Result<BmcJob, AppError> {
-        let key = workflow_job_key(workflow_id, step);
-        let job = pending_job(Some(key), hardware_id, &operation);
-        let (job, outcome) = self.store.create_bmc_job(job).await?;
-        if outcome == Outcome::Created {
-            tracing::info!(workflow = %workflow_id, job = %job.id, operation = %job.operation, "workflow BMC step submitted");
-            self.bmc.job_submitted.notify_one();
-        }
-        Ok(job)
-    }
-
     /// Fails workflow `workflow_id` because its BMC step failed (the job
     /// runner calls this; `reason` names the step, the BMC and the error).
     pub(crate) async fn fail_workflow_for_bmc(
@@ -441,32 +422,19 @@ impl App {
         &self,
         wf: &crate::model::Workflow,
     ) -> Result<Option<BmcJob>, AppError> {
-        let Some(options) = wf.boot_options else { return Ok(None) };
-        let device = match options.network_boot {
-            kiln_documents::NetworkBoot::Pxe => Some(kiln_bmc::BootDevice::Pxe),
-            kiln_documents::NetworkBoot::Http => Some(kiln_bmc::BootDevice::Http),
-            kiln_documents::NetworkBoot::None => None,
-        };
-        if device.is_none() && !options.power_cycle {
-            return Ok(None);
+        let Some(job) = start_step_job(wf) else { return Ok(None) };
+        let (job, outcome) = self.store.create_bmc_job(job).await?;
+        if outcome == Outcome::Created {
+            tracing::info!(workflow = %wf.id, job = %job.id, operation = %job.operation, "workflow BMC step submitted");
+            self.bmc.job_submitted.notify_one();
         }
-        let operation = BmcOperation::Start { device, cycle: options.power_cycle };
-        self.ensure_workflow_bmc_job(&wf.id, &wf.hardware, "start", operation).await.map(Some)
+        Ok(Some(job))
     }
 
-    /// Submits the finishing BMC step of a workflow that just succeeded.
-    pub(crate) async fn finish_workflow_bmc_steps(&self, wf: &crate::model::Workflow) -> Result<(), AppError> {
-        let Some(options) = wf.boot_options else { return Ok(()) };
-        let operation = match options.after_success {
-            kiln_documents::AfterSuccess::None => return Ok(()),
-            kiln_documents::AfterSuccess::Off => BmcOperation::Power(PowerAction::Off),
-            // Persistent: the installed system boots from disk from now on
-            // (the one-time network boot was used up by the start step).
-            kiln_documents::AfterSuccess::Disk => {
-                BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None })
-            }
-        };
-        self.ensure_workflow_bmc_job(&wf.id, &wf.hardware, "finish", operation).await.map(|_| ())
+    /// Runs the job runner now: a job was committed with a workflow change
+    /// ([`finish_step_job`]).
+    pub(crate) fn bmc_job_submitted(&self) {
+        self.bmc.job_submitted.notify_one();
     }
 
     /// Reads the machine's power state from its BMC (`action: None`) or
@@ -587,6 +555,39 @@ impl App {
     }
 }
 
+/// The BMC step before workflow `wf`'s first action (one-time boot device,
+/// power cycle), when its boot options ask for one.
+pub fn start_step_job(wf: &crate::model::Workflow) -> Option<BmcJob> {
+    let options = wf.boot_options?;
+    let device = match options.network_boot {
+        kiln_documents::NetworkBoot::Pxe => Some(kiln_bmc::BootDevice::Pxe),
+        kiln_documents::NetworkBoot::Http => Some(kiln_bmc::BootDevice::Http),
+        kiln_documents::NetworkBoot::None => None,
+    };
+    if device.is_none() && !options.power_cycle {
+        return None;
+    }
+    let operation = BmcOperation::Start { device, cycle: options.power_cycle };
+    Some(pending_job(Some(workflow_job_key(&wf.id, "start")), &wf.hardware, &operation))
+}
+
+/// The finishing BMC step of workflow `wf` (power off, or boot from disk
+/// from now on), when its boot options ask for one: created in the same
+/// transaction as the workflow's SUCCESS (`App::report`), so a server that
+/// stops in between cannot lose it.
+pub fn finish_step_job(wf: &crate::model::Workflow) -> Option<BmcJob> {
+    let operation = match wf.boot_options?.after_success {
+        kiln_documents::AfterSuccess::None => return None,
+        kiln_documents::AfterSuccess::Off => BmcOperation::Power(PowerAction::Off),
+        // Persistent: the installed system boots from disk from now on
+        // (the one-time network boot was used up by the start step).
+        kiln_documents::AfterSuccess::Disk => {
+            BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None })
+        }
+    };
+    Some(pending_job(Some(workflow_job_key(&wf.id, "finish")), &wf.hardware, &operation))
+}
+
 /// A new job, due now: `key` names it for idempotency (none or empty: the
 /// job's own id).
 fn pending_job(key: Option<String>, hardware_id: &str, operation: &BmcOperation) -> BmcJob {
@@ -673,8 +674,10 @@ mod tests {
 
     #[test]
     fn workflow_job_keys_name_their_workflow() {
-        let key = workflow_job_key("wf/1", "start");
-        assert_eq!(workflow_of_job_key(&key), Some(("wf/1", "start")));
+        // Workflow names have no `/` (kiln-documents' valid_name).
+        let key = workflow_job_key("wf.1", "start");
+        assert_eq!(workflow_of_job_key(&key), Some(("wf.1", "start")));
+        assert_eq!(workflow_of_job_key("workflow/wf.1/start/failed-j1"), Some(("wf.1", "start/failed-j1")));
         assert_eq!(workflow_of_job_key("bmcjob-1"), None);
     }
 

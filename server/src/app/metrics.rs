@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{Actor, App, AppError, OpContext};
 use crate::metrics::{Before, StoreOperation};
 use crate::model::Workflow;
-use crate::store::{Mutation, StoreError};
+use crate::store::{Mutation, MutationWithJobs, StoreError};
 
 impl App {
     /// The metrics in the Prometheus text format, workflow counts read from
@@ -26,14 +26,24 @@ impl App {
     /// committed transition did (attempts handed out and ended, the
     /// workflow's end) recorded. Every transition goes through here.
     pub(crate) async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {
+        self.update_workflow_with_jobs(id, Box::new(move |wf| mutation(wf).map(|changed| (changed, Vec::new())))).await
+    }
+
+    /// [`App::update_workflow`] that also submits the BMC jobs the mutation
+    /// returns, in the same transaction.
+    pub(crate) async fn update_workflow_with_jobs(
+        &self,
+        id: &str,
+        mutation: MutationWithJobs,
+    ) -> Result<(Workflow, bool), StoreError> {
         let before: Arc<Mutex<Option<Before>>> = Arc::default();
         let slot = before.clone();
-        let observed: Mutation = Box::new(move |wf| {
+        let observed: MutationWithJobs = Box::new(move |wf| {
             *slot.lock().expect("before slot") = Some(Before::of(wf));
             mutation(wf)
         });
         let started = Instant::now();
-        let result = self.store.update_workflow(id, observed).await;
+        let result = self.store.update_workflow_with_jobs(id, observed).await;
         self.metrics.store_transaction(StoreOperation::UpdateWorkflow, started.elapsed());
         if let Ok((wf, true)) = &result
             && let Some(before) = before.lock().expect("before slot").take()

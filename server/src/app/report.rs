@@ -1,8 +1,9 @@
 //! What agents tell the server about their attempts: state reports and
 //! heartbeats.
 
+use super::bmc::finish_step_job;
 use super::{App, AppError, OpContext};
-use crate::model::{ActionState, now_millis};
+use crate::model::{ActionState, WorkflowState, now_millis};
 use crate::state_machine::{self, Report};
 
 /// An agent runs one attempt at a time; a few are allowed for agents that
@@ -29,9 +30,14 @@ impl App {
         let lease = self.lease_millis();
         self.metrics.agent_seen(&agent);
         let (wf, changed) = self
-            .update_workflow(
+            .update_workflow_with_jobs(
                 workflow_id,
-                Box::new(move |wf| state_machine::report(wf, &who, report, now_millis(), lease)),
+                Box::new(move |wf| {
+                    let changed = state_machine::report(wf, &who, report, now_millis(), lease)?;
+                    // The finishing BMC step commits with the SUCCESS.
+                    let finish = (changed && wf.state == WorkflowState::Success).then(|| finish_step_job(wf)).flatten();
+                    Ok((changed, finish.into_iter().collect()))
+                }),
             )
             .await
             .inspect_err(|e| {
@@ -40,10 +46,9 @@ impl App {
         if changed {
             tracing::info!(agent = %agent, workflow = %wf.id, action = action_index, state = state.as_str(), "state");
             self.events.workflow_changed(&wf.id);
-            if wf.state == crate::model::WorkflowState::Success
-                && let Err(e) = self.finish_workflow_bmc_steps(&wf).await
-            {
-                tracing::error!(workflow = %wf.id, error = %e, "cannot submit the workflow's BMC finishing step");
+            if wf.state == WorkflowState::Success && finish_step_job(&wf).is_some() {
+                tracing::info!(workflow = %wf.id, "workflow BMC finishing step submitted");
+                self.bmc_job_submitted();
             }
             if state == ActionState::Success
                 && let Some(next) = wf.current_action()

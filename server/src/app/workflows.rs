@@ -1,29 +1,55 @@
 //! Reading, following, retrying and deleting workflows.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::bmc::{finish_step_job, start_step_job, workflow_job_key, workflow_of_job_key};
 use super::{App, AppError, OpContext};
 use crate::events::wait_for;
-use crate::model::{Workflow, now_millis};
+use crate::model::{Workflow, WorkflowState, now_millis};
 use crate::state_machine;
-use crate::store::ObjectKind;
+use crate::store::{BmcJob, ObjectKind};
 
 /// A workflow with its data document (what actions share through the action
-/// API) and that document's version.
+/// API) and that document's version, and its BMC steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowWithData {
     pub workflow: Workflow,
     pub data_json: String,
     pub data_version: u64,
+    pub bmc_steps: Vec<BmcJob>,
 }
+
+/// A workflow as `kiln watch` follows it: its state and its BMC steps
+/// (docs/bmc.md), which run before its first action and after its SUCCESS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchedWorkflow {
+    pub workflow: Workflow,
+    pub bmc_steps: Vec<BmcJob>,
+}
+
+impl WatchedWorkflow {
+    /// Ended, and no BMC step is left to run.
+    fn settled(&self) -> bool {
+        self.workflow.state.is_terminal()
+            && !self.bmc_steps.iter().any(|j| j.state == "pending" || j.state == "running")
+    }
+}
+
+/// How often a watch looks at BMC steps that are still running: their jobs
+/// may run on another replica, whose changes reach this one only through
+/// the store.
+const BMC_STEP_POLL: Duration = Duration::from_secs(1);
 
 impl App {
     pub async fn get_workflow(&self, opctx: &OpContext, id: &str) -> Result<WorkflowWithData, AppError> {
         opctx.require_operator_read()?;
         let workflow = self.store.get_workflow(id).await?;
         let (data_json, data_version) = self.store.workflow_data(&workflow.id).await?;
-        Ok(WorkflowWithData { workflow, data_json, data_version })
+        let bmc_steps = self.store.list_bmc_jobs_by_key_prefix(&workflow_job_key(id, "")).await?;
+        Ok(WorkflowWithData { workflow, data_json, data_version, bmc_steps })
     }
 
     pub async fn list_workflows(&self, opctx: &OpContext) -> Result<Vec<Workflow>, AppError> {
@@ -31,55 +57,106 @@ impl App {
         Ok(self.store.list_workflows().await?)
     }
 
-    /// The workflow now, then again after every committed change, until it
-    /// ends.
+    /// The workflow and its BMC steps now, then again after every committed
+    /// change, until it has ended and its BMC steps too.
     pub async fn watch_workflow(
         &self,
         opctx: &OpContext,
         id: &str,
-    ) -> Result<ReceiverStream<Result<Workflow, AppError>>, AppError> {
+    ) -> Result<ReceiverStream<Result<WatchedWorkflow, AppError>>, AppError> {
         opctx.require_operator_read()?;
         // Subscribe before the first read: no change between them is lost.
         let mut changes = self.events.workflow_subscription();
-        let first = self.store.get_workflow(id).await?;
-        let (tx, rx) = mpsc::channel(16);
         let store = self.store.clone();
+        let read = move |id: String| {
+            let store = store.clone();
+            async move {
+                let workflow = store.get_workflow(&id).await?;
+                let bmc_steps = store.list_bmc_jobs_by_key_prefix(&workflow_job_key(&id, "")).await?;
+                Ok::<_, AppError>(WatchedWorkflow { workflow, bmc_steps })
+            }
+        };
+        let first = read(id.to_string()).await?;
+        let (tx, rx) = mpsc::channel(16);
         let id = id.to_string();
         tokio::spawn(async move {
             let mut last = first;
             if tx.send(Ok(last.clone())).await.is_err() {
                 return;
             }
-            while !last.state.is_terminal() && wait_for(&mut changes, &id).await {
-                let wf = match store.get_workflow(&id).await {
-                    Ok(wf) => wf,
+            while !last.settled() {
+                let running_step = last.bmc_steps.iter().any(|j| j.state == "pending" || j.state == "running");
+                let changed = if running_step {
+                    tokio::time::timeout(BMC_STEP_POLL, wait_for(&mut changes, &id)).await.unwrap_or(true)
+                } else {
+                    wait_for(&mut changes, &id).await
+                };
+                if !changed {
+                    return;
+                }
+                let now = match read(id.clone()).await {
+                    Ok(now) => now,
                     Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 };
-                if wf != last {
-                    if tx.send(Ok(wf.clone())).await.is_err() {
+                if now != last {
+                    if tx.send(Ok(now.clone())).await.is_err() {
                         return;
                     }
-                    last = wf;
+                    last = now;
                 }
             }
         });
         Ok(ReceiverStream::new(rx))
     }
 
-    /// Resumes a FAILED or TIMEOUT workflow (`kiln retry`).
+    /// Resumes a FAILED or TIMEOUT workflow (`kiln retry`), and runs again
+    /// the BMC step that failed it, if one did ([`state_machine::resume`]).
     pub async fn retry_workflow(&self, opctx: &OpContext, id: &str) -> Result<Workflow, AppError> {
         self.authorize_write(opctx, "retry", &format!("workflow {id}")).await?;
-        let result = self.update_workflow(id, Box::new(|wf| state_machine::resume(wf, now_millis()))).await;
-        let result = result.map_err(AppError::from);
+        let result = self.resume_workflow(id).await;
         self.audit(opctx, "retry", &format!("workflow {id}"), &result.as_ref().map(|_| ())).await;
-        let (wf, _) = result?;
+        let wf = result?;
+        if matches!(wf.state, WorkflowState::Pending | WorkflowState::Success) {
+            self.bmc_job_submitted();
+        }
         self.events.workflow_changed(&wf.id);
         if let Some(action) = wf.current_action() {
             self.events.wake_agent(action.agent_id());
         }
+        Ok(wf)
+    }
+
+    async fn resume_workflow(&self, id: &str) -> Result<Workflow, AppError> {
+        let wf = self.store.get_workflow(id).await?;
+        if matches!(wf.state, WorkflowState::Failed | WorkflowState::Timeout) {
+            // A failed step's job keeps its key forever (one submission per
+            // key): renamed, it stays listed, and the step can run again.
+            for job in self.store.list_bmc_jobs_by_key_prefix(&workflow_job_key(id, "")).await? {
+                if job.state == "failed"
+                    && workflow_of_job_key(&job.key).is_some_and(|(_, s)| s == "start" || s == "finish")
+                {
+                    let archived = format!("{}/failed-{}", job.key, job.id);
+                    self.store.rekey_failed_bmc_job(&job.key, &archived).await?;
+                }
+            }
+        }
+        let (wf, _) = self
+            .update_workflow_with_jobs(
+                id,
+                Box::new(|wf| {
+                    state_machine::resume(wf, now_millis())?;
+                    let step = match wf.state {
+                        WorkflowState::Pending => start_step_job(wf),
+                        WorkflowState::Success => finish_step_job(wf),
+                        _ => None,
+                    };
+                    Ok((true, step.into_iter().collect()))
+                }),
+            )
+            .await?;
         Ok(wf)
     }
 

@@ -172,7 +172,8 @@ pub async fn workflow(State(c): State<Arc<Console>>, headers: HeaderMap, Path(id
         while states_open || logs_open {
             let event = tokio::select! {
                 next = states.next(), if states_open => match next {
-                    Some(Ok(wf)) => {
+                    Some(Ok(watched)) => {
+                        let wf = watched.workflow;
                         let artifacts = app.list_artifacts(&opctx, &wf.id).await.unwrap_or_default();
                         json_event("workflow", &WorkflowView::new(&wf, &artifacts))
                     }

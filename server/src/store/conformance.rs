@@ -1031,6 +1031,86 @@ pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
     assert_eq!(b2.list_bmc_jobs(1).await.unwrap().len(), 1);
 }
 
+/// A workflow's BMC steps: a job submitted with a workflow change commits
+/// with it (and not when the change fails or changes nothing); jobs are
+/// listed by key prefix, oldest first; a failed job renamed away lets the
+/// same key be submitted again, and a job that did not fail is never renamed.
+pub async fn workflow_bmc_steps_commit_with_the_workflow_and_are_rekeyed(b: &dyn Backend) {
+    use super::BmcJob;
+    let store = b.open().await;
+    let mut apply = batch(vec![workflow("wf_1"), workflow("wf11")]);
+    apply.templates.push(TemplateDoc::new("tpl", "x"));
+    store.apply(apply).await.unwrap();
+    let job = |id: &str, key: &str, created_at| BmcJob {
+        id: id.into(),
+        key: key.into(),
+        hardware_id: "hw".into(),
+        operation: "power off".into(),
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt_at: 0,
+        lease_owner: String::new(),
+        lease_until: 0,
+        deadline: 1_000_000,
+        result: String::new(),
+        error: String::new(),
+        created_at,
+        updated_at: created_at,
+    };
+    // Fails: neither the change nor the job is kept.
+    let finish = job("j-finish", "workflow/wf_1/finish", 20);
+    let w = "wf_1";
+    let err = store
+        .update_workflow_with_jobs(
+            w,
+            Box::new(move |wf| {
+                wf.state = WorkflowState::Success;
+                Err(TransitionError::UnknownAction(9))
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Transition(_)), "{err}");
+    // Changes nothing: no job either.
+    let j = finish.clone();
+    let (_, changed) = store.update_workflow_with_jobs(w, Box::new(move |_| Ok((false, vec![j])))).await.unwrap();
+    assert!(!changed);
+    assert!(store.list_bmc_jobs(10).await.unwrap().is_empty(), "a job without its workflow change");
+    // Changes: both, seen by another instance.
+    let j = finish.clone();
+    let (wf, changed) = store
+        .update_workflow_with_jobs(
+            w,
+            Box::new(move |wf| {
+                wf.state = WorkflowState::Success;
+                Ok((true, vec![j]))
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(changed && wf.state == WorkflowState::Success);
+    let other = b.open().await;
+    assert_eq!(other.get_workflow(w).await.unwrap().state, WorkflowState::Success);
+    other.create_bmc_job(job("j-start", "workflow/wf_1/start", 10)).await.unwrap();
+    other.create_bmc_job(job("j-other", "workflow/wf11/start", 5)).await.unwrap();
+    let ids = |jobs: Vec<BmcJob>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    // `_` is no wildcard: wf_1's prefix does not match wf11.
+    assert_eq!(ids(other.list_bmc_jobs_by_key_prefix("workflow/wf_1/").await.unwrap()), ["j-start", "j-finish"]);
+    // Only a failed job is renamed.
+    assert!(!store.rekey_failed_bmc_job("workflow/wf_1/start", "workflow/wf_1/start/failed-j-start").await.unwrap());
+    let claimed = store.claim_bmc_job("s", 100, 1_000).await.unwrap().unwrap();
+    assert_eq!(claimed.id, "j-other");
+    let claimed = store.claim_bmc_job("s", 100, 1_000).await.unwrap().unwrap();
+    assert_eq!(claimed.id, "j-start");
+    store.finish_bmc_job("j-start", "s", super::JobEnd::Failed { error: "HTTP 500".into() }).await.unwrap();
+    assert!(store.rekey_failed_bmc_job("workflow/wf_1/start", "workflow/wf_1/start/failed-j-start").await.unwrap());
+    let (again, outcome) = store.create_bmc_job(job("j-start-2", "workflow/wf_1/start", 30)).await.unwrap();
+    assert_eq!((again.id.as_str(), outcome), ("j-start-2", Outcome::Created));
+    let keys: Vec<String> =
+        other.list_bmc_jobs_by_key_prefix("workflow/wf_1/").await.unwrap().into_iter().map(|j| j.key).collect();
+    assert_eq!(keys, ["workflow/wf_1/start/failed-j-start", "workflow/wf_1/finish", "workflow/wf_1/start"]);
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(10), f).await.expect("no event within 10 s")
 }
@@ -1053,6 +1133,11 @@ macro_rules! conformance_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn bmc_jobs_are_idempotent_claimed_once_and_leased() {
             c::bmc_jobs_are_idempotent_claimed_once_and_leased(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn workflow_bmc_steps_commit_with_the_workflow_and_are_rekeyed() {
+            c::workflow_bmc_steps_commit_with_the_workflow_and_are_rekeyed(&$backend).await
         }
 
         #[tokio::test]

@@ -39,6 +39,11 @@ pub type DynStore = Arc<dyn Store>;
 /// whether it changed anything (nothing is written otherwise).
 pub type Mutation = Box<dyn FnOnce(&mut Workflow) -> Result<bool, TransitionError> + Send>;
 
+/// A [`Mutation`] that also submits BMC jobs (idempotent by key) in the same
+/// transaction: a workflow's finishing BMC step commits with its SUCCESS, so
+/// a server that stops between the two cannot lose the step.
+pub type MutationWithJobs = Box<dyn FnOnce(&mut Workflow) -> Result<(bool, Vec<BmcJob>), TransitionError> + Send>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{kind} {name:?} not found")]
@@ -619,7 +624,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs `mutation` on the workflow in one transaction and returns the
     /// workflow as committed and whether it changed.
-    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError>;
+    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {
+        self.update_workflow_with_jobs(id, Box::new(move |wf| mutation(wf).map(|changed| (changed, Vec::new())))).await
+    }
+
+    /// [`Store::update_workflow`], and creates the jobs the mutation returns
+    /// (only when it changed the workflow) in the same transaction; a job
+    /// whose key exists is left as it is.
+    async fn update_workflow_with_jobs(
+        &self,
+        id: &str,
+        mutation: MutationWithJobs,
+    ) -> Result<(Workflow, bool), StoreError>;
 
     /// Stores log lines of an attempt; lines whose seq is already stored are
     /// skipped.
@@ -745,6 +761,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest `limit` jobs, newest first.
     async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError>;
+    /// The jobs whose key starts with `prefix` (a workflow's BMC steps:
+    /// `workflow/ID/`), oldest first.
+    async fn list_bmc_jobs_by_key_prefix(&self, prefix: &str) -> Result<Vec<BmcJob>, StoreError>;
+    /// Renames the FAILED job `key` to `new_key`, so that the next
+    /// submission under `key` creates a new job (a workflow step run again
+    /// by `kiln retry`) while the failed one stays listed. False when no
+    /// failed job has that key.
+    async fn rekey_failed_bmc_job(&self, key: &str, new_key: &str) -> Result<bool, StoreError>;
 
     /// Makes the jobs `owner` holds due again at once (a server restarting
     /// with the same owner: whatever it was running died with it). Returns

@@ -42,9 +42,9 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Enrolment, Event, EventQuery, JobEnd,
-    Mutation, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition,
-    StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, job_end,
-    summary_from_row,
+    MutationWithJobs, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError,
+    StoredDefinition, StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage,
+    job_end, summary_from_row,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -648,6 +648,31 @@ fn not_found(kind: &'static str, name: &str) -> StoreError {
     StoreError::NotFound { kind, name: name.to_string() }
 }
 
+/// Inserts `job` unless a job with its key exists; whether it did.
+async fn insert_job(conn: &mut sqlx::PgConnection, job: &BmcJob) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&job.id)
+    .bind(&job.key)
+    .bind(&job.hardware_id)
+    .bind(&job.operation)
+    .bind(&job.state)
+    .bind(job.attempts as i64)
+    .bind(job.next_attempt_at)
+    .bind(&job.lease_owner)
+    .bind(job.lease_until)
+    .bind(job.deadline)
+    .bind(&job.result)
+    .bind(&job.error)
+    .bind(job.created_at)
+    .bind(job.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn apply(&self, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
@@ -907,7 +932,11 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {
+    async fn update_workflow_with_jobs(
+        &self,
+        id: &str,
+        mutation: MutationWithJobs,
+    ) -> Result<(Workflow, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
         // The row lock serialises this update with every other one of the
         // same workflow, from any replica. Under READ COMMITTED each later
@@ -922,9 +951,12 @@ impl Store for PostgresStore {
         }
         let mut wf = load_workflow(&mut tx, id).await?.ok_or_else(|| not_found("workflow", id))?;
         let before = wf.clone();
-        let changed = mutation(&mut wf)?;
+        let (changed, jobs) = mutation(&mut wf)?;
         if changed {
             save_changes(&mut tx, &before, &wf).await?;
+            for job in &jobs {
+                insert_job(&mut tx, job).await?;
+            }
             self.notify_workflow(&mut tx, id, agents_to_wake(&wf)).await?;
             tx.commit().await?;
         } else {
@@ -1370,29 +1402,20 @@ impl Store for PostgresStore {
     }
 
     async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&job.id)
-        .bind(&job.key)
-        .bind(&job.hardware_id)
-        .bind(&job.operation)
-        .bind(&job.state)
-        .bind(job.attempts as i64)
-        .bind(job.next_attempt_at)
-        .bind(&job.lease_owner)
-        .bind(job.lease_until)
-        .bind(job.deadline)
-        .bind(&job.result)
-        .bind(&job.error)
-        .bind(job.created_at)
-        .bind(job.updated_at)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        let inserted = insert_job(&mut conn, &job).await?;
         let row: JobRow =
-            sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE key = $1").bind(&job.key).fetch_one(&self.pool).await?;
-        Ok((row.into(), if done.rows_affected() == 1 { Outcome::Created } else { Outcome::Unchanged }))
+            sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE key = $1").bind(&job.key).fetch_one(&mut *conn).await?;
+        Ok((row.into(), if inserted { Outcome::Created } else { Outcome::Unchanged }))
+    }
+
+    async fn rekey_failed_bmc_job(&self, key: &str, new_key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE bmc_jobs SET key = $2 WHERE key = $1 AND state = 'failed'")
+            .bind(key)
+            .bind(new_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError> {
@@ -1434,6 +1457,15 @@ impl Store for PostgresStore {
     async fn list_bmc_jobs(&self, limit: u32) -> Result<Vec<BmcJob>, StoreError> {
         let rows: Vec<JobRow> = sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs ORDER BY created_at DESC, id DESC LIMIT $1")
             .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn list_bmc_jobs_by_key_prefix(&self, prefix: &str) -> Result<Vec<BmcJob>, StoreError> {
+        // starts_with, not LIKE: `_` in a workflow name is no wildcard.
+        let rows: Vec<JobRow> = sqlx::query_as("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE starts_with(key, $1) ORDER BY created_at, id")
+            .bind(prefix)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(Into::into).collect())

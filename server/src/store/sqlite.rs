@@ -27,9 +27,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Enrolment, Event, EventQuery, JobEnd,
-    Mutation, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError, StoredDefinition,
-    StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage, job_end,
-    summary_from_row,
+    MutationWithJobs, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError,
+    StoredDefinition, StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage,
+    job_end, summary_from_row,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -469,6 +469,31 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
     Ok(outcomes)
 }
 
+/// Inserts `job` unless a job with its key exists; the number of rows
+/// inserted (1 or 0).
+fn insert_job(tx: &Transaction<'_>, job: &BmcJob) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT (key) DO NOTHING",
+        params![
+            job.id,
+            job.key,
+            job.hardware_id,
+            job.operation,
+            job.state,
+            job.attempts,
+            job.next_attempt_at,
+            job.lease_owner,
+            job.lease_until,
+            job.deadline,
+            job.result,
+            job.error,
+            job.created_at,
+            job.updated_at
+        ],
+    )
+}
+
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BmcJob> {
     Ok(BmcJob {
         id: r.get(0)?,
@@ -726,16 +751,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_workflow(&self, id: &str, mutation: Mutation) -> Result<(Workflow, bool), StoreError> {
+    async fn update_workflow_with_jobs(
+        &self,
+        id: &str,
+        mutation: MutationWithJobs,
+    ) -> Result<(Workflow, bool), StoreError> {
         let id = id.to_string();
         self.with_conn(move |c| {
             // IMMEDIATE takes the write lock up front: the read and the write
             // below see no other writer in between.
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut wf = load_workflow(&tx, &id)?.ok_or_else(|| not_found("workflow", &id))?;
-            let changed = mutation(&mut wf)?;
+            let (changed, jobs) = mutation(&mut wf)?;
             if changed {
                 save_workflow(&tx, &wf)?;
+                for job in &jobs {
+                    insert_job(&tx, job)?;
+                }
                 tx.commit()?;
             }
             Ok((wf, changed))
@@ -1188,26 +1220,7 @@ impl Store for SqliteStore {
     async fn create_bmc_job(&self, job: BmcJob) -> Result<(BmcJob, Outcome), StoreError> {
         self.with_conn(move |c| {
             let tx = c.transaction()?;
-            let inserted = tx.execute(
-                "INSERT INTO bmc_jobs (id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT (key) DO NOTHING",
-                params![
-                    job.id,
-                    job.key,
-                    job.hardware_id,
-                    job.operation,
-                    job.state,
-                    job.attempts,
-                    job.next_attempt_at,
-                    job.lease_owner,
-                    job.lease_until,
-                    job.deadline,
-                    job.result,
-                    job.error,
-                    job.created_at,
-                    job.updated_at
-                ],
-            )?;
+            let inserted = insert_job(&tx, &job)?;
             let stored = tx.query_row("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE key = ?1", [&job.key], job_from_row)?;
             tx.commit()?;
             Ok((stored, if inserted == 1 { Outcome::Created } else { Outcome::Unchanged }))
@@ -1261,6 +1274,25 @@ impl Store for SqliteStore {
             Ok(c.prepare("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs ORDER BY created_at DESC, id DESC LIMIT ?1")?
                 .query_map([limit], job_from_row)?
                 .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn list_bmc_jobs_by_key_prefix(&self, prefix: &str) -> Result<Vec<BmcJob>, StoreError> {
+        // A prefix compare, not LIKE: `_` in a workflow name is no wildcard.
+        let prefix = prefix.to_string();
+        self.read(move |c| {
+            Ok(c.prepare("SELECT id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at FROM bmc_jobs WHERE substr(key, 1, length(?1)) = ?1 ORDER BY created_at, id")?
+                .query_map([&prefix], job_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn rekey_failed_bmc_job(&self, key: &str, new_key: &str) -> Result<bool, StoreError> {
+        let (key, new_key) = (key.to_string(), new_key.to_string());
+        self.with_conn(move |c| {
+            Ok(c.execute("UPDATE bmc_jobs SET key = ?2 WHERE key = ?1 AND state = 'failed'", [&key, &new_key])? == 1)
         })
         .await
     }

@@ -45,6 +45,7 @@ pub async fn run(app: Arc<App>) {
             let now = now_millis();
             match app.store.claim_bmc_job(&owner, now, now + JOB_LEASE.as_millis() as Millis).await {
                 Ok(Some(job)) => {
+                    step_changed(&app, &job);
                     let (app, owner) = (app.clone(), owner.clone());
                     tokio::spawn(async move {
                         run_one(&app, &owner, job).await;
@@ -86,6 +87,7 @@ async fn run_one(app: &App, owner: &str, job: BmcJob) {
     };
     match app.store.finish_bmc_job(&job.id, owner, end).await {
         Ok(true) => {
+            step_changed(app, &job);
             // A workflow's BMC step that failed fails the workflow, saying
             // which step on which BMC, rather than leaving it waiting.
             if let (Some(error), Some((workflow, step))) = (failed, workflow_of_job_key(&job.key)) {
@@ -97,6 +99,14 @@ async fn run_one(app: &App, owner: &str, job: BmcJob) {
         }
         Ok(false) => tracing::warn!(job = %job.id, "BMC job: lease lost before it ended; another server owns it"),
         Err(e) => tracing::error!(job = %job.id, error = %e.detailed(), "BMC job: cannot record its end"),
+    }
+}
+
+/// A workflow's BMC step moved on: whoever watches the workflow here sees
+/// it at once (watchers on other replicas look again within a second).
+fn step_changed(app: &App, job: &BmcJob) {
+    if let Some((workflow, _)) = workflow_of_job_key(&job.key) {
+        app.events.workflow_changed(workflow);
     }
 }
 
