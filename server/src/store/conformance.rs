@@ -968,10 +968,11 @@ pub async fn bmc_secrets_and_power_readings(b: &dyn Backend) {
 pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
     use super::{BmcJob, JobEnd};
     let (a, b2) = (b.open().await, b.open().await);
+    // One machine each: one machine's jobs wait for each other (below).
     let job = |id: &str, key: &str, created_at| BmcJob {
         id: id.into(),
         key: key.into(),
-        hardware_id: "hw".into(),
+        hardware_id: format!("hw-{key}"),
         operation: "power on".into(),
         state: "pending".into(),
         attempts: 0,
@@ -1029,6 +1030,58 @@ pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
     assert_eq!(states, [("j3", "succeeded", "on"), ("j2", "failed", ""), ("j1", "succeeded", "on")]);
     assert_eq!(jobs[1].error, "timed out");
     assert_eq!(b2.list_bmc_jobs(1).await.unwrap().len(), 1);
+}
+
+/// One machine's jobs run one at a time, oldest first, even when the oldest
+/// waits for a retry; other machines' jobs are not held up; on two
+/// instances claiming at once too.
+pub async fn one_machines_bmc_jobs_run_one_at_a_time_in_order(b: &dyn Backend) {
+    use super::{BmcJob, JobEnd};
+    let (a, b2) = (b.open().await, b.open().await);
+    let job = |id: &str, hardware: &str, created_at| BmcJob {
+        id: id.into(),
+        key: id.into(),
+        hardware_id: hardware.into(),
+        operation: "power on".into(),
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt_at: 0,
+        lease_owner: String::new(),
+        lease_until: 0,
+        deadline: 1_000_000,
+        result: String::new(),
+        error: String::new(),
+        created_at,
+        updated_at: created_at,
+    };
+    a.create_bmc_job(job("x-off", "x", 10)).await.unwrap();
+    a.create_bmc_job(job("y-on", "y", 15)).await.unwrap();
+    a.create_bmc_job(job("x-on", "x", 20)).await.unwrap();
+    let claim = |s: &DynStore, owner: &'static str, now| {
+        let s = s.clone();
+        async move { s.claim_bmc_job(owner, now, now + 1_000).await.unwrap().map(|j| j.id) }
+    };
+    let (p, q) = tokio::join!(claim(&a, "s1", 100), claim(&b2, "s2", 100));
+    let mut got = vec![p.unwrap(), q.unwrap()];
+    got.sort();
+    assert_eq!(got, ["x-off", "y-on"], "x-on waits for x-off");
+    assert_eq!(claim(&a, "s1", 101).await, None);
+    let y_owner = a.list_bmc_jobs(10).await.unwrap().into_iter().find(|j| j.id == "y-on").unwrap().lease_owner;
+    assert!(a.finish_bmc_job("y-on", &y_owner, JobEnd::Succeeded { result: "on".into() }).await.unwrap());
+    let x_owner = if a.list_bmc_jobs(10).await.unwrap().iter().any(|j| j.id == "x-off" && j.lease_owner == "s1") {
+        "s1"
+    } else {
+        "s2"
+    };
+    // x-off is retried later: x-on still waits for it (order kept).
+    assert!(a.finish_bmc_job("x-off", x_owner, JobEnd::Retry { error: "HTTP 503".into(), at: 500 }).await.unwrap());
+    assert_eq!(claim(&b2, "s2", 200).await, None);
+    assert_eq!(claim(&b2, "s2", 500).await.as_deref(), Some("x-off"));
+    // Its server dies: the job itself is claimed again when its lease ends,
+    // and still before x-on.
+    assert_eq!(claim(&a, "s1", 1_501).await.as_deref(), Some("x-off"));
+    assert!(a.finish_bmc_job("x-off", "s1", JobEnd::Succeeded { result: "off".into() }).await.unwrap());
+    assert_eq!(claim(&a, "s1", 1_502).await.as_deref(), Some("x-on"));
 }
 
 /// A workflow's BMC steps: a job submitted with a workflow change commits
@@ -1092,7 +1145,8 @@ pub async fn workflow_bmc_steps_commit_with_the_workflow_and_are_rekeyed(b: &dyn
     let other = b.open().await;
     assert_eq!(other.get_workflow(w).await.unwrap().state, WorkflowState::Success);
     other.create_bmc_job(job("j-start", "workflow/wf_1/start", 10)).await.unwrap();
-    other.create_bmc_job(job("j-other", "workflow/wf11/start", 5)).await.unwrap();
+    let other_machine = BmcJob { hardware_id: "hw2".into(), ..job("j-other", "workflow/wf11/start", 5) };
+    other.create_bmc_job(other_machine).await.unwrap();
     let ids = |jobs: Vec<BmcJob>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
     // `_` is no wildcard: wf_1's prefix does not match wf11.
     assert_eq!(ids(other.list_bmc_jobs_by_key_prefix("workflow/wf_1/").await.unwrap()), ["j-start", "j-finish"]);
@@ -1133,6 +1187,11 @@ macro_rules! conformance_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn bmc_jobs_are_idempotent_claimed_once_and_leased() {
             c::bmc_jobs_are_idempotent_claimed_once_and_leased(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn one_machines_bmc_jobs_run_one_at_a_time_in_order() {
+            c::one_machines_bmc_jobs_run_one_at_a_time_in_order(&$backend).await
         }
 
         #[tokio::test]

@@ -39,6 +39,19 @@ pub type DynStore = Arc<dyn Store>;
 /// whether it changed anything (nothing is written otherwise).
 pub type Mutation = Box<dyn FnOnce(&mut Workflow) -> Result<bool, TransitionError> + Send>;
 
+/// SQL: a claimable BMC job `j` also waits for its machine's other jobs
+/// (docs/bmc.md): none of them may be running (lease held) or older and
+/// unfinished, so one machine's jobs run one at a time, in the order
+/// submitted ("power off" then "power on" never race). `now` is the
+/// statement's placeholder for the current time. Both stores use it.
+pub(crate) fn one_job_per_machine(now: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM bmc_jobs o
+         WHERE o.hardware_id = j.hardware_id AND o.id <> j.id AND o.state IN ('pending', 'running')
+         AND ((o.created_at, o.id) < (j.created_at, j.id) OR (o.state = 'running' AND o.lease_until >= {now})))"
+    )
+}
+
 /// A [`Mutation`] that also submits BMC jobs (idempotent by key) in the same
 /// transaction: a workflow's finishing BMC step commits with its SUCCESS, so
 /// a server that stops between the two cannot lose the step.

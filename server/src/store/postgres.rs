@@ -11,6 +11,8 @@
 //! - `apply` and `delete` take one transaction-scoped advisory lock, so
 //!   "is this hardware used by an unfinished workflow?" and "create a
 //!   workflow on it" cannot interleave.
+//! - `claim_bmc_job` takes one advisory lock: whether a machine already has
+//!   a job running must be read after every earlier claim committed.
 //! - `record_events` takes one advisory lock, for the same reason as
 //!   `append_logs` below: event cursors become visible in order.
 //! - `append_logs` takes an advisory lock per workflow: log cursors come
@@ -59,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("postgres_migrations/0005_bmc.sql")),
     (6, include_str!("postgres_migrations/0006_discovery.sql")),
     (7, include_str!("postgres_migrations/0007_boot_options.sql")),
+    (11, include_str!("postgres_migrations/0011_bmc_job_order.sql")),
 ];
 
 /// Connections per server. Long polls hold none while they wait (they sleep
@@ -83,6 +86,8 @@ const APPLY_LOCK: i64 = 0x6b69_6c6e_0002;
 /// cursor N never later finds a smaller one commit. Events are rare (operator
 /// writes, rate-limited refusals): one lock costs nothing.
 const EVENTS_LOCK: i64 = 0x6b69_6c6e_0003;
+/// Serialises BMC job claims: see `claim_bmc_job`.
+const BMC_CLAIM_LOCK: i64 = 0x6b69_6c6e_0004;
 
 /// How often a long poll re-reads the store even without a notification:
 /// notifications are lost while a listener reconnects, and this bounds how
@@ -1419,20 +1424,27 @@ impl Store for PostgresStore {
     }
 
     async fn claim_bmc_job(&self, owner: &str, now: Millis, lease_until: Millis) -> Result<Option<BmcJob>, StoreError> {
-        // SKIP LOCKED: replicas claiming at once take different jobs, never one twice.
-        let row: Option<JobRow> = sqlx::query_as(
+        // Claims from all replicas take turns (a claim is one short
+        // statement): "no other job of this machine is running" can only be
+        // decided seeing every earlier claim committed. Under READ COMMITTED
+        // the statement's snapshot is taken after the lock is held.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(BMC_CLAIM_LOCK).execute(&mut *tx).await?;
+        let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE bmc_jobs SET state = 'running', lease_owner = $2, lease_until = $3, attempts = attempts + 1,
              updated_at = $1
-             WHERE id = (SELECT id FROM bmc_jobs WHERE (state = 'pending' AND next_attempt_at <= $1)
-                         OR (state = 'running' AND lease_until < $1)
+             WHERE id = (SELECT id FROM bmc_jobs j WHERE ((state = 'pending' AND next_attempt_at <= $1)
+                         OR (state = 'running' AND lease_until < $1)) AND {}
                          ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
              RETURNING id, key, hardware_id, operation, state, attempts, next_attempt_at, lease_owner, lease_until, deadline, result, error, created_at, updated_at",
-        )
+            super::one_job_per_machine("$1")
+        ))
         .bind(now)
         .bind(owner)
         .bind(lease_until)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(row.map(Into::into))
     }
 

@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("sqlite_migrations/0010_bmc.sql")),
     (11, include_str!("sqlite_migrations/0011_discovery.sql")),
     (12, include_str!("sqlite_migrations/0012_boot_options.sql")),
+    (16, include_str!("sqlite_migrations/0016_bmc_job_order.sql")),
 ];
 
 pub struct SqliteStore {
@@ -1235,8 +1236,12 @@ impl Store for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let id: Option<String> = tx
                 .query_row(
-                    "SELECT id FROM bmc_jobs WHERE (state = 'pending' AND next_attempt_at <= ?1)
-                     OR (state = 'running' AND lease_until < ?1) ORDER BY created_at, id LIMIT 1",
+                    &format!(
+                        "SELECT id FROM bmc_jobs j WHERE ((state = 'pending' AND next_attempt_at <= ?1)
+                         OR (state = 'running' AND lease_until < ?1)) AND {}
+                         ORDER BY created_at, id LIMIT 1",
+                        super::one_job_per_machine("?1")
+                    ),
                     [now],
                     |r| r.get(0),
                 )
