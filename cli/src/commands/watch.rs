@@ -169,10 +169,12 @@ fn changes(wf: &Workflow, seen: &mut HashMap<(u32, u32), &'static str>) -> Strin
     out
 }
 
+/// BMC steps with the name each shows (`start`, `start (earlier run)`).
+type Steps<'a> = Vec<(String, &'a BmcJob)>;
+
 /// A workflow's BMC steps (docs/bmc.md), split into those that run before
-/// its first action (`start`) and those after its SUCCESS (`finish`), with
-/// the step name each shows (`start`, `start (earlier run)`).
-fn bmc_steps(wf: &Workflow) -> (Vec<(String, &BmcJob)>, Vec<(String, &BmcJob)>) {
+/// its first action (`start`) and those after its SUCCESS (`finish`).
+fn bmc_steps(wf: &Workflow) -> (Steps<'_>, Steps<'_>) {
     let prefix = format!("workflow/{}/", wf.id);
     let (mut before, mut after) = (Vec::new(), Vec::new());
     for job in &wf.bmc_steps {
