@@ -246,7 +246,7 @@ impl SecretKey {
 /// twice, and `kiln get bmc-jobs` shows which workflow a job serves. A step
 /// run again by `kiln retry` renames the failed job `KEY/failed-JOBID`.
 pub fn workflow_job_key(workflow_id: &str, step: &str) -> String {
-    format!("workflow/{workflow_id}/{step}")
+    format!("{}{step}", crate::store::workflow_jobs_prefix(workflow_id))
 }
 
 /// The workflow and step a job key names, for jobs a workflow submitted.

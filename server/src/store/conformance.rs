@@ -1163,6 +1163,9 @@ pub async fn workflow_bmc_steps_commit_with_the_workflow_and_are_rekeyed(b: &dyn
     let keys: Vec<String> =
         other.list_bmc_jobs_by_key_prefix("workflow/wf_1/").await.unwrap().into_iter().map(|j| j.key).collect();
     assert_eq!(keys, ["workflow/wf_1/start/failed-j-start", "workflow/wf_1/finish", "workflow/wf_1/start"]);
+    // Deleting the workflow deletes its steps, and no other workflow's.
+    store.delete(ObjectKind::Workflow, "wf_1").await.unwrap();
+    assert_eq!(ids(other.list_bmc_jobs(10).await.unwrap()), ["j-other"]);
 }
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {

@@ -39,6 +39,12 @@ pub type DynStore = Arc<dyn Store>;
 /// whether it changed anything (nothing is written otherwise).
 pub type Mutation = Box<dyn FnOnce(&mut Workflow) -> Result<bool, TransitionError> + Send>;
 
+/// The start of the keys of workflow `id`'s BMC step jobs
+/// (`app::bmc::workflow_job_key`): deleting the workflow deletes them.
+pub fn workflow_jobs_prefix(id: &str) -> String {
+    format!("workflow/{id}/")
+}
+
 /// SQL: a claimable BMC job `j` also waits for its machine's other jobs
 /// (docs/bmc.md): none of them may be running (lease held) or older and
 /// unfinished, so one machine's jobs run one at a time, in the order

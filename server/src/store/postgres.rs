@@ -824,7 +824,15 @@ impl Store for PostgresStore {
             return Err(not_found(kind.as_str(), name));
         }
         match kind {
-            ObjectKind::Workflow => self.notify_workflow(&mut tx, name, Vec::new()).await?,
+            ObjectKind::Workflow => {
+                // Its BMC steps go with it: a workflow created again under
+                // the name must run its own, not find these done.
+                sqlx::query("DELETE FROM bmc_jobs WHERE starts_with(key, $1)")
+                    .bind(super::workflow_jobs_prefix(name))
+                    .execute(&mut *tx)
+                    .await?;
+                self.notify_workflow(&mut tx, name, Vec::new()).await?
+            }
             ObjectKind::Hardware => self.notify_credentials(&mut tx).await?,
             _ => {}
         }

@@ -653,6 +653,14 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(not_found(kind.as_str(), &name));
             }
+            if kind == ObjectKind::Workflow {
+                // Its BMC steps go with it: a workflow created again under
+                // the name must run its own, not find these done.
+                tx.execute(
+                    "DELETE FROM bmc_jobs WHERE substr(key, 1, length(?1)) = ?1",
+                    [super::workflow_jobs_prefix(&name)],
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })
