@@ -15,6 +15,8 @@ pub enum Document {
     ActionDefinition(ActionDefinitionDoc),
     /// BMC credentials (write-only; see [`crate::bmc`]).
     BmcSecret(crate::bmc::BmcSecretDoc),
+    /// What to do with discovered machines (see [`crate::rule`]).
+    Rule(crate::rule::RuleDoc),
 }
 
 impl Document {
@@ -25,6 +27,7 @@ impl Document {
             Self::Workflow(_) => "Workflow",
             Self::ActionDefinition(_) => "ActionDefinition",
             Self::BmcSecret(_) => "BmcSecret",
+            Self::Rule(_) => "Rule",
         }
     }
 
@@ -35,6 +38,7 @@ impl Document {
             Self::Workflow(w) => &w.id,
             Self::ActionDefinition(d) => &d.name,
             Self::BmcSecret(s) => &s.name,
+            Self::Rule(r) => &r.name,
         }
     }
 }
@@ -305,7 +309,7 @@ struct WorkflowYaml {
     boot_options: Option<BootOptionsYaml>,
 }
 
-const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition, BmcSecret";
+const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition, BmcSecret, Rule";
 
 /// Top-level keys of the template data that a `hardware_map` key would
 /// hide: Tinkerbell's and kiln's views of the hardware, the workflow, and
@@ -547,6 +551,12 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             check_name(&object, "name", &y.name)?;
             let secret = crate::bmc::bmc_secret(y).map_err(|(field, m)| field_error(&object, &field, &m))?;
             Ok(Document::BmcSecret(secret))
+        }
+        "Rule" => {
+            let y: crate::rule::RuleYaml = strict(&object, chunk)?;
+            debug_assert_eq!(y.kind, "Rule");
+            let rule = crate::rule::rule_doc(y).map_err(|(field, m)| field_error(&object, &field, &m))?;
+            Ok(Document::Rule(rule))
         }
         "" => Err(field_error(&object, "kind", &format!("missing; expected one of {KINDS}"))),
         "?" => Err(field_error(&object, "kind", &format!("must be one of {KINDS}"))),

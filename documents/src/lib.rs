@@ -19,6 +19,7 @@ pub mod error;
 pub mod image;
 mod locate;
 pub mod plan;
+pub mod rule;
 pub mod template;
 pub mod tinkerbell;
 
@@ -33,3 +34,4 @@ pub use plan::{
     Definitions, Plan, PlannedAction, Resources, check_template, check_template_with_warnings, plan_workflow,
     plan_workflow_with_warnings, render_data, validate_json,
 };
+pub use rule::{Facts, Rule, RuleDoc, RuleWorkflow, rule_order};

@@ -183,6 +183,49 @@ pub fn definition(d: &crate::store::StoredDefinition) -> v1::ActionDefinition {
     }
 }
 
+pub fn rule(r: &kiln_documents::RuleDoc, adopted: u32) -> v1::Rule {
+    let workflow = r.workflow.clone();
+    v1::Rule {
+        name: r.name.clone(),
+        priority: r.priority,
+        max_count: r.max_count.unwrap_or(0),
+        r#match: r.match_expr.clone(),
+        hardware_name: r.hardware_name.clone(),
+        metadata_json: r.metadata.to_string(),
+        workflow_template: workflow.as_ref().map(|w| w.template.clone()).unwrap_or_default(),
+        adopted,
+        workflow_hardware_map: workflow.map(|w| w.hardware_map.into_iter().collect()).unwrap_or_default(),
+    }
+}
+
+pub fn rule_plan(p: &crate::app::rules::RulePlan) -> v1::RulePlan {
+    v1::RulePlan {
+        machine: p.machine.clone(),
+        mac: p.mac.clone(),
+        rules: p
+            .rows
+            .iter()
+            .map(|r| {
+                let (workflow, workflow_template, map) = r.workflow.clone().unwrap_or_default();
+                v1::RulePlanRow {
+                    rule: r.rule.clone(),
+                    priority: r.priority,
+                    max_count: r.max_count.unwrap_or(0),
+                    adopted: r.adopted,
+                    matched: r.matched,
+                    why_not: r.why_not.clone(),
+                    hardware_name: r.hardware_name.clone(),
+                    metadata_json: r.metadata.to_string(),
+                    workflow,
+                    workflow_template,
+                    workflow_hardware_map: map.into_iter().collect(),
+                    winner: r.winner,
+                }
+            })
+            .collect(),
+    }
+}
+
 pub fn template(t: &StoredTemplate) -> v1::Template {
     v1::Template {
         name: t.doc.name.clone(),

@@ -54,6 +54,7 @@ pub mod inventory;
 pub mod logs;
 mod metrics;
 pub mod report;
+pub mod rules;
 pub mod workflows;
 
 use std::sync::Arc;
