@@ -184,18 +184,16 @@ impl Rule {
         let program = cel::Program::compile(&doc.match_expr).map_err(|errors| {
             let Some(e) = errors.errors.first() else { return "cannot be parsed".to_string() };
             let line = if doc.match_expr.contains('\n') { format!("line {}, ", e.pos.0) } else { String::new() };
-            // cel's columns are 0-based; editors count from 1.
-            format!("{} at {line}column {}", e.msg, e.pos.1 + 1)
+            // cel counts columns from 1, as editors do.
+            format!("{} at {line}column {}", e.msg, e.pos.1)
         })?;
         let rule = Self { doc, program };
         // A name no variable has fails every evaluation: say so now. (An
         // evaluation over no inventory finds it unless the expression
         // stops before it, e.g. after `false &&`.)
         let empty = Facts { mac: "00:00:00:00:00:00".into(), inventory: serde_json::json!({}) };
-        if let Err(e) = rule.program.execute(&context(&empty)) {
-            if let cel::ExecutionError::UndeclaredReference(name) = &e {
-                return Err(format!("{name:?} is not a variable or function (see docs/rules.md)"));
-            }
+        if let Err(cel::ExecutionError::UndeclaredReference(name)) = rule.program.execute(&context(&empty)) {
+            return Err(format!("{name:?} is not a variable or function (see docs/rules.md)"));
         }
         Ok(rule)
     }
@@ -335,8 +333,9 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        let e = Rule::compile(doc("cpus >= ")).unwrap_err();
-        assert!(e.contains("at column"), "{e}");
+        // `&&` is the 9th character.
+        let e = Rule::compile(doc("cpus >= && 4")).unwrap_err();
+        assert!(e.ends_with("at column 9"), "{e}");
         let e = Rule::compile(doc("cpu >= 4")).unwrap_err();
         assert!(e.contains("\"cpu\" is not a variable"), "{e}");
         assert!(Rule::compile(doc(" ")).is_err());
@@ -354,6 +353,30 @@ mod tests {
         let upper = Rule::compile(RuleDoc { hardware_name: "R1-{{ .serial }}".into(), ..doc("true") }).unwrap();
         let e = upper.hardware_name(&facts()).unwrap_err();
         assert!(e.contains("\"R1-ABC123\"") && e.contains("not a valid name"), "{e}");
+    }
+
+    #[test]
+    fn rule_documents_are_parsed_strictly_with_errors_naming_rule_line_and_field() {
+        let yaml = "kind: Rule\nname: r1\npriority: 5\nmax_count: 3\nmatch: cpus >= 4\nhardware_name: \"r1-{{ .serial }}\"\nmetadata: {rack: a}\nworkflow: {template: t, hardware_map: {site: x}}\n";
+        let docs = crate::parse_documents("rules.yaml", yaml).unwrap();
+        let [crate::Document::Rule(rule)] = docs.as_slice() else { panic!("{docs:?}") };
+        assert_eq!((rule.priority, rule.max_count, rule.match_expr.as_str()), (5, Some(3), "cpus >= 4"));
+        assert_eq!(rule.workflow.as_ref().unwrap().hardware_map.get("site").map(String::as_str), Some("x"));
+        for (bad, field, words) in [
+            (yaml.replace("cpus >= 4", "cpus >= && 4"), "match", "'&&' expecting"),
+            (yaml.replace("priority: 5", "priorty: 5"), "", "priorty"),
+            (yaml.replace("{rack: a}", "[a]"), "metadata", "mapping"),
+            (yaml.replace("r1-{{ .serial }}", "r1-{{ .serial"), "hardware_name", ""),
+            (yaml.replace("template: t", "template: T!"), "workflow.template", "not a template name"),
+        ] {
+            let e = crate::parse_documents("rules.yaml", &bad).unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with("rules.yaml document 1 (Rule \"r1\"), line "), "{text}");
+            if !field.is_empty() {
+                assert_eq!(e.field.as_deref(), Some(field), "{text}");
+            }
+            assert!(text.contains(words), "{text}");
+        }
     }
 
     #[test]

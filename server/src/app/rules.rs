@@ -267,6 +267,9 @@ impl App {
             return Err(AppError::NotFound(format!("field rule: no rule {name}")));
         }
         let matches = self.store.list_rule_matches().await?;
+        // A machine is matched once (docs/rules.md): one matched before,
+        // adopted since and deleted, is discovered again but not adopted.
+        let earlier = matches.iter().find(|m| m.mac == mac);
         let mut rows = Vec::new();
         let mut won = false;
         for r in compiled(stored) {
@@ -295,6 +298,14 @@ impl App {
                 }
                 Err(e) if row.why_not.is_empty() => row.why_not = e,
                 Err(_) => {}
+            }
+            if row.why_not.is_empty()
+                && let Some(m) = earlier
+            {
+                row.why_not = format!(
+                    "this machine was matched before, by rule {} as {}: it is matched once",
+                    m.rule, m.hardware_id
+                );
             }
             if row.why_not.is_empty()
                 && let Some(max) = r.doc.max_count
