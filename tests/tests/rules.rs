@@ -2,7 +2,8 @@
 //! (their boot script fetched as iPXE would), enrol with the script's
 //! credential and report an inventory over the real agent API, as the
 //! hook's agent does; the winning rule adopts each under its rendered name
-//! with its metadata and gives it a workflow; a machine no rule matches
+//! with its metadata and gives it a workflow (which a real agent then runs
+//! to SUCCESS); a machine no rule matches
 //! stays discovered; a bad match is refused at apply naming the field; a
 //! restarted server matches nothing twice; and `max_count` holds when 30
 //! machines report at once to two replicas on one PostgreSQL.
@@ -138,6 +139,14 @@ async fn the_winning_rule_adopts_names_and_provisions_discovered_machines_once()
         "{wf:#}"
     );
     assert_eq!(wf["hardware_map"]["device_1"], big.mac.as_str(), "{wf:#}");
+
+    // The machine's agent (a real one now, with the token it enrolled
+    // for) runs the rule's workflow to SUCCESS.
+    let token_file = c.dir.path().join("big-token");
+    kiln_tests::write_private(&token_file, &big.token).unwrap();
+    c.start_agent(&big.mac, &format!("token_file: {:?}\n", token_file.display())).unwrap();
+    let done = c.wait_finished("c-sn-a1", std::time::Duration::from_secs(120));
+    assert_eq!(done["state"], "SUCCESS", "{done:#}\n{}", c.logs());
 
     // A small UEFI machine: the other rule, named by its MAC, no workflow.
     let small = Machine::boot(&c).await;
