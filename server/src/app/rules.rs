@@ -114,8 +114,18 @@ impl App {
                 return;
             }
         };
-        for (mac, _) in discovered {
-            self.evaluate_rules(&mac).await;
+        // Listed and compiled once for all machines (thousands may wait).
+        let rules = match self.store.list_rules().await {
+            Ok(stored) => compiled(stored),
+            Err(e) => {
+                tracing::error!(error = %e.detailed(), "cannot list the rules");
+                return;
+            }
+        };
+        for (mac, id) in discovered {
+            if let Err(e) = self.try_rules(&mac, &id, &rules).await {
+                tracing::error!(%mac, error = %e, "rules not evaluated");
+            }
         }
     }
 
@@ -123,7 +133,18 @@ impl App {
     /// the first that matches and can. Returns the name it was adopted
     /// as, if it was (by this call).
     pub(crate) async fn evaluate_rules(&self, mac: &str) -> Option<String> {
-        match self.try_rules(mac).await {
+        let found = async {
+            // Without rules (the usual case while only discovering) this
+            // costs one small read per report.
+            let rules = compiled(self.store.list_rules().await?);
+            if rules.is_empty() {
+                return Ok(None);
+            }
+            let discovered = self.store.list_discovered().await?.into_iter().find(|(m, _)| m == mac);
+            let Some((_, id)) = discovered else { return Ok(None) };
+            self.try_rules(mac, &id, &rules).await
+        };
+        match found.await {
             Ok(adopted) => adopted,
             Err(e) => {
                 tracing::error!(%mac, error = %e, "rules not evaluated");
@@ -132,15 +153,12 @@ impl App {
         }
     }
 
-    async fn try_rules(&self, mac: &str) -> Result<Option<String>, AppError> {
-        let Some((_, id)) = self.store.list_discovered().await?.into_iter().find(|(m, _)| m == mac) else {
-            return Ok(None);
-        };
-        let Some(facts) = self.facts(mac, &id).await? else { return Ok(None) };
-        let rules = compiled(self.store.list_rules().await?);
+    /// Tries `rules` (in order) on discovered machine `mac` (hardware `id`).
+    async fn try_rules(&self, mac: &str, id: &str, rules: &[Rule]) -> Result<Option<String>, AppError> {
+        let Some(facts) = self.facts(mac, id).await? else { return Ok(None) };
         let mut events = Vec::new();
         let mut adopted = None;
-        for rule in &rules {
+        for rule in rules {
             let rule_name = &rule.doc.name;
             let event = |action: &str, outcome: EventOutcome, object: String, reason: String| Event {
                 cursor: 0,
@@ -178,7 +196,7 @@ impl App {
                 hardware_id: prepared.name.clone(),
                 matched_at: now_millis(),
             };
-            match self.adopt_for_rule(&id, mac, &prepared, m).await {
+            match self.adopt_for_rule(id, mac, &prepared, m).await {
                 Ok(Committed::Applied(_)) => {
                     let workflow =
                         prepared.workflow.as_ref().map(|w| format!(", workflow {}", w.id)).unwrap_or_default();
