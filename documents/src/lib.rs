@@ -16,6 +16,7 @@
 pub mod bmc;
 pub mod documents;
 pub mod error;
+pub mod hints;
 pub mod image;
 mod locate;
 pub mod plan;
@@ -28,6 +29,7 @@ pub use documents::{
     WorkflowDoc, parse_documents, parse_documents_with_warnings, parse_mac,
 };
 pub use error::SpecError;
+pub use hints::DiskHint;
 pub use image::{ImagePolicy, ImageRef};
 pub use plan::{
     Definitions, Plan, PlannedAction, Resources, check_template, check_template_with_warnings, plan_workflow,

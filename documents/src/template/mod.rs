@@ -33,9 +33,36 @@ use value::Val;
 pub use functions::{FUNCTIONS, format_partition};
 
 /// Renders `text` with `data`. `object` names the template in errors.
+/// Disk hint functions are deferred to dispatch (see [`DiskContext`]).
 pub fn render(object: &str, text: &str, data: &Value) -> Result<String, SpecError> {
     render_mapped(object, text, data).map(|r| r.text)
 }
+
+/// Renders `text` with `data`, disk hint functions resolved with `disks`.
+pub fn render_with_disks(object: &str, text: &str, data: &Value, disks: DiskContext<'_>) -> Result<String, SpecError> {
+    eval::evaluate(object, text, &Val::Json(data.clone()), disks).map(|r| r.text)
+}
+
+/// What the disk hint functions (`disk HINT`, `rootDisk`) resolve against.
+///
+/// A workflow's template is rendered when the workflow is created, usually
+/// before its machine has booted and reported its disks. So without
+/// `disks` a hint call renders as itself, with the hint spelled out
+/// (`{{ disk (fromJson "{\"serial\":\"x\"}") }}`; `rootDisk` becomes
+/// the Hardware's `root_disk` hint then), and the server renders it again
+/// with the reported disks before the workflow's first action is handed
+/// out, as it renders `.actions` outputs (server/src/app/dispatch.rs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskContext<'a> {
+    /// The machine's reported disks; `None`: not known to this rendering.
+    pub disks: Option<&'a [kiln_inventory::Disk]>,
+    /// The Hardware's `root_disk`, for `rootDisk`.
+    pub root_disk: Option<&'a crate::hints::DiskHint>,
+}
+
+/// The name of the function a deferred hint call is written with, for
+/// whoever looks for unresolved hints in rendered text.
+pub const DEFERRED_DISK_CALL: &str = "{{ disk (fromJson ";
 
 /// Parses only: syntax errors, unknown functions and undefined variables,
 /// with line numbers.
@@ -74,11 +101,20 @@ impl Rendered {
 }
 
 pub(crate) fn render_mapped(object: &str, text: &str, data: &Value) -> Result<Rendered, SpecError> {
-    eval::evaluate(object, text, &Val::Json(data.clone()))
+    render_mapped_with_disks(object, text, data, DiskContext::default())
+}
+
+pub(crate) fn render_mapped_with_disks(
+    object: &str,
+    text: &str,
+    data: &Value,
+    disks: DiskContext<'_>,
+) -> Result<Rendered, SpecError> {
+    eval::evaluate(object, text, &Val::Json(data.clone()), disks)
 }
 
 pub(crate) fn render_probe_mapped(object: &str, text: &str) -> Result<Rendered, SpecError> {
-    eval::evaluate(object, text, &Val::Probe)
+    eval::evaluate(object, text, &Val::Probe, DiskContext::default())
 }
 
 /// A [`SpecError`] at a template line.
