@@ -135,7 +135,6 @@ impl Agent {
                             tracing::info!(changed, "inventory reported");
                             reported = Some(json);
                             failures = 0;
-                            first_report.send_replace(true);
                         }
                         Err(status) => {
                             tracing::warn!(code = ?status.code(), error = %status.message(), "reporting the inventory failed");
@@ -154,6 +153,8 @@ impl Agent {
                 Ok(Err(e)) => tracing::warn!(error = %e, "encoding the inventory failed"),
                 Err(e) => tracing::warn!(error = %e, "collecting the inventory failed"),
             }
+            // The first report was made (or failed): work may be asked for.
+            first_report.send_replace(true);
             if next.is_zero() && reported.is_some() {
                 return std::future::pending().await;
             }
@@ -170,9 +171,8 @@ impl Agent {
         tokio::pin!(shutdown);
         // The server resolves a workflow's disk hints against the reported
         // inventory when it hands out an action, and fails the workflow when
-        // there is none: so the first question for work waits for the first
-        // report, for a while (a server that refuses inventory must not
-        // stop the work).
+        // there is none: so the first question for work waits until the
+        // first report was made (or failed), for a while at most.
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::timeout(FIRST_INVENTORY_WAIT, inventory_reported.wait_for(|done| *done)) => {}

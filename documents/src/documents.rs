@@ -71,7 +71,7 @@ pub struct HardwareDoc {
     /// hints): resolved against the reported inventory when a workflow
     /// runs (`{{ rootDisk }}`). Left out of the stored JSON when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root_disk: Option<crate::hints::DiskHint>,
+    pub root_disk: Option<Box<crate::hints::DiskHint>>,
 }
 
 fn yes() -> bool {
@@ -734,10 +734,10 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         None => None,
     };
     let root_disk = match &h.root_disk {
-        Some(v) => Some(crate::hints::DiskHint::from_json(v).map_err(|e| match &e.field {
+        Some(v) => Some(Box::new(crate::hints::DiskHint::from_json(v).map_err(|e| match &e.field {
             Some(k) => field_error(object, &format!("root_disk.{k}"), &e.message),
             None => field_error(object, "root_disk", &e.message),
-        })?),
+        })?)),
         None => None,
     };
     Ok(HardwareDoc {

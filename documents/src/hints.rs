@@ -110,10 +110,8 @@ impl SizeHint {
         if !value.is_finite() || value < 0.0 {
             return Err(bad());
         }
-        if op == SizeOp::Eq || op == SizeOp::Ne {
-            if value.fract() != 0.0 {
-                return Err(format!("{text:?}: == and != compare whole units; write e.g. \"== 10GiB\""));
-            }
+        if (op == SizeOp::Eq || op == SizeOp::Ne) && value.fract() != 0.0 {
+            return Err(format!("{text:?}: == and != compare whole units; write e.g. \"== 10GiB\""));
         }
         let bytes = value * unit_bytes as f64;
         if bytes > u64::MAX as f64 / 2.0 {
@@ -245,7 +243,7 @@ impl DiskHint {
         text(&mut why, "serial", &self.serial, disk.serial.as_deref(), true);
         if let Some(want) = &self.wwn {
             let have = disk.wwn.as_deref();
-            if !have.is_some_and(|h| normal_wwn(h) == normal_wwn(want)) {
+            if have.is_none_or(|h| normal_wwn(h) != normal_wwn(want)) {
                 match have {
                     Some(h) => why.push(format!("wwn {h:?} is not {want:?}")),
                     None => why.push("no wwn".into()),

@@ -87,6 +87,23 @@ fn hints_render_the_chosen_disks_by_id_path_and_unresolvable_ones_fail_before_th
     assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}\n{}", m.cluster.logs());
     assert!(has_line(&logs, "[second] DEST=/dev/disk/by-id/virtio-kiln-big"), "{logs}");
     assert!(has_line(&logs, "[second] ROOT=/dev/disk/by-id/virtio-kiln-big"), "{logs}");
+    // `kiln plan` shows the resolution, and why the other disk was not chosen.
+    let id = wf["id"].as_str().unwrap();
+    let plan = stdout(&m.cluster.kiln(&["plan", id]));
+    for line in [
+        r#"  {serial: "kiln-big"} (in second):"#,
+        "    chosen: /dev/disk/by-id/virtio-kiln-big",
+        r#"    vda (1.0 MiB, virtio, serial "kiln-small"): not chosen: serial "kiln-small" is not "kiln-big""#,
+        r#"    vdb (4.0 GiB, virtio, serial "kiln-big"): matches (/dev/disk/by-id/virtio-kiln-big)"#,
+        r#"  {rotational: false, size: ">= 1GiB"} (in second):"#,
+        r#"    vda (1.0 MiB, virtio, serial "kiln-small"): not chosen: size 1.0 MiB is not >= 1GiB"#,
+    ] {
+        assert!(has_line(&plan, line), "{line:?} not in:\n{plan}");
+    }
+    let json: Value = serde_json::from_str(&stdout(&m.cluster.kiln(&["plan", id, "-o", "json"]))).unwrap();
+    assert_eq!(json["disk_hints"][0]["path"], "/dev/disk/by-id/virtio-kiln-big", "{json:#}");
+    assert_eq!(json["disk_hints"][0]["candidates"][0]["matches"], false, "{json:#}");
+    assert_eq!(json["disk_hints"][0]["candidates"][1]["path"], "/dev/disk/by-id/virtio-kiln-big", "{json:#}");
 
     // A hint no disk matches: the workflow fails before `first` runs, and
     // the reason names the hint and both candidates.
@@ -100,6 +117,14 @@ fn hints_render_the_chosen_disks_by_id_path_and_unresolvable_ones_fail_before_th
     );
     assert!(!logs.contains("first ran"), "no action ran: {logs}");
     assert_eq!(wf["actions"][0]["attempts"][0]["reason"], "DiskHintUnresolved", "{wf:#}");
+    let plan = stdout(&m.cluster.kiln(&["plan", wf["id"].as_str().unwrap()]));
+    assert!(
+        has_line(
+            &plan,
+            r#"    unresolved: disk hint {serial: "kiln-nope"} matches no disk: vda (serial "kiln-small" is not "kiln-nope"); vdb (serial "kiln-big" is not "kiln-nope")"#
+        ),
+        "{plan}"
+    );
     assert!(wf["actions"][1]["attempts"].as_array().is_none_or(|a| a.is_empty()), "{wf:#}");
 
     // A hint both disks match.
@@ -111,4 +136,15 @@ fn hints_render_the_chosen_disks_by_id_path_and_unresolvable_ones_fail_before_th
         "{reason}"
     );
     assert!(!logs.contains("first ran"), "no action ran: {logs}");
+
+    // A machine that has not booted yet: the plan says so; its workflow
+    // waits (nothing is handed out without an agent asking).
+    let (mac, hw, tpl, wf) = (random_mac(), unique("hw"), unique("tpl"), unique("wf"));
+    m.cluster.apply(&format!(
+        "kind: Hardware\nname: {hw}\nmacs: [\"{mac}\"]\nroot_disk: {{serial: kiln-big}}\n---\nkind: Template\nname: {tpl}\ndata: |\n  version: \"0.1\"\n  name: {tpl}\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n        - name: only\n          image: {}\n          environment: {{DEST: '{{{{ rootDisk }}}}'}}\n---\nkind: Workflow\nname: {wf}\ntemplate: {tpl}\nhardware: {hw}\nhardware_map: {{device_1: \"{mac}\"}}\n",
+        m.cluster.env.busybox()
+    ));
+    let plan = stdout(&m.cluster.kiln(&["plan", &wf]));
+    assert!(has_line(&plan, r#"  {serial: "kiln-big"} (in only):"#), "{plan}");
+    assert!(plan.contains(&format!("    unresolved: hardware {hw} has reported no inventory yet")), "{plan}");
 }

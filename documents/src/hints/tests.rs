@@ -160,6 +160,31 @@ fn templates_defer_hint_calls_until_the_disks_are_known_then_resolve_them() {
     let two =
         render_with_disks("t", r#"{{ disk (fromJson "{\"transport\":\"virtio\"}") }}"#, &empty, known).unwrap_err();
     assert!(two.message.contains("matches 2 disks"), "{two}");
+    // What `kiln plan` reads back from the rendered text.
+    let odd = hint(json!({"serial": "a\"b\\c}} \u{1}", "size": ">= 1GiB"}));
+    let odd_deferred = render_with_disks(
+        "t",
+        "x {{ rootDisk }} y {{ rootDisk }}",
+        &data,
+        DiskContext { disks: None, root_disk: Some(&odd) },
+    )
+    .unwrap();
+    assert_eq!(crate::template::deferred_disk_hints(&odd_deferred), vec![odd.clone(), odd]);
+    assert_eq!(
+        crate::template::deferred_disk_hints(&deferred),
+        vec![hint(json!({"serial": "big", "rotational": false}))]
+    );
+    let odd_disks = vec![Disk {
+        serial: Some("a\"b\\c}} \u{1}".into()),
+        size_bytes: Some(2 << 30),
+        ..disk("vdz", 2, true, "virtio", None)
+    }];
+    let odd_known = DiskContext { disks: Some(&odd_disks), root_disk: None };
+    assert_eq!(
+        render_with_disks("t", &odd_deferred, &empty, odd_known).unwrap(),
+        "x /dev/vdz y /dev/vdz",
+        "no by-id name: /dev/NAME"
+    );
     // Used as an argument at creation, it is refused (as `.actions` outputs are).
     let arg = render("t", r#"{{ disk (dict "serial" "x") | printf "%s-part1" }}"#, &data).unwrap_err();
     assert!(arg.message.contains("known only when the workflow runs"), "{arg}");
@@ -170,7 +195,7 @@ fn a_hardware_documents_root_disk_is_checked_and_stored() {
     let doc = |root: &str| format!("kind: Hardware\nname: m1\nmacs: [\"52:54:00:00:00:01\"]\nroot_disk: {root}\n");
     let docs = crate::parse_documents("hw.yaml", &doc(r#"{rotational: false, size: ">= 100GiB"}"#)).unwrap();
     let crate::Document::Hardware(hw) = &docs[0] else { panic!("{docs:?}") };
-    assert_eq!(hw.root_disk, Some(hint(json!({"rotational": false, "size": ">= 100GiB"}))));
+    assert_eq!(hw.root_disk.as_deref(), Some(&hint(json!({"rotational": false, "size": ">= 100GiB"}))));
     let stored = serde_json::to_value(hw).unwrap();
     assert_eq!(stored["root_disk"], json!({"size": ">= 100GiB", "rotational": false}));
     let e = crate::parse_documents("hw.yaml", &doc(r#"{size: "about 1TB"}"#)).unwrap_err();

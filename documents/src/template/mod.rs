@@ -60,9 +60,29 @@ pub struct DiskContext<'a> {
     pub root_disk: Option<&'a crate::hints::DiskHint>,
 }
 
-/// The name of the function a deferred hint call is written with, for
-/// whoever looks for unresolved hints in rendered text.
+/// How a deferred hint call starts, for whoever looks for unresolved hints
+/// in rendered text.
 pub const DEFERRED_DISK_CALL: &str = "{{ disk (fromJson ";
+
+/// The hints of the deferred hint calls in `text`, in order (what `kiln
+/// plan` shows the resolution of).
+pub fn deferred_disk_hints(text: &str) -> Vec<crate::hints::DiskHint> {
+    let mut hints = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(DEFERRED_DISK_CALL) {
+        rest = &rest[at + DEFERRED_DISK_CALL.len()..];
+        // The hint is a quoted string holding JSON; JSON escapes every
+        // control character, so the quoting only escaped `"` and `\`, as a
+        // JSON string does.
+        let quoted = serde_json::Deserializer::from_str(rest).into_iter::<String>().next();
+        if let Some(Ok(json)) = quoted
+            && let Ok(hint) = serde_json::from_str(&json)
+        {
+            hints.push(hint);
+        }
+    }
+    hints
+}
 
 /// Parses only: syntax errors, unknown functions and undefined variables,
 /// with line numbers.

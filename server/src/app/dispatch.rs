@@ -247,7 +247,7 @@ fn upcoming_images(wf: &Workflow, index: u32, agent: &str) -> Vec<String> {
 }
 
 /// The strings of an action rendered again at dispatch.
-fn strings(a: &PlannedAction) -> impl Iterator<Item = &String> {
+pub(super) fn strings(a: &PlannedAction) -> impl Iterator<Item = &String> {
     a.environment.values().chain(a.command.iter())
 }
 
