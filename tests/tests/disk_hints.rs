@@ -83,7 +83,7 @@ fn hints_render_the_chosen_disks_by_id_path_and_unresolvable_ones_fail_before_th
     let m = machine();
 
     // The template's hint and the hardware's root_disk both pick vdb.
-    let (wf, logs) = m.run(r#"{DEST: '{{ disk (dict "serial" "kiln-big") }}', ROOT: '{{ rootDisk }}'}"#);
+    let (wf, logs) = m.run(r#"{DEST: '{{ disk (dict "serial" "kiln-big") }}', ROOT: "{{ rootDisk }}"}"#);
     assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{logs}\n{}", m.cluster.logs());
     assert!(has_line(&logs, "[second] DEST=/dev/disk/by-id/virtio-kiln-big"), "{logs}");
     assert!(has_line(&logs, "[second] ROOT=/dev/disk/by-id/virtio-kiln-big"), "{logs}");

@@ -137,11 +137,19 @@ fn templates_defer_hint_calls_until_the_disks_are_known_then_resolve_them() {
     // At creation: kept, hint spelled out; `rootDisk` becomes the hardware's hint.
     let deferred =
         render("t", r#"{{ disk (dict "serial" .hardware.metadata.serial "rotational" false) }}"#, &data).unwrap();
-    assert_eq!(deferred, r#"{{ disk (fromJson "{\"serial\":\"big\",\"rotational\":false}") }}"#);
+    let b64 = |json: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(json)
+    };
+    assert_eq!(
+        deferred,
+        format!("{{{{ disk (fromJson (b64dec `{}`)) }}}}", b64(r#"{"serial":"big","rotational":false}"#))
+    );
+    assert!(!deferred.contains('"') && !deferred.contains('\\'), "nothing that ends a YAML string: {deferred}");
     let root = hint(json!({"size": ">= 100GiB"}));
     let with_root = DiskContext { disks: None, root_disk: Some(&root) };
     let root_deferred = render_with_disks("t", "DEST={{ rootDisk }}", &data, with_root).unwrap();
-    assert_eq!(root_deferred, r#"DEST={{ disk (fromJson "{\"size\":\">= 100GiB\"}") }}"#);
+    assert_eq!(root_deferred, format!("DEST={{{{ disk (fromJson (b64dec `{}`)) }}}}", b64(r#"{"size":">= 100GiB"}"#)));
     let e = render("t", "{{ rootDisk }}", &data).unwrap_err();
     assert!(e.message.contains("the hardware has no root_disk"), "{e}");
     // Checking a template without hardware: a placeholder.

@@ -1484,8 +1484,12 @@ fn disk_path(c: &Call<'_, '_>, hint: &crate::hints::DiskHint) -> Result<Val, Spe
             Err(why) => c.fail(why),
         },
         None => {
+            // In base64, so that the call has no `"` or `\` that would end
+            // or change the YAML string it is printed into.
+            use base64::Engine as _;
             let json = serde_json::to_string(hint).map_err(|e| c.error(e.to_string()))?;
-            Ok(Val::Deferred(format!("{}{}) }}}}", super::DEFERRED_DISK_CALL, go_quote(&json))))
+            let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+            Ok(Val::Deferred(format!("{}{encoded}`)) }}}}", super::DEFERRED_DISK_CALL)))
         }
     }
 }

@@ -47,9 +47,9 @@ pub fn render_with_disks(object: &str, text: &str, data: &Value, disks: DiskCont
 ///
 /// A workflow's template is rendered when the workflow is created, usually
 /// before its machine has booted and reported its disks. So without
-/// `disks` a hint call renders as itself, with the hint spelled out
-/// (`{{ disk (fromJson "{\"serial\":\"x\"}") }}`; `rootDisk` becomes
-/// the Hardware's `root_disk` hint then), and the server renders it again
+/// `disks` a hint call renders as itself, with the hint spelled out as
+/// base64 JSON (``{{ disk (fromJson (b64dec `eyJzZXJpYWwiOiJ4In0=`)) }}``;
+/// `rootDisk` becomes the Hardware's `root_disk` hint then), and the server renders it again
 /// with the reported disks before the workflow's first action is handed
 /// out, as it renders `.actions` outputs (server/src/app/dispatch.rs).
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,22 +61,20 @@ pub struct DiskContext<'a> {
 }
 
 /// How a deferred hint call starts, for whoever looks for unresolved hints
-/// in rendered text.
-pub const DEFERRED_DISK_CALL: &str = "{{ disk (fromJson ";
+/// in rendered text. The hint follows as base64 JSON, in a raw string.
+pub const DEFERRED_DISK_CALL: &str = "{{ disk (fromJson (b64dec `";
 
 /// The hints of the deferred hint calls in `text`, in order (what `kiln
 /// plan` shows the resolution of).
 pub fn deferred_disk_hints(text: &str) -> Vec<crate::hints::DiskHint> {
+    use base64::Engine as _;
     let mut hints = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find(DEFERRED_DISK_CALL) {
         rest = &rest[at + DEFERRED_DISK_CALL.len()..];
-        // The hint is a quoted string holding JSON; JSON escapes every
-        // control character, so the quoting only escaped `"` and `\`, as a
-        // JSON string does.
-        let quoted = serde_json::Deserializer::from_str(rest).into_iter::<String>().next();
-        if let Some(Ok(json)) = quoted
-            && let Ok(hint) = serde_json::from_str(&json)
+        let encoded = rest.split('`').next().unwrap_or_default();
+        if let Ok(json) = base64::engine::general_purpose::STANDARD.decode(encoded)
+            && let Ok(hint) = serde_json::from_slice(&json)
         {
             hints.push(hint);
         }

@@ -87,3 +87,91 @@ impl App {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::tests::app;
+    use super::*;
+    use crate::model::WorkflowState;
+
+    /// m1 (root disk: the one with serial "big"), a template of two
+    /// actions whose second writes to it, and workflow `name` for m1.
+    fn docs(name: &str) -> String {
+        format!(
+            r#"
+kind: Hardware
+name: m1
+macs: ["52:54:00:00:00:01"]
+root_disk: {{serial: big}}
+---
+kind: Template
+name: t
+data: |
+  version: "0.1"
+  name: t
+  tasks:
+    - name: one
+      worker: "{{{{.device_1}}}}"
+      actions:
+        - {{name: a, image: "127.0.0.1:5000/a:v1"}}
+        - {{name: b, image: "127.0.0.1:5000/b:v1", environment: {{DEST: "{{{{ rootDisk }}}}"}}}}
+---
+kind: Workflow
+name: {name}
+template: t
+hardware: m1
+hardware_map: {{device_1: "52:54:00:00:00:01"}}
+"#
+        )
+    }
+
+    #[tokio::test]
+    async fn without_an_inventory_the_workflow_fails_before_its_first_action_and_with_one_the_hint_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let (op, agent) = (OpContext::operator(), OpContext::agent("52:54:00:00:00:01"));
+        app.apply(&op, "docs", &docs("w1")).await.unwrap();
+        let wf = app.store.get_workflow("w1").await.unwrap();
+        let planned = app.disk_hint_resolutions(&op, &wf).await.unwrap();
+        assert_eq!(planned.len(), 1);
+        assert_eq!(
+            (planned[0].hint.as_str(), planned[0].actions.as_slice()),
+            (r#"{serial: "big"}"#, &["b".to_string()][..])
+        );
+        assert!(planned[0].result.as_ref().unwrap_err().contains("has reported no inventory yet"), "{planned:?}");
+        assert!(matches!(app.disk_hint_resolutions(&agent, &wf).await, Err(AppError::PermissionDenied(_))));
+
+        // No inventory: nothing is handed out, and the workflow fails with the reason.
+        assert!(app.next_assignment(&agent, Duration::ZERO).await.unwrap().is_none());
+        let wf = app.store.get_workflow("w1").await.unwrap();
+        assert_eq!(wf.state, WorkflowState::Failed);
+        assert!(wf.reason.contains("(DiskHintUnresolved): hardware m1 has reported no inventory yet"), "{}", wf.reason);
+
+        // With the inventory: action b gets the by-id path of the disk.
+        let inventory = r#"{"system":{},"cpu":{},"memory":{},"disks":[
+            {"name":"vda","by_id":["/dev/disk/by-id/virtio-small"],"serial":"small","size_bytes":1024},
+            {"name":"vdb","by_id":["/dev/disk/by-id/virtio-big"],"serial":"big","size_bytes":2048}]}"#;
+        app.report_inventory(&agent, inventory).await.unwrap();
+        app.apply(&op, "docs", &docs("w2")).await.unwrap();
+        let a = app.next_assignment(&agent, Duration::ZERO).await.unwrap().expect("action a");
+        assert_eq!(a.action.name, "a");
+        let wf = app.store.get_workflow("w2").await.unwrap();
+        let planned = app.disk_hint_resolutions(&op, &wf).await.unwrap();
+        assert_eq!(planned[0].result, Ok("/dev/disk/by-id/virtio-big".to_string()));
+        assert_eq!(planned[0].candidates[0].matches, Err(r#"serial "small" is not "big""#.to_string()));
+        let done = crate::state_machine::Report {
+            action_index: 0,
+            attempt_id: a.attempt_id.clone(),
+            state: crate::model::ActionState::Success,
+            exit_code: Some(0),
+            reason: String::new(),
+            message: String::new(),
+            output_json: String::new(),
+        };
+        app.report(&agent, "w2", done).await.unwrap();
+        let b = app.next_assignment(&agent, Duration::ZERO).await.unwrap().expect("action b");
+        assert_eq!(b.action.environment["DEST"], "/dev/disk/by-id/virtio-big");
+    }
+}
