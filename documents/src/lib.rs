@@ -9,6 +9,8 @@
 //!   `global_timeout`, `tasks[].actions[]`) and the flattened, validated list
 //!   of actions a workflow runs.
 //! - [`image`]: container image references.
+//! - [`hints`]: disk hints (Ironic's root-device hints) and their
+//!   resolution against a machine's reported disks.
 //!
 //! Every error is a [`SpecError`] naming the document, the line when known,
 //! and the field path.
