@@ -401,6 +401,51 @@ pub struct Workflow {
     data: Option<serde_json::Value>,
     data_version: u64,
     actions: Vec<Action>,
+    /// `kiln plan` only: how the actions' disk hints resolve.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    disk_hints: Vec<DiskHint>,
+}
+
+#[derive(Serialize)]
+pub struct DiskHint {
+    hint: String,
+    actions: Vec<String>,
+    /// The path the hint renders as, when exactly one disk matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    candidates: Vec<DiskCandidate>,
+}
+
+#[derive(Serialize)]
+pub struct DiskCandidate {
+    disk: String,
+    path: String,
+    matches: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    why_not: String,
+}
+
+impl From<&v1::DiskHintResolution> for DiskHint {
+    fn from(r: &v1::DiskHintResolution) -> Self {
+        Self {
+            hint: r.hint.clone(),
+            actions: r.actions.clone(),
+            path: (!r.path.is_empty()).then(|| r.path.clone()),
+            error: (!r.error.is_empty()).then(|| r.error.clone()),
+            candidates: r
+                .candidates
+                .iter()
+                .map(|c| DiskCandidate {
+                    disk: c.disk.clone(),
+                    path: c.path.clone(),
+                    matches: c.matches,
+                    why_not: c.why_not.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl From<&v1::Workflow> for Workflow {
@@ -467,6 +512,7 @@ impl From<&v1::Workflow> for Workflow {
                     }
                 })
                 .collect(),
+            disk_hints: w.disk_hints.iter().map(DiskHint::from).collect(),
         }
     }
 }

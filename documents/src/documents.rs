@@ -71,6 +71,11 @@ pub struct HardwareDoc {
     /// it existed compares unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<crate::bmc::BmcSpec>,
+    /// Which disk is the root disk, by what it is (docs/templates.md, disk
+    /// hints): resolved against the reported inventory when a workflow
+    /// runs (`{{ rootDisk }}`). Left out of the stored JSON when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk: Option<Box<crate::hints::DiskHint>>,
 }
 
 fn yes() -> bool {
@@ -282,6 +287,8 @@ struct HardwareYaml {
     bmc_ref: Option<serde_json::Value>,
     #[serde(default)]
     bmc: Option<crate::bmc::BmcYaml>,
+    #[serde(default)]
+    root_disk: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -736,6 +743,13 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         Some(b) => Some(crate::bmc::bmc_spec(b).map_err(|(field, m)| field_error(object, &field, &m))?),
         None => None,
     };
+    let root_disk = match &h.root_disk {
+        Some(v) => Some(Box::new(crate::hints::DiskHint::from_json(v).map_err(|e| match &e.field {
+            Some(k) => field_error(object, &format!("root_disk.{k}"), &e.message),
+            None => field_error(object, "root_disk", &e.message),
+        })?)),
+        None => None,
+    };
     Ok(HardwareDoc {
         id: h.name,
         agent_id,
@@ -746,6 +760,7 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         spec,
         object_meta: serde_json::Value::Null,
         bmc,
+        root_disk,
     })
 }
 

@@ -9,6 +9,8 @@
 //!   `global_timeout`, `tasks[].actions[]`) and the flattened, validated list
 //!   of actions a workflow runs.
 //! - [`image`]: container image references.
+//! - [`hints`]: disk hints (Ironic's root-device hints) and their
+//!   resolution against a machine's reported disks.
 //!
 //! Every error is a [`SpecError`] naming the document, the line when known,
 //! and the field path.
@@ -16,6 +18,7 @@
 pub mod bmc;
 pub mod documents;
 pub mod error;
+pub mod hints;
 pub mod image;
 mod locate;
 pub mod plan;
@@ -29,6 +32,7 @@ pub use documents::{
     WorkflowDoc, parse_documents, parse_documents_with_warnings, parse_mac,
 };
 pub use error::SpecError;
+pub use hints::DiskHint;
 pub use image::{ImagePolicy, ImageRef};
 pub use plan::{
     Definitions, Plan, PlannedAction, Resources, check_template, check_template_with_warnings, plan_workflow,

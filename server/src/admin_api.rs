@@ -326,7 +326,10 @@ impl AdminService for AdminApi {
             None => return Err(Status::invalid_argument("plan needs documents or a workflow id")),
         };
         let (wf, template_images, warnings) = self.app.plan(&opctx, source).await.map_err(status)?;
-        let mut response = Response::new(convert::planned_workflow(&wf, template_images));
+        let hints = self.app.disk_hint_resolutions(&opctx, &wf).await.map_err(status)?;
+        let mut planned = convert::planned_workflow(&wf, template_images);
+        planned.disk_hints = hints.iter().map(convert::disk_hint_resolution).collect();
+        let mut response = Response::new(planned);
         // The response is the workflow itself: warnings go beside it.
         add_warnings(response.metadata_mut(), &warnings);
         Ok(response)

@@ -104,6 +104,25 @@ fn attempt(a: &Attempt) -> v1::Attempt {
     }
 }
 
+pub fn disk_hint_resolution(r: &crate::app::disk_hints::HintResolution) -> v1::DiskHintResolution {
+    v1::DiskHintResolution {
+        hint: r.hint.clone(),
+        actions: r.actions.clone(),
+        path: r.result.clone().unwrap_or_default(),
+        error: r.result.clone().err().unwrap_or_default(),
+        candidates: r
+            .candidates
+            .iter()
+            .map(|c| v1::DiskCandidate {
+                disk: c.disk.clone(),
+                path: c.path.clone(),
+                matches: c.matches.is_ok(),
+                why_not: c.matches.clone().err().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
 pub fn workflow(w: &Workflow) -> v1::Workflow {
     v1::Workflow {
         id: w.id.clone(),
@@ -129,6 +148,7 @@ pub fn workflow(w: &Workflow) -> v1::Workflow {
             .collect(),
         data_json: String::new(),
         data_version: 0,
+        disk_hints: Vec::new(),
     }
 }
 

@@ -147,6 +147,24 @@ fn plan_text(w: &v1::Workflow) -> String {
         }
         out.push_str(&format!("   agent:   {}\n", a.agent_id));
     }
+    if !w.disk_hints.is_empty() {
+        out.push_str("disk hints (resolved again when the first action is handed out):\n");
+    }
+    for h in &w.disk_hints {
+        out.push_str(&format!("  {} (in {}):\n", h.hint, h.actions.join(", ")));
+        if h.error.is_empty() {
+            out.push_str(&format!("    chosen: {}\n", h.path));
+        } else {
+            out.push_str(&format!("    unresolved: {}\n", h.error));
+        }
+        for c in &h.candidates {
+            if c.matches {
+                out.push_str(&format!("    {}: matches ({})\n", c.disk, c.path));
+            } else {
+                out.push_str(&format!("    {}: not chosen: {}\n", c.disk, c.why_not));
+            }
+        }
+    }
     out
 }
 

@@ -34,6 +34,7 @@ pub fn discovered_doc(mac: &str) -> HardwareDoc {
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
         bmc: None,
+        root_disk: None,
     }
 }
 

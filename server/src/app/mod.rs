@@ -45,6 +45,7 @@ pub mod console;
 mod context;
 pub mod credentials;
 pub mod discovery;
+pub mod disk_hints;
 pub mod dispatch;
 pub mod enrol;
 mod error;

@@ -123,6 +123,7 @@ fn hardware() -> HardwareDoc {
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
         bmc: None,
+        root_disk: None,
     }
 }
 
