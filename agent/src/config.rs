@@ -39,6 +39,14 @@ pub struct AgentConfig {
     /// and then only when it changed); 0: only at start.
     #[serde(default = "default_inventory_interval")]
     pub inventory_interval_seconds: u64,
+    /// Make the `/dev/disk/by-id` and `/dev/disk/by-path` links udev would
+    /// have made (below `inventory_root`), at start, where none exists and
+    /// udev does not run. The hook image turns it on: it has no udev, and
+    /// disk hints render by-id names into actions (docs/templates.md). Off
+    /// by default: on a host with its own `/dev` management the agent
+    /// leaves `/dev` alone.
+    #[serde(default)]
+    pub disk_links: bool,
     /// CA (PEM) that signed the server's certificate: needed for `https://`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,

@@ -43,6 +43,10 @@ pub struct Agent {
     pub api_ca_pem: Option<Vec<u8>>,
 }
 
+/// Longest the agent waits for its first inventory report to be taken
+/// before it asks for work (see `run_work`).
+const FIRST_INVENTORY_WAIT: Duration = Duration::from_secs(15);
+
 impl Agent {
     /// Resolves the agent id, enrols when the agent has an enrolment
     /// credential instead of a token ([`enrol`]), and reads the TLS
@@ -93,9 +97,10 @@ impl Agent {
     /// meanwhile reports the machine's inventory, at start and whenever it
     /// changes.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let (reported_tx, reported_rx) = tokio::sync::watch::channel(false);
         tokio::select! {
-            () = self.run_work(shutdown) => {}
-            () = self.report_inventory() => {}
+            () = self.run_work(shutdown, reported_rx) => {}
+            () = self.report_inventory(reported_tx) => {}
         }
     }
 
@@ -103,10 +108,22 @@ impl Agent {
     /// one the server acknowledged: at start, then every
     /// `inventory_interval_seconds` (a failed report is retried sooner).
     /// Never returns.
-    async fn report_inventory(&self) {
+    async fn report_inventory(&self, first_report: tokio::sync::watch::Sender<bool>) {
         let mut reported: Option<String> = None;
         let mut failures = 0;
         loop {
+            // Each time, so that partitions made since get theirs too.
+            if self.config.disk_links {
+                let root = self.config.inventory_root.clone();
+                match tokio::task::spawn_blocking(move || kiln_inventory::names::create_links(&root)).await {
+                    Ok(Ok(made)) if !made.is_empty() => {
+                        tracing::info!(links = made.len(), "made the /dev/disk/by-id and by-path links (no udev here)")
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "making the /dev/disk links failed"),
+                    Err(e) => tracing::warn!(error = %e, "making the /dev/disk links failed"),
+                }
+            }
             let root = self.config.inventory_root.clone();
             let collected =
                 tokio::task::spawn_blocking(move || serde_json::to_string(&kiln_inventory::collect(&root))).await;
@@ -136,6 +153,8 @@ impl Agent {
                 Ok(Err(e)) => tracing::warn!(error = %e, "encoding the inventory failed"),
                 Err(e) => tracing::warn!(error = %e, "collecting the inventory failed"),
             }
+            // The first report was made (or failed): work may be asked for.
+            first_report.send_replace(true);
             if next.is_zero() && reported.is_some() {
                 return std::future::pending().await;
             }
@@ -143,9 +162,21 @@ impl Agent {
         }
     }
 
-    async fn run_work(&self, shutdown: impl Future<Output = ()>) {
+    async fn run_work(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        mut inventory_reported: tokio::sync::watch::Receiver<bool>,
+    ) {
         tracing::info!(agent_id = %self.id, server = %self.config.server, "agent started");
         tokio::pin!(shutdown);
+        // The server resolves a workflow's disk hints against the reported
+        // inventory when it hands out an action, and fails the workflow when
+        // there is none: so the first question for work waits until the
+        // first report was made (or failed), for a while at most.
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::timeout(FIRST_INVENTORY_WAIT, inventory_reported.wait_for(|done| *done)) => {}
+        }
         let mut failures = 0;
         // The first question is answered at once, so that a restarted agent
         // with nothing to do clears what its predecessor left running

@@ -63,13 +63,21 @@ enum Command {
     },
     /// Delete one object.
     Delete { kind: Kind, name: String },
-    /// Show the actions a workflow runs, rendered, without running anything.
+    /// Show the actions a workflow runs, rendered, without running anything;
+    /// or, as `kiln plan rule [NAME] --machine DISCOVERED`, what the rules
+    /// (or one) would do with a discovered machine.
     Plan {
         /// Render this workflow document (with any hardware/template documents beside it).
         #[arg(short = 'f', long = "filename", conflicts_with = "workflow")]
         file: Option<String>,
-        /// Show the plan of an existing workflow.
+        /// Show the plan of an existing workflow (or `rule`, with --machine).
         workflow: Option<String>,
+        /// With `rule`: the rule to plan (all, in order, when left out).
+        #[arg(requires = "machine")]
+        rule: Option<String>,
+        /// The discovered machine (discovered-MAC, or its MAC) a rule plan is for.
+        #[arg(long)]
+        machine: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
@@ -266,6 +274,9 @@ enum Kind {
     /// BMC jobs (kiln power/boot --job); get only.
     #[value(name = "bmc-jobs", alias = "bmc-job", alias = "bmcjobs")]
     BmcJobs,
+    /// Rules that adopt discovered machines (docs/rules.md).
+    #[value(alias = "rules")]
+    Rule,
 }
 
 impl Kind {
@@ -276,6 +287,7 @@ impl Kind {
             Self::Template => "template",
             Self::Workflow => "workflow",
             Self::BmcJobs => "bmc-job",
+            Self::Rule => "rule",
         }
     }
 }
@@ -287,7 +299,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get { kind, name, output } => cmd::get::run(&mut c, kind, name, output).await?,
         Command::Describe { kind, name, output } => cmd::describe::run(&mut c, kind, &name, output).await?,
         Command::Delete { kind, name } => cmd::delete::run(&mut c, kind, name).await?,
-        Command::Plan { file, workflow, output } => cmd::plan::run(&mut c, file, workflow, output).await?,
+        Command::Plan { file: _, workflow, rule, machine: Some(machine), output } => match workflow.as_deref() {
+            Some("rule" | "rules") => cmd::plan::rules(&mut c, rule, machine, output).await?,
+            _ => anyhow::bail!("--machine plans rules: kiln plan rule [NAME] --machine DISCOVERED"),
+        },
+        Command::Plan { file, workflow, rule: _, machine: None, output } => {
+            cmd::plan::run(&mut c, file, workflow, output).await?
+        }
         Command::Artifacts { command: ArtifactsCommand::List { workflow, output } } => {
             cmd::artifacts::list(&mut c, workflow, output).await?
         }

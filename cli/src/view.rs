@@ -179,6 +179,112 @@ impl From<&v1::ActionDefinition> for ActionDefinition {
     }
 }
 
+/// A rule as `kiln get rules -o json|yaml` shows it.
+#[derive(Serialize)]
+pub struct Rule {
+    name: String,
+    priority: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_count: Option<u32>,
+    adopted: u32,
+    #[serde(rename = "match")]
+    match_expr: String,
+    hardware_name: String,
+    metadata: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<RuleWorkflow>,
+}
+
+#[derive(Serialize)]
+pub struct RuleWorkflow {
+    template: String,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    hardware_map: std::collections::BTreeMap<String, String>,
+}
+
+impl From<&v1::Rule> for Rule {
+    fn from(r: &v1::Rule) -> Self {
+        Self {
+            name: r.name.clone(),
+            priority: r.priority,
+            max_count: (r.max_count > 0).then_some(r.max_count),
+            adopted: r.adopted,
+            match_expr: r.r#match.clone(),
+            hardware_name: r.hardware_name.clone(),
+            metadata: serde_json::from_str(&r.metadata_json).unwrap_or(serde_json::Value::Null),
+            workflow: (!r.workflow_template.is_empty()).then(|| RuleWorkflow {
+                template: r.workflow_template.clone(),
+                hardware_map: r.workflow_hardware_map.clone().into_iter().collect(),
+            }),
+        }
+    }
+}
+
+/// `kiln plan rule ... -o json|yaml`.
+#[derive(Serialize)]
+pub struct RulePlan {
+    machine: String,
+    mac: String,
+    /// The rule that would adopt it; none: it stays discovered.
+    winner: Option<String>,
+    rules: Vec<RulePlanRow>,
+}
+
+#[derive(Serialize)]
+pub struct RulePlanRow {
+    rule: String,
+    priority: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_count: Option<u32>,
+    adopted: u32,
+    matched: bool,
+    winner: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    why_not: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    hardware_name: String,
+    metadata: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<PlannedRuleWorkflow>,
+}
+
+#[derive(Serialize)]
+pub struct PlannedRuleWorkflow {
+    name: String,
+    template: String,
+    hardware_map: std::collections::BTreeMap<String, String>,
+}
+
+impl From<&v1::RulePlan> for RulePlan {
+    fn from(p: &v1::RulePlan) -> Self {
+        Self {
+            machine: p.machine.clone(),
+            mac: p.mac.clone(),
+            winner: p.rules.iter().find(|r| r.winner).map(|r| r.rule.clone()),
+            rules: p
+                .rules
+                .iter()
+                .map(|r| RulePlanRow {
+                    rule: r.rule.clone(),
+                    priority: r.priority,
+                    max_count: (r.max_count > 0).then_some(r.max_count),
+                    adopted: r.adopted,
+                    matched: r.matched,
+                    winner: r.winner,
+                    why_not: r.why_not.clone(),
+                    hardware_name: r.hardware_name.clone(),
+                    metadata: serde_json::from_str(&r.metadata_json).unwrap_or(serde_json::Value::Null),
+                    workflow: (!r.workflow.is_empty()).then(|| PlannedRuleWorkflow {
+                        name: r.workflow.clone(),
+                        template: r.workflow_template.clone(),
+                        hardware_map: r.workflow_hardware_map.clone().into_iter().collect(),
+                    }),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct Template {
     name: String,
@@ -295,6 +401,51 @@ pub struct Workflow {
     data: Option<serde_json::Value>,
     data_version: u64,
     actions: Vec<Action>,
+    /// `kiln plan` only: how the actions' disk hints resolve.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    disk_hints: Vec<DiskHint>,
+}
+
+#[derive(Serialize)]
+pub struct DiskHint {
+    hint: String,
+    actions: Vec<String>,
+    /// The path the hint renders as, when exactly one disk matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    candidates: Vec<DiskCandidate>,
+}
+
+#[derive(Serialize)]
+pub struct DiskCandidate {
+    disk: String,
+    path: String,
+    matches: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    why_not: String,
+}
+
+impl From<&v1::DiskHintResolution> for DiskHint {
+    fn from(r: &v1::DiskHintResolution) -> Self {
+        Self {
+            hint: r.hint.clone(),
+            actions: r.actions.clone(),
+            path: (!r.path.is_empty()).then(|| r.path.clone()),
+            error: (!r.error.is_empty()).then(|| r.error.clone()),
+            candidates: r
+                .candidates
+                .iter()
+                .map(|c| DiskCandidate {
+                    disk: c.disk.clone(),
+                    path: c.path.clone(),
+                    matches: c.matches,
+                    why_not: c.why_not.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl From<&v1::Workflow> for Workflow {
@@ -361,6 +512,7 @@ impl From<&v1::Workflow> for Workflow {
                     }
                 })
                 .collect(),
+            disk_hints: w.disk_hints.iter().map(DiskHint::from).collect(),
         }
     }
 }

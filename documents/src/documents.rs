@@ -15,6 +15,8 @@ pub enum Document {
     ActionDefinition(ActionDefinitionDoc),
     /// BMC credentials (write-only; see [`crate::bmc`]).
     BmcSecret(crate::bmc::BmcSecretDoc),
+    /// What to do with discovered machines (see [`crate::rule`]).
+    Rule(crate::rule::RuleDoc),
 }
 
 impl Document {
@@ -25,6 +27,7 @@ impl Document {
             Self::Workflow(_) => "Workflow",
             Self::ActionDefinition(_) => "ActionDefinition",
             Self::BmcSecret(_) => "BmcSecret",
+            Self::Rule(_) => "Rule",
         }
     }
 
@@ -35,6 +38,7 @@ impl Document {
             Self::Workflow(w) => &w.id,
             Self::ActionDefinition(d) => &d.name,
             Self::BmcSecret(s) => &s.name,
+            Self::Rule(r) => &r.name,
         }
     }
 }
@@ -67,6 +71,11 @@ pub struct HardwareDoc {
     /// it existed compares unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<crate::bmc::BmcSpec>,
+    /// Which disk is the root disk, by what it is (docs/templates.md, disk
+    /// hints): resolved against the reported inventory when a workflow
+    /// runs (`{{ rootDisk }}`). Left out of the stored JSON when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk: Option<Box<crate::hints::DiskHint>>,
 }
 
 fn yes() -> bool {
@@ -278,6 +287,8 @@ struct HardwareYaml {
     bmc_ref: Option<serde_json::Value>,
     #[serde(default)]
     bmc: Option<crate::bmc::BmcYaml>,
+    #[serde(default)]
+    root_disk: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -305,7 +316,7 @@ struct WorkflowYaml {
     boot_options: Option<BootOptionsYaml>,
 }
 
-const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition, BmcSecret";
+const KINDS: &str = "Hardware, Template, Workflow, ActionDefinition, BmcSecret, Rule";
 
 /// Top-level keys of the template data that a `hardware_map` key would
 /// hide: Tinkerbell's and kiln's views of the hardware, the workflow, and
@@ -548,6 +559,12 @@ fn parse_kind(source: &str, chunk: &Chunk<'_>) -> Result<Document, SpecError> {
             let secret = crate::bmc::bmc_secret(y).map_err(|(field, m)| field_error(&object, &field, &m))?;
             Ok(Document::BmcSecret(secret))
         }
+        "Rule" => {
+            let y: crate::rule::RuleYaml = strict(&object, chunk)?;
+            debug_assert_eq!(y.kind, "Rule");
+            let rule = crate::rule::rule_doc(y).map_err(|(field, m)| field_error(&object, &field, &m))?;
+            Ok(Document::Rule(rule))
+        }
         "" => Err(field_error(&object, "kind", &format!("missing; expected one of {KINDS}"))),
         "?" => Err(field_error(&object, "kind", &format!("must be one of {KINDS}"))),
         other => Err(field_error(&object, "kind", &format!("unknown kind {other:?}; expected one of {KINDS}"))),
@@ -726,6 +743,13 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         Some(b) => Some(crate::bmc::bmc_spec(b).map_err(|(field, m)| field_error(object, &field, &m))?),
         None => None,
     };
+    let root_disk = match &h.root_disk {
+        Some(v) => Some(Box::new(crate::hints::DiskHint::from_json(v).map_err(|e| match &e.field {
+            Some(k) => field_error(object, &format!("root_disk.{k}"), &e.message),
+            None => field_error(object, "root_disk", &e.message),
+        })?)),
+        None => None,
+    };
     Ok(HardwareDoc {
         id: h.name,
         agent_id,
@@ -736,6 +760,7 @@ fn hardware(object: &str, h: HardwareYaml) -> Result<HardwareDoc, SpecError> {
         spec,
         object_meta: serde_json::Value::Null,
         bmc,
+        root_disk,
     })
 }
 

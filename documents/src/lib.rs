@@ -9,6 +9,8 @@
 //!   `global_timeout`, `tasks[].actions[]`) and the flattened, validated list
 //!   of actions a workflow runs.
 //! - [`image`]: container image references.
+//! - [`hints`]: disk hints (Ironic's root-device hints) and their
+//!   resolution against a machine's reported disks.
 //!
 //! Every error is a [`SpecError`] naming the document, the line when known,
 //! and the field path.
@@ -16,9 +18,11 @@
 pub mod bmc;
 pub mod documents;
 pub mod error;
+pub mod hints;
 pub mod image;
 mod locate;
 pub mod plan;
+pub mod rule;
 pub mod template;
 pub mod tinkerbell;
 
@@ -28,8 +32,10 @@ pub use documents::{
     WorkflowDoc, parse_documents, parse_documents_with_warnings, parse_mac,
 };
 pub use error::SpecError;
+pub use hints::DiskHint;
 pub use image::{ImagePolicy, ImageRef};
 pub use plan::{
     Definitions, Plan, PlannedAction, Resources, check_template, check_template_with_warnings, plan_workflow,
     plan_workflow_with_warnings, render_data, validate_json,
 };
+pub use rule::{Facts, Rule, RuleDoc, RuleWorkflow, rule_order};

@@ -410,7 +410,10 @@ pub fn plan_workflow_with_warnings(
     defs: &Definitions,
 ) -> Result<(Plan, Vec<SpecError>), SpecError> {
     let obj = object(t);
-    let rendered = template::render_mapped(&obj, &t.data, &render_data(w, hw))?;
+    // The disks are not known yet: hint calls are kept for dispatch, and
+    // `rootDisk` becomes the hardware's `root_disk` hint.
+    let disks = template::DiskContext { disks: None, root_disk: hw.root_disk.as_deref() };
+    let rendered = template::render_mapped_with_disks(&obj, &t.data, &render_data(w, hw), disks)?;
     build(&obj, &rendered, t.format, defs, true)
 }
 

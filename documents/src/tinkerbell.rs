@@ -265,6 +265,7 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
                 // bmcRef names a Rufio Machine object, which kiln does not
                 // read yet: it stays data in `spec` (docs/bmc.md).
                 bmc: None,
+                root_disk: None,
             }));
         }
         "Template" => {

@@ -365,6 +365,7 @@ fn hw(metadata: Value, disks: Vec<String>) -> HardwareDoc {
         spec: Value::Null,
         object_meta: Value::Null,
         bmc: None,
+        root_disk: None,
     }
 }
 

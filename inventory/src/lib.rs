@@ -12,14 +12,19 @@
 //! Secure Boot), `/proc/cpuinfo` and `/sys/devices/system/cpu` (CPUs),
 //! `/proc/meminfo` and the SMBIOS tables in `/sys/firmware/dmi/tables`
 //! (memory; parsed by the `dmidecode` crate), `/sys/block` and
-//! `/dev/disk/by-{id,path}` (disks; udev's links, absent where no udev
-//! runs), the first sectors of each disk (partition table), `/sys/class/net`
+//! `/dev/disk/by-{id,path}` (disks; udev's links, or those the agent
+//! made where no udev runs), the first sectors of each disk (partition table), `/sys/class/net`
 //! (NICs) and `/sys/class/tpm` (TPM).
+//!
+//! [`names`] computes the `/dev/disk/by-id` and `by-path` names udev would
+//! give, from sysfs, for the hook image, which has no udev.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod names;
 
 /// Everything the agent reports about its machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,13 +7,13 @@ use std::path::Path;
 
 use super::*;
 
-fn write(root: &Path, path: &str, content: impl AsRef<[u8]>) {
+pub(crate) fn write(root: &Path, path: &str, content: impl AsRef<[u8]>) {
     let p = root.join(path);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, content).unwrap();
 }
 
-fn link(root: &Path, path: &str, target: &str) {
+pub(crate) fn link(root: &Path, path: &str, target: &str) {
     let p = root.join(path);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     symlink(target, p).unwrap();
@@ -56,7 +56,7 @@ fn smbios(root: &Path) {
 /// A server: UEFI with Secure Boot, two sockets of two cores of two
 /// threads, an NVMe, a SATA HDD with an MBR, a USB stick, a virtio disk
 /// with a GPT, a loop device, two NICs and a bridge, a TPM 2.0.
-fn server(root: &Path) {
+pub(crate) fn server(root: &Path) {
     for (name, value) in [
         ("sys_vendor", "Dell Inc."),
         ("product_name", "PowerEdge R650"),

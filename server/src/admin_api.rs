@@ -18,6 +18,7 @@ use kiln_proto::v1::{
     BmcJob, BmcJobList, BmcJobRequest, BootDeviceRequest, BootDeviceResponse, ListBmcJobsRequest, PowerRequest,
     PowerResponse, VirtualMediaRequest, VirtualMediaResponse,
 };
+use kiln_proto::v1::{RuleList, RulePlan, RulePlanRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -185,7 +186,10 @@ impl AdminService for AdminApi {
         let opctx = operator(&req)?;
         let req = req.into_inner();
         let kind = ObjectKind::parse(&req.kind).ok_or_else(|| {
-            Status::invalid_argument(format!("unknown kind {:?}: expected hardware, template or workflow", req.kind))
+            Status::invalid_argument(format!(
+                "unknown kind {:?}: expected hardware, template, workflow, action or rule",
+                req.kind
+            ))
         })?;
         self.app.delete(&opctx, kind, &req.name).await.map_err(status)?;
         Ok(Response::new(DeleteResponse {}))
@@ -306,10 +310,26 @@ impl AdminService for AdminApi {
             None => return Err(Status::invalid_argument("plan needs documents or a workflow id")),
         };
         let (wf, template_images, warnings) = self.app.plan(&opctx, source).await.map_err(status)?;
-        let mut response = Response::new(convert::planned_workflow(&wf, template_images));
+        let hints = self.app.disk_hint_resolutions(&opctx, &wf).await.map_err(status)?;
+        let mut planned = convert::planned_workflow(&wf, template_images);
+        planned.disk_hints = hints.iter().map(convert::disk_hint_resolution).collect();
+        let mut response = Response::new(planned);
         // The response is the workflow itself: warnings go beside it.
         add_warnings(response.metadata_mut(), &warnings);
         Ok(response)
+    }
+
+    async fn list_rules(&self, req: Request<ListRequest>) -> Result<Response<RuleList>, Status> {
+        let rules = self.app.list_rules(&operator(&req)?).await.map_err(status)?;
+        Ok(Response::new(RuleList { items: rules.iter().map(|(r, n)| convert::rule(&r.doc, *n)).collect() }))
+    }
+
+    async fn plan_rule(&self, req: Request<RulePlanRequest>) -> Result<Response<RulePlan>, Status> {
+        let opctx = operator(&req)?;
+        let req = req.into_inner();
+        let rule = (!req.rule.is_empty()).then_some(req.rule.as_str());
+        let plan = self.app.plan_rules(&opctx, rule, &req.machine).await.map_err(status)?;
+        Ok(Response::new(convert::rule_plan(&plan)))
     }
 
     async fn power(&self, req: Request<PowerRequest>) -> Result<Response<PowerResponse>, Status> {

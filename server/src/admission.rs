@@ -66,6 +66,18 @@ pub async fn admit(
             images.into_iter().filter(|(image, _)| !image.contains(kiln_documents::template::PROBE)).collect();
         check_images(&format!("template {:?}", t.name), &literal, policy)?;
     }
+    // A rule's workflow template must exist when the rule is applied, so a
+    // typo fails here and not at each machine's adoption.
+    for r in &batch.rules {
+        if let Some(w) = &r.workflow
+            && !known.templates.contains_key(&w.template)
+        {
+            return Err(AdmissionError::Reference(format!(
+                "Rule {:?}, field workflow.template: no template {:?}",
+                r.name, w.template
+            )));
+        }
+    }
     for w in &workflow_docs {
         let (workflow, plan, workflow_warnings) = known.build_workflow(w)?;
         warnings.extend(workflow_warnings);
@@ -103,6 +115,7 @@ fn sort(docs: Vec<Document>) -> (ApplyBatch, Vec<WorkflowDoc>) {
             // Sealed by the app and added to the batch there (app::bmc): the
             // password never reaches admission. A plan ignores them.
             Document::BmcSecret(_) => {}
+            Document::Rule(r) => batch.rules.push(r),
         }
     }
     (batch, workflows)

@@ -516,6 +516,7 @@ mod tests {
             spec: serde_json::Value::Null,
             object_meta: serde_json::Value::Null,
             bmc: None,
+            root_disk: None,
         }
     }
 

@@ -104,6 +104,25 @@ fn attempt(a: &Attempt) -> v1::Attempt {
     }
 }
 
+pub fn disk_hint_resolution(r: &crate::app::disk_hints::HintResolution) -> v1::DiskHintResolution {
+    v1::DiskHintResolution {
+        hint: r.hint.clone(),
+        actions: r.actions.clone(),
+        path: r.result.clone().unwrap_or_default(),
+        error: r.result.clone().err().unwrap_or_default(),
+        candidates: r
+            .candidates
+            .iter()
+            .map(|c| v1::DiskCandidate {
+                disk: c.disk.clone(),
+                path: c.path.clone(),
+                matches: c.matches.is_ok(),
+                why_not: c.matches.clone().err().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
 pub fn workflow(w: &Workflow) -> v1::Workflow {
     v1::Workflow {
         id: w.id.clone(),
@@ -130,6 +149,7 @@ pub fn workflow(w: &Workflow) -> v1::Workflow {
         data_json: String::new(),
         data_version: 0,
         bmc_steps: Vec::new(),
+        disk_hints: Vec::new(),
     }
 }
 
@@ -204,6 +224,49 @@ pub fn definition(d: &crate::store::StoredDefinition) -> v1::ActionDefinition {
         output_schema_json: d.doc.output_schema.to_string(),
         created_at: Some(millis_to_proto(d.created_at)),
         updated_at: Some(millis_to_proto(d.updated_at)),
+    }
+}
+
+pub fn rule(r: &kiln_documents::RuleDoc, adopted: u32) -> v1::Rule {
+    let workflow = r.workflow.clone();
+    v1::Rule {
+        name: r.name.clone(),
+        priority: r.priority,
+        max_count: r.max_count.unwrap_or(0),
+        r#match: r.match_expr.clone(),
+        hardware_name: r.hardware_name.clone(),
+        metadata_json: r.metadata.to_string(),
+        workflow_template: workflow.as_ref().map(|w| w.template.clone()).unwrap_or_default(),
+        adopted,
+        workflow_hardware_map: workflow.map(|w| w.hardware_map.into_iter().collect()).unwrap_or_default(),
+    }
+}
+
+pub fn rule_plan(p: &crate::app::rules::RulePlan) -> v1::RulePlan {
+    v1::RulePlan {
+        machine: p.machine.clone(),
+        mac: p.mac.clone(),
+        rules: p
+            .rows
+            .iter()
+            .map(|r| {
+                let (workflow, workflow_template, map) = r.workflow.clone().unwrap_or_default();
+                v1::RulePlanRow {
+                    rule: r.rule.clone(),
+                    priority: r.priority,
+                    max_count: r.max_count.unwrap_or(0),
+                    adopted: r.adopted,
+                    matched: r.matched,
+                    why_not: r.why_not.clone(),
+                    hardware_name: r.hardware_name.clone(),
+                    metadata_json: r.metadata.to_string(),
+                    workflow,
+                    workflow_template,
+                    workflow_hardware_map: map.into_iter().collect(),
+                    winner: r.winner,
+                }
+            })
+            .collect(),
     }
 }
 

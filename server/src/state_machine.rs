@@ -329,6 +329,51 @@ pub fn fail_unrenderable(
     apply_report(wf, &owner, &report, now, 0)
 }
 
+/// Fails attempt `attempt_id` of action `index`, and the workflow with it,
+/// with reason `DiskHintUnresolved`: a disk hint of one of its actions
+/// (`{{ disk ... }}`, `{{ rootDisk }}`) matches no disk or several, or the
+/// machine reported no disks to resolve it with. Checked when an action is
+/// handed out, before it runs, for every action left: an action must not
+/// write to a disk chosen by accident. No retry: the disks do not change
+/// by trying again.
+pub fn fail_disk_hint(
+    wf: &mut Workflow,
+    index: u32,
+    attempt_id: &str,
+    error: String,
+    now: Millis,
+) -> Result<bool, TransitionError> {
+    let action = wf.actions.get(index as usize).ok_or(TransitionError::UnknownAction(index))?;
+    let attempt = action
+        .attempts
+        .iter()
+        .find(|a| a.id == attempt_id)
+        .ok_or_else(|| TransitionError::UnknownAttempt(attempt_id.to_string()))?;
+    if wf.state.is_terminal() || attempt.state.is_terminal() {
+        return Ok(false);
+    }
+    let report = Report {
+        action_index: index,
+        attempt_id: attempt_id.to_string(),
+        state: ActionState::Failed,
+        exit_code: None,
+        reason: "DiskHintUnresolved".into(),
+        message: error,
+        output_json: String::new(),
+    };
+    let name = action.spec.name.clone();
+    let attempt = wf.actions[index as usize].attempts.iter_mut().find(|a| a.id == attempt_id).expect("found above");
+    attempt.state = ActionState::Failed;
+    attempt.finished_at = Some(now);
+    attempt.lease_expires_at = None;
+    attempt.reason = report.reason.clone();
+    attempt.message = report.message.clone();
+    wf.state = WorkflowState::Failed;
+    wf.reason = failure_reason(&name, &report);
+    wf.finished_at = Some(now);
+    Ok(true)
+}
+
 /// Writes a validated report into the action's latest attempt and moves the
 /// workflow on: to its end, or to a retry when the action has retries left.
 fn record(wf: &mut Workflow, report: &Report, now: Millis, lease: Millis) {
@@ -569,6 +614,20 @@ mod tests {
             fail_unrenderable(&mut wf, 0, "nope", String::new(), 7),
             Err(TransitionError::UnknownAttempt(_))
         ));
+    }
+
+    #[test]
+    fn an_unresolved_disk_hint_fails_the_workflow_without_retries() {
+        let mut wf = workflow(2);
+        wf.actions[0].spec.retries = 3;
+        dispatch_one(&mut wf, "x1");
+        assert!(fail_disk_hint(&mut wf, 0, "x1", "disk hint {serial: \"a\"} matches no disk".into(), 5).unwrap());
+        let attempt = &wf.actions[0].attempts[0];
+        assert_eq!((attempt.state, attempt.reason.as_str()), (ActionState::Failed, "DiskHintUnresolved"));
+        assert_eq!(wf.state, WorkflowState::Failed, "retries do not apply");
+        assert!(wf.reason.contains("(DiskHintUnresolved): disk hint {serial: \"a\"}"), "{}", wf.reason);
+        assert!(!fail_disk_hint(&mut wf, 0, "x1", "again".into(), 6).unwrap(), "a finished workflow stays");
+        assert!(!dispatch_one(&mut wf, "x2"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub async fn run(c: &mut Client, kind: Kind, name: &str, output: Option<Format>)
                 print!("{}", describe_inventory(inventory.as_ref()));
             }
         }
-        (Kind::Action | Kind::BmcJobs, _) => {
+        (Kind::Action | Kind::BmcJobs | Kind::Rule, _) => {
             return super::get::run(c, kind, Some(name), output.unwrap_or(Format::Yaml)).await;
         }
         (_, Some(format)) if format != Format::Table => return super::get::run(c, kind, Some(name), format).await,

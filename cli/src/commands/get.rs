@@ -107,6 +107,39 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
                 );
             }
         }
+        (Kind::Rule, name) => {
+            let mut items = c.list_rules(ListRequest {}).await.map_err(status)?.into_inner().items;
+            if let Some(name) = &name {
+                items.retain(|r| r.name == *name);
+                if items.is_empty() {
+                    bail!("rule {name:?} not found");
+                }
+            }
+            let views: Vec<_> = items.iter().map(view::Rule::from).collect();
+            let done = match (&name, views.as_slice()) {
+                (Some(_), [one]) => structured(output, one)?,
+                _ => structured(output, &views)?,
+            };
+            if !done {
+                let rows: Vec<_> = items
+                    .iter()
+                    .map(|r| {
+                        let max = if r.max_count > 0 { r.max_count.to_string() } else { "-".into() };
+                        let workflow =
+                            if r.workflow_template.is_empty() { "-".into() } else { r.workflow_template.clone() };
+                        vec![
+                            r.name.clone(),
+                            r.priority.to_string(),
+                            format!("{}/{max}", r.adopted),
+                            r.hardware_name.clone(),
+                            workflow,
+                            r.r#match.clone(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["NAME", "PRIORITY", "ADOPTED", "HARDWARE NAME", "TEMPLATE", "MATCH"], &rows));
+            }
+        }
         (Kind::Workflow, None) => {
             let items = c.list_workflows(ListRequest {}).await.map_err(status)?.into_inner().items;
             if !structured(output, &items.iter().map(view::Workflow::from).collect::<Vec<_>>())? {

@@ -29,6 +29,55 @@ pub async fn run(c: &mut Client, file: Option<String>, workflow: Option<String>,
     Ok(())
 }
 
+/// What the rules (`rule`, or all in order) would do with discovered
+/// machine `machine`.
+pub async fn rules(c: &mut Client, rule: Option<String>, machine: String, output: Format) -> anyhow::Result<()> {
+    let req = v1::RulePlanRequest { rule: rule.unwrap_or_default(), machine };
+    let plan = c.plan_rule(req).await.map_err(status)?.into_inner();
+    if !structured(output, &view::RulePlan::from(&plan))? {
+        print!("{}", rule_plan_text(&plan));
+    }
+    Ok(())
+}
+
+fn rule_plan_text(p: &v1::RulePlan) -> String {
+    let mut out = format!("machine {} (MAC {})\n", p.machine, p.mac);
+    if p.rules.is_empty() {
+        out.push_str("no rules\n");
+    }
+    for r in &p.rules {
+        let limit = if r.max_count > 0 { format!(", {}/{} adopted", r.adopted, r.max_count) } else { String::new() };
+        let verdict = if r.winner {
+            "WINS: would adopt it".to_string()
+        } else if r.why_not.is_empty() {
+            "matches, but a rule before it wins".to_string()
+        } else {
+            format!("no: {}", r.why_not)
+        };
+        out.push_str(&format!("rule {} (priority {}{limit}): {verdict}\n", r.rule, r.priority));
+        if !r.hardware_name.is_empty() {
+            out.push_str(&format!("   hardware: {}\n", r.hardware_name));
+        }
+        if r.metadata_json != "{}" && !r.metadata_json.is_empty() {
+            out.push_str(&format!("   metadata: {}\n", r.metadata_json));
+        }
+        if !r.workflow.is_empty() {
+            let mut map: Vec<_> = r.workflow_hardware_map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            map.sort();
+            out.push_str(&format!(
+                "   workflow: {} from template {} ({})\n",
+                r.workflow,
+                r.workflow_template,
+                map.join(", ")
+            ));
+        }
+    }
+    if !p.rules.iter().any(|r| r.winner) {
+        out.push_str("no rule would adopt it: it stays discovered\n");
+    }
+    out
+}
+
 fn plan_text(w: &v1::Workflow) -> String {
     let mut out = format!("workflow {}: template {}, hardware {}", w.id, w.template, w.hardware);
     if w.global_timeout_seconds > 0 {
@@ -97,6 +146,24 @@ fn plan_text(w: &v1::Workflow) -> String {
             out.push_str(&format!("   limits:  {}\n", limits.join(", ")));
         }
         out.push_str(&format!("   agent:   {}\n", a.agent_id));
+    }
+    if !w.disk_hints.is_empty() {
+        out.push_str("disk hints (resolved again when the first action is handed out):\n");
+    }
+    for h in &w.disk_hints {
+        out.push_str(&format!("  {} (in {}):\n", h.hint, h.actions.join(", ")));
+        if h.error.is_empty() {
+            out.push_str(&format!("    chosen: {}\n", h.path));
+        } else {
+            out.push_str(&format!("    unresolved: {}\n", h.error));
+        }
+        for c in &h.candidates {
+            if c.matches {
+                out.push_str(&format!("    {}: matches ({})\n", c.disk, c.path));
+            } else {
+                out.push_str(&format!("    {}: not chosen: {}\n", c.disk, c.why_not));
+            }
+        }
     }
     out
 }

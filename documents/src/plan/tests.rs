@@ -129,6 +129,7 @@ fn hw() -> HardwareDoc {
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
         bmc: None,
+        root_disk: None,
     }
 }
 

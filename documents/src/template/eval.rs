@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::functions::{Apply, Call, Function};
 use super::parser::{Arg, Decl, MAX_TEMPLATE_CALLS, Node, Pipeline, parse};
 use super::value::{Val, kind, known, sorted, to_text, truthy};
-use super::{ACTIONS_KEY, PROBE, Rendered, error};
+use super::{ACTIONS_KEY, DiskContext, PROBE, Rendered, error};
 use crate::SpecError;
 
 /// Most commands and range iterations one rendering may evaluate, and the
@@ -29,12 +29,13 @@ const MAX_NODES: usize = 1 << 16;
 const NODES_PER_STEP: usize = 64;
 
 /// Parses `text` and evaluates it with `root` as `.` and `$`.
-pub(super) fn evaluate(object: &str, text: &str, root: &Val) -> Result<Rendered, SpecError> {
+pub(super) fn evaluate(object: &str, text: &str, root: &Val, disks: DiskContext<'_>) -> Result<Rendered, SpecError> {
     let tree = parse(object, text)?;
     let mut out = Out::default();
     let eval = Eval {
         object,
         root,
+        disks,
         vars: RefCell::new(vec![("$".into(), root.clone())]),
         steps: std::cell::Cell::new(0),
         defines: &tree.defines,
@@ -73,6 +74,8 @@ pub(super) struct Eval<'a> {
     object: &'a str,
     /// The data itself: `.actions` is deferred only when read from it.
     root: &'a Val,
+    /// What `disk` and `rootDisk` resolve against.
+    pub(super) disks: DiskContext<'a>,
     /// Variables in scope, innermost last. In a cell because Sprig's `set`
     /// changes the map a variable holds while a pipeline is evaluated.
     vars: RefCell<Vec<(String, Val)>>,
@@ -362,6 +365,11 @@ impl Eval<'_> {
             Val::Json(j) if self.defers_actions() => to_text(j).replace("{{", "{{\"{{\"}}"),
             Val::Json(j) => to_text(j),
         })
+    }
+
+    /// True when rendering with the probe (no data at all).
+    pub(super) fn probing(&self) -> bool {
+        matches!(self.root, Val::Probe)
     }
 
     /// True when `.actions` is not in the data, so references to it are

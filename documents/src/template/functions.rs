@@ -52,6 +52,36 @@ const TABLE: &[Function] = &[
         }),
     },
     Function {
+        name: "disk",
+        arity: Arity::Exactly(1),
+        apply: Apply::Values(|c| {
+            c.arity(1)?;
+            probe!(c);
+            let hint = crate::hints::DiskHint::from_json(&c.json1()?).map_err(|e| match &e.field {
+                Some(k) => c.err(Some(format!("disk.{k}")), format!("disk hint {k}: {}", e.message)),
+                None => c.error(format!("disk: {}", e.message)),
+            })?;
+            if c.eval.probing() {
+                return Ok(Val::Probe);
+            }
+            disk_path(c, &hint)
+        }),
+    },
+    Function {
+        name: "rootDisk",
+        arity: Arity::Exactly(0),
+        apply: Apply::Values(|c| {
+            c.arity(0)?;
+            if c.eval.probing() {
+                return Ok(Val::Probe);
+            }
+            let Some(hint) = c.eval.disks.root_disk else {
+                return c.fail("rootDisk: the hardware has no root_disk (a disk hint in its Hardware document)");
+            };
+            disk_path(c, hint)
+        }),
+    },
+    Function {
         name: "printf",
         arity: Arity::AtLeast(1),
         apply: Apply::Values(|c| {
@@ -1443,6 +1473,27 @@ pub(super) enum Apply {
 
 /// One application of an [`Apply::Values`] function: its arguments and what
 /// it needs to report errors and bound sizes.
+/// `disk` and `rootDisk`: the stable path of the one disk `hint` matches
+/// when the disks are known, else the call itself, hint spelled out, for
+/// the server to render again with the machine's disks
+/// (see [`super::DiskContext`]).
+fn disk_path(c: &Call<'_, '_>, hint: &crate::hints::DiskHint) -> Result<Val, SpecError> {
+    match c.eval.disks.disks {
+        Some(disks) => match crate::hints::resolve(hint, disks) {
+            Ok(d) => c.string(crate::hints::stable_path(d)),
+            Err(why) => c.fail(why),
+        },
+        None => {
+            // In base64, so that the call has no `"` or `\` that would end
+            // or change the YAML string it is printed into.
+            use base64::Engine as _;
+            let json = serde_json::to_string(hint).map_err(|e| c.error(e.to_string()))?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+            Ok(Val::Deferred(format!("{}{encoded}`)) }}}}", super::DEFERRED_DISK_CALL)))
+        }
+    }
+}
+
 pub(super) struct Call<'c, 'a> {
     pub eval: &'c Eval<'a>,
     pub line: usize,

@@ -33,8 +33,53 @@ use value::Val;
 pub use functions::{FUNCTIONS, format_partition};
 
 /// Renders `text` with `data`. `object` names the template in errors.
+/// Disk hint functions are deferred to dispatch (see [`DiskContext`]).
 pub fn render(object: &str, text: &str, data: &Value) -> Result<String, SpecError> {
     render_mapped(object, text, data).map(|r| r.text)
+}
+
+/// Renders `text` with `data`, disk hint functions resolved with `disks`.
+pub fn render_with_disks(object: &str, text: &str, data: &Value, disks: DiskContext<'_>) -> Result<String, SpecError> {
+    eval::evaluate(object, text, &Val::Json(data.clone()), disks).map(|r| r.text)
+}
+
+/// What the disk hint functions (`disk HINT`, `rootDisk`) resolve against.
+///
+/// A workflow's template is rendered when the workflow is created, usually
+/// before its machine has booted and reported its disks. So without
+/// `disks` a hint call renders as itself, with the hint spelled out as
+/// base64 JSON (``{{ disk (fromJson (b64dec `eyJzZXJpYWwiOiJ4In0=`)) }}``;
+/// `rootDisk` becomes the Hardware's `root_disk` hint then), and the server renders it again
+/// with the reported disks before the workflow's first action is handed
+/// out, as it renders `.actions` outputs (server/src/app/dispatch.rs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskContext<'a> {
+    /// The machine's reported disks; `None`: not known to this rendering.
+    pub disks: Option<&'a [kiln_inventory::Disk]>,
+    /// The Hardware's `root_disk`, for `rootDisk`.
+    pub root_disk: Option<&'a crate::hints::DiskHint>,
+}
+
+/// How a deferred hint call starts, for whoever looks for unresolved hints
+/// in rendered text. The hint follows as base64 JSON, in a raw string.
+pub const DEFERRED_DISK_CALL: &str = "{{ disk (fromJson (b64dec `";
+
+/// The hints of the deferred hint calls in `text`, in order (what `kiln
+/// plan` shows the resolution of).
+pub fn deferred_disk_hints(text: &str) -> Vec<crate::hints::DiskHint> {
+    use base64::Engine as _;
+    let mut hints = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(DEFERRED_DISK_CALL) {
+        rest = &rest[at + DEFERRED_DISK_CALL.len()..];
+        let encoded = rest.split('`').next().unwrap_or_default();
+        if let Ok(json) = base64::engine::general_purpose::STANDARD.decode(encoded)
+            && let Ok(hint) = serde_json::from_slice(&json)
+        {
+            hints.push(hint);
+        }
+    }
+    hints
 }
 
 /// Parses only: syntax errors, unknown functions and undefined variables,
@@ -74,11 +119,20 @@ impl Rendered {
 }
 
 pub(crate) fn render_mapped(object: &str, text: &str, data: &Value) -> Result<Rendered, SpecError> {
-    eval::evaluate(object, text, &Val::Json(data.clone()))
+    render_mapped_with_disks(object, text, data, DiskContext::default())
+}
+
+pub(crate) fn render_mapped_with_disks(
+    object: &str,
+    text: &str,
+    data: &Value,
+    disks: DiskContext<'_>,
+) -> Result<Rendered, SpecError> {
+    eval::evaluate(object, text, &Val::Json(data.clone()), disks)
 }
 
 pub(crate) fn render_probe_mapped(object: &str, text: &str) -> Result<Rendered, SpecError> {
-    eval::evaluate(object, text, &Val::Probe)
+    eval::evaluate(object, text, &Val::Probe, DiskContext::default())
 }
 
 /// A [`SpecError`] at a template line.

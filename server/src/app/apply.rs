@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use kiln_documents::parse_documents_with_warnings;
 
 use super::{App, AppError, OpContext};
-use crate::store::Outcome;
+use crate::store::{Outcome, RuleAdoption, RuleMatch};
 use crate::{admission, auth, model};
 
 /// One object an apply wrote.
@@ -18,6 +18,13 @@ pub struct Applied {
     /// The agent token of hardware this apply created, shown once; empty
     /// otherwise (the store keeps only its hash).
     pub agent_token: String,
+}
+
+/// What [`App::write_documents`] did.
+pub(crate) enum Committed {
+    Applied(Vec<Applied>),
+    /// A rule's adoption the store refused; nothing was written.
+    Refused(RuleAdoption),
 }
 
 /// Where the documents of a plan come from.
@@ -66,12 +73,36 @@ impl App {
         source: &str,
         yaml: &str,
     ) -> Result<(Vec<Applied>, Vec<String>), AppError> {
-        let (mut docs, warnings) =
+        let (docs, warnings) =
             parse_documents_with_warnings(source, yaml).map_err(|e| AppError::InvalidArgument(e.to_string()))?;
-        let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         if docs.is_empty() {
             return Err(AppError::InvalidArgument(format!("{source}: no documents")));
         }
+        let rules_applied = docs.iter().any(|d| matches!(d, kiln_documents::Document::Rule(_)));
+        let (applied, warnings) = match self.write_documents(opctx, docs, warnings, None).await? {
+            (Committed::Applied(applied), warnings) => (applied, warnings),
+            (Committed::Refused(refusal), _) => {
+                return Err(AppError::internal("apply", format!("refused as a rule adoption: {refusal:?}")));
+            }
+        };
+        // Machines discovered before a rule was applied are matched now.
+        if rules_applied && applied.iter().any(|a| a.kind == "Rule" && a.outcome != Outcome::Unchanged) {
+            self.evaluate_all_rules().await;
+        }
+        Ok((applied, warnings))
+    }
+
+    /// Admits and writes parsed documents: by [`crate::store::Store::apply`],
+    /// or, for a rule's adoption (`rule`), by
+    /// [`crate::store::Store::adopt_by_rule`], which may refuse.
+    pub(crate) async fn write_documents(
+        &self,
+        opctx: &OpContext,
+        mut docs: Vec<kiln_documents::Document>,
+        mut warnings: Vec<String>,
+        rule: Option<RuleMatch>,
+    ) -> Result<(Committed, Vec<String>), AppError> {
         warnings.extend(Self::bmc_warnings(&docs));
         // BmcSecrets are sealed first and go no further as plaintext.
         let bmc_secrets = self.seal_bmc_secrets(&mut docs)?;
@@ -79,7 +110,9 @@ impl App {
             admission::admit(&self.store, docs, &self.image_policy, &self.image_rewrites).await?;
         batch.bmc_secrets = bmc_secrets;
         // A discovered machine runs nothing until it is adopted.
-        let discovered = self.store.list_discovered().await?;
+        // (Those this batch adopts are not: their workflows come with them.)
+        let discovered: Vec<(String, String)> =
+            self.store.list_discovered().await?.into_iter().filter(|(_, id)| !batch.adopt.contains(id)).collect();
         for w in &batch.workflows {
             // `hardware_map` values are agent ids, a discovered machine's is its MAC.
             for hw in std::iter::once(&w.hardware).chain(w.hardware_map.values()) {
@@ -120,6 +153,7 @@ impl App {
             .chain(batch.definitions.iter().map(|d| ("ActionDefinition", d.name.clone())))
             .chain(batch.templates.iter().map(|t| ("Template", t.name.clone())))
             .chain(batch.bmc_secrets.iter().map(|s| ("BmcSecret", s.name.clone())))
+            .chain(batch.rules.iter().map(|r| ("Rule", r.name.clone())))
             .chain(batch.workflows.iter().map(|w| ("Workflow", w.id.clone())))
             .collect();
         let agents: Vec<String> =
@@ -131,7 +165,14 @@ impl App {
         let with_bmc_steps: Vec<crate::model::Workflow> =
             batch.workflows.iter().filter(|w| w.boot_options.is_some()).cloned().collect();
         let (started, wall_clock) = (std::time::Instant::now(), std::time::SystemTime::now());
-        let outcomes = self.store.apply(batch).await;
+        let outcomes = match rule {
+            None => self.store.apply(batch).await,
+            Some(m) => match self.store.adopt_by_rule(batch, m).await {
+                Ok(RuleAdoption::Adopted(outcomes)) => Ok(outcomes),
+                Ok(refusal) => return Ok((Committed::Refused(refusal), warnings)),
+                Err(e) => Err(e),
+            },
+        };
         self.metrics.store_transaction(crate::metrics::StoreOperation::Apply, started.elapsed());
         let outcomes = outcomes?;
         self.adopted(opctx, adoptions).await;
@@ -172,7 +213,7 @@ impl App {
                 Applied { kind, name, outcome, agent_token }
             })
             .collect();
-        Ok((applied, warnings))
+        Ok((Committed::Applied(applied), warnings))
     }
 
     /// The workflow `source` describes, rendered and planned, without

@@ -34,6 +34,7 @@ pub fn discovered_doc(mac: &str) -> HardwareDoc {
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
         bmc: None,
+        root_disk: None,
     }
 }
 
@@ -314,5 +315,22 @@ mod tests {
         assert!(
             matches!(app.boot_decision(&ctx, MAC).await, Decision::Local(why) if why.contains("no pending workflow"))
         );
+    }
+
+    #[tokio::test]
+    async fn one_apply_may_adopt_a_discovered_machine_and_give_it_a_workflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_netboot(dir.path(), crate::netboot::NetbootConfig { discovery: true, ..Default::default() });
+        let op = OpContext::operator();
+        assert!(matches!(app.boot_decision(&OpContext::system("test"), MAC).await, Decision::Hook { .. }));
+        app.apply(&op, "defs", crate::app::tests::DOCS).await.unwrap();
+        // The workflow names the MAC, which is discovered until this very
+        // apply adopts it: accepted, as the Hardware comes with it.
+        let docs = format!(
+            "kind: Hardware\nname: db1\nmacs: [\"{MAC}\"]\n---\nkind: Workflow\nname: w9\ntemplate: t\nhardware: db1\nhardware_map: {{device_1: \"{MAC}\"}}\n"
+        );
+        app.apply(&op, "adopt+wf", &docs).await.unwrap();
+        assert_eq!(app.store.get_workflow("w9").await.unwrap().hardware, "db1");
+        assert_eq!(app.store.list_discovered().await.unwrap(), vec![]);
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kiln_documents::PlannedAction;
+use kiln_documents::template::{DEFERRED_DISK_CALL, DiskContext};
 
 use super::{App, AppError, OpContext};
 use crate::model::{Millis, Workflow, now_millis};
@@ -96,7 +97,16 @@ impl App {
                         .renew_leases(agent, vec![attempt.id.clone()], now_millis() + self.lease_millis())
                         .await?;
                 }
-                let action = match with_outputs(&wf, index) {
+                // Disk hints are resolved for every action left before this
+                // one runs, so none writes to a disk chosen by accident.
+                let disks = match self.disks_for_hints(&wf, index).await? {
+                    Ok(disks) => disks,
+                    Err(e) => {
+                        self.fail_disk_hint(&wf.id, index, attempt.id.clone(), e).await?;
+                        continue;
+                    }
+                };
+                let action = match with_outputs(&wf, index, disks.as_deref()) {
                     Ok(action) => super::images::dispatched(&self.image_rewrites, action),
                     Err(e) => {
                         self.fail_unrenderable(&wf.id, index, attempt.id.clone(), e).await?;
@@ -151,6 +161,54 @@ impl App {
         }
     }
 
+    /// The machine's reported disks when an action from `index` on has a
+    /// disk hint (`{{ disk ... }}`, `{{ rootDisk }}`, kept from the
+    /// workflow's creation), after checking that every such hint resolves
+    /// to exactly one disk: `Ok(Err(reason))` names the hint and the
+    /// candidates. `Ok(Ok(None))`: no action left has a hint.
+    async fn disks_for_hints(
+        &self,
+        wf: &Workflow,
+        index: u32,
+    ) -> Result<Result<Option<Vec<kiln_inventory::Disk>>, String>, AppError> {
+        let later = &wf.actions[index as usize..];
+        if !later.iter().any(|a| strings(&a.spec).any(|s| s.contains(DEFERRED_DISK_CALL))) {
+            return Ok(Ok(None));
+        }
+        let Some(stored) = self.store.get_inventory(&wf.hardware).await? else {
+            return Ok(Err(format!(
+                "hardware {} has reported no inventory yet, so its disk hints cannot be resolved \
+                 (its agent reports one when it starts)",
+                wf.hardware
+            )));
+        };
+        let inventory: kiln_inventory::Inventory = match serde_json::from_str(&stored.inventory_json) {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(format!("the stored inventory of hardware {} is unreadable: {e}", wf.hardware))),
+        };
+        Ok(check_disk_hints(later, &inventory.disks).map(|()| Some(inventory.disks)))
+    }
+
+    /// Fails the workflow: a disk hint cannot be resolved (see
+    /// [`state_machine::fail_disk_hint`]).
+    async fn fail_disk_hint(
+        &self,
+        workflow_id: &str,
+        index: u32,
+        attempt_id: String,
+        error: String,
+    ) -> Result<(), AppError> {
+        tracing::warn!(workflow = %workflow_id, action = index, reason = %error, "disk hint unresolved");
+        let (wf, _) = self
+            .update_workflow(
+                workflow_id,
+                Box::new(move |wf| state_machine::fail_disk_hint(wf, index, &attempt_id, error, now_millis())),
+            )
+            .await?;
+        self.events.workflow_changed(&wf.id);
+        Ok(())
+    }
+
     /// An action whose references to earlier outputs cannot be rendered
     /// fails at once, with the reason, instead of running with a hole.
     async fn fail_unrenderable(
@@ -188,9 +246,34 @@ fn upcoming_images(wf: &Workflow, index: u32, agent: &str) -> Vec<String> {
     images
 }
 
+/// The strings of an action rendered again at dispatch.
+pub(super) fn strings(a: &PlannedAction) -> impl Iterator<Item = &String> {
+    a.environment.values().chain(a.command.iter())
+}
+
+/// Renders the disk hints of `actions` against `disks`, leaving `.actions`
+/// references for later: the first that does not resolve to exactly one
+/// disk is the error, naming its action.
+pub(crate) fn check_disk_hints(actions: &[crate::model::Action], disks: &[kiln_inventory::Disk]) -> Result<(), String> {
+    let context = DiskContext { disks: Some(disks), root_disk: None };
+    // No `actions` key: references to outputs stay deferred.
+    let data = serde_json::json!({});
+    for a in actions {
+        for s in strings(&a.spec).filter(|s| s.contains(DEFERRED_DISK_CALL)) {
+            let object = format!("action {:?}", a.spec.name);
+            kiln_documents::template::render_with_disks(&object, s, &data, context).map_err(|e| {
+                // The hint's own message is the reason; the rest locates it.
+                format!("action {:?}: {}", a.spec.name, e.message)
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// The action as the agent gets it, with references to earlier actions'
-/// outputs (`{{ .actions.NAME.output... }}`) rendered now that they exist.
-fn with_outputs(wf: &Workflow, index: u32) -> Result<PlannedAction, String> {
+/// outputs (`{{ .actions.NAME.output... }}`) rendered now that they exist,
+/// and disk hints resolved with the machine's reported `disks`.
+fn with_outputs(wf: &Workflow, index: u32, disks: Option<&[kiln_inventory::Disk]>) -> Result<PlannedAction, String> {
     let mut action = wf.actions[index as usize].spec.clone();
     let deferred = |s: &String| s.contains("{{");
     if !action.environment.values().any(deferred) && !action.command.iter().any(deferred) {
@@ -207,7 +290,8 @@ fn with_outputs(wf: &Workflow, index: u32) -> Result<PlannedAction, String> {
     let object = format!("action {:?}", action.name);
     let render = |s: &mut String| -> Result<(), String> {
         if s.contains("{{") {
-            *s = kiln_documents::template::render(&object, s, &data).map_err(|e| e.to_string())?;
+            let context = DiskContext { disks, root_disk: None };
+            *s = kiln_documents::template::render_with_disks(&object, s, &data, context).map_err(|e| e.to_string())?;
         }
         Ok(())
     };

@@ -54,6 +54,12 @@ impl App {
         if changed {
             tracing::info!(agent = %agent_id, hardware = %hardware_id, summary = %inventory.summary(), "inventory reported");
         }
+        // A discovered machine's agent id is its MAC: each report (a new
+        // one, or the same after a restart of agent or server) gives the
+        // rules their chance; one that matched before is not matched again.
+        if self.is_discovered_agent(agent_id).await? {
+            self.evaluate_rules(agent_id).await;
+        }
         Ok(changed)
     }
 

@@ -45,6 +45,7 @@ pub mod console;
 mod context;
 pub mod credentials;
 pub mod discovery;
+pub mod disk_hints;
 pub mod dispatch;
 pub mod enrol;
 mod error;
@@ -54,6 +55,7 @@ pub mod inventory;
 pub mod logs;
 mod metrics;
 pub mod report;
+pub mod rules;
 pub mod workflows;
 
 use std::sync::Arc;

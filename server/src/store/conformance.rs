@@ -13,7 +13,7 @@ use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDo
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, DynStore, Enrolment, Event, EventKind, EventOutcome, EventQuery,
-    NewLogLine, ObjectKind, Outcome, StoreError, StoredInventory,
+    NewLogLine, ObjectKind, Outcome, RuleAdoption, RuleMatch, StoreError, StoredInventory,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Millis, Workflow, WorkflowState, now_millis};
@@ -123,6 +123,7 @@ fn hardware() -> HardwareDoc {
         spec: serde_json::Value::Null,
         object_meta: serde_json::Value::Null,
         bmc: None,
+        root_disk: None,
     }
 }
 
@@ -727,6 +728,102 @@ pub async fn discovered_hardware_is_created_once_per_mac_and_deleted_with_hardwa
     assert_eq!(store.list_discovered().await.unwrap(), vec![]);
 }
 
+fn rule(name: &str, max_count: Option<u32>) -> kiln_documents::RuleDoc {
+    kiln_documents::RuleDoc {
+        name: name.into(),
+        priority: 10,
+        max_count,
+        match_expr: "true".into(),
+        hardware_name: "r-{{ .serial }}".into(),
+        metadata: serde_json::json!({"rack": "r1"}),
+        workflow: None,
+    }
+}
+
+fn discovered_doc(mac: &str) -> HardwareDoc {
+    let mut hw = hardware();
+    hw.id = format!("discovered-{}", mac.replace(':', ""));
+    hw.agent_id = mac.into();
+    hw.macs = vec![mac.into()];
+    hw
+}
+
+/// The batch that adopts discovered `mac` as `name`.
+fn adoption(mac: &str, name: &str) -> (ApplyBatch, RuleMatch) {
+    let mut hw = discovered_doc(mac);
+    hw.id = name.into();
+    let batch = ApplyBatch {
+        hardware: vec![hw],
+        adopt: vec![format!("discovered-{}", mac.replace(':', ""))],
+        ..Default::default()
+    };
+    (batch, RuleMatch { mac: mac.into(), rule: "r1".into(), hardware_id: name.into(), matched_at: 5 })
+}
+
+pub async fn rules_are_applied_listed_updated_and_deleted(b: &dyn Backend) {
+    let store = b.open().await;
+    let batch = ApplyBatch { rules: vec![rule("r2", None), rule("r1", Some(3))], ..Default::default() };
+    assert_eq!(store.apply(batch).await.unwrap(), vec![Outcome::Created, Outcome::Created]);
+    let listed = b.open().await.list_rules().await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.doc.clone()).collect::<Vec<_>>(), vec![rule("r1", Some(3)), rule("r2", None)]);
+    let again = ApplyBatch { rules: vec![rule("r1", Some(3)), rule("r2", Some(1))], ..Default::default() };
+    assert_eq!(store.apply(again).await.unwrap(), vec![Outcome::Unchanged, Outcome::Updated]);
+    assert_eq!(store.list_rules().await.unwrap()[1].doc.max_count, Some(1));
+    store.delete(ObjectKind::Rule, "r2").await.unwrap();
+    assert!(matches!(store.delete(ObjectKind::Rule, "r2").await, Err(StoreError::NotFound { .. })));
+    assert_eq!(store.list_rules().await.unwrap().len(), 1);
+}
+
+pub async fn rule_adoptions_match_once_respect_max_count_and_refuse_atomically(b: &dyn Backend) {
+    let store = b.open().await;
+    store.apply(ApplyBatch { rules: vec![rule("r1", Some(2))], ..Default::default() }).await.unwrap();
+    let macs: Vec<String> = (1..=4).map(|i| format!("52:54:00:00:08:0{i}")).collect();
+    for mac in &macs {
+        store.discover_hardware(mac, discovered_doc(mac), 1).await.unwrap();
+    }
+    // No such rule: nothing written.
+    let (batch, mut m) = adoption(&macs[0], "a1");
+    m.rule = "nope".into();
+    assert_eq!(store.adopt_by_rule(batch, m).await.unwrap(), RuleAdoption::NoRule);
+    assert_eq!(store.list_discovered().await.unwrap().len(), 4);
+    // A name that is taken is refused, and nothing is written.
+    let (batch, m) = adoption(&macs[0], "discovered-525400000802");
+    assert_eq!(store.adopt_by_rule(batch, m).await.unwrap(), RuleAdoption::NameTaken);
+    assert_eq!(store.list_discovered().await.unwrap().len(), 4);
+    // Adopted: the discovered record goes, the hardware and the match come.
+    let (batch, m) = adoption(&macs[0], "a1");
+    assert_eq!(store.adopt_by_rule(batch, m.clone()).await.unwrap(), RuleAdoption::Adopted(vec![Outcome::Created]));
+    assert_eq!(store.list_rule_matches().await.unwrap(), vec![m.clone()]);
+    assert_eq!(store.get_hardware("a1").await.unwrap().doc.macs, vec![macs[0].clone()]);
+    assert_eq!(store.list_discovered().await.unwrap().len(), 3);
+    // Matched once: again (another name) is refused, saying by what.
+    let (batch, m2) = adoption(&macs[0], "a1b");
+    assert_eq!(
+        store.adopt_by_rule(batch, m2).await.unwrap(),
+        RuleAdoption::AlreadyMatched { rule: "r1".into(), hardware_id: "a1".into() }
+    );
+    assert!(store.get_hardware("a1b").await.is_err());
+    // A MAC that is not discovered is refused.
+    let (batch, m) = adoption("52:54:00:00:08:09", "a9");
+    assert_eq!(store.adopt_by_rule(batch, m).await.unwrap(), RuleAdoption::NotDiscovered);
+    // max_count 2: three machines at once on two instances, one is refused.
+    let other = b.open().await;
+    let results = futures_util::future::join_all(macs[1..].iter().enumerate().map(|(i, mac)| {
+        let s = if i % 2 == 0 { store.clone() } else { other.clone() };
+        let (batch, m) = adoption(mac, &format!("a{}", i + 2));
+        async move { s.adopt_by_rule(batch, m).await.unwrap() }
+    }))
+    .await;
+    let adopted = results.iter().filter(|r| matches!(r, RuleAdoption::Adopted(_))).count();
+    assert_eq!(adopted, 1, "{results:?}");
+    assert_eq!(results.iter().filter(|r| **r == RuleAdoption::Full { max_count: 2 }).count(), 2, "{results:?}");
+    assert_eq!(store.list_rule_matches().await.unwrap().len(), 2);
+    assert_eq!(store.list_discovered().await.unwrap().len(), 2);
+    // Deleting the rule forgets its matches.
+    store.delete(ObjectKind::Rule, "r1").await.unwrap();
+    assert_eq!(other.list_rule_matches().await.unwrap(), vec![]);
+}
+
 pub async fn inventory_is_replaced_when_it_changes_and_deleted_with_hardware(b: &dyn Backend) {
     let store = b.open().await;
     let inv = |json: &str, digest: &str, at: Millis| StoredInventory {
@@ -1285,6 +1382,16 @@ macro_rules! conformance_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn concurrent_dispatch_creates_one_attempt() {
             c::concurrent_dispatch_creates_one_attempt(&$backend).await
+        }
+
+        #[tokio::test]
+        async fn rules_are_applied_listed_updated_and_deleted() {
+            c::rules_are_applied_listed_updated_and_deleted(&$backend).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn rule_adoptions_match_once_respect_max_count_and_refuse_atomically() {
+            c::rule_adoptions_match_once_respect_max_count_and_refuse_atomically(&$backend).await
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

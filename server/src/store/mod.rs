@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_documents::{ActionDefinitionDoc, HardwareDoc, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, RuleDoc, TemplateDoc};
 
 use crate::events::Events;
 use crate::model::{ActionState, Millis, Workflow, WorkflowState};
@@ -152,6 +152,44 @@ pub struct ApplyBatch {
     /// Discovered hardware this batch adopts (a Hardware of the batch names
     /// its MAC): deleted first, in the same transaction, if still discovered.
     pub adopt: Vec<String>,
+    /// Rules (docs/rules.md); written after the BMC secrets, before the
+    /// workflows (and so are their outcomes).
+    pub rules: Vec<RuleDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRule {
+    pub doc: RuleDoc,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A machine a rule adopted, as recorded in the adoption's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMatch {
+    /// The discovered MAC: a machine is matched once.
+    pub mac: String,
+    pub rule: String,
+    /// The Hardware it was adopted as.
+    pub hardware_id: String,
+    pub matched_at: Millis,
+}
+
+/// What [`Store::adopt_by_rule`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleAdoption {
+    /// Written: the batch's outcomes, as [`Store::apply`]'s.
+    Adopted(Vec<Outcome>),
+    /// Nothing written: the rule has adopted `max_count` machines already.
+    Full { max_count: u32 },
+    /// Nothing written: this MAC was matched before (by `rule`).
+    AlreadyMatched { rule: String, hardware_id: String },
+    /// Nothing written: the MAC is not (or no longer) a discovered machine.
+    NotDiscovered,
+    /// Nothing written: the rule is gone (deleted since it was read).
+    NoRule,
+    /// Nothing written: a hardware of that name exists already.
+    NameTaken,
 }
 
 /// A BmcSecret as the store keeps it: sealed (encrypted and authenticated)
@@ -732,6 +770,22 @@ pub trait Store: Send + Sync + 'static {
     /// The discovered (not yet adopted) hardware: (MAC, hardware id), by MAC.
     async fn list_discovered(&self) -> Result<Vec<(String, String)>, StoreError>;
 
+    /// The rules, by name.
+    async fn list_rules(&self) -> Result<Vec<StoredRule>, StoreError>;
+
+    /// The machines rules adopted, by MAC.
+    async fn list_rule_matches(&self) -> Result<Vec<RuleMatch>, StoreError>;
+
+    /// A rule adopts a discovered machine: in one transaction, serialised
+    /// with every other adoption by the same rule (on PostgreSQL the
+    /// rule's row is locked, `SELECT ... FOR UPDATE`), checks that the rule
+    /// still exists and has adopted fewer than its `max_count` machines,
+    /// that `m.mac` is still discovered and was never matched, and that no
+    /// hardware is named `m.hardware_id`; then writes `batch` (the adopting
+    /// Hardware and its workflow, as [`Store::apply`]) and records `m`.
+    /// A refusal writes nothing.
+    async fn adopt_by_rule(&self, batch: ApplyBatch, m: RuleMatch) -> Result<RuleAdoption, StoreError>;
+
     /// The stored inventory of a hardware, if its agent reported one.
     async fn get_inventory(&self, hardware_id: &str) -> Result<Option<StoredInventory>, StoreError>;
 
@@ -901,6 +955,8 @@ pub enum ObjectKind {
     Template,
     #[strum(to_string = "workflow", serialize = "workflows", serialize = "wf")]
     Workflow,
+    #[strum(to_string = "rule", serialize = "rules")]
+    Rule,
 }
 
 impl ObjectKind {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, RuleDoc, TemplateDoc};
 
 use super::template_format;
 use serde::{Deserialize, Serialize};
@@ -44,9 +44,9 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Enrolment, Event, EventQuery, JobEnd,
-    MutationWithJobs, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError,
-    StoredDefinition, StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage,
-    job_end, summary_from_row,
+    MutationWithJobs, NewLogLine, ObjectKind, Outcome, PowerReading, RuleAdoption, RuleMatch, SealedBmcSecret, Store,
+    StoreError, StoredDefinition, StoredHardware, StoredInventory, StoredLogLine, StoredRule, StoredTemplate,
+    WorkflowListQuery, WorkflowPage, job_end, summary_from_row,
 };
 use crate::events::Events;
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("postgres_migrations/0005_bmc.sql")),
     (6, include_str!("postgres_migrations/0006_discovery.sql")),
     (7, include_str!("postgres_migrations/0007_boot_options.sql")),
+    (8, include_str!("postgres_migrations/0008_rules.sql")),
     (11, include_str!("postgres_migrations/0011_bmc_job_order.sql")),
 ];
 
@@ -144,6 +145,22 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
         Ok(tx)
+    }
+
+    /// Writes `batch` in `tx` and announces what it changed.
+    async fn apply_and_notify(&self, tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
+        let outcomes = apply_batch(tx, batch).await?;
+        if outcomes[..batch.hardware.len()].contains(&Outcome::Updated) || !batch.adopt.is_empty() {
+            self.notify_credentials(tx).await?;
+        }
+        // Offsets: outcomes are in batch order, workflows last.
+        let first_workflow = outcomes.len() - batch.workflows.len();
+        for (wf, outcome) in batch.workflows.iter().zip(&outcomes[first_workflow..]) {
+            if *outcome == Outcome::Created {
+                self.notify_workflow(tx, &wf.id, agents_to_wake(wf)).await?;
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn notify_credentials(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
@@ -598,6 +615,43 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
         .await?;
         outcomes.push(if created { Outcome::Created } else { Outcome::Updated });
     }
+    for rule in &batch.rules {
+        let doc = serde_json::to_string(rule)?;
+        let old: Option<(String,)> =
+            sqlx::query_as("SELECT doc FROM rules WHERE name = $1").bind(&rule.name).fetch_optional(&mut *tx).await?;
+        let max_count = rule.max_count.map(i64::from);
+        let outcome = match old {
+            Some((old,)) if serde_json::from_str::<RuleDoc>(&old)? == *rule => Outcome::Unchanged,
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE rules SET priority = $2, max_count = $3, doc = $4, updated_at = $5 WHERE name = $1",
+                )
+                .bind(&rule.name)
+                .bind(rule.priority)
+                .bind(max_count)
+                .bind(doc)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Outcome::Updated
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO rules (name, priority, max_count, doc, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(&rule.name)
+                .bind(rule.priority)
+                .bind(max_count)
+                .bind(doc)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
     for wf in &batch.workflows {
         let outcome = match load_workflow(tx, &wf.id).await? {
             Some(old) if same_definition(&old, wf) => Outcome::Unchanged,
@@ -683,19 +737,85 @@ impl Store for PostgresStore {
     async fn apply(&self, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPLY_LOCK).execute(&mut *tx).await?;
-        let outcomes = apply_batch(&mut tx, &batch).await?;
-        if outcomes[..batch.hardware.len()].contains(&Outcome::Updated) {
-            self.notify_credentials(&mut tx).await?;
-        }
-        // Offsets: outcomes are in batch order, workflows last.
-        let first_workflow = outcomes.len() - batch.workflows.len();
-        for (wf, outcome) in batch.workflows.iter().zip(&outcomes[first_workflow..]) {
-            if *outcome == Outcome::Created {
-                self.notify_workflow(&mut tx, &wf.id, agents_to_wake(wf)).await?;
-            }
-        }
+        let outcomes = self.apply_and_notify(&mut tx, &batch).await?;
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    async fn list_rules(&self) -> Result<Vec<StoredRule>, StoreError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT doc, created_at, updated_at FROM rules ORDER BY name").fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|(doc, created_at, updated_at)| {
+                Ok(StoredRule { doc: serde_json::from_str(&doc)?, created_at, updated_at })
+            })
+            .collect()
+    }
+
+    async fn list_rule_matches(&self) -> Result<Vec<RuleMatch>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> =
+            sqlx::query_as("SELECT mac, rule, hardware_id, matched_at FROM rule_matches ORDER BY mac")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(mac, rule, hardware_id, matched_at)| RuleMatch { mac, rule, hardware_id, matched_at })
+            .collect())
+    }
+
+    async fn adopt_by_rule(&self, batch: ApplyBatch, m: RuleMatch) -> Result<RuleAdoption, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Every apply takes this lock (see the module doc), so this one is
+        // consistent with concurrent applies and deletes too.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPLY_LOCK).execute(&mut *tx).await?;
+        // The rule's row lock is what serialises this rule's adoptions on
+        // every replica: the count below cannot change until commit, so
+        // max_count holds even if the apply lock above is ever narrowed.
+        let rule: Option<(Option<i64>,)> = sqlx::query_as("SELECT max_count FROM rules WHERE name = $1 FOR UPDATE")
+            .bind(&m.rule)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((max_count,)) = rule else { return Ok(RuleAdoption::NoRule) };
+        let earlier: Option<(String, String)> =
+            sqlx::query_as("SELECT rule, hardware_id FROM rule_matches WHERE mac = $1")
+                .bind(&m.mac)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((rule, hardware_id)) = earlier {
+            return Ok(RuleAdoption::AlreadyMatched { rule, hardware_id });
+        }
+        let discovered: Option<(String,)> =
+            sqlx::query_as("SELECT hardware_id FROM discovered_hardware WHERE mac = $1")
+                .bind(&m.mac)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if discovered.is_none() {
+            return Ok(RuleAdoption::NotDiscovered);
+        }
+        if load_hardware(&mut tx, &m.hardware_id).await?.is_some() {
+            return Ok(RuleAdoption::NameTaken);
+        }
+        if let Some(max_count) = max_count {
+            let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM rule_matches WHERE rule = $1")
+                .bind(&m.rule)
+                .fetch_one(&mut *tx)
+                .await?;
+            if count >= max_count {
+                return Ok(RuleAdoption::Full { max_count: u32::try_from(max_count).unwrap_or(u32::MAX) });
+            }
+        }
+        let outcomes = self.apply_and_notify(&mut tx, &batch).await?;
+        // The MAC's primary key is the last guard: a second match of one
+        // machine fails here and rolls everything back.
+        sqlx::query("INSERT INTO rule_matches (mac, rule, hardware_id, matched_at) VALUES ($1, $2, $3, $4)")
+            .bind(&m.mac)
+            .bind(&m.rule)
+            .bind(&m.hardware_id)
+            .bind(m.matched_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RuleAdoption::Adopted(outcomes))
     }
 
     async fn get_hardware(&self, id: &str) -> Result<StoredHardware, StoreError> {
@@ -801,6 +921,7 @@ impl Store for PostgresStore {
             ObjectKind::Hardware => ("hardware", "id", Some("hardware")),
             ObjectKind::Template => ("templates", "name", Some("template")),
             ObjectKind::Workflow => ("workflows", "id", None),
+            ObjectKind::Rule => ("rules", "name", None),
         };
         if let Some(column) = user_column {
             let users: Vec<(String,)> = sqlx::query_as(&format!(

@@ -20,16 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, TemplateDoc};
+use kiln_documents::{ActionDefinitionDoc, HardwareDoc, PlannedAction, RuleDoc, TemplateDoc};
 
 use super::template_format;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
     AgentCredential, Appended, ApplyBatch, Artifact, AttemptAccess, BmcJob, Enrolment, Event, EventQuery, JobEnd,
-    MutationWithJobs, NewLogLine, ObjectKind, Outcome, PowerReading, SealedBmcSecret, Store, StoreError,
-    StoredDefinition, StoredHardware, StoredInventory, StoredLogLine, StoredTemplate, WorkflowListQuery, WorkflowPage,
-    job_end, summary_from_row,
+    MutationWithJobs, NewLogLine, ObjectKind, Outcome, PowerReading, RuleAdoption, RuleMatch, SealedBmcSecret, Store,
+    StoreError, StoredDefinition, StoredHardware, StoredInventory, StoredLogLine, StoredRule, StoredTemplate,
+    WorkflowListQuery, WorkflowPage, job_end, summary_from_row,
 };
 use crate::model::{Action, ActionState, Attempt, Millis, Workflow, WorkflowState, now_millis};
 use crate::state_machine::sql;
@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("sqlite_migrations/0010_bmc.sql")),
     (11, include_str!("sqlite_migrations/0011_discovery.sql")),
     (12, include_str!("sqlite_migrations/0012_boot_options.sql")),
+    (13, include_str!("sqlite_migrations/0013_rules.sql")),
     (16, include_str!("sqlite_migrations/0016_bmc_job_order.sql")),
 ];
 
@@ -450,6 +451,30 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
         }
         outcomes.push(if updated == 0 { Outcome::Created } else { Outcome::Updated });
     }
+    for rule in &batch.rules {
+        let doc = serde_json::to_string(rule)?;
+        let old: Option<String> =
+            tx.query_row("SELECT doc FROM rules WHERE name = ?1", [&rule.name], |r| r.get(0)).optional()?;
+        let outcome = match old {
+            Some(old) if serde_json::from_str::<RuleDoc>(&old)? == *rule => Outcome::Unchanged,
+            Some(_) => {
+                tx.execute(
+                    "UPDATE rules SET priority = ?2, max_count = ?3, doc = ?4, updated_at = ?5 WHERE name = ?1",
+                    params![rule.name, rule.priority, rule.max_count, doc, now],
+                )?;
+                Outcome::Updated
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO rules (name, priority, max_count, doc, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![rule.name, rule.priority, rule.max_count, doc, now],
+                )?;
+                Outcome::Created
+            }
+        };
+        outcomes.push(outcome);
+    }
     for wf in &batch.workflows {
         let outcome = match load_workflow(tx, &wf.id)? {
             Some(old) if same_definition(&old, wf) => Outcome::Unchanged,
@@ -632,6 +657,7 @@ impl Store for SqliteStore {
                 ObjectKind::Hardware => ("hardware", "id", Some("hardware")),
                 ObjectKind::Template => ("templates", "name", Some("template")),
                 ObjectKind::Workflow => ("workflows", "id", None),
+                ObjectKind::Rule => ("rules", "name", None),
             };
             if let Some(column) = user_column {
                 let users: Vec<String> = tx
@@ -1095,6 +1121,75 @@ impl Store for SqliteStore {
             Ok(c.prepare("SELECT mac, hardware_id FROM discovered_hardware ORDER BY mac")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn list_rules(&self) -> Result<Vec<StoredRule>, StoreError> {
+        self.read(|c| {
+            let rows: Vec<(String, Millis, Millis)> = c
+                .prepare("SELECT doc, created_at, updated_at FROM rules ORDER BY name")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter()
+                .map(|(doc, created_at, updated_at)| {
+                    Ok(StoredRule { doc: serde_json::from_str(&doc)?, created_at, updated_at })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_rule_matches(&self) -> Result<Vec<RuleMatch>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare("SELECT mac, rule, hardware_id, matched_at FROM rule_matches ORDER BY mac")?
+                .query_map([], |r| {
+                    Ok(RuleMatch { mac: r.get(0)?, rule: r.get(1)?, hardware_id: r.get(2)?, matched_at: r.get(3)? })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn adopt_by_rule(&self, batch: ApplyBatch, m: RuleMatch) -> Result<RuleAdoption, StoreError> {
+        self.with_conn(move |c| {
+            // IMMEDIATE: the write lock is taken before the count is read,
+            // so adoptions serialise even between two processes on one file.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let max_count: Option<Option<u32>> =
+                tx.query_row("SELECT max_count FROM rules WHERE name = ?1", [&m.rule], |r| r.get(0)).optional()?;
+            let Some(max_count) = max_count else { return Ok(RuleAdoption::NoRule) };
+            let earlier: Option<(String, String)> = tx
+                .query_row("SELECT rule, hardware_id FROM rule_matches WHERE mac = ?1", [&m.mac], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((rule, hardware_id)) = earlier {
+                return Ok(RuleAdoption::AlreadyMatched { rule, hardware_id });
+            }
+            let discovered: Option<String> = tx
+                .query_row("SELECT hardware_id FROM discovered_hardware WHERE mac = ?1", [&m.mac], |r| r.get(0))
+                .optional()?;
+            if discovered.is_none() {
+                return Ok(RuleAdoption::NotDiscovered);
+            }
+            if load_hardware(&tx, &m.hardware_id)?.is_some() {
+                return Ok(RuleAdoption::NameTaken);
+            }
+            if let Some(max_count) = max_count {
+                let count: u32 =
+                    tx.query_row("SELECT COUNT(*) FROM rule_matches WHERE rule = ?1", [&m.rule], |r| r.get(0))?;
+                if count >= max_count {
+                    return Ok(RuleAdoption::Full { max_count });
+                }
+            }
+            let outcomes = apply_batch(&tx, batch)?;
+            tx.execute(
+                "INSERT INTO rule_matches (mac, rule, hardware_id, matched_at) VALUES (?1, ?2, ?3, ?4)",
+                params![m.mac, m.rule, m.hardware_id, m.matched_at],
+            )?;
+            tx.commit()?;
+            Ok(RuleAdoption::Adopted(outcomes))
         })
         .await
     }
