@@ -90,7 +90,11 @@ impl BenchServer {
         let addr_file = dir.path().join("server.addr");
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let mut cmd = Command::new(&server_bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        // A port of the OS's choosing, unless the caller names one.
+        if !extra.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--addr-file")
             .arg(&addr_file)
@@ -231,6 +235,15 @@ pub async fn register_hardware(admin: &mut Admin, count: usize, prefix: &str, so
 pub struct AgentAuth {
     id: AsciiMetadataValue,
     auth: AsciiMetadataValue,
+}
+
+impl AgentAuth {
+    /// The metadata an agent with id `agent_id` and token `token` sends.
+    pub fn new(agent_id: &str, token: &str) -> Result<Self> {
+        let mut auth: AsciiMetadataValue = format!("Bearer {token}").parse()?;
+        auth.set_sensitive(true);
+        Ok(Self { id: agent_id.parse()?, auth })
+    }
 }
 
 impl tonic::service::Interceptor for AgentAuth {
