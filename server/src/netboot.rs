@@ -104,10 +104,15 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
             let workflow = if workflow.is_empty() { "none (discovery)".to_string() } else { workflow };
             // `kiln.enrol=`: this boot's one-time enrolment credential (the
             // script is its only carrier: never logged).
+            // `initrd=initramfs` (the initrd's name in iPXE, from its URL):
+            // an iPXE running on UEFI boots the kernel through its EFI stub,
+            // which (before Linux's initrd media protocol, which Debian's
+            // iPXE lacks) loads the initrd only when named so; BIOS
+            // kernels ignore it. Without it a UEFI machine panics with no root.
             format!(
                 "#!ipxe\n\
                  echo kiln: {mac} boots the hook image for workflow {workflow}\n\
-                 kernel {base}/boot/hook/vmlinuz kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}}{ca} kiln.enrol={enrolment} {}\n\
+                 kernel {base}/boot/hook/vmlinuz initrd=initramfs kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}}{ca} kiln.enrol={enrolment} {}\n\
                  initrd {base}/boot/hook/initramfs\n\
                  boot\n",
                 n.config.cmdline,

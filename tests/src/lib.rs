@@ -15,6 +15,7 @@ pub mod library;
 pub mod netns;
 pub mod postgres;
 pub mod proxy;
+pub mod pxe;
 pub mod sim;
 pub mod vm;
 

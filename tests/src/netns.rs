@@ -107,12 +107,19 @@ pub struct NsServer {
 
 impl NsServer {
     pub fn start(ns: &Netns, args: &[&str]) -> Result<Self> {
+        Self::start_at(ns, "127.0.0.1:0", args)
+    }
+
+    /// Listening on `listen` (an address of the namespace): where machines
+    /// on the site network must reach the server's API, not only its boot
+    /// services.
+    pub fn start_at(ns: &Netns, listen: &str, args: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let addr_file = dir.path().join("server.addr");
         let child = ns
             .command(bin_dir().join("kiln-server").to_str().unwrap())
-            .args(["--plaintext", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--plaintext", "--listen", listen, "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--addr-file")
             .arg(&addr_file)
@@ -166,6 +173,87 @@ impl NsServer {
     pub fn admin_token_file(&self) -> PathBuf {
         self.dir.path().join("data").join("admin-token")
     }
+
+    /// `kiln ARGS...` inside the namespace, as the operator.
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(bin_dir().join("kiln"))
+            .args(["--server", &self.url])
+            .args(args)
+            .env_remove("KILN_TOKEN")
+            .env("KILN_TOKEN_FILE", self.admin_token_file())
+            .output()
+            .expect("run kiln")
+    }
+
+    /// `kiln get workflows ID -o json`.
+    pub fn workflow(&self, id: &str) -> Result<serde_json::Value> {
+        let out = self.kiln(&["get", "workflows", id, "-o", "json"]);
+        if !out.status.success() {
+            bail!("kiln get workflows {id}: {}", stderr(&out));
+        }
+        serde_json::from_slice(&out.stdout).context("workflow JSON")
+    }
+}
+
+/// A TCP relay from an address inside a namespace to one outside it (the
+/// test's registry on the host's loopback, for a VM on the namespace's
+/// bridge): the listening socket is made in the namespace, the upstream
+/// connections from the caller's. Stops, and cuts its connections, when
+/// dropped.
+pub struct Relay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    pub fn start(ns: &Netns, listen: &str, upstream: &str) -> Result<Self> {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = ns
+            .enter(|| TcpListener::bind(listen))
+            .with_context(|| format!("relay: listen on {listen} in {}", ns.name))?;
+        // Non-blocking, so that the loop sees the stop flag: nothing in the
+        // caller's namespace could connect to wake a blocking accept.
+        listener.set_nonblocking(true)?;
+        let relay = Self { stop: Default::default(), open: Default::default() };
+        let (stop, open, upstream) = (relay.stop.clone(), relay.open.clone(), upstream.to_string());
+        // Spawned from the caller's thread, so in the caller's namespace.
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let _ = client.set_nonblocking(false);
+                let clones = (client.try_clone(), server.try_clone(), client.try_clone(), server.try_clone());
+                let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = clones else { continue };
+                open.lock().unwrap().extend([c3, s3]);
+                for (mut from, mut into) in [(client, s2), (server, c2)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Ok(relay)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// A site network: a bridge in its own namespace with a DHCP server that
@@ -188,15 +276,21 @@ pub struct Site {
 
 impl Site {
     pub fn start(id: &str, prefix: &str, ra: bool, dhcp4: bool) -> Result<Self> {
-        let site = Netns::new(&format!("kb-site-{id}"))?;
-        let proxy = Netns::new(&format!("kb-prx-{id}"))?;
-        let bridge = format!("kbbr{id}");
+        Self::start_tagged("kb", id, prefix, ra, dhcp4)
+    }
+
+    /// With `tag` starting every namespace and interface name (2
+    /// characters: interface names have 15 at most).
+    pub fn start_tagged(tag: &str, id: &str, prefix: &str, ra: bool, dhcp4: bool) -> Result<Self> {
+        let site = Netns::new(&format!("{tag}-site-{id}"))?;
+        let proxy = Netns::new(&format!("{tag}-prx-{id}"))?;
+        let bridge = format!("{tag}br{id}");
         site.ip(&["link", "add", &bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
         site.ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge])?;
         site.ip(&["link", "set", &bridge, "up"])?;
-        let proxy_if = format!("kbp{id}");
-        veth(&proxy, &proxy_if, &site, &format!("kbpb{id}"))?;
-        site.ip(&["link", "set", &format!("kbpb{id}"), "master", &bridge])?;
+        let proxy_if = format!("{tag}p{id}");
+        veth(&proxy, &proxy_if, &site, &format!("{tag}pb{id}"))?;
+        site.ip(&["link", "set", &format!("{tag}pb{id}"), "master", &bridge])?;
         proxy.ip(&["addr", "add", &format!("{prefix}.2/24"), "dev", &proxy_if])?;
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("dnsmasq.log");

@@ -1,157 +1,84 @@
 //! A UEFI machine boots through kiln's boot services the way a real server
-//! does: OVMF's own PXE client (the NIC has no option ROM, so no iPXE is
-//! there before kiln hands it one) loads ipxe.efi over kiln's TFTP, and that
-//! iPXE fetches the machine's boot script. Two networks:
+//! does (`kiln_tests::pxe`): OVMF's own PXE client (the NIC has no option
+//! ROM, so no iPXE is there before kiln hands it one) loads ipxe.efi over
+//! kiln's TFTP, that iPXE fetches the machine's boot script and the real
+//! hook image, and the hook's agent enrols with the script's one-time
+//! credential. Three networks:
 //! - the site's DHCP server (dnsmasq, addresses only) beside kiln's
-//!   ProxyDHCP in a second namespace;
+//!   ProxyDHCP in a second namespace: the workflow runs to SUCCESS, its
+//!   action image pulled from the test registry;
 //! - kiln as the only DHCP server, the address from the Hardware's
-//!   reservation.
+//!   reservation: until the agent has connected;
+//! - UEFI HTTP boot (the firmware's PXE off) beside the site's server:
+//!   until the agent has connected.
 //!
-//! and UEFI HTTP boot (the firmware's PXE off) beside the site's server.
-//!
-//! The tests stop at the boot script (the workflow itself is the other VM
-//! tests' subject). TCG only, bounded waits.
+//! TCG only, bounded waits, everything inside namespaces the test makes.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kiln_tests::netns::{NsServer, Site, short_id};
-use kiln_tests::{Proc, random_mac, wait_until};
+use kiln_tests::pxe::{self, ACTION_TEXT, Dhcp, Outcome, Until};
 
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-const LIMIT: Duration = Duration::from_secs(180);
+const LIMIT: Duration = Duration::from_secs(300);
 
-/// Who hands out addresses.
-#[derive(Clone, Copy, PartialEq)]
-enum Dhcp {
-    /// The site's dnsmasq; kiln runs ProxyDHCP.
-    SiteAndProxy,
-    /// kiln alone, from the Hardware's reservation.
-    KilnOnly,
-}
-
-/// Boots the VM until iPXE has fetched its script; returns the server log
-/// and the site's DHCP log.
-/// `http_boot`: the firmware's PXE is off (as on a server set to UEFI HTTP
-/// boot), so OVMF's HTTP boot client asks instead.
-fn boot(prefix: &str, dhcp: Dhcp, http_boot: bool) -> (String, String) {
-    let id = short_id();
-    let site = Site::start(&id, prefix, true, dhcp == Dhcp::SiteAndProxy).unwrap();
-    let hook = tempfile::tempdir().unwrap();
-    std::fs::write(hook.path().join("vmlinuz"), b"not a kernel").unwrap();
-    std::fs::write(hook.path().join("initramfs.img"), b"not an initramfs").unwrap();
-    let dhcp_flag = match dhcp {
-        Dhcp::SiteAndProxy => "--proxy-dhcp-listen",
-        Dhcp::KilnOnly => "--dhcp-listen",
-    };
-    let (tftp, http) = (format!("{prefix}.2:69"), format!("{prefix}.2:7100"));
-    let hook_dir = hook.path().to_str().unwrap();
-    let server = NsServer::start(
-        &site.proxy,
-        &[dhcp_flag, &site.proxy_if, "--tftp-listen", &tftp, "--netboot-listen", &http, "--hook-dir", hook_dir],
-    )
-    .unwrap();
-    let mac = random_mac();
-    server
-        .apply(&format!(
-            "kind: Hardware\nname: uefi1\ninterfaces:\n- dhcp:\n    mac: {mac}\n    hostname: uefi1\n    \
-             ip: {{address: {prefix}.60, netmask: 255.255.255.0, gateway: {prefix}.1}}\n\
-             ---\nkind: Template\nname: t\ndata: |\n  version: \"0.1\"\n  \
-             name: t\n  tasks:\n    - name: t\n      worker: \"{{{{.device_1}}}}\"\n      actions:\n        - \
-             {{name: a, image: \"127.0.0.1:5000/a:v1\"}}\n---\nkind: Workflow\nname: w\ntemplate: t\nhardware: uefi1\n\
-             hardware_map: {{device_1: \"{mac}\"}}\n"
-        ))
-        .unwrap();
-
-    let tap = format!("kbtap{id}");
-    site.site.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]).unwrap();
-    site.site.ip(&["link", "set", &tap, "master", &site.bridge]).unwrap();
-    site.site.ip(&["link", "set", &tap, "up"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let vars = dir.path().join("vars.fd");
-    std::fs::copy(OVMF_VARS, &vars).expect("OVMF (apt-get install ovmf)");
-    let serial = dir.path().join("serial.log");
-    let start = Instant::now();
-    let child = site
-        .site
-        .command("qemu-system-x86_64")
-        .args(["-nodefaults", "-machine", "q35", "-accel", "tcg", "-m", "512", "-display", "none"])
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")])
-        // No option ROM: OVMF's own PXE client runs, so an iPXE banner
-        // means the ipxe.efi kiln served is running.
-        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")])
-        .args(if http_boot {
-            ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]
-        } else {
-            ["-fw_cfg", "name=opt/org.tianocore/IPv4HTTPSupport,string=n"]
-        })
-        .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"])
-        .args(["-boot", "n", "-serial"])
-        .arg(format!("file:{}", serial.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64");
-    let mut qemu = Proc { child, name: "qemu".into() };
-    let console = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-    let context = |what: &str| {
-        format!("{what}\n--- console\n{}\n--- server\n{}\n--- dnsmasq\n{}", console(), server.log(), site.dnsmasq_log())
-    };
-
-    wait_until(LIMIT, || console().contains("iPXE initialising devices") || qemu.exited())
-        .unwrap_or_else(|_| panic!("{}", context("no iPXE banner on the console")));
-    assert!(!qemu.exited(), "{}", context("QEMU exited"));
-    let banner = start.elapsed();
-    server
-        .wait_log(&["netboot: hook image", "workflow=w"], LIMIT)
-        .unwrap_or_else(|_| panic!("{}", context("iPXE did not fetch the boot script")));
-    let script = start.elapsed();
-    qemu.kill();
-    let log = server.log();
+fn boot(prefix: &str, dhcp: Dhcp, http_boot: bool, until: Until) -> Outcome {
+    let run = pxe::boot(pxe::Run { prefix, dhcp, http_boot, until, limit: LIMIT }).unwrap_or_else(|e| panic!("{e:#}"));
+    let log = &run.server_log;
     // The exchange, for whoever reads the test output.
     for l in log.lines().filter(|l| ["dhcp:", "proxydhcp", "tftp:", "netboot:"].iter().any(|w| l.contains(w))) {
         println!("{l}");
     }
-    println!(
-        "OVMF {} ({dhcp_flag}): iPXE banner {banner:.1?}, boot script {script:.1?} after QEMU start",
-        if http_boot { "HTTP boot" } else { "PXE" }
-    );
+    println!("OVMF {} ({dhcp:?}): {}", if http_boot { "HTTP boot" } else { "PXE" }, run.summary());
     if !http_boot {
         assert!(log.contains("tftp: sending") && log.contains("file=ipxe.efi"), "{log}");
     }
-    assert!(log.contains(&format!("file=http://{prefix}.2:7100/boot/ipxe")), "iPXE got the script URL: {log}");
-    (log, site.dnsmasq_log())
+    assert!(
+        log.contains(&format!("file=http://{prefix}.2:{}/boot/ipxe", pxe::SERVER_PORT)),
+        "iPXE got the script URL: {log}"
+    );
+    // The real hook booted and its agent enrolled with the boot script's
+    // one-time credential.
+    let context = format!("{:#}\n--- console\n{}\n--- server\n{log}", run.workflow, run.console);
+    assert!(run.console.contains("kiln-hook: agent started"), "{context}");
+    assert!(run.console.contains("agent credential: enrolment"), "{context}");
+    assert!(run.agent_connected.is_some(), "{context}");
+    run
 }
 
 #[test]
-fn ovmf_pxe_beside_the_site_dhcp_server_through_kiln_proxy_dhcp() {
-    let (log, dnsmasq) = boot("10.73.0", Dhcp::SiteAndProxy, false);
+fn ovmf_pxe_beside_the_site_dhcp_server_through_kiln_proxy_dhcp_runs_a_workflow() {
+    let run = boot("10.81.1", Dhcp::SiteAndProxy, false, Until::WorkflowDone);
+    let log = &run.server_log;
     assert!(log.contains("proxydhcp: boot file offered") && log.contains("client=Pxe(Uefi64)"), "{log}");
     // OVMF took its address from the site, not from kiln.
-    assert!(dnsmasq.contains("DHCPACK(") && dnsmasq.contains(" 10.73.0.1"), "{dnsmasq}");
+    assert!(run.dnsmasq_log.contains("DHCPACK(") && run.dnsmasq_log.contains(" 10.81.1.1"), "{}", run.dnsmasq_log);
+    let context = format!("{:#}\n--- logs\n{}\n--- console\n{}", run.workflow, run.logs, run.console);
+    assert_eq!(run.workflow["state"], "SUCCESS", "{context}");
+    // The action image came from the registry, through the site network.
+    assert!(run.logs.contains(ACTION_TEXT), "{context}");
 }
 
 #[test]
 fn ovmf_pxe_with_kiln_as_the_only_dhcp_server() {
-    let (log, dnsmasq) = boot("10.74.0", Dhcp::KilnOnly, false);
+    let run = boot("10.81.2", Dhcp::KilnOnly, false, Until::AgentConnected);
+    let log = &run.server_log;
     // Firmware and iPXE both got the reserved address, with their boot
-    // file (and the firmware's PXE, not its HTTP boot fallback, loaded it).
-    assert!(log.contains("reply=Ack address=10.74.0.60 boot=Some(Pxe(Uefi64)) file=ipxe.efi"), "{log}");
-    assert!(log.contains("reply=Ack address=10.74.0.60 boot=Some(Ipxe)"), "{log}");
+    // file (and the firmware's PXE, not its HTTP boot fallback, loaded it);
+    // the hook's own DHCP client got it too.
+    assert!(log.contains("reply=Ack address=10.81.2.60 boot=Some(Pxe(Uefi64)) file=ipxe.efi"), "{log}");
+    assert!(log.contains("reply=Ack address=10.81.2.60 boot=Some(Ipxe)"), "{log}");
+    assert!(log.contains("reply=Ack address=10.81.2.60 boot=None"), "{log}");
     assert!(!log.contains("HttpBoot"), "{log}");
-    assert!(!dnsmasq.contains("DHCPOFFER"), "only router advertisements from the site: {dnsmasq}");
+    assert!(!run.dnsmasq_log.contains("DHCPOFFER"), "only router advertisements from the site: {}", run.dnsmasq_log);
 }
 
 #[test]
 fn ovmf_http_boot_beside_the_site_dhcp_server_through_kiln_proxy_dhcp() {
-    let (log, _) = boot("10.75.0", Dhcp::SiteAndProxy, true);
+    let run = boot("10.81.3", Dhcp::SiteAndProxy, true, Until::AgentConnected);
+    let log = &run.server_log;
+    let port = pxe::SERVER_PORT;
     assert!(
-        log.contains("client=HttpBoot(Uefi64)") && log.contains("file=http://10.75.0.2:7100/boot/ipxe-bin/ipxe.efi"),
+        log.contains("client=HttpBoot(Uefi64)")
+            && log.contains(&format!("file=http://10.81.3.2:{port}/boot/ipxe-bin/ipxe.efi")),
         "{log}"
     );
     assert!(log.contains("netboot: iPXE binary over HTTP file=ipxe.efi"), "{log}");

@@ -10,6 +10,11 @@
 //! hook's kernel and initramfs itself, which is the hook image's own boot
 //! time without the firmware's part. Run by `scripts/bench.sh` (it starts
 //! the services and builds the hook image first).
+//!
+//! Then the way a real server boots (`kiln_tests::pxe`, needs root for its
+//! network namespaces): OVMF's own PXE client beside a site DHCP server
+//! (dnsmasq), kiln's ProxyDHCP and TFTP hand it ipxe.efi, which fetches the
+//! script and the hook image; timed to the agent's first poll.
 
 use std::time::Duration;
 
@@ -49,6 +54,22 @@ fn main() -> anyhow::Result<()> {
             ),
         });
     }
+    let pxe = kiln_tests::pxe::boot(kiln_tests::pxe::Run {
+        prefix: "10.81.9",
+        dhcp: kiln_tests::pxe::Dhcp::SiteAndProxy,
+        http_boot: false,
+        until: kiln_tests::pxe::Until::AgentConnected,
+        limit: Duration::from_secs(300),
+    })?;
+    println!("\n## OVMF PXE + kiln ProxyDHCP/TFTP\n\n{}", pxe.summary());
+    summary.push(format!(
+        "OVMF PXE + ProxyDHCP (UEFI firmware's own PXE, ipxe.efi over kiln's TFTP): QEMU start to agent connected {} \
+         (iPXE banner {:.1} s, boot script {:.1} s, hook /init {})",
+        f(pxe.agent_connected),
+        pxe.ipxe_banner,
+        pxe.boot_script,
+        f(pxe.hook_started),
+    ));
     let size = |f: &str| std::fs::metadata(vm::hook_dir().join(f)).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
     summary.push(format!(
         "hook image: initramfs.img {:.1} MB (goal < 60 MB), vmlinuz {:.1} MB",
