@@ -106,13 +106,18 @@ pub struct NsServer {
 }
 
 impl NsServer {
+    /// Listens on `127.0.0.1:0` unless `args` has a `--listen` of its own
+    /// (a machine in the namespace must reach the agent service).
     pub fn start(ns: &Netns, args: &[&str]) -> Result<Self> {
+        let listen: &[&str] = if args.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let dir = tempfile::tempdir()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let addr_file = dir.path().join("server.addr");
         let child = ns
             .command(bin_dir().join("kiln-server").to_str().unwrap())
-            .args(["--plaintext", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("--plaintext")
+            .args(listen)
+            .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--addr-file")
             .arg(&addr_file)
