@@ -10,6 +10,9 @@
 //! build generated (OUT/coverage.md), so the docs cannot drift from the
 //! image, and every driver /init's coldplug may load (/etc/modules.hw) must
 //! have a row. Fast: no VM, a few seconds of decompression.
+//!
+//! A second test boots the image on a VM with an emulated BMC and UEFI
+//! firmware: the platform drivers the coldplug finds on the ACPI bus load.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -225,4 +228,59 @@ fn the_hook_image_carries_every_driver_and_firmware_file_its_coverage_table_list
     assert!(acpi.contains("acpi*:IPI0001:*") && acpi.contains("platform:dmi-ipmi-si"), "{acpi}");
     assert!(firmware_files > 30, "only {firmware_files} firmware files named by the carried drivers");
     println!("{} drivers, {firmware_files} firmware references checked in {} entries", rows.len(), cpio.len());
+}
+
+/// The platform drivers load on a machine that has the hardware: a UEFI VM
+/// (OVMF) with QEMU's emulated BMC (`ipmi-bmc-sim` behind an ISA KCS
+/// interface, described in ACPI as `IPI0001` and in SMBIOS). /init's
+/// coldplug finds the BMC on the ACPI bus through /etc/coldplug.acpi and
+/// loads ipmi_si, which talks to the BMC; then ipmi_devintf (/dev/ipmi0);
+/// and it mounts efivarfs. The hook boots with QEMU's `-kernel`/`-initrd`
+/// and an unreachable server: the test stops once the agent has started.
+/// TCG, about a minute.
+#[test]
+fn the_hook_loads_the_bmc_and_uefi_variable_drivers_where_the_hardware_is() {
+    let hook = hook_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF (apt-get install ovmf)");
+    let serial = dir.path().join("serial.log");
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-nodefaults", "-machine", "q35", "-accel", &kiln_tests::vm::accelerator(), "-cpu", "max"])
+        .args(["-m", "2048", "-smp", "2", "-display", "none", "-no-reboot"])
+        .arg("-drive")
+        .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
+        .args(["-device", "ipmi-bmc-sim,id=bmc0", "-device", "isa-ipmi-kcs,bmc=bmc0"])
+        .arg("-kernel")
+        .arg(hook.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(hook.join("initramfs.img"))
+        .args(["-append", "console=ttyS0 panic=-1 kiln.server=http://10.0.2.2:9 kiln.token=unused"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64");
+    let mut qemu = kiln_tests::Proc { child, name: "qemu".into() };
+    let console = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    kiln_tests::wait_until(std::time::Duration::from_secs(240), || {
+        console().contains("kiln-hook: agent started") || qemu.exited()
+    })
+    .unwrap_or_else(|_| panic!("the hook's agent did not start:\n{}", console()));
+    // ipmi_devintf is loaded by the coldplug's last step, before "modules
+    // loaded"; the agent starts after that.
+    qemu.kill();
+    let console = console();
+    for line in [
+        "ipmi_si IPI0001:00: ipmi_platform: probing via ACPI",
+        "IPMI kcs interface initialized",
+        "ipmi device interface",
+        "kiln-hook: UEFI variables: efivarfs on /sys/firmware/efi/efivars",
+    ] {
+        assert!(console.contains(line), "no {line:?} on the console:\n{console}");
+    }
 }
