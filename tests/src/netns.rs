@@ -106,7 +106,16 @@ pub struct NsServer {
 }
 
 impl NsServer {
+    /// Listens on `127.0.0.1:0` unless `args` has a `--listen` of its own
+    /// (a machine in the namespace must reach the agent service).
     pub fn start(ns: &Netns, args: &[&str]) -> Result<Self> {
+        // A `--listen` among the arguments is where the server listens.
+        if let Some(i) = args.iter().position(|a| *a == "--listen") {
+            let listen = *args.get(i + 1).context("--listen without an address")?;
+            let rest: Vec<&str> =
+                args.iter().enumerate().filter(|(j, _)| *j != i && *j != i + 1).map(|(_, a)| *a).collect();
+            return Self::start_at(ns, listen, &rest);
+        }
         Self::start_at(ns, "127.0.0.1:0", args)
     }
 

@@ -94,11 +94,11 @@ impl BenchServer {
         if !extra.iter().any(|a| a == "--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        cmd.arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .arg(if plaintext { "--plaintext" } else { "--dev-tls" });
+        cmd.arg("--data-dir").arg(dir.path().join("data")).arg("--addr-file").arg(&addr_file).arg(if plaintext {
+            "--plaintext"
+        } else {
+            "--dev-tls"
+        });
         if let Some(url) = &database_url {
             cmd.args(["--database-url", url]);
         }

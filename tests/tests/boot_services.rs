@@ -384,3 +384,87 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
         .expect("a lease from the site");
     assert_eq!(field(&lease, "serverid"), "10.72.0.1", "{lease}");
 }
+
+/// A legacy BIOS machine whose NIC ROM is a plain PXE client, not iPXE
+/// (Intel and Broadcom boot agents): kiln's ProxyDHCP hands it
+/// `undionly.kpxe` from kiln's TFTP, the ROM fetches it intact, and the
+/// iPXE that file starts (arch 0, user class iPXE) gets the boot script.
+/// Packet level: QEMU has no non-iPXE ROM (vm_pxe.rs boots the iPXE-ROM
+/// path of the same machine in a VM).
+#[test]
+fn proxy_dhcp_hands_a_legacy_bios_pxe_client_undionly_kpxe_over_tftp() {
+    let id = short_id();
+    let (site, client, client_if) = site(&id);
+    let hook = hook_dir();
+    let server = NsServer::start(
+        &site.proxy,
+        &[
+            "--proxy-dhcp-listen",
+            &format!("kbp{id}"),
+            "--tftp-listen",
+            "10.72.0.2:69",
+            "--netboot-listen",
+            "10.72.0.2:7100",
+            "--ipxe-dir",
+            IPXE_DIR,
+            "--hook-dir",
+            hook.path().to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let mac = kiln_tests::random_mac();
+    server.apply(&format!("kind: Hardware\nname: bios1\nmacs: [\"{mac}\"]\n---\n{}", workflow("bios1", &mac))).unwrap();
+    let bcast: SocketAddr = "255.255.255.255:67".parse().unwrap();
+    let proxy_ip = Ipv4Addr::new(10, 72, 0, 2);
+    let from_proxy =
+        |m: &&Message| m.opts().get(OptionCode::ServerIdentifier) == Some(&DhcpOption::ServerIdentifier(proxy_ip));
+    let wait = Duration::from_secs(3);
+    // What a PXE 2.1 BIOS ROM sends: option 93 = 0 (x86 BIOS), vendor class
+    // PXEClient with the same architecture, no iPXE user class.
+    let bios = || client_opts("PXEClient:Arch:00000:UNDI:002001", 0);
+
+    let replies = exchange(&client, &client_if, bcast, &request(&mac, MessageType::Discover, bios()), wait);
+    let site_offer = replies.iter().find(|m| !from_proxy(m)).unwrap_or_else(|| panic!("{}", site.dnsmasq_log()));
+    let offer = replies.iter().find(from_proxy).unwrap_or_else(|| panic!("no proxy offer:\n{}", server.log()));
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    assert_eq!(offer.yiaddr(), Ipv4Addr::UNSPECIFIED, "a proxy offers no address");
+    assert_eq!((file(offer).as_str(), offer.siaddr()), ("undionly.kpxe", proxy_ip));
+    assert_eq!(
+        offer.opts().get(OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    server.wait_log(&["proxydhcp: boot file offered", "client=Pxe(Bios)", "file=undionly.kpxe"], wait).unwrap();
+
+    // Without option 93 the vendor class's architecture decides (some old
+    // ROMs): still undionly.kpxe.
+    let no_93 = vec![DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec())];
+    let replies = exchange(&client, &client_if, bcast, &request(&mac, MessageType::Discover, no_93), wait);
+    assert_eq!(replies.iter().find(from_proxy).map(file).as_deref(), Some("undionly.kpxe"));
+
+    // With the site's address, the ROM asks the proxy on port 4011 ...
+    let addr = site_offer.yiaddr();
+    client.ip(&["addr", "add", &format!("{addr}/24"), "dev", &client_if]).unwrap();
+    let mut req = request(&mac, MessageType::Request, bios());
+    req.set_ciaddr(addr);
+    let acks = exchange(&client, &client_if, "10.72.0.2:4011".parse().unwrap(), &req, wait);
+    assert_eq!(acks.len(), 1, "{acks:?}\n{}", server.log());
+    assert_eq!((acks[0].opts().msg_type(), file(&acks[0])), (Some(MessageType::Ack), "undionly.kpxe".to_string()));
+    assert_eq!(acks[0].siaddr(), proxy_ip);
+
+    // ... and fetches the file from siaddr over TFTP, in the 512-byte blocks
+    // of a ROM that asks for no options (tftp-hpa), and byte for byte.
+    let out_dir = tempfile::tempdir().unwrap();
+    let got = out_dir.path().join("undionly.kpxe");
+    let out =
+        client.output(&["tftp", "-m", "binary", "10.72.0.2", "-c", "get", "undionly.kpxe", got.to_str().unwrap()]);
+    assert!(out.status.success(), "tftp-hpa: {}{}\n{}", stdout(&out), kiln_tests::stderr(&out), server.log());
+    let served = std::fs::read(&got).unwrap();
+    assert!(served.len() > 60_000 && served == ipxe_file("undionly.kpxe"), "undionly.kpxe differs");
+    server.wait_log(&["tftp: sending", "undionly.kpxe"], wait).unwrap();
+
+    // undionly.kpxe's iPXE asks again, as iPXE on arch 0: the script's URL.
+    let mut ipxe = bios();
+    ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+    let replies = exchange(&client, &client_if, bcast, &request(&mac, MessageType::Discover, ipxe), wait);
+    assert_eq!(replies.iter().find(from_proxy).map(file).as_deref(), Some("http://10.72.0.2:7100/boot/ipxe"));
+}
