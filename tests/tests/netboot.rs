@@ -70,7 +70,7 @@ fn the_ipxe_script_follows_the_workflow_and_closes_when_it_succeeds() {
     assert!(enrol.starts_with("kiln_enrol_") && enrol.len() == 11 + 43, "{enrol}");
     let expected = format!(
         "#!ipxe\necho kiln: {upper} boots the hook image for workflow {id}\n\
-         kernel http://{host}/boot/hook/vmlinuz kiln.server=http://{host} kiln.agent_id={mac} kiln.mac=${{net0/mac}} \
+         kernel http://{host}/boot/hook/vmlinuz initrd=initramfs kiln.server=http://{host} kiln.agent_id={mac} kiln.mac=${{net0/mac}} \
          kiln.enrol={enrol} console=ttyS0 kiln.insecure_registries=10.0.2.2:5000\n\
          initrd http://{host}/boot/hook/initramfs\nboot\n"
     );

@@ -64,7 +64,7 @@ impl Default for BmcRuntime {
 }
 
 /// A BMC operation, as a job stores it ("power on", "boot pxe once uefi").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BmcOperation {
     Power(PowerAction),
     Boot(BootOverride),
@@ -75,6 +75,16 @@ pub enum BmcOperation {
         device: Option<kiln_bmc::BootDevice>,
         cycle: bool,
     },
+    /// The first step of an ISO-booting workflow ("start iso cycle"): the
+    /// machine's hook ISO into the virtual CD, one-time boot from CD, then
+    /// as [`Self::Start`].
+    StartIso {
+        cycle: bool,
+    },
+    /// The last step of an ISO-booting workflow ("eject media", "eject
+    /// media, then power off"): the hook ISO out, then the workflow's
+    /// after-success operation, if any.
+    Eject(Option<Box<BmcOperation>>),
 }
 
 impl std::fmt::Display for BmcOperation {
@@ -94,6 +104,9 @@ impl std::fmt::Display for BmcOperation {
                 device.map_or_else(|| "none".to_string(), |d| d.to_string()),
                 if *cycle { "cycle" } else { "on" }
             ),
+            Self::StartIso { cycle } => write!(f, "start iso {}", if *cycle { "cycle" } else { "on" }),
+            Self::Eject(None) => write!(f, "eject media"),
+            Self::Eject(Some(then)) => write!(f, "eject media, then {then}"),
         }
     }
 }
@@ -118,6 +131,18 @@ impl std::str::FromStr for BmcOperation {
                 };
                 Ok(Self::Boot(BootOverride { device: device.parse()?, once, mode }))
             }
+            ["start", "iso", power] => Ok(Self::StartIso {
+                cycle: match *power {
+                    "cycle" => true,
+                    "on" => false,
+                    other => return Err(format!("{other:?} must be cycle or on")),
+                },
+            }),
+            ["eject", "media"] => Ok(Self::Eject(None)),
+            ["eject", "media,", "then", then @ ..] => match then.join(" ").parse()? {
+                Self::Eject(_) => Err(format!("{s:?}: eject then eject")),
+                then => Ok(Self::Eject(Some(Box::new(then)))),
+            },
             ["start", device, power] => Ok(Self::Start {
                 device: if *device == "none" { None } else { Some(device.parse()?) },
                 cycle: match *power {
@@ -390,6 +415,50 @@ impl App {
         ))
     }
 
+    /// Inserts (`Some(url)`) or ejects the virtual CD; what the BMC
+    /// reports after.
+    pub(crate) async fn run_media(
+        &self,
+        hardware_id: &str,
+        image_url: Option<&str>,
+    ) -> Result<(Option<String>, bool), AppError> {
+        let client = self.bmc_client(hardware_id).await?;
+        let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+        match image_url {
+            Some(url) => client.insert_media(url).await,
+            None => client.eject_media().await,
+        }
+        .map_err(|e| bmc_error(hardware_id, e))?;
+        client.media_state().await.map_err(|e| bmc_error(hardware_id, e))
+    }
+
+    /// [`BmcOperation::StartIso`]: the BMC downloads the machine's hook ISO
+    /// from this server ([`App::hook_iso_url`]) into its virtual CD, then
+    /// the machine boots it once.
+    pub(crate) async fn run_start_iso(&self, hardware_id: &str, cycle: bool) -> Result<String, AppError> {
+        let url = self.hook_iso_url(hardware_id).await.map_err(|e| e.with_context("the hook ISO's URL"))?;
+        self.run_media(hardware_id, Some(&url)).await.map_err(|e| e.with_context("insert the hook ISO"))?;
+        let started = self.run_start(hardware_id, Some(kiln_bmc::BootDevice::Cd), cycle).await?;
+        Ok(format!("hook ISO inserted ({url}), {started}"))
+    }
+
+    /// [`BmcOperation::Eject`]: the CD out, then `then`.
+    pub(crate) async fn run_eject(&self, hardware_id: &str, then: Option<BmcOperation>) -> Result<String, AppError> {
+        self.run_media(hardware_id, None).await.map_err(|e| e.with_context("eject the hook ISO"))?;
+        let then = match then {
+            None => return Ok("media ejected".into()),
+            Some(BmcOperation::Power(action)) => self.run_power(hardware_id, Some(action)).await?.state,
+            Some(BmcOperation::Boot(boot)) => {
+                let after = self.run_boot(hardware_id, boot).await?;
+                format!("boot {}", after.target.map_or_else(|| boot.device.to_string(), |t| t.to_string()))
+            }
+            Some(other) => {
+                return Err(AppError::InvalidArgument(format!("{other} cannot follow an eject")));
+            }
+        };
+        Ok(format!("media ejected, then {then}"))
+    }
+
     /// Ensures the BMC job `key` of workflow `workflow_id` exists (submits
     /// it the first time, else returns the one there): the workflow's BMC
     /// steps are keyed `workflow/ID/start` and `workflow/ID/finish`, so a
@@ -445,6 +514,10 @@ impl App {
         let device = match options.network_boot {
             kiln_documents::NetworkBoot::Pxe => Some(kiln_bmc::BootDevice::Pxe),
             kiln_documents::NetworkBoot::Http => Some(kiln_bmc::BootDevice::Http),
+            kiln_documents::NetworkBoot::Iso => {
+                let operation = BmcOperation::StartIso { cycle: options.power_cycle };
+                return self.ensure_workflow_bmc_job(&wf.id, &wf.hardware, "start", operation).await.map(Some);
+            }
             kiln_documents::NetworkBoot::None => None,
         };
         if device.is_none() && !options.power_cycle {
@@ -457,14 +530,21 @@ impl App {
     /// Submits the finishing BMC step of a workflow that just succeeded.
     pub(crate) async fn finish_workflow_bmc_steps(&self, wf: &crate::model::Workflow) -> Result<(), AppError> {
         let Some(options) = wf.boot_options else { return Ok(()) };
-        let operation = match options.after_success {
-            kiln_documents::AfterSuccess::None => return Ok(()),
-            kiln_documents::AfterSuccess::Off => BmcOperation::Power(PowerAction::Off),
+        let then = match options.after_success {
+            kiln_documents::AfterSuccess::None => None,
+            kiln_documents::AfterSuccess::Off => Some(BmcOperation::Power(PowerAction::Off)),
             // Persistent: the installed system boots from disk from now on
             // (the one-time network boot was used up by the start step).
             kiln_documents::AfterSuccess::Disk => {
-                BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None })
+                Some(BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None }))
             }
+        };
+        let operation = match (options.network_boot, then) {
+            // The hook ISO comes out whatever happens next: the credential
+            // in it is spent, and a CD left in would boot again.
+            (kiln_documents::NetworkBoot::Iso, then) => BmcOperation::Eject(then.map(Box::new)),
+            (_, Some(then)) => then,
+            (_, None) => return Ok(()),
         };
         self.ensure_workflow_bmc_job(&wf.id, &wf.hardware, "finish", operation).await.map(|_| ())
     }
@@ -566,14 +646,7 @@ impl App {
             {
                 return Err(AppError::InvalidArgument(format!("image_url {url:?} must be an http:// or https:// URL")));
             }
-            let client = self.bmc_client(hardware_id).await?;
-            let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
-            match image_url {
-                Some(url) => client.insert_media(url).await,
-                None => client.eject_media().await,
-            }
-            .map_err(|e| bmc_error(hardware_id, e))?;
-            client.media_state().await.map_err(|e| bmc_error(hardware_id, e))
+            self.run_media(hardware_id, image_url).await
         }
         .await;
         self.audit(opctx, verb, hardware_id, &result.as_ref().map(|_| ())).await;
@@ -652,6 +725,11 @@ mod tests {
             "boot cd once legacy",
             "start pxe cycle",
             "start none on",
+            "start iso cycle",
+            "start iso on",
+            "eject media",
+            "eject media, then power off",
+            "eject media, then boot disk always",
         ] {
             let op: BmcOperation = text.parse().unwrap();
             assert_eq!(op.to_string(), text);
@@ -666,6 +744,10 @@ mod tests {
             "start pxe",
             "start usb cycle",
             "start pxe twice",
+            "start iso twice",
+            "eject",
+            "eject media, then",
+            "eject media, then eject media",
         ] {
             assert!(bad.parse::<BmcOperation>().is_err(), "{bad}");
         }
