@@ -147,3 +147,73 @@ fn kiln_boots_the_hook_iso_through_redfish_virtual_media_twice() {
     assert_eq!(downloads, 2, "{}", rig.context("one ISO download per boot"));
     assert_eq!(rig.log("server").matches("hook ISO built").count(), 1, "built once, patched per download");
 }
+
+fn get(url: &str) -> (String, Vec<u8>) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[split + 1..]).to_string();
+    body.truncate(split);
+    (code, body)
+}
+
+/// The hook ISO without a VM: `GET /boot/iso/MAC/hook.iso` follows the
+/// iPXE script's gate (404 with the reason while the machine has nothing
+/// to do), answers an ISO 9660 image whose command line has the machine's
+/// MAC and a fresh one-time credential per download; ISO boot on a server
+/// without `--public-url` fails the workflow naming the flag, before any
+/// BMC call.
+#[test]
+fn the_hook_iso_follows_the_netboot_gate_and_iso_boot_needs_a_public_url() {
+    let hook = tempfile::tempdir().unwrap();
+    std::fs::write(hook.path().join("vmlinuz"), b"kernel bytes").unwrap();
+    std::fs::write(hook.path().join("initramfs.img"), vec![7u8; 1 << 20]).unwrap();
+    let hook_dir = hook.path().to_str().unwrap();
+    let c =
+        kiln_tests::Cluster::start_with(&["--plaintext", "--hook-dir", hook_dir, "--hook-cmdline", "console=ttyS0"])
+            .unwrap();
+    let mac = kiln_tests::random_mac();
+    c.apply(&format!(
+        "kind: BmcSecret\nname: lab-bmc\nusername: {BMC_USER}\npassword: {BMC_PASSWORD}\n---\n\
+         kind: Hardware\nname: node\nmacs: [\"{mac}\"]\n\
+         bmc:\n  address: http://127.0.0.1:9\n  protocol: redfish\n  credentials: lab-bmc\n---\n\
+         kind: Template\nname: t\ndata: |\n  version: \"0.1\"\n  name: t\n  tasks:\n    - name: t\n      \
+         worker: \"{{{{.device_1}}}}\"\n      actions:\n        - {{name: a, image: {image}}}\n",
+        image = c.env.busybox(),
+    ));
+    let url = format!("{}/boot/iso/{mac}/hook.iso", c.server_url);
+    let (code, body) = get(&url);
+    assert_eq!(code, "404", "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("has no pending workflow"), "{}", String::from_utf8_lossy(&body));
+
+    let workflow = |name: &str, boot: &str| {
+        format!(
+            "kind: Workflow\nname: {name}\ntemplate: t\nhardware: node\nhardware_map: {{device_1: \"{mac}\"}}\n{boot}"
+        )
+    };
+    c.apply(&workflow("wf-iso", "boot_options: {network_boot: iso}\n"));
+    let wf = c.wait_finished("wf-iso", Duration::from_secs(60));
+    assert_eq!(wf["state"], "FAILED", "{wf}");
+    let reason = wf["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("BMC step start (start iso cycle)") && reason.contains("--public-url"), "{reason}");
+
+    c.apply(&workflow("wf-plain", ""));
+    let credential = |iso: &[u8]| {
+        let text = String::from_utf8_lossy(iso);
+        let at = text.find("linux /vmlinuz ").expect("grub.cfg in the ISO");
+        let line = text[at..].lines().next().unwrap().to_string();
+        assert!(line.contains(&format!("kiln.mac={mac}")) && line.contains("console=ttyS0"), "{line}");
+        line.split_whitespace().find_map(|w| w.strip_prefix("kiln.enrol=")).expect("kiln.enrol=").to_string()
+    };
+    let (code, first) = get(&url);
+    assert_eq!(code, "200", "{}", String::from_utf8_lossy(&first[..first.len().min(500)]));
+    // ISO 9660: the primary volume descriptor at sector 16.
+    assert_eq!(&first[0x8001..0x8006], b"CD001");
+    let (_, second) = get(&url);
+    assert_eq!(first.len(), second.len(), "patched in place");
+    let (a, b) = (credential(&first), credential(&second));
+    assert!(a.starts_with("kiln_enrol_") && a != b, "{a} {b}");
+}
