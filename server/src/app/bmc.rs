@@ -432,11 +432,24 @@ impl App {
         client.media_state().await.map_err(|e| bmc_error(hardware_id, e))
     }
 
+    /// Is something in the virtual CD drive? (A retried step must not
+    /// insert twice or eject an empty drive: BMCs refuse both.)
+    async fn media_inserted(&self, hardware_id: &str) -> Result<bool, AppError> {
+        let client = self.bmc_client(hardware_id).await?;
+        let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+        client.media_state().await.map(|(_, inserted)| inserted).map_err(|e| bmc_error(hardware_id, e))
+    }
+
     /// [`BmcOperation::StartIso`]: the BMC downloads the machine's hook ISO
     /// from this server ([`App::hook_iso_url`]) into its virtual CD, then
-    /// the machine boots it once.
+    /// the machine boots it once. Whatever was in the drive (an earlier
+    /// attempt's ISO, whose credential a new download supersedes) comes
+    /// out first.
     pub(crate) async fn run_start_iso(&self, hardware_id: &str, cycle: bool) -> Result<String, AppError> {
         let url = self.hook_iso_url(hardware_id).await.map_err(|e| e.with_context("the hook ISO's URL"))?;
+        if self.media_inserted(hardware_id).await.map_err(|e| e.with_context("read virtual media"))? {
+            self.run_media(hardware_id, None).await.map_err(|e| e.with_context("eject the old media"))?;
+        }
         self.run_media(hardware_id, Some(&url)).await.map_err(|e| e.with_context("insert the hook ISO"))?;
         let started = self.run_start(hardware_id, Some(kiln_bmc::BootDevice::Cd), cycle).await?;
         Ok(format!("hook ISO inserted ({url}), {started}"))
@@ -444,7 +457,9 @@ impl App {
 
     /// [`BmcOperation::Eject`]: the CD out, then `then`.
     pub(crate) async fn run_eject(&self, hardware_id: &str, then: Option<BmcOperation>) -> Result<String, AppError> {
-        self.run_media(hardware_id, None).await.map_err(|e| e.with_context("eject the hook ISO"))?;
+        if self.media_inserted(hardware_id).await.map_err(|e| e.with_context("read virtual media"))? {
+            self.run_media(hardware_id, None).await.map_err(|e| e.with_context("eject the hook ISO"))?;
+        }
         let then = match then {
             None => return Ok("media ejected".into()),
             Some(BmcOperation::Power(action)) => self.run_power(hardware_id, Some(action)).await?.state,
