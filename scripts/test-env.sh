@@ -40,14 +40,16 @@ install_packages() {
     # libvirt-daemon + libvirt-daemon-driver-qemu
     # + libvirt-clients + python3-libvirt + python3-venv (and ovmf): the BMC
     # tests' private libvirtd and the emulators' venv (tests/src/bmc_lab.rs;
-    # never libvirt-daemon-system, which brings a NAT network and services).
+    # never libvirt-daemon-system, which brings a NAT network and services);
+    # xorriso (with the grub packages and mtools above): the server's hook
+    # ISO (server/src/app/hook_iso.rs, grub-mkrescue).
     for pkg in docker.io docker-registry apache2-utils busybox-static util-linux curl iproute2 \
         fdisk dosfstools xfsprogs e2fsprogs zstd xz-utils bzip2 gcc libc6-dev binutils \
         qemu-system-x86 ipxe-qemu ipxe tftp-hpa dnsmasq-base ovmf postgresql-15 prometheus chromium chromium-driver \
         golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev \
         qemu-utils qemu-block-extra lvm2 syslinux syslinux-common mtools \
         grub2-common grub-common grub-pc-bin grub-efi-amd64-bin gettext-base ca-certificates \
-        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-libvirt python3-venv; do
+        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-libvirt python3-venv xorriso; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -66,6 +68,10 @@ install_packages() {
 # domains, nothing under /etc or /var/lib/libvirt).
 install_bmc_emulators() {
     getent passwd kiln-libvirt >/dev/null || useradd -r -d /nonexistent -M -s /usr/sbin/nologin kiln-libvirt
+    # The BMC VM tests give a domain a tap the test made for kiln-libvirt;
+    # QEMU opens it through /dev/net/tun, which udev makes 0666 on a normal
+    # system (50-udev-default.rules) and this udev-less machine leaves 0600.
+    chmod 0666 /dev/net/tun
     if [ ! -x "$STATE/bmc-venv/bin/sushy-emulator" ] || [ ! -x "$STATE/bmc-venv/bin/vbmcd" ]; then
         rm -rf "$STATE/bmc-venv"
         /usr/bin/python3 -m venv --system-site-packages "$STATE/bmc-venv"

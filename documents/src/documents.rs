@@ -154,6 +154,9 @@ pub struct BootOptions {
 pub enum NetworkBoot {
     Pxe,
     Http,
+    /// The hook ISO the server builds for the machine, inserted through
+    /// the BMC's virtual media (no DHCP boot file or PXE needed).
+    Iso,
     None,
 }
 
@@ -189,11 +192,12 @@ fn boot_options(object: &str, b: BootOptionsYaml) -> Result<BootOptions, SpecErr
         None | Some("none") => NetworkBoot::None,
         Some("pxe") => NetworkBoot::Pxe,
         Some("http") => NetworkBoot::Http,
+        Some("iso") => NetworkBoot::Iso,
         Some(other) => {
             return Err(field_error(
                 object,
                 "boot_options.network_boot",
-                &format!("{other:?} must be pxe, http or none"),
+                &format!("{other:?} must be pxe, http, iso or none"),
             ));
         }
     };

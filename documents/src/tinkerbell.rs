@@ -335,8 +335,9 @@ fn object(ctx: &mut Ctx<'_>, obj: &Value, prefix: &str, docs: &mut Vec<Document>
 /// Tinkerbell's `spec.bootOptions` as kiln's boot options: `bootMode:
 /// netboot` is a one-time PXE boot and a power cycle before the first
 /// action. `toggleAllowNetboot` is what kiln does anyway (a machine
-/// network-boots the hook while it has a pending workflow). ISO boot is
-/// not supported yet: refused, naming the field, rather than run without.
+/// network-boots the hook while it has a pending workflow). `bootMode:
+/// iso` (or `isoboot`) boots the hook ISO kiln serves through the BMC's
+/// virtual media.
 fn tinkerbell_boot_options(
     ctx: &mut Ctx<'_>,
     label: &str,
@@ -376,18 +377,26 @@ fn tinkerbell_boot_options(
             power_cycle: true,
             after_success: AfterSuccess::None,
         })),
-        Some(Some(mode @ ("iso" | "isoboot"))) => Err(ctx.error(
-            label,
-            &format!("{at}.bootMode"),
-            format!("{mode:?}: ISO boot through virtual media is not supported yet; use netboot"),
-        )),
+        Some(Some("iso" | "isoboot")) => {
+            // Tinkerbell points isoURL at Smee, which patches its hook ISO
+            // per machine; kiln's server does the same itself.
+            if map.get("isoURL").is_some() {
+                ctx.warn(
+                    label,
+                    &format!("{at}.isoURL"),
+                    "ignored: kiln builds the machine's hook ISO and serves it to the BMC itself",
+                );
+            }
+            Ok(Some(BootOptions {
+                network_boot: NetworkBoot::Iso,
+                power_cycle: true,
+                after_success: AfterSuccess::None,
+            }))
+        }
         Some(other) => Err(ctx.error(
             label,
             &format!("{at}.bootMode"),
-            format!(
-                "{} must be netboot (iso is not supported yet)",
-                other.map_or("not a string".into(), |s| format!("{s:?}"))
-            ),
+            format!("{} must be netboot or iso", other.map_or("not a string".into(), |s| format!("{s:?}"))),
         )),
     }
 }

@@ -210,6 +210,7 @@ fn netboot_config(
         enrolment_ttl: Some(args.enrolment_ttl.into()),
         ipxe_dir: None,
         discovery: args.discovery,
+        iso_cache: Default::default(),
     })
 }
 

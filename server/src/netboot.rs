@@ -21,8 +21,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use sha2::{Digest, Sha256};
-
 use crate::app::boot::Decision;
 use crate::app::{App, OpContext};
 
@@ -54,6 +52,8 @@ pub struct NetbootConfig {
     /// as a discovered machine ([`crate::app::discovery`]) instead of its
     /// disk.
     pub discovery: bool,
+    /// The base hook ISO, built at its first download ([`crate::app::hook_iso`]).
+    pub iso_cache: crate::app::hook_iso::IsoCache,
 }
 
 struct Netboot {
@@ -71,6 +71,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .route("/boot/hook/{file}", get(hook_file))
         .route("/boot/ca.pem", get(ca_pem))
         .route("/boot/ipxe-bin/{file}", get(ipxe_binary))
+        .route("/boot/iso/{mac}/hook.iso", get(hook_iso))
         .with_state(Arc::new(Netboot { app, config }))
 }
 
@@ -103,24 +104,18 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
             // A discovered machine boots for no workflow.
             let workflow = if workflow.is_empty() { "none (discovery)".to_string() } else { workflow };
             // `kiln.enrol=`: this boot's one-time enrolment credential (the
-            // script is its only carrier: never logged).
-            // `initrd=initramfs` (the initrd's name in iPXE, from its URL):
-            // an iPXE running on UEFI boots the kernel through its EFI stub,
-            // which (before Linux's initrd media protocol, which Debian's
-            // iPXE lacks) loads the initrd only when named so; BIOS
-            // kernels ignore it. Without it a UEFI machine panics with no root.
+            // script is its only carrier: never logged). `initrd=initramfs`:
+            // the kernel's EFI stub loads the initrd by that name from
+            // iPXE's virtual file system under UEFI (iPXE before 1.21,
+            // Debian 12's, has no LoadFile2 initrd; without it the hook
+            // panics with no root fs). BIOS boots ignore it.
+            let args = n.app.hook_kernel_args(&base, &agent_id, "${net0/mac}", &enrolment);
             format!(
                 "#!ipxe\n\
                  echo kiln: {mac} boots the hook image for workflow {workflow}\n\
-                 kernel {base}/boot/hook/vmlinuz initrd=initramfs kiln.server={server} kiln.agent_id={agent_id} kiln.mac=${{net0/mac}}{ca} kiln.enrol={enrolment} {}\n\
+                 kernel {base}/boot/hook/vmlinuz initrd=initramfs {args}\n\
                  initrd {base}/boot/hook/initramfs\n\
-                 boot\n",
-                n.config.cmdline,
-                server = n.config.agent_url.as_deref().map_or(base.as_str(), |u| u.trim_end_matches('/')),
-                ca = n.config.ca_pem.as_ref().map_or(String::new(), |pem| format!(
-                    " kiln.ca_url={base}/boot/ca.pem kiln.ca_sha256={}",
-                    hex::encode(Sha256::digest(pem))
-                )),
+                 boot\n"
             )
         }
         Decision::Local(why) => {
@@ -129,6 +124,30 @@ async fn script(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers:
         }
     };
     ipxe(text)
+}
+
+/// The machine's hook ISO, for its BMC's virtual media.
+async fn hook_iso(State(n): State<Arc<Netboot>>, Path(mac): Path<String>, headers: HeaderMap) -> Response {
+    use crate::app::AppError;
+    let base = base_url(&n, &headers);
+    match n.app.hook_iso(&OpContext::system("netboot"), &mac, &base).await {
+        Ok(iso) => {
+            let len = iso.len().to_string();
+            let pieces = iso.pieces.map(Ok::<_, std::convert::Infallible>);
+            let body = Body::from_stream(tokio_stream::iter(pieces));
+            ([(header::CONTENT_TYPE, "application/octet-stream"), (header::CONTENT_LENGTH, len.as_str())], body)
+                .into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                AppError::NotFound(_) => StatusCode::NOT_FOUND,
+                AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::CONFLICT,
+            };
+            tracing::info!(%mac, reason = %e, "netboot: no hook ISO");
+            (status, format!("{e}\n")).into_response()
+        }
+    }
 }
 
 async fn ca_pem(State(n): State<Arc<Netboot>>) -> Response {

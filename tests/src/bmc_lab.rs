@@ -77,6 +77,51 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> R
     bail!("timed out after {limit:?} waiting for {what}")
 }
 
+/// A domain's hardware ([`Lab::define_domain_with`]).
+pub struct Machine {
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub disk_bytes: u64,
+    pub nic: Nic,
+    /// QEMU's `-cpu max` (`<cpu mode='maximum'>`) instead of TCG's default
+    /// model (qemu64), which lacks what a distribution's userland expects.
+    pub cpu_max: bool,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self { memory_mib: 128, cpus: 1, disk_bytes: 1 << 20, nic: Nic::User, cpu_max: false }
+    }
+}
+
+/// A domain's network interface (never with an option ROM: OVMF's own
+/// network stack runs).
+pub enum Nic {
+    /// QEMU's user-mode network inside the lab's namespace.
+    User,
+    /// A tap the test made in the lab's namespace, owned by
+    /// [`LIBVIRT_USER`], with this MAC.
+    Tap { tap: String, mac: String },
+}
+
+/// Is something listening on TCP `127.0.0.1:port` (in `netns`, if given)?
+fn listening(netns: Option<&str>, port: u16) -> bool {
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let Some(ns) = netns else { return connect() };
+    let Ok(file) = std::fs::File::open(format!("/var/run/netns/{ns}")) else { return false };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd changes only this
+            // thread's network namespace; the thread ends here.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            rc == 0 && connect()
+        })
+        .join()
+        .unwrap_or(false)
+    })
+}
+
 /// One lab: a netns, a libvirtd in it, and whatever domains and emulators
 /// the test adds. Everything is stopped and removed on drop.
 pub struct Lab {
@@ -90,8 +135,14 @@ pub struct Lab {
 
 impl Lab {
     pub fn start() -> Result<Self> {
+        Self::start_named("km-bmc")
+    }
+
+    /// A lab whose namespace is `PREFIX-PID-N` (tests with their own
+    /// resource prefix).
+    pub fn start_named(prefix: &str) -> Result<Self> {
         let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let netns = format!("km-bmc-{}-{n}", std::process::id());
+        let netns = format!("{prefix}-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new().prefix("kiln-bmc-lab-").tempdir()?;
         for sub in ["config", "runtime", "data", "cache", "images", "pool"] {
             std::fs::create_dir_all(dir.path().join(sub))?;
@@ -145,17 +196,41 @@ impl Lab {
     /// user-mode NIC without option ROM. It never gets as far as an OS; the
     /// firmware running is enough to show power and boot order changes.
     pub fn define_domain(&mut self, name: &str) -> Result<String> {
+        self.define_domain_with(name, &Machine::default())
+    }
+
+    /// The raw disk image of domain `name`.
+    pub fn disk_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("images").join(format!("{name}.img"))
+    }
+
+    /// The serial console log of domain `name`.
+    pub fn serial_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-serial.log"))
+    }
+
+    /// Defines a domain as [`define_domain`](Self::define_domain) does,
+    /// with `machine`'s memory, CPUs, disk size and NIC.
+    pub fn define_domain_with(&mut self, name: &str, machine: &Machine) -> Result<String> {
         let d = self.dir.path();
-        let disk = d.join("images").join(format!("{name}.img"));
-        std::fs::File::create(&disk)?.set_len(1 << 20)?;
+        let disk = self.disk_path(name);
+        std::fs::File::create(&disk)?.set_len(machine.disk_bytes)?;
         let vars = d.join("images").join(format!("{name}-vars.fd"));
         std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).context("copy OVMF vars (apt-get install ovmf)")?;
         chown_to_libvirt(&d.join("images"))?;
+        let nic = match &machine.nic {
+            Nic::User => "<interface type='user'><model type='virtio'/><rom enabled='no'/></interface>".to_string(),
+            // An unprivileged libvirtd cannot make taps: the test made this
+            // one (owned by the libvirt user) and put it on its bridge.
+            Nic::Tap { tap, mac } => format!(
+                "<interface type='ethernet'><mac address='{mac}'/><target dev='{tap}' managed='no'/><model type='virtio'/><rom enabled='no'/></interface>"
+            ),
+        };
         let xml = format!(
             r#"<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
+  <memory unit='MiB'>{memory}</memory>
+  <vcpu>{cpus}</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
     <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
@@ -163,18 +238,22 @@ impl Lab {
     <boot dev='hd'/>
   </os>
   <features><acpi/></features>
+  {cpu}
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='sda' bus='sata'/><readonly/></disk>
-    <interface type='user'><model type='virtio'/><rom enabled='no'/></interface>
+    {nic}
     <serial type='file'><source path='{serial}'/></serial>
   </devices>
 </domain>
 "#,
+            memory = machine.memory_mib,
+            cpus = machine.cpus,
+            cpu = if machine.cpu_max { "<cpu mode='maximum' check='none'/>" } else { "" },
             vars = vars.display(),
             disk = disk.display(),
-            serial = d.join(format!("{name}-serial.log")).display(),
+            serial = self.serial_path(name).display(),
         );
         let file = d.join(format!("{name}.xml"));
         std::fs::write(&file, xml)?;
@@ -224,6 +303,19 @@ impl Lab {
     /// Starts sushy-tools on `127.0.0.1:port` with basic auth for
     /// `user`/`password` and, given `tls` (cert PEM, key PEM), HTTPS.
     pub fn start_sushy(&mut self, port: u16, user: &str, password: &str, tls: Option<(&str, &str)>) -> Result<String> {
+        self.start_sushy_in(None, port, user, password, tls)
+    }
+
+    /// [`start_sushy`](Self::start_sushy) inside network namespace
+    /// `netns` (its loopback), for a kiln server that runs there.
+    pub fn start_sushy_in(
+        &mut self,
+        netns: Option<&str>,
+        port: u16,
+        user: &str,
+        password: &str,
+        tls: Option<(&str, &str)>,
+    ) -> Result<String> {
         let d = self.dir.path().to_path_buf();
         let htpasswd = d.join("sushy.htpasswd");
         let line = run("htpasswd", Command::new("htpasswd").args(["-Bbn", user, password]))?;
@@ -255,15 +347,19 @@ impl Lab {
         };
         let config_file = d.join(format!("sushy-{port}.conf"));
         std::fs::write(&config_file, config)?;
-        self.spawn(
-            &format!("sushy-{port}"),
-            Command::new(venv().join("bin/sushy-emulator")).env("SUSHY_EMULATOR_CONFIG", &config_file),
-        )?;
+        let sushy = venv().join("bin/sushy-emulator");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&sushy);
+                c
+            }
+            None => Command::new(&sushy),
+        };
+        self.spawn(&format!("sushy-{port}"), command.env("SUSHY_EMULATOR_CONFIG", &config_file))?;
         let name = format!("sushy-{port}");
-        wait_until("sushy-emulator to listen", Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .with_context(|| self.log(&name))?;
+        wait_until("sushy-emulator to listen", Duration::from_secs(60), || listening(netns, port))
+            .with_context(|| self.log(&name))?;
         Ok(format!("{scheme}://127.0.0.1:{port}"))
     }
 

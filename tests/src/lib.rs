@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod bmc_lab;
+pub mod bmc_vm;
 pub mod http;
 pub mod library;
 pub mod netns;

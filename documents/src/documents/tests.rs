@@ -337,10 +337,14 @@ fn workflow_boot_options_parse_and_errors_name_the_field() {
         parse("boot_options: {network_boot: http, after_success: disk}\n"),
         Some(BootOptions { network_boot: NetworkBoot::Http, power_cycle: true, after_success: AfterSuccess::Disk })
     );
+    assert_eq!(
+        parse("boot_options: {network_boot: iso, after_success: off}\n"),
+        Some(BootOptions { network_boot: NetworkBoot::Iso, power_cycle: true, after_success: AfterSuccess::Off })
+    );
     let none = parse("boot_options: {}\n").unwrap();
     assert!(none.is_noop(), "{none:?}");
     for (extra, field, says) in [
-        ("boot_options: {network_boot: usb}\n", "boot_options.network_boot", "pxe, http or none"),
+        ("boot_options: {network_boot: usb}\n", "boot_options.network_boot", "pxe, http, iso or none"),
         ("boot_options: {after_success: reboot}\n", "boot_options.after_success", "none, off or disk"),
         ("boot_options: {power_cycle: maybe}\n", "power_cycle", ""),
         ("boot_options: {netboot: pxe}\n", "netboot", ""),

@@ -364,9 +364,13 @@ fn tinkerbell_boot_options_map_onto_kilns() {
         })
     );
     assert!(warnings.is_empty(), "{warnings:?}");
+    let (docs, warnings) =
+        parse_documents_with_warnings("w.yaml", &wf("    bootMode: iso\n    isoURL: http://x/hook.iso\n")).unwrap();
+    let [Document::Workflow(w)] = docs.as_slice() else { panic!("{docs:?}") };
+    assert_eq!(w.boot_options.map(|o| (o.network_boot, o.power_cycle)), Some((crate::NetworkBoot::Iso, true)));
+    assert!(warnings.len() == 1 && warnings[0].message.contains("kiln builds the machine's hook ISO"), "{warnings:?}");
     for (options, field, says) in [
-        ("    bootMode: iso\n    isoURL: http://x/hook.iso\n", "spec.bootOptions.bootMode", "not supported yet"),
-        ("    bootMode: floppy\n", "spec.bootOptions.bootMode", "must be netboot"),
+        ("    bootMode: floppy\n", "spec.bootOptions.bootMode", "must be netboot or iso"),
         ("    toggleAllowNetboot: yes please\n", "spec.bootOptions.toggleAllowNetboot", "true or false"),
     ] {
         let e = parse_documents("w.yaml", &wf(options)).unwrap_err().to_string();

@@ -64,7 +64,7 @@ impl Default for BmcRuntime {
 }
 
 /// A BMC operation, as a job stores it ("power on", "boot pxe once uefi").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BmcOperation {
     Power(PowerAction),
     Boot(BootOverride),
@@ -75,6 +75,16 @@ pub enum BmcOperation {
         device: Option<kiln_bmc::BootDevice>,
         cycle: bool,
     },
+    /// The first step of an ISO-booting workflow ("start iso cycle"): the
+    /// machine's hook ISO into the virtual CD, one-time boot from CD, then
+    /// as [`Self::Start`].
+    StartIso {
+        cycle: bool,
+    },
+    /// The last step of an ISO-booting workflow ("eject media", "eject
+    /// media, then power off"): the hook ISO out, then the workflow's
+    /// after-success operation, if any.
+    Eject(Option<Box<BmcOperation>>),
 }
 
 impl std::fmt::Display for BmcOperation {
@@ -94,6 +104,9 @@ impl std::fmt::Display for BmcOperation {
                 device.map_or_else(|| "none".to_string(), |d| d.to_string()),
                 if *cycle { "cycle" } else { "on" }
             ),
+            Self::StartIso { cycle } => write!(f, "start iso {}", if *cycle { "cycle" } else { "on" }),
+            Self::Eject(None) => write!(f, "eject media"),
+            Self::Eject(Some(then)) => write!(f, "eject media, then {then}"),
         }
     }
 }
@@ -118,6 +131,18 @@ impl std::str::FromStr for BmcOperation {
                 };
                 Ok(Self::Boot(BootOverride { device: device.parse()?, once, mode }))
             }
+            ["start", "iso", power] => Ok(Self::StartIso {
+                cycle: match *power {
+                    "cycle" => true,
+                    "on" => false,
+                    other => return Err(format!("{other:?} must be cycle or on")),
+                },
+            }),
+            ["eject", "media"] => Ok(Self::Eject(None)),
+            ["eject", "media,", "then", then @ ..] => match then.join(" ").parse()? {
+                Self::Eject(_) => Err(format!("{s:?}: eject then eject")),
+                then => Ok(Self::Eject(Some(Box::new(then)))),
+            },
             ["start", device, power] => Ok(Self::Start {
                 device: if *device == "none" { None } else { Some(device.parse()?) },
                 cycle: match *power {
@@ -393,6 +418,65 @@ impl App {
         ))
     }
 
+    /// Inserts (`Some(url)`) or ejects the virtual CD; what the BMC
+    /// reports after.
+    pub(crate) async fn run_media(
+        &self,
+        hardware_id: &str,
+        image_url: Option<&str>,
+    ) -> Result<(Option<String>, bool), AppError> {
+        let client = self.bmc_client(hardware_id).await?;
+        let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+        match image_url {
+            Some(url) => client.insert_media(url).await,
+            None => client.eject_media().await,
+        }
+        .map_err(|e| bmc_error(hardware_id, e))?;
+        client.media_state().await.map_err(|e| bmc_error(hardware_id, e))
+    }
+
+    /// Is something in the virtual CD drive? (A retried step must not
+    /// insert twice or eject an empty drive: BMCs refuse both.)
+    async fn media_inserted(&self, hardware_id: &str) -> Result<bool, AppError> {
+        let client = self.bmc_client(hardware_id).await?;
+        let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
+        client.media_state().await.map(|(_, inserted)| inserted).map_err(|e| bmc_error(hardware_id, e))
+    }
+
+    /// [`BmcOperation::StartIso`]: the BMC downloads the machine's hook ISO
+    /// from this server ([`App::hook_iso_url`]) into its virtual CD, then
+    /// the machine boots it once. Whatever was in the drive (an earlier
+    /// attempt's ISO, whose credential a new download supersedes) comes
+    /// out first.
+    pub(crate) async fn run_start_iso(&self, hardware_id: &str, cycle: bool) -> Result<String, AppError> {
+        let url = self.hook_iso_url(hardware_id).await.map_err(|e| e.with_context("the hook ISO's URL"))?;
+        if self.media_inserted(hardware_id).await.map_err(|e| e.with_context("read virtual media"))? {
+            self.run_media(hardware_id, None).await.map_err(|e| e.with_context("eject the old media"))?;
+        }
+        self.run_media(hardware_id, Some(&url)).await.map_err(|e| e.with_context("insert the hook ISO"))?;
+        let started = self.run_start(hardware_id, Some(kiln_bmc::BootDevice::Cd), cycle).await?;
+        Ok(format!("hook ISO inserted ({url}), {started}"))
+    }
+
+    /// [`BmcOperation::Eject`]: the CD out, then `then`.
+    pub(crate) async fn run_eject(&self, hardware_id: &str, then: Option<BmcOperation>) -> Result<String, AppError> {
+        if self.media_inserted(hardware_id).await.map_err(|e| e.with_context("read virtual media"))? {
+            self.run_media(hardware_id, None).await.map_err(|e| e.with_context("eject the hook ISO"))?;
+        }
+        let then = match then {
+            None => return Ok("media ejected".into()),
+            Some(BmcOperation::Power(action)) => self.run_power(hardware_id, Some(action)).await?.state,
+            Some(BmcOperation::Boot(boot)) => {
+                let after = self.run_boot(hardware_id, boot).await?;
+                format!("boot {}", after.target.map_or_else(|| boot.device.to_string(), |t| t.to_string()))
+            }
+            Some(other) => {
+                return Err(AppError::InvalidArgument(format!("{other} cannot follow an eject")));
+            }
+        };
+        Ok(format!("media ejected, then {then}"))
+    }
+
     /// Fails workflow `workflow_id` because its BMC step failed (the job
     /// runner calls this; `reason` names the step, the BMC and the error).
     pub(crate) async fn fail_workflow_for_bmc(
@@ -534,14 +618,7 @@ impl App {
             {
                 return Err(AppError::InvalidArgument(format!("image_url {url:?} must be an http:// or https:// URL")));
             }
-            let client = self.bmc_client(hardware_id).await?;
-            let _permit = self.bmc.permits.acquire().await.map_err(|e| AppError::internal("BMC call limit", e))?;
-            match image_url {
-                Some(url) => client.insert_media(url).await,
-                None => client.eject_media().await,
-            }
-            .map_err(|e| bmc_error(hardware_id, e))?;
-            client.media_state().await.map_err(|e| bmc_error(hardware_id, e))
+            self.run_media(hardware_id, image_url).await
         }
         .await;
         self.audit(opctx, verb, hardware_id, &result.as_ref().map(|_| ())).await;
@@ -562,6 +639,10 @@ pub fn start_step_job(wf: &crate::model::Workflow) -> Option<BmcJob> {
     let device = match options.network_boot {
         kiln_documents::NetworkBoot::Pxe => Some(kiln_bmc::BootDevice::Pxe),
         kiln_documents::NetworkBoot::Http => Some(kiln_bmc::BootDevice::Http),
+        kiln_documents::NetworkBoot::Iso => {
+            let operation = BmcOperation::StartIso { cycle: options.power_cycle };
+            return Some(pending_job(Some(workflow_job_key(&wf.id, "start")), &wf.hardware, &operation));
+        }
         kiln_documents::NetworkBoot::None => None,
     };
     if device.is_none() && !options.power_cycle {
@@ -572,18 +653,26 @@ pub fn start_step_job(wf: &crate::model::Workflow) -> Option<BmcJob> {
 }
 
 /// The finishing BMC step of workflow `wf` (power off, or boot from disk
-/// from now on), when its boot options ask for one: created in the same
-/// transaction as the workflow's SUCCESS (`App::report`), so a server that
-/// stops in between cannot lose it.
+/// from now on; the hook ISO out first), when its boot options ask for one:
+/// created in the same transaction as the workflow's SUCCESS
+/// (`App::report`), so a server that stops in between cannot lose it.
 pub fn finish_step_job(wf: &crate::model::Workflow) -> Option<BmcJob> {
-    let operation = match wf.boot_options?.after_success {
-        kiln_documents::AfterSuccess::None => return None,
-        kiln_documents::AfterSuccess::Off => BmcOperation::Power(PowerAction::Off),
+    let options = wf.boot_options?;
+    let then = match options.after_success {
+        kiln_documents::AfterSuccess::None => None,
+        kiln_documents::AfterSuccess::Off => Some(BmcOperation::Power(PowerAction::Off)),
         // Persistent: the installed system boots from disk from now on
         // (the one-time network boot was used up by the start step).
         kiln_documents::AfterSuccess::Disk => {
-            BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None })
+            Some(BmcOperation::Boot(BootOverride { device: kiln_bmc::BootDevice::Disk, once: false, mode: None }))
         }
+    };
+    let operation = match (options.network_boot, then) {
+        // The hook ISO comes out whatever happens next: the credential in
+        // it is spent, and a CD left in would boot again.
+        (kiln_documents::NetworkBoot::Iso, then) => BmcOperation::Eject(then.map(Box::new)),
+        (_, Some(then)) => then,
+        (_, None) => return None,
     };
     Some(pending_job(Some(workflow_job_key(&wf.id, "finish")), &wf.hardware, &operation))
 }
@@ -653,6 +742,11 @@ mod tests {
             "boot cd once legacy",
             "start pxe cycle",
             "start none on",
+            "start iso cycle",
+            "start iso on",
+            "eject media",
+            "eject media, then power off",
+            "eject media, then boot disk always",
         ] {
             let op: BmcOperation = text.parse().unwrap();
             assert_eq!(op.to_string(), text);
@@ -667,6 +761,10 @@ mod tests {
             "start pxe",
             "start usb cycle",
             "start pxe twice",
+            "start iso twice",
+            "eject",
+            "eject media, then",
+            "eject media, then eject media",
         ] {
             assert!(bad.parse::<BmcOperation>().is_err(), "{bad}");
         }

@@ -68,6 +68,21 @@ impl App {
         }
     }
 
+    /// The hook's kernel parameters for one boot, after the kernel image:
+    /// what its init and agent need. `base` is the server's URL as the
+    /// machine reached it; `mac` is the boot NIC's (iPXE's `${net0/mac}` in
+    /// a script); `enrolment` is this boot's one-time credential, a secret
+    /// (never logged). The iPXE script and the hook ISO carry the same.
+    pub fn hook_kernel_args(&self, base: &str, agent_id: &str, mac: &str, enrolment: &str) -> String {
+        let n = &self.netboot;
+        let server = n.agent_url.as_deref().map_or(base, |u| u.trim_end_matches('/'));
+        let ca = n.ca_pem.as_ref().map_or(String::new(), |pem| {
+            use sha2::Digest;
+            format!(" kiln.ca_url={base}/boot/ca.pem kiln.ca_sha256={}", hex::encode(sha2::Sha256::digest(pem)))
+        });
+        format!("kiln.server={server} kiln.agent_id={agent_id} kiln.mac={mac}{ca} kiln.enrol={enrolment} {}", n.cmdline)
+    }
+
     /// Should the DHCP services hand this machine a boot file? The same
     /// gate as [`App::boot_decision`], and no when there is no hook image
     /// to chain to (the firmware then moves on to its disk at once instead

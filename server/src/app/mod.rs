@@ -50,6 +50,7 @@ pub mod dispatch;
 pub mod enrol;
 mod error;
 pub mod hardware_inventory;
+pub mod hook_iso;
 pub mod images;
 pub mod inventory;
 pub mod logs;

@@ -124,6 +124,8 @@ async fn end_of(app: &App, job: &BmcJob) -> Result<JobEnd, AppError> {
             .await
             .map(|b| b.target.map_or_else(|| "set".to_string(), |t| format!("target {t}"))),
         BmcOperation::Start { device, cycle } => app.run_start(&job.hardware_id, device, cycle).await,
+        BmcOperation::StartIso { cycle } => app.run_start_iso(&job.hardware_id, cycle).await,
+        BmcOperation::Eject(then) => app.run_eject(&job.hardware_id, then.map(|b| *b)).await,
     };
     Ok(match result {
         Ok(result) => JobEnd::Succeeded { result },
