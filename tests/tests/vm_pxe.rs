@@ -14,9 +14,12 @@
 //!
 //! TCG only, bounded waits, everything inside namespaces the test makes.
 
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
+use kiln_tests::netns::{NsServer, Site, short_id};
 use kiln_tests::pxe::{self, ACTION_TEXT, Dhcp, Outcome, Until};
+use kiln_tests::{Proc, random_mac, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
