@@ -790,9 +790,20 @@ pub async fn rule_adoptions_match_once_respect_max_count_and_refuse_atomically(b
     let (batch, m) = adoption(&macs[0], "discovered-525400000802");
     assert_eq!(store.adopt_by_rule(batch, m).await.unwrap(), RuleAdoption::NameTaken);
     assert_eq!(store.list_discovered().await.unwrap().len(), 4);
+    // Its boot's credential, used (its agent enrolled), and a later one
+    // unused.
+    let far = now_millis() + 3_600_000;
+    let mut boot = enrolment("e-used", "discovered-525400000801", far);
+    (boot.agent_id, boot.mac) = (macs[0].clone(), macs[0].clone());
+    store.issue_enrolment(boot.clone(), 0).await.unwrap();
+    store.take_enrolment("e-used", 2_000).await.unwrap();
     // Adopted: the discovered record goes, the hardware and the match come.
     let (batch, m) = adoption(&macs[0], "a1");
     assert_eq!(store.adopt_by_rule(batch, m.clone()).await.unwrap(), RuleAdoption::Adopted(vec![Outcome::Created]));
+    // The used credential moved to the adopted hardware: a replay is still
+    // told apart from an unknown credential.
+    let replay = store.take_enrolment("e-used", 3_000).await.unwrap();
+    assert_eq!(replay, Some(Enrolment { hardware_id: "a1".into(), used_at: Some(2_000), ..boot }));
     assert_eq!(store.list_rule_matches().await.unwrap(), vec![m.clone()]);
     assert_eq!(store.get_hardware("a1").await.unwrap().doc.macs, vec![macs[0].clone()]);
     assert_eq!(store.list_discovered().await.unwrap().len(), 3);

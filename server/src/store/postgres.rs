@@ -504,7 +504,23 @@ fn agents_to_wake(wf: &Workflow) -> Vec<String> {
 async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::new();
+    // The used enrolment credentials of an adopted machine move with it
+    // (its hardware row, and so its credentials, are deleted here): a
+    // replay of its boot script's credential stays a replay, refused and
+    // audited as one, not an unknown credential. Unused ones go: the
+    // machine enrols anew at its next boot.
+    type EnrolmentRow = (String, String, String, String, i64, i64, Option<i64>);
+    let mut used_enrolments: Vec<EnrolmentRow> = Vec::new();
     for id in &batch.adopt {
+        let rows: Vec<EnrolmentRow> = sqlx::query_as(
+            "SELECT credential_hash, agent_id, mac, workflow, created_at, expires_at, used_at
+             FROM enrolments WHERE hardware_id = $1 AND used_at IS NOT NULL
+             AND hardware_id IN (SELECT hardware_id FROM discovered_hardware)",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        used_enrolments.extend(rows);
         sqlx::query("DELETE FROM hardware WHERE id = $1 AND id IN (SELECT hardware_id FROM discovered_hardware)")
             .bind(id)
             .execute(&mut *tx)
@@ -540,6 +556,22 @@ async fn apply_batch(tx: &mut PgConnection, batch: &ApplyBatch) -> Result<Vec<Ou
             }
         };
         outcomes.push(outcome);
+    }
+    // The adopting Hardware has the discovered machine's agent id.
+    for (hash, agent_id, mac, workflow, created_at, expires_at, used_at) in used_enrolments {
+        sqlx::query(
+            "INSERT INTO enrolments (credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at)
+             SELECT $1, id, $2, $3, $4, $5, $6, $7 FROM hardware WHERE agent_id = $2",
+        )
+        .bind(hash)
+        .bind(agent_id)
+        .bind(mac)
+        .bind(workflow)
+        .bind(created_at)
+        .bind(expires_at)
+        .bind(used_at)
+        .execute(&mut *tx)
+        .await?;
     }
     for d in &batch.definitions {
         let doc = serde_json::to_string(d)?;

@@ -369,7 +369,31 @@ fn same_definition(a: &Workflow, b: &Workflow) -> bool {
 fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::new();
+    // The used enrolment credentials of an adopted machine move with it
+    // (its hardware row, and so its credentials, are deleted here): a
+    // replay of its boot script's credential stays a replay, refused and
+    // audited as one, not an unknown credential. Unused ones go: the
+    // machine enrols anew at its next boot.
+    let mut used_enrolments: Vec<Enrolment> = Vec::new();
     for id in &batch.adopt {
+        let mut used = tx.prepare(
+            "SELECT credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at
+             FROM enrolments WHERE hardware_id = ?1 AND used_at IS NOT NULL
+             AND hardware_id IN (SELECT hardware_id FROM discovered_hardware)",
+        )?;
+        let rows = used.query_map([id], |r| {
+            Ok(Enrolment {
+                credential_hash: r.get(0)?,
+                hardware_id: r.get(1)?,
+                agent_id: r.get(2)?,
+                mac: r.get(3)?,
+                workflow: r.get(4)?,
+                created_at: r.get(5)?,
+                expires_at: r.get(6)?,
+                used_at: r.get(7)?,
+            })
+        })?;
+        used_enrolments.extend(rows.collect::<Result<Vec<_>, _>>()?);
         tx.execute("DELETE FROM hardware WHERE id = ?1 AND id IN (SELECT hardware_id FROM discovered_hardware)", [id])?;
     }
     for hw in &batch.hardware {
@@ -392,6 +416,14 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
             }
         };
         outcomes.push(outcome);
+    }
+    // The adopting Hardware has the discovered machine's agent id.
+    for e in used_enrolments {
+        tx.execute(
+            "INSERT INTO enrolments (credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at)
+             SELECT ?1, id, ?2, ?3, ?4, ?5, ?6, ?7 FROM hardware WHERE agent_id = ?2",
+            params![e.credential_hash, e.agent_id, e.mac, e.workflow, e.created_at, e.expires_at, e.used_at],
+        )?;
     }
     for d in &batch.definitions {
         let doc = serde_json::to_string(d)?;
