@@ -16,3 +16,4 @@ cargo build --release --workspace --bins
 target/release/bench-agent-overhead
 target/release/bench-image2disk
 target/release/bench-vm
+target/release/bench-enrol
