@@ -363,15 +363,24 @@ pub fn fail_disk_hint(
     };
     let name = action.spec.name.clone();
     let attempt = wf.actions[index as usize].attempts.iter_mut().find(|a| a.id == attempt_id).expect("found above");
-    attempt.state = ActionState::Failed;
+    end_attempt(attempt, ActionState::Failed, &report.reason, report.message.clone(), now);
+    end_workflow(wf, WorkflowState::Failed, failure_reason(&name, &report), now);
+    Ok(true)
+}
+
+/// Ends an open attempt from the server's side (nobody reported it).
+fn end_attempt(attempt: &mut Attempt, state: ActionState, reason: &str, message: String, now: Millis) {
+    attempt.state = state;
     attempt.finished_at = Some(now);
     attempt.lease_expires_at = None;
-    attempt.reason = report.reason.clone();
-    attempt.message = report.message.clone();
-    wf.state = WorkflowState::Failed;
-    wf.reason = failure_reason(&name, &report);
+    attempt.reason = reason.into();
+    attempt.message = message;
+}
+
+fn end_workflow(wf: &mut Workflow, state: WorkflowState, reason: String, now: Millis) {
+    wf.state = state;
+    wf.reason = reason;
     wf.finished_at = Some(now);
-    Ok(true)
 }
 
 /// Writes a validated report into the action's latest attempt and moves the
@@ -469,15 +478,9 @@ pub fn fail_for_bmc(wf: &mut Workflow, reason: &str, after_success: bool, now: M
     if let Some(index) = wf.current_action().map(|a| a.index as usize)
         && let Some(attempt) = wf.actions[index].attempts.last_mut().filter(|a| !a.state.is_terminal())
     {
-        attempt.state = ActionState::Failed;
-        attempt.finished_at = Some(now);
-        attempt.lease_expires_at = None;
-        attempt.reason = "BmcStepFailed".into();
-        attempt.message = reason.to_string();
+        end_attempt(attempt, ActionState::Failed, "BmcStepFailed", reason.to_string(), now);
     }
-    wf.state = WorkflowState::Failed;
-    wf.reason = reason.to_string();
-    wf.finished_at = Some(now);
+    end_workflow(wf, WorkflowState::Failed, reason.to_string(), now);
     true
 }
 
@@ -493,15 +496,15 @@ pub fn expire(wf: &mut Workflow, now: Millis) -> bool {
     if let Some(index) = wf.current_action().map(|a| a.index as usize)
         && let Some(attempt) = wf.actions[index].attempts.last_mut().filter(|a| !a.state.is_terminal())
     {
-        attempt.state = ActionState::Timeout;
-        attempt.finished_at = Some(now);
-        attempt.lease_expires_at = None;
-        attempt.reason = "GlobalTimeout".into();
-        attempt.message = format!("workflow global_timeout of {limit}s passed");
+        end_attempt(
+            attempt,
+            ActionState::Timeout,
+            "GlobalTimeout",
+            format!("workflow global_timeout of {limit}s passed"),
+            now,
+        );
     }
-    wf.state = WorkflowState::Timeout;
-    wf.reason = format!("global_timeout of {limit}s passed");
-    wf.finished_at = Some(now);
+    end_workflow(wf, WorkflowState::Timeout, format!("global_timeout of {limit}s passed"), now);
     true
 }
 
