@@ -121,7 +121,8 @@ async fn main() -> Result<()> {
     ensure!(without == 0, "{without} machines not discovered with their inventory");
     // A credential works once.
     let first = &timings[0];
-    let replay = enrol(&bench.url, &bench.tls, &first.credential, &first.agent_id, &mac(0)).await;
+    let channel = endpoint(&bench.url, &bench.tls).map_err(anyhow::Error::msg)?.connect().await?;
+    let replay = enrol(channel, &first.credential, &first.agent_id, &mac(0)).await;
     match replay {
         Err(e) if e.downcast_ref::<tonic::Status>().is_some_and(|s| s.code() == tonic::Code::FailedPrecondition) => {}
         other => bail!("a replayed credential was not refused as used: {:?}", other.map(|_| ())),
@@ -166,8 +167,7 @@ async fn first_boot(
     let t1 = Instant::now();
     // One connection for both calls, as the agent keeps its channel.
     let channel = endpoint(url, tls).map_err(anyhow::Error::msg)?.connect().await?;
-    let request = EnrolRequest { credential: credential.clone(), agent_id: agent_id.clone(), mac: mac.to_string() };
-    let token = EnrolmentServiceClient::new(channel.clone()).enrol(request).await?.into_inner().token;
+    let token = enrol(channel.clone(), &credential, &agent_id, mac).await?;
     let t2 = Instant::now();
     let mut agent = AgentServiceClient::with_interceptor(channel, AgentAuth::new(&agent_id, &token)?);
     let inventory = serde_json::json!({
@@ -183,14 +183,8 @@ async fn first_boot(
     Ok(Timings { script: us(t0, t1), enrol: us(t1, t2), inventory: us(t2, t3), credential, agent_id })
 }
 
-async fn enrol(
-    url: &str,
-    tls: &kiln_proto::connect::ClientTls,
-    credential: &str,
-    agent_id: &str,
-    mac: &str,
-) -> Result<String> {
-    let channel = endpoint(url, tls).map_err(anyhow::Error::msg)?.connect().await?;
+/// `Enrol` over `channel`: the machine's token.
+async fn enrol(channel: tonic::transport::Channel, credential: &str, agent_id: &str, mac: &str) -> Result<String> {
     let request =
         EnrolRequest { credential: credential.to_string(), agent_id: agent_id.to_string(), mac: mac.to_string() };
     let answer = EnrolmentServiceClient::new(channel).enrol(request).await?.into_inner();
