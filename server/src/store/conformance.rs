@@ -1069,18 +1069,12 @@ pub async fn bmc_secrets_and_power_readings(b: &dyn Backend) {
     assert_eq!(store.bmc_secret("hw-bmc").await.unwrap(), Some(sealed("v1:second")));
 }
 
-/// BMC jobs: a submission is idempotent by key; two instances claiming at
-/// once never get the same job; only the lease holder finishes it; a retry
-/// waits for its time; a job whose lease ran out is claimed again and its
-/// old holder can no longer finish it.
-pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
-    use super::{BmcJob, JobEnd};
-    let (a, b2) = (b.open().await, b.open().await);
-    // One machine each: one machine's jobs wait for each other (below).
-    let job = |id: &str, key: &str, created_at| BmcJob {
+/// A pending "power on" job for the BMC job tests, due at once.
+fn pending_bmc_job(id: &str, key: &str, hardware: &str, created_at: Millis) -> super::BmcJob {
+    super::BmcJob {
         id: id.into(),
         key: key.into(),
-        hardware_id: format!("hw-{key}"),
+        hardware_id: hardware.into(),
         operation: "power on".into(),
         state: "pending".into(),
         attempts: 0,
@@ -1092,7 +1086,18 @@ pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
         error: String::new(),
         created_at,
         updated_at: created_at,
-    };
+    }
+}
+
+/// BMC jobs: a submission is idempotent by key; two instances claiming at
+/// once never get the same job; only the lease holder finishes it; a retry
+/// waits for its time; a job whose lease ran out is claimed again and its
+/// old holder can no longer finish it.
+pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
+    use super::JobEnd;
+    let (a, b2) = (b.open().await, b.open().await);
+    // One machine each: one machine's jobs wait for each other (below).
+    let job = |id: &str, key: &str, created_at| pending_bmc_job(id, key, &format!("hw-{key}"), created_at);
     let (first, outcome) = a.create_bmc_job(job("j1", "k1", 10)).await.unwrap();
     assert_eq!((first.id.as_str(), outcome), ("j1", Outcome::Created));
     let (again, outcome) = b2.create_bmc_job(job("j1-dup", "k1", 11)).await.unwrap();
@@ -1144,24 +1149,9 @@ pub async fn bmc_jobs_are_idempotent_claimed_once_and_leased(b: &dyn Backend) {
 /// waits for a retry; other machines' jobs are not held up; on two
 /// instances claiming at once too.
 pub async fn one_machines_bmc_jobs_run_one_at_a_time_in_order(b: &dyn Backend) {
-    use super::{BmcJob, JobEnd};
+    use super::JobEnd;
     let (a, b2) = (b.open().await, b.open().await);
-    let job = |id: &str, hardware: &str, created_at| BmcJob {
-        id: id.into(),
-        key: id.into(),
-        hardware_id: hardware.into(),
-        operation: "power on".into(),
-        state: "pending".into(),
-        attempts: 0,
-        next_attempt_at: 0,
-        lease_owner: String::new(),
-        lease_until: 0,
-        deadline: 1_000_000,
-        result: String::new(),
-        error: String::new(),
-        created_at,
-        updated_at: created_at,
-    };
+    let job = |id: &str, hardware: &str, created_at| pending_bmc_job(id, id, hardware, created_at);
     a.create_bmc_job(job("x-off", "x", 10)).await.unwrap();
     a.create_bmc_job(job("y-on", "y", 15)).await.unwrap();
     a.create_bmc_job(job("x-on", "x", 20)).await.unwrap();
@@ -1203,20 +1193,8 @@ pub async fn workflow_bmc_steps_commit_with_the_workflow_and_are_rekeyed(b: &dyn
     apply.templates.push(TemplateDoc::new("tpl", "x"));
     store.apply(apply).await.unwrap();
     let job = |id: &str, key: &str, created_at| BmcJob {
-        id: id.into(),
-        key: key.into(),
-        hardware_id: "hw".into(),
         operation: "power off".into(),
-        state: "pending".into(),
-        attempts: 0,
-        next_attempt_at: 0,
-        lease_owner: String::new(),
-        lease_until: 0,
-        deadline: 1_000_000,
-        result: String::new(),
-        error: String::new(),
-        created_at,
-        updated_at: created_at,
+        ..pending_bmc_job(id, key, "hw", created_at)
     };
     // Fails: neither the change nor the job is kept.
     let finish = job("j-finish", "workflow/wf_1/finish", 20);
