@@ -1,13 +1,15 @@
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use kiln_agent::Agent;
 use kiln_agent::config::AgentConfig;
 
 /// kiln agent: runs the actions the kiln server hands to this machine.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Agent configuration file (YAML). Registry credentials go here.
     #[arg(long, short, env = "KILN_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -26,9 +28,45 @@ struct Args {
     otlp_endpoint: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum Command {
+    /// Load the kernel modules of the devices present and the ones named
+    /// (udev's job at boot; the hook image's /init runs this). Prints one
+    /// summary line; failures are in it, and are not an error.
+    Coldplug {
+        /// Also load these modules, whatever the hardware.
+        #[arg(long, value_delimiter = ',')]
+        load: Vec<String>,
+        /// Module directory (default: /lib/modules/RELEASE of this kernel).
+        #[arg(long)]
+        modules_dir: Option<PathBuf>,
+        /// Print each module loaded and the device (modalias) it is for.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match args.command {
+        Some(Command::Coldplug { load, modules_dir, verbose }) => {
+            // No async runtime: this runs early in the hook's boot, where
+            // every thread started costs.
+            let options = kiln_coldplug::Options { also: load, ..Default::default() };
+            let report = kiln_coldplug::run_here(modules_dir.as_deref(), &options)?;
+            if verbose {
+                for l in &report.loaded {
+                    eprintln!("coldplug: {:.2} s {} <- {}", l.at.as_secs_f64(), l.module, l.because);
+                }
+            }
+            println!("{report}");
+            Ok(())
+        }
+        None => tokio::runtime::Runtime::new()?.block_on(run_agent(args)),
+    }
+}
+
+async fn run_agent(args: Args) -> anyhow::Result<()> {
     // The configuration may name the trace endpoint: read it first (its
     // errors are returned before any log output exists, and main prints them).
     let mut config = match &args.config {
