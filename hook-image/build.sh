@@ -8,13 +8,16 @@
 # OUTDIR/coverage.md (the drivers and firmware table of docs/hook-image.md).
 #
 # initramfs.img is two cpio archives back to back, which the kernel unpacks
-# in turn: a zstd-compressed one with everything but the Docker engine, then
-# an uncompressed one holding a single file, /usr/lib/kiln/docker.squashfs
-# (zstd inside) with dockerd, containerd, its shim, runc and docker-proxy,
-# which /init mounts. Why: the kernel unpacks a compressed initramfs before
-# /init runs (the whole 190 MB tree took 5 s under QEMU/TCG, 3 s of it
-# zstd); a squashfs is only copied, is decompressed page by page as the
-# engine runs, and keeps its 139 MB compressed in RAM.
+# in turn: a zstd-compressed one with everything but the Docker engine and
+# the drivers, then an uncompressed one holding two squashfs files (zstd
+# inside), which /init mounts: /usr/lib/kiln/docker.squashfs with dockerd,
+# containerd, its shim, runc and docker-proxy, and
+# /usr/lib/kiln/drivers.squashfs with the kernel modules and firmware. Why:
+# the kernel unpacks a compressed initramfs before /init runs (the whole
+# 190 MB tree took 5 s under QEMU/TCG, 3 s of it zstd); a squashfs is only
+# copied, is decompressed page by page as it is read, and stays compressed
+# in RAM. A machine loads 20-40 of the image's 150 modules: the rest of the
+# drivers (41 MB) and firmware are never decompressed at all.
 #
 # Environment:
 #   KILN_AGENT_BIN=path     use this (static) kiln-agent instead of building it
@@ -22,7 +25,7 @@
 #   KILN_HOOK_APT_UPDATE=1  run `apt-get update` first (it also runs when apt has no lists)
 #   KVER=6.1.0-NN-amd64     kernel ABI (default: what linux-image-amd64 depends on)
 #   ZSTD_LEVEL=N            zstd level of the cpio (default 9; see README.md for the sizes)
-#   SQUASHFS_LEVEL=N        zstd level of the engine's squashfs (default 19)
+#   SQUASHFS_LEVEL=N        zstd level of the engine's and the drivers' squashfs (default 19)
 #   KEEP_WORK=1             keep the unpacked tree (path is printed)
 #
 # Needs root only for apt-get (installing missing host tools, downloading
@@ -244,22 +247,19 @@ chmod 0755 "$R/etc/udhcpc.script"
 # The agent's in-band inventory (kiln-inventory) needs no extra files: it
 # reads sysfs, /proc, /sys/firmware/dmi/tables (root only: the agent runs as
 # root), efivarfs (mounted by /init) and the disks' first sectors itself.
-# Not in the image yet, so absent from its reports: udev, hence no
-# /dev/disk/by-id and by-path names (disks still report serial and WWN).
-# TPMs (tpm_tis, tpm_crb: built into Debian's kernel), UEFI variables
+# No udev: the agent computes the /dev/disk/by-id and by-path names from
+# sysfs and makes the links itself (disk_links in its config). TPMs (tpm_tis, tpm_crb: built into Debian's kernel), UEFI variables
 # (efivarfs) and the BMC (ipmi_si, ipmi_devintf) are covered: see below.
 
 # ---------------------------------------------------------------- modules
 # Hardware drivers, one a line: module|class|hardware. They are the image's
-# /etc/modules.hw, loaded by /init's modalias coldplug for the devices
-# present (or all with kiln.modules=all), and the rows of the coverage table
-# (OUT/coverage.md, copied into docs/hook-image.md; tests/tests/hook_image.rs
-# checks the page against the image). Each driver's firmware is what its
-# module and the modules it depends on name in `firmware=` (.modinfo),
-# taken from Debian's firmware packages. Coldplug looks at the buses in
-# /init's COLDPLUG_BUSES (pci virtio scsi usb hid vmbus) and, for the ACPI
-# and platform buses, only at the devices a module in the image claims
-# (/etc/coldplug.acpi: tpm, ipmi_si, hv_vmbus).
+# /etc/modules.hw (loaded with kiln.modules=all), the modules the coldplug
+# (`kiln-agent coldplug`, run by /init) may load for the devices present on
+# any bus, and the rows of the coverage table (OUT/coverage.md, copied into
+# docs/hook-image.md; tests/tests/hook_image.rs checks the page against the
+# image). Each driver's firmware is what its module and the modules it
+# depends on name in `firmware=` (.modinfo), taken from Debian's firmware
+# packages.
 HW_DRIVERS='
 virtio_pci|bus|virtio PCI transport (QEMU/KVM, clouds)
 virtio_net|nic|virtio NIC (QEMU/KVM, clouds)
@@ -364,10 +364,6 @@ take "$R/etc/modules.late" $MODS_LATE
 take "$R/etc/modules.bridge" $MODS_BRIDGE
 "$BB" depmod -b "$R" "$KVER"
 NMODS=$(find "$R/lib/modules" -name '*.ko*' | wc -l)
-# The ACPI and platform devices /init's coldplug asks modprobe about: only
-# those some module in the image claims (a server has ~100 other ACPI
-# devices, each modprobe a process), as shell patterns.
-grep -E '^alias (acpi|platform)[*:]' "$R/lib/modules/$KVER/modules.alias" | awk '{print $2}' | sort -u > "$R/etc/coldplug.acpi"
 say "kernel modules: $NMODS files ($(du -sh "$R/lib/modules" | cut -f1))"
 
 # ---------------------------------------------------------------- firmware
@@ -419,7 +415,7 @@ say "firmware: $NFW files ($FWBYTES bytes), $(awk -F'\t' '$3 == "absent"' "$FWLI
         cell=${fws:-none}
         [ -n "$absent" ] && cell="$cell (not in Debian's packages, the driver tries another: $absent)"
         deps=$(echo $mods | cut -d' ' -f2-)
-        where="initramfs ($class)"
+        where="drivers squashfs ($class)"
         [ "$deps" != "$(echo $mods)" ] && [ -n "$deps" ] && where="$where, with $(echo "$deps" | sed 's/ /, /g')"
         printf '| %s | %s | %s | %s |\n' "$m" "$hw" "$cell" "$where"
     done <<<"$HW_DRIVERS"
@@ -459,6 +455,30 @@ say "engine squashfs ($(du -sh "$S" | cut -f1)) with zstd -$SQUASHFS_LEVEL"
 mksquashfs "$S" "$WORK/docker.squashfs" -noappend -quiet -no-progress -all-root -no-xattrs \
     -comp zstd -Xcompression-level "$SQUASHFS_LEVEL" -b 1M -mkfs-time 0 -all-time 0 >/dev/null
 
+# ---------------------------------------------------------------- the drivers' squashfs
+# /lib/modules and /lib/firmware move into a squashfs that /init mounts on
+# DRIVERS_MNT and binds back onto those two paths, before anything loads a
+# module. Only the two modules that mount it stay unpacked, in
+# /usr/lib/kiln/early (they have no dependencies; the squashfs has them
+# too, so modules.dep stays whole). 128 KiB blocks: a module or firmware
+# file read decompresses little beyond itself (1 MiB blocks would
+# decompress up to 1 MiB of neighbours per file).
+DRIVERS_MNT=/usr/lib/kiln/drivers
+DRIVERS_SQFS=usr/lib/kiln/drivers.squashfs
+D=$WORK/drivers
+mkdir -p "$D" "$R/usr/lib/kiln/early" "$R$DRIVERS_MNT"
+for m in loop squashfs; do
+    f=$(dep_line "$m"); f=${f%%:*}
+    [ -n "$f" ] && [ "$(dep_line "$m" | cut -d: -f2 | tr -d ' ')" = "" ] || die "$m must be a module without dependencies (it mounts the drivers' squashfs)"
+    cp "$R/lib/modules/$KVER/$f" "$R/usr/lib/kiln/early/$m.ko"
+done
+mv "$R/lib/modules" "$D/modules"
+if [ -d "$R/lib/firmware" ]; then mv "$R/lib/firmware" "$D/firmware"; else mkdir "$D/firmware"; fi
+mkdir -p "$R/lib/modules" "$R/lib/firmware"
+say "drivers squashfs ($(du -sh "$D" | cut -f1)) with zstd -$SQUASHFS_LEVEL"
+mksquashfs "$D" "$WORK/drivers.squashfs" -noappend -quiet -no-progress -all-root -no-xattrs \
+    -comp zstd -Xcompression-level "$SQUASHFS_LEVEL" -b 128K -mkfs-time 0 -all-time 0 >/dev/null
+
 # ---------------------------------------------------------------- pack + manifest
 # cpio (newc, root-owned, sorted) of the tree under $1, to stdout
 pack_cpio() { (cd "$1" && find . -print0 | LC_ALL=C sort -z | "$BB" cpio -o -H newc -0 -R 0:0 2>/dev/null); }
@@ -470,8 +490,9 @@ SEG1=$(stat -c %s "$WORK/seg1.cpio.zst")
 # The kernel looks for the next archive at a 4-byte boundary and skips
 # zero bytes; 512 is what other initramfs builders use.
 PAD=$(( (512 - SEG1 % 512) % 512 ))
-mkdir -p "$WORK/seg2/${ENGINE_SQFS%/*}"
+mkdir -p "$WORK/seg2/${ENGINE_SQFS%/*}" "$WORK/seg2/${DRIVERS_SQFS%/*}"
 mv "$WORK/docker.squashfs" "$WORK/seg2/$ENGINE_SQFS"
+mv "$WORK/drivers.squashfs" "$WORK/seg2/$DRIVERS_SQFS"
 {
     cat "$WORK/seg1.cpio.zst"
     head -c "$PAD" /dev/zero
@@ -480,14 +501,19 @@ mv "$WORK/docker.squashfs" "$WORK/seg2/$ENGINE_SQFS"
 mv "$IMG.tmp" "$IMG"
 SZ=$(stat -c %s "$IMG")
 SQ=$(stat -c %s "$WORK/seg2/$ENGINE_SQFS")
+DQ=$(stat -c %s "$WORK/seg2/$DRIVERS_SQFS")
 {
     echo "kiln hook image, built $(date -u +%Y-%m-%dT%H:%M:%SZ) by hook-image/build.sh"
     echo "kernel: $KVER ($(dpkg-deb -f "$DEBS/${DEB[$PKG_KERNEL]}" Version))"
     echo "vmlinuz: $(stat -c %s "$OUT/vmlinuz") bytes"
     echo "initramfs.img: $SZ bytes (uncompressed tree $UNCOMP bytes)"
     # tests/vm/build-test-os.sh reads this line to find the first archive
-    echo "  archive 1: the first $SEG1 bytes, zstd -$ZSTD_LEVEL cpio, everything but the engine"
-    echo "  archive 2: from byte $((SEG1 + PAD)), plain cpio of /$ENGINE_SQFS ($SQ bytes, zstd -$SQUASHFS_LEVEL, mounted on $ENGINE_MNT)"
+    echo "  archive 1: the first $SEG1 bytes, zstd -$ZSTD_LEVEL cpio, everything but the engine and the drivers"
+    # tests/vm/build-test-os.sh and tests/tests/hook_image.rs read this
+    # line to find the second archive
+    echo "  archive 2: from byte $((SEG1 + PAD)), plain cpio of two squashfs files (zstd -$SQUASHFS_LEVEL):"
+    echo "    /$ENGINE_SQFS: $SQ bytes, mounted on $ENGINE_MNT"
+    echo "    /$DRIVERS_SQFS: $DQ bytes, mounted on $DRIVERS_MNT (modules/ on /lib/modules, firmware/ on /lib/firmware)"
     echo "engine binaries: $ENGINE_BINS"
     echo "kiln-agent: $(stat -c %s "$R/usr/bin/kiln-agent") bytes, sha256 $(sha256sum "$R/usr/bin/kiln-agent" | cut -d' ' -f1)"
     echo "init: sha256 $(sha256sum "$R/init" | cut -d' ' -f1)"

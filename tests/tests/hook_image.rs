@@ -1,15 +1,19 @@
 //! The hook image carries what docs/hook-image.md says it carries.
 //!
 //! Reads the built image (hook-image/build.sh's output, `KILN_HOOK_DIR`) the
-//! way the kernel does: the first archive of initramfs.img, zstd-decompressed,
-//! parsed as a newc cpio. Then, for every row of the page's coverage table:
-//! the driver's module and every module it depends on (the image's own
-//! modules.dep) are in the archive, and so is every firmware file those
-//! modules name in their ELF `.modinfo` section (`firmware=`), at the path
-//! the kernel's firmware loader reads. The page's table must be the one the
-//! build generated (OUT/coverage.md), so the docs cannot drift from the
-//! image, and every driver /init's coldplug may load (/etc/modules.hw) must
-//! have a row. Fast: no VM, a few seconds of decompression.
+//! way the kernel and /init do: the first archive of initramfs.img,
+//! zstd-decompressed, parsed as a newc cpio; the second, a plain cpio, whose
+//! drivers' squashfs /init mounts (unpacked here with `unsquashfs`). Then,
+//! for every row of the page's coverage table: the driver's module and every
+//! module it depends on (the image's own modules.dep) are in the squashfs,
+//! and so is every firmware file those modules name in their ELF `.modinfo`
+//! section (`firmware=`), at the path the kernel's firmware loader reads
+//! once /init has bound it on /lib/firmware. The page's table must be the
+//! one the build generated (OUT/coverage.md), so the docs cannot drift from
+//! the image, and every driver of /etc/modules.hw must have a row. The
+//! coldplug's index (kiln-coldplug) reads the image's modules.alias and
+//! finds the drivers of real devices' modaliases in it. Fast: no VM, a few
+//! seconds of decompression.
 //!
 //! A second test boots the image on a VM with an emulated BMC and UEFI
 //! firmware: the platform drivers the coldplug finds on the ACPI bus load.
@@ -101,41 +105,81 @@ fn the_hook_image_carries_every_driver_and_firmware_file_its_coverage_table_list
     let image = std::fs::read(hook.join("initramfs.img")).unwrap();
     assert!(image.len() as u64 <= SIZE_GOAL, "initramfs.img is {} bytes, over the {SIZE_GOAL} goal", image.len());
 
-    // The first archive (everything but the Docker engine), as the kernel
-    // unpacks it.
-    let seg1: usize = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("  archive 1: the first ")?.split(' ').next()?.parse().ok())
-        .expect("manifest.txt has no 'archive 1' line");
+    // The first archive (everything but the Docker engine and the
+    // drivers), as the kernel unpacks it.
+    let archive = |n: &str| -> usize {
+        let prefix = format!("  archive {n}: ");
+        manifest
+            .lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix(&prefix)?;
+                rest.strip_prefix("the first ")
+                    .or(rest.strip_prefix("from byte "))?
+                    .split([' ', ','])
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("manifest.txt has no 'archive {n}' line"))
+    };
+    let (seg1, seg2) = (archive("1"), archive("2"));
     let dir = tempfile::tempdir().unwrap();
     let zst = dir.path().join("seg1.cpio.zst");
     std::fs::write(&zst, &image[..seg1]).unwrap();
     let out = Command::new("zstd").arg("-dcq").arg(&zst).output().expect("zstd (apt-get install zstd)");
     assert!(out.status.success(), "zstd -d of the first archive: {}", String::from_utf8_lossy(&out.stderr));
     let cpio = parse_cpio(&out.stdout);
-    let file = |p: &str| -> &[u8] {
-        let e = cpio.get(p).unwrap_or_else(|| panic!("{p} is not in the initramfs"));
-        assert_eq!(e.mode & 0o170000, 0o100000, "{p} is not a regular file in the initramfs");
-        assert!(!e.data.is_empty(), "{p} is empty in the initramfs");
-        &e.data
+    let regular = |e: Option<&Entry>, p: &str| -> Vec<u8> {
+        let e = e.unwrap_or_else(|| panic!("{p} is not in the image"));
+        assert_eq!(e.mode & 0o170000, 0o100000, "{p} is not a regular file in the image");
+        assert!(!e.data.is_empty(), "{p} is empty in the image");
+        e.data.clone()
     };
-    let text = |p: &str| String::from_utf8(file(p).to_vec()).unwrap();
-
-    let kdir = cpio
-        .keys()
-        .find_map(|k| k.strip_prefix("lib/modules/")?.strip_suffix("/modules.dep"))
-        .expect("no lib/modules/<version>/modules.dep in the initramfs")
-        .to_string();
+    let text = |p: &str| String::from_utf8(regular(cpio.get(p), p)).unwrap();
+    // What /init mounts before anything loads a module: loop and squashfs
+    // unpacked, the drivers in the second archive's squashfs, and nothing
+    // of them left in the first archive for the kernel to decompress.
+    for m in ["loop", "squashfs"] {
+        regular(cpio.get(&format!("usr/lib/kiln/early/{m}.ko")), m);
+    }
+    let unpacked: Vec<_> =
+        cpio.keys().filter(|k| k.starts_with("lib/modules/") || k.starts_with("lib/firmware/")).collect();
+    assert!(unpacked.is_empty(), "drivers left in the first archive: {unpacked:?}");
+    let seg2 = parse_cpio(&image[seg2..]);
+    let sqfs = dir.path().join("drivers.squashfs");
+    std::fs::write(&sqfs, regular(seg2.get("usr/lib/kiln/drivers.squashfs"), "drivers.squashfs")).unwrap();
+    regular(seg2.get("usr/lib/kiln/docker.squashfs"), "docker.squashfs");
+    let drivers = dir.path().join("drivers");
+    let out = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .args([&drivers, &sqfs])
+        .output()
+        .expect("unsquashfs (apt-get install squashfs-tools)");
+    assert!(out.status.success(), "unsquashfs: {}", String::from_utf8_lossy(&out.stderr));
+    // By the paths /init binds them on: "lib/modules/...", "lib/firmware/..."
+    let on_disk = |p: &str| drivers.join(p.strip_prefix("lib/").unwrap_or_else(|| panic!("{p}: not under lib/")));
+    let file = |p: &str| -> Vec<u8> {
+        let data = std::fs::read(on_disk(p)).unwrap_or_else(|e| panic!("{p} is not in the drivers' squashfs: {e}"));
+        assert!(!data.is_empty(), "{p} is empty in the drivers' squashfs");
+        data
+    };
+    let kdir = std::fs::read_dir(drivers.join("modules"))
+        .expect("no modules/ in the drivers' squashfs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|v| drivers.join("modules").join(v).join("modules.dep").exists())
+        .expect("no modules/<version>/modules.dep in the drivers' squashfs");
     let kpath = |rel: &str| format!("lib/modules/{kdir}/{rel}");
     // module -> [its file, the files of its dependencies]
-    let deps: BTreeMap<String, Vec<String>> = text(&kpath("modules.dep"))
+    let dtext = |p: &str| String::from_utf8(file(p)).unwrap();
+    let deps: BTreeMap<String, Vec<String>> = dtext(&kpath("modules.dep"))
         .lines()
         .filter_map(|l| {
             let (m, d) = l.split_once(':')?;
             Some((module_of(m), std::iter::once(m).chain(d.split_whitespace()).map(String::from).collect()))
         })
         .collect();
-    let builtin: BTreeSet<String> = text(&kpath("modules.builtin")).lines().map(module_of).collect();
+    let builtin: BTreeSet<String> = dtext(&kpath("modules.builtin")).lines().map(module_of).collect();
 
     // The docs page shows the table this build generated.
     let generated = std::fs::read_to_string(hook.join("coverage.md")).unwrap();
@@ -159,8 +203,8 @@ fn the_hook_image_carries_every_driver_and_firmware_file_its_coverage_table_list
             assert!(builtin.contains(&driver), "{driver}: listed as built in, not in modules.builtin");
             continue;
         }
-        assert!(place.starts_with("initramfs"), "{driver}: where is {place:?}");
-        assert!(modules_hw.contains(&driver), "{driver} is in the table but not in /etc/modules.hw (coldplug)");
+        assert!(place.starts_with("drivers squashfs"), "{driver}: where is {place:?}");
+        assert!(modules_hw.contains(&driver), "{driver} is in the table but not in /etc/modules.hw");
         // "a, b (not in Debian's packages, the driver tries another: c, d)"
         let (present, absent) = match listed_fw.split_once(" (not in Debian's packages, the driver tries another: ") {
             Some((p, a)) => (p, a.trim_end_matches(')')),
@@ -172,10 +216,10 @@ fn the_hook_image_carries_every_driver_and_firmware_file_its_coverage_table_list
         let mut named = BTreeSet::new();
         for ko in files {
             let elf = file(&kpath(ko));
-            for fw in modinfo(elf).iter().filter_map(|s| s.strip_prefix("firmware=")) {
+            for fw in modinfo(&elf).iter().filter_map(|s| s.strip_prefix("firmware=")) {
                 named.insert(fw.to_string());
                 if absent.contains(fw) {
-                    assert!(!cpio.contains_key(&format!("lib/firmware/{fw}")), "{driver}: {fw} listed as absent");
+                    assert!(!on_disk(&format!("lib/firmware/{fw}")).exists(), "{driver}: {fw} listed as absent");
                     continue;
                 }
                 // (the kernel reads /lib/firmware/NAME; the page lists it)
@@ -222,19 +266,44 @@ fn the_hook_image_carries_every_driver_and_firmware_file_its_coverage_table_list
     ] {
         assert!(rows.contains(m), "no {m} in the coverage table");
     }
-    // ipmi_si and Hyper-V's VMBus are found on the ACPI/platform buses,
-    // which /init's coldplug reads only through this list.
-    let acpi = text("etc/coldplug.acpi");
-    assert!(acpi.contains("acpi*:IPI0001:*") && acpi.contains("platform:dmi-ipmi-si"), "{acpi}");
     assert!(firmware_files > 30, "only {firmware_files} firmware files named by the carried drivers");
-    println!("{} drivers, {firmware_files} firmware references checked in {} entries", rows.len(), cpio.len());
+
+    // The coldplug's index reads the image's modules.dep and modules.alias
+    // (every pattern compiles) and maps real devices to the drivers that
+    // claim them, the modules they need first. The modaliases are those
+    // the kernel shows for these devices.
+    let index = kiln_coldplug::ModuleIndex::open(&drivers.join("modules").join(&kdir)).expect("the coldplug's index");
+    for (device, alias, driver) in [
+        ("QEMU virtio NIC", "virtio:d00000001v00001AF4", "virtio_net"),
+        ("ICH9 AHCI", "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", "ahci"),
+        ("Mellanox ConnectX-5", "pci:v000015B3d00001017sv000015B3sd00000007bc02sc00i00", "mlx5_core"),
+        ("Intel E810-C", "pci:v00008086d00001592sv00008086sd00000002bc02sc00i00", "ice"),
+        ("Dell PERC H730", "pci:v00001000d0000005Dsv00001028sd00001F49bc01sc04i00", "megaraid_sas"),
+        ("Broadcom BCM5720", "pci:v000014E4d0000165Fsv00001028sd00000639bc02sc00i00", "tg3"),
+        ("BMC over KCS (ACPI)", "acpi:IPI0001:", "ipmi_si"),
+        ("Hyper-V VMBus", "acpi:VMBUS:", "hv_vmbus"),
+        ("USB stick", "usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00", "usb_storage"),
+    ] {
+        let found = index.matching(alias);
+        assert!(found.contains(&driver), "{device} ({alias}): the index gives {found:?}, not {driver}");
+        let order = index.load_order(driver).unwrap();
+        assert_eq!(order.last().map(String::as_str), Some(driver), "{order:?}");
+        for m in &order {
+            assert!(index.file(m).unwrap().exists(), "{device}: {m} has no file");
+        }
+    }
+    assert!(index.matching("pci:v00001234d00001111sv00001AF4sd00001100bc03sc00i00").is_empty(), "QEMU VGA: no driver");
+    println!(
+        "{} drivers, {firmware_files} firmware references checked; {} files unpacked by the kernel",
+        rows.len(),
+        cpio.len()
+    );
 }
 
 /// The platform drivers load on a machine that has the hardware: a UEFI VM
 /// (OVMF) with QEMU's emulated BMC (`ipmi-bmc-sim` behind an ISA KCS
-/// interface, described in ACPI as `IPI0001` and in SMBIOS). /init's
-/// coldplug finds the BMC on the ACPI bus through /etc/coldplug.acpi and
-/// loads ipmi_si, which talks to the BMC; then ipmi_devintf (/dev/ipmi0);
+/// interface, described in ACPI as `IPI0001` and in SMBIOS). The coldplug
+/// finds the BMC on the ACPI bus and loads ipmi_si, which talks to the BMC; then ipmi_devintf (/dev/ipmi0);
 /// and it mounts efivarfs. The hook boots with QEMU's `-kernel`/`-initrd`
 /// and an unreachable server: the test stops once the agent has started.
 /// TCG, about a minute.

@@ -13,8 +13,9 @@
 #   tests/vm/build-test-os.sh HOOK_OUT OUT_DIR [SIZE_MIB]
 #
 # HOOK_OUT is hook-image/build.sh's output (vmlinuz, initramfs.img,
-# manifest.txt): the initramfs takes busybox and the kernel modules from
-# the hook's first (zstd cpio) archive, so both match.
+# manifest.txt): the initramfs takes busybox from the hook's first (zstd
+# cpio) archive and the kernel modules from the drivers' squashfs in its
+# second, so both match the kernel.
 set -euo pipefail
 HOOK=$(cd "$1" && pwd)
 OUT=$2
@@ -29,7 +30,13 @@ mkdir "$WORK/hook"
 SEG1=$(sed -n 's/^  archive 1: the first \([0-9]*\) bytes, zstd.*/\1/p' "$HOOK/manifest.txt")
 [ -n "$SEG1" ] || { echo "no 'archive 1' line in $HOOK/manifest.txt: rebuild the hook image" >&2; exit 1; }
 head -c "$SEG1" "$HOOK/initramfs.img" | zstd -dc | (cd "$WORK/hook" && /bin/busybox cpio -i -d --quiet 2>/dev/null)
-KVER=$(ls "$WORK/hook/lib/modules" | head -1)
+SEG2=$(sed -n 's/^  archive 2: from byte \([0-9]*\),.*/\1/p' "$HOOK/manifest.txt")
+[ -n "$SEG2" ] || { echo "no 'archive 2' line in $HOOK/manifest.txt: rebuild the hook image" >&2; exit 1; }
+mkdir "$WORK/seg2"
+tail -c +"$((SEG2 + 1))" "$HOOK/initramfs.img" | (cd "$WORK/seg2" && /bin/busybox cpio -i -d --quiet 2>/dev/null)
+unsquashfs -q -n -d "$WORK/drivers" "$WORK/seg2/usr/lib/kiln/drivers.squashfs" modules >/dev/null
+rm -rf "$WORK/seg2"
+KVER=$(ls "$WORK/drivers/modules" | head -1)
 
 # The OS's initramfs: busybox, the modules to read its disk, an init.
 I=$WORK/initrd
@@ -37,7 +44,7 @@ mkdir -p "$I"/{bin,sbin,proc,sys,dev,mnt,lib/modules}
 cp "$WORK/hook/bin/busybox" "$I/bin/busybox"
 for a in sh mount umount cat echo uname poweroff modprobe sleep; do ln -s busybox "$I/bin/$a"; done
 ln -s ../bin/busybox "$I/sbin/modprobe"
-cp -a "$WORK/hook/lib/modules/$KVER" "$I/lib/modules/"
+cp -a "$WORK/drivers/modules/$KVER" "$I/lib/modules/"
 cat >"$I/init" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc

@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     let size = |f: &str| std::fs::metadata(vm::hook_dir().join(f)).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
     summary.push(format!(
         "hook image: initramfs.img {:.1} MB (goal < 80 MB with the server drivers and firmware, issue 17; \
-         no second squashfs), vmlinuz {:.1} MB",
+         the drivers in a squashfs inside it, nothing fetched later), vmlinuz {:.1} MB",
         size("initramfs.img"),
         size("vmlinuz")
     ));
