@@ -75,25 +75,36 @@ PKGS_USER="busybox-static docker.io containerd runc tini ca-certificates
  libzstd1 liblz4-1 libselinux1 libudev1 libpcre2-8-0"
 
 mkdir -p "$DEBS"
-# Exact file names of the candidate versions (the cache may hold older ones).
-# (run in an empty dir: apt-get download prints nothing for files already in the cwd)
-EMPTY=$(mktemp -d /tmp/kiln-hook-uris.XXXXXX)
-URIS=$(cd "$EMPTY" && apt-get download --print-uris $PKG_KERNEL $PKGS_USER 2>/dev/null)
-rmdir "$EMPTY"
-declare -A DEB
-missing_pkgs=()
-while read -r _url file _size _hash; do
-    [ -n "$file" ] || continue
-    pkg=${file%%_*}
-    DEB[$pkg]=$file
-    [ -s "$DEBS/$file" ] || missing_pkgs+=("$pkg")
-done <<<"$URIS"
-for p in $PKG_KERNEL $PKGS_USER; do [ -n "${DEB[$p]:-}" ] || die "apt knows no package $p"; done
-if [ ${#missing_pkgs[@]} -gt 0 ]; then
-    say "downloading ${#missing_pkgs[@]} packages into $DEBS"
-    (cd "$DEBS" && apt-get download -q "${missing_pkgs[@]}" 2>&1 | grep -v -e unsandboxed -e '^Get:' || true)
-    for p in "${missing_pkgs[@]}"; do [ -s "$DEBS/${DEB[$p]}" ] || die "download of $p failed"; done
-fi
+declare -A DEB   # package -> its .deb's file name in $DEBS
+# fetch_debs LABEL HINT PKG...: the candidate versions of PKG... into $DEBS
+# (only the files missing there), their file names into DEB. apt-get runs
+# with the options of the array APT_OPTS (empty: the host's apt state).
+# HINT ends the error for a package apt does not know.
+fetch_debs() {
+    local label=$1 hint=$2 empty uris file pkg p missing=()
+    shift 2
+    # Exact file names of the candidate versions (the cache may hold older
+    # ones). (In an empty dir: apt-get download prints nothing for files
+    # already in the cwd.)
+    empty=$(mktemp -d /tmp/kiln-hook-uris.XXXXXX)
+    uris=$(cd "$empty" && apt-get "${APT_OPTS[@]}" download --print-uris "$@" 2>/dev/null)
+    rmdir "$empty"
+    while read -r _url file _size _hash; do
+        [ -n "$file" ] || continue
+        pkg=${file%%_*}
+        DEB[$pkg]=$file
+        [ -s "$DEBS/$file" ] || missing+=("$pkg")
+    done <<<"$uris"
+    for p in "$@"; do [ -n "${DEB[$p]:-}" ] || die "apt knows no package $p$hint"; done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "downloading ${#missing[@]} $label into $DEBS"
+        (cd "$DEBS" && apt-get "${APT_OPTS[@]}" download -q "${missing[@]}" 2>&1 | grep -v -e unsandboxed -e '^Get:' || true)
+        for p in "${missing[@]}"; do [ -s "$DEBS/${DEB[$p]}" ] || die "download of $p failed"; done
+    fi
+}
+APT_OPTS=()
+# shellcheck disable=SC2086
+fetch_debs packages "" $PKG_KERNEL $PKGS_USER
 say "packages ready (kernel $KVER)"
 
 # ---------------------------------------------------------------- firmware packages
@@ -118,22 +129,9 @@ if [ -n "${KILN_HOOK_APT_UPDATE:-}" ] || ! grep -q 'Candidate: [0-9]' <<<"$(apt-
     say "apt-get update (non-free-firmware)"
     apt-get "${FWAPT_OPTS[@]}" update -qq
 fi
-EMPTY=$(mktemp -d /tmp/kiln-hook-uris.XXXXXX)
-FW_URIS=$(cd "$EMPTY" && apt-get "${FWAPT_OPTS[@]}" download --print-uris $FW_PKGS 2>/dev/null)
-rmdir "$EMPTY"
-missing_pkgs=()
-while read -r _url file _size _hash; do
-    [ -n "$file" ] || continue
-    pkg=${file%%_*}
-    DEB[$pkg]=$file
-    [ -s "$DEBS/$file" ] || missing_pkgs+=("$pkg")
-done <<<"$FW_URIS"
-for p in $FW_PKGS; do [ -n "${DEB[$p]:-}" ] || die "apt knows no package $p (non-free-firmware component at deb.debian.org)"; done
-if [ ${#missing_pkgs[@]} -gt 0 ]; then
-    say "downloading ${#missing_pkgs[@]} firmware packages into $DEBS"
-    (cd "$DEBS" && apt-get "${FWAPT_OPTS[@]}" download -q "${missing_pkgs[@]}" 2>&1 | grep -v -e unsandboxed -e '^Get:' || true)
-    for p in "${missing_pkgs[@]}"; do [ -s "$DEBS/${DEB[$p]}" ] || die "download of $p failed"; done
-fi
+APT_OPTS=("${FWAPT_OPTS[@]}")
+# shellcheck disable=SC2086
+fetch_debs "firmware packages" " (non-free-firmware component at deb.debian.org)" $FW_PKGS
 
 # ---------------------------------------------------------------- agent
 if [ -n "${KILN_AGENT_BIN:-}" ]; then
