@@ -381,18 +381,7 @@ fn apply_batch(tx: &Transaction<'_>, batch: ApplyBatch) -> Result<Vec<Outcome>, 
              FROM enrolments WHERE hardware_id = ?1 AND used_at IS NOT NULL
              AND hardware_id IN (SELECT hardware_id FROM discovered_hardware)",
         )?;
-        let rows = used.query_map([id], |r| {
-            Ok(Enrolment {
-                credential_hash: r.get(0)?,
-                hardware_id: r.get(1)?,
-                agent_id: r.get(2)?,
-                mac: r.get(3)?,
-                workflow: r.get(4)?,
-                created_at: r.get(5)?,
-                expires_at: r.get(6)?,
-                used_at: r.get(7)?,
-            })
-        })?;
+        let rows = used.query_map([id], enrolment_from_row)?;
         used_enrolments.extend(rows.collect::<Result<Vec<_>, _>>()?);
         tx.execute("DELETE FROM hardware WHERE id = ?1 AND id IN (SELECT hardware_id FROM discovered_hardware)", [id])?;
     }
@@ -568,6 +557,21 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BmcJob> {
         error: r.get(11)?,
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
+    })
+}
+
+/// A row of `SELECT credential_hash, hardware_id, agent_id, mac, workflow,
+/// created_at, expires_at, used_at FROM enrolments`.
+fn enrolment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Enrolment> {
+    Ok(Enrolment {
+        credential_hash: r.get(0)?,
+        hardware_id: r.get(1)?,
+        agent_id: r.get(2)?,
+        mac: r.get(3)?,
+        workflow: r.get(4)?,
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        used_at: r.get(7)?,
     })
 }
 
@@ -1054,18 +1058,7 @@ impl Store for SqliteStore {
                     "SELECT credential_hash, hardware_id, agent_id, mac, workflow, created_at, expires_at, used_at
                      FROM enrolments WHERE credential_hash = ?1",
                     [&hash],
-                    |r| {
-                        Ok(Enrolment {
-                            credential_hash: r.get(0)?,
-                            hardware_id: r.get(1)?,
-                            agent_id: r.get(2)?,
-                            mac: r.get(3)?,
-                            workflow: r.get(4)?,
-                            created_at: r.get(5)?,
-                            expires_at: r.get(6)?,
-                            used_at: r.get(7)?,
-                        })
-                    },
+                    enrolment_from_row,
                 )
                 .optional()?;
             if found.as_ref().is_some_and(|e| e.used_at.is_none()) {
