@@ -12,18 +12,9 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
     match (kind, name) {
         (Kind::Action, name) => {
             let mut items = c.list_action_definitions(ListRequest {}).await.map_err(status)?.into_inner().items;
-            if let Some(name) = &name {
-                items.retain(|d| d.name == *name);
-                if items.is_empty() {
-                    bail!("action definition {name:?} not found");
-                }
-            }
+            keep_named(&mut items, &name, |d| &d.name, |n| format!("action definition {n:?} not found"))?;
             let views: Vec<_> = items.iter().map(view::ActionDefinition::from).collect();
-            let done = match (&name, views.as_slice()) {
-                (Some(_), [one]) => structured(output, one)?,
-                _ => structured(output, &views)?,
-            };
-            if !done {
+            if !structured_named(output, &name, &views)? {
                 let rows: Vec<_> =
                     items.iter().map(|d| vec![d.name.clone(), d.image.clone(), d.description.clone()]).collect();
                 print!("{}", table(&["NAME", "IMAGE", "DESCRIPTION"], &rows));
@@ -63,18 +54,9 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
         (Kind::BmcJobs, name) => {
             let mut items =
                 c.list_bmc_jobs(v1::ListBmcJobsRequest { limit: 1000 }).await.map_err(status)?.into_inner().items;
-            if let Some(name) = &name {
-                items.retain(|j| j.id == *name);
-                if items.is_empty() {
-                    bail!("bmc job {name:?} not found (among the newest 1000)");
-                }
-            }
+            keep_named(&mut items, &name, |j| &j.id, |n| format!("bmc job {n:?} not found (among the newest 1000)"))?;
             let views: Vec<_> = items.iter().map(view::BmcJob::from).collect();
-            let done = match (&name, views.as_slice()) {
-                (Some(_), [one]) => structured(output, one)?,
-                _ => structured(output, &views)?,
-            };
-            if !done {
+            if !structured_named(output, &name, &views)? {
                 let rows: Vec<_> = items
                     .iter()
                     .map(|j| {
@@ -109,18 +91,9 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
         }
         (Kind::Rule, name) => {
             let mut items = c.list_rules(ListRequest {}).await.map_err(status)?.into_inner().items;
-            if let Some(name) = &name {
-                items.retain(|r| r.name == *name);
-                if items.is_empty() {
-                    bail!("rule {name:?} not found");
-                }
-            }
+            keep_named(&mut items, &name, |r| &r.name, |n| format!("rule {n:?} not found"))?;
             let views: Vec<_> = items.iter().map(view::Rule::from).collect();
-            let done = match (&name, views.as_slice()) {
-                (Some(_), [one]) => structured(output, one)?,
-                _ => structured(output, &views)?,
-            };
-            if !done {
+            if !structured_named(output, &name, &views)? {
                 let rows: Vec<_> = items
                     .iter()
                     .map(|r| {
@@ -148,6 +121,32 @@ pub async fn run(c: &mut Client, kind: Kind, name: Option<String>, output: Forma
         }
     }
     Ok(())
+}
+
+/// Kinds the server only lists: with a name, keep that one item, or fail
+/// with `not_found(name)`.
+fn keep_named<T>(
+    items: &mut Vec<T>,
+    name: &Option<String>,
+    key: impl Fn(&T) -> &String,
+    not_found: impl FnOnce(&str) -> String,
+) -> anyhow::Result<()> {
+    if let Some(name) = name {
+        items.retain(|i| key(i) == name);
+        if items.is_empty() {
+            bail!(not_found(name));
+        }
+    }
+    Ok(())
+}
+
+/// `-o json|yaml` of a listed kind: the item itself when it was asked for
+/// by name, else the list.
+fn structured_named<V: serde::Serialize>(output: Format, name: &Option<String>, views: &[V]) -> anyhow::Result<bool> {
+    match (name, views) {
+        (Some(_), [one]) => structured(output, one),
+        _ => structured(output, &views),
+    }
 }
 
 fn hardware_table(items: &[v1::Hardware]) -> String {
