@@ -255,14 +255,11 @@ struct Sites<'a> {
     client_if: &'a str,
 }
 
-#[test]
-fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
-    let id = short_id();
-    let (site, client, client_if) = site(&id);
-    let s = Sites { site: &site, proxy: &site.proxy, client: &client, client_if: &client_if };
-    let hook = hook_dir();
-    let server = NsServer::start(
-        s.proxy,
+/// kiln in the site's proxy namespace: ProxyDHCP on its interface, TFTP
+/// and the boot routes on 10.72.0.2.
+fn proxy_dhcp_server(proxy: &Netns, id: &str, hook: &tempfile::TempDir) -> NsServer {
+    NsServer::start(
+        proxy,
         &[
             "--proxy-dhcp-listen",
             &format!("kbp{id}"),
@@ -276,7 +273,16 @@ fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
             hook.path().to_str().unwrap(),
         ],
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn proxy_dhcp_answers_the_pxe_clients_it_boots_beside_the_site_dhcp_server() {
+    let id = short_id();
+    let (site, client, client_if) = site(&id);
+    let s = Sites { site: &site, proxy: &site.proxy, client: &client, client_if: &client_if };
+    let hook = hook_dir();
+    let server = proxy_dhcp_server(s.proxy, &id, &hook);
     let (booting, idle) = (kiln_tests::random_mac(), kiln_tests::random_mac());
     server
         .apply(&format!(
@@ -396,22 +402,7 @@ fn proxy_dhcp_hands_a_legacy_bios_pxe_client_undionly_kpxe_over_tftp() {
     let id = short_id();
     let (site, client, client_if) = site(&id);
     let hook = hook_dir();
-    let server = NsServer::start(
-        &site.proxy,
-        &[
-            "--proxy-dhcp-listen",
-            &format!("kbp{id}"),
-            "--tftp-listen",
-            "10.72.0.2:69",
-            "--netboot-listen",
-            "10.72.0.2:7100",
-            "--ipxe-dir",
-            IPXE_DIR,
-            "--hook-dir",
-            hook.path().to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let server = proxy_dhcp_server(&site.proxy, &id, &hook);
     let mac = kiln_tests::random_mac();
     server.apply(&format!("kind: Hardware\nname: bios1\nmacs: [\"{mac}\"]\n---\n{}", workflow("bios1", &mac))).unwrap();
     let bcast: SocketAddr = "255.255.255.255:67".parse().unwrap();
