@@ -33,8 +33,7 @@ pub struct WatchedWorkflow {
 impl WatchedWorkflow {
     /// Ended, and no BMC step is left to run.
     fn settled(&self) -> bool {
-        self.workflow.state.is_terminal()
-            && !self.bmc_steps.iter().any(|j| j.state == "pending" || j.state == "running")
+        self.workflow.state.is_terminal() && !self.bmc_steps.iter().any(BmcJob::is_open)
     }
 }
 
@@ -85,7 +84,7 @@ impl App {
                 return;
             }
             while !last.settled() {
-                let running_step = last.bmc_steps.iter().any(|j| j.state == "pending" || j.state == "running");
+                let running_step = last.bmc_steps.iter().any(BmcJob::is_open);
                 let changed = if running_step {
                     tokio::time::timeout(BMC_STEP_POLL, wait_for(&mut changes, &id)).await.unwrap_or(true)
                 } else {

@@ -242,6 +242,14 @@ pub struct BmcJob {
     pub updated_at: Millis,
 }
 
+impl BmcJob {
+    /// Not ended yet: pending (waiting for its first or next run) or
+    /// running.
+    pub fn is_open(&self) -> bool {
+        self.state == "pending" || self.state == "running"
+    }
+}
+
 /// How a job's run ended, as [`Store::finish_bmc_job`] records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEnd {
